@@ -1,0 +1,59 @@
+//! The `webhooks` table: the registry of incoming webhook URLs.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{HookId, Timestamp};
+
+/// How a hook's messages are presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// Alerts: highlighted.
+    Alert,
+    /// Informational.
+    Info,
+}
+
+impl HookKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Alert => "alert",
+            HookKind::Info => "info",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "alert" => Some(Self::Alert),
+            "info" => Some(Self::Info),
+            _ => None,
+        }
+    }
+}
+
+/// A row of the `webhooks` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Webhook {
+    /// The id in `POST /hooks/{id}`.
+    pub id: HookId,
+    /// A human name.
+    pub name: String,
+    /// The Slack channel its events go to.
+    pub channel: String,
+    /// Alert or info.
+    pub kind: HookKind,
+    /// Disabled hooks answer 404.
+    pub active: bool,
+    /// HMAC secret for `X-Hub-Signature-256`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Accepted invocations.
+    pub invocation_count: u64,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: Timestamp,
+}
