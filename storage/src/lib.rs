@@ -1,1 +1,45 @@
-//! placeholder
+//! Storage ports of eventfleet and the embedded SQLite backend.
+//!
+//! # Layout
+//!
+//! - [`error`]: [`StorageError`], the one error type every port returns, with [`StorageError::is_retryable`].
+//! - [`clock`]: [`Clock`], injectable wall time ([`SystemClock`] in production, [`TokioClock`] in tests so that
+//!   `tokio::time::pause`/`advance` move the store's time too).
+//! - The ports, small traits over `eventfleet-schema` types, one module each: [`queue`] (FIFO queue with
+//!   message groups, dedup, visibility, receive counts), [`dead_letters`] (inspect, redrive, purge the DLQ),
+//!   [`idempotency`] (claim / mark / begin / complete / release), [`audit`] (append-only timeline),
+//!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry).
+//! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
+//! - [`embedded`]: the zero-set-up backend on one SQLite file in WAL mode, with group commit.
+//! - `conformance` (feature `conformance`): the generic suite every backend must pass, and the
+//!   [`conformance_suite!`] macro that instantiates it.
+//!
+//! No SQL or AWS type crosses a port: a backend's types stay inside its module.
+
+pub mod audit;
+pub mod clock;
+pub mod dead_letters;
+pub mod embedded;
+pub mod error;
+pub mod idempotency;
+pub mod queue;
+pub mod retries;
+pub mod store;
+pub mod webhooks;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use audit::{AuditLog, AuditQuery};
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use error::StorageError;
+pub use idempotency::{Begin, Claim, Idempotency};
+pub use queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
+pub use retries::RetryRecords;
+pub use store::Store;
+pub use webhooks::WebhookRegistry;
+
+/// Result of a storage operation.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

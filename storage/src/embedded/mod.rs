@@ -1,0 +1,234 @@
+//! The embedded backend: every port on one SQLite file in WAL mode.
+//!
+//! - All writes go through one writer thread per process that **group-commits**: it takes every request
+//!   waiting, runs each in its own savepoint inside one transaction and commits once, so concurrent ingress
+//!   requests share one sync ([`writer`]).
+//! - Reads use a separate connection; WAL lets them run beside the writer.
+//! - Several processes may open the same file: `BEGIN IMMEDIATE` plus a busy timeout serialize their writers,
+//!   and long polls fall back to polling every [`EmbeddedOptions::poll_interval`] for messages sent by another
+//!   process (in-process sends wake waiters at once).
+//! - The FIFO rules of SQS FIFO are kept in SQL ([`queue`]): each group's oldest message is its *head*
+//!   (`head = 1`, a partial index), only a visible head can be received, so one message per group is in flight
+//!   and order within a group is strict.
+
+mod audit;
+mod dead_letters;
+mod idempotency;
+mod migrations;
+mod queue;
+mod retries;
+mod webhooks;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Notify;
+
+use crate::{Clock, Store, StorageError, SystemClock};
+use writer::Writer;
+
+/// How hard a commit is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss. The default: an acknowledged event must survive.
+    Full,
+    /// `synchronous=NORMAL`: survives a process crash, may lose the last commits on power loss.
+    Normal,
+}
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Receives after which a message moves to the DLQ on its next receive (SQS `maxReceiveCount`).
+    pub max_receive_count: u32,
+    /// How long a dedup id suppresses resends (SQS: 5 minutes).
+    pub dedup_window: Duration,
+    /// Audit entries expire after this long.
+    pub audit_ttl: Duration,
+    /// Retry records expire after this long.
+    pub retry_ttl: Duration,
+    /// How often a long poll looks for messages sent by other processes.
+    pub poll_interval: Duration,
+    /// Most requests in one group commit.
+    pub max_batch: usize,
+    /// Commit durability.
+    pub durability: Durability,
+    /// How long a writer waits for another process's write lock before answering unavailable.
+    pub busy_timeout: Duration,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            max_receive_count: 5,
+            dedup_window: Duration::from_secs(300),
+            audit_ttl: Duration::from_secs(90 * 24 * 3600),
+            retry_ttl: Duration::from_secs(14 * 24 * 3600),
+            poll_interval: Duration::from_millis(100),
+            max_batch: 1024,
+            durability: Durability::Full,
+            busy_timeout: Duration::from_secs(5),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The embedded store. Implements every port; [`EmbeddedStore::into_store`] bundles it.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    writer: Writer,
+    reader: Arc<Mutex<Connection>>,
+    /// Woken after every commit so in-process long polls return at once.
+    queue_changed: Arc<Notify>,
+    options: EmbeddedOptions,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// The file name of the store inside a data directory.
+pub const DB_FILE: &str = "fleet.db";
+
+impl EmbeddedStore {
+    /// Opens (creating and migrating as needed) the store at `path`.
+    pub fn open(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Arc<Self>, StorageError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StorageError::Unavailable(format!("create {}: {e}", dir.display())))?;
+        }
+        let mut write_conn = connect(&path, &options)?;
+        migrations::migrate(&mut write_conn)?;
+        let read_conn = connect(&path, &options)?;
+        let queue_changed = Arc::new(Notify::new());
+        let writer = Writer::spawn(write_conn, options.max_batch, Arc::clone(&queue_changed))?;
+        Ok(Arc::new(Self {
+            path,
+            writer,
+            reader: Arc::new(Mutex::new(read_conn)),
+            queue_changed,
+            options,
+        }))
+    }
+
+    /// Opens `<dir>/fleet.db`.
+    pub fn open_dir(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Arc<Self>, StorageError> {
+        Self::open(dir.as_ref().join(DB_FILE), options)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The settings it was opened with.
+    pub fn options(&self) -> &EmbeddedOptions {
+        &self.options
+    }
+
+    /// Every port of this store.
+    pub fn into_store(self: Arc<Self>) -> Store {
+        Store {
+            queue: self.clone(),
+            dead_letters: self.clone(),
+            idempotency: self.clone(),
+            audit: self.clone(),
+            retries: self.clone(),
+            webhooks: self.clone(),
+            clock: self.options.clock.clone(),
+            backend: "embedded",
+        }
+    }
+
+    /// Deletes rows past their expiry (idempotency horizon, audit and retry TTL, dedup window). Reads already
+    /// treat them as absent; this only reclaims space. Returns the number of rows deleted.
+    pub async fn purge_expired(&self) -> Result<u64, StorageError> {
+        let now = self.options.clock.now().as_millis();
+        self.writer
+            .submit(move |conn| {
+                let mut n = 0u64;
+                for table in ["idempotency", "audit", "retries", "dedup"] {
+                    n += conn
+                        .prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?
+                        .execute([now])? as u64;
+                }
+                Ok(n)
+            })
+            .await
+    }
+
+    /// Runs a read on the read connection, off the async threads.
+    async fn read<R, F>(&self, f: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .map_err(|_| StorageError::Unavailable("reader connection poisoned".into()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("read task failed: {e}")))?
+    }
+
+    fn now(&self) -> i64 {
+        self.options.clock.now().as_millis()
+    }
+}
+
+fn connect(path: &Path, options: &EmbeddedOptions) -> Result<Connection, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(options.busy_timeout)?;
+    let sync = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+    ))?;
+    Ok(conn)
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match &e {
+            rusqlite::Error::SqliteFailure(err, _) if err.code == ErrorCode::ConstraintViolation => {
+                StorageError::Conflict(e.to_string())
+            }
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => StorageError::Corrupt(e.to_string()),
+            // Locked, busy, I/O, full disk, cannot open: the caller can only try again later.
+            _ => StorageError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Decodes a stored JSON column.
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StorageError> {
+    serde_json::from_str(text).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+/// Encodes a JSON column.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StorageError> {
+    serde_json::to_string(value).map_err(|e| StorageError::Invalid(e.to_string()))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,249 @@
+//! The queue port on SQLite, keeping the SQS FIFO rules the workers rely on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventfleet_schema::{Envelope, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{EmbeddedStore, from_json, millis, to_json};
+use crate::queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
+use crate::{Result, StorageError};
+
+pub(super) const MAIN: &str = "main";
+pub(super) const DLQ: &str = "dlq";
+
+/// Inserts one message at the tail of its group on `queue`, honouring the dedup window.
+pub(super) fn insert_message(
+    conn: &Connection,
+    queue: &str,
+    msg: &OutgoingMessage,
+    now: i64,
+    dedup_window: Duration,
+) -> Result<MessageId> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2 AND expires_at > ?3")?
+        .query_row(params![queue, msg.dedup_id.as_str(), now], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(MessageId(id));
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    conn.prepare_cached("INSERT OR REPLACE INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![queue, msg.dedup_id.as_str(), id, now + millis(dedup_window)])?;
+    let env = &msg.envelope;
+    conn.prepare_cached(
+        "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
+                               sent_at, visible_at)
+         VALUES (?1, ?2, ?3, ?4,
+                 NOT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND group_id = ?3),
+                 ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+    )?
+    .execute(params![
+        queue,
+        id,
+        msg.group,
+        msg.dedup_id.as_str(),
+        to_json(env)?,
+        to_json(&msg.attributes)?,
+        env.event_id().to_string(),
+        env.source().name(),
+        env.kind().as_str(),
+        now,
+    ])?;
+    Ok(MessageId(id))
+}
+
+/// Makes the oldest remaining message of a group on the main queue its head.
+pub(super) fn promote_next_head(conn: &Connection, group: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE messages SET head = 1
+         WHERE seq = (SELECT MIN(seq) FROM messages WHERE queue = 'main' AND group_id = ?1)",
+    )?
+    .execute([group])?;
+    Ok(())
+}
+
+/// Removes a message row from the main queue, keeping its group's head right.
+fn take_off_main(conn: &Connection, seq: i64, group: &str, was_head: bool) -> Result<()> {
+    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([seq])?;
+    if was_head {
+        promote_next_head(conn, group)?;
+    }
+    Ok(())
+}
+
+/// Moves a main-queue row to the DLQ with a reason (a new tail position there).
+fn move_row_to_dlq(conn: &Connection, seq: i64, group: &str, was_head: bool, reason: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
+                               sent_at, visible_at, receive_count, dead_reason, dead_at)
+         SELECT 'dlq', message_id || '.dlq', group_id, dedup_id, 0, body, attributes, event_id, source, kind,
+                sent_at, ?2, receive_count, ?3, ?2
+         FROM messages WHERE seq = ?1",
+    )?
+    .execute(params![seq, now, reason])?;
+    take_off_main(conn, seq, group, was_head)
+}
+
+/// The row a receipt designates, if it is still the current receipt: `(seq, group, head)`.
+fn row_for_receipt(conn: &Connection, receipt: &ReceiptHandle) -> Result<(i64, String, bool)> {
+    let (seq, token) = receipt.0.split_once(':').ok_or(StorageError::StaleReceipt)?;
+    let seq: i64 = seq.parse().map_err(|_| StorageError::StaleReceipt)?;
+    conn.prepare_cached("SELECT group_id, head FROM messages WHERE seq = ?1 AND queue = 'main' AND receipt = ?2")?
+        .query_row(params![seq, token], |r| Ok((seq, r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+        .optional()?
+        .ok_or(StorageError::StaleReceipt)
+}
+
+fn try_receive(conn: &Connection, max: usize, visibility: Duration, now: i64, max_receive_count: u32) -> Result<Vec<ReceivedMessage>> {
+    let heads: Vec<(i64, String, u32)> = conn
+        .prepare_cached(
+            "SELECT seq, group_id, receive_count FROM messages
+             WHERE queue = 'main' AND head = 1 AND visible_at <= ?1
+             ORDER BY seq LIMIT ?2",
+        )?
+        .query_map(params![now, max as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(heads.len());
+    for (seq, group, receive_count) in heads {
+        if receive_count >= max_receive_count {
+            // SQS semantics: the receive after the last allowed one moves the message to the DLQ instead.
+            let reason = format!("max receive count exceeded ({receive_count} receives)");
+            move_row_to_dlq(conn, seq, &group, true, &reason, now)?;
+            continue;
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let row = conn
+            .prepare_cached(
+                "UPDATE messages SET visible_at = ?2, receive_count = receive_count + 1, receipt = ?3
+                 WHERE seq = ?1
+                 RETURNING message_id, body, attributes, receive_count, sent_at",
+            )?
+            .query_row(params![seq, now + millis(visibility), token], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+        let (message_id, body, attributes, receive_count, sent_at) = row;
+        out.push(ReceivedMessage {
+            message_id: MessageId(message_id),
+            receipt: ReceiptHandle(format!("{seq}:{token}")),
+            envelope: from_json::<Envelope>(&body)?,
+            group,
+            attributes: from_json::<BTreeMap<String, String>>(&attributes)?,
+            receive_count,
+            sent_at: Timestamp::from_millis(sent_at),
+        });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Queue for EmbeddedStore {
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Result<MessageId>>> {
+        let now = self.now();
+        let window = self.options.dedup_window;
+        self.writer
+            .submit(move |conn| {
+                Ok(messages
+                    .iter()
+                    .map(|m| insert_message(conn, MAIN, m, now, window))
+                    .collect())
+            })
+            .await
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        if max == 0 || max > 10 {
+            return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let max_receive_count = self.options.max_receive_count;
+        loop {
+            // Register for the wake-up before looking, so a send committed in between is not missed.
+            let changed = self.queue_changed.notified();
+            let now = self.now();
+            let got = self
+                .writer
+                .submit(move |conn| try_receive(conn, max, visibility, now, max_receive_count))
+                .await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !got.is_empty() || left.is_zero() {
+                return Ok(got);
+            }
+            // Other processes' sends and visibility expiry wake no one here: poll for those.
+            let nap = left.min(self.options.poll_interval);
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn delete(&self, receipt: &ReceiptHandle) -> Result<()> {
+        let receipt = receipt.clone();
+        self.writer
+            .submit(move |conn| {
+                let (seq, group, head) = row_for_receipt(conn, &receipt)?;
+                take_off_main(conn, seq, &group, head)
+            })
+            .await
+    }
+
+    async fn change_visibility(&self, receipt: &ReceiptHandle, visibility: Duration) -> Result<()> {
+        if visibility > Duration::from_secs(12 * 3600) {
+            return Err(StorageError::Invalid("visibility timeout over 12 hours".into()));
+        }
+        let receipt = receipt.clone();
+        let visible_at = self.now() + millis(visibility);
+        self.writer
+            .submit(move |conn| {
+                let (seq, _, _) = row_for_receipt(conn, &receipt)?;
+                conn.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
+                    .execute(params![seq, visible_at])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn move_to_dlq(&self, receipt: &ReceiptHandle, reason: &str) -> Result<()> {
+        let receipt = receipt.clone();
+        let reason = reason.to_owned();
+        let now = self.now();
+        self.writer
+            .submit(move |conn| {
+                let (seq, group, head) = row_for_receipt(conn, &receipt)?;
+                move_row_to_dlq(conn, seq, &group, head, &reason, now)
+            })
+            .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let now = self.now();
+        self.read(move |conn| {
+            let (waiting, in_flight, oldest, dead): (i64, i64, Option<i64>, i64) = conn.query_row(
+                "SELECT
+                    COALESCE(SUM(queue = 'main' AND NOT (receive_count > 0 AND visible_at > ?1)), 0),
+                    COALESCE(SUM(queue = 'main' AND receive_count > 0 AND visible_at > ?1), 0),
+                    MIN(CASE WHEN queue = 'main' THEN sent_at END),
+                    COALESCE(SUM(queue = 'dlq'), 0)
+                 FROM messages",
+                [now],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            Ok(QueueStats {
+                waiting: waiting as u64,
+                in_flight: in_flight as u64,
+                oldest_age_ms: oldest.map(|t| (now - t).max(0) as u64),
+                dead_letters: dead as u64,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,102 @@
+//! The webhook registry on SQLite.
+
+use async_trait::async_trait;
+use eventfleet_schema::{HookId, HookKind, Timestamp, Webhook};
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::EmbeddedStore;
+use crate::webhooks::WebhookRegistry;
+use crate::{Result, StorageError};
+
+const COLUMNS: &str = "id, name, channel, kind, active, secret, invocation_count, created_by, created_at";
+
+fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
+    let kind: String = r.get(3)?;
+    Ok(Webhook {
+        id: HookId::from_raw(r.get::<_, String>(0)?),
+        name: r.get(1)?,
+        channel: r.get(2)?,
+        kind: HookKind::parse(&kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("hook kind {kind}").into())
+        })?,
+        active: r.get(4)?,
+        secret: r.get(5)?,
+        invocation_count: r.get::<_, i64>(6)? as u64,
+        created_by: r.get(7)?,
+        created_at: Timestamp::from_millis(r.get(8)?),
+    })
+}
+
+#[async_trait]
+impl WebhookRegistry for EmbeddedStore {
+    async fn create(&self, h: &Webhook) -> Result<()> {
+        let h = h.clone();
+        self.writer
+            .submit(move |conn| {
+                let inserted = conn
+                    .prepare_cached(&format!(
+                        "INSERT OR IGNORE INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    ))?
+                    .execute(params![
+                        h.id.as_str(),
+                        h.name,
+                        h.channel,
+                        h.kind.as_str(),
+                        h.active,
+                        h.secret,
+                        h.invocation_count as i64,
+                        h.created_by,
+                        h.created_at.as_millis()
+                    ])?;
+                if inserted == 0 {
+                    return Err(StorageError::Conflict(format!("hook {} exists", h.id)));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get(&self, id: &HookId) -> Result<Option<Webhook>> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM webhooks WHERE id = ?1"))?
+                .query_row([id], hook)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<Webhook>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM webhooks ORDER BY created_at, id"))?
+                .query_map([], hook)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook> {
+        let id = id.as_str().to_owned();
+        self.writer
+            .submit(move |conn| {
+                conn.prepare_cached(&format!("UPDATE webhooks SET active = ?2 WHERE id = ?1 RETURNING {COLUMNS}"))?
+                    .query_row(params![id, active], hook)
+                    .optional()?
+                    .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
+            })
+            .await
+    }
+
+    async fn record_invocation(&self, id: &HookId) -> Result<()> {
+        let id = id.as_str().to_owned();
+        self.writer
+            .submit(move |conn| {
+                conn.prepare_cached("UPDATE webhooks SET invocation_count = invocation_count + 1 WHERE id = ?1")?
+                    .execute([id])?;
+                Ok(())
+            })
+            .await
+    }
+}

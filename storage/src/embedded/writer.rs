@@ -1,0 +1,129 @@
+//! The group-commit writer: one thread per process owns the write connection; every write request waiting when
+//! it wakes goes into one transaction, each in its own savepoint so one request's failure does not undo the
+//! others, and the answers are sent only after the commit is durable.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::{Notify, oneshot};
+
+use crate::StorageError;
+
+/// One write request.
+trait Job: Send {
+    /// Runs inside the open transaction; returns whether it succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the waiter, given why the batch failed if it did.
+    fn deliver(self: Box<Self>, batch_error: Option<&StorageError>);
+}
+
+struct TypedJob<R, F> {
+    work: Option<F>,
+    result: Option<Result<R, StorageError>>,
+    answer: oneshot::Sender<Result<R, StorageError>>,
+}
+
+impl<R, F> Job for TypedJob<R, F>
+where
+    R: Send,
+    F: FnOnce(&Connection) -> Result<R, StorageError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = match self.work.take() {
+            Some(work) => work(conn),
+            None => Err(StorageError::Unavailable("write job ran twice".into())),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn deliver(self: Box<Self>, batch_error: Option<&StorageError>) {
+        let answer = match (batch_error, self.result) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(result)) => result,
+            (None, None) => Err(StorageError::Unavailable("write job was not run".into())),
+        };
+        // The caller may have gone away (request cancelled); the write stands either way.
+        let _ = self.answer.send(answer);
+    }
+}
+
+/// Handle to the writer thread. Dropping it stops the thread once queued jobs are done.
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Writer {
+    pub(super) fn spawn(conn: Connection, max_batch: usize, committed: Arc<Notify>) -> Result<Self, StorageError> {
+        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
+        std::thread::Builder::new()
+            .name("eventfleet-sqlite-writer".into())
+            .spawn(move || run(conn, rx, max_batch.max(1), committed))
+            .map_err(|e| StorageError::Unavailable(format!("spawn writer thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` inside the next group commit and answers once that commit is durable.
+    pub(super) async fn submit<R, F>(&self, work: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+    {
+        let (answer, rx) = oneshot::channel();
+        let job = TypedJob {
+            work: Some(work),
+            result: None,
+            answer,
+        };
+        self.jobs
+            .send(Box::new(job))
+            .map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?;
+        rx.await
+            .map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, max_batch: usize, committed: Arc<Notify>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&conn, &mut batch);
+        committed.notify_waiters();
+    }
+}
+
+/// Runs one batch in one transaction, then answers every job.
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = StorageError::from(e);
+        for job in batch.drain(..) {
+            job.deliver(Some(&err));
+        }
+        return;
+    }
+    let mut own_errors: Vec<Option<StorageError>> = Vec::with_capacity(batch.len());
+    for job in batch.iter_mut() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            own_errors.push(Some(StorageError::from(e)));
+            continue;
+        }
+        let ok = job.run(conn);
+        let close = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        own_errors.push(conn.execute_batch(close).err().map(StorageError::from));
+    }
+    let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        StorageError::from(e)
+    });
+    for (job, own_error) in batch.drain(..).zip(own_errors) {
+        job.deliver(commit_error.as_ref().or(own_error.as_ref()));
+    }
+}

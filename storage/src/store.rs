@@ -1,0 +1,32 @@
+//! The bundle of ports a service runs on.
+
+use std::sync::Arc;
+
+use crate::{AuditLog, Clock, DeadLetters, Idempotency, Queue, RetryRecords, WebhookRegistry};
+
+/// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    /// The FIFO queue.
+    pub queue: Arc<dyn Queue>,
+    /// Its dead-letter queue.
+    pub dead_letters: Arc<dyn DeadLetters>,
+    /// Idempotency records.
+    pub idempotency: Arc<dyn Idempotency>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditLog>,
+    /// Retry and dead-letter records.
+    pub retries: Arc<dyn RetryRecords>,
+    /// The webhook registry.
+    pub webhooks: Arc<dyn WebhookRegistry>,
+    /// The time every component compares against.
+    pub clock: Arc<dyn Clock>,
+    /// `embedded` or `aws`, for `/version` and logs.
+    pub backend: &'static str,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,25 @@
+//! The webhook registry port.
+
+use async_trait::async_trait;
+use eventfleet_schema::{HookId, Webhook};
+
+use crate::Result;
+
+/// Registered incoming webhooks.
+#[async_trait]
+pub trait WebhookRegistry: Send + Sync {
+    /// Registers a hook; an existing id is [`crate::StorageError::Conflict`].
+    async fn create(&self, hook: &Webhook) -> Result<()>;
+
+    /// A hook by id.
+    async fn get(&self, id: &HookId) -> Result<Option<Webhook>>;
+
+    /// Every hook, oldest first.
+    async fn list(&self) -> Result<Vec<Webhook>>;
+
+    /// Enables or disables a hook; returns it. Unknown id: [`crate::StorageError::NotFound`].
+    async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook>;
+
+    /// Counts an accepted invocation.
+    async fn record_invocation(&self, id: &HookId) -> Result<()>;
+}
