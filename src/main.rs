@@ -1,1 +1,39 @@
-fn main() {}
+//! `eventfleet`: the one binary of the fleet. Ingress, workers, `dev` (both in one process) and the operator
+//! commands. Thin by design: parse arguments, set up logging, hand over to a command module.
+//!
+//! # Layout
+//!
+//! - `cli`: the command-line contract (clap).
+//! - `config`: settings from `EVENTFLEET_*` variables, validated at start-up.
+//! - `backend`: opens the configured storage backend.
+//! - `shutdown`: SIGTERM / Ctrl-C → one cancellation token.
+//! - `commands`: one module per command family.
+
+mod backend;
+mod cli;
+mod commands;
+mod config;
+mod shutdown;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

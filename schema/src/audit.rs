@@ -107,7 +107,11 @@ mod tests {
 
     #[test]
     fn step_names_match_serde() {
-        for step in [Step::Received, Step::DuplicateDeliverySkipped, Step::RetryScheduled] {
+        for step in [
+            Step::Received,
+            Step::DuplicateDeliverySkipped,
+            Step::RetryScheduled,
+        ] {
             assert_eq!(serde_json::to_value(step).unwrap(), step.as_str());
             assert_eq!(Step::parse(step.as_str()), Some(step));
         }

@@ -129,7 +129,10 @@ mod tests {
         assert!(Enqueued.can_become(Processing));
         assert!(Processing.can_become(Done));
         assert!(Dead.can_become(Enqueued));
-        assert!(!Done.can_become(Processing), "a DONE event is never handled again");
+        assert!(
+            !Done.can_become(Processing),
+            "a DONE event is never handled again"
+        );
         assert!(!Enqueued.can_become(Pending));
         assert!(!Pending.can_become(Done));
         assert!(!Dead.can_become(Done));

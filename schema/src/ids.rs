@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The id eventfleet gives an event when ingress first accepts it: a UUIDv7, so ids sort by arrival.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct EventId(uuid::Uuid);
 
@@ -39,7 +41,9 @@ impl fmt::Display for EventId {
 ///
 /// Forms: `slack:{team}:{event_id}`, `github:{hook}:{delivery}`, `sns:{topic}:{message_id}`,
 /// `hook:{hook}:{idempotency-key or sha256(body)}`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct IdempotencyKey(String);
 
@@ -120,7 +124,9 @@ impl DedupId {
 }
 
 /// The id of a registered incoming webhook, the `{hook_id}` of `POST /hooks/{hook_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct HookId(String);
 
@@ -161,8 +167,14 @@ mod tests {
     fn keys_are_source_scoped() {
         let hook = HookId::from_raw("hk_1");
         assert_eq!(IdempotencyKey::slack("T1", "Ev1").as_str(), "slack:T1:Ev1");
-        assert_eq!(IdempotencyKey::github(&hook, "d-1").as_str(), "github:hk_1:d-1");
-        assert_eq!(IdempotencyKey::sns("arn:t", "m-1").as_str(), "sns:arn:t:m-1");
+        assert_eq!(
+            IdempotencyKey::github(&hook, "d-1").as_str(),
+            "github:hk_1:d-1"
+        );
+        assert_eq!(
+            IdempotencyKey::sns("arn:t", "m-1").as_str(),
+            "sns:arn:t:m-1"
+        );
         assert_eq!(IdempotencyKey::hook(&hook, "abc").as_str(), "hook:hk_1:abc");
         assert_eq!(
             IdempotencyKey::hook_body(&hook, b"").as_str(),

@@ -39,12 +39,18 @@ impl Timestamp {
 
     /// This instant plus `d`, saturating.
     pub fn plus(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// This instant minus `d`, saturating.
     pub fn minus(self, d: Duration) -> Self {
-        Self(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// The time from `earlier` to `self`, zero when `earlier` is later.
@@ -123,7 +129,10 @@ mod tests {
 
     #[test]
     fn parses_unix_seconds_and_rejects_garbage() {
-        assert_eq!(Timestamp::parse("1772826801").unwrap().as_millis(), 1_772_826_801_000);
+        assert_eq!(
+            Timestamp::parse("1772826801").unwrap().as_millis(),
+            1_772_826_801_000
+        );
         assert!(Timestamp::parse("yesterday").is_err());
         assert!(Timestamp::parse("99999999999999999999").is_err());
     }

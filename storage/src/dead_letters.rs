@@ -41,8 +41,13 @@ pub struct DeadLetterFilter {
 impl DeadLetterFilter {
     /// Whether a dead letter matches (for backends that filter after reading).
     pub fn matches(&self, dl: &DeadLetter) -> bool {
-        self.source.as_deref().is_none_or(|s| dl.envelope.source().name() == s)
-            && self.kind.as_deref().is_none_or(|k| dl.envelope.kind().as_str() == k)
+        self.source
+            .as_deref()
+            .is_none_or(|s| dl.envelope.source().name() == s)
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|k| dl.envelope.kind().as_str() == k)
             && self
                 .error
                 .as_deref()

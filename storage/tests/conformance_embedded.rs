@@ -13,7 +13,9 @@ async fn setup(scope: &str) -> Harness {
         ..EmbeddedOptions::default()
     };
     let max_receive_count = options.max_receive_count;
-    let store = EmbeddedStore::open_dir(&dir, options).expect("open store").into_store();
+    let store = EmbeddedStore::open_dir(&dir, options)
+        .expect("open store")
+        .into_store();
     Harness {
         store,
         time: TimeControl::Paused,

@@ -1,1 +1,27 @@
-//! placeholder
+//! The eventfleet worker pool: consume the queue, run the handler for each event once, retry with backoff,
+//! dead-letter what cannot succeed, and audit every step.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`WorkerConfig`], the typed settings.
+//! - [`handler`]: the [`Handler`] trait, its errors ([`HandlerError`], retryable or permanent) and the
+//!   [`Registry`] that picks a handler by event kind.
+//! - [`handlers`]: the built-in handlers (hook payloads; unhandled kinds).
+//! - [`slack`]: [`SlackSink`], where Slack messages go, and [`slack::DevOutbox`], the local outbox used when no
+//!   bot token is configured.
+//! - [`backoff`]: retry delays, exponential with full jitter, capped.
+//! - [`process`]: one delivery: `begin` → handler → `complete` / retry / dead-letter, with a heartbeat.
+//! - [`pool`]: [`run`], the receive loop with bounded concurrency and graceful shutdown.
+
+pub mod backoff;
+pub mod config;
+pub mod handler;
+pub mod handlers;
+pub mod pool;
+pub mod process;
+pub mod slack;
+
+pub use config::WorkerConfig;
+pub use handler::{Handler, HandlerContext, HandlerError, Registry};
+pub use pool::{PoolSummary, run};
+pub use slack::{SlackError, SlackMessage, SlackSink};

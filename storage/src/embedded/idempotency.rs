@@ -39,7 +39,9 @@ fn record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
 /// The live (unexpired) record of a key.
 fn live(conn: &Connection, key: &str, now: i64) -> Result<Option<IdempotencyRecord>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM idempotency WHERE key = ?1 AND expires_at > ?2"))?
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM idempotency WHERE key = ?1 AND expires_at > ?2"
+        ))?
         .query_row(params![key, now], record)
         .optional()?)
 }
@@ -62,7 +64,12 @@ fn set_status(
 
 #[async_trait]
 impl Idempotency for EmbeddedStore {
-    async fn claim(&self, key: &IdempotencyKey, event_id: EventId, horizon: Duration) -> Result<Claim> {
+    async fn claim(
+        &self,
+        key: &IdempotencyKey,
+        event_id: EventId,
+        horizon: Duration,
+    ) -> Result<Claim> {
         let key = key.as_str().to_owned();
         let now = self.now();
         self.writer
@@ -93,7 +100,8 @@ impl Idempotency for EmbeddedStore {
         let now = self.now();
         self.writer
             .submit(move |conn| {
-                let rec = live(conn, &key, now)?.ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
+                let rec = live(conn, &key, now)?
+                    .ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
                 if rec.status != Status::Pending {
                     return Ok(rec);
                 }
@@ -102,7 +110,12 @@ impl Idempotency for EmbeddedStore {
             .await
     }
 
-    async fn begin(&self, key: &IdempotencyKey, event_id: EventId, lease: Duration) -> Result<Begin> {
+    async fn begin(
+        &self,
+        key: &IdempotencyKey,
+        event_id: EventId,
+        lease: Duration,
+    ) -> Result<Begin> {
         let key = key.as_str().to_owned();
         let now = self.now();
         // Records created here (claim expired or lost) keep the default horizon of the sources: 72 h.
@@ -136,13 +149,19 @@ impl Idempotency for EmbeddedStore {
             .await
     }
 
-    async fn transition(&self, key: &IdempotencyKey, to: Status, outcome: Option<&str>) -> Result<IdempotencyRecord> {
+    async fn transition(
+        &self,
+        key: &IdempotencyKey,
+        to: Status,
+        outcome: Option<&str>,
+    ) -> Result<IdempotencyRecord> {
         let key = key.as_str().to_owned();
         let outcome = outcome.map(str::to_owned);
         let now = self.now();
         self.writer
             .submit(move |conn| {
-                let rec = live(conn, &key, now)?.ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
+                let rec = live(conn, &key, now)?
+                    .ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
                 if !rec.status.can_become(to) {
                     return Err(StorageError::IllegalTransition {
                         key,

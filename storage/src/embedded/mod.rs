@@ -27,7 +27,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Notify;
 
-use crate::{Clock, Store, StorageError, SystemClock};
+use crate::{Clock, StorageError, Store, SystemClock};
 use writer::Writer;
 
 /// How hard a commit is made durable.
@@ -90,7 +90,9 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,7 +101,10 @@ pub const DB_FILE: &str = "fleet.db";
 
 impl EmbeddedStore {
     /// Opens (creating and migrating as needed) the store at `path`.
-    pub fn open(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Arc<Self>, StorageError> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<Arc<Self>, StorageError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -120,7 +125,10 @@ impl EmbeddedStore {
     }
 
     /// Opens `<dir>/fleet.db`.
-    pub fn open_dir(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Arc<Self>, StorageError> {
+    pub fn open_dir(
+        dir: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<Arc<Self>, StorageError> {
         Self::open(dir.as_ref().join(DB_FILE), options)
     }
 
@@ -190,7 +198,9 @@ impl EmbeddedStore {
 fn connect(path: &Path, options: &EmbeddedOptions) -> Result<Connection, StorageError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(options.busy_timeout)?;
     let sync = match options.durability {
@@ -207,7 +217,9 @@ impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
         match &e {
-            rusqlite::Error::SqliteFailure(err, _) if err.code == ErrorCode::ConstraintViolation => {
+            rusqlite::Error::SqliteFailure(err, _)
+                if err.code == ErrorCode::ConstraintViolation =>
+            {
                 StorageError::Conflict(e.to_string())
             }
             rusqlite::Error::FromSqlConversionFailure(..)

@@ -23,7 +23,9 @@ pub(super) fn insert_message(
     dedup_window: Duration,
 ) -> Result<MessageId> {
     let existing: Option<String> = conn
-        .prepare_cached("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2 AND expires_at > ?3")?
+        .prepare_cached(
+            "SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2 AND expires_at > ?3",
+        )?
         .query_row(params![queue, msg.dedup_id.as_str(), now], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
@@ -67,7 +69,8 @@ pub(super) fn promote_next_head(conn: &Connection, group: &str) -> Result<()> {
 
 /// Removes a message row from the main queue, keeping its group's head right.
 fn take_off_main(conn: &Connection, seq: i64, group: &str, was_head: bool) -> Result<()> {
-    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([seq])?;
+    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
+        .execute([seq])?;
     if was_head {
         promote_next_head(conn, group)?;
     }
@@ -75,7 +78,14 @@ fn take_off_main(conn: &Connection, seq: i64, group: &str, was_head: bool) -> Re
 }
 
 /// Moves a main-queue row to the DLQ with a reason (a new tail position there).
-fn move_row_to_dlq(conn: &Connection, seq: i64, group: &str, was_head: bool, reason: &str, now: i64) -> Result<()> {
+fn move_row_to_dlq(
+    conn: &Connection,
+    seq: i64,
+    group: &str,
+    was_head: bool,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
                                sent_at, visible_at, receive_count, dead_reason, dead_at)
@@ -89,22 +99,37 @@ fn move_row_to_dlq(conn: &Connection, seq: i64, group: &str, was_head: bool, rea
 
 /// The row a receipt designates, if it is still the current receipt: `(seq, group, head)`.
 fn row_for_receipt(conn: &Connection, receipt: &ReceiptHandle) -> Result<(i64, String, bool)> {
-    let (seq, token) = receipt.0.split_once(':').ok_or(StorageError::StaleReceipt)?;
+    let (seq, token) = receipt
+        .0
+        .split_once(':')
+        .ok_or(StorageError::StaleReceipt)?;
     let seq: i64 = seq.parse().map_err(|_| StorageError::StaleReceipt)?;
-    conn.prepare_cached("SELECT group_id, head FROM messages WHERE seq = ?1 AND queue = 'main' AND receipt = ?2")?
-        .query_row(params![seq, token], |r| Ok((seq, r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
-        .optional()?
-        .ok_or(StorageError::StaleReceipt)
+    conn.prepare_cached(
+        "SELECT group_id, head FROM messages WHERE seq = ?1 AND queue = 'main' AND receipt = ?2",
+    )?
+    .query_row(params![seq, token], |r| {
+        Ok((seq, r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+    })
+    .optional()?
+    .ok_or(StorageError::StaleReceipt)
 }
 
-fn try_receive(conn: &Connection, max: usize, visibility: Duration, now: i64, max_receive_count: u32) -> Result<Vec<ReceivedMessage>> {
+fn try_receive(
+    conn: &Connection,
+    max: usize,
+    visibility: Duration,
+    now: i64,
+    max_receive_count: u32,
+) -> Result<Vec<ReceivedMessage>> {
     let heads: Vec<(i64, String, u32)> = conn
         .prepare_cached(
             "SELECT seq, group_id, receive_count FROM messages
              WHERE queue = 'main' AND head = 1 AND visible_at <= ?1
              ORDER BY seq LIMIT ?2",
         )?
-        .query_map(params![now, max as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![now, max as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(heads.len());
     for (seq, group, receive_count) in heads {
@@ -159,9 +184,16 @@ impl Queue for EmbeddedStore {
             .await
     }
 
-    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>> {
         if max == 0 || max > 10 {
-            return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
+            return Err(StorageError::Invalid(format!(
+                "receive takes 1 to 10 messages, not {max}"
+            )));
         }
         let deadline = tokio::time::Instant::now() + wait;
         let max_receive_count = self.options.max_receive_count;
@@ -198,7 +230,9 @@ impl Queue for EmbeddedStore {
 
     async fn change_visibility(&self, receipt: &ReceiptHandle, visibility: Duration) -> Result<()> {
         if visibility > Duration::from_secs(12 * 3600) {
-            return Err(StorageError::Invalid("visibility timeout over 12 hours".into()));
+            return Err(StorageError::Invalid(
+                "visibility timeout over 12 hours".into(),
+            ));
         }
         let receipt = receipt.clone();
         let visible_at = self.now() + millis(visibility);

@@ -8,7 +8,8 @@ use super::EmbeddedStore;
 use crate::webhooks::WebhookRegistry;
 use crate::{Result, StorageError};
 
-const COLUMNS: &str = "id, name, channel, kind, active, secret, invocation_count, created_by, created_at";
+const COLUMNS: &str =
+    "id, name, channel, kind, active, secret, invocation_count, created_by, created_at";
 
 fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
     let kind: String = r.get(3)?;
@@ -17,7 +18,11 @@ fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
         name: r.get(1)?,
         channel: r.get(2)?,
         kind: HookKind::parse(&kind).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("hook kind {kind}").into())
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("hook kind {kind}").into(),
+            )
         })?,
         active: r.get(4)?,
         secret: r.get(5)?,
@@ -70,7 +75,9 @@ impl WebhookRegistry for EmbeddedStore {
     async fn list(&self) -> Result<Vec<Webhook>> {
         self.read(|conn| {
             Ok(conn
-                .prepare_cached(&format!("SELECT {COLUMNS} FROM webhooks ORDER BY created_at, id"))?
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM webhooks ORDER BY created_at, id"
+                ))?
                 .query_map([], hook)?
                 .collect::<Result<_, _>>()?)
         })
@@ -81,10 +88,12 @@ impl WebhookRegistry for EmbeddedStore {
         let id = id.as_str().to_owned();
         self.writer
             .submit(move |conn| {
-                conn.prepare_cached(&format!("UPDATE webhooks SET active = ?2 WHERE id = ?1 RETURNING {COLUMNS}"))?
-                    .query_row(params![id, active], hook)
-                    .optional()?
-                    .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
+                conn.prepare_cached(&format!(
+                    "UPDATE webhooks SET active = ?2 WHERE id = ?1 RETURNING {COLUMNS}"
+                ))?
+                .query_row(params![id, active], hook)
+                .optional()?
+                .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
             })
             .await
     }
@@ -93,8 +102,10 @@ impl WebhookRegistry for EmbeddedStore {
         let id = id.as_str().to_owned();
         self.writer
             .submit(move |conn| {
-                conn.prepare_cached("UPDATE webhooks SET invocation_count = invocation_count + 1 WHERE id = ?1")?
-                    .execute([id])?;
+                conn.prepare_cached(
+                    "UPDATE webhooks SET invocation_count = invocation_count + 1 WHERE id = ?1",
+                )?
+                .execute([id])?;
                 Ok(())
             })
             .await

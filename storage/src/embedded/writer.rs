@@ -56,7 +56,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn spawn(conn: Connection, max_batch: usize, committed: Arc<Notify>) -> Result<Self, StorageError> {
+    pub(super) fn spawn(
+        conn: Connection,
+        max_batch: usize,
+        committed: Arc<Notify>,
+    ) -> Result<Self, StorageError> {
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("eventfleet-sqlite-writer".into())
@@ -85,7 +89,12 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, max_batch: usize, committed: Arc<Notify>) {
+fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Box<dyn Job>>,
+    max_batch: usize,
+    committed: Arc<Notify>,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -116,7 +125,11 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
             continue;
         }
         let ok = job.run(conn);
-        let close = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        let close = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
         own_errors.push(conn.execute_batch(close).err().map(StorageError::from));
     }
     let commit_error = conn.execute_batch("COMMIT").err().map(|e| {

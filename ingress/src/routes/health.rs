@@ -1,0 +1,31 @@
+//! Liveness, readiness and version.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState};
+
+/// `GET /health`: the process answers. Touches no dependency, so a slow backend never gets a task killed.
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /ready`: the backend answers.
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let stats = tokio::time::timeout(state.config.backend_budget, state.store.queue.stats())
+        .await
+        .map_err(|_| ApiError::Unavailable("the event store did not answer in time".into()))??;
+    Ok(Json(
+        json!({ "status": "ready", "backend": state.store.backend, "queue": stats }),
+    ))
+}
+
+/// `GET /version`: `{version, git_sha, backend}` (the ALB health check).
+pub async fn version(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_sha": env!("EVENTFLEET_GIT_SHA"),
+        "backend": state.store.backend,
+    }))
+}

@@ -1,0 +1,185 @@
+//! `POST /hooks/{hook_id}`: incoming webhooks from the registry, GitHub deliveries among them.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use eventfleet_schema::{
+    Body, EnvelopeV1, EventId, HookId, IdempotencyKey, Kind, Source, Verification,
+    VerificationMethod,
+};
+
+use crate::accept::{Accepted, accept};
+use crate::body::RawBody;
+use crate::signature::verify_hub_signature_256;
+use crate::{ApiError, AppState};
+
+/// Request headers copied into the envelope. Signatures and credentials are deliberately absent.
+const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "user-agent",
+    "idempotency-key",
+    "x-github-event",
+    "x-github-delivery",
+    "x-github-hook-id",
+];
+
+/// The longest `Idempotency-Key` or `X-GitHub-Delivery` accepted (keys end up in table keys).
+const MAX_NATIVE_ID: usize = 200;
+
+/// Handles one delivery to a registered hook.
+pub async fn post_hook(
+    State(state): State<AppState>,
+    Path(hook_id): Path<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let hook_id = HookId::from_raw(hook_id);
+    let hook = state
+        .store
+        .webhooks
+        .get(&hook_id)
+        .await?
+        .filter(|h| h.active)
+        .ok_or_else(|| ApiError::NotFound(format!("no active hook {hook_id}")))?;
+
+    let content_type = header(&headers, "content-type");
+    check_content_type(content_type, &body)?;
+
+    let method = match &hook.secret {
+        Some(secret) => {
+            verify_hub_signature_256(
+                secret.as_bytes(),
+                &body,
+                header(&headers, "x-hub-signature-256"),
+            )
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+            VerificationMethod::HmacSha256
+        }
+        None => VerificationMethod::HookUrl,
+    };
+
+    let github_event = header(&headers, "x-github-event");
+    let github_delivery = header(&headers, "x-github-delivery");
+    let (source, kind, key) = match (github_event, github_delivery) {
+        (Some(event), Some(delivery)) => {
+            let delivery = native_id(delivery, "X-GitHub-Delivery")?;
+            if event.is_empty()
+                || event.len() > 64
+                || !event
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(ApiError::BadRequest(
+                    "malformed X-GitHub-Event header".into(),
+                ));
+            }
+            (
+                Source::Github {
+                    hook_id: hook_id.clone(),
+                    delivery: delivery.to_owned(),
+                },
+                Kind::github(event),
+                IdempotencyKey::github(&hook_id, delivery),
+            )
+        }
+        _ => {
+            let key = match header(&headers, "idempotency-key") {
+                Some(k) => IdempotencyKey::hook(&hook_id, native_id(k, "Idempotency-Key")?),
+                None => IdempotencyKey::hook_body(&hook_id, &body),
+            };
+            (
+                Source::Hook {
+                    hook_id: hook_id.clone(),
+                },
+                Kind::new(Kind::HOOK_PAYLOAD),
+                key,
+            )
+        }
+    };
+
+    let now = state.store.clock.now();
+    let envelope = EnvelopeV1 {
+        event_id: EventId::new(),
+        idempotency_key: key,
+        source,
+        kind,
+        message_group: format!("hook:{hook_id}"),
+        received_at: now,
+        verification: Verification {
+            method,
+            verified_at: now,
+        },
+        trace: None,
+        headers: kept_headers(&headers),
+        body: Body::from_bytes(&body),
+    };
+    let accepted = accept(&state, envelope, BTreeMap::new()).await?;
+    if !accepted.duplicate {
+        // A lost count is not worth failing an accepted event over.
+        if let Err(e) = state.store.webhooks.record_invocation(&hook_id).await {
+            tracing::warn!(error = %e, %hook_id, "could not count a hook invocation");
+        }
+    }
+    Ok(accepted_response(accepted))
+}
+
+/// 202 `{"event_id", "duplicate"}`, with `X-Eventfleet-Duplicate: true` on duplicates.
+pub fn accepted_response(accepted: Accepted) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
+    if accepted.duplicate {
+        response
+            .headers_mut()
+            .insert("x-eventfleet-duplicate", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// A header's value, when present and visible ASCII.
+pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The headers worth keeping in the envelope, lower-cased.
+pub fn kept_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    KEPT_HEADERS
+        .iter()
+        .filter_map(|name| header(headers, name).map(|v| ((*name).to_owned(), v.to_owned())))
+        .collect()
+}
+
+fn native_id<'a>(value: &'a str, name: &str) -> Result<&'a str, ApiError> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > MAX_NATIVE_ID || value.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!("malformed {name} header")));
+    }
+    Ok(value)
+}
+
+/// JSON bodies must parse; text and form bodies pass; other media types are 415. No content type at all is
+/// accepted (many alerting tools send none) and the body is kept as received.
+fn check_content_type(content_type: Option<&str>, body: &[u8]) -> Result<(), ApiError> {
+    let Some(ct) = content_type else {
+        return Ok(());
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = essence == "application/json" || essence.ends_with("+json");
+    if is_json {
+        serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+        return Ok(());
+    }
+    if essence.starts_with("text/") || essence == "application/x-www-form-urlencoded" {
+        return Ok(());
+    }
+    Err(ApiError::UnsupportedMediaType(format!(
+        "content type {essence:?} is not accepted on hooks; send JSON, text or a form"
+    )))
+}

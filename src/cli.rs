@@ -1,0 +1,140 @@
+//! The command-line contract of DESIGN.md. `--data-dir` is global; every read command takes `--json`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Event ingress and worker fleet for SRE teams.
+#[derive(Debug, Parser)]
+#[command(name = "eventfleet", version, about)]
+pub struct Cli {
+    /// Directory of the embedded store and the dev outbox.
+    #[arg(
+        long,
+        global = true,
+        env = "EVENTFLEET_DATA_DIR",
+        default_value = "./.eventfleet"
+    )]
+    pub data_dir: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingress and workers in one process on the embedded backend.
+    Dev {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Concurrent handlers.
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+    },
+    /// The ingress service (configured by environment).
+    Ingress {
+        /// Address to listen on (default: `EVENTFLEET_LISTEN`, else 0.0.0.0:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// The worker service (configured by environment).
+    Worker,
+    /// The webhook registry.
+    Hooks {
+        /// What to do with hooks.
+        #[command(subcommand)]
+        command: HooksCommand,
+    },
+    /// Audit trails of events.
+    Events {
+        /// What to do with events.
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Messages the workers wrote to the dev outbox (no Slack bot token configured).
+    Outbox(JsonFlag),
+    /// Create the store's queues and tables.
+    Tables {
+        /// What to do with tables.
+        #[command(subcommand)]
+        command: TablesCommand,
+    },
+    /// Queue depth, in-flight, oldest message age, dead letters.
+    Status(JsonFlag),
+}
+
+/// `--json`: print one JSON document on stdout.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `eventfleet hooks ...`
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Register a hook; prints `{"id", "url", ...}` as JSON.
+    Create {
+        /// A human name.
+        #[arg(long)]
+        name: String,
+        /// The Slack channel its events go to.
+        #[arg(long)]
+        channel: String,
+        /// Alert or info.
+        #[arg(long, value_enum, default_value = "info")]
+        kind: HookKindArg,
+        /// Generate an HMAC secret; senders sign with `X-Hub-Signature-256`.
+        #[arg(long)]
+        secret: bool,
+        /// Who creates it (default: `$USER`).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// Every hook.
+    List(JsonFlag),
+    /// Enable a hook.
+    Enable {
+        /// Hook id.
+        id: String,
+    },
+    /// Disable a hook: its URL answers 404.
+    Disable {
+        /// Hook id.
+        id: String,
+    },
+}
+
+/// Hook kinds on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum HookKindArg {
+    /// Alerts.
+    Alert,
+    /// Informational.
+    Info,
+}
+
+/// `eventfleet events ...`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// An event's audit timeline and retry record.
+    Show {
+        /// Event id or idempotency key.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `eventfleet tables ...`
+#[derive(Debug, Subcommand)]
+pub enum TablesCommand {
+    /// Create queues and tables (idempotent).
+    Create,
+}

@@ -1,0 +1,115 @@
+//! `eventfleet hooks create|list|enable|disable`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use eventfleet_schema::{HookId, HookKind, Webhook};
+use serde_json::json;
+
+use super::print_json;
+use crate::cli::{HookKindArg, HooksCommand};
+use crate::config::Config;
+
+/// Runs a hooks command.
+pub async fn run(
+    config: &Config,
+    data_dir: &Path,
+    command: HooksCommand,
+) -> anyhow::Result<ExitCode> {
+    let store = crate::backend::open(config, data_dir)?;
+    let base = config
+        .public_url
+        .clone()
+        .or_else(|| config.listen.map(|a| format!("http://{a}")))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let view = |h: &Webhook| {
+        let mut v = json!({
+            "id": h.id, "url": format!("{base}/hooks/{}", h.id), "name": h.name, "channel": h.channel,
+            "kind": h.kind, "active": h.active, "invocation_count": h.invocation_count,
+            "created_by": h.created_by, "created_at": h.created_at, "has_secret": h.secret.is_some(),
+        });
+        if let Some(secret) = &h.secret {
+            v["secret"] = json!(secret);
+        }
+        v
+    };
+    match command {
+        HooksCommand::Create {
+            name,
+            channel,
+            kind,
+            secret,
+            by,
+        } => {
+            if name.trim().is_empty() || channel.trim().is_empty() {
+                anyhow::bail!("--name and --channel must not be empty");
+            }
+            let hook = Webhook {
+                id: HookId::new(),
+                name,
+                channel,
+                kind: match kind {
+                    HookKindArg::Alert => HookKind::Alert,
+                    HookKindArg::Info => HookKind::Info,
+                },
+                active: true,
+                secret: secret.then(|| hex::encode(rand::random::<[u8; 32]>())),
+                invocation_count: 0,
+                created_by: by,
+                created_at: store.clock.now(),
+            };
+            store.webhooks.create(&hook).await?;
+            print_json(&view(&hook))?;
+        }
+        HooksCommand::List(flag) => {
+            let hooks = store.webhooks.list().await?;
+            if flag.json {
+                // Listing never reveals secrets; they are shown once, at creation.
+                let list: Vec<_> = hooks
+                    .iter()
+                    .map(|h| {
+                        let mut v = view(h);
+                        v.as_object_mut().map(|o| o.remove("secret"));
+                        v
+                    })
+                    .collect();
+                print_json(&list)?;
+            } else {
+                println!(
+                    "{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  name",
+                    "id", "state", "kind", "channel", "calls"
+                );
+                for h in hooks {
+                    let state = if h.active { "enabled" } else { "disabled" };
+                    println!(
+                        "{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  {}",
+                        h.id,
+                        state,
+                        h.kind.as_str(),
+                        h.channel,
+                        h.invocation_count,
+                        h.name
+                    );
+                }
+            }
+        }
+        HooksCommand::Enable { id } | HooksCommand::Disable { id } if id.trim().is_empty() => {
+            anyhow::bail!("a hook id is required");
+        }
+        HooksCommand::Enable { id } => {
+            let h = store
+                .webhooks
+                .set_active(&HookId::from_raw(id), true)
+                .await?;
+            print_json(&json!({ "id": h.id, "active": h.active }))?;
+        }
+        HooksCommand::Disable { id } => {
+            let h = store
+                .webhooks
+                .set_active(&HookId::from_raw(id), false)
+                .await?;
+            print_json(&json!({ "id": h.id, "active": h.active }))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,174 @@
+//! The long-running commands: `dev`, `ingress`, `worker`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use eventfleet_schema::{HookId, HookKind, Webhook};
+use eventfleet_storage::Store;
+use eventfleet_workers::slack::{DevOutbox, OUTBOX_FILE};
+use eventfleet_workers::{SlackSink, handlers};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::shutdown;
+
+/// `eventfleet dev`: ingress and workers in one process on the embedded store.
+pub async fn dev(
+    mut config: Config,
+    data_dir: &Path,
+    listen: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<ExitCode> {
+    config.worker.concurrency = workers.max(1);
+    let store = crate::backend::open(&config, data_dir)?;
+    let listener = bind(config.listen.unwrap_or(listen)).await?;
+    let addr = listener.local_addr()?;
+    let base = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let hook = demo_hook(&store, &config.default_channel).await?;
+    let secret = dev_signing_secret(&config, data_dir)?;
+    let outbox = data_dir.join(OUTBOX_FILE);
+
+    println!(
+        "eventfleet dev: ingress and {} workers on the embedded store",
+        config.worker.concurrency
+    );
+    println!("  listening on      {base}");
+    println!(
+        "  store             {}",
+        data_dir.join("fleet.db").display()
+    );
+    println!("  demo hook         {base}/hooks/{}", hook.id);
+    println!("  slack signing secret in use: {secret}");
+    println!(
+        "  slack messages go to the dev outbox: {}",
+        outbox.display()
+    );
+    println!();
+    println!("send a first event:");
+    println!(
+        "  curl -sS -X POST {base}/hooks/{} -H 'content-type: application/json' -d '{{\"text\":\"hello from eventfleet\"}}'",
+        hook.id
+    );
+    println!("then see it handled:");
+    println!("  cargo run --release -- events show <event_id from the answer>");
+    println!("  cargo run --release -- outbox");
+
+    let shutdown = shutdown::on_signal();
+    let slack = slack_sink(&config, data_dir);
+    let pool = tokio::spawn(eventfleet_workers::run(
+        store.clone(),
+        config.worker.clone(),
+        handlers::builtin(),
+        slack,
+        shutdown.clone(),
+    ));
+    eventfleet_ingress::run(store, config.ingress.clone(), listener, shutdown.clone())
+        .await
+        .context("ingress server")?;
+    shutdown.cancel();
+    pool.await.context("worker pool")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `eventfleet ingress`.
+pub async fn ingress(
+    config: Config,
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let store = crate::backend::open(&config, data_dir)?;
+    let addr = listen
+        .or(config.listen)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let listener = bind(addr).await?;
+    // The first stdout line names the bound address (port 0 picks one): scripts and tests read it.
+    println!("listening on http://{}", listener.local_addr()?);
+    let shutdown = shutdown::on_signal();
+    eventfleet_ingress::run(store, config.ingress.clone(), listener, shutdown)
+        .await
+        .context("ingress server")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `eventfleet worker`.
+pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let store = crate::backend::open(&config, data_dir)?;
+    let shutdown = shutdown::on_signal();
+    let slack = slack_sink(&config, data_dir);
+    println!("worker started: concurrency {}", config.worker.concurrency);
+    let summary = eventfleet_workers::run(
+        store,
+        config.worker.clone(),
+        handlers::builtin(),
+        slack,
+        shutdown,
+    )
+    .await;
+    tracing::info!(?summary, "worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))
+}
+
+fn slack_sink(config: &Config, data_dir: &Path) -> Arc<dyn SlackSink> {
+    if config.slack_bot_token.is_some() {
+        tracing::warn!(
+            "EVENTFLEET_SLACK_BOT_TOKEN is set, but this build has no Slack Web API client yet: \
+             messages go to the dev outbox"
+        );
+    }
+    Arc::new(DevOutbox::new(data_dir.join(OUTBOX_FILE)))
+}
+
+/// The hook `dev` prints: the first hook named `demo`, created on first run.
+async fn demo_hook(store: &Store, channel: &str) -> anyhow::Result<Webhook> {
+    if let Some(hook) = store
+        .webhooks
+        .list()
+        .await?
+        .into_iter()
+        .find(|h| h.name == "demo")
+    {
+        return Ok(hook);
+    }
+    let hook = Webhook {
+        id: HookId::new(),
+        name: "demo".into(),
+        channel: channel.to_owned(),
+        kind: HookKind::Info,
+        active: true,
+        secret: None,
+        invocation_count: 0,
+        created_by: "eventfleet dev".into(),
+        created_at: store.clock.now(),
+    };
+    store.webhooks.create(&hook).await?;
+    Ok(hook)
+}
+
+/// The Slack signing secret of a dev run: the configured one, else one generated once and kept in the data
+/// directory so that restarts keep it.
+fn dev_signing_secret(config: &Config, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(secret) = &config.slack_signing_secret {
+        return Ok(secret.clone());
+    }
+    let path = data_dir.join("dev-slack-signing-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path)
+        && !secret.trim().is_empty()
+    {
+        return Ok(secret.trim().to_owned());
+    }
+    let secret = hex::encode(rand::random::<[u8; 16]>());
+    std::fs::write(&path, &secret).with_context(|| format!("write {}", path.display()))?;
+    Ok(secret)
+}

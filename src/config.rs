@@ -1,0 +1,313 @@
+//! Settings from `EVENTFLEET_*` environment variables, parsed and validated at start-up. Every variable is
+//! documented in `docs/configuration.md`; an invalid one stops the process with a message naming it.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use eventfleet_ingress::IngressConfig;
+use eventfleet_storage::embedded::Durability;
+use eventfleet_workers::WorkerConfig;
+
+/// A variable that did not validate.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}={value:?}: {reason}")]
+pub struct ConfigError {
+    var: &'static str,
+    value: String,
+    reason: String,
+}
+
+/// Which storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file.
+    Embedded,
+    /// SQS FIFO + DynamoDB.
+    Aws,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (default outside `dev`).
+    Json,
+    /// Human-readable (default in `dev`).
+    Pretty,
+}
+
+/// Everything configurable by environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `EVENTFLEET_BACKEND`.
+    pub backend: Backend,
+    /// `EVENTFLEET_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `EVENTFLEET_PUBLIC_URL`: the base URL senders use, for printed hook URLs.
+    pub public_url: Option<String>,
+    /// `EVENTFLEET_SLACK_SIGNING_SECRET`.
+    pub slack_signing_secret: Option<String>,
+    /// `EVENTFLEET_SLACK_BOT_TOKEN`.
+    pub slack_bot_token: Option<String>,
+    /// `EVENTFLEET_DEFAULT_CHANNEL`.
+    pub default_channel: String,
+    /// `EVENTFLEET_LOG_FORMAT`.
+    pub log_format: Option<LogFormat>,
+    /// `EVENTFLEET_SYNC`.
+    pub durability: Durability,
+    /// Ingress settings.
+    pub ingress: IngressConfig,
+    /// Worker settings.
+    pub worker: WorkerConfig,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (tests pass a map; nothing touches the process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let backend = match env.text("EVENTFLEET_BACKEND").as_deref() {
+            None | Some("embedded") => Backend::Embedded,
+            Some("aws") => Backend::Aws,
+            Some(other) => {
+                return Err(invalid(
+                    "EVENTFLEET_BACKEND",
+                    other,
+                    "expected `embedded` or `aws`",
+                ));
+            }
+        };
+        let log_format = match env.text("EVENTFLEET_LOG_FORMAT").as_deref() {
+            None => None,
+            Some("json") => Some(LogFormat::Json),
+            Some("pretty") => Some(LogFormat::Pretty),
+            Some(other) => {
+                return Err(invalid(
+                    "EVENTFLEET_LOG_FORMAT",
+                    other,
+                    "expected `json` or `pretty`",
+                ));
+            }
+        };
+        let durability = match env.text("EVENTFLEET_SYNC").as_deref() {
+            None | Some("full") => Durability::Full,
+            Some("normal") => Durability::Normal,
+            Some(other) => {
+                return Err(invalid(
+                    "EVENTFLEET_SYNC",
+                    other,
+                    "expected `full` or `normal`",
+                ));
+            }
+        };
+        let public_url = env
+            .text("EVENTFLEET_PUBLIC_URL")
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "EVENTFLEET_PUBLIC_URL",
+                url,
+                "expected an http:// or https:// URL",
+            ));
+        }
+
+        let worker = WorkerConfig {
+            concurrency: env.parse_in("EVENTFLEET_WORKER_CONCURRENCY", 16usize, 1..=1024)?,
+            visibility_timeout: secs(env.parse_in(
+                "EVENTFLEET_VISIBILITY_TIMEOUT_S",
+                30u64,
+                1..=43_200,
+            )?),
+            handler_timeout: secs(env.parse_in(
+                "EVENTFLEET_HANDLER_TIMEOUT_S",
+                20u64,
+                1..=43_200,
+            )?),
+            drain_timeout: secs(env.parse_in("EVENTFLEET_DRAIN_TIMEOUT_S", 25u64, 0..=3_600)?),
+            max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", 5u32, 1..=1_000)?,
+            retry_base_delay: millis(env.parse_in(
+                "EVENTFLEET_RETRY_BASE_DELAY_MS",
+                1_000u64,
+                1..=3_600_000,
+            )?),
+            retry_max_delay: millis(env.parse_in(
+                "EVENTFLEET_RETRY_MAX_DELAY_MS",
+                60_000u64,
+                1..=43_200_000,
+            )?),
+            receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
+            actor: actor("worker"),
+        };
+        if worker.retry_max_delay < worker.retry_base_delay {
+            return Err(invalid(
+                "EVENTFLEET_RETRY_MAX_DELAY_MS",
+                &worker.retry_max_delay.as_millis().to_string(),
+                "must be at least EVENTFLEET_RETRY_BASE_DELAY_MS",
+            ));
+        }
+        if worker.handler_timeout >= worker.visibility_timeout {
+            return Err(invalid(
+                "EVENTFLEET_HANDLER_TIMEOUT_S",
+                &worker.handler_timeout.as_secs().to_string(),
+                "must be below EVENTFLEET_VISIBILITY_TIMEOUT_S, or a slow handler's message reappears while it runs",
+            ));
+        }
+        let ingress = IngressConfig {
+            idempotency_horizon: secs(
+                3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?,
+            ),
+            body_limit: env.parse_in(
+                "EVENTFLEET_BODY_LIMIT_BYTES",
+                256 * 1024usize,
+                1_024..=16 * 1024 * 1024,
+            )?,
+            backend_budget: millis(env.parse_in(
+                "EVENTFLEET_BACKEND_BUDGET_MS",
+                2_000u64,
+                10..=60_000,
+            )?),
+            actor: actor("ingress"),
+        };
+        Ok(Config {
+            backend,
+            listen: env.parse("EVENTFLEET_LISTEN")?,
+            public_url,
+            slack_signing_secret: env.text("EVENTFLEET_SLACK_SIGNING_SECRET"),
+            slack_bot_token: env.text("EVENTFLEET_SLACK_BOT_TOKEN"),
+            default_channel: env
+                .text("EVENTFLEET_DEFAULT_CHANNEL")
+                .unwrap_or_else(|| "#eventfleet".into()),
+            log_format,
+            durability,
+            ingress,
+            worker,
+        })
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    /// A non-empty value.
+    fn text(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.text(name)
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|e| invalid(name, &v, &e.to_string()))
+            })
+            .transpose()
+    }
+
+    fn parse_in<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display + Copy,
+        T::Err: std::fmt::Display,
+    {
+        let value = self.parse::<T>(name)?.unwrap_or(default);
+        if !range.contains(&value) {
+            return Err(invalid(
+                name,
+                &value.to_string(),
+                &format!("must be between {} and {}", range.start(), range.end()),
+            ));
+        }
+        Ok(value)
+    }
+}
+
+fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        var,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// `role@host:pid`, as the audit trail names the process.
+fn actor(role: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{role}@{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.backend, Backend::Embedded);
+        assert_eq!(c.worker.max_receive_count, 5);
+        assert_eq!(c.worker.drain_timeout, Duration::from_secs(25));
+        assert_eq!(c.ingress.body_limit, 256 * 1024);
+        assert_eq!(
+            c.ingress.idempotency_horizon,
+            Duration::from_secs(72 * 3600)
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let cases = [
+            ("EVENTFLEET_BACKEND", "postgres"),
+            ("EVENTFLEET_MAX_RECEIVE_COUNT", "0"),
+            ("EVENTFLEET_MAX_RECEIVE_COUNT", "five"),
+            ("EVENTFLEET_LISTEN", "localhost"),
+            ("EVENTFLEET_LOG_FORMAT", "xml"),
+            ("EVENTFLEET_PUBLIC_URL", "ftp://x"),
+            ("EVENTFLEET_HANDLER_TIMEOUT_S", "30"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).expect_err(var).to_string();
+            assert!(err.starts_with(var), "{err}");
+        }
+        let err = config(&[
+            ("EVENTFLEET_RETRY_BASE_DELAY_MS", "5000"),
+            ("EVENTFLEET_RETRY_MAX_DELAY_MS", "100"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("EVENTFLEET_RETRY_MAX_DELAY_MS"), "{err}");
+    }
+}

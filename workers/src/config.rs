@@ -1,0 +1,42 @@
+//! Worker settings.
+
+use std::time::Duration;
+
+/// Typed worker settings. The binary builds them from `EVENTFLEET_*` variables (see `docs/configuration.md`).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Handlers running at once in this process.
+    pub concurrency: usize,
+    /// How long a received message stays invisible; the heartbeat renews it every third of this.
+    pub visibility_timeout: Duration,
+    /// Longest a handler may run before the attempt counts as a retryable failure.
+    pub handler_timeout: Duration,
+    /// On shutdown, how long in-flight handlers may take to finish.
+    pub drain_timeout: Duration,
+    /// Attempts before an event is dead-lettered (the queue's `maxReceiveCount`).
+    pub max_receive_count: u32,
+    /// First retry delay (before jitter).
+    pub retry_base_delay: Duration,
+    /// Cap of the retry delay.
+    pub retry_max_delay: Duration,
+    /// Long-poll wait of one receive. Short enough that shutdown does not wait long for a poll in progress.
+    pub receive_wait: Duration,
+    /// Who the worker says it is in the audit trail.
+    pub actor: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            visibility_timeout: Duration::from_secs(30),
+            handler_timeout: Duration::from_secs(20),
+            drain_timeout: Duration::from_secs(25),
+            max_receive_count: 5,
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(60),
+            receive_wait: Duration::from_secs(5),
+            actor: "worker".into(),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Handlers: the work done for an event, chosen by its kind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventfleet_schema::{Envelope, ErrorClass};
+use eventfleet_storage::Store;
+
+use crate::slack::{SlackError, SlackSink};
+
+/// What a handler gets besides the event.
+#[derive(Clone)]
+pub struct HandlerContext {
+    /// The storage ports (to look up a hook's channel, ...).
+    pub store: Store,
+    /// Where Slack messages go.
+    pub slack: Arc<dyn SlackSink>,
+    /// The delivery attempt, from 1.
+    pub attempt: u32,
+}
+
+/// Why a handler failed, which decides between a retry and the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Another attempt may succeed (timeouts, 5xx, rate limits).
+    #[error("{message}")]
+    Retryable {
+        /// What happened.
+        message: String,
+        /// At least this long before the next attempt, when the far end said so (Slack `Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    /// Another attempt gets the same answer (`channel_not_found`, an invalid payload).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    /// The stored class.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            HandlerError::Retryable { .. } => ErrorClass::Retryable,
+            HandlerError::Permanent(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// A retryable error without a hint.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        HandlerError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<SlackError> for HandlerError {
+    fn from(e: SlackError) -> Self {
+        match e {
+            SlackError::Retryable {
+                message,
+                retry_after,
+            } => HandlerError::Retryable {
+                message,
+                retry_after,
+            },
+            SlackError::Permanent(message) => HandlerError::Permanent(message),
+        }
+    }
+}
+
+/// The work for one kind of event. It may run more than once only when an attempt failed or its worker died;
+/// a success is never repeated.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// Handles the event; returns a short outcome for the audit trail.
+    async fn handle(
+        &self,
+        ctx: &HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<String, HandlerError>;
+}
+
+/// Picks a handler by kind: an exact kind first (`slack.command`), then the longest registered prefix ending in
+/// `.` (`github.`), then the fallback.
+#[derive(Clone)]
+pub struct Registry {
+    exact: HashMap<String, Arc<dyn Handler>>,
+    prefixes: Vec<(String, Arc<dyn Handler>)>,
+    fallback: Arc<dyn Handler>,
+}
+
+impl Registry {
+    /// A registry that sends everything to `fallback`.
+    pub fn new(fallback: Arc<dyn Handler>) -> Self {
+        Self {
+            exact: HashMap::new(),
+            prefixes: Vec::new(),
+            fallback,
+        }
+    }
+
+    /// Registers a handler for one kind, or for every kind starting with `kind` when it ends in `.`.
+    pub fn register(mut self, kind: &str, handler: Arc<dyn Handler>) -> Self {
+        if kind.ends_with('.') {
+            self.prefixes.push((kind.to_owned(), handler));
+            self.prefixes
+                .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        } else {
+            self.exact.insert(kind.to_owned(), handler);
+        }
+        self
+    }
+
+    /// The handler for a kind.
+    pub fn for_kind(&self, kind: &str) -> &Arc<dyn Handler> {
+        self.exact
+            .get(kind)
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| kind.starts_with(p.as_str()))
+                    .map(|(_, h)| h)
+            })
+            .unwrap_or(&self.fallback)
+    }
+}

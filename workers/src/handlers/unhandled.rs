@@ -1,0 +1,22 @@
+//! Kinds nobody registered a handler for: recorded and completed, never failed (a failure would only fill the
+//! dead-letter queue with events nobody can handle).
+
+use async_trait::async_trait;
+use eventfleet_schema::Envelope;
+
+use crate::{Handler, HandlerContext, HandlerError};
+
+/// Completes the event with the outcome `unhandled kind <kind>`.
+pub struct Unhandled;
+
+#[async_trait]
+impl Handler for Unhandled {
+    async fn handle(
+        &self,
+        _ctx: &HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<String, HandlerError> {
+        tracing::info!(event_id = %envelope.event_id(), kind = %envelope.kind(), "no handler for kind; completed");
+        Ok(format!("unhandled kind {}", envelope.kind()))
+    }
+}

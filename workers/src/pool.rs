@@ -1,0 +1,167 @@
+//! The receive loop: long-poll up to 10 messages (never more than free handler slots), run each in its own task,
+//! and on shutdown stop receiving, let in-flight handlers finish within the drain timeout, and give back what was
+//! received but not started.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eventfleet_storage::Store;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::process::{Disposition, Processor};
+use crate::{Registry, SlackSink, WorkerConfig};
+
+/// Counts of one run of the pool.
+#[derive(Debug, Default)]
+pub struct PoolSummary {
+    /// Deliveries handled successfully.
+    pub succeeded: AtomicU64,
+    /// Deliveries skipped as already done.
+    pub skipped: AtomicU64,
+    /// Retries scheduled.
+    pub retried: AtomicU64,
+    /// Dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Given back.
+    pub released: AtomicU64,
+    /// Deliveries that hit a storage error (they reappear after the visibility timeout).
+    pub storage_errors: AtomicU64,
+    /// Whether the drain finished within its timeout.
+    pub drained: std::sync::atomic::AtomicBool,
+}
+
+impl PoolSummary {
+    fn count(&self, d: &Disposition) {
+        let counter = match d {
+            Disposition::Succeeded => &self.succeeded,
+            Disposition::SkippedDuplicate => &self.skipped,
+            Disposition::RetryScheduled(_) => &self.retried,
+            Disposition::DeadLettered => &self.dead_lettered,
+            Disposition::Released => &self.released,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs the worker pool until `shutdown` is cancelled and the drain is over.
+pub async fn run(
+    store: Store,
+    config: WorkerConfig,
+    registry: Registry,
+    slack: Arc<dyn SlackSink>,
+    shutdown: CancellationToken,
+) -> Arc<PoolSummary> {
+    let summary = Arc::new(PoolSummary::default());
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let tracker = TaskTracker::new();
+    let drain_timeout = config.drain_timeout;
+    let processor = Arc::new(Processor {
+        store: store.clone(),
+        registry,
+        slack,
+        config,
+    });
+    let cfg = &processor.config;
+
+    loop {
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while permits.len() < 10 {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        // The receive runs in its own task so that shutdown never abandons messages it already took: whatever
+        // it returns after shutdown is given back at once.
+        let mut receive = tokio::spawn({
+            let store = store.clone();
+            let (n, vis, wait) = (permits.len(), cfg.visibility_timeout, cfg.receive_wait);
+            async move { store.queue.receive(n, vis, wait).await }
+        });
+        let received = tokio::select! {
+            r = &mut receive => r,
+            _ = shutdown.cancelled() => {
+                tracker.spawn(release_late(store.clone(), receive, summary.clone()));
+                break;
+            }
+        };
+        let messages = match received {
+            Ok(Ok(messages)) => messages,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "receive failed; backing off");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "receive task failed");
+                continue;
+            }
+        };
+        for (msg, permit) in messages.into_iter().zip(permits.drain(..)) {
+            let processor = processor.clone();
+            let summary = summary.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let event_id = msg.envelope.event_id();
+                match processor.process(msg, &shutdown).await {
+                    Ok(d) => summary.count(&d),
+                    Err(e) => {
+                        summary.storage_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, %event_id, "delivery hit a storage error; it will reappear");
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    tracker.close();
+    let drained = tokio::time::timeout(drain_timeout, tracker.wait())
+        .await
+        .is_ok();
+    summary.drained.store(drained, Ordering::Relaxed);
+    if !drained {
+        tracing::warn!(
+            timeout_ms = drain_timeout.as_millis() as u64,
+            "drain timeout: unfinished handlers' messages reappear after their visibility timeout"
+        );
+    }
+    summary
+}
+
+/// Gives back (visibility 0) whatever a receive abandoned at shutdown took, as soon as it returns.
+async fn release_late(
+    store: Store,
+    receive: tokio::task::JoinHandle<
+        eventfleet_storage::Result<Vec<eventfleet_storage::ReceivedMessage>>,
+    >,
+    summary: Arc<PoolSummary>,
+) {
+    let Ok(Ok(messages)) = receive.await else {
+        return;
+    };
+    for msg in messages {
+        match store
+            .queue
+            .change_visibility(&msg.receipt, Duration::ZERO)
+            .await
+        {
+            Ok(()) => summary.count(&Disposition::Released),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release a message at shutdown; it reappears later")
+            }
+        }
+    }
+}

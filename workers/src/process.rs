@@ -1,0 +1,270 @@
+//! One delivery of one message: the worker half of the idempotency protocol.
+//!
+//! `begin` → handler (with a heartbeat and a timeout) → then one of:
+//! - success: mark `DONE`, delete the message, audit `succeeded` (a crash between the two is safe: the
+//!   redelivery finds `DONE` and is deleted without running the handler again);
+//! - retryable failure before the last attempt: retry record, release to `ENQUEUED`, visibility set to the
+//!   backoff, audit `retry_scheduled`;
+//! - permanent failure or the last attempt: dead-letter record, mark `DEAD`, move to the DLQ, audit
+//!   `dead_lettered` (a crash in between: the redelivery finds `DEAD` and finishes the move).
+
+use std::time::Duration;
+
+use eventfleet_schema::{AuditEntry, ErrorClass, RetryRecord, RetryStatus, Status, Step};
+use eventfleet_storage::{Begin, ReceivedMessage, StorageError, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::WorkerConfig;
+use crate::backoff::retry_delay;
+use crate::handler::{HandlerContext, HandlerError, Registry};
+
+/// How a delivery ended, for counters and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Handled and deleted.
+    Succeeded,
+    /// Already done: deleted without running the handler.
+    SkippedDuplicate,
+    /// Failed; scheduled again after the delay.
+    RetryScheduled(Duration),
+    /// Moved to the dead-letter queue.
+    DeadLettered,
+    /// Given back unstarted (shutdown) or left to another worker's lease.
+    Released,
+}
+
+/// Everything a delivery needs.
+pub struct Processor {
+    /// Storage.
+    pub store: Store,
+    /// Handlers by kind.
+    pub registry: Registry,
+    /// Where Slack messages go.
+    pub slack: std::sync::Arc<dyn crate::SlackSink>,
+    /// Settings.
+    pub config: WorkerConfig,
+}
+
+impl Processor {
+    /// Processes one received message. Storage errors are returned (the message then reappears after its
+    /// visibility timeout and is tried again); handler errors are dispositions.
+    pub async fn process(
+        &self,
+        msg: ReceivedMessage,
+        shutdown: &CancellationToken,
+    ) -> Result<Disposition, StorageError> {
+        let store = &self.store;
+        let actor = self.config.actor.as_str();
+        let event_id = msg.envelope.event_id();
+        let key = msg.envelope.idempotency_key().clone();
+        if shutdown.is_cancelled() {
+            store
+                .queue
+                .change_visibility(&msg.receipt, Duration::ZERO)
+                .await?;
+            return Ok(Disposition::Released);
+        }
+        match store
+            .idempotency
+            .begin(&key, event_id, self.config.visibility_timeout)
+            .await?
+        {
+            Begin::Started(_) => {}
+            Begin::AlreadyDone(_) => {
+                store.queue.delete(&msg.receipt).await?;
+                self.audit(AuditEntry::new(
+                    event_id,
+                    store.clock.now(),
+                    Step::DuplicateDeliverySkipped,
+                    actor,
+                ))
+                .await;
+                return Ok(Disposition::SkippedDuplicate);
+            }
+            Begin::Dead(record) => {
+                let reason = record.outcome.unwrap_or_else(|| "dead".into());
+                store.queue.move_to_dlq(&msg.receipt, &reason).await?;
+                return Ok(Disposition::DeadLettered);
+            }
+            Begin::Busy(record) => {
+                let wait = record
+                    .lease_until
+                    .map_or(self.config.visibility_timeout, |l| {
+                        l.since(store.clock.now())
+                    });
+                store
+                    .queue
+                    .change_visibility(&msg.receipt, wait.max(Duration::from_secs(1)))
+                    .await?;
+                return Ok(Disposition::Released);
+            }
+        }
+        self.audit(
+            AuditEntry::new(event_id, store.clock.now(), Step::Started, actor).with_detail(
+                serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() }),
+            ),
+        )
+        .await;
+
+        let outcome = self.run_handler(&msg).await;
+        match outcome {
+            Ok(outcome) => {
+                store
+                    .idempotency
+                    .transition(&key, Status::Done, Some(&outcome))
+                    .await?;
+                store.queue.delete(&msg.receipt).await?;
+                if msg.receive_count > 1 {
+                    self.resolve_retry_record(&msg).await;
+                }
+                self.audit(
+                    AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
+                        .with_detail(
+                            serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }),
+                        ),
+                )
+                .await;
+                Ok(Disposition::Succeeded)
+            }
+            Err(err) => self.fail(&msg, err).await,
+        }
+    }
+
+    /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
+    async fn run_handler(&self, msg: &ReceivedMessage) -> Result<String, HandlerError> {
+        let ctx = HandlerContext {
+            store: self.store.clone(),
+            slack: self.slack.clone(),
+            attempt: msg.receive_count,
+        };
+        let handler = self.registry.for_kind(msg.envelope.kind().as_str());
+        let work = tokio::time::timeout(
+            self.config.handler_timeout,
+            handler.handle(&ctx, &msg.envelope),
+        );
+        let heartbeat = self.heartbeat(msg);
+        tokio::select! {
+            result = work => result.unwrap_or_else(|_| Err(HandlerError::retryable(format!(
+                "handler timed out after {} ms", self.config.handler_timeout.as_millis()
+            )))),
+            never = heartbeat => match never {},
+        }
+    }
+
+    /// Extends the message's visibility every third of the timeout, for as long as it is polled.
+    async fn heartbeat(&self, msg: &ReceivedMessage) -> std::convert::Infallible {
+        let every = self.config.visibility_timeout / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self
+                .store
+                .queue
+                .change_visibility(&msg.receipt, self.config.visibility_timeout)
+                .await
+            {
+                tracing::warn!(error = %e, event_id = %msg.envelope.event_id(), "heartbeat failed");
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        msg: &ReceivedMessage,
+        err: HandlerError,
+    ) -> Result<Disposition, StorageError> {
+        let store = &self.store;
+        let actor = self.config.actor.as_str();
+        let event_id = msg.envelope.event_id();
+        let key = msg.envelope.idempotency_key().clone();
+        let now = store.clock.now();
+        let last_attempt = msg.receive_count >= self.config.max_receive_count;
+        let mut record = RetryRecord {
+            event_id,
+            idempotency_key: key.clone(),
+            attempts: msg.receive_count,
+            last_error: err.to_string(),
+            error_class: err.class(),
+            next_attempt_at: None,
+            status: RetryStatus::Active,
+            dead_reason: None,
+            updated_at: now,
+            expires_at: now.plus(Duration::from_secs(14 * 24 * 3600)),
+        };
+        if let (HandlerError::Retryable { retry_after, .. }, false) = (&err, last_attempt) {
+            let jittered = retry_delay(
+                self.config.retry_base_delay,
+                self.config.retry_max_delay,
+                msg.receive_count,
+            );
+            let delay = retry_after.map_or(jittered, |hint| jittered.max(hint));
+            record.next_attempt_at = Some(now.plus(delay));
+            store.retries.upsert(&record).await?;
+            store
+                .idempotency
+                .transition(&key, Status::Enqueued, None)
+                .await?;
+            store.queue.change_visibility(&msg.receipt, delay).await?;
+            self.audit(
+                AuditEntry::new(event_id, now, Step::RetryScheduled, actor).with_detail(
+                    serde_json::json!({
+                        "attempt": msg.receive_count,
+                        "error": record.last_error,
+                        "class": ErrorClass::Retryable,
+                        "delay_ms": delay.as_millis() as u64,
+                    }),
+                ),
+            )
+            .await;
+            return Ok(Disposition::RetryScheduled(delay));
+        }
+        let reason = match &err {
+            HandlerError::Permanent(m) => m.clone(),
+            HandlerError::Retryable { message, .. } => {
+                format!("gave up after {} attempts: {message}", msg.receive_count)
+            }
+        };
+        record.status = RetryStatus::Dead;
+        record.dead_reason = Some(reason.clone());
+        store.retries.upsert(&record).await?;
+        store
+            .idempotency
+            .transition(&key, Status::Dead, Some(&reason))
+            .await?;
+        store.queue.move_to_dlq(&msg.receipt, &reason).await?;
+        self.audit(
+            AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(
+                serde_json::json!({
+                    "attempt": msg.receive_count,
+                    "reason": reason,
+                    "class": err.class(),
+                }),
+            ),
+        )
+        .await;
+        Ok(Disposition::DeadLettered)
+    }
+
+    async fn resolve_retry_record(&self, msg: &ReceivedMessage) {
+        let event_id = msg.envelope.event_id();
+        match self.store.retries.get(event_id).await {
+            Ok(Some(mut record)) => {
+                record.status = RetryStatus::Resolved;
+                record.next_attempt_at = None;
+                record.updated_at = self.store.clock.now();
+                if let Err(e) = self.store.retries.upsert(&record).await {
+                    tracing::warn!(error = %e, %event_id, "could not resolve the retry record");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, %event_id, "could not read the retry record"),
+        }
+    }
+
+    /// Audit lines never fail a delivery: the event's state lives in the idempotency record and the queue.
+    async fn audit(&self, entry: AuditEntry) {
+        let event_id = entry.event_id;
+        if let Err(e) = self.store.audit.append(vec![entry]).await {
+            tracing::warn!(error = %e, %event_id, "could not write an audit line");
+        }
+    }
+}
