@@ -20,8 +20,8 @@ pub fn open(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
                 .with_context(|| format!("open the embedded store in {}", data_dir.display()))?;
             Ok(store.into_store())
         }
-        Backend::Aws => bail!(
-            "EVENTFLEET_BACKEND=aws: the AWS backend is not part of this build yet; use the embedded backend"
-        ),
+        Backend::Aws => {
+            bail!("EVENTFLEET_BACKEND=aws: the AWS backend is not part of this build yet; use the embedded backend")
+        }
     }
 }

@@ -10,12 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "eventfleet", version, about)]
 pub struct Cli {
     /// Directory of the embedded store and the dev outbox.
-    #[arg(
-        long,
-        global = true,
-        env = "EVENTFLEET_DATA_DIR",
-        default_value = "./.eventfleet"
-    )]
+    #[arg(long, global = true, env = "EVENTFLEET_DATA_DIR", default_value = "./.eventfleet")]
     pub data_dir: PathBuf,
 
     /// What to do.

@@ -74,11 +74,7 @@ impl Config {
             None | Some("embedded") => Backend::Embedded,
             Some("aws") => Backend::Aws,
             Some(other) => {
-                return Err(invalid(
-                    "EVENTFLEET_BACKEND",
-                    other,
-                    "expected `embedded` or `aws`",
-                ));
+                return Err(invalid("EVENTFLEET_BACKEND", other, "expected `embedded` or `aws`"));
             }
         };
         let log_format = match env.text("EVENTFLEET_LOG_FORMAT").as_deref() {
@@ -86,61 +82,31 @@ impl Config {
             Some("json") => Some(LogFormat::Json),
             Some("pretty") => Some(LogFormat::Pretty),
             Some(other) => {
-                return Err(invalid(
-                    "EVENTFLEET_LOG_FORMAT",
-                    other,
-                    "expected `json` or `pretty`",
-                ));
+                return Err(invalid("EVENTFLEET_LOG_FORMAT", other, "expected `json` or `pretty`"));
             }
         };
         let durability = match env.text("EVENTFLEET_SYNC").as_deref() {
             None | Some("full") => Durability::Full,
             Some("normal") => Durability::Normal,
             Some(other) => {
-                return Err(invalid(
-                    "EVENTFLEET_SYNC",
-                    other,
-                    "expected `full` or `normal`",
-                ));
+                return Err(invalid("EVENTFLEET_SYNC", other, "expected `full` or `normal`"));
             }
         };
-        let public_url = env
-            .text("EVENTFLEET_PUBLIC_URL")
-            .map(|u| u.trim_end_matches('/').to_owned());
+        let public_url = env.text("EVENTFLEET_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned());
         if let Some(url) = &public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(invalid(
-                "EVENTFLEET_PUBLIC_URL",
-                url,
-                "expected an http:// or https:// URL",
-            ));
+            return Err(invalid("EVENTFLEET_PUBLIC_URL", url, "expected an http:// or https:// URL"));
         }
 
         let worker = WorkerConfig {
             concurrency: env.parse_in("EVENTFLEET_WORKER_CONCURRENCY", 16usize, 1..=1024)?,
-            visibility_timeout: secs(env.parse_in(
-                "EVENTFLEET_VISIBILITY_TIMEOUT_S",
-                30u64,
-                1..=43_200,
-            )?),
-            handler_timeout: secs(env.parse_in(
-                "EVENTFLEET_HANDLER_TIMEOUT_S",
-                20u64,
-                1..=43_200,
-            )?),
+            visibility_timeout: secs(env.parse_in("EVENTFLEET_VISIBILITY_TIMEOUT_S", 30u64, 1..=43_200)?),
+            handler_timeout: secs(env.parse_in("EVENTFLEET_HANDLER_TIMEOUT_S", 20u64, 1..=43_200)?),
             drain_timeout: secs(env.parse_in("EVENTFLEET_DRAIN_TIMEOUT_S", 25u64, 0..=3_600)?),
             max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", 5u32, 1..=1_000)?,
-            retry_base_delay: millis(env.parse_in(
-                "EVENTFLEET_RETRY_BASE_DELAY_MS",
-                1_000u64,
-                1..=3_600_000,
-            )?),
-            retry_max_delay: millis(env.parse_in(
-                "EVENTFLEET_RETRY_MAX_DELAY_MS",
-                60_000u64,
-                1..=43_200_000,
-            )?),
+            retry_base_delay: millis(env.parse_in("EVENTFLEET_RETRY_BASE_DELAY_MS", 1_000u64, 1..=3_600_000)?),
+            retry_max_delay: millis(env.parse_in("EVENTFLEET_RETRY_MAX_DELAY_MS", 60_000u64, 1..=43_200_000)?),
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
             actor: actor("worker"),
         };
@@ -159,19 +125,9 @@ impl Config {
             ));
         }
         let ingress = IngressConfig {
-            idempotency_horizon: secs(
-                3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?,
-            ),
-            body_limit: env.parse_in(
-                "EVENTFLEET_BODY_LIMIT_BYTES",
-                256 * 1024usize,
-                1_024..=16 * 1024 * 1024,
-            )?,
-            backend_budget: millis(env.parse_in(
-                "EVENTFLEET_BACKEND_BUDGET_MS",
-                2_000u64,
-                10..=60_000,
-            )?),
+            idempotency_horizon: secs(3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?),
+            body_limit: env.parse_in("EVENTFLEET_BODY_LIMIT_BYTES", 256 * 1024usize, 1_024..=16 * 1024 * 1024)?,
+            backend_budget: millis(env.parse_in("EVENTFLEET_BACKEND_BUDGET_MS", 2_000u64, 10..=60_000)?),
             actor: actor("ingress"),
         };
         Ok(Config {
@@ -180,9 +136,7 @@ impl Config {
             public_url,
             slack_signing_secret: env.text("EVENTFLEET_SLACK_SIGNING_SECRET"),
             slack_bot_token: env.text("EVENTFLEET_SLACK_BOT_TOKEN"),
-            default_channel: env
-                .text("EVENTFLEET_DEFAULT_CHANNEL")
-                .unwrap_or_else(|| "#eventfleet".into()),
+            default_channel: env.text("EVENTFLEET_DEFAULT_CHANNEL").unwrap_or_else(|| "#eventfleet".into()),
             log_format,
             durability,
             ingress,
@@ -196,29 +150,17 @@ struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 impl Env<'_> {
     /// A non-empty value.
     fn text(&self, name: &str) -> Option<String> {
-        (self.0)(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 
     fn parse<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
-        self.text(name)
-            .map(|v| {
-                v.parse::<T>()
-                    .map_err(|e| invalid(name, &v, &e.to_string()))
-            })
-            .transpose()
+        self.text(name).map(|v| v.parse::<T>().map_err(|e| invalid(name, &v, &e.to_string()))).transpose()
     }
 
-    fn parse_in<T>(
-        &self,
-        name: &'static str,
-        default: T,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, ConfigError>
+    fn parse_in<T>(&self, name: &'static str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
     where
         T: FromStr + PartialOrd + std::fmt::Display + Copy,
         T::Err: std::fmt::Display,
@@ -236,11 +178,7 @@ impl Env<'_> {
 }
 
 fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
-    ConfigError {
-        var,
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    }
+    ConfigError { var, value: value.to_owned(), reason: reason.to_owned() }
 }
 
 fn secs(n: u64) -> Duration {
@@ -253,10 +191,7 @@ fn millis(n: u64) -> Duration {
 
 /// `role@host:pid`, as the audit trail names the process.
 fn actor(role: &str) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
     format!("{role}@{host}:{}", std::process::id())
 }
 
@@ -267,10 +202,7 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -281,10 +213,7 @@ mod tests {
         assert_eq!(c.worker.max_receive_count, 5);
         assert_eq!(c.worker.drain_timeout, Duration::from_secs(25));
         assert_eq!(c.ingress.body_limit, 256 * 1024);
-        assert_eq!(
-            c.ingress.idempotency_horizon,
-            Duration::from_secs(72 * 3600)
-        );
+        assert_eq!(c.ingress.idempotency_horizon, Duration::from_secs(72 * 3600));
     }
 
     #[test]
@@ -302,12 +231,9 @@ mod tests {
             let err = config(&[(var, value)]).expect_err(var).to_string();
             assert!(err.starts_with(var), "{err}");
         }
-        let err = config(&[
-            ("EVENTFLEET_RETRY_BASE_DELAY_MS", "5000"),
-            ("EVENTFLEET_RETRY_MAX_DELAY_MS", "100"),
-        ])
-        .unwrap_err()
-        .to_string();
+        let err = config(&[("EVENTFLEET_RETRY_BASE_DELAY_MS", "5000"), ("EVENTFLEET_RETRY_MAX_DELAY_MS", "100")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("EVENTFLEET_RETRY_MAX_DELAY_MS"), "{err}");
     }
 }

@@ -47,32 +47,20 @@ async fn accept_unbounded(
     let store = &state.store;
     let actor = state.config.actor.as_str();
     let key = envelope.idempotency_key.clone();
-    let claim = store
-        .idempotency
-        .claim(&key, envelope.event_id, state.config.idempotency_horizon)
-        .await?;
-    let received = AuditEntry::new(
-        envelope.event_id,
-        envelope.received_at,
-        Step::Received,
-        actor,
-    )
-    .with_detail(serde_json::json!({ "kind": envelope.kind, "source": envelope.source.name() }));
+    let claim = store.idempotency.claim(&key, envelope.event_id, state.config.idempotency_horizon).await?;
+    let received = AuditEntry::new(envelope.event_id, envelope.received_at, Step::Received, actor)
+        .with_detail(serde_json::json!({ "kind": envelope.kind, "source": envelope.source.name() }));
     let mut trail = vec![received];
     match claim {
         Claim::Claimed(_) => {}
         Claim::Existing(record) if record.status.is_accepted() => {
-            let entry = AuditEntry::new(record.event_id, store.clock.now(), Step::Duplicate, actor).with_detail(
-                serde_json::json!({ "status": record.status, "duplicate_count": record.duplicate_count }),
-            );
+            let entry = AuditEntry::new(record.event_id, store.clock.now(), Step::Duplicate, actor)
+                .with_detail(serde_json::json!({ "status": record.status, "duplicate_count": record.duplicate_count }));
             // The duplicate is acknowledged whether or not its audit line lands: the event itself is safe.
             if let Err(e) = store.audit.append(vec![entry]).await {
                 tracing::warn!(error = %e, event_id = %record.event_id, "could not audit a duplicate");
             }
-            return Ok(Accepted {
-                event_id: record.event_id,
-                duplicate: true,
-            });
+            return Ok(Accepted { event_id: record.event_id, duplicate: true });
         }
         Claim::Existing(record) => {
             // PENDING: finish the earlier attempt under its event id. Its `received` line was written then.
@@ -81,15 +69,11 @@ async fn accept_unbounded(
         }
     }
     let event_id = envelope.event_id;
-    let message = OutgoingMessage {
-        attributes,
-        ..OutgoingMessage::first_delivery(Envelope::V1(envelope))
-    };
+    let message = OutgoingMessage { attributes, ..OutgoingMessage::first_delivery(Envelope::V1(envelope)) };
     let dedup_id = message.dedup_id.clone();
     let mut sent = store.queue.send_batch(vec![message]).await?;
-    let message_id = sent
-        .pop()
-        .ok_or_else(|| ApiError::Internal("queue answered no result for one message".into()))??;
+    let message_id =
+        sent.pop().ok_or_else(|| ApiError::Internal("queue answered no result for one message".into()))??;
     store.idempotency.mark_enqueued(&key).await?;
     trail.push(
         AuditEntry::new(event_id, store.clock.now(), Step::Enqueued, actor)
@@ -98,8 +82,5 @@ async fn accept_unbounded(
     if let Err(e) = store.audit.append(trail).await {
         tracing::warn!(error = %e, %event_id, "could not audit an accepted event");
     }
-    Ok(Accepted {
-        event_id,
-        duplicate: false,
-    })
+    Ok(Accepted { event_id, duplicate: false })
 }

@@ -21,16 +21,14 @@ impl FromRequest<AppState> for RawBody {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                // `to_bytes` fails either on the limit (a chunked body grew too large) or on a broken connection.
-                if over_limit(&e) {
-                    ApiError::PayloadTooLarge { limit }
-                } else {
-                    ApiError::BadRequest(format!("could not read the request body: {e}"))
-                }
-            })?;
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+            // `to_bytes` fails either on the limit (a chunked body grew too large) or on a broken connection.
+            if over_limit(&e) {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        })?;
         Ok(RawBody(bytes))
     }
 }

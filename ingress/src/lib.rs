@@ -42,10 +42,7 @@ pub struct AppState {
 
 /// The ingress router with its state.
 pub fn router(store: Store, config: IngressConfig) -> Router {
-    let state = AppState {
-        store,
-        config: Arc::new(config),
-    };
+    let state = AppState { store, config: Arc::new(config) };
     routes::router(state)
 }
 
@@ -57,10 +54,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(store, config);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }

@@ -85,13 +85,7 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// An entry with no detail.
     pub fn new(event_id: EventId, at: Timestamp, step: Step, actor: impl Into<String>) -> Self {
-        Self {
-            event_id,
-            at,
-            step,
-            actor: actor.into(),
-            detail: serde_json::Value::Null,
-        }
+        Self { event_id, at, step, actor: actor.into(), detail: serde_json::Value::Null }
     }
 
     /// The same entry with detail.
@@ -107,11 +101,7 @@ mod tests {
 
     #[test]
     fn step_names_match_serde() {
-        for step in [
-            Step::Received,
-            Step::DuplicateDeliverySkipped,
-            Step::RetryScheduled,
-        ] {
+        for step in [Step::Received, Step::DuplicateDeliverySkipped, Step::RetryScheduled] {
             assert_eq!(serde_json::to_value(step).unwrap(), step.as_str());
             assert_eq!(Step::parse(step.as_str()), Some(step));
         }

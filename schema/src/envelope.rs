@@ -152,9 +152,7 @@ impl Source {
 
 /// What an event is: `slack.event`, `slack.command`, `slack.interaction`, `github.<event>`, `hook.payload`,
 /// `sns.cloudwatch_alarm`, `sns.notification`, ... Open-ended because GitHub's event names are.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Kind(String);
 
@@ -274,9 +272,7 @@ mod tests {
         Envelope::V1(EnvelopeV1 {
             event_id: EventId::new(),
             idempotency_key: IdempotencyKey::hook(&hook, "k"),
-            source: Source::Hook {
-                hook_id: hook.clone(),
-            },
+            source: Source::Hook { hook_id: hook.clone() },
             kind: Kind::new(Kind::HOOK_PAYLOAD),
             message_group: format!("hook:{hook}"),
             received_at: Timestamp::from_millis(1_772_826_801_424),

@@ -31,13 +31,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, for exhaustive tests and docs.
-    pub const ALL: [Status; 5] = [
-        Status::Pending,
-        Status::Enqueued,
-        Status::Processing,
-        Status::Done,
-        Status::Dead,
-    ];
+    pub const ALL: [Status; 5] = [Status::Pending, Status::Enqueued, Status::Processing, Status::Done, Status::Dead];
 
     /// Whether `self → next` is a legal transition.
     ///
@@ -129,10 +123,7 @@ mod tests {
         assert!(Enqueued.can_become(Processing));
         assert!(Processing.can_become(Done));
         assert!(Dead.can_become(Enqueued));
-        assert!(
-            !Done.can_become(Processing),
-            "a DONE event is never handled again"
-        );
+        assert!(!Done.can_become(Processing), "a DONE event is never handled again");
         assert!(!Enqueued.can_become(Pending));
         assert!(!Pending.can_become(Done));
         assert!(!Dead.can_become(Done));

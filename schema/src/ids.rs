@@ -7,9 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The id eventfleet gives an event when ingress first accepts it: a UUIDv7, so ids sort by arrival.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct EventId(uuid::Uuid);
 
@@ -41,9 +39,7 @@ impl fmt::Display for EventId {
 ///
 /// Forms: `slack:{team}:{event_id}`, `github:{hook}:{delivery}`, `sns:{topic}:{message_id}`,
 /// `hook:{hook}:{idempotency-key or sha256(body)}`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct IdempotencyKey(String);
 
@@ -124,9 +120,7 @@ impl DedupId {
 }
 
 /// The id of a registered incoming webhook, the `{hook_id}` of `POST /hooks/{hook_id}`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct HookId(String);
 
@@ -167,14 +161,8 @@ mod tests {
     fn keys_are_source_scoped() {
         let hook = HookId::from_raw("hk_1");
         assert_eq!(IdempotencyKey::slack("T1", "Ev1").as_str(), "slack:T1:Ev1");
-        assert_eq!(
-            IdempotencyKey::github(&hook, "d-1").as_str(),
-            "github:hk_1:d-1"
-        );
-        assert_eq!(
-            IdempotencyKey::sns("arn:t", "m-1").as_str(),
-            "sns:arn:t:m-1"
-        );
+        assert_eq!(IdempotencyKey::github(&hook, "d-1").as_str(), "github:hk_1:d-1");
+        assert_eq!(IdempotencyKey::sns("arn:t", "m-1").as_str(), "sns:arn:t:m-1");
         assert_eq!(IdempotencyKey::hook(&hook, "abc").as_str(), "hook:hk_1:abc");
         assert_eq!(
             IdempotencyKey::hook_body(&hook, b"").as_str(),
@@ -185,10 +173,7 @@ mod tests {
     #[test]
     fn dedup_id_is_sha256_of_key_and_stable() {
         let key = IdempotencyKey::from_raw("abc");
-        assert_eq!(
-            key.dedup_id().as_str(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(key.dedup_id().as_str(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_ne!(DedupId::fresh(), DedupId::fresh());
     }
 

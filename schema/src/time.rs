@@ -31,26 +31,18 @@ impl Timestamp {
 
     /// The current system time. Code that must be testable takes a clock instead of calling this.
     pub fn now_system() -> Self {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// This instant plus `d`, saturating.
     pub fn plus(self, d: Duration) -> Self {
-        Self(
-            self.0
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
+        Self(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     }
 
     /// This instant minus `d`, saturating.
     pub fn minus(self, d: Duration) -> Self {
-        Self(
-            self.0
-                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
+        Self(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     }
 
     /// The time from `earlier` to `self`, zero when `earlier` is later.
@@ -62,10 +54,7 @@ impl Timestamp {
     pub fn parse(text: &str) -> Result<Self, crate::time::ParseTimestampError> {
         let text = text.trim();
         if let Ok(secs) = text.parse::<i64>() {
-            return secs
-                .checked_mul(1000)
-                .map(Self)
-                .ok_or_else(|| ParseTimestampError(text.to_owned()));
+            return secs.checked_mul(1000).map(Self).ok_or_else(|| ParseTimestampError(text.to_owned()));
         }
         text.parse::<jiff::Timestamp>()
             .map(|ts| Self(ts.as_millisecond()))
@@ -129,10 +118,7 @@ mod tests {
 
     #[test]
     fn parses_unix_seconds_and_rejects_garbage() {
-        assert_eq!(
-            Timestamp::parse("1772826801").unwrap().as_millis(),
-            1_772_826_801_000
-        );
+        assert_eq!(Timestamp::parse("1772826801").unwrap().as_millis(), 1_772_826_801_000);
         assert!(Timestamp::parse("yesterday").is_err());
         assert!(Timestamp::parse("99999999999999999999").is_err());
     }

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 #[test]
 fn checked_in_envelope_schema_is_current() {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/schema/envelope.schema.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/schema/envelope.schema.json");
     let generated = eventfleet_schema::envelope_json_schema();
     if std::env::var_os("EVENTFLEET_UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &generated).expect("write the schema file");
@@ -20,17 +19,9 @@ fn checked_in_envelope_schema_is_current() {
 
 #[test]
 fn schema_names_every_source_and_the_version_tag() {
-    let schema: serde_json::Value =
-        serde_json::from_str(&eventfleet_schema::envelope_json_schema()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&eventfleet_schema::envelope_json_schema()).unwrap();
     let text = schema.to_string();
-    for needle in [
-        "\"slack\"",
-        "\"github\"",
-        "\"hook\"",
-        "\"sns\"",
-        "\"version\"",
-        "traceparent",
-    ] {
+    for needle in ["\"slack\"", "\"github\"", "\"hook\"", "\"sns\"", "\"version\"", "traceparent"] {
         assert!(text.contains(needle), "schema lacks {needle}");
     }
 }

@@ -11,11 +11,7 @@ use crate::cli::{HookKindArg, HooksCommand};
 use crate::config::Config;
 
 /// Runs a hooks command.
-pub async fn run(
-    config: &Config,
-    data_dir: &Path,
-    command: HooksCommand,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> anyhow::Result<ExitCode> {
     let store = crate::backend::open(config, data_dir)?;
     let base = config
         .public_url
@@ -34,13 +30,7 @@ pub async fn run(
         v
     };
     match command {
-        HooksCommand::Create {
-            name,
-            channel,
-            kind,
-            secret,
-            by,
-        } => {
+        HooksCommand::Create { name, channel, kind, secret, by } => {
             if name.trim().is_empty() || channel.trim().is_empty() {
                 anyhow::bail!("--name and --channel must not be empty");
             }
@@ -75,10 +65,7 @@ pub async fn run(
                     .collect();
                 print_json(&list)?;
             } else {
-                println!(
-                    "{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  name",
-                    "id", "state", "kind", "channel", "calls"
-                );
+                println!("{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  name", "id", "state", "kind", "channel", "calls");
                 for h in hooks {
                     let state = if h.active { "enabled" } else { "disabled" };
                     println!(
@@ -97,17 +84,11 @@ pub async fn run(
             anyhow::bail!("a hook id is required");
         }
         HooksCommand::Enable { id } => {
-            let h = store
-                .webhooks
-                .set_active(&HookId::from_raw(id), true)
-                .await?;
+            let h = store.webhooks.set_active(&HookId::from_raw(id), true).await?;
             print_json(&json!({ "id": h.id, "active": h.active }))?;
         }
         HooksCommand::Disable { id } => {
-            let h = store
-                .webhooks
-                .set_active(&HookId::from_raw(id), false)
-                .await?;
+            let h = store.webhooks.set_active(&HookId::from_raw(id), false).await?;
             print_json(&json!({ "id": h.id, "active": h.active }))?;
         }
     }

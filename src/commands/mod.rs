@@ -14,11 +14,7 @@ use crate::config::{Config, LogFormat};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     let is_dev = matches!(cli.command, Command::Dev { .. });
-    init_logging(config.log_format.unwrap_or(if is_dev {
-        LogFormat::Pretty
-    } else {
-        LogFormat::Json
-    }));
+    init_logging(config.log_format.unwrap_or(if is_dev { LogFormat::Pretty } else { LogFormat::Json }));
     let data_dir = cli.data_dir;
     match cli.command {
         Command::Dev { listen, workers } => serve::dev(config, &data_dir, listen, workers).await,
@@ -28,14 +24,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { command } => events::run(&config, &data_dir, command).await,
         Command::Outbox(flag) => status::outbox(&data_dir, flag.json),
         Command::Status(flag) => status::status(&config, &data_dir, flag.json).await,
-        Command::Tables {
-            command: TablesCommand::Create,
-        } => {
+        Command::Tables { command: TablesCommand::Create } => {
             let _store = crate::backend::open(&config, &data_dir)?;
-            println!(
-                "{}",
-                serde_json::json!({ "backend": "embedded", "path": data_dir.join("fleet.db") })
-            );
+            println!("{}", serde_json::json!({ "backend": "embedded", "path": data_dir.join("fleet.db") }));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -45,9 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTFLEET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second initialisation (never in the binary) would only be ignored.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -16,39 +16,22 @@ use crate::config::Config;
 use crate::shutdown;
 
 /// `eventfleet dev`: ingress and workers in one process on the embedded store.
-pub async fn dev(
-    mut config: Config,
-    data_dir: &Path,
-    listen: SocketAddr,
-    workers: usize,
-) -> anyhow::Result<ExitCode> {
+pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, workers: usize) -> anyhow::Result<ExitCode> {
     config.worker.concurrency = workers.max(1);
     let store = crate::backend::open(&config, data_dir)?;
     let listener = bind(config.listen.unwrap_or(listen)).await?;
     let addr = listener.local_addr()?;
-    let base = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    let base = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let hook = demo_hook(&store, &config.default_channel).await?;
     let secret = dev_signing_secret(&config, data_dir)?;
     let outbox = data_dir.join(OUTBOX_FILE);
 
-    println!(
-        "eventfleet dev: ingress and {} workers on the embedded store",
-        config.worker.concurrency
-    );
+    println!("eventfleet dev: ingress and {} workers on the embedded store", config.worker.concurrency);
     println!("  listening on      {base}");
-    println!(
-        "  store             {}",
-        data_dir.join("fleet.db").display()
-    );
+    println!("  store             {}", data_dir.join("fleet.db").display());
     println!("  demo hook         {base}/hooks/{}", hook.id);
     println!("  slack signing secret in use: {secret}");
-    println!(
-        "  slack messages go to the dev outbox: {}",
-        outbox.display()
-    );
+    println!("  slack messages go to the dev outbox: {}", outbox.display());
     println!();
     println!("send a first event:");
     println!(
@@ -77,22 +60,14 @@ pub async fn dev(
 }
 
 /// `eventfleet ingress`.
-pub async fn ingress(
-    config: Config,
-    data_dir: &Path,
-    listen: Option<SocketAddr>,
-) -> anyhow::Result<ExitCode> {
+pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let store = crate::backend::open(&config, data_dir)?;
-    let addr = listen
-        .or(config.listen)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
     let listener = bind(addr).await?;
     // The first stdout line names the bound address (port 0 picks one): scripts and tests read it.
     println!("listening on http://{}", listener.local_addr()?);
     let shutdown = shutdown::on_signal();
-    eventfleet_ingress::run(store, config.ingress.clone(), listener, shutdown)
-        .await
-        .context("ingress server")?;
+    eventfleet_ingress::run(store, config.ingress.clone(), listener, shutdown).await.context("ingress server")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,22 +77,13 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
     let shutdown = shutdown::on_signal();
     let slack = slack_sink(&config, data_dir);
     println!("worker started: concurrency {}", config.worker.concurrency);
-    let summary = eventfleet_workers::run(
-        store,
-        config.worker.clone(),
-        handlers::builtin(),
-        slack,
-        shutdown,
-    )
-    .await;
+    let summary = eventfleet_workers::run(store, config.worker.clone(), handlers::builtin(), slack, shutdown).await;
     tracing::info!(?summary, "worker stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listen on {addr}"))
+    TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))
 }
 
 fn slack_sink(config: &Config, data_dir: &Path) -> Arc<dyn SlackSink> {
@@ -132,13 +98,7 @@ fn slack_sink(config: &Config, data_dir: &Path) -> Arc<dyn SlackSink> {
 
 /// The hook `dev` prints: the first hook named `demo`, created on first run.
 async fn demo_hook(store: &Store, channel: &str) -> anyhow::Result<Webhook> {
-    if let Some(hook) = store
-        .webhooks
-        .list()
-        .await?
-        .into_iter()
-        .find(|h| h.name == "demo")
-    {
+    if let Some(hook) = store.webhooks.list().await?.into_iter().find(|h| h.name == "demo") {
         return Ok(hook);
     }
     let hook = Webhook {

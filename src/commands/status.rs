@@ -18,9 +18,7 @@ pub async fn status(config: &Config, data_dir: &Path, json: bool) -> anyhow::Res
         println!("backend        {}", store.backend);
         println!("waiting        {}", stats.waiting);
         println!("in flight      {}", stats.in_flight);
-        let age = stats
-            .oldest_age_ms
-            .map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+        let age = stats.oldest_age_ms.map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
         println!("oldest message {age}");
         println!("dead letters   {}", stats.dead_letters);
     }
@@ -34,13 +32,7 @@ pub fn outbox(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&entries)?;
     } else {
         for e in &entries {
-            println!(
-                "{}  {}  {}  {}",
-                e.at,
-                e.event_id,
-                e.message.channel,
-                e.message.text.replace('\n', " ⏎ ")
-            );
+            println!("{}  {}  {}  {}", e.at, e.event_id, e.message.channel, e.message.text.replace('\n', " ⏎ "));
         }
         if entries.is_empty() {
             println!("(the dev outbox is empty)");

@@ -33,10 +33,7 @@ pub struct TokioClock {
 impl TokioClock {
     /// A clock starting now.
     pub fn new() -> Self {
-        Self {
-            wall_at_start: Timestamp::now_system(),
-            start: tokio::time::Instant::now(),
-        }
+        Self { wall_at_start: Timestamp::now_system(), start: tokio::time::Instant::now() }
     }
 }
 

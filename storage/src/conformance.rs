@@ -9,15 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventfleet_schema::{
-    AuditEntry, Body, DedupId, Envelope, EnvelopeV1, ErrorClass, EventId, HookId, HookKind,
-    IdempotencyKey, Kind, RetryRecord, RetryStatus, Source, Status, Step, Timestamp, Verification,
-    VerificationMethod, Webhook,
+    AuditEntry, Body, DedupId, Envelope, EnvelopeV1, ErrorClass, EventId, HookId, HookKind, IdempotencyKey, Kind,
+    RetryRecord, RetryStatus, Source, Status, Step, Timestamp, Verification, VerificationMethod, Webhook,
 };
 
-use crate::{
-    AuditQuery, Begin, Claim, DeadLetterFilter, OutgoingMessage, ReceivedMessage, StorageError,
-    Store,
-};
+use crate::{AuditQuery, Begin, Claim, DeadLetterFilter, OutgoingMessage, ReceivedMessage, StorageError, Store};
 
 /// How a harness moves time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,36 +75,19 @@ impl Harness {
     }
 
     async fn send(&self, group: &str, text: &str) {
-        let sent = self
-            .store
-            .queue
-            .send_batch(vec![self.message(group, text)])
-            .await
-            .expect("send");
-        sent.into_iter()
-            .next()
-            .expect("one result")
-            .expect("message accepted");
+        let sent = self.store.queue.send_batch(vec![self.message(group, text)]).await.expect("send");
+        sent.into_iter().next().expect("one result").expect("message accepted");
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Vec<ReceivedMessage> {
-        self.store
-            .queue
-            .receive(max, visibility, Duration::ZERO)
-            .await
-            .expect("receive")
+        self.store.queue.receive(max, visibility, Duration::ZERO).await.expect("receive")
     }
 
     /// Receives until `want` messages arrived or a deadline (backends with real time may need a few polls).
     async fn receive_n(&self, want: usize, visibility: Duration) -> Vec<ReceivedMessage> {
         let mut got = Vec::new();
         for _ in 0..20 {
-            let batch = self
-                .store
-                .queue
-                .receive(10, visibility, Duration::from_secs(1))
-                .await
-                .expect("receive");
+            let batch = self.store.queue.receive(10, visibility, Duration::from_secs(1)).await.expect("receive");
             got.extend(batch);
             if got.len() >= want {
                 break;
@@ -124,16 +103,11 @@ pub fn envelope(key: IdempotencyKey, group: &str, text: &str) -> Envelope {
     Envelope::V1(EnvelopeV1 {
         event_id: EventId::new(),
         idempotency_key: key,
-        source: Source::Hook {
-            hook_id: HookId::from_raw("hk_conformance"),
-        },
+        source: Source::Hook { hook_id: HookId::from_raw("hk_conformance") },
         kind: Kind::new(Kind::HOOK_PAYLOAD),
         message_group: group.to_owned(),
         received_at: now,
-        verification: Verification {
-            method: VerificationMethod::HookUrl,
-            verified_at: now,
-        },
+        verification: Verification { method: VerificationMethod::HookUrl, verified_at: now },
         trace: None,
         headers: BTreeMap::new(),
         body: Body::Utf8(text.to_owned()),
@@ -171,93 +145,38 @@ pub async fn group_blocked_while_head_in_flight_other_groups_flow(h: &Harness) {
     let next = h.receive_n(2, VIS).await;
     let mut texts: Vec<_> = next.iter().map(text).collect();
     texts.sort();
-    assert_eq!(
-        texts,
-        ["o1", "p1"],
-        "other groups flow while 'blocked' waits"
-    );
+    assert_eq!(texts, ["o1", "p1"], "other groups flow while 'blocked' waits");
     if !h.gaps.group_lock_racy {
         assert!(h.receive(10, VIS).await.is_empty(), "b2 stays behind b1");
     }
-    h.store
-        .queue
-        .delete(&first[0].receipt)
-        .await
-        .expect("delete b1");
+    h.store.queue.delete(&first[0].receipt).await.expect("delete b1");
     let after = h.receive_n(1, VIS).await;
-    assert_eq!(
-        after.iter().map(text).collect::<Vec<_>>(),
-        ["b2"],
-        "deleting the head unblocks the group"
-    );
+    assert_eq!(after.iter().map(text).collect::<Vec<_>>(), ["b2"], "deleting the head unblocks the group");
 }
 
 /// A resend with the same dedup id inside the window is dropped; after the window it is a new message.
 pub async fn dedup_collapses_resend_inside_window_not_after(h: &Harness) {
     let msg = h.message("dedup", "d1");
-    let first = h
-        .store
-        .queue
-        .send_batch(vec![msg.clone()])
-        .await
-        .unwrap()
-        .remove(0)
-        .unwrap();
-    let again = h
-        .store
-        .queue
-        .send_batch(vec![msg.clone()])
-        .await
-        .unwrap()
-        .remove(0)
-        .unwrap();
+    let first = h.store.queue.send_batch(vec![msg.clone()]).await.unwrap().remove(0).unwrap();
+    let again = h.store.queue.send_batch(vec![msg.clone()]).await.unwrap().remove(0).unwrap();
     if h.time == TimeControl::Paused {
-        assert_eq!(
-            first, again,
-            "a deduplicated send answers the first message's id"
-        );
+        assert_eq!(first, again, "a deduplicated send answers the first message's id");
     }
     let got = h.receive_n(1, VIS).await;
     assert_eq!(got.len(), 1);
     h.store.queue.delete(&got[0].receipt).await.unwrap();
-    h.store
-        .queue
-        .send_batch(vec![msg.clone()])
-        .await
-        .unwrap()
-        .remove(0)
-        .unwrap();
+    h.store.queue.send_batch(vec![msg.clone()]).await.unwrap().remove(0).unwrap();
     if h.gaps.dedup_forgotten_after_delete {
-        eprintln!(
-            "gap: emulator forgets a dedup id once its message is deleted; not asserting the resend is dropped"
-        );
-        let _ = h
-            .receive_n(1, VIS)
-            .await
-            .into_iter()
-            .next()
-            .map(|m| m.receipt);
+        eprintln!("gap: emulator forgets a dedup id once its message is deleted; not asserting the resend is dropped");
+        let _ = h.receive_n(1, VIS).await.into_iter().next().map(|m| m.receipt);
     } else {
-        assert!(
-            h.receive(10, VIS).await.is_empty(),
-            "resend inside the window is dropped even after delete"
-        );
+        assert!(h.receive(10, VIS).await.is_empty(), "resend inside the window is dropped even after delete");
     }
     if h.time == TimeControl::Paused {
         h.advance(Duration::from_secs(301)).await;
-        h.store
-            .queue
-            .send_batch(vec![msg])
-            .await
-            .unwrap()
-            .remove(0)
-            .unwrap();
+        h.store.queue.send_batch(vec![msg]).await.unwrap().remove(0).unwrap();
         let later = h.receive_n(1, VIS).await;
-        assert_eq!(
-            later.len(),
-            1,
-            "after the 5-minute window the same dedup id is a new message"
-        );
+        assert_eq!(later.len(), 1, "after the 5-minute window the same dedup id is a new message");
     } else {
         eprintln!("real time: not waiting 5 minutes for the dedup window to pass");
     }
@@ -272,10 +191,7 @@ pub async fn visibility_expiry_redelivers_with_receive_count_plus_one(h: &Harnes
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].receive_count, 1);
     if !h.gaps.group_lock_racy {
-        assert!(
-            h.receive(10, vis).await.is_empty(),
-            "invisible while in flight"
-        );
+        assert!(h.receive(10, vis).await.is_empty(), "invisible while in flight");
     }
     h.advance(Duration::from_secs(3)).await;
     let second = h.receive_n(1, VIS).await;
@@ -286,11 +202,7 @@ pub async fn visibility_expiry_redelivers_with_receive_count_plus_one(h: &Harnes
         h.store.queue.delete(&first[0].receipt).await.is_err(),
         "the first receipt is stale once the message was received again"
     );
-    h.store
-        .queue
-        .delete(&second[0].receipt)
-        .await
-        .expect("current receipt deletes");
+    h.store.queue.delete(&second[0].receipt).await.expect("current receipt deletes");
 }
 
 /// Visibility can be extended (heartbeat) and released at once (zero).
@@ -298,23 +210,12 @@ pub async fn extending_and_releasing_visibility(h: &Harness) {
     h.send("ext", "e1").await;
     let got = h.receive_n(1, Duration::from_secs(2)).await;
     assert_eq!(got.len(), 1);
-    h.store
-        .queue
-        .change_visibility(&got[0].receipt, Duration::from_secs(60))
-        .await
-        .expect("extend");
+    h.store.queue.change_visibility(&got[0].receipt, Duration::from_secs(60)).await.expect("extend");
     h.advance(Duration::from_secs(3)).await;
     if !h.gaps.group_lock_racy {
-        assert!(
-            h.receive(10, VIS).await.is_empty(),
-            "extended past the first timeout"
-        );
+        assert!(h.receive(10, VIS).await.is_empty(), "extended past the first timeout");
     }
-    h.store
-        .queue
-        .change_visibility(&got[0].receipt, Duration::ZERO)
-        .await
-        .expect("release");
+    h.store.queue.change_visibility(&got[0].receipt, Duration::ZERO).await.expect("release");
     let again = h.receive_n(1, VIS).await;
     assert_eq!(again.len(), 1, "released message is visible at once");
     assert_eq!(again[0].receive_count, 2);
@@ -346,21 +247,9 @@ pub async fn redrive_to_dlq_after_max_receive_count(h: &Harness) {
         h.advance(Duration::from_secs(2)).await;
     }
     let next = h.receive_n(1, VIS).await;
-    assert_eq!(
-        next.iter().map(text).collect::<Vec<_>>(),
-        ["p2"],
-        "p1 moved to the DLQ, p2 flows"
-    );
-    let dead = h
-        .store
-        .dead_letters
-        .list(&DeadLetterFilter::default())
-        .await
-        .unwrap();
-    let p1: Vec<_> = dead
-        .iter()
-        .filter(|d| d.envelope.as_v1().body.as_text() == Some("p1"))
-        .collect();
+    assert_eq!(next.iter().map(text).collect::<Vec<_>>(), ["p2"], "p1 moved to the DLQ, p2 flows");
+    let dead = h.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap();
+    let p1: Vec<_> = dead.iter().filter(|d| d.envelope.as_v1().body.as_text() == Some("p1")).collect();
     assert_eq!(p1.len(), 1, "p1 is on the DLQ once");
 }
 
@@ -370,77 +259,29 @@ pub async fn dead_letters_list_redrive_and_purge(h: &Harness) {
         h.send("dl", name).await;
         let got = h.receive_n(1, VIS).await;
         assert_eq!(text(&got[0]), name);
-        let reason = if name == "k2" {
-            "channel_not_found"
-        } else {
-            "timeout after 30s"
-        };
-        h.store
-            .queue
-            .move_to_dlq(&got[0].receipt, reason)
-            .await
-            .expect("move to dlq");
+        let reason = if name == "k2" { "channel_not_found" } else { "timeout after 30s" };
+        h.store.queue.move_to_dlq(&got[0].receipt, reason).await.expect("move to dlq");
     }
-    let all = h
-        .store
-        .dead_letters
-        .list(&DeadLetterFilter::default())
-        .await
-        .unwrap();
-    let mine: Vec<_> = all
-        .iter()
-        .filter(|d| d.envelope.message_group() == h.group("dl"))
-        .collect();
-    assert_eq!(
-        mine.iter()
-            .map(|d| d.envelope.as_v1().body.as_text().unwrap())
-            .collect::<Vec<_>>(),
-        ["k1", "k2", "k3"]
-    );
-    let by_error = DeadLetterFilter {
-        error: Some("CHANNEL_NOT".into()),
-        ..Default::default()
-    };
+    let all = h.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap();
+    let mine: Vec<_> = all.iter().filter(|d| d.envelope.message_group() == h.group("dl")).collect();
+    assert_eq!(mine.iter().map(|d| d.envelope.as_v1().body.as_text().unwrap()).collect::<Vec<_>>(), ["k1", "k2", "k3"]);
+    let by_error = DeadLetterFilter { error: Some("CHANNEL_NOT".into()), ..Default::default() };
     let found = h.store.dead_letters.list(&by_error).await.unwrap();
     assert!(found.iter().any(|d| d.reason == "channel_not_found"));
     assert!(found.iter().all(|d| d.reason.contains("channel_not_found")));
-    let none = DeadLetterFilter {
-        kind: Some("slack.event".into()),
-        ..Default::default()
-    };
+    let none = DeadLetterFilter { kind: Some("slack.event".into()), ..Default::default() };
     assert!(
-        h.store
-            .dead_letters
-            .list(&none)
-            .await
-            .unwrap()
-            .iter()
-            .all(|d| d.envelope.kind().as_str() == "slack.event")
+        h.store.dead_letters.list(&none).await.unwrap().iter().all(|d| d.envelope.kind().as_str() == "slack.event")
     );
-    let got = h
-        .store
-        .dead_letters
-        .get(&mine[0].message_id)
-        .await
-        .unwrap()
-        .expect("get by id");
+    let got = h.store.dead_letters.get(&mine[0].message_id).await.unwrap().expect("get by id");
     assert_eq!(got.reason, "timeout after 30s");
 
     // Redrive k1 and k3 (in that order) while k0 sits in the group: they go behind it.
     h.send("dl", "k0").await;
-    let redriven = h
-        .store
-        .dead_letters
-        .redrive(&[mine[0].message_id.clone(), mine[2].message_id.clone()])
-        .await
-        .unwrap();
+    let redriven =
+        h.store.dead_letters.redrive(&[mine[0].message_id.clone(), mine[2].message_id.clone()]).await.unwrap();
     assert!(redriven.iter().all(Result::is_ok), "{redriven:?}");
-    let unknown = h
-        .store
-        .dead_letters
-        .redrive(&[crate::MessageId("nope".into())])
-        .await
-        .unwrap();
+    let unknown = h.store.dead_letters.redrive(&[crate::MessageId("nope".into())]).await.unwrap();
     assert!(unknown[0].is_err(), "an unknown id fails alone");
     let mut order = Vec::new();
     for _ in 0..3 {
@@ -453,29 +294,16 @@ pub async fn dead_letters_list_redrive_and_purge(h: &Harness) {
     assert_eq!(order, ["k0", "k1", "k3"]);
     let purged = h.store.dead_letters.purge(&by_error).await.unwrap();
     assert!(purged >= 1);
-    assert!(
-        h.store
-            .dead_letters
-            .get(&mine[1].message_id)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(h.store.dead_letters.get(&mine[1].message_id).await.unwrap().is_none());
 }
 
 /// A long poll returns as soon as a message arrives, and returns empty when none does by the deadline.
 pub async fn long_poll_returns_on_arrival_and_times_out_empty(h: &Harness) {
     let queue = Arc::clone(&h.store.queue);
     let start = tokio::time::Instant::now();
-    let empty = queue
-        .receive(10, VIS, Duration::from_secs(2))
-        .await
-        .unwrap();
+    let empty = queue.receive(10, VIS, Duration::from_secs(2)).await.unwrap();
     assert!(empty.is_empty());
-    assert!(
-        start.elapsed() >= Duration::from_secs(2),
-        "waited the whole poll"
-    );
+    assert!(start.elapsed() >= Duration::from_secs(2), "waited the whole poll");
 
     let sender = Arc::clone(&h.store.queue);
     let msg = h.message("lp", "late");
@@ -484,16 +312,10 @@ pub async fn long_poll_returns_on_arrival_and_times_out_empty(h: &Harness) {
         sender.send_batch(vec![msg]).await.unwrap();
     });
     let start = tokio::time::Instant::now();
-    let got = queue
-        .receive(10, VIS, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let got = queue.receive(10, VIS, Duration::from_secs(20)).await.unwrap();
     send.await.unwrap();
     assert_eq!(got.iter().map(text).collect::<Vec<_>>(), ["late"]);
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "returned before the deadline"
-    );
+    assert!(start.elapsed() < Duration::from_secs(20), "returned before the deadline");
 }
 
 /// Of many concurrent claims of one key exactly one wins; the others see it and are counted as duplicates.
@@ -503,11 +325,9 @@ pub async fn concurrent_claims_have_exactly_one_winner(h: &Harness) {
     for _ in 0..32 {
         let idem = Arc::clone(&h.store.idempotency);
         let key = key.clone();
-        tasks.push(tokio::spawn(async move {
-            idem.claim(&key, EventId::new(), Duration::from_secs(3600))
-                .await
-                .unwrap()
-        }));
+        tasks.push(tokio::spawn(
+            async move { idem.claim(&key, EventId::new(), Duration::from_secs(3600)).await.unwrap() },
+        ));
     }
     let mut winners = Vec::new();
     for t in tasks {
@@ -528,193 +348,70 @@ pub async fn idempotency_transitions_legal_and_illegal(h: &Harness) {
     let horizon = Duration::from_secs(3600);
     let key = h.key("life");
     let id = EventId::new();
-    assert!(matches!(
-        idem.claim(&key, id, horizon).await.unwrap(),
-        Claim::Claimed(_)
-    ));
+    assert!(matches!(idem.claim(&key, id, horizon).await.unwrap(), Claim::Claimed(_)));
     let refused = idem.transition(&key, Status::Done, None).await;
     assert!(
-        matches!(
-            refused,
-            Err(StorageError::IllegalTransition {
-                from: Status::Pending,
-                to: Status::Done,
-                ..
-            })
-        ),
+        matches!(refused, Err(StorageError::IllegalTransition { from: Status::Pending, to: Status::Done, .. })),
         "{refused:?}"
     );
-    assert_eq!(
-        idem.mark_enqueued(&key).await.unwrap().status,
-        Status::Enqueued
-    );
-    assert_eq!(
-        idem.mark_enqueued(&key).await.unwrap().status,
-        Status::Enqueued,
-        "marking twice is harmless"
-    );
+    assert_eq!(idem.mark_enqueued(&key).await.unwrap().status, Status::Enqueued);
+    assert_eq!(idem.mark_enqueued(&key).await.unwrap().status, Status::Enqueued, "marking twice is harmless");
     match idem.begin(&key, id, Duration::from_secs(30)).await.unwrap() {
         Begin::Started(r) => assert!(r.status == Status::Processing && r.lease_until.is_some()),
         other => panic!("expected started, got {other:?}"),
     }
-    assert!(matches!(
-        idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(),
-        Begin::Busy(_)
-    ));
-    assert_eq!(
-        idem.transition(&key, Status::Enqueued, None)
-            .await
-            .unwrap()
-            .status,
-        Status::Enqueued,
-        "release"
-    );
-    assert!(matches!(
-        idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(),
-        Begin::Started(_)
-    ));
-    let done = idem
-        .transition(&key, Status::Done, Some("posted"))
-        .await
-        .unwrap();
-    assert_eq!(
-        (done.status, done.outcome.as_deref()),
-        (Status::Done, Some("posted"))
-    );
-    assert!(matches!(
-        idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(),
-        Begin::AlreadyDone(_)
-    ));
+    assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::Busy(_)));
+    assert_eq!(idem.transition(&key, Status::Enqueued, None).await.unwrap().status, Status::Enqueued, "release");
+    assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::Started(_)));
+    let done = idem.transition(&key, Status::Done, Some("posted")).await.unwrap();
+    assert_eq!((done.status, done.outcome.as_deref()), (Status::Done, Some("posted")));
+    assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::AlreadyDone(_)));
     assert!(matches!(
         idem.transition(&key, Status::Dead, None).await,
-        Err(StorageError::IllegalTransition {
-            from: Status::Done,
-            to: Status::Dead,
-            ..
-        })
+        Err(StorageError::IllegalTransition { from: Status::Done, to: Status::Dead, .. })
     ));
-    assert_eq!(
-        idem.mark_enqueued(&key).await.unwrap().status,
-        Status::Done,
-        "marking never regresses"
-    );
-    assert_eq!(
-        idem.transition(&key, Status::Enqueued, None)
-            .await
-            .unwrap()
-            .status,
-        Status::Enqueued,
-        "replay"
-    );
+    assert_eq!(idem.mark_enqueued(&key).await.unwrap().status, Status::Done, "marking never regresses");
+    assert_eq!(idem.transition(&key, Status::Enqueued, None).await.unwrap().status, Status::Enqueued, "replay");
 
     // PENDING → PROCESSING (ingress died before marking), then PROCESSING → DEAD → ENQUEUED (replay).
     let key2 = h.key("crashed-ingress");
     idem.claim(&key2, id, horizon).await.unwrap();
-    assert!(matches!(
-        idem.begin(&key2, id, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        Begin::Started(_)
-    ));
-    assert_eq!(
-        idem.transition(&key2, Status::Dead, Some("channel_not_found"))
-            .await
-            .unwrap()
-            .status,
-        Status::Dead
-    );
-    assert!(matches!(
-        idem.begin(&key2, id, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        Begin::Dead(_)
-    ));
+    assert!(matches!(idem.begin(&key2, id, Duration::from_secs(30)).await.unwrap(), Begin::Started(_)));
+    assert_eq!(idem.transition(&key2, Status::Dead, Some("channel_not_found")).await.unwrap().status, Status::Dead);
+    assert!(matches!(idem.begin(&key2, id, Duration::from_secs(30)).await.unwrap(), Begin::Dead(_)));
     assert!(matches!(
         idem.transition(&key2, Status::Processing, None).await,
         Err(StorageError::IllegalTransition { .. })
     ));
-    assert_eq!(
-        idem.transition(&key2, Status::Enqueued, None)
-            .await
-            .unwrap()
-            .status,
-        Status::Enqueued
-    );
+    assert_eq!(idem.transition(&key2, Status::Enqueued, None).await.unwrap().status, Status::Enqueued);
 
     // An expired lease can be taken over.
     let key3 = h.key("lease");
     idem.claim(&key3, id, horizon).await.unwrap();
     idem.begin(&key3, id, Duration::from_secs(1)).await.unwrap();
     h.advance(Duration::from_secs(2)).await;
-    assert!(matches!(
-        idem.begin(&key3, id, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        Begin::Started(_)
-    ));
+    assert!(matches!(idem.begin(&key3, id, Duration::from_secs(30)).await.unwrap(), Begin::Started(_)));
 
-    assert!(matches!(
-        idem.transition(&h.key("missing"), Status::Done, None).await,
-        Err(StorageError::NotFound(_))
-    ));
-    assert_eq!(
-        idem.find_by_event(id).await.unwrap().map(|r| r.event_id),
-        Some(id)
-    );
+    assert!(matches!(idem.transition(&h.key("missing"), Status::Done, None).await, Err(StorageError::NotFound(_))));
+    assert_eq!(idem.find_by_event(id).await.unwrap().map(|r| r.event_id), Some(id));
 }
 
 /// An event's audit history comes back in the order it was written, across appends.
 pub async fn audit_history_in_order(h: &Harness) {
     let id = EventId::new();
     let at = h.store.clock.now();
-    let steps = [
-        Step::Received,
-        Step::Enqueued,
-        Step::Started,
-        Step::RetryScheduled,
-        Step::Started,
-        Step::Succeeded,
-    ];
-    h.store
-        .audit
-        .append(
-            steps[..2]
-                .iter()
-                .map(|s| AuditEntry::new(id, at, *s, "ingress"))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let steps = [Step::Received, Step::Enqueued, Step::Started, Step::RetryScheduled, Step::Started, Step::Succeeded];
+    h.store.audit.append(steps[..2].iter().map(|s| AuditEntry::new(id, at, *s, "ingress")).collect()).await.unwrap();
     for s in &steps[2..] {
-        let entry = AuditEntry::new(id, h.store.clock.now(), *s, "worker")
-            .with_detail(serde_json::json!({"n": 1}));
+        let entry = AuditEntry::new(id, h.store.clock.now(), *s, "worker").with_detail(serde_json::json!({"n": 1}));
         h.store.audit.append(vec![entry]).await.unwrap();
     }
     let history = h.store.audit.history(id).await.unwrap();
     assert_eq!(history.iter().map(|e| e.step).collect::<Vec<_>>(), steps);
     assert_eq!(history[2].detail, serde_json::json!({"n": 1}));
-    assert!(
-        h.store
-            .audit
-            .history(EventId::new())
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let q = AuditQuery {
-        step: Some(Step::Succeeded),
-        since: Some(at),
-        ..Default::default()
-    };
-    assert!(
-        h.store
-            .audit
-            .query(&q)
-            .await
-            .unwrap()
-            .iter()
-            .any(|e| e.event_id == id)
-    );
+    assert!(h.store.audit.history(EventId::new()).await.unwrap().is_empty());
+    let q = AuditQuery { step: Some(Step::Succeeded), since: Some(at), ..Default::default() };
+    assert!(h.store.audit.query(&q).await.unwrap().iter().any(|e| e.event_id == id));
 }
 
 /// A retry record is replaced on upsert and listed by status.
@@ -738,23 +435,10 @@ pub async fn retry_record_upsert(h: &Harness) {
     rec.dead_reason = Some("max attempts".into());
     rec.next_attempt_at = None;
     h.store.retries.upsert(&rec).await.unwrap();
-    assert_eq!(
-        h.store.retries.get(rec.event_id).await.unwrap(),
-        Some(rec.clone())
-    );
-    let dead = h
-        .store
-        .retries
-        .list(Some(RetryStatus::Dead), 1000)
-        .await
-        .unwrap();
+    assert_eq!(h.store.retries.get(rec.event_id).await.unwrap(), Some(rec.clone()));
+    let dead = h.store.retries.list(Some(RetryStatus::Dead), 1000).await.unwrap();
     assert!(dead.iter().any(|r| r.event_id == rec.event_id));
-    let active = h
-        .store
-        .retries
-        .list(Some(RetryStatus::Active), 1000)
-        .await
-        .unwrap();
+    let active = h.store.retries.list(Some(RetryStatus::Active), 1000).await.unwrap();
     assert!(active.iter().all(|r| r.event_id != rec.event_id));
 }
 
@@ -762,11 +446,7 @@ pub async fn retry_record_upsert(h: &Harness) {
 pub async fn records_past_ttl_read_as_absent(h: &Harness) {
     let key = h.key("ttl");
     let first = EventId::new();
-    h.store
-        .idempotency
-        .claim(&key, first, Duration::from_secs(2))
-        .await
-        .unwrap();
+    h.store.idempotency.claim(&key, first, Duration::from_secs(2)).await.unwrap();
     let now = h.store.clock.now();
     let rec = RetryRecord {
         event_id: first,
@@ -783,42 +463,20 @@ pub async fn records_past_ttl_read_as_absent(h: &Harness) {
     h.store.retries.upsert(&rec).await.unwrap();
     assert!(h.store.idempotency.get(&key).await.unwrap().is_some());
     h.advance(Duration::from_secs(3)).await;
-    assert!(
-        h.store.idempotency.get(&key).await.unwrap().is_none(),
-        "expired key reads as absent"
-    );
-    assert!(
-        h.store.retries.get(first).await.unwrap().is_none(),
-        "expired retry record reads as absent"
-    );
+    assert!(h.store.idempotency.get(&key).await.unwrap().is_none(), "expired key reads as absent");
+    assert!(h.store.retries.get(first).await.unwrap().is_none(), "expired retry record reads as absent");
     assert!(
         matches!(
-            h.store
-                .idempotency
-                .claim(&key, EventId::new(), Duration::from_secs(60))
-                .await
-                .unwrap(),
+            h.store.idempotency.claim(&key, EventId::new(), Duration::from_secs(60)).await.unwrap(),
             Claim::Claimed(_)
         ),
         "a key past its horizon can be claimed anew"
     );
     if h.time == TimeControl::Paused {
         let id = EventId::new();
-        h.store
-            .audit
-            .append(vec![AuditEntry::new(
-                id,
-                h.store.clock.now(),
-                Step::Received,
-                "t",
-            )])
-            .await
-            .unwrap();
+        h.store.audit.append(vec![AuditEntry::new(id, h.store.clock.now(), Step::Received, "t")]).await.unwrap();
         h.advance(Duration::from_secs(91 * 24 * 3600)).await;
-        assert!(
-            h.store.audit.history(id).await.unwrap().is_empty(),
-            "audit entries expire after 90 days"
-        );
+        assert!(h.store.audit.history(id).await.unwrap().is_empty(), "audit entries expire after 90 days");
     }
 }
 
@@ -836,66 +494,19 @@ pub async fn webhook_registry(h: &Harness) {
         created_at: h.store.clock.now(),
     };
     h.store.webhooks.create(&hook).await.unwrap();
-    assert!(matches!(
-        h.store.webhooks.create(&hook).await,
-        Err(StorageError::Conflict(_))
-    ));
-    assert_eq!(
-        h.store.webhooks.get(&hook.id).await.unwrap(),
-        Some(hook.clone())
-    );
-    assert!(
-        h.store
-            .webhooks
-            .list()
-            .await
-            .unwrap()
-            .iter()
-            .any(|w| w.id == hook.id)
-    );
-    assert!(
-        !h.store
-            .webhooks
-            .set_active(&hook.id, false)
-            .await
-            .unwrap()
-            .active
-    );
-    assert!(
-        h.store
-            .webhooks
-            .set_active(&hook.id, true)
-            .await
-            .unwrap()
-            .active
-    );
+    assert!(matches!(h.store.webhooks.create(&hook).await, Err(StorageError::Conflict(_))));
+    assert_eq!(h.store.webhooks.get(&hook.id).await.unwrap(), Some(hook.clone()));
+    assert!(h.store.webhooks.list().await.unwrap().iter().any(|w| w.id == hook.id));
+    assert!(!h.store.webhooks.set_active(&hook.id, false).await.unwrap().active);
+    assert!(h.store.webhooks.set_active(&hook.id, true).await.unwrap().active);
     h.store.webhooks.record_invocation(&hook.id).await.unwrap();
     h.store.webhooks.record_invocation(&hook.id).await.unwrap();
-    assert_eq!(
-        h.store
-            .webhooks
-            .get(&hook.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .invocation_count,
-        2
-    );
+    assert_eq!(h.store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count, 2);
     assert!(matches!(
-        h.store
-            .webhooks
-            .set_active(&HookId::from_raw("hk_missing"), false)
-            .await,
+        h.store.webhooks.set_active(&HookId::from_raw("hk_missing"), false).await,
         Err(StorageError::NotFound(_))
     ));
-    assert_eq!(
-        h.store
-            .webhooks
-            .get(&HookId::from_raw("hk_missing"))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(h.store.webhooks.get(&HookId::from_raw("hk_missing")).await.unwrap(), None);
 }
 
 /// Stats count waiting, in-flight and dead messages and the oldest age.
@@ -913,14 +524,8 @@ pub async fn stats_count_depths(h: &Harness) {
 
 /// Receive rejects batch sizes SQS rejects, so code written against one backend works on the other.
 pub async fn receive_batch_size_is_one_to_ten(h: &Harness) {
-    assert!(matches!(
-        h.store.queue.receive(0, VIS, Duration::ZERO).await,
-        Err(StorageError::Invalid(_))
-    ));
-    assert!(matches!(
-        h.store.queue.receive(11, VIS, Duration::ZERO).await,
-        Err(StorageError::Invalid(_))
-    ));
+    assert!(matches!(h.store.queue.receive(0, VIS, Duration::ZERO).await, Err(StorageError::Invalid(_))));
+    assert!(matches!(h.store.queue.receive(11, VIS, Duration::ZERO).await, Err(StorageError::Invalid(_))));
     let _ = DedupId::fresh();
 }
 

@@ -41,17 +41,9 @@ pub struct DeadLetterFilter {
 impl DeadLetterFilter {
     /// Whether a dead letter matches (for backends that filter after reading).
     pub fn matches(&self, dl: &DeadLetter) -> bool {
-        self.source
-            .as_deref()
-            .is_none_or(|s| dl.envelope.source().name() == s)
-            && self
-                .kind
-                .as_deref()
-                .is_none_or(|k| dl.envelope.kind().as_str() == k)
-            && self
-                .error
-                .as_deref()
-                .is_none_or(|e| dl.reason.to_lowercase().contains(&e.to_lowercase()))
+        self.source.as_deref().is_none_or(|s| dl.envelope.source().name() == s)
+            && self.kind.as_deref().is_none_or(|k| dl.envelope.kind().as_str() == k)
+            && self.error.as_deref().is_none_or(|e| dl.reason.to_lowercase().contains(&e.to_lowercase()))
             && self.since.is_none_or(|t| dl.dead_lettered_at >= t)
             && self.until.is_none_or(|t| dl.dead_lettered_at < t)
     }

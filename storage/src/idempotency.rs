@@ -45,12 +45,7 @@ pub trait Idempotency: Send + Sync {
     /// Claims a key for a new event (`PENDING`, expiring after `horizon`), or reports the existing record and
     /// counts the duplicate. A record past its expiry counts as absent. Exactly one of any number of concurrent
     /// claims of one key gets [`Claim::Claimed`].
-    async fn claim(
-        &self,
-        key: &IdempotencyKey,
-        event_id: EventId,
-        horizon: Duration,
-    ) -> Result<Claim>;
+    async fn claim(&self, key: &IdempotencyKey, event_id: EventId, horizon: Duration) -> Result<Claim>;
 
     /// `PENDING → ENQUEUED` once the event is durably queued. A record already `ENQUEUED` or later is left as it
     /// is (another request or a worker got there first) and returned.
@@ -58,22 +53,12 @@ pub trait Idempotency: Send + Sync {
 
     /// A worker's start: see [`Begin`]. A key with no record (claimed before the horizon, or never) is created
     /// `PROCESSING` for `event_id`.
-    async fn begin(
-        &self,
-        key: &IdempotencyKey,
-        event_id: EventId,
-        lease: Duration,
-    ) -> Result<Begin>;
+    async fn begin(&self, key: &IdempotencyKey, event_id: EventId, lease: Duration) -> Result<Begin>;
 
     /// A strict move along the status machine (`DONE`, `DEAD`, release to `ENQUEUED`, replay to `ENQUEUED`),
     /// recording `outcome` when given. Illegal moves are [`crate::StorageError::IllegalTransition`]; a missing
     /// key is [`crate::StorageError::NotFound`].
-    async fn transition(
-        &self,
-        key: &IdempotencyKey,
-        to: Status,
-        outcome: Option<&str>,
-    ) -> Result<IdempotencyRecord>;
+    async fn transition(&self, key: &IdempotencyKey, to: Status, outcome: Option<&str>) -> Result<IdempotencyRecord>;
 
     /// The record, unless absent or expired.
     async fn get(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>>;

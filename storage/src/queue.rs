@@ -95,12 +95,7 @@ pub trait Queue: Send + Sync {
 
     /// Receives up to `max` messages (at most one per message group, the oldest of each group whose head is not
     /// in flight), hiding them for `visibility`. Waits up to `wait` for a first message (long poll).
-    async fn receive(
-        &self,
-        max: usize,
-        visibility: Duration,
-        wait: Duration,
-    ) -> Result<Vec<ReceivedMessage>>;
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>>;
 
     /// Deletes a received message; its group's next message becomes available.
     async fn delete(&self, receipt: &ReceiptHandle) -> Result<()>;

@@ -10,37 +10,21 @@ use eventfleet_storage::{Claim, EmbeddedOptions, EmbeddedStore, OutgoingMessage}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_openers_share_queue_and_claims() {
     let dir = tempfile::tempdir().unwrap();
-    let a = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default())
-        .unwrap()
-        .into_store();
-    let b = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default())
-        .unwrap()
-        .into_store();
+    let a = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+    let b = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
 
     // A long poll on B sees a message sent through A (no in-process wake-up: B polls the file).
     let poll = tokio::spawn({
         let b = b.clone();
-        async move {
-            b.queue
-                .receive(10, Duration::from_secs(30), Duration::from_secs(10))
-                .await
-        }
+        async move { b.queue.receive(10, Duration::from_secs(30), Duration::from_secs(10)).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let env = envelope(IdempotencyKey::from_raw("shared:1"), "g", "hello");
-    a.queue
-        .send_batch(vec![OutgoingMessage::first_delivery(env)])
-        .await
-        .unwrap()[0]
-        .clone()
-        .unwrap();
+    a.queue.send_batch(vec![OutgoingMessage::first_delivery(env)]).await.unwrap()[0].clone().unwrap();
     let got = poll.await.unwrap().unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].envelope.as_v1().body.as_text(), Some("hello"));
-    a.queue
-        .delete(&got[0].receipt)
-        .await
-        .expect("a receipt from B is valid on A: same file");
+    a.queue.delete(&got[0].receipt).await.expect("a receipt from B is valid on A: same file");
 
     // Claims through both openers at once: exactly one winner.
     let key = IdempotencyKey::from_raw("shared:race");
@@ -49,11 +33,7 @@ async fn two_openers_share_queue_and_claims() {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
-            store
-                .idempotency
-                .claim(&key, EventId::new(), Duration::from_secs(60))
-                .await
-                .unwrap()
+            store.idempotency.claim(&key, EventId::new(), Duration::from_secs(60)).await.unwrap()
         }));
     }
     let mut winners = 0;

@@ -48,23 +48,14 @@ impl HandlerError {
 
     /// A retryable error without a hint.
     pub fn retryable(message: impl Into<String>) -> Self {
-        HandlerError::Retryable {
-            message: message.into(),
-            retry_after: None,
-        }
+        HandlerError::Retryable { message: message.into(), retry_after: None }
     }
 }
 
 impl From<SlackError> for HandlerError {
     fn from(e: SlackError) -> Self {
         match e {
-            SlackError::Retryable {
-                message,
-                retry_after,
-            } => HandlerError::Retryable {
-                message,
-                retry_after,
-            },
+            SlackError::Retryable { message, retry_after } => HandlerError::Retryable { message, retry_after },
             SlackError::Permanent(message) => HandlerError::Permanent(message),
         }
     }
@@ -75,11 +66,7 @@ impl From<SlackError> for HandlerError {
 #[async_trait]
 pub trait Handler: Send + Sync {
     /// Handles the event; returns a short outcome for the audit trail.
-    async fn handle(
-        &self,
-        ctx: &HandlerContext,
-        envelope: &Envelope,
-    ) -> Result<String, HandlerError>;
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError>;
 }
 
 /// Picks a handler by kind: an exact kind first (`slack.command`), then the longest registered prefix ending in
@@ -94,19 +81,14 @@ pub struct Registry {
 impl Registry {
     /// A registry that sends everything to `fallback`.
     pub fn new(fallback: Arc<dyn Handler>) -> Self {
-        Self {
-            exact: HashMap::new(),
-            prefixes: Vec::new(),
-            fallback,
-        }
+        Self { exact: HashMap::new(), prefixes: Vec::new(), fallback }
     }
 
     /// Registers a handler for one kind, or for every kind starting with `kind` when it ends in `.`.
     pub fn register(mut self, kind: &str, handler: Arc<dyn Handler>) -> Self {
         if kind.ends_with('.') {
             self.prefixes.push((kind.to_owned(), handler));
-            self.prefixes
-                .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+            self.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         } else {
             self.exact.insert(kind.to_owned(), handler);
         }
@@ -117,12 +99,7 @@ impl Registry {
     pub fn for_kind(&self, kind: &str) -> &Arc<dyn Handler> {
         self.exact
             .get(kind)
-            .or_else(|| {
-                self.prefixes
-                    .iter()
-                    .find(|(p, _)| kind.starts_with(p.as_str()))
-                    .map(|(_, h)| h)
-            })
+            .or_else(|| self.prefixes.iter().find(|(p, _)| kind.starts_with(p.as_str())).map(|(_, h)| h))
             .unwrap_or(&self.fallback)
     }
 }

@@ -58,12 +58,7 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
-    let processor = Arc::new(Processor {
-        store: store.clone(),
-        registry,
-        slack,
-        config,
-    });
+    let processor = Arc::new(Processor { store: store.clone(), registry, slack, config });
     let cfg = &processor.config;
 
     loop {
@@ -128,9 +123,7 @@ pub async fn run(
     }
 
     tracker.close();
-    let drained = tokio::time::timeout(drain_timeout, tracker.wait())
-        .await
-        .is_ok();
+    let drained = tokio::time::timeout(drain_timeout, tracker.wait()).await.is_ok();
     summary.drained.store(drained, Ordering::Relaxed);
     if !drained {
         tracing::warn!(
@@ -144,20 +137,14 @@ pub async fn run(
 /// Gives back (visibility 0) whatever a receive abandoned at shutdown took, as soon as it returns.
 async fn release_late(
     store: Store,
-    receive: tokio::task::JoinHandle<
-        eventfleet_storage::Result<Vec<eventfleet_storage::ReceivedMessage>>,
-    >,
+    receive: tokio::task::JoinHandle<eventfleet_storage::Result<Vec<eventfleet_storage::ReceivedMessage>>>,
     summary: Arc<PoolSummary>,
 ) {
     let Ok(Ok(messages)) = receive.await else {
         return;
     };
     for msg in messages {
-        match store
-            .queue
-            .change_visibility(&msg.receipt, Duration::ZERO)
-            .await
-        {
+        match store.queue.change_visibility(&msg.receipt, Duration::ZERO).await {
             Ok(()) => summary.count(&Disposition::Released),
             Err(e) => {
                 tracing::warn!(error = %e, "could not release a message at shutdown; it reappears later")

@@ -58,27 +58,14 @@ impl Processor {
         let event_id = msg.envelope.event_id();
         let key = msg.envelope.idempotency_key().clone();
         if shutdown.is_cancelled() {
-            store
-                .queue
-                .change_visibility(&msg.receipt, Duration::ZERO)
-                .await?;
+            store.queue.change_visibility(&msg.receipt, Duration::ZERO).await?;
             return Ok(Disposition::Released);
         }
-        match store
-            .idempotency
-            .begin(&key, event_id, self.config.visibility_timeout)
-            .await?
-        {
+        match store.idempotency.begin(&key, event_id, self.config.visibility_timeout).await? {
             Begin::Started(_) => {}
             Begin::AlreadyDone(_) => {
                 store.queue.delete(&msg.receipt).await?;
-                self.audit(AuditEntry::new(
-                    event_id,
-                    store.clock.now(),
-                    Step::DuplicateDeliverySkipped,
-                    actor,
-                ))
-                .await;
+                self.audit(AuditEntry::new(event_id, store.clock.now(), Step::DuplicateDeliverySkipped, actor)).await;
                 return Ok(Disposition::SkippedDuplicate);
             }
             Begin::Dead(record) => {
@@ -87,41 +74,28 @@ impl Processor {
                 return Ok(Disposition::DeadLettered);
             }
             Begin::Busy(record) => {
-                let wait = record
-                    .lease_until
-                    .map_or(self.config.visibility_timeout, |l| {
-                        l.since(store.clock.now())
-                    });
-                store
-                    .queue
-                    .change_visibility(&msg.receipt, wait.max(Duration::from_secs(1)))
-                    .await?;
+                let wait = record.lease_until.map_or(self.config.visibility_timeout, |l| l.since(store.clock.now()));
+                store.queue.change_visibility(&msg.receipt, wait.max(Duration::from_secs(1))).await?;
                 return Ok(Disposition::Released);
             }
         }
         self.audit(
-            AuditEntry::new(event_id, store.clock.now(), Step::Started, actor).with_detail(
-                serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() }),
-            ),
+            AuditEntry::new(event_id, store.clock.now(), Step::Started, actor)
+                .with_detail(serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() })),
         )
         .await;
 
         let outcome = self.run_handler(&msg).await;
         match outcome {
             Ok(outcome) => {
-                store
-                    .idempotency
-                    .transition(&key, Status::Done, Some(&outcome))
-                    .await?;
+                store.idempotency.transition(&key, Status::Done, Some(&outcome)).await?;
                 store.queue.delete(&msg.receipt).await?;
                 if msg.receive_count > 1 {
                     self.resolve_retry_record(&msg).await;
                 }
                 self.audit(
                     AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
-                        .with_detail(
-                            serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }),
-                        ),
+                        .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count })),
                 )
                 .await;
                 Ok(Disposition::Succeeded)
@@ -132,16 +106,9 @@ impl Processor {
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
     async fn run_handler(&self, msg: &ReceivedMessage) -> Result<String, HandlerError> {
-        let ctx = HandlerContext {
-            store: self.store.clone(),
-            slack: self.slack.clone(),
-            attempt: msg.receive_count,
-        };
+        let ctx = HandlerContext { store: self.store.clone(), slack: self.slack.clone(), attempt: msg.receive_count };
         let handler = self.registry.for_kind(msg.envelope.kind().as_str());
-        let work = tokio::time::timeout(
-            self.config.handler_timeout,
-            handler.handle(&ctx, &msg.envelope),
-        );
+        let work = tokio::time::timeout(self.config.handler_timeout, handler.handle(&ctx, &msg.envelope));
         let heartbeat = self.heartbeat(msg);
         tokio::select! {
             result = work => result.unwrap_or_else(|_| Err(HandlerError::retryable(format!(
@@ -156,22 +123,13 @@ impl Processor {
         let every = self.config.visibility_timeout / 3;
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self
-                .store
-                .queue
-                .change_visibility(&msg.receipt, self.config.visibility_timeout)
-                .await
-            {
+            if let Err(e) = self.store.queue.change_visibility(&msg.receipt, self.config.visibility_timeout).await {
                 tracing::warn!(error = %e, event_id = %msg.envelope.event_id(), "heartbeat failed");
             }
         }
     }
 
-    async fn fail(
-        &self,
-        msg: &ReceivedMessage,
-        err: HandlerError,
-    ) -> Result<Disposition, StorageError> {
+    async fn fail(&self, msg: &ReceivedMessage, err: HandlerError) -> Result<Disposition, StorageError> {
         let store = &self.store;
         let actor = self.config.actor.as_str();
         let event_id = msg.envelope.event_id();
@@ -191,29 +149,18 @@ impl Processor {
             expires_at: now.plus(Duration::from_secs(14 * 24 * 3600)),
         };
         if let (HandlerError::Retryable { retry_after, .. }, false) = (&err, last_attempt) {
-            let jittered = retry_delay(
-                self.config.retry_base_delay,
-                self.config.retry_max_delay,
-                msg.receive_count,
-            );
+            let jittered = retry_delay(self.config.retry_base_delay, self.config.retry_max_delay, msg.receive_count);
             let delay = retry_after.map_or(jittered, |hint| jittered.max(hint));
             record.next_attempt_at = Some(now.plus(delay));
             store.retries.upsert(&record).await?;
-            store
-                .idempotency
-                .transition(&key, Status::Enqueued, None)
-                .await?;
+            store.idempotency.transition(&key, Status::Enqueued, None).await?;
             store.queue.change_visibility(&msg.receipt, delay).await?;
-            self.audit(
-                AuditEntry::new(event_id, now, Step::RetryScheduled, actor).with_detail(
-                    serde_json::json!({
-                        "attempt": msg.receive_count,
-                        "error": record.last_error,
-                        "class": ErrorClass::Retryable,
-                        "delay_ms": delay.as_millis() as u64,
-                    }),
-                ),
-            )
+            self.audit(AuditEntry::new(event_id, now, Step::RetryScheduled, actor).with_detail(serde_json::json!({
+                "attempt": msg.receive_count,
+                "error": record.last_error,
+                "class": ErrorClass::Retryable,
+                "delay_ms": delay.as_millis() as u64,
+            })))
             .await;
             return Ok(Disposition::RetryScheduled(delay));
         }
@@ -226,20 +173,13 @@ impl Processor {
         record.status = RetryStatus::Dead;
         record.dead_reason = Some(reason.clone());
         store.retries.upsert(&record).await?;
-        store
-            .idempotency
-            .transition(&key, Status::Dead, Some(&reason))
-            .await?;
+        store.idempotency.transition(&key, Status::Dead, Some(&reason)).await?;
         store.queue.move_to_dlq(&msg.receipt, &reason).await?;
-        self.audit(
-            AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(
-                serde_json::json!({
-                    "attempt": msg.receive_count,
-                    "reason": reason,
-                    "class": err.class(),
-                }),
-            ),
-        )
+        self.audit(AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(serde_json::json!({
+            "attempt": msg.receive_count,
+            "reason": reason,
+            "class": err.class(),
+        })))
         .await;
         Ok(Disposition::DeadLettered)
     }

@@ -44,11 +44,7 @@ pub enum SlackError {
 #[async_trait]
 pub trait SlackSink: Send + Sync {
     /// Posts one message for an event; returns where it went (a message `ts` or an outbox line).
-    async fn post_message(
-        &self,
-        event_id: EventId,
-        message: &SlackMessage,
-    ) -> Result<String, SlackError>;
+    async fn post_message(&self, event_id: EventId, message: &SlackMessage) -> Result<String, SlackError>;
 }
 
 /// One line of the dev outbox.
@@ -76,10 +72,7 @@ pub const OUTBOX_FILE: &str = "outbox.jsonl";
 impl DevOutbox {
     /// An outbox at `path` (created on first post).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            lock: Mutex::new(()),
-        }
+        Self { path: path.into(), lock: Mutex::new(()) }
     }
 
     /// The file.
@@ -91,10 +84,7 @@ impl DevOutbox {
     /// a crash).
     pub fn read(path: &Path) -> std::io::Result<Vec<OutboxEntry>> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok(text
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()),
+            Ok(text) => Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -103,18 +93,9 @@ impl DevOutbox {
 
 #[async_trait]
 impl SlackSink for DevOutbox {
-    async fn post_message(
-        &self,
-        event_id: EventId,
-        message: &SlackMessage,
-    ) -> Result<String, SlackError> {
-        let entry = OutboxEntry {
-            at: Timestamp::now_system(),
-            event_id,
-            message: message.clone(),
-        };
-        let mut line =
-            serde_json::to_vec(&entry).map_err(|e| SlackError::Permanent(e.to_string()))?;
+    async fn post_message(&self, event_id: EventId, message: &SlackMessage) -> Result<String, SlackError> {
+        let entry = OutboxEntry { at: Timestamp::now_system(), event_id, message: message.clone() };
+        let mut line = serde_json::to_vec(&entry).map_err(|e| SlackError::Permanent(e.to_string()))?;
         line.push(b'\n');
         let _guard = self.lock.lock().await;
         let io = |e: std::io::Error| SlackError::Retryable {
@@ -124,12 +105,7 @@ impl SlackSink for DevOutbox {
         if let Some(dir) = self.path.parent() {
             tokio::fs::create_dir_all(dir).await.map_err(io)?;
         }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .await
-            .map_err(io)?;
+        let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await.map_err(io)?;
         file.write_all(&line).await.map_err(io)?;
         file.flush().await.map_err(io)?;
         Ok(format!("outbox:{}", self.path.display()))

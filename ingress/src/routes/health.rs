@@ -16,9 +16,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     let stats = tokio::time::timeout(state.config.backend_budget, state.store.queue.stats())
         .await
         .map_err(|_| ApiError::Unavailable("the event store did not answer in time".into()))??;
-    Ok(Json(
-        json!({ "status": "ready", "backend": state.store.backend, "queue": stats }),
-    ))
+    Ok(Json(json!({ "status": "ready", "backend": state.store.backend, "queue": stats })))
 }
 
 /// `GET /version`: `{version, git_sha, backend}` (the ALB health check).

@@ -7,8 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventfleet_schema::{
-    Body, EnvelopeV1, EventId, HookId, IdempotencyKey, Kind, Source, Verification,
-    VerificationMethod,
+    Body, EnvelopeV1, EventId, HookId, IdempotencyKey, Kind, Source, Verification, VerificationMethod,
 };
 
 use crate::accept::{Accepted, accept};
@@ -17,14 +16,8 @@ use crate::signature::verify_hub_signature_256;
 use crate::{ApiError, AppState};
 
 /// Request headers copied into the envelope. Signatures and credentials are deliberately absent.
-const KEPT_HEADERS: &[&str] = &[
-    "content-type",
-    "user-agent",
-    "idempotency-key",
-    "x-github-event",
-    "x-github-delivery",
-    "x-github-hook-id",
-];
+const KEPT_HEADERS: &[&str] =
+    &["content-type", "user-agent", "idempotency-key", "x-github-event", "x-github-delivery", "x-github-hook-id"];
 
 /// The longest `Idempotency-Key` or `X-GitHub-Delivery` accepted (keys end up in table keys).
 const MAX_NATIVE_ID: usize = 200;
@@ -50,12 +43,8 @@ pub async fn post_hook(
 
     let method = match &hook.secret {
         Some(secret) => {
-            verify_hub_signature_256(
-                secret.as_bytes(),
-                &body,
-                header(&headers, "x-hub-signature-256"),
-            )
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+            verify_hub_signature_256(secret.as_bytes(), &body, header(&headers, "x-hub-signature-256"))
+                .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
             VerificationMethod::HmacSha256
         }
         None => VerificationMethod::HookUrl,
@@ -66,21 +55,11 @@ pub async fn post_hook(
     let (source, kind, key) = match (github_event, github_delivery) {
         (Some(event), Some(delivery)) => {
             let delivery = native_id(delivery, "X-GitHub-Delivery")?;
-            if event.is_empty()
-                || event.len() > 64
-                || !event
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(ApiError::BadRequest(
-                    "malformed X-GitHub-Event header".into(),
-                ));
+            if event.is_empty() || event.len() > 64 || !event.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(ApiError::BadRequest("malformed X-GitHub-Event header".into()));
             }
             (
-                Source::Github {
-                    hook_id: hook_id.clone(),
-                    delivery: delivery.to_owned(),
-                },
+                Source::Github { hook_id: hook_id.clone(), delivery: delivery.to_owned() },
                 Kind::github(event),
                 IdempotencyKey::github(&hook_id, delivery),
             )
@@ -90,13 +69,7 @@ pub async fn post_hook(
                 Some(k) => IdempotencyKey::hook(&hook_id, native_id(k, "Idempotency-Key")?),
                 None => IdempotencyKey::hook_body(&hook_id, &body),
             };
-            (
-                Source::Hook {
-                    hook_id: hook_id.clone(),
-                },
-                Kind::new(Kind::HOOK_PAYLOAD),
-                key,
-            )
+            (Source::Hook { hook_id: hook_id.clone() }, Kind::new(Kind::HOOK_PAYLOAD), key)
         }
     };
 
@@ -108,10 +81,7 @@ pub async fn post_hook(
         kind,
         message_group: format!("hook:{hook_id}"),
         received_at: now,
-        verification: Verification {
-            method,
-            verified_at: now,
-        },
+        verification: Verification { method, verified_at: now },
         trace: None,
         headers: kept_headers(&headers),
         body: Body::from_bytes(&body),
@@ -130,9 +100,7 @@ pub async fn post_hook(
 pub fn accepted_response(accepted: Accepted) -> Response {
     let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
     if accepted.duplicate {
-        response
-            .headers_mut()
-            .insert("x-eventfleet-duplicate", HeaderValue::from_static("true"));
+        response.headers_mut().insert("x-eventfleet-duplicate", HeaderValue::from_static("true"));
     }
     response
 }
@@ -144,10 +112,7 @@ pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// The headers worth keeping in the envelope, lower-cased.
 pub fn kept_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
-    KEPT_HEADERS
-        .iter()
-        .filter_map(|name| header(headers, name).map(|v| ((*name).to_owned(), v.to_owned())))
-        .collect()
+    KEPT_HEADERS.iter().filter_map(|name| header(headers, name).map(|v| ((*name).to_owned(), v.to_owned()))).collect()
 }
 
 fn native_id<'a>(value: &'a str, name: &str) -> Result<&'a str, ApiError> {
@@ -164,12 +129,7 @@ fn check_content_type(content_type: Option<&str>, body: &[u8]) -> Result<(), Api
     let Some(ct) = content_type else {
         return Ok(());
     };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let is_json = essence == "application/json" || essence.ends_with("+json");
     if is_json {
         serde_json::from_slice::<serde::de::IgnoredAny>(body)

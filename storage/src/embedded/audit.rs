@@ -11,22 +11,14 @@ use crate::{Result, StorageError};
 type RawEntry = (String, i64, String, String, String);
 
 fn raw(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-    ))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
 fn decode((event_id, at, step, actor, detail): RawEntry) -> Result<AuditEntry> {
     Ok(AuditEntry {
-        event_id: EventId::parse(&event_id)
-            .ok_or_else(|| StorageError::Corrupt(format!("event id {event_id}")))?,
+        event_id: EventId::parse(&event_id).ok_or_else(|| StorageError::Corrupt(format!("event id {event_id}")))?,
         at: Timestamp::from_millis(at),
-        step: Step::parse(&step)
-            .ok_or_else(|| StorageError::Corrupt(format!("audit step {step}")))?,
+        step: Step::parse(&step).ok_or_else(|| StorageError::Corrupt(format!("audit step {step}")))?,
         actor,
         detail: from_json(&detail)?,
     })

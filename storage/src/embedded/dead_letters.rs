@@ -10,21 +10,16 @@ use crate::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 use crate::queue::{MessageId, OutgoingMessage};
 use crate::{Result, StorageError};
 
-const COLUMNS: &str = "message_id, body, dead_reason, receive_count, dead_at, group_id, attributes";
+const COLUMNS: &str = "message_id, body, dead_reason, receive_count, dead_at";
 
-fn dead_letter(
-    row: &Row<'_>,
-) -> rusqlite::Result<(String, String, Option<String>, u32, Option<i64>)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-    ))
+/// `(message_id, body, dead_reason, receive_count, dead_at)` as stored.
+type RawDeadLetter = (String, String, Option<String>, u32, Option<i64>);
+
+fn dead_letter(row: &Row<'_>) -> rusqlite::Result<RawDeadLetter> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
-fn decode(raw: (String, String, Option<String>, u32, Option<i64>)) -> Result<DeadLetter> {
+fn decode(raw: RawDeadLetter) -> Result<DeadLetter> {
     let (id, body, reason, receive_count, at) = raw;
     Ok(DeadLetter {
         message_id: MessageId(id),
@@ -77,13 +72,11 @@ impl DeadLetters for EmbeddedStore {
     async fn get(&self, id: &MessageId) -> Result<Option<DeadLetter>> {
         let id = id.0.clone();
         self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE queue = 'dlq' AND message_id = ?1"
-            ))?
-            .query_row([id], dead_letter)
-            .optional()?
-            .map(decode)
-            .transpose()
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE queue = 'dlq' AND message_id = ?1"))?
+                .query_row([id], dead_letter)
+                .optional()?
+                .map(decode)
+                .transpose()
         })
         .await
     }
@@ -130,8 +123,7 @@ impl DeadLetters for EmbeddedStore {
         self.writer
             .submit(move |conn| {
                 let doomed = select(conn, &filter)?;
-                let mut stmt = conn
-                    .prepare_cached("DELETE FROM messages WHERE queue = ?1 AND message_id = ?2")?;
+                let mut stmt = conn.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND message_id = ?2")?;
                 let mut n = 0;
                 for dl in doomed {
                     n += stmt.execute(params![DLQ, dl.message_id.0])? as u64;

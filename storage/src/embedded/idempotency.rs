@@ -17,11 +17,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
     let status: String = row.get(1)?;
     let event_id: String = row.get(2)?;
     let bad = |what: &str, text: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("bad {what} {text:?}").into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad {what} {text:?}").into())
     };
     Ok(IdempotencyRecord {
         key: IdempotencyKey::from_raw(row.get::<_, String>(0)?),
@@ -39,9 +35,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
 /// The live (unexpired) record of a key.
 fn live(conn: &Connection, key: &str, now: i64) -> Result<Option<IdempotencyRecord>> {
     Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM idempotency WHERE key = ?1 AND expires_at > ?2"
-        ))?
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM idempotency WHERE key = ?1 AND expires_at > ?2"))?
         .query_row(params![key, now], record)
         .optional()?)
 }
@@ -64,12 +58,7 @@ fn set_status(
 
 #[async_trait]
 impl Idempotency for EmbeddedStore {
-    async fn claim(
-        &self,
-        key: &IdempotencyKey,
-        event_id: EventId,
-        horizon: Duration,
-    ) -> Result<Claim> {
+    async fn claim(&self, key: &IdempotencyKey, event_id: EventId, horizon: Duration) -> Result<Claim> {
         let key = key.as_str().to_owned();
         let now = self.now();
         self.writer
@@ -100,8 +89,7 @@ impl Idempotency for EmbeddedStore {
         let now = self.now();
         self.writer
             .submit(move |conn| {
-                let rec = live(conn, &key, now)?
-                    .ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
+                let rec = live(conn, &key, now)?.ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
                 if rec.status != Status::Pending {
                     return Ok(rec);
                 }
@@ -110,12 +98,7 @@ impl Idempotency for EmbeddedStore {
             .await
     }
 
-    async fn begin(
-        &self,
-        key: &IdempotencyKey,
-        event_id: EventId,
-        lease: Duration,
-    ) -> Result<Begin> {
+    async fn begin(&self, key: &IdempotencyKey, event_id: EventId, lease: Duration) -> Result<Begin> {
         let key = key.as_str().to_owned();
         let now = self.now();
         // Records created here (claim expired or lost) keep the default horizon of the sources: 72 h.
@@ -136,38 +119,23 @@ impl Idempotency for EmbeddedStore {
                     Status::Done => Ok(Begin::AlreadyDone(rec)),
                     Status::Dead => Ok(Begin::Dead(rec)),
                     Status::Processing if rec.lease_until.is_some_and(|l| l.as_millis() > now) => Ok(Begin::Busy(rec)),
-                    Status::Pending | Status::Enqueued | Status::Processing => Ok(Begin::Started(set_status(
-                        conn,
-                        &key,
-                        Status::Processing,
-                        now,
-                        Some(lease_until),
-                        None,
-                    )?)),
+                    Status::Pending | Status::Enqueued | Status::Processing => {
+                        Ok(Begin::Started(set_status(conn, &key, Status::Processing, now, Some(lease_until), None)?))
+                    }
                 }
             })
             .await
     }
 
-    async fn transition(
-        &self,
-        key: &IdempotencyKey,
-        to: Status,
-        outcome: Option<&str>,
-    ) -> Result<IdempotencyRecord> {
+    async fn transition(&self, key: &IdempotencyKey, to: Status, outcome: Option<&str>) -> Result<IdempotencyRecord> {
         let key = key.as_str().to_owned();
         let outcome = outcome.map(str::to_owned);
         let now = self.now();
         self.writer
             .submit(move |conn| {
-                let rec = live(conn, &key, now)?
-                    .ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
+                let rec = live(conn, &key, now)?.ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
                 if !rec.status.can_become(to) {
-                    return Err(StorageError::IllegalTransition {
-                        key,
-                        from: rec.status,
-                        to,
-                    });
+                    return Err(StorageError::IllegalTransition { key, from: rec.status, to });
                 }
                 set_status(conn, &key, to, now, None, outcome.as_deref())
             })
@@ -184,9 +152,7 @@ impl Idempotency for EmbeddedStore {
         let now = self.now();
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM idempotency WHERE event_id = ?1 AND expires_at > ?2"
-                ))?
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM idempotency WHERE event_id = ?1 AND expires_at > ?2"))?
                 .query_row(params![event_id.to_string(), now], record)
                 .optional()?)
         })

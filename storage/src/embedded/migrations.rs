@@ -115,12 +115,9 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, CURRENT);
-        conn.execute_batch(&format!("PRAGMA user_version = {}", CURRENT + 1))
-            .unwrap();
+        conn.execute_batch(&format!("PRAGMA user_version = {}", CURRENT + 1)).unwrap();
         assert!(matches!(migrate(&mut conn), Err(StorageError::Invalid(_))));
     }
 }

@@ -90,9 +90,7 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -101,10 +99,7 @@ pub const DB_FILE: &str = "fleet.db";
 
 impl EmbeddedStore {
     /// Opens (creating and migrating as needed) the store at `path`.
-    pub fn open(
-        path: impl AsRef<Path>,
-        options: EmbeddedOptions,
-    ) -> Result<Arc<Self>, StorageError> {
+    pub fn open(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Arc<Self>, StorageError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -115,20 +110,11 @@ impl EmbeddedStore {
         let read_conn = connect(&path, &options)?;
         let queue_changed = Arc::new(Notify::new());
         let writer = Writer::spawn(write_conn, options.max_batch, Arc::clone(&queue_changed))?;
-        Ok(Arc::new(Self {
-            path,
-            writer,
-            reader: Arc::new(Mutex::new(read_conn)),
-            queue_changed,
-            options,
-        }))
+        Ok(Arc::new(Self { path, writer, reader: Arc::new(Mutex::new(read_conn)), queue_changed, options }))
     }
 
     /// Opens `<dir>/fleet.db`.
-    pub fn open_dir(
-        dir: impl AsRef<Path>,
-        options: EmbeddedOptions,
-    ) -> Result<Arc<Self>, StorageError> {
+    pub fn open_dir(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Arc<Self>, StorageError> {
         Self::open(dir.as_ref().join(DB_FILE), options)
     }
 
@@ -164,9 +150,8 @@ impl EmbeddedStore {
             .submit(move |conn| {
                 let mut n = 0u64;
                 for table in ["idempotency", "audit", "retries", "dedup"] {
-                    n += conn
-                        .prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?
-                        .execute([now])? as u64;
+                    n += conn.prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?.execute([now])?
+                        as u64;
                 }
                 Ok(n)
             })
@@ -181,9 +166,7 @@ impl EmbeddedStore {
     {
         let reader = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .map_err(|_| StorageError::Unavailable("reader connection poisoned".into()))?;
+            let conn = reader.lock().map_err(|_| StorageError::Unavailable("reader connection poisoned".into()))?;
             f(&conn)
         })
         .await
@@ -198,18 +181,14 @@ impl EmbeddedStore {
 fn connect(path: &Path, options: &EmbeddedOptions) -> Result<Connection, StorageError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(options.busy_timeout)?;
     let sync = match options.durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
-    ))?;
+    conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))?;
     Ok(conn)
 }
 
@@ -217,9 +196,7 @@ impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
         match &e {
-            rusqlite::Error::SqliteFailure(err, _)
-                if err.code == ErrorCode::ConstraintViolation =>
-            {
+            rusqlite::Error::SqliteFailure(err, _) if err.code == ErrorCode::ConstraintViolation => {
                 StorageError::Conflict(e.to_string())
             }
             rusqlite::Error::FromSqlConversionFailure(..)

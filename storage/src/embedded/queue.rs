@@ -23,17 +23,17 @@ pub(super) fn insert_message(
     dedup_window: Duration,
 ) -> Result<MessageId> {
     let existing: Option<String> = conn
-        .prepare_cached(
-            "SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2 AND expires_at > ?3",
-        )?
+        .prepare_cached("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2 AND expires_at > ?3")?
         .query_row(params![queue, msg.dedup_id.as_str(), now], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
         return Ok(MessageId(id));
     }
     let id = uuid::Uuid::now_v7().to_string();
-    conn.prepare_cached("INSERT OR REPLACE INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![queue, msg.dedup_id.as_str(), id, now + millis(dedup_window)])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![queue, msg.dedup_id.as_str(), id, now + millis(dedup_window)])?;
     let env = &msg.envelope;
     conn.prepare_cached(
         "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
@@ -69,8 +69,7 @@ pub(super) fn promote_next_head(conn: &Connection, group: &str) -> Result<()> {
 
 /// Removes a message row from the main queue, keeping its group's head right.
 fn take_off_main(conn: &Connection, seq: i64, group: &str, was_head: bool) -> Result<()> {
-    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
-        .execute([seq])?;
+    conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([seq])?;
     if was_head {
         promote_next_head(conn, group)?;
     }
@@ -78,14 +77,7 @@ fn take_off_main(conn: &Connection, seq: i64, group: &str, was_head: bool) -> Re
 }
 
 /// Moves a main-queue row to the DLQ with a reason (a new tail position there).
-fn move_row_to_dlq(
-    conn: &Connection,
-    seq: i64,
-    group: &str,
-    was_head: bool,
-    reason: &str,
-    now: i64,
-) -> Result<()> {
+fn move_row_to_dlq(conn: &Connection, seq: i64, group: &str, was_head: bool, reason: &str, now: i64) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
                                sent_at, visible_at, receive_count, dead_reason, dead_at)
@@ -99,19 +91,12 @@ fn move_row_to_dlq(
 
 /// The row a receipt designates, if it is still the current receipt: `(seq, group, head)`.
 fn row_for_receipt(conn: &Connection, receipt: &ReceiptHandle) -> Result<(i64, String, bool)> {
-    let (seq, token) = receipt
-        .0
-        .split_once(':')
-        .ok_or(StorageError::StaleReceipt)?;
+    let (seq, token) = receipt.0.split_once(':').ok_or(StorageError::StaleReceipt)?;
     let seq: i64 = seq.parse().map_err(|_| StorageError::StaleReceipt)?;
-    conn.prepare_cached(
-        "SELECT group_id, head FROM messages WHERE seq = ?1 AND queue = 'main' AND receipt = ?2",
-    )?
-    .query_row(params![seq, token], |r| {
-        Ok((seq, r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
-    })
-    .optional()?
-    .ok_or(StorageError::StaleReceipt)
+    conn.prepare_cached("SELECT group_id, head FROM messages WHERE seq = ?1 AND queue = 'main' AND receipt = ?2")?
+        .query_row(params![seq, token], |r| Ok((seq, r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+        .optional()?
+        .ok_or(StorageError::StaleReceipt)
 }
 
 fn try_receive(
@@ -127,9 +112,7 @@ fn try_receive(
              WHERE queue = 'main' AND head = 1 AND visible_at <= ?1
              ORDER BY seq LIMIT ?2",
         )?
-        .query_map(params![now, max as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
+        .query_map(params![now, max as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(heads.len());
     for (seq, group, receive_count) in heads {
@@ -175,25 +158,13 @@ impl Queue for EmbeddedStore {
         let now = self.now();
         let window = self.options.dedup_window;
         self.writer
-            .submit(move |conn| {
-                Ok(messages
-                    .iter()
-                    .map(|m| insert_message(conn, MAIN, m, now, window))
-                    .collect())
-            })
+            .submit(move |conn| Ok(messages.iter().map(|m| insert_message(conn, MAIN, m, now, window)).collect()))
             .await
     }
 
-    async fn receive(
-        &self,
-        max: usize,
-        visibility: Duration,
-        wait: Duration,
-    ) -> Result<Vec<ReceivedMessage>> {
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>> {
         if max == 0 || max > 10 {
-            return Err(StorageError::Invalid(format!(
-                "receive takes 1 to 10 messages, not {max}"
-            )));
+            return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
         }
         let deadline = tokio::time::Instant::now() + wait;
         let max_receive_count = self.options.max_receive_count;
@@ -201,10 +172,8 @@ impl Queue for EmbeddedStore {
             // Register for the wake-up before looking, so a send committed in between is not missed.
             let changed = self.queue_changed.notified();
             let now = self.now();
-            let got = self
-                .writer
-                .submit(move |conn| try_receive(conn, max, visibility, now, max_receive_count))
-                .await?;
+            let got =
+                self.writer.submit(move |conn| try_receive(conn, max, visibility, now, max_receive_count)).await?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !got.is_empty() || left.is_zero() {
                 return Ok(got);
@@ -230,9 +199,7 @@ impl Queue for EmbeddedStore {
 
     async fn change_visibility(&self, receipt: &ReceiptHandle, visibility: Duration) -> Result<()> {
         if visibility > Duration::from_secs(12 * 3600) {
-            return Err(StorageError::Invalid(
-                "visibility timeout over 12 hours".into(),
-            ));
+            return Err(StorageError::Invalid("visibility timeout over 12 hours".into()));
         }
         let receipt = receipt.clone();
         let visible_at = self.now() + millis(visibility);

@@ -10,48 +10,22 @@ use crate::{Result, StorageError};
 
 const COLUMNS: &str = "event_id, idempotency_key, attempts, last_error, error_class, next_attempt_at, status, dead_reason, updated_at, expires_at";
 
-type RawRecord = (
-    String,
-    String,
-    u32,
-    String,
-    String,
-    Option<i64>,
-    String,
-    Option<String>,
-    i64,
-    i64,
-);
+type RawRecord = (String, String, u32, String, String, Option<i64>, String, Option<String>, i64, i64);
 
 fn raw(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
 }
 
 fn decode(r: RawRecord) -> Result<RetryRecord> {
-    let (event_id, key, attempts, last_error, class, next, status, dead_reason, updated, expires) =
-        r;
+    let (event_id, key, attempts, last_error, class, next, status, dead_reason, updated, expires) = r;
     Ok(RetryRecord {
-        event_id: EventId::parse(&event_id)
-            .ok_or_else(|| StorageError::Corrupt(format!("event id {event_id}")))?,
+        event_id: EventId::parse(&event_id).ok_or_else(|| StorageError::Corrupt(format!("event id {event_id}")))?,
         idempotency_key: IdempotencyKey::from_raw(key),
         attempts,
         last_error,
-        error_class: ErrorClass::parse(&class)
-            .ok_or_else(|| StorageError::Corrupt(format!("error class {class}")))?,
+        error_class: ErrorClass::parse(&class).ok_or_else(|| StorageError::Corrupt(format!("error class {class}")))?,
         next_attempt_at: next.map(Timestamp::from_millis),
-        status: RetryStatus::parse(&status)
-            .ok_or_else(|| StorageError::Corrupt(format!("retry status {status}")))?,
+        status: RetryStatus::parse(&status).ok_or_else(|| StorageError::Corrupt(format!("retry status {status}")))?,
         dead_reason,
         updated_at: Timestamp::from_millis(updated),
         expires_at: Timestamp::from_millis(expires),
@@ -87,13 +61,11 @@ impl RetryRecords for EmbeddedStore {
     async fn get(&self, event_id: EventId) -> Result<Option<RetryRecord>> {
         let now = self.now();
         self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM retries WHERE event_id = ?1 AND expires_at > ?2"
-            ))?
-            .query_row(params![event_id.to_string(), now], raw)
-            .optional()?
-            .map(decode)
-            .transpose()
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM retries WHERE event_id = ?1 AND expires_at > ?2"))?
+                .query_row(params![event_id.to_string(), now], raw)
+                .optional()?
+                .map(decode)
+                .transpose()
         })
         .await
     }
@@ -105,10 +77,7 @@ impl RetryRecords for EmbeddedStore {
                 "SELECT {COLUMNS} FROM retries WHERE expires_at > ?1 AND (?2 IS NULL OR status = ?2)
                  ORDER BY updated_at DESC LIMIT ?3"
             ))?
-            .query_map(
-                params![now, status.map(RetryStatus::as_str), limit as i64],
-                raw,
-            )?
+            .query_map(params![now, status.map(RetryStatus::as_str), limit as i64], raw)?
             .map(|r| decode(r?))
             .collect()
         })

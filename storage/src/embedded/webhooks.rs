@@ -8,8 +8,7 @@ use super::EmbeddedStore;
 use crate::webhooks::WebhookRegistry;
 use crate::{Result, StorageError};
 
-const COLUMNS: &str =
-    "id, name, channel, kind, active, secret, invocation_count, created_by, created_at";
+const COLUMNS: &str = "id, name, channel, kind, active, secret, invocation_count, created_by, created_at";
 
 fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
     let kind: String = r.get(3)?;
@@ -75,9 +74,7 @@ impl WebhookRegistry for EmbeddedStore {
     async fn list(&self) -> Result<Vec<Webhook>> {
         self.read(|conn| {
             Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM webhooks ORDER BY created_at, id"
-                ))?
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM webhooks ORDER BY created_at, id"))?
                 .query_map([], hook)?
                 .collect::<Result<_, _>>()?)
         })
@@ -88,12 +85,10 @@ impl WebhookRegistry for EmbeddedStore {
         let id = id.as_str().to_owned();
         self.writer
             .submit(move |conn| {
-                conn.prepare_cached(&format!(
-                    "UPDATE webhooks SET active = ?2 WHERE id = ?1 RETURNING {COLUMNS}"
-                ))?
-                .query_row(params![id, active], hook)
-                .optional()?
-                .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
+                conn.prepare_cached(&format!("UPDATE webhooks SET active = ?2 WHERE id = ?1 RETURNING {COLUMNS}"))?
+                    .query_row(params![id, active], hook)
+                    .optional()?
+                    .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
             })
             .await
     }
@@ -102,10 +97,8 @@ impl WebhookRegistry for EmbeddedStore {
         let id = id.as_str().to_owned();
         self.writer
             .submit(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE webhooks SET invocation_count = invocation_count + 1 WHERE id = ?1",
-                )?
-                .execute([id])?;
+                conn.prepare_cached("UPDATE webhooks SET invocation_count = invocation_count + 1 WHERE id = ?1")?
+                    .execute([id])?;
                 Ok(())
             })
             .await

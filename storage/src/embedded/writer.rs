@@ -56,11 +56,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn spawn(
-        conn: Connection,
-        max_batch: usize,
-        committed: Arc<Notify>,
-    ) -> Result<Self, StorageError> {
+    pub(super) fn spawn(conn: Connection, max_batch: usize, committed: Arc<Notify>) -> Result<Self, StorageError> {
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("eventfleet-sqlite-writer".into())
@@ -76,25 +72,13 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
     {
         let (answer, rx) = oneshot::channel();
-        let job = TypedJob {
-            work: Some(work),
-            result: None,
-            answer,
-        };
-        self.jobs
-            .send(Box::new(job))
-            .map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?;
-        rx.await
-            .map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?
+        let job = TypedJob { work: Some(work), result: None, answer };
+        self.jobs.send(Box::new(job)).map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?;
+        rx.await.map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?
     }
 }
 
-fn run(
-    conn: Connection,
-    rx: mpsc::Receiver<Box<dyn Job>>,
-    max_batch: usize,
-    committed: Arc<Notify>,
-) {
+fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, max_batch: usize, committed: Arc<Notify>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -125,11 +109,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
             continue;
         }
         let ok = job.run(conn);
-        let close = if ok {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
+        let close = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
         own_errors.push(conn.execute_batch(close).err().map(StorageError::from));
     }
     let commit_error = conn.execute_batch("COMMIT").err().map(|e| {

@@ -17,11 +17,7 @@ const MAX_TEXT: usize = 3_000;
 
 #[async_trait]
 impl Handler for HookPayload {
-    async fn handle(
-        &self,
-        ctx: &HandlerContext,
-        envelope: &Envelope,
-    ) -> Result<String, HandlerError> {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
         let hook_id = envelope
             .source()
             .hook_id()
@@ -33,21 +29,15 @@ impl Handler for HookPayload {
             .await
             .map_err(|e| HandlerError::retryable(format!("read hook {hook_id}: {e}")))?
             .ok_or_else(|| HandlerError::Permanent(format!("hook {hook_id} no longer exists")))?;
-        let body = envelope
-            .as_v1()
-            .body
-            .to_bytes()
-            .map_err(|e| HandlerError::Permanent(format!("undecodable body: {e}")))?;
+        let body =
+            envelope.as_v1().body.to_bytes().map_err(|e| HandlerError::Permanent(format!("undecodable body: {e}")))?;
         let prefix = match (hook.kind, envelope.kind().as_str().strip_prefix("github.")) {
             (_, Some(event)) => format!("GitHub `{event}` via {}", hook.name),
             (HookKind::Alert, None) => format!(":rotating_light: {}", hook.name),
             (HookKind::Info, None) => hook.name.clone(),
         };
         let message = render(&hook.channel, &prefix, &body);
-        let posted = ctx
-            .slack
-            .post_message(envelope.event_id(), &message)
-            .await?;
+        let posted = ctx.slack.post_message(envelope.event_id(), &message).await?;
         Ok(format!("posted to {} ({posted})", hook.channel))
     }
 }
@@ -56,17 +46,11 @@ impl Handler for HookPayload {
 pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
     let json = serde_json::from_slice::<serde_json::Value>(body).ok();
     if let Some(obj) = json.as_ref().and_then(|v| v.as_object()) {
-        let is_slack = ["text", "blocks", "attachments"]
-            .iter()
-            .any(|k| obj.contains_key(*k));
+        let is_slack = ["text", "blocks", "attachments"].iter().any(|k| obj.contains_key(*k));
         if is_slack {
             return SlackMessage {
                 channel: channel.to_owned(),
-                text: obj
-                    .get("text")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or(prefix)
-                    .to_owned(),
+                text: obj.get("text").and_then(|t| t.as_str()).unwrap_or(prefix).to_owned(),
                 blocks: obj.get("blocks").cloned(),
                 attachments: obj.get("attachments").cloned(),
             };
@@ -77,17 +61,9 @@ pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
             let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
             format!("{prefix}\n```\n{}\n```", truncate(&pretty, MAX_TEXT))
         }
-        None => format!(
-            "{prefix}\n{}",
-            truncate(&String::from_utf8_lossy(body), MAX_TEXT)
-        ),
+        None => format!("{prefix}\n{}", truncate(&String::from_utf8_lossy(body), MAX_TEXT)),
     };
-    SlackMessage {
-        channel: channel.to_owned(),
-        text,
-        blocks: None,
-        attachments: None,
-    }
+    SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None }
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -13,7 +13,5 @@ use crate::Registry;
 /// recorded as unhandled and completed. Users extend it with [`Registry::register`].
 pub fn builtin() -> Registry {
     let hook = Arc::new(hook::HookPayload);
-    Registry::new(Arc::new(unhandled::Unhandled))
-        .register(Kind::HOOK_PAYLOAD, hook.clone())
-        .register("github.", hook)
+    Registry::new(Arc::new(unhandled::Unhandled)).register(Kind::HOOK_PAYLOAD, hook.clone()).register("github.", hook)
 }

@@ -11,11 +11,7 @@ pub struct Unhandled;
 
 #[async_trait]
 impl Handler for Unhandled {
-    async fn handle(
-        &self,
-        _ctx: &HandlerContext,
-        envelope: &Envelope,
-    ) -> Result<String, HandlerError> {
+    async fn handle(&self, _ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
         tracing::info!(event_id = %envelope.event_id(), kind = %envelope.kind(), "no handler for kind; completed");
         Ok(format!("unhandled kind {}", envelope.kind()))
     }

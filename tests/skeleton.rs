@@ -1,0 +1,78 @@
+//! The walking skeleton through the real binary: `hooks create` → `dev` → `POST /hooks/{id}` → a worker posts to
+//! the dev outbox → `events show` shows received, enqueued, started, succeeded → SIGTERM exits 0.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{poll, run, run_ok, spawn_listening, terminate};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_event_flows_from_post_to_outbox_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let created: serde_json::Value =
+        serde_json::from_str(&run_ok(data, &["hooks", "create", "--name", "ci", "--channel", "#ci-alerts"])).unwrap();
+    let hook_id = created["id"].as_str().expect("id").to_owned();
+    assert!(created["url"].as_str().unwrap().ends_with(&format!("/hooks/{hook_id}")));
+
+    let (mut dev, base) = spawn_listening(
+        data,
+        &["dev", "--listen", "127.0.0.1:0", "--workers", "2"],
+        &[("EVENTFLEET_RECEIVE_WAIT_S", "1")],
+    );
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/hooks/{hook_id}"))
+        .header("content-type", "application/json")
+        .body(r#"{"text":"deploy finished"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(answer["duplicate"], false);
+    let event_id = answer["event_id"].as_str().unwrap().to_owned();
+
+    let steps = poll(Duration::from_secs(30), || {
+        let shown: serde_json::Value =
+            serde_json::from_str(&run_ok(data, &["events", "show", &event_id, "--json"])).ok()?;
+        let steps: Vec<String> =
+            shown["steps"].as_array()?.iter().map(|s| s["step"].as_str().unwrap_or("").to_owned()).collect();
+        steps.contains(&"succeeded".to_owned()).then_some(steps)
+    })
+    .expect("the event was handled");
+    assert_eq!(steps, ["received", "enqueued", "started", "succeeded"]);
+
+    let outbox: serde_json::Value = serde_json::from_str(&run_ok(data, &["outbox", "--json"])).unwrap();
+    let posted: Vec<_> = outbox.as_array().unwrap().iter().filter(|e| e["event_id"] == event_id.as_str()).collect();
+    assert_eq!(posted.len(), 1, "posted exactly once: {outbox}");
+    assert_eq!(posted[0]["message"]["channel"], "#ci-alerts");
+    assert_eq!(posted[0]["message"]["text"], "deploy finished");
+
+    let resp = http.post(format!("{base}/hooks/hk_unknown")).body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+
+    assert_eq!(terminate(&mut dev), Some(0), "SIGTERM drains and exits 0");
+
+    let unknown_key = run(data, &["events", "show", &format!("hook:{hook_id}:nope"), "--json"]);
+    assert_eq!(unknown_key.status.code(), Some(1), "an unknown key is an error");
+}
+
+#[test]
+fn unknown_event_and_bad_config_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["events", "show", "0199a0a0-0000-7000-8000-000000000000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no event"));
+    let out = support::eventfleet()
+        .args(["status", "--data-dir"])
+        .arg(dir.path())
+        .env("EVENTFLEET_MAX_RECEIVE_COUNT", "zero")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("EVENTFLEET_MAX_RECEIVE_COUNT"));
+}

@@ -1,0 +1,84 @@
+//! Helpers for tests that run the real `eventfleet` binary.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn eventfleet() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventfleet"));
+    // Children must not inherit the developer's settings; each test passes what it needs.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EVENTFLEET_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env("EVENTFLEET_LOG_FORMAT", "json");
+    cmd
+}
+
+/// Runs a command to completion with `--data-dir`, asserting success; returns stdout.
+pub fn run_ok(data_dir: &Path, args: &[&str]) -> String {
+    let out = run(data_dir, args);
+    assert!(out.status.success(), "eventfleet {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs a command to completion with `--data-dir`.
+pub fn run(data_dir: &Path, args: &[&str]) -> Output {
+    eventfleet().args(args).arg("--data-dir").arg(data_dir).output().expect("run eventfleet")
+}
+
+/// Starts a long-running command and waits for its "listening on" line; returns the child and the base URL.
+pub fn spawn_listening(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = eventfleet();
+    cmd.args(args).arg("--data-dir").arg(data_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn eventfleet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening on")
+                && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
+            {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(30)).expect("the process printed where it listens");
+    (child, base)
+}
+
+/// Sends SIGTERM and waits for the exit; returns the exit code.
+pub fn terminate(child: &mut Child) -> Option<i32> {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "process did not exit within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `check` until it returns `Some` or the deadline passes.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
