@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use eventfleet_schema::{DedupId, Envelope, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::queue::{DLQ, MAIN, insert_message};
+use super::queue::{DLQ, EncodedMessage, MAIN, insert_message};
 use super::{EmbeddedStore, from_json};
 use crate::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 use crate::queue::{MessageId, OutgoingMessage};
@@ -106,7 +106,7 @@ impl DeadLetters for EmbeddedStore {
                         dedup_id: DedupId::fresh(),
                         attributes: from_json(&attributes)?,
                     };
-                    let requeued_as = insert_message(conn, MAIN, &msg, now, window)?;
+                    let requeued_as = insert_message(conn, MAIN, &EncodedMessage::encode(&msg)?, now, window)?;
                     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([seq])?;
                     out.push(Ok(Redriven {
                         dead_letter: id,

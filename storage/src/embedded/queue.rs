@@ -14,27 +14,59 @@ use crate::{Result, StorageError};
 pub(super) const MAIN: &str = "main";
 pub(super) const DLQ: &str = "dlq";
 
+/// A message ready for the writer: encoded by the caller, so the single writer thread spends its time in SQLite
+/// only.
+pub(super) struct EncodedMessage {
+    group: String,
+    dedup_id: String,
+    body: String,
+    attributes: String,
+    event_id: String,
+    source: &'static str,
+    kind: String,
+}
+
+impl EncodedMessage {
+    pub(super) fn encode(msg: &OutgoingMessage) -> Result<Self> {
+        let env = &msg.envelope;
+        Ok(Self {
+            group: msg.group.clone(),
+            dedup_id: msg.dedup_id.as_str().to_owned(),
+            body: to_json(env)?,
+            attributes: to_json(&msg.attributes)?,
+            event_id: env.event_id().to_string(),
+            source: env.source().name(),
+            kind: env.kind().as_str().to_owned(),
+        })
+    }
+}
+
 /// Inserts one message at the tail of its group on `queue`, honouring the dedup window.
 pub(super) fn insert_message(
     conn: &Connection,
     queue: &str,
-    msg: &OutgoingMessage,
+    msg: &EncodedMessage,
     now: i64,
     dedup_window: Duration,
 ) -> Result<MessageId> {
-    let existing: Option<String> = conn
-        .prepare_cached("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2 AND expires_at > ?3")?
-        .query_row(params![queue, msg.dedup_id.as_str(), now], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = existing {
-        return Ok(MessageId(id));
-    }
+    // One statement in the common case: claim the dedup id unless a live entry holds it (then read that one).
     let id = uuid::Uuid::now_v7().to_string();
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![queue, msg.dedup_id.as_str(), id, now + millis(dedup_window)])?;
-    let env = &msg.envelope;
+    let claimed: Option<String> = conn
+        .prepare_cached(
+            "INSERT INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (queue, dedup_id) DO UPDATE
+                 SET message_id = excluded.message_id, expires_at = excluded.expires_at
+                 WHERE dedup.expires_at <= ?5
+             RETURNING message_id",
+        )?
+        .query_row(params![queue, msg.dedup_id, id, now + millis(dedup_window), now], |r| r.get(0))
+        .optional()?;
+    if claimed.is_none() {
+        let existing: String = conn
+            .prepare_cached("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2")?
+            .query_row(params![queue, msg.dedup_id], |r| r.get(0))?;
+        return Ok(MessageId(existing));
+    }
     conn.prepare_cached(
         "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
                                sent_at, visible_at)
@@ -46,12 +78,12 @@ pub(super) fn insert_message(
         queue,
         id,
         msg.group,
-        msg.dedup_id.as_str(),
-        to_json(env)?,
-        to_json(&msg.attributes)?,
-        env.event_id().to_string(),
-        env.source().name(),
-        env.kind().as_str(),
+        msg.dedup_id,
+        msg.body,
+        msg.attributes,
+        msg.event_id,
+        msg.source,
+        msg.kind,
         now,
     ])?;
     Ok(MessageId(id))
@@ -155,10 +187,13 @@ fn try_receive(
 #[async_trait]
 impl Queue for EmbeddedStore {
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Result<MessageId>>> {
+        let encoded: Vec<Result<EncodedMessage>> = messages.iter().map(EncodedMessage::encode).collect();
         let now = self.now();
         let window = self.options.dedup_window;
         self.writer
-            .submit(move |conn| Ok(messages.iter().map(|m| insert_message(conn, MAIN, m, now, window)).collect()))
+            .submit(move |conn| {
+                Ok(encoded.into_iter().map(|m| m.and_then(|m| insert_message(conn, MAIN, &m, now, window))).collect())
+            })
             .await
     }
 

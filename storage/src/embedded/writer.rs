@@ -104,13 +104,17 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     }
     let mut own_errors: Vec<Option<StorageError>> = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            own_errors.push(Some(StorageError::from(e)));
+        if let Err(e) = run_sql(conn, "SAVEPOINT job") {
+            own_errors.push(Some(e));
             continue;
         }
         let ok = job.run(conn);
-        let close = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        own_errors.push(conn.execute_batch(close).err().map(StorageError::from));
+        let closed = if ok {
+            run_sql(conn, "RELEASE job")
+        } else {
+            run_sql(conn, "ROLLBACK TO job").and_then(|()| run_sql(conn, "RELEASE job"))
+        };
+        own_errors.push(closed.err());
     }
     let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
         let _ = conn.execute_batch("ROLLBACK");
@@ -119,4 +123,11 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     for (job, own_error) in batch.drain(..).zip(own_errors) {
         job.deliver(commit_error.as_ref().or(own_error.as_ref()));
     }
+}
+
+/// Runs a statement through the statement cache (savepoint statements run twice per request: parsing them each
+/// time showed in profiles).
+fn run_sql(conn: &Connection, sql: &str) -> Result<(), StorageError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
