@@ -60,6 +60,50 @@ pub enum Command {
     },
     /// Queue depth, in-flight, oldest message age, dead letters.
     Status(JsonFlag),
+    /// Check a captured request's signature offline (body on stdin): exit 0 valid, 1 invalid with the reason.
+    Verify {
+        /// Which sender.
+        #[command(subcommand)]
+        command: VerifyCommand,
+    },
+}
+
+/// `eventfleet verify ...`
+#[derive(Debug, Subcommand)]
+pub enum VerifyCommand {
+    /// A Slack request (`X-Slack-Request-Timestamp`, `X-Slack-Signature`).
+    Slack {
+        /// The signing secret.
+        #[arg(long)]
+        secret: String,
+        /// `X-Slack-Request-Timestamp`.
+        #[arg(long)]
+        timestamp: String,
+        /// `X-Slack-Signature` (`v0=...`).
+        #[arg(long)]
+        signature: String,
+        /// Check the 300 s window at this time (Unix seconds or RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// A GitHub (or any `X-Hub-Signature-256`) delivery.
+    Github {
+        /// The hook secret.
+        #[arg(long)]
+        secret: String,
+        /// `X-Hub-Signature-256` (`sha256=...`).
+        #[arg(long)]
+        signature: String,
+    },
+    /// An SNS message (the JSON body).
+    Sns {
+        /// The signing certificate (PEM); default: fetched from `SigningCertURL`.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Check the certificate's validity at this time (Unix seconds or RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 /// `--json`: print one JSON document on stdout.

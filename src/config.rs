@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use eventfleet_ingress::IngressConfig;
+use eventfleet_ingress::{IngressConfig, RateLimits};
 use eventfleet_storage::embedded::Durability;
 use eventfleet_workers::WorkerConfig;
 
@@ -45,12 +45,12 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// `EVENTFLEET_PUBLIC_URL`: the base URL senders use, for printed hook URLs.
     pub public_url: Option<String>,
-    /// `EVENTFLEET_SLACK_SIGNING_SECRET`.
-    pub slack_signing_secret: Option<String>,
     /// `EVENTFLEET_SLACK_BOT_TOKEN`.
     pub slack_bot_token: Option<String>,
     /// `EVENTFLEET_DEFAULT_CHANNEL`.
     pub default_channel: String,
+    /// `EVENTFLEET_SNS_TOPIC_CHANNELS`: topic ARN → channel.
+    pub sns_topic_channels: Vec<(String, String)>,
     /// `EVENTFLEET_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
     /// `EVENTFLEET_SYNC`.
@@ -124,19 +124,45 @@ impl Config {
                 "must be below EVENTFLEET_VISIBILITY_TIMEOUT_S, or a slow handler's message reappears while it runs",
             ));
         }
+        let sns_cert_dir = env.text("EVENTFLEET_SNS_CERT_DIR").map(std::path::PathBuf::from);
+        if let Some(dir) = &sns_cert_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid("EVENTFLEET_SNS_CERT_DIR", &dir.display().to_string(), "not a directory"));
+        }
+        let rate_limits = RateLimits {
+            global_per_second: env.parse_in("EVENTFLEET_RATE_LIMIT_GLOBAL_RPS", 500u32, 0..=1_000_000)?,
+            per_ip: env.parse_in("EVENTFLEET_RATE_LIMIT_PER_IP", 1_000u32, 0..=10_000_000)?,
+            per_ip_window: secs(env.parse_in("EVENTFLEET_RATE_LIMIT_PER_IP_WINDOW_S", 300u64, 1..=86_400)?),
+            per_hook_per_second: env.parse_in("EVENTFLEET_RATE_LIMIT_PER_HOOK_RPS", 100u32, 0..=1_000_000)?,
+            trust_forwarded_for: env.parse_bool("EVENTFLEET_TRUST_FORWARDED_FOR", false)?,
+        };
         let ingress = IngressConfig {
             idempotency_horizon: secs(3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?),
             body_limit: env.parse_in("EVENTFLEET_BODY_LIMIT_BYTES", 256 * 1024usize, 1_024..=16 * 1024 * 1024)?,
             backend_budget: millis(env.parse_in("EVENTFLEET_BACKEND_BUDGET_MS", 2_000u64, 10..=60_000)?),
             actor: actor("ingress"),
+            slack_signing_secret: env.text("EVENTFLEET_SLACK_SIGNING_SECRET"),
+            sns_allowed_topics: env.list("EVENTFLEET_SNS_ALLOWED_TOPICS"),
+            sns_cert_dir,
+            sns_cert_timeout: secs(env.parse_in("EVENTFLEET_SNS_CERT_TIMEOUT_S", 5u64, 1..=60)?),
+            rate_limits,
+            ..IngressConfig::default()
         };
+        let mut sns_topic_channels = Vec::new();
+        for pair in env.list("EVENTFLEET_SNS_TOPIC_CHANNELS").unwrap_or_default() {
+            let Some((topic, channel)) = pair.split_once('=').filter(|(t, c)| !t.is_empty() && !c.is_empty()) else {
+                return Err(invalid("EVENTFLEET_SNS_TOPIC_CHANNELS", &pair, "expected topic-arn=channel pairs"));
+            };
+            sns_topic_channels.push((topic.trim().to_owned(), channel.trim().to_owned()));
+        }
         Ok(Config {
             backend,
             listen: env.parse("EVENTFLEET_LISTEN")?,
             public_url,
-            slack_signing_secret: env.text("EVENTFLEET_SLACK_SIGNING_SECRET"),
             slack_bot_token: env.text("EVENTFLEET_SLACK_BOT_TOKEN"),
             default_channel: env.text("EVENTFLEET_DEFAULT_CHANNEL").unwrap_or_else(|| "#eventfleet".into()),
+            sns_topic_channels,
             log_format,
             durability,
             ingress,
@@ -151,6 +177,20 @@ impl Env<'_> {
     /// A non-empty value.
     fn text(&self, name: &str) -> Option<String> {
         (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    /// A comma-separated list; `None` when unset.
+    fn list(&self, name: &str) -> Option<Vec<String>> {
+        self.text(name).map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    }
+
+    fn parse_bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.text(name).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(other) => Err(invalid(name, other, "expected true or false")),
+        }
     }
 
     fn parse<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
@@ -226,6 +266,9 @@ mod tests {
             ("EVENTFLEET_LOG_FORMAT", "xml"),
             ("EVENTFLEET_PUBLIC_URL", "ftp://x"),
             ("EVENTFLEET_HANDLER_TIMEOUT_S", "30"),
+            ("EVENTFLEET_SNS_TOPIC_CHANNELS", "arn:aws:sns:x"),
+            ("EVENTFLEET_SNS_CERT_DIR", "/no/such/dir"),
+            ("EVENTFLEET_TRUST_FORWARDED_FOR", "maybe"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var).to_string();

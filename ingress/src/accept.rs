@@ -8,8 +8,12 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use eventfleet_schema::{AuditEntry, Envelope, EnvelopeV1, EventId, Step};
 use eventfleet_storage::{Claim, OutgoingMessage};
+use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
 
@@ -22,6 +26,31 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
+impl Accepted {
+    /// `status` with `{"event_id", "duplicate"}`, and `X-Eventfleet-Duplicate: true` on duplicates.
+    pub fn respond(self, status: StatusCode) -> Response {
+        let mut response = (status, Json(self)).into_response();
+        if self.duplicate {
+            response.headers_mut().insert("x-eventfleet-duplicate", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// The longest message group kept as is (SQS allows 128 characters).
+const MAX_GROUP: usize = 128;
+
+/// A message group safe on every backend: printable ASCII up to 128 characters as is, anything else replaced by
+/// `g:` and its sha256 (same input, same group).
+pub fn message_group(raw: &str) -> String {
+    let printable = raw.bytes().all(|b| b.is_ascii_graphic());
+    if printable && !raw.is_empty() && raw.len() <= MAX_GROUP {
+        raw.to_owned()
+    } else {
+        format!("g:{}", hex::encode(Sha256::digest(raw.as_bytes())))
+    }
+}
+
 /// Runs the protocol for one verified event, within the configured backend budget.
 pub async fn accept(
     state: &AppState,
@@ -29,14 +58,23 @@ pub async fn accept(
     attributes: BTreeMap<String, String>,
 ) -> Result<Accepted, ApiError> {
     let budget = state.config.backend_budget;
-    match tokio::time::timeout(budget, accept_unbounded(state, envelope, attributes)).await {
-        Ok(result) => result,
+    let source = envelope.source.name();
+    let started = std::time::Instant::now();
+    let accepted = match tokio::time::timeout(budget, accept_unbounded(state, envelope, attributes)).await {
+        Ok(result) => result?,
         // Whatever was written stands: a PENDING claim is finished by the sender's retry.
-        Err(_) => Err(ApiError::Unavailable(format!(
-            "the event store did not answer within {} ms; retry later",
-            budget.as_millis()
-        ))),
+        Err(_) => {
+            return Err(ApiError::Unavailable(format!(
+                "the event store did not answer within {} ms; retry later",
+                budget.as_millis()
+            )));
+        }
+    };
+    if !accepted.duplicate {
+        state.metrics.enqueue_seconds.observe(started.elapsed().as_secs_f64());
     }
+    state.metrics.count_event(source, accepted.duplicate);
+    Ok(accepted)
 }
 
 async fn accept_unbounded(
@@ -46,6 +84,7 @@ async fn accept_unbounded(
 ) -> Result<Accepted, ApiError> {
     let store = &state.store;
     let actor = state.config.actor.as_str();
+    envelope.message_group = message_group(&envelope.message_group);
     let key = envelope.idempotency_key.clone();
     let claim = store.idempotency.claim(&key, envelope.event_id, state.config.idempotency_horizon).await?;
     let received = AuditEntry::new(envelope.event_id, envelope.received_at, Step::Received, actor)
@@ -54,13 +93,17 @@ async fn accept_unbounded(
     match claim {
         Claim::Claimed(_) => {}
         Claim::Existing(record) if record.status.is_accepted() => {
-            let entry = AuditEntry::new(record.event_id, store.clock.now(), Step::Duplicate, actor)
-                .with_detail(serde_json::json!({ "status": record.status, "duplicate_count": record.duplicate_count }));
+            let entry = AuditEntry::new(record.event_id, store.clock.now(), Step::Duplicate, actor).with_detail(
+                serde_json::json!({ "status": record.status, "duplicate_count": record.duplicate_count }),
+            );
             // The duplicate is acknowledged whether or not its audit line lands: the event itself is safe.
             if let Err(e) = store.audit.append(vec![entry]).await {
                 tracing::warn!(error = %e, event_id = %record.event_id, "could not audit a duplicate");
             }
-            return Ok(Accepted { event_id: record.event_id, duplicate: true });
+            return Ok(Accepted {
+                event_id: record.event_id,
+                duplicate: true,
+            });
         }
         Claim::Existing(record) => {
             // PENDING: finish the earlier attempt under its event id. Its `received` line was written then.
@@ -69,11 +112,12 @@ async fn accept_unbounded(
         }
     }
     let event_id = envelope.event_id;
-    let message = OutgoingMessage { attributes, ..OutgoingMessage::first_delivery(Envelope::V1(envelope)) };
+    let message = OutgoingMessage {
+        attributes,
+        ..OutgoingMessage::first_delivery(Envelope::V1(envelope))
+    };
     let dedup_id = message.dedup_id.clone();
-    let mut sent = store.queue.send_batch(vec![message]).await?;
-    let message_id =
-        sent.pop().ok_or_else(|| ApiError::Internal("queue answered no result for one message".into()))??;
+    let message_id = state.enqueuer.enqueue(message).await?;
     store.idempotency.mark_enqueued(&key).await?;
     trail.push(
         AuditEntry::new(event_id, store.clock.now(), Step::Enqueued, actor)
@@ -82,5 +126,24 @@ async fn accept_unbounded(
     if let Err(e) = store.audit.append(trail).await {
         tracing::warn!(error = %e, %event_id, "could not audit an accepted event");
     }
-    Ok(Accepted { event_id, duplicate: false })
+    Ok(Accepted {
+        event_id,
+        duplicate: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_backend_safe() {
+        assert_eq!(message_group("slack:T1:C1"), "slack:T1:C1");
+        let long = "x".repeat(200);
+        assert_eq!(message_group(&long).len(), 66);
+        assert_eq!(message_group(&long), message_group(&long));
+        assert!(message_group("alarm:caf\u{e9}").starts_with("g:"));
+        assert!(message_group("has space").starts_with("g:"));
+        assert!(message_group("").starts_with("g:"));
+    }
 }

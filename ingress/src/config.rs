@@ -1,6 +1,10 @@
 //! Ingress settings.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use eventfleet_storage::{Clock, SystemClock};
 
 /// Typed ingress settings. The binary builds them from `EVENTFLEET_*` variables (see `docs/configuration.md`).
 #[derive(Debug, Clone)]
@@ -13,6 +17,60 @@ pub struct IngressConfig {
     pub backend_budget: Duration,
     /// Who ingress says it is in the audit trail.
     pub actor: String,
+    /// Slack signing secret; without it the Slack routes answer 404.
+    pub slack_signing_secret: Option<String>,
+    /// SNS topics accepted; `None` accepts every topic whose messages verify.
+    pub sns_allowed_topics: Option<Vec<String>>,
+    /// Read SNS signing certificates from this directory instead of fetching them.
+    pub sns_cert_dir: Option<PathBuf>,
+    /// Timeout of one certificate fetch.
+    pub sns_cert_timeout: Duration,
+    /// The time signatures and certificates are checked against (tests pin it to a fixture's time).
+    pub verify_clock: Arc<dyn Clock>,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
+    /// Most queue batches in flight at once from the micro-batcher.
+    pub max_batches_in_flight: usize,
+}
+
+/// Request rate limits; zero turns one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests per second across all clients.
+    pub global_per_second: u32,
+    /// Requests per client IP per window.
+    pub per_ip: u32,
+    /// The per-IP window.
+    pub per_ip_window: Duration,
+    /// Requests per second per hook.
+    pub per_hook_per_second: u32,
+    /// Take the client IP from the last `X-Forwarded-For` entry (behind a load balancer that appends it).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimits {
+    /// The seed WAF's limits: 500 req/s global, 1000 per IP per 5 minutes; 100 req/s per hook.
+    fn default() -> Self {
+        Self {
+            global_per_second: 500,
+            per_ip: 1000,
+            per_ip_window: Duration::from_secs(300),
+            per_hook_per_second: 100,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl RateLimits {
+    /// No limits (load tests, benchmarks).
+    pub fn off() -> Self {
+        Self {
+            global_per_second: 0,
+            per_ip: 0,
+            per_hook_per_second: 0,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for IngressConfig {
@@ -22,6 +80,13 @@ impl Default for IngressConfig {
             body_limit: 256 * 1024,
             backend_budget: Duration::from_secs(2),
             actor: "ingress".into(),
+            slack_signing_secret: None,
+            sns_allowed_topics: None,
+            sns_cert_dir: None,
+            sns_cert_timeout: Duration::from_secs(5),
+            verify_clock: Arc::new(SystemClock),
+            rate_limits: RateLimits::default(),
+            max_batches_in_flight: 8,
         }
     }
 }

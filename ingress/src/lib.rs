@@ -6,9 +6,13 @@
 //! - [`error`]: [`ApiError`], every rejection as `{"error": "<code>", "message": "..."}` with its status.
 //! - [`body`]: [`body::RawBody`], the raw request bytes (signatures are checked on bytes, before parsing), with
 //!   the body limit and its 413.
+//! - [`verify`]: sender verification: Slack `v0`, `X-Hub-Signature-256`, SNS signatures and certificates.
 //! - [`accept`]: the idempotency protocol of DESIGN.md: claim (`PENDING`) → enqueue → mark `ENQUEUED` → 2xx.
-//! - [`signature`]: HMAC checks (`X-Hub-Signature-256`).
-//! - [`routes`]: one module per route family: [`routes::hooks`], [`routes::health`].
+//! - [`enqueue`]: the micro-batcher that puts concurrent requests' messages on the queue in batches of 10.
+//! - [`rate_limit`]: global, per-client and per-hook limits.
+//! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
+//! - [`routes`]: one module per route family: [`routes::slack`], [`routes::hooks`], [`routes::sns`],
+//!   [`routes::health`].
 //! - [`run`]: serves the router on a listener until a shutdown token fires.
 //!
 //! Everything talks to storage through [`eventfleet_storage::Store`], so the ingress runs unchanged on either
@@ -17,9 +21,12 @@
 pub mod accept;
 pub mod body;
 pub mod config;
+pub mod enqueue;
 pub mod error;
+pub mod metrics;
+pub mod rate_limit;
 pub mod routes;
-pub mod signature;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -28,7 +35,7 @@ use eventfleet_storage::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::IngressConfig;
+pub use config::{IngressConfig, RateLimits};
 pub use error::ApiError;
 
 /// What every handler shares.
@@ -38,12 +45,36 @@ pub struct AppState {
     pub store: Store,
     /// Settings.
     pub config: Arc<IngressConfig>,
+    /// SNS signing certificates.
+    pub certs: Arc<verify::sns::CertStore>,
+    /// Rate limiters.
+    pub limits: Arc<rate_limit::RateLimiters>,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The micro-batcher in front of the queue.
+    pub enqueuer: enqueue::Enqueuer,
 }
 
-/// The ingress router with its state.
+impl AppState {
+    /// State for a store and settings. Starts the micro-batcher, so it must be called inside a tokio runtime.
+    pub fn new(store: Store, config: IngressConfig) -> Self {
+        let certs = verify::sns::CertStore::new(config.sns_cert_dir.clone(), config.sns_cert_timeout);
+        let limits = rate_limit::RateLimiters::new(&config.rate_limits);
+        let enqueuer = enqueue::Enqueuer::spawn(store.queue.clone(), config.max_batches_in_flight);
+        Self {
+            store,
+            config: Arc::new(config),
+            certs: Arc::new(certs),
+            limits: Arc::new(limits),
+            metrics: Arc::new(metrics::Metrics::default()),
+            enqueuer,
+        }
+    }
+}
+
+/// The ingress router with its state. Must be called inside a tokio runtime (see [`AppState::new`]).
 pub fn router(store: Store, config: IngressConfig) -> Router {
-    let state = AppState { store, config: Arc::new(config) };
-    routes::router(state)
+    routes::router(AppState::new(store, config))
 }
 
 /// Serves the ingress on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
@@ -53,7 +84,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(store, config);
+    let state = AppState::new(store, config);
+    // Forget idle rate-limit keys now and then, so the maps stay the size of the active clients.
+    let limits = state.limits.clone();
+    let sweep_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(rate_limit::FORGET_AFTER);
+        loop {
+            tokio::select! {
+                _ = every.tick() => limits.forget_idle(),
+                _ = sweep_stop.cancelled() => break,
+            }
+        }
+    });
+    let app = routes::router(state);
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -4,6 +4,7 @@ mod events;
 mod hooks;
 mod serve;
 mod status;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { command } => events::run(&config, &data_dir, command).await,
         Command::Outbox(flag) => status::outbox(&data_dir, flag.json),
         Command::Status(flag) => status::status(&config, &data_dir, flag.json).await,
+        Command::Verify { command } => verify::run(command).await,
         Command::Tables { command: TablesCommand::Create } => {
             let _store = crate::backend::open(&config, &data_dir)?;
             println!("{}", serde_json::json!({ "backend": "embedded", "path": data_dir.join("fleet.db") }));

@@ -24,6 +24,7 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     let base = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let hook = demo_hook(&store, &config.default_channel).await?;
     let secret = dev_signing_secret(&config, data_dir)?;
+    config.ingress.slack_signing_secret = Some(secret.clone());
     let outbox = data_dir.join(OUTBOX_FILE);
 
     println!("eventfleet dev: ingress and {} workers on the embedded store", config.worker.concurrency);
@@ -119,7 +120,7 @@ async fn demo_hook(store: &Store, channel: &str) -> anyhow::Result<Webhook> {
 /// The Slack signing secret of a dev run: the configured one, else one generated once and kept in the data
 /// directory so that restarts keep it.
 fn dev_signing_secret(config: &Config, data_dir: &Path) -> anyhow::Result<String> {
-    if let Some(secret) = &config.slack_signing_secret {
+    if let Some(secret) = &config.ingress.slack_signing_secret {
         return Ok(secret.clone());
     }
     let path = data_dir.join("dev-slack-signing-secret");

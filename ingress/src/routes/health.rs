@@ -27,3 +27,11 @@ pub async fn version(State(state): State<AppState>) -> Json<Value> {
         "backend": state.store.backend,
     }))
 }
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+}

@@ -2,17 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use eventfleet_schema::{
     Body, EnvelopeV1, EventId, HookId, IdempotencyKey, Kind, Source, Verification, VerificationMethod,
 };
 
-use crate::accept::{Accepted, accept};
+use super::{header, kept_headers, trace_context};
+use crate::accept::accept;
 use crate::body::RawBody;
-use crate::signature::verify_hub_signature_256;
+use crate::verify::github::verify_hub_signature_256;
+use crate::verify::sns::SnsMessage;
 use crate::{ApiError, AppState};
 
 /// Request headers copied into the envelope. Signatures and credentials are deliberately absent.
@@ -37,6 +38,15 @@ pub async fn post_hook(
         .await?
         .filter(|h| h.active)
         .ok_or_else(|| ApiError::NotFound(format!("no active hook {hook_id}")))?;
+    state.limits.check_hook(hook_id.as_str())?;
+
+    // CloudWatch → SNS → hook URL: an SNS delivery is verified as SNS (its own signature), whatever the hook's
+    // secret, and routed to the hook's channel.
+    if headers.contains_key("x-amz-sns-message-type") || SnsMessage::looks_like_sns(&body) {
+        let response = super::sns::handle(&state, &headers, &body, Some(&hook)).await?;
+        count_invocation(&state, &hook_id, is_duplicate(&response)).await;
+        return Ok(response);
+    }
 
     let content_type = header(&headers, "content-type");
     check_content_type(content_type, &body)?;
@@ -82,37 +92,23 @@ pub async fn post_hook(
         message_group: format!("hook:{hook_id}"),
         received_at: now,
         verification: Verification { method, verified_at: now },
-        trace: None,
-        headers: kept_headers(&headers),
+        trace: trace_context(&headers),
+        headers: kept_headers(&headers, KEPT_HEADERS),
         body: Body::from_bytes(&body),
     };
-    let accepted = accept(&state, envelope, BTreeMap::new()).await?;
-    if !accepted.duplicate {
-        // A lost count is not worth failing an accepted event over.
-        if let Err(e) = state.store.webhooks.record_invocation(&hook_id).await {
-            tracing::warn!(error = %e, %hook_id, "could not count a hook invocation");
-        }
+    let response = accept(&state, envelope, BTreeMap::new()).await?.respond(StatusCode::ACCEPTED);
+    count_invocation(&state, &hook_id, is_duplicate(&response)).await;
+    Ok(response)
+}
+
+/// Counts an accepted, non-duplicate invocation. A lost count is not worth failing an accepted event over.
+async fn count_invocation(state: &AppState, hook_id: &HookId, duplicate: bool) {
+    if duplicate {
+        return;
     }
-    Ok(accepted_response(accepted))
-}
-
-/// 202 `{"event_id", "duplicate"}`, with `X-Eventfleet-Duplicate: true` on duplicates.
-pub fn accepted_response(accepted: Accepted) -> Response {
-    let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
-    if accepted.duplicate {
-        response.headers_mut().insert("x-eventfleet-duplicate", HeaderValue::from_static("true"));
+    if let Err(e) = state.store.webhooks.record_invocation(hook_id).await {
+        tracing::warn!(error = %e, %hook_id, "could not count a hook invocation");
     }
-    response
-}
-
-/// A header's value, when present and visible ASCII.
-pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The headers worth keeping in the envelope, lower-cased.
-pub fn kept_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
-    KEPT_HEADERS.iter().filter_map(|name| header(headers, name).map(|v| ((*name).to_owned(), v.to_owned()))).collect()
 }
 
 fn native_id<'a>(value: &'a str, name: &str) -> Result<&'a str, ApiError> {
@@ -142,4 +138,8 @@ fn check_content_type(content_type: Option<&str>, body: &[u8]) -> Result<(), Api
     Err(ApiError::UnsupportedMediaType(format!(
         "content type {essence:?} is not accepted on hooks; send JSON, text or a form"
     )))
+}
+
+fn is_duplicate(response: &Response) -> bool {
+    response.headers().contains_key("x-eventfleet-duplicate")
 }

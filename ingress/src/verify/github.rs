@@ -1,4 +1,5 @@
-//! HMAC-SHA256 signatures, compared in constant time.
+//! GitHub-style `X-Hub-Signature-256` and the HMAC-SHA256 primitives every HMAC sender uses, compared in
+//! constant time.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

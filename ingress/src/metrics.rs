@@ -1,0 +1,94 @@
+//! Prometheus metrics of the ingress, on a registry owned by the process (no global state).
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `route` and `status` of a request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route (`/hooks/{hook_id}`), never the raw path (unbounded cardinality).
+    pub route: String,
+    /// The HTTP status.
+    pub status: u16,
+}
+
+/// `source` of an event.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `slack`, `github`, `hook`, `sns`.
+    pub source: String,
+}
+
+/// The ingress metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Requests by route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Accepted events by source.
+    pub accepted: Family<SourceLabels, Counter>,
+    /// Redeliveries acknowledged without an enqueue, by source.
+    pub duplicates: Family<SourceLabels, Counter>,
+    /// Seconds from claim to `ENQUEUED`.
+    pub enqueue_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let accepted = Family::<SourceLabels, Counter>::default();
+        let duplicates = Family::<SourceLabels, Counter>::default();
+        // 0.5 ms to ~4 s.
+        let enqueue_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let mut registry = Registry::with_prefix("eventfleet_ingress");
+        registry.register("requests", "HTTP requests by route and status", requests.clone());
+        registry.register("accepted_events", "Events accepted and durably enqueued", accepted.clone());
+        registry.register("duplicates", "Redeliveries acknowledged without a second enqueue", duplicates.clone());
+        registry.register(
+            "enqueue_latency_seconds",
+            "Time from idempotency claim to ENQUEUED",
+            enqueue_seconds.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            accepted,
+            duplicates,
+            enqueue_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+
+    /// Counts an accepted or duplicate event.
+    pub fn count_event(&self, source: &str, duplicate: bool) {
+        let labels = SourceLabels {
+            source: source.to_owned(),
+        };
+        if duplicate {
+            self.duplicates.get_or_create(&labels).inc();
+        } else {
+            self.accepted.get_or_create(&labels).inc();
+        }
+    }
+}

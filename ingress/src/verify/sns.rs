@@ -1,0 +1,354 @@
+//! AWS SNS message signatures: version 1 (SHA1withRSA) and 2 (SHA256withRSA), with the certificate at
+//! `SigningCertURL`, after AWS's "Verifying the signatures of Amazon SNS messages".
+//!
+//! The certificate URL must be `https`, on a host matching `^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$`, and end
+//! in `.pem`; the certificate must be valid at the (injectable) time of verification.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use eventfleet_schema::{Timestamp, VerificationMethod};
+use rsa::RsaPublicKey;
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::pkcs8::DecodePublicKey;
+use rsa::signature::Verifier;
+use serde::Deserialize;
+use x509_cert::der::{DecodePem, Encode};
+
+/// Why an SNS message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnsError {
+    /// Not an SNS message (not JSON, missing fields, unknown type).
+    #[error("malformed SNS message: {0}")]
+    Malformed(String),
+    /// The certificate URL breaks the rules.
+    #[error("SigningCertURL rejected: {0}")]
+    CertUrl(String),
+    /// The certificate could not be read or parsed.
+    #[error("signing certificate unusable: {0}")]
+    Cert(String),
+    /// The certificate could not be fetched (network, timeout): transient.
+    #[error("signing certificate could not be fetched: {0}")]
+    CertFetch(String),
+    /// The certificate is not valid at the time of verification.
+    #[error("signing certificate is not valid at {at} (valid {not_before} to {not_after})")]
+    CertExpired {
+        /// The time of verification.
+        at: Timestamp,
+        /// Start of validity.
+        not_before: Timestamp,
+        /// End of validity.
+        not_after: Timestamp,
+    },
+    /// The signature does not match the message.
+    #[error("signature does not match the message")]
+    BadSignature,
+    /// `SubscribeURL` fails the host rule: never fetched.
+    #[error("SubscribeURL rejected: {0}")]
+    SubscribeUrl(String),
+}
+
+/// The three message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MessageType {
+    /// A published message.
+    Notification,
+    /// A new subscription to confirm.
+    SubscriptionConfirmation,
+    /// A subscription was removed.
+    UnsubscribeConfirmation,
+}
+
+/// An SNS HTTP(S) delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnsMessage {
+    /// The type.
+    #[serde(rename = "Type")]
+    pub kind: MessageType,
+    /// Unique per message: the idempotency key.
+    pub message_id: String,
+    /// The topic.
+    pub topic_arn: String,
+    /// The payload.
+    pub message: String,
+    /// Notifications only, optional.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// When SNS sent it.
+    pub timestamp: String,
+    /// `1` or `2`.
+    pub signature_version: String,
+    /// Base64.
+    pub signature: String,
+    /// Where the certificate is.
+    #[serde(rename = "SigningCertURL")]
+    pub signing_cert_url: String,
+    /// Confirmations only.
+    #[serde(default, rename = "SubscribeURL")]
+    pub subscribe_url: Option<String>,
+    /// Confirmations only.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl SnsMessage {
+    /// Parses a delivery body.
+    pub fn parse(body: &[u8]) -> Result<Self, SnsError> {
+        serde_json::from_slice(body).map_err(|e| SnsError::Malformed(e.to_string()))
+    }
+
+    /// Whether a body looks like an SNS delivery (for hook URLs that receive SNS).
+    pub fn looks_like_sns(body: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Probe {
+            #[serde(rename = "Type")]
+            _kind: String,
+            #[serde(rename = "SigningCertURL")]
+            _cert: String,
+        }
+        serde_json::from_slice::<Probe>(body).is_ok()
+    }
+
+    /// The canonical string AWS signs for this message type.
+    pub fn string_to_sign(&self) -> Result<String, SnsError> {
+        let mut out = String::new();
+        let mut field = |name: &str, value: &str| {
+            out.push_str(name);
+            out.push('\n');
+            out.push_str(value);
+            out.push('\n');
+        };
+        match self.kind {
+            MessageType::Notification => {
+                field("Message", &self.message);
+                field("MessageId", &self.message_id);
+                if let Some(subject) = &self.subject {
+                    field("Subject", subject);
+                }
+                field("Timestamp", &self.timestamp);
+                field("TopicArn", &self.topic_arn);
+                field("Type", "Notification");
+            }
+            MessageType::SubscriptionConfirmation | MessageType::UnsubscribeConfirmation => {
+                let missing = |f: &str| SnsError::Malformed(format!("{f} missing from a confirmation"));
+                field("Message", &self.message);
+                field("MessageId", &self.message_id);
+                field("SubscribeURL", self.subscribe_url.as_deref().ok_or_else(|| missing("SubscribeURL"))?);
+                field("Timestamp", &self.timestamp);
+                field("Token", self.token.as_deref().ok_or_else(|| missing("Token"))?);
+                field("TopicArn", &self.topic_arn);
+                let kind = match self.kind {
+                    MessageType::SubscriptionConfirmation => "SubscriptionConfirmation",
+                    _ => "UnsubscribeConfirmation",
+                };
+                field("Type", kind);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Verifies the signature with `cert` at `now`; returns the method used.
+    pub fn verify(&self, cert: &SigningCert, now: Timestamp) -> Result<VerificationMethod, SnsError> {
+        cert.check_validity(now)?;
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(self.signature.trim())
+            .map_err(|_| SnsError::BadSignature)?;
+        let signature = Signature::try_from(signature.as_slice()).map_err(|_| SnsError::BadSignature)?;
+        let text = self.string_to_sign()?;
+        match self.signature_version.as_str() {
+            "1" => VerifyingKey::<sha1::Sha1>::new(cert.key.clone())
+                .verify(text.as_bytes(), &signature)
+                .map(|()| VerificationMethod::SnsV1),
+            "2" => VerifyingKey::<sha2::Sha256>::new(cert.key.clone())
+                .verify(text.as_bytes(), &signature)
+                .map(|()| VerificationMethod::SnsV2),
+            other => return Err(SnsError::Malformed(format!("unknown SignatureVersion {other:?}"))),
+        }
+        .map_err(|_| SnsError::BadSignature)
+    }
+}
+
+/// Whether a host is an SNS endpoint: `sns.<region>.amazonaws.com` or `.amazonaws.com.cn`.
+pub fn is_sns_host(host: &str) -> bool {
+    let rest = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"));
+    let Some(region) = rest.and_then(|r| r.strip_prefix("sns.")) else {
+        return false;
+    };
+    !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Checks a `SigningCertURL`; returns the parsed URL.
+pub fn check_cert_url(raw: &str) -> Result<url::Url, SnsError> {
+    let url = url::Url::parse(raw).map_err(|e| SnsError::CertUrl(format!("{raw:?} is not a URL: {e}")))?;
+    if url.scheme() != "https" {
+        return Err(SnsError::CertUrl("the certificate URL must be https".into()));
+    }
+    if !url.host_str().is_some_and(is_sns_host) || url.port().is_some() || !url.username().is_empty() {
+        return Err(SnsError::CertUrl(format!("host {:?} is not an SNS endpoint", url.host_str().unwrap_or(""))));
+    }
+    if !url.path().ends_with(".pem") || url.query().is_some() {
+        return Err(SnsError::CertUrl("the certificate URL must name a .pem file".into()));
+    }
+    Ok(url)
+}
+
+/// Checks a `SubscribeURL` with the same host rule; it is fetched only if this passes.
+pub fn check_subscribe_url(raw: &str) -> Result<url::Url, SnsError> {
+    let url = url::Url::parse(raw).map_err(|e| SnsError::SubscribeUrl(format!("not a URL: {e}")))?;
+    if url.scheme() != "https" || !url.host_str().is_some_and(is_sns_host) || url.port().is_some() {
+        return Err(SnsError::SubscribeUrl(format!("{raw:?} is not an https SNS endpoint")));
+    }
+    Ok(url)
+}
+
+/// A parsed signing certificate: its RSA key and validity.
+#[derive(Debug, Clone)]
+pub struct SigningCert {
+    key: RsaPublicKey,
+    not_before: Timestamp,
+    not_after: Timestamp,
+}
+
+impl SigningCert {
+    /// Parses a PEM certificate.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, SnsError> {
+        let cert = x509_cert::Certificate::from_pem(pem).map_err(|e| SnsError::Cert(e.to_string()))?;
+        let tbs = &cert.tbs_certificate;
+        let spki = tbs.subject_public_key_info.to_der().map_err(|e| SnsError::Cert(e.to_string()))?;
+        let key = RsaPublicKey::from_public_key_der(&spki).map_err(|e| SnsError::Cert(format!("not RSA: {e}")))?;
+        let millis = |t: &x509_cert::time::Time| Timestamp::from_millis(t.to_unix_duration().as_millis() as i64);
+        Ok(Self {
+            key,
+            not_before: millis(&tbs.validity.not_before),
+            not_after: millis(&tbs.validity.not_after),
+        })
+    }
+
+    /// Errs unless `now` is inside the validity period.
+    pub fn check_validity(&self, now: Timestamp) -> Result<(), SnsError> {
+        if now < self.not_before || now > self.not_after {
+            return Err(SnsError::CertExpired {
+                at: now,
+                not_before: self.not_before,
+                not_after: self.not_after,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where signing certificates come from: a directory (`EVENTFLEET_SNS_CERT_DIR`, files named as the URL's last
+/// path segment) or HTTPS, fetched once per URL and cached for the life of the process.
+pub struct CertStore {
+    dir: Option<PathBuf>,
+    http: reqwest::Client,
+    cache: Mutex<HashMap<String, Arc<SigningCert>>>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// The most certificates kept; SNS uses a handful, so a full cache means someone is probing.
+const MAX_CACHED: usize = 64;
+
+impl CertStore {
+    /// A store reading `dir` when given, else fetching with a `timeout`.
+    pub fn new(dir: Option<PathBuf>, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            dir,
+            http,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The certificate at a checked URL.
+    pub async fn get(&self, url: &url::Url) -> Result<Arc<SigningCert>, SnsError> {
+        if let Some(cert) = self.cache.lock().ok().and_then(|c| c.get(url.as_str()).cloned()) {
+            return Ok(cert);
+        }
+        let pem = match &self.dir {
+            Some(dir) => {
+                let name = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or("");
+                if name.is_empty() || name.contains("..") {
+                    return Err(SnsError::CertUrl("no file name in the certificate URL".into()));
+                }
+                let path = dir.join(name);
+                tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| SnsError::Cert(format!("{} (EVENTFLEET_SNS_CERT_DIR): {e}", path.display())))?
+            }
+            None => {
+                let resp = self
+                    .http
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| SnsError::CertFetch(e.to_string()))?;
+                resp.bytes().await.map_err(|e| SnsError::CertFetch(e.to_string()))?.to_vec()
+            }
+        };
+        let cert = Arc::new(SigningCert::from_pem(&pem)?);
+        if let Ok(mut cache) = self.cache.lock()
+            && cache.len() < MAX_CACHED
+        {
+            cache.insert(url.as_str().to_owned(), cert.clone());
+        }
+        Ok(cert)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_rule() {
+        for ok in ["sns.us-west-2.amazonaws.com", "sns.cn-north-1.amazonaws.com.cn", "sns.eu-central-1.amazonaws.com"] {
+            assert!(is_sns_host(ok), "{ok}");
+        }
+        for bad in [
+            "sns.amazonaws.com",
+            "evil.com",
+            "sns.us-west-2.amazonaws.com.evil.com",
+            "xsns.us-west-2.amazonaws.com",
+            "sns.US-WEST-2.amazonaws.com",
+            "sns.us_west.amazonaws.com",
+            "s3.us-west-2.amazonaws.com",
+        ] {
+            assert!(!is_sns_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cert_url_rules() {
+        assert!(check_cert_url("https://sns.us-west-2.amazonaws.com/SimpleNotificationService-abc.pem").is_ok());
+        for bad in [
+            "http://sns.us-west-2.amazonaws.com/x.pem",
+            "https://evil.example/x.pem",
+            "https://sns.us-west-2.amazonaws.com/x.txt",
+            "https://sns.us-west-2.amazonaws.com:8443/x.pem",
+            "https://sns.us-west-2.amazonaws.com/x.pem?y=1",
+            "https://user@sns.us-west-2.amazonaws.com/x.pem",
+            "not a url",
+        ] {
+            assert!(matches!(check_cert_url(bad), Err(SnsError::CertUrl(_))), "{bad}");
+        }
+        assert!(check_subscribe_url("https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription").is_ok());
+        assert!(check_subscribe_url("https://169.254.169.254/latest/meta-data").is_err());
+        assert!(check_subscribe_url("http://sns.us-west-2.amazonaws.com/").is_err());
+    }
+}
