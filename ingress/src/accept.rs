@@ -93,17 +93,13 @@ async fn accept_unbounded(
     match claim {
         Claim::Claimed(_) => {}
         Claim::Existing(record) if record.status.is_accepted() => {
-            let entry = AuditEntry::new(record.event_id, store.clock.now(), Step::Duplicate, actor).with_detail(
-                serde_json::json!({ "status": record.status, "duplicate_count": record.duplicate_count }),
-            );
+            let entry = AuditEntry::new(record.event_id, store.clock.now(), Step::Duplicate, actor)
+                .with_detail(serde_json::json!({ "status": record.status, "duplicate_count": record.duplicate_count }));
             // The duplicate is acknowledged whether or not its audit line lands: the event itself is safe.
             if let Err(e) = store.audit.append(vec![entry]).await {
                 tracing::warn!(error = %e, event_id = %record.event_id, "could not audit a duplicate");
             }
-            return Ok(Accepted {
-                event_id: record.event_id,
-                duplicate: true,
-            });
+            return Ok(Accepted { event_id: record.event_id, duplicate: true });
         }
         Claim::Existing(record) => {
             // PENDING: finish the earlier attempt under its event id. Its `received` line was written then.
@@ -112,10 +108,7 @@ async fn accept_unbounded(
         }
     }
     let event_id = envelope.event_id;
-    let message = OutgoingMessage {
-        attributes,
-        ..OutgoingMessage::first_delivery(Envelope::V1(envelope))
-    };
+    let message = OutgoingMessage { attributes, ..OutgoingMessage::first_delivery(Envelope::V1(envelope)) };
     let dedup_id = message.dedup_id.clone();
     let message_id = state.enqueuer.enqueue(message).await?;
     store.idempotency.mark_enqueued(&key).await?;
@@ -126,10 +119,7 @@ async fn accept_unbounded(
     if let Err(e) = store.audit.append(trail).await {
         tracing::warn!(error = %e, %event_id, "could not audit an accepted event");
     }
-    Ok(Accepted {
-        event_id,
-        duplicate: false,
-    })
+    Ok(Accepted { event_id, duplicate: false })
 }
 
 #[cfg(test)]

@@ -64,12 +64,7 @@ impl Default for RateLimits {
 impl RateLimits {
     /// No limits (load tests, benchmarks).
     pub fn off() -> Self {
-        Self {
-            global_per_second: 0,
-            per_ip: 0,
-            per_hook_per_second: 0,
-            ..Self::default()
-        }
+        Self { global_per_second: 0, per_ip: 0, per_hook_per_second: 0, ..Self::default() }
     }
 }
 

@@ -59,13 +59,7 @@ impl Default for Metrics {
             "Time from idempotency claim to ENQUEUED",
             enqueue_seconds.clone(),
         );
-        Self {
-            registry: Mutex::new(registry),
-            requests,
-            accepted,
-            duplicates,
-            enqueue_seconds,
-        }
+        Self { registry: Mutex::new(registry), requests, accepted, duplicates, enqueue_seconds }
     }
 }
 
@@ -82,9 +76,7 @@ impl Metrics {
 
     /// Counts an accepted or duplicate event.
     pub fn count_event(&self, source: &str, duplicate: bool) {
-        let labels = SourceLabels {
-            source: source.to_owned(),
-        };
+        let labels = SourceLabels { source: source.to_owned() };
         if duplicate {
             self.duplicates.get_or_create(&labels).inc();
         } else {

@@ -38,9 +38,11 @@ impl RateLimiters {
             Quota::with_period(period).map(|q| q.allow_burst(n))
         });
         Self {
-            global: NonZeroU32::new(limits.global_per_second).map(|n| governor::RateLimiter::direct(Quota::per_second(n))),
+            global: NonZeroU32::new(limits.global_per_second)
+                .map(|n| governor::RateLimiter::direct(Quota::per_second(n))),
             per_ip: per_ip_quota.map(governor::RateLimiter::keyed),
-            per_hook: NonZeroU32::new(limits.per_hook_per_second).map(|n| governor::RateLimiter::keyed(Quota::per_second(n))),
+            per_hook: NonZeroU32::new(limits.per_hook_per_second)
+                .map(|n| governor::RateLimiter::keyed(Quota::per_second(n))),
             clock: DefaultClock::default(),
             trust_forwarded_for: limits.trust_forwarded_for,
         }

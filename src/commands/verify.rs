@@ -17,12 +17,7 @@ pub async fn run(command: VerifyCommand) -> anyhow::Result<ExitCode> {
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body).context("read the body from stdin")?;
     let verdict: Result<String, String> = match command {
-        VerifyCommand::Slack {
-            secret,
-            timestamp,
-            signature,
-            at,
-        } => {
+        VerifyCommand::Slack { secret, timestamp, signature, at } => {
             let now = at_or_now(at.as_deref())?;
             slack::verify(secret.as_bytes(), Some(&timestamp), Some(&signature), &body, now)
                 .map(|()| "valid Slack v0 signature".to_owned())

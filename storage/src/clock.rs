@@ -48,3 +48,13 @@ impl Clock for TokioClock {
         self.wall_at_start.plus(self.start.elapsed())
     }
 }
+
+/// A clock stopped at one instant: verifying a captured message at the time it was sent.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub Timestamp);
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}

@@ -31,7 +31,7 @@ pub mod webhooks;
 pub mod conformance;
 
 pub use audit::{AuditLog, AuditQuery};
-pub use clock::{Clock, SystemClock, TokioClock};
+pub use clock::{Clock, FixedClock, SystemClock, TokioClock};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;

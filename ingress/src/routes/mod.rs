@@ -54,10 +54,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(State(state): State<AppState>) -> ApiError {
-    let labels = RequestLabels {
-        route: "unmatched".into(),
-        status: 404,
-    };
+    let labels = RequestLabels { route: "unmatched".into(), status: 404 };
     state.metrics.requests.get_or_create(&labels).inc();
     ApiError::NotFound("no such route".into())
 }
@@ -75,10 +72,7 @@ async fn limit_clients(State(state): State<AppState>, req: Request, next: Next) 
 async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = next.run(req).await;
-    let labels = RequestLabels {
-        route,
-        status: response.status().as_u16(),
-    };
+    let labels = RequestLabels { route, status: response.status().as_u16() };
     state.metrics.requests.get_or_create(&labels).inc();
     response
 }
@@ -96,9 +90,7 @@ fn client_ip(state: &AppState, req: &Request) -> IpAddr {
     {
         return ip;
     }
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip())
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip())
 }
 
 /// A header's value, when present and visible ASCII.

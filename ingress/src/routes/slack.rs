@@ -8,9 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use eventfleet_schema::{
-    Body, EnvelopeV1, EventId, IdempotencyKey, Kind, Source, Verification, VerificationMethod,
-};
+use eventfleet_schema::{Body, EnvelopeV1, EventId, IdempotencyKey, Kind, Source, Verification, VerificationMethod};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -24,11 +22,10 @@ const KEPT_HEADERS: &[&str] = &["content-type", "user-agent", "x-slack-retry-num
 
 /// Checks the signature; returns the verification verdict.
 fn verified(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Verification, ApiError> {
-    let secret = state
-        .config
-        .slack_signing_secret
-        .as_deref()
-        .ok_or_else(|| ApiError::NotFound("Slack is not configured here (EVENTFLEET_SLACK_SIGNING_SECRET)".into()))?;
+    let secret =
+        state.config.slack_signing_secret.as_deref().ok_or_else(|| {
+            ApiError::NotFound("Slack is not configured here (EVENTFLEET_SLACK_SIGNING_SECRET)".into())
+        })?;
     let now = state.config.verify_clock.now();
     verify(
         secret.as_bytes(),
@@ -38,10 +35,7 @@ fn verified(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Verifi
         now,
     )
     .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    Ok(Verification {
-        method: VerificationMethod::SlackV0,
-        verified_at: now,
-    })
+    Ok(Verification { method: VerificationMethod::SlackV0, verified_at: now })
 }
 
 fn require_media(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
@@ -71,9 +65,7 @@ async fn enqueue(
     let envelope = EnvelopeV1 {
         event_id: EventId::new(),
         idempotency_key: IdempotencyKey::slack(team, native_id),
-        source: Source::Slack {
-            team_id: team.to_owned(),
-        },
+        source: Source::Slack { team_id: team.to_owned() },
         kind: Kind::new(kind),
         message_group: match channel {
             Some(c) => format!("slack:{team}:{c}"),
@@ -89,7 +81,11 @@ async fn enqueue(
 }
 
 /// `POST /slack/events`.
-pub async fn events(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let verification = verified(&state, &headers, &body)?;
     require_media(&headers, "application/json")?;
     let json: Value =
@@ -101,9 +97,10 @@ pub async fn events(State(state): State<AppState>, headers: HeaderMap, RawBody(b
             Ok(Json(serde_json::json!({ "challenge": challenge })).into_response())
         }
         Some("event_callback") => {
-            let team = text(&json, "/team_id").ok_or_else(|| ApiError::BadRequest("event_callback without team_id".into()))?;
-            let event_id =
-                text(&json, "/event_id").ok_or_else(|| ApiError::BadRequest("event_callback without event_id".into()))?;
+            let team =
+                text(&json, "/team_id").ok_or_else(|| ApiError::BadRequest("event_callback without team_id".into()))?;
+            let event_id = text(&json, "/event_id")
+                .ok_or_else(|| ApiError::BadRequest("event_callback without event_id".into()))?;
             let channel = text(&json, "/event/channel")
                 .or_else(|| text(&json, "/event/item/channel"))
                 .or_else(|| text(&json, "/event/channel/id"));

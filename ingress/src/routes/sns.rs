@@ -43,7 +43,11 @@ impl From<SnsError> for ApiError {
 }
 
 /// `POST /sns`.
-pub async fn post_sns(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
+pub async fn post_sns(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     handle(&state, &headers, &body, None).await
 }
 
@@ -94,17 +98,11 @@ pub async fn handle(
     let envelope = EnvelopeV1 {
         event_id: EventId::new(),
         idempotency_key: IdempotencyKey::sns(topic, &message.message_id),
-        source: Source::Sns {
-            topic_arn: topic.to_owned(),
-            hook_id: hook.map(|h| h.id.clone()),
-        },
+        source: Source::Sns { topic_arn: topic.to_owned(), hook_id: hook.map(|h| h.id.clone()) },
         kind: Kind::new(kind),
         message_group: group,
         received_at: state.store.clock.now(),
-        verification: Verification {
-            method,
-            verified_at: now,
-        },
+        verification: Verification { method, verified_at: now },
         trace: trace_context(headers),
         headers: kept_headers(headers, KEPT_HEADERS),
         body: Body::from_bytes(body),

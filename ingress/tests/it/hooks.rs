@@ -1,7 +1,7 @@
 //! `POST /hooks/{id}`: acceptance, duplicates, keys, and every rejection.
 
 use eventfleet_ingress::IngressConfig;
-use eventfleet_ingress::signature::hmac_sha256_hex;
+use eventfleet_ingress::verify::github::hmac_sha256_hex;
 use eventfleet_schema::{EventId, IdempotencyKey, Status, Step};
 use reqwest::StatusCode;
 

@@ -1,6 +1,10 @@
 //! Ingress integration tests: the real router on 127.0.0.1:0 over the real embedded store.
 
 mod hooks;
+mod openapi;
+mod robustness;
+mod slack;
+mod sns;
 
 use std::sync::Arc;
 
@@ -30,15 +34,20 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// An ingress with default settings.
+    /// An ingress with test settings: a Slack secret, no rate limits, the fixtures' certificate directory.
     pub async fn start() -> Self {
-        Self::start_with(IngressConfig::default()).await
+        Self::start_with(test_config()).await
     }
 
     /// An ingress with these settings.
     pub async fn start_with(config: IngressConfig) -> Self {
+        Self::start_with_store(config, EmbeddedOptions::default()).await
+    }
+
+    /// An ingress with these settings over a store opened with these options.
+    pub async fn start_with_store(config: IngressConfig, options: EmbeddedOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let embedded = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap();
+        let embedded = EmbeddedStore::open_dir(dir.path(), options).unwrap();
         let store = embedded.clone().into_store();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -95,6 +104,24 @@ impl Server {
         let stats = self.store.queue.stats().await.unwrap();
         stats.waiting + stats.in_flight
     }
+}
+
+/// The Slack signing secret of test servers.
+pub const SLACK_SECRET: &str = "test-signing-secret";
+
+/// Test settings: a Slack secret, no rate limits, certificates from `testdata/`.
+pub fn test_config() -> IngressConfig {
+    IngressConfig {
+        slack_signing_secret: Some(SLACK_SECRET.into()),
+        rate_limits: eventfleet_ingress::RateLimits::off(),
+        sns_cert_dir: Some(testdata("sns")),
+        ..IngressConfig::default()
+    }
+}
+
+/// A path under the repository's `testdata/`.
+pub fn testdata(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
 }
 
 /// Asserts the JSON error body and returns its code.

@@ -89,6 +89,24 @@ pub(super) fn insert_message(
     Ok(MessageId(id))
 }
 
+/// [`insert_message`] in its own savepoint: a message that fails leaves nothing behind (above all no dedup entry
+/// that would swallow the sender's retry), while the rest of the batch stands.
+pub(super) fn insert_message_atomically(
+    conn: &Connection,
+    queue: &str,
+    msg: &EncodedMessage,
+    now: i64,
+    dedup_window: Duration,
+) -> Result<MessageId> {
+    conn.prepare_cached("SAVEPOINT message")?.execute([])?;
+    let result = insert_message(conn, queue, msg, now, dedup_window);
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO message")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE message")?.execute([])?;
+    result
+}
+
 /// Makes the oldest remaining message of a group on the main queue its head.
 pub(super) fn promote_next_head(conn: &Connection, group: &str) -> Result<()> {
     conn.prepare_cached(
@@ -192,7 +210,10 @@ impl Queue for EmbeddedStore {
         let window = self.options.dedup_window;
         self.writer
             .submit(move |conn| {
-                Ok(encoded.into_iter().map(|m| m.and_then(|m| insert_message(conn, MAIN, &m, now, window))).collect())
+                Ok(encoded
+                    .into_iter()
+                    .map(|m| m.and_then(|m| insert_message_atomically(conn, MAIN, &m, now, window)))
+                    .collect())
             })
             .await
     }

@@ -1,0 +1,238 @@
+//! Failure and abuse: a failing or locked store answers 503 on every sender route and marks nothing ENQUEUED;
+//! rate limits answer 429 with Retry-After; metrics move; arbitrary input never panics or 5xxs (but 503).
+
+use std::time::Duration;
+
+use eventfleet_ingress::verify::slack::sign;
+use eventfleet_ingress::{IngressConfig, RateLimits};
+use eventfleet_schema::{IdempotencyKey, Status, Timestamp};
+use eventfleet_storage::{EmbeddedOptions, embedded::Durability};
+use proptest::prelude::*;
+use reqwest::StatusCode;
+
+use crate::sns::signed_alarm;
+use crate::{SLACK_SECRET, Server, error_code, test_config};
+
+/// `(path, content type, body, extra headers)`.
+type Probe = (String, &'static str, String, Vec<(&'static str, String)>);
+
+/// One request per sender route, each valid.
+fn one_of_each(hook: &str, tag: &str) -> Vec<Probe> {
+    let ts = Timestamp::now_system().as_secs();
+    let slack = |body: String| {
+        let sig = sign(SLACK_SECRET.as_bytes(), ts, body.as_bytes());
+        (body, vec![("x-slack-request-timestamp", ts.to_string()), ("x-slack-signature", sig)])
+    };
+    let event = serde_json::json!({"type":"event_callback","team_id":"T1","event_id":format!("Ev{tag}"),"event":{"channel":"C1"}});
+    let (event_body, event_headers) = slack(event.to_string());
+    let (command_body, command_headers) = slack(format!("team_id=T1&channel_id=C1&command=%2Fx&trigger_id=tr{tag}"));
+    let (interaction_body, interaction_headers) =
+        slack(format!("payload=%7B%22team%22%3A%7B%22id%22%3A%22T1%22%7D%2C%22trigger_id%22%3A%22it{tag}%22%7D"));
+    vec![
+        ("/slack/events".into(), "application/json", event_body, event_headers),
+        ("/slack/commands".into(), "application/x-www-form-urlencoded", command_body, command_headers),
+        ("/slack/interactions".into(), "application/x-www-form-urlencoded", interaction_body, interaction_headers),
+        (format!("/hooks/{hook}"), "application/json", format!(r#"{{"text":"{tag}"}}"#), vec![]),
+        ("/sns".into(), "text/plain", signed_alarm(&format!("m{tag}"), "ALARM").to_string(), vec![]),
+    ]
+}
+
+async fn send(s: &Server, path: &str, ct: &str, body: &str, headers: &[(&'static str, String)]) -> reqwest::Response {
+    let mut req = s.http.post(s.url(path)).header("content-type", ct).body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_failing_enqueue_is_503_leaves_the_claim_pending_and_the_retry_succeeds() {
+    let s = Server::start().await;
+    let hook = s.hook(None).await;
+    // A real failure inside SQLite: every insert into the queue aborts.
+    let side = rusqlite::Connection::open(s.embedded.path()).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER fail_enqueue BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+    )
+    .unwrap();
+    for (path, ct, body, headers) in one_of_each(hook.id.as_str(), "fail") {
+        let resp = send(&s, &path, ct, &body, &headers).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(resp.headers().contains_key("retry-after"), "{path}");
+        assert_eq!(error_code(resp).await, "unavailable");
+    }
+    let key = IdempotencyKey::slack("T1", "Evfail");
+    assert_eq!(s.store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Pending, "never ENQUEUED");
+    side.execute_batch("DROP TRIGGER fail_enqueue").unwrap();
+    for (path, ct, body, headers) in one_of_each(hook.id.as_str(), "fail") {
+        let resp = send(&s, &path, ct, &body, &headers).await;
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        assert!(!resp.headers().contains_key("x-eventfleet-duplicate"), "the retry enqueues: {path}");
+    }
+    assert_eq!(s.drain().await.len(), 5, "each event once");
+    assert_eq!(s.store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Enqueued);
+}
+
+#[tokio::test]
+async fn a_locked_store_is_503_on_every_route_within_the_budget() {
+    let config = IngressConfig { backend_budget: Duration::from_millis(300), ..test_config() };
+    let options = EmbeddedOptions { busy_timeout: Duration::from_secs(30), ..EmbeddedOptions::default() };
+    let s = Server::start_with_store(config, options).await;
+    let hook = s.hook(None).await;
+    let side = rusqlite::Connection::open(s.embedded.path()).unwrap();
+    side.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for (path, ct, body, headers) in one_of_each(hook.id.as_str(), "locked") {
+        let resp = send(&s, &path, ct, &body, &headers).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(error_code(resp).await, "unavailable");
+    }
+    side.execute_batch("ROLLBACK").unwrap();
+    let key = IdempotencyKey::slack("T1", "Evlocked");
+    let record = s.store.idempotency.get(&key).await.unwrap();
+    assert!(record.is_none_or(|r| r.status == Status::Pending), "nothing acknowledged is left un-enqueued");
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let s = Server::start_with(IngressConfig {
+        rate_limits: RateLimits {
+            global_per_second: 0,
+            per_ip: 3,
+            per_ip_window: Duration::from_secs(300),
+            per_hook_per_second: 0,
+            trust_forwarded_for: false,
+        },
+        ..test_config()
+    })
+    .await;
+    let hook = s.hook(None).await;
+    let url = s.url(&format!("/hooks/{}", hook.id));
+    for i in 0..3 {
+        let resp = s.http.post(&url).body(format!("ok {i}")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    let resp = s.http.post(&url).body("one too many").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(error_code(resp).await, "rate_limited");
+    assert_eq!(s.http.get(s.url("/health")).send().await.unwrap().status(), StatusCode::OK, "probes are not limited");
+
+    let s = Server::start_with(IngressConfig {
+        rate_limits: RateLimits { per_hook_per_second: 2, ..RateLimits::off() },
+        ..test_config()
+    })
+    .await;
+    let hook = s.hook(None).await;
+    let url = s.url(&format!("/hooks/{}", hook.id));
+    let statuses: Vec<u16> = futures_lite(&s, &url).await;
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+async fn futures_lite(s: &Server, url: &str) -> Vec<u16> {
+    let mut out = Vec::new();
+    for i in 0..5 {
+        out.push(s.http.post(url).body(format!("burst {i}")).send().await.unwrap().status().as_u16());
+    }
+    out
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_events_by_source() {
+    let s = Server::start().await;
+    let hook = s.hook(None).await;
+    for body in ["a", "a", "b"] {
+        s.http.post(s.url(&format!("/hooks/{}", hook.id))).body(body).send().await.unwrap();
+    }
+    s.http.post(s.url("/hooks/hk_missing")).body("x").send().await.unwrap();
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"eventfleet_ingress_requests_total{route="/hooks/{hook_id}",status="202"} 3"#), "{text}");
+    assert!(text.contains(r#"eventfleet_ingress_requests_total{route="/hooks/{hook_id}",status="404"} 1"#), "{text}");
+    assert!(text.contains(r#"eventfleet_ingress_accepted_events_total{source="hook"} 2"#), "{text}");
+    assert!(text.contains(r#"eventfleet_ingress_duplicates_total{source="hook"} 1"#), "{text}");
+    assert!(text.contains("eventfleet_ingress_enqueue_latency_seconds_count 2"), "{text}");
+}
+
+const ROUTES: &[&str] = &["/slack/events", "/slack/commands", "/slack/interactions", "/sns", "/hooks/HOOK", "/hooks/x"];
+const TYPES: &[&str] = &[
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "",
+    "application/json; charset=utf-8",
+    "multipart/form-data",
+];
+const HEADERS: &[&str] = &[
+    "x-slack-request-timestamp",
+    "x-slack-signature",
+    "x-hub-signature-256",
+    "x-github-event",
+    "x-github-delivery",
+    "idempotency-key",
+    "x-amz-sns-message-type",
+    "traceparent",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// Arbitrary bytes and headers on every route: no panic, and no 5xx but 503.
+    #[test]
+    fn arbitrary_requests_never_panic_or_fail_with_a_5xx(
+        route in 0..ROUTES.len(),
+        content_type in 0..TYPES.len(),
+        headers in proptest::collection::vec((0..HEADERS.len(), "[ -~]{0,80}"), 0..5),
+        body in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..2048),
+            "[ -~]{0,512}".prop_map(String::into_bytes),
+            Just(br#"{"type":"event_callback","team_id":"T","event_id":"E"}"#.to_vec()),
+            Just(br#"{"Type":"Notification","SigningCertURL":"https://sns.us-east-1.amazonaws.com/x.pem"}"#.to_vec()),
+        ],
+    ) {
+        FUZZ.with(|fuzz| {
+            let (rt, app, hook) = fuzz;
+            rt.block_on(async {
+                use tower::ServiceExt;
+                let path = ROUTES[route].replace("HOOK", hook);
+                let mut req = axum::http::Request::post(path);
+                if !TYPES[content_type].is_empty() {
+                    req = req.header("content-type", TYPES[content_type]);
+                }
+                for (h, v) in &headers {
+                    req = req.header(HEADERS[*h], v.as_str());
+                }
+                let req = req.body(axum::body::Body::from(body.clone())).unwrap();
+                let resp = app.clone().oneshot(req).await.unwrap();
+                let status = resp.status();
+                prop_assert!(!status.is_server_error() || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
+                Ok(())
+            })
+        })?;
+    }
+}
+
+thread_local! {
+    /// One router over one store for all cases (a store per case would spend the run opening files).
+    static FUZZ: (tokio::runtime::Runtime, axum::Router, String) = {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (app, hook) = rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap().keep();
+            let options = EmbeddedOptions { durability: Durability::Normal, ..EmbeddedOptions::default() };
+            let store = eventfleet_storage::EmbeddedStore::open_dir(&dir, options).unwrap().into_store();
+            let hook = eventfleet_schema::Webhook {
+                id: eventfleet_schema::HookId::new(),
+                name: "fuzz".into(),
+                channel: "#fuzz".into(),
+                kind: eventfleet_schema::HookKind::Info,
+                active: true,
+                secret: None,
+                invocation_count: 0,
+                created_by: "fuzz".into(),
+                created_at: Timestamp::now_system(),
+            };
+            store.webhooks.create(&hook).await.unwrap();
+            (eventfleet_ingress::router(store, test_config()), hook.id.to_string())
+        });
+        (rt, app, hook)
+    };
+}
