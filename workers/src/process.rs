@@ -89,15 +89,14 @@ impl Processor {
         match outcome {
             Ok(outcome) => {
                 store.idempotency.transition(&key, Status::Done, Some(&outcome)).await?;
-                store.queue.delete(&msg.receipt).await?;
+                // DONE is durable: the delete and the audit line are independent and share one commit.
+                let succeeded = AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
+                    .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }));
+                let (deleted, ()) = tokio::join!(store.queue.delete(&msg.receipt), self.audit(succeeded));
+                deleted?;
                 if msg.receive_count > 1 {
                     self.resolve_retry_record(&msg).await;
                 }
-                self.audit(
-                    AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
-                        .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count })),
-                )
-                .await;
                 Ok(Disposition::Succeeded)
             }
             Err(err) => self.fail(&msg, err).await,
