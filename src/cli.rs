@@ -50,6 +50,12 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The dead-letter queue: list, show, replay, purge.
+    Dlq {
+        /// What to do with dead letters.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Messages the workers wrote to the dev outbox (no Slack bot token configured).
     Outbox(JsonFlag),
     /// Create the store's queues and tables.
@@ -176,4 +182,86 @@ pub enum EventsCommand {
 pub enum TablesCommand {
     /// Create queues and tables (idempotent).
     Create,
+}
+
+/// Which dead letters: `--source --kind --error --since --until`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DlqFilterArgs {
+    /// Source: slack, github, hook, sns.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Exact kind (`sns.cloudwatch_alarm`, `github.push`, ...).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Case-insensitive text in the dead-letter reason.
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Dead-lettered at or after: RFC 3339, Unix seconds, or an age like `30m`, `2h`, `7d`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Dead-lettered before: same forms as `--since`.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// `eventfleet dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters, oldest first.
+    List {
+        /// Filters.
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter with its retry record and audit trail.
+    Show {
+        /// Dead-letter id (from `dlq list`).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the queue (group order kept, each audited with `--by`).
+    Replay {
+        /// Dead-letter ids; or `--all`, or filters.
+        ids: Vec<String>,
+        /// Every dead letter (with filters: every matching one).
+        #[arg(long)]
+        all: bool,
+        /// Filters.
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Show what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most N replays per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Who replays (audited).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        /// Dead-letter ids; or `--all`, or filters.
+        ids: Vec<String>,
+        /// Every dead letter (with filters: every matching one).
+        #[arg(long)]
+        all: bool,
+        /// Filters.
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `EVENTFLEET_SLACK_BOT_TOKEN`.
     pub slack_bot_token: Option<String>,
+    /// `EVENTFLEET_SLACK_API_URL`.
+    pub slack_api_url: String,
     /// `EVENTFLEET_DEFAULT_CHANNEL`.
     pub default_channel: String,
     /// `EVENTFLEET_SNS_TOPIC_CHANNELS`: topic ARN → channel.
@@ -149,6 +151,10 @@ impl Config {
             rate_limits,
             ..IngressConfig::default()
         };
+        let slack_api_url = env.text("EVENTFLEET_SLACK_API_URL").unwrap_or_else(|| "https://slack.com/api".into());
+        if url::Url::parse(&slack_api_url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+            return Err(invalid("EVENTFLEET_SLACK_API_URL", &slack_api_url, "expected an http(s) URL"));
+        }
         let mut sns_topic_channels = Vec::new();
         for pair in env.list("EVENTFLEET_SNS_TOPIC_CHANNELS").unwrap_or_default() {
             let Some((topic, channel)) = pair.split_once('=').filter(|(t, c)| !t.is_empty() && !c.is_empty()) else {
@@ -161,6 +167,7 @@ impl Config {
             listen: env.parse("EVENTFLEET_LISTEN")?,
             public_url,
             slack_bot_token: env.text("EVENTFLEET_SLACK_BOT_TOKEN"),
+            slack_api_url,
             default_channel: env.text("EVENTFLEET_DEFAULT_CHANNEL").unwrap_or_else(|| "#eventfleet".into()),
             sns_topic_channels,
             log_format,
@@ -269,6 +276,7 @@ mod tests {
             ("EVENTFLEET_SNS_TOPIC_CHANNELS", "arn:aws:sns:x"),
             ("EVENTFLEET_SNS_CERT_DIR", "/no/such/dir"),
             ("EVENTFLEET_TRUST_FORWARDED_FOR", "maybe"),
+            ("EVENTFLEET_SLACK_API_URL", "slack.com/api"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var).to_string();

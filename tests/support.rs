@@ -55,6 +55,27 @@ pub fn spawn_listening(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> 
     (child, base)
 }
 
+/// Starts `eventfleet worker` and waits for its start line.
+pub fn spawn_worker(data_dir: &Path, env: &[(&str, &str)]) -> Child {
+    let mut cmd = eventfleet();
+    cmd.arg("worker").arg("--data-dir").arg(data_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn worker");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("worker started") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("the worker started");
+    child
+}
+
 /// Sends SIGTERM and waits for the exit; returns the exit code.
 pub fn terminate(child: &mut Child) -> Option<i32> {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");

@@ -169,6 +169,10 @@ impl Kind {
     pub const SNS_CLOUDWATCH_ALARM: &'static str = "sns.cloudwatch_alarm";
     /// Any other SNS notification.
     pub const SNS_NOTIFICATION: &'static str = "sns.notification";
+    /// An SNS subscription to confirm.
+    pub const SNS_SUBSCRIPTION_CONFIRMATION: &'static str = "sns.subscription_confirmation";
+    /// An SNS subscription was removed.
+    pub const SNS_UNSUBSCRIBE_CONFIRMATION: &'static str = "sns.unsubscribe_confirmation";
 
     /// A kind by name.
     pub fn new(name: impl Into<String>) -> Self {

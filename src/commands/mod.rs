@@ -1,5 +1,6 @@
 //! One module per command family; [`run`] dispatches.
 
+mod dlq;
 mod events;
 mod hooks;
 mod serve;
@@ -23,6 +24,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker => serve::worker(config, &data_dir).await,
         Command::Hooks { command } => hooks::run(&config, &data_dir, command).await,
         Command::Events { command } => events::run(&config, &data_dir, command).await,
+        Command::Dlq { command } => dlq::run(&config, &data_dir, command).await,
         Command::Outbox(flag) => status::outbox(&data_dir, flag.json),
         Command::Status(flag) => status::status(&config, &data_dir, flag.json).await,
         Command::Verify { command } => verify::run(command).await,

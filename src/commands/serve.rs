@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use eventfleet_schema::{HookId, HookKind, Webhook};
 use eventfleet_storage::Store;
-use eventfleet_workers::slack::{DevOutbox, OUTBOX_FILE};
+use eventfleet_workers::handlers::sns::SnsRouting;
+use eventfleet_workers::slack::{DevOutbox, OUTBOX_FILE, SlackWebApi};
 use eventfleet_workers::{SlackSink, handlers};
 use tokio::net::TcpListener;
 
@@ -32,7 +33,10 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     println!("  store             {}", data_dir.join("fleet.db").display());
     println!("  demo hook         {base}/hooks/{}", hook.id);
     println!("  slack signing secret in use: {secret}");
-    println!("  slack messages go to the dev outbox: {}", outbox.display());
+    match &config.slack_bot_token {
+        Some(_) => println!("  slack messages go to {}", config.slack_api_url),
+        None => println!("  slack messages go to the dev outbox: {}", outbox.display()),
+    }
     println!();
     println!("send a first event:");
     println!(
@@ -44,11 +48,11 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     println!("  cargo run --release -- outbox");
 
     let shutdown = shutdown::on_signal();
-    let slack = slack_sink(&config, data_dir);
+    let slack = slack_sink(&config, data_dir)?;
     let pool = tokio::spawn(eventfleet_workers::run(
         store.clone(),
         config.worker.clone(),
-        handlers::builtin(),
+        handlers(&config),
         slack,
         shutdown.clone(),
     ));
@@ -76,9 +80,9 @@ pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>
 pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let store = crate::backend::open(&config, data_dir)?;
     let shutdown = shutdown::on_signal();
-    let slack = slack_sink(&config, data_dir);
+    let slack = slack_sink(&config, data_dir)?;
     println!("worker started: concurrency {}", config.worker.concurrency);
-    let summary = eventfleet_workers::run(store, config.worker.clone(), handlers::builtin(), slack, shutdown).await;
+    let summary = eventfleet_workers::run(store, config.worker.clone(), handlers(&config), slack, shutdown).await;
     tracing::info!(?summary, "worker stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -87,14 +91,20 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))
 }
 
-fn slack_sink(config: &Config, data_dir: &Path) -> Arc<dyn SlackSink> {
-    if config.slack_bot_token.is_some() {
-        tracing::warn!(
-            "EVENTFLEET_SLACK_BOT_TOKEN is set, but this build has no Slack Web API client yet: \
-             messages go to the dev outbox"
-        );
-    }
-    Arc::new(DevOutbox::new(data_dir.join(OUTBOX_FILE)))
+/// The Slack Web API when a bot token is configured, else the dev outbox.
+fn slack_sink(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn SlackSink>> {
+    Ok(match &config.slack_bot_token {
+        Some(token) => Arc::new(SlackWebApi::new(&config.slack_api_url, token, config.worker.handler_timeout)?),
+        None => Arc::new(DevOutbox::new(data_dir.join(OUTBOX_FILE))),
+    })
+}
+
+/// The built-in handlers with the configured SNS routing.
+fn handlers(config: &Config) -> eventfleet_workers::Registry {
+    handlers::builtin(SnsRouting {
+        topic_channels: config.sns_topic_channels.iter().cloned().collect(),
+        default_channel: config.default_channel.clone(),
+    })
 }
 
 /// The hook `dev` prints: the first hook named `demo`, created on first run.

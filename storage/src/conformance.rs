@@ -295,6 +295,26 @@ pub async fn dead_letters_list_redrive_and_purge(h: &Harness) {
     let purged = h.store.dead_letters.purge(&by_error).await.unwrap();
     assert!(purged >= 1);
     assert!(h.store.dead_letters.get(&mine[1].message_id).await.unwrap().is_none());
+
+    // Delete by id: only the named dead letter goes.
+    h.send("dl2", "x1").await;
+    h.send("dl3", "x2").await;
+    for got in h.receive_n(2, VIS).await {
+        h.store.queue.move_to_dlq(&got.receipt, "to delete").await.unwrap();
+    }
+    let doomed = h
+        .store
+        .dead_letters
+        .list(&DeadLetterFilter { error: Some("to delete".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(doomed.len(), 2);
+    assert_eq!(
+        h.store.dead_letters.delete(&[doomed[0].message_id.clone(), crate::MessageId("nope".into())]).await.unwrap(),
+        1
+    );
+    assert!(h.store.dead_letters.get(&doomed[0].message_id).await.unwrap().is_none());
+    assert!(h.store.dead_letters.get(&doomed[1].message_id).await.unwrap().is_some());
 }
 
 /// A long poll returns as soon as a message arrives, and returns empty when none does by the deadline.

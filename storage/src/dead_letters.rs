@@ -73,4 +73,7 @@ pub trait DeadLetters: Send + Sync {
 
     /// Deletes the dead letters matching the filter; returns how many.
     async fn purge(&self, filter: &DeadLetterFilter) -> Result<u64>;
+
+    /// Deletes these dead letters; ids not on the DLQ are ignored. Returns how many were deleted.
+    async fn delete(&self, ids: &[MessageId]) -> Result<u64>;
 }

@@ -12,6 +12,8 @@
 //! - [`backoff`]: retry delays, exponential with full jitter, capped.
 //! - [`process`]: one delivery: `begin` → handler → `complete` / retry / dead-letter, with a heartbeat.
 //! - [`pool`]: [`run`], the receive loop with bounded concurrency and graceful shutdown.
+//! - [`replay`]: operator replay of dead letters.
+//! - `slack_stub` (feature `stub`): a local Slack Web API stand-in for tests and the load generator.
 
 pub mod backoff;
 pub mod config;
@@ -19,7 +21,10 @@ pub mod handler;
 pub mod handlers;
 pub mod pool;
 pub mod process;
+pub mod replay;
 pub mod slack;
+#[cfg(feature = "stub")]
+pub mod slack_stub;
 
 pub use config::WorkerConfig;
 pub use handler::{Handler, HandlerContext, HandlerError, Registry};

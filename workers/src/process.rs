@@ -61,8 +61,9 @@ impl Processor {
             store.queue.change_visibility(&msg.receipt, Duration::ZERO).await?;
             return Ok(Disposition::Released);
         }
-        match store.idempotency.begin(&key, event_id, self.config.visibility_timeout).await? {
-            Begin::Started(_) => {}
+        let replayed = match store.idempotency.begin(&key, event_id, self.config.visibility_timeout).await? {
+            // A record with an outcome went through DONE or DEAD before: a replay, whose retry record to resolve.
+            Begin::Started(record) => record.outcome.is_some(),
             Begin::AlreadyDone(_) => {
                 store.queue.delete(&msg.receipt).await?;
                 self.audit(AuditEntry::new(event_id, store.clock.now(), Step::DuplicateDeliverySkipped, actor)).await;
@@ -78,7 +79,7 @@ impl Processor {
                 store.queue.change_visibility(&msg.receipt, wait.max(Duration::from_secs(1))).await?;
                 return Ok(Disposition::Released);
             }
-        }
+        };
         self.audit(
             AuditEntry::new(event_id, store.clock.now(), Step::Started, actor)
                 .with_detail(serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() })),
@@ -94,7 +95,7 @@ impl Processor {
                     .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }));
                 let (deleted, ()) = tokio::join!(store.queue.delete(&msg.receipt), self.audit(succeeded));
                 deleted?;
-                if msg.receive_count > 1 {
+                if msg.receive_count > 1 || replayed {
                     self.resolve_retry_record(&msg).await;
                 }
                 Ok(Disposition::Succeeded)

@@ -1,5 +1,5 @@
-//! Where Slack messages go: the [`SlackSink`] port, and [`DevOutbox`], a local JSON-lines file used when no bot
-//! token is configured (the operator reads it with `eventfleet outbox`).
+//! Where Slack messages go: the [`SlackSink`] port; [`SlackWebApi`], the `chat.postMessage` client; and
+//! [`DevOutbox`], a local JSON-lines file used when no bot token is configured (`eventfleet outbox` reads it).
 
 use std::path::{Path, PathBuf};
 
@@ -109,5 +109,80 @@ impl SlackSink for DevOutbox {
         file.write_all(&line).await.map_err(io)?;
         file.flush().await.map_err(io)?;
         Ok(format!("outbox:{}", self.path.display()))
+    }
+}
+
+/// Slack error codes where another attempt can succeed; every other `ok: false` answer is permanent
+/// (`channel_not_found`, `not_in_channel`, `invalid_blocks`, `invalid_auth`, `account_inactive`, ...).
+const RETRYABLE_ERRORS: &[&str] =
+    &["ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"];
+
+/// The Slack Web API client for `chat.postMessage`.
+#[derive(Debug, Clone)]
+pub struct SlackWebApi {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl SlackWebApi {
+    /// A client for `base` (`https://slack.com/api`, or a local stub in tests) with a bot token and a per-call
+    /// timeout.
+    pub fn new(base: &str, token: &str, timeout: std::time::Duration) -> Result<Self, SlackError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SlackError::Permanent(format!("HTTP client: {e}")))?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
+    }
+}
+
+#[async_trait]
+impl SlackSink for SlackWebApi {
+    async fn post_message(&self, _event_id: EventId, message: &SlackMessage) -> Result<String, SlackError> {
+        let response = self
+            .http
+            .post(format!("{}/chat.postMessage", self.base))
+            .bearer_auth(&self.token)
+            .json(message)
+            .send()
+            .await
+            .map_err(|e| SlackError::Retryable {
+                message: format!("chat.postMessage: {}", if e.is_timeout() { "timed out" } else { "request failed" }),
+                retry_after: None,
+            })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        if status.as_u16() == 429 {
+            return Err(SlackError::Retryable {
+                message: "chat.postMessage: rate limited (HTTP 429)".into(),
+                retry_after,
+            });
+        }
+        if status.is_server_error() {
+            return Err(SlackError::Retryable {
+                message: format!("chat.postMessage: HTTP {}", status.as_u16()),
+                retry_after,
+            });
+        }
+        let body: serde_json::Value = response.json().await.map_err(|e| SlackError::Retryable {
+            message: format!("chat.postMessage: unreadable answer (HTTP {}): {e}", status.as_u16()),
+            retry_after: None,
+        })?;
+        if body.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
+            let ts = body.get("ts").and_then(serde_json::Value::as_str).unwrap_or("");
+            return Ok(format!("ts {ts}"));
+        }
+        let error = body.get("error").and_then(serde_json::Value::as_str).unwrap_or("unknown_error");
+        if RETRYABLE_ERRORS.contains(&error) {
+            Err(SlackError::Retryable { message: format!("chat.postMessage: {error}"), retry_after })
+        } else {
+            Err(SlackError::Permanent(format!("chat.postMessage: {error}")))
+        }
     }
 }

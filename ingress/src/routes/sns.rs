@@ -20,11 +20,6 @@ use crate::body::RawBody;
 use crate::verify::sns::{MessageType, SnsError, SnsMessage, check_cert_url, check_subscribe_url};
 use crate::{ApiError, AppState};
 
-/// Kind of a subscription confirmation.
-pub const SUBSCRIPTION_CONFIRMATION: &str = "sns.subscription_confirmation";
-/// Kind of an unsubscribe confirmation.
-pub const UNSUBSCRIBE_CONFIRMATION: &str = "sns.unsubscribe_confirmation";
-
 const KEPT_HEADERS: &[&str] = &["content-type", "user-agent", "x-amz-sns-message-type", "x-amz-sns-topic-arn"];
 
 impl From<SnsError> for ApiError {
@@ -91,9 +86,9 @@ pub async fn handle(
         },
         MessageType::SubscriptionConfirmation => {
             check_subscribe_url(message.subscribe_url.as_deref().unwrap_or(""))?;
-            (SUBSCRIPTION_CONFIRMATION, format!("sns:{topic}"))
+            (Kind::SNS_SUBSCRIPTION_CONFIRMATION, format!("sns:{topic}"))
         }
-        MessageType::UnsubscribeConfirmation => (UNSUBSCRIBE_CONFIRMATION, format!("sns:{topic}")),
+        MessageType::UnsubscribeConfirmation => (Kind::SNS_UNSUBSCRIBE_CONFIRMATION, format!("sns:{topic}")),
     };
     let envelope = EnvelopeV1 {
         event_id: EventId::new(),

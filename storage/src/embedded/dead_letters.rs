@@ -132,4 +132,18 @@ impl DeadLetters for EmbeddedStore {
             })
             .await
     }
+
+    async fn delete(&self, ids: &[MessageId]) -> Result<u64> {
+        let ids = ids.to_vec();
+        self.writer
+            .submit(move |conn| {
+                let mut stmt = conn.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND message_id = ?2")?;
+                let mut n = 0;
+                for id in ids {
+                    n += stmt.execute(params![DLQ, id.0])? as u64;
+                }
+                Ok(n)
+            })
+            .await
+    }
 }

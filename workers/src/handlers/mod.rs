@@ -1,17 +1,30 @@
 //! The built-in handlers.
 
 pub mod hook;
+pub mod sns;
 pub mod unhandled;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use eventfleet_schema::Kind;
 
 use crate::Registry;
 
-/// The registry of built-in handlers: hook payloads and GitHub deliveries to the hook's channel; everything else
-/// recorded as unhandled and completed. Users extend it with [`Registry::register`].
-pub fn builtin() -> Registry {
+/// The registry of built-in handlers: hook payloads and GitHub deliveries to the hook's channel; CloudWatch
+/// alarms and other SNS notifications to the hook's, topic's or default channel; SNS subscription changes.
+/// Slack events, commands and interactions, and anything else, are recorded as unhandled and completed; users
+/// extend the registry with [`Registry::register`].
+pub fn builtin(routing: sns::SnsRouting) -> Registry {
     let hook = Arc::new(hook::HookPayload);
-    Registry::new(Arc::new(unhandled::Unhandled)).register(Kind::HOOK_PAYLOAD, hook.clone()).register("github.", hook)
+    Registry::new(Arc::new(unhandled::Unhandled))
+        .register(Kind::HOOK_PAYLOAD, hook.clone())
+        .register("github.", hook)
+        .register(Kind::SNS_CLOUDWATCH_ALARM, Arc::new(sns::CloudWatchAlarm(routing.clone())))
+        .register(Kind::SNS_NOTIFICATION, Arc::new(sns::Notification(routing)))
+        .register(
+            Kind::SNS_SUBSCRIPTION_CONFIRMATION,
+            Arc::new(sns::SubscriptionConfirmation::new(Duration::from_secs(10))),
+        )
+        .register(Kind::SNS_UNSUBSCRIBE_CONFIRMATION, Arc::new(sns::UnsubscribeConfirmation))
 }

@@ -1,0 +1,188 @@
+//! `eventfleet dlq list|show|replay|purge`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use eventfleet_schema::Timestamp;
+use eventfleet_storage::{DeadLetter, DeadLetterFilter, MessageId, Store};
+use eventfleet_workers::replay::{ReplayOptions, replay};
+use serde_json::json;
+
+use super::print_json;
+use crate::cli::{DlqCommand, DlqFilterArgs};
+use crate::config::Config;
+
+/// Runs a dlq command.
+pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let store = crate::backend::open(config, data_dir)?;
+    match command {
+        DlqCommand::List { filter, limit, json } => {
+            let mut filter = to_filter(&filter, store.clock.now())?;
+            filter.limit = limit;
+            let letters = store.dead_letters.list(&filter).await?;
+            if json {
+                print_json(&letters.iter().map(summary).collect::<Vec<_>>())?;
+            } else if letters.is_empty() {
+                println!("(no dead letters)");
+            } else {
+                println!("{:<44}  {:<24}  {:<22}  reason", "id", "dead-lettered at", "kind");
+                for l in &letters {
+                    println!(
+                        "{:<44}  {:<24}  {:<22}  {}",
+                        l.message_id,
+                        l.dead_lettered_at,
+                        l.envelope.kind(),
+                        l.reason
+                    );
+                }
+            }
+        }
+        DlqCommand::Show { id, json } => {
+            let Some(letter) = store.dead_letters.get(&MessageId(id.clone())).await? else {
+                eprintln!("no dead letter {id:?}");
+                return Ok(ExitCode::FAILURE);
+            };
+            let event_id = letter.envelope.event_id();
+            let retry = store.retries.get(event_id).await?;
+            let steps = store.audit.history(event_id).await?;
+            if json {
+                print_json(&json!({ "dead_letter": letter, "retry": retry, "steps": steps }))?;
+            } else {
+                println!("dead letter {}", letter.message_id);
+                println!("  event     {event_id} ({})", letter.envelope.kind());
+                println!("  key       {}", letter.envelope.idempotency_key());
+                println!("  reason    {}", letter.reason);
+                println!("  at        {} after {} receives", letter.dead_lettered_at, letter.receive_count);
+                if let Some(r) = retry {
+                    println!("  attempts  {} (last error, {}: {})", r.attempts, r.error_class.as_str(), r.last_error);
+                }
+                println!("timeline:");
+                for s in steps {
+                    println!("  {}  {:<24} {}", s.at, s.step.as_str(), s.actor);
+                }
+            }
+        }
+        DlqCommand::Replay { ids, all, filter, dry_run, rate, by, json } => {
+            if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                bail!("--rate must be a positive number of replays per second");
+            }
+            let letters = select(&store, &ids, all, &filter).await?;
+            let options = ReplayOptions { by, dry_run, rate };
+            let show_progress = letters.len() > 1 && !json;
+            let tty = std::io::stderr().is_terminal();
+            let outcomes = replay(&store, &letters, &options, |done, total| {
+                if show_progress && (tty || done == total || done % 100 == 0) {
+                    let end = if tty && done < total { "\r" } else { "\n" };
+                    eprint!("replayed {done}/{total}{end}");
+                    let _ = std::io::stderr().flush();
+                }
+            })
+            .await;
+            let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+            if json {
+                print_json(
+                    &json!({ "dry_run": dry_run, "replayed": outcomes.len() - failed, "failed": failed, "outcomes": outcomes }),
+                )?;
+            } else {
+                for o in &outcomes {
+                    match (&o.error, &o.requeued_as, dry_run) {
+                        (Some(e), _, _) => println!("failed   {}  {}: {e}", o.dead_letter, o.event_id),
+                        (None, _, true) => println!("would replay {}  {}", o.dead_letter, o.event_id),
+                        (None, Some(new), false) => println!("replayed {}  {} as {new}", o.dead_letter, o.event_id),
+                        (None, None, false) => {}
+                    }
+                }
+            }
+            if failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        DlqCommand::Purge { ids, all, filter, json } => {
+            let deleted = if ids.is_empty() {
+                if !all && is_empty(&filter) {
+                    bail!("name dead-letter ids, or --all, or filters");
+                }
+                store.dead_letters.purge(&to_filter(&filter, store.clock.now())?).await?
+            } else {
+                let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
+                store.dead_letters.delete(&ids).await?
+            };
+            if json {
+                print_json(&json!({ "purged": deleted }))?;
+            } else {
+                println!("purged {deleted} dead letters");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The dead letters named by ids, `--all` or filters, oldest first.
+async fn select(store: &Store, ids: &[String], all: bool, filter: &DlqFilterArgs) -> anyhow::Result<Vec<DeadLetter>> {
+    if !ids.is_empty() {
+        let mut letters = Vec::with_capacity(ids.len());
+        for id in ids {
+            let letter = store.dead_letters.get(&MessageId(id.clone())).await?;
+            letters.push(letter.with_context(|| format!("no dead letter {id:?}"))?);
+        }
+        // Replay in DLQ order whatever the order typed, so groups keep their order.
+        letters.sort_by_key(|l| l.dead_lettered_at);
+        return Ok(letters);
+    }
+    if !all && is_empty(filter) {
+        bail!("name dead-letter ids, or --all, or filters");
+    }
+    Ok(store.dead_letters.list(&to_filter(filter, store.clock.now())?).await?)
+}
+
+fn is_empty(f: &DlqFilterArgs) -> bool {
+    f.source.is_none() && f.kind.is_none() && f.error.is_none() && f.since.is_none() && f.until.is_none()
+}
+
+fn to_filter(args: &DlqFilterArgs, now: Timestamp) -> anyhow::Result<DeadLetterFilter> {
+    Ok(DeadLetterFilter {
+        source: args.source.clone(),
+        kind: args.kind.clone(),
+        error: args.error.clone(),
+        since: args.since.as_deref().map(|t| when(t, now)).transpose().context("--since")?,
+        until: args.until.as_deref().map(|t| when(t, now)).transpose().context("--until")?,
+        limit: None,
+    })
+}
+
+/// RFC 3339, Unix seconds, or an age (`90s`, `30m`, `2h`, `7d`) before now.
+fn when(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    let text = text.trim();
+    let unit = text.chars().last().unwrap_or(' ');
+    if let (Some(secs), true) = (
+        match unit {
+            's' => Some(1),
+            'm' => Some(60),
+            'h' => Some(3600),
+            'd' => Some(86_400),
+            _ => None,
+        },
+        text.len() > 1,
+    ) && let Ok(n) = text[..text.len() - 1].parse::<u64>()
+    {
+        return Ok(now.minus(Duration::from_secs(n.saturating_mul(secs))));
+    }
+    Ok(Timestamp::parse(text)?)
+}
+
+fn summary(l: &DeadLetter) -> serde_json::Value {
+    json!({
+        "id": l.message_id,
+        "event_id": l.envelope.event_id(),
+        "idempotency_key": l.envelope.idempotency_key(),
+        "source": l.envelope.source().name(),
+        "kind": l.envelope.kind(),
+        "message_group": l.envelope.message_group(),
+        "reason": l.reason,
+        "receive_count": l.receive_count,
+        "dead_lettered_at": l.dead_lettered_at,
+    })
+}

@@ -1,0 +1,135 @@
+//! The worker as a process: killed mid-handler, its message is redelivered after the visibility timeout and
+//! completed exactly once; on SIGTERM it lets in-flight handlers finish and exits 0 with nothing lost.
+
+mod support;
+
+use std::time::Duration;
+
+use eventfleet_ingress::{IngressConfig, RateLimits};
+use eventfleet_schema::{EventId, HookId, HookKind, Status, Step, Webhook};
+use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
+use eventfleet_workers::slack_stub::{Reply, SlackStub};
+use support::{spawn_worker, terminate};
+use tokio_util::sync::CancellationToken;
+
+struct Setup {
+    store: Store,
+    base: String,
+    stub: SlackStub,
+    http: reqwest::Client,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// The store, an in-process ingress on it, and the Slack stub; workers are child processes on the same file.
+async fn setup(data: &std::path::Path) -> Setup {
+    let store = EmbeddedStore::open_dir(data, EmbeddedOptions::default()).unwrap().into_store();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let config = IngressConfig { rate_limits: RateLimits::off(), ..IngressConfig::default() };
+    tokio::spawn(eventfleet_ingress::run(store.clone(), config, listener, stop.clone()));
+    Setup {
+        store,
+        base,
+        stub: SlackStub::start().await.unwrap(),
+        http: reqwest::Client::new(),
+        _stop: stop.drop_guard(),
+    }
+}
+
+impl Setup {
+    async fn event(&self, channel: &str, text: &str) -> EventId {
+        let hook = Webhook {
+            id: HookId::new(),
+            name: text.into(),
+            channel: channel.into(),
+            kind: HookKind::Info,
+            active: true,
+            secret: None,
+            invocation_count: 0,
+            created_by: "test".into(),
+            created_at: self.store.clock.now(),
+        };
+        self.store.webhooks.create(&hook).await.unwrap();
+        let resp =
+            self.http.post(format!("{}/hooks/{}", self.base, hook.id)).body(text.to_owned()).send().await.unwrap();
+        assert_eq!(resp.status(), 202);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
+    }
+
+    fn worker_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("EVENTFLEET_SLACK_BOT_TOKEN", "xoxb-test".into()),
+            ("EVENTFLEET_SLACK_API_URL", self.stub.url.clone()),
+            ("EVENTFLEET_VISIBILITY_TIMEOUT_S", "3".into()),
+            ("EVENTFLEET_HANDLER_TIMEOUT_S", "2".into()),
+            ("EVENTFLEET_RECEIVE_WAIT_S", "1".into()),
+            ("EVENTFLEET_RETRY_BASE_DELAY_MS", "50".into()),
+            ("EVENTFLEET_RETRY_MAX_DELAY_MS", "200".into()),
+        ]
+    }
+
+    async fn steps(&self, id: EventId) -> Vec<Step> {
+        self.store.audit.history(id).await.unwrap().iter().map(|e| e.step).collect()
+    }
+
+    async fn wait(&self, what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_handler_leads_to_one_completion_after_the_visibility_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    // The first post hangs (the worker is mid-handler when killed); later ones succeed.
+    s.stub.script("#slow", [Reply::Slow(Duration::from_secs(60))]);
+    let id = s.event("#slow", "killed mid-handler").await;
+    let env = s.worker_env();
+    let mut first = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("the first attempt to reach Slack", async || s.stub.requests("#slow") == 1).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("the redelivery to succeed", async || s.steps(id).await.contains(&Step::Succeeded)).await;
+    let steps = s.steps(id).await;
+    assert_eq!(steps.iter().filter(|x| **x == Step::Started).count(), 2, "{steps:?}");
+    assert_eq!(steps.iter().filter(|x| **x == Step::Succeeded).count(), 1, "{steps:?}");
+    assert_eq!(s.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Done);
+    assert_eq!(s.stub.posted().len(), 1, "one completed post");
+    assert_eq!(terminate(&mut second), Some(0));
+    let stats = s.store.queue.stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.in_flight, stats.dead_letters), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_handlers_finish_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    s.stub.always("#drain", Reply::Slow(Duration::from_millis(1500)));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(s.event("#drain", &format!("in flight {i}")).await);
+    }
+    let env = s.worker_env();
+    let mut worker = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("three handlers in flight", async || s.stub.requests("#drain") == 3).await;
+    assert_eq!(terminate(&mut worker), Some(0), "exit 0 after the drain");
+    for id in &ids {
+        let record = s.store.idempotency.find_by_event(*id).await.unwrap().unwrap();
+        assert_eq!(record.status, Status::Done, "finished before exit");
+    }
+    assert_eq!(s.stub.posted().len(), 3);
+    let stats = s.store.queue.stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.in_flight), (0, 0), "nothing lost or left invisible");
+}

@@ -1,0 +1,213 @@
+//! Handlers, retries, dead letters and replay against the Slack stub.
+
+use std::time::Duration;
+
+use eventfleet_schema::{RetryStatus, Status, Step, Timestamp};
+use eventfleet_storage::DeadLetterFilter;
+use eventfleet_workers::replay::{ReplayOptions, replay};
+use eventfleet_workers::slack_stub::Reply;
+use serde_json::{Value, json};
+
+use eventfleet_ingress::verify::slack::sign;
+use eventfleet_schema::EventId;
+
+use crate::{Fleet, SLACK_SECRET, eventually, testdata};
+
+/// The CloudWatch alarm fixture published through SNS, signed with the test certificate.
+fn alarm_delivery() -> Value {
+    let alarm = std::fs::read_to_string(testdata("fixtures/cloudwatch/alarm-single-metric.json")).unwrap();
+    let mut message = json!({
+        "Type": "Notification",
+        "MessageId": "5a0e5c3f-0000-4000-8000-000000000001",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:alarms",
+        "Subject": "ALARM: \"EXAMPLE\" in EXAMPLE",
+        "Message": alarm,
+        "Timestamp": Timestamp::now_system().to_string(),
+        "SignatureVersion": "1",
+        "Signature": "",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-eventfleet-test.pem",
+    });
+    let key = std::fs::read_to_string(testdata("sns/test-signing-key.pem")).unwrap();
+    eventfleet_ingress::verify::sns::sign(&mut message, &key).unwrap();
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_alarm_fixture_is_posted_once_with_the_expected_blocks() {
+    let f = Fleet::start().await;
+    let delivery = alarm_delivery();
+    for _ in 0..2 {
+        // SNS retried the delivery: still one post.
+        let resp = f
+            .http
+            .post(format!("{}/sns", f.base))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .body(delivery.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let posted = eventually(Duration::from_secs(20), || async {
+        let p = f.slack.posted();
+        (!p.is_empty()).then_some(p)
+    })
+    .await
+    .expect("the alarm was posted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.slack.posted().len(), 1, "posted once");
+    let msg = &posted[0];
+    assert_eq!(msg["channel"], "#alarms", "the topic's channel");
+    let blocks = msg["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["text"], "ALARM EXAMPLE");
+    assert!(blocks[1]["text"]["text"].as_str().unwrap().starts_with(":red_circle: ALARM"));
+    let fields: Vec<&str> =
+        blocks[3]["fields"].as_array().unwrap().iter().map(|f| f["text"].as_str().unwrap()).collect();
+    assert!(fields[0].starts_with("*Reason*\nThreshold Crossed: 1 out of the last 1 datapoints"), "{fields:?}");
+    assert_eq!(fields[1], "*State change*\nINSUFFICIENT_DATA → ALARM at 2015-06-03T17:43:27.123+0000");
+    assert_eq!(
+        fields[2],
+        "*Metric*\nAWS/EC2 NetworkOut (InstanceId=TestInstance), average over 60 s, GreaterThanThreshold 0.0"
+    );
+    assert!(fields[3].contains("account 123456789012"));
+    let link = blocks[4]["elements"][0]["url"].as_str().unwrap();
+    assert_eq!(link, "https://console.aws.amazon.com/cloudwatch/home?region=REGION#alarmsV2:alarm/EXAMPLE");
+    assert!(msg["text"].as_str().unwrap().starts_with(":red_circle: ALARM: EXAMPLE: Threshold Crossed"));
+    assert_eq!(f.slack.authorizations()[0], "Bearer xoxb-test-token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_then_ok_records_one_retry_and_posts_once() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#flaky").await;
+    f.slack.script("#flaky", [Reply::Http(500)]);
+    let id = f.send(&hook, "deploy done").await;
+    let steps = f.wait_for(id, Step::Succeeded).await;
+    assert_eq!(
+        steps,
+        [Step::Received, Step::Enqueued, Step::Started, Step::RetryScheduled, Step::Started, Step::Succeeded]
+    );
+    assert_eq!(f.slack.requests("#flaky"), 2);
+    assert_eq!(f.slack.posted().len(), 1);
+    let retry = f.store.retries.get(id).await.unwrap().expect("a retry record");
+    assert_eq!(retry.attempts, 1);
+    assert_eq!(retry.last_error, "chat.postMessage: HTTP 500");
+    assert_eq!(retry.status, RetryStatus::Resolved);
+    assert_eq!(f.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_not_found_dead_letters_at_once() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#gone").await;
+    f.slack.always("#gone", Reply::SlackError("channel_not_found"));
+    let id = f.send(&hook, "nobody listens").await;
+    f.wait_for(id, Step::DeadLettered).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.slack.requests("#gone"), 1, "no second attempt");
+    let dead = f.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "chat.postMessage: channel_not_found");
+    let retry = f.store.retries.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (retry.status, retry.dead_reason.as_deref()),
+        (RetryStatus::Dead, Some("chat.postMessage: channel_not_found"))
+    );
+    assert_eq!(f.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_retryable_failure_is_tried_max_receive_count_times_then_dead_lettered_and_replay_recovers_it() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#down").await;
+    let other = f.hook("#fine").await;
+    f.slack.always("#down", Reply::Http(503));
+    let id = f.send(&hook, "will fail").await;
+    // Another group keeps flowing meanwhile.
+    let ok = f.send(&other, "unaffected").await;
+    f.wait_for(ok, Step::Succeeded).await;
+    let steps = f.wait_for(id, Step::DeadLettered).await;
+    assert_eq!(f.slack.requests("#down"), 5, "exactly max_receive_count attempts");
+    assert_eq!(steps.iter().filter(|s| **s == Step::Started).count(), 5);
+    assert_eq!(steps.iter().filter(|s| **s == Step::RetryScheduled).count(), 4);
+    let dead = f.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.starts_with("gave up after 5 attempts: chat.postMessage: HTTP 503"), "{}", dead[0].reason);
+
+    // The operator replays after Slack recovers.
+    f.slack.recover("#down");
+    let options = ReplayOptions { by: "alice".into(), dry_run: false, rate: None };
+    let outcomes = replay(&f.store, &dead, &options, |_, _| {}).await;
+    assert!(outcomes[0].error.is_none(), "{outcomes:?}");
+    let history = eventually(Duration::from_secs(20), || async {
+        let h = f.store.audit.history(id).await.unwrap();
+        (h.last().map(|e| e.step) == Some(Step::Succeeded)).then_some(h)
+    })
+    .await
+    .expect("the replayed event succeeds");
+    let replayed = history.iter().find(|e| e.step == Step::Replayed).expect("replay audited");
+    assert_eq!(replayed.actor, "alice");
+    assert_eq!(f.slack.posted().iter().filter(|p| p["channel"] == "#down").count(), 1);
+    assert!(f.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap().is_empty());
+    assert_eq!(f.store.retries.get(id).await.unwrap().unwrap().status, RetryStatus::Resolved);
+    assert_eq!(f.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_ratelimited_waits_at_least_retry_after() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#busy").await;
+    f.slack.script("#busy", [Reply::RateLimited(1)]);
+    let id = f.send(&hook, "hello").await;
+    f.wait_for(id, Step::Succeeded).await;
+    let history = f.store.audit.history(id).await.unwrap();
+    let scheduled = history.iter().find(|e| e.step == Step::RetryScheduled).unwrap();
+    assert!(scheduled.detail["delay_ms"].as_u64().unwrap() >= 1000, "{}", scheduled.detail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_deliveries_are_posted_with_their_event_name() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#gh").await;
+    let resp = f
+        .http
+        .post(format!("{}/hooks/{}", f.base, hook.id))
+        .header("content-type", "application/json")
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "d-1")
+        .body(r#"{"zen":"Keep it logically awesome."}"#)
+        .send()
+        .await
+        .unwrap();
+    let id = EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap();
+    f.wait_for(id, Step::Succeeded).await;
+    let posted = f.slack.posted();
+    assert_eq!(posted[0]["channel"], "#gh");
+    assert!(posted[0]["text"].as_str().unwrap().starts_with("GitHub `ping` via test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhandled_slack_events_are_recorded_and_completed_not_failed() {
+    let f = Fleet::start().await;
+    let body =
+        json!({"type": "event_callback", "team_id": "T1", "event_id": "EvU", "event": {"type": "reaction_added"}})
+            .to_string();
+    let ts = Timestamp::now_system().as_secs();
+    let resp = f
+        .http
+        .post(format!("{}/slack/events", f.base))
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header("x-slack-signature", sign(SLACK_SECRET.as_bytes(), ts, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap();
+    f.wait_for(id, Step::Succeeded).await;
+    let record = f.store.idempotency.find_by_event(id).await.unwrap().unwrap();
+    assert_eq!((record.status, record.outcome.as_deref()), (Status::Done, Some("unhandled kind slack.event")));
+    assert_eq!(f.slack.total_requests(), 0);
+}

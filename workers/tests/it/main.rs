@@ -1,0 +1,160 @@
+//! Worker integration tests: the real pool, the real embedded store, the real ingress in front, and the local
+//! Slack stub as the only stand-in.
+
+mod delivery;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfleet_ingress::{IngressConfig, RateLimits};
+use eventfleet_schema::{EventId, HookId, HookKind, Step, Webhook};
+use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
+use eventfleet_workers::handlers::sns::SnsRouting;
+use eventfleet_workers::slack::SlackWebApi;
+use eventfleet_workers::slack_stub::SlackStub;
+use eventfleet_workers::{WorkerConfig, handlers};
+use tokio_util::sync::CancellationToken;
+
+/// Ingress + worker pool + Slack stub over one store.
+pub struct Fleet {
+    /// Ingress base URL.
+    pub base: String,
+    /// The store.
+    pub store: Store,
+    /// The Slack stub.
+    pub slack: SlackStub,
+    /// A client.
+    pub http: reqwest::Client,
+    /// Stops ingress and workers.
+    pub shutdown: CancellationToken,
+    /// The worker pool's task.
+    pub pool: Option<tokio::task::JoinHandle<Arc<eventfleet_workers::PoolSummary>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The ingress's Slack signing secret.
+pub const SLACK_SECRET: &str = "worker-test-secret";
+
+/// Fast settings: millisecond backoffs, short polls.
+pub fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 4,
+        visibility_timeout: Duration::from_secs(5),
+        handler_timeout: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(5),
+        max_receive_count: 5,
+        retry_base_delay: Duration::from_millis(20),
+        retry_max_delay: Duration::from_millis(100),
+        receive_wait: Duration::from_millis(500),
+        actor: "worker@test".into(),
+    }
+}
+
+impl Fleet {
+    /// Starts ingress, workers and the Slack stub on a fresh store.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+        let slack = SlackStub::start().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let ingress = IngressConfig {
+            rate_limits: RateLimits::off(),
+            sns_cert_dir: Some(testdata("sns")),
+            slack_signing_secret: Some(SLACK_SECRET.into()),
+            ..IngressConfig::default()
+        };
+        tokio::spawn(eventfleet_ingress::run(store.clone(), ingress, listener, shutdown.clone()));
+        let api = SlackWebApi::new(&slack.url, "xoxb-test-token", Duration::from_secs(2)).unwrap();
+        let registry = handlers::builtin(SnsRouting {
+            topic_channels: [("arn:aws:sns:us-east-1:123456789012:alarms".to_owned(), "#alarms".to_owned())].into(),
+            default_channel: "#default".into(),
+        });
+        let pool = tokio::spawn(eventfleet_workers::run(
+            store.clone(),
+            worker_config(),
+            registry,
+            Arc::new(api),
+            shutdown.clone(),
+        ));
+        Fleet { base, store, slack, http: reqwest::Client::new(), shutdown, pool: Some(pool), _dir: dir }
+    }
+
+    /// A hook posting to `channel`.
+    pub async fn hook(&self, channel: &str) -> Webhook {
+        let hook = Webhook {
+            id: HookId::new(),
+            name: "test".into(),
+            channel: channel.into(),
+            kind: HookKind::Alert,
+            active: true,
+            secret: None,
+            invocation_count: 0,
+            created_by: "test".into(),
+            created_at: self.store.clock.now(),
+        };
+        self.store.webhooks.create(&hook).await.unwrap();
+        hook
+    }
+
+    /// Posts a payload to a hook; returns the event id.
+    pub async fn send(&self, hook: &Webhook, text: &str) -> EventId {
+        let resp = self
+            .http
+            .post(format!("{}/hooks/{}", self.base, hook.id))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "text": text }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
+    }
+
+    /// The event's audit steps.
+    pub async fn steps(&self, id: EventId) -> Vec<Step> {
+        self.store.audit.history(id).await.unwrap().iter().map(|e| e.step).collect()
+    }
+
+    /// Waits until the event's trail has `step`.
+    pub async fn wait_for(&self, id: EventId, step: Step) -> Vec<Step> {
+        eventually(Duration::from_secs(20), || async {
+            let steps = self.steps(id).await;
+            steps.contains(&step).then_some(steps)
+        })
+        .await
+        .unwrap_or_else(|| panic!("event {id} never reached {step}"))
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A path under the repository's `testdata/`.
+pub fn testdata(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
+}
