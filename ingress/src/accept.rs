@@ -57,6 +57,26 @@ pub async fn accept(
     envelope: EnvelopeV1,
     attributes: BTreeMap<String, String>,
 ) -> Result<Accepted, ApiError> {
+    let source = envelope.source.name();
+    let span = tracing::info_span!(
+        "ingress.accept",
+        event_id = %envelope.event_id,
+        key_hash = %envelope.idempotency_key.log_hash(),
+        source,
+        kind = %envelope.kind,
+        group = %envelope.message_group,
+        duplicate = tracing::field::Empty,
+    );
+    let accepted = tracing::Instrument::instrument(accept_in_budget(state, envelope, attributes), span.clone()).await?;
+    span.record("duplicate", accepted.duplicate);
+    Ok(accepted)
+}
+
+async fn accept_in_budget(
+    state: &AppState,
+    envelope: EnvelopeV1,
+    attributes: BTreeMap<String, String>,
+) -> Result<Accepted, ApiError> {
     let budget = state.config.backend_budget;
     let source = envelope.source.name();
     let started = std::time::Instant::now();
@@ -74,14 +94,23 @@ pub async fn accept(
         state.metrics.enqueue_seconds.observe(started.elapsed().as_secs_f64());
     }
     state.metrics.count_event(source, accepted.duplicate);
+    tracing::debug!(event_id = %accepted.event_id, duplicate = accepted.duplicate, "accepted");
     Ok(accepted)
 }
 
 async fn accept_unbounded(
     state: &AppState,
     mut envelope: EnvelopeV1,
-    attributes: BTreeMap<String, String>,
+    mut attributes: BTreeMap<String, String>,
 ) -> Result<Accepted, ApiError> {
+    // The trace context also travels as message attributes, where a worker (or any SQS consumer) finds it
+    // without parsing the body.
+    if let Some(trace) = &envelope.trace {
+        attributes.insert("traceparent".into(), trace.traceparent.clone());
+        if let Some(state) = &trace.tracestate {
+            attributes.insert("tracestate".into(), state.clone());
+        }
+    }
     let store = &state.store;
     let actor = state.config.actor.as_str();
     envelope.message_group = message_group(&envelope.message_group);

@@ -194,6 +194,10 @@ pub async fn visibility_expiry_redelivers_with_receive_count_plus_one(h: &Harnes
         assert!(h.receive(10, vis).await.is_empty(), "invisible while in flight");
     }
     h.advance(Duration::from_secs(3)).await;
+    assert!(
+        h.store.queue.change_visibility(&first[0].receipt, VIS).await.is_err(),
+        "a message whose visibility ran out cannot be hidden again by its old receipt"
+    );
     let second = h.receive_n(1, VIS).await;
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].message_id, first[0].message_id);
@@ -251,6 +255,7 @@ pub async fn redrive_to_dlq_after_max_receive_count(h: &Harness) {
     let dead = h.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap();
     let p1: Vec<_> = dead.iter().filter(|d| d.envelope.as_v1().body.as_text() == Some("p1")).collect();
     assert_eq!(p1.len(), 1, "p1 is on the DLQ once");
+    assert!(p1[0].reason.contains("max receive count"), "{}", p1[0].reason);
 }
 
 /// Dead letters: moved with a reason, listed with filters, redriven to the tail of their group, purged.

@@ -11,6 +11,7 @@
 //!   bot token is configured.
 //! - [`backoff`]: retry delays, exponential with full jitter, capped.
 //! - [`process`]: one delivery: `begin` → handler → `complete` / retry / dead-letter, with a heartbeat.
+//! - [`metrics`]: [`WorkerMetrics`], the Prometheus metrics of the pool.
 //! - [`pool`]: [`run`], the receive loop with bounded concurrency and graceful shutdown.
 //! - [`replay`]: operator replay of dead letters.
 //! - `slack_stub` (feature `stub`): a local Slack Web API stand-in for tests and the load generator.
@@ -19,6 +20,7 @@ pub mod backoff;
 pub mod config;
 pub mod handler;
 pub mod handlers;
+pub mod metrics;
 pub mod pool;
 pub mod process;
 pub mod replay;
@@ -28,5 +30,6 @@ pub mod slack_stub;
 
 pub use config::WorkerConfig;
 pub use handler::{Handler, HandlerContext, HandlerError, Registry};
-pub use pool::{PoolSummary, run};
+pub use metrics::WorkerMetrics;
+pub use pool::{PoolSummary, run, run_with_metrics};
 pub use slack::{SlackError, SlackMessage, SlackSink};

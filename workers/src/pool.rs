@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::process::{Disposition, Processor};
+use crate::metrics::WorkerMetrics;
 use crate::{Registry, SlackSink, WorkerConfig};
 
 /// Counts of one run of the pool.
@@ -46,7 +47,7 @@ impl PoolSummary {
     }
 }
 
-/// Runs the worker pool until `shutdown` is cancelled and the drain is over.
+/// Runs the worker pool until `shutdown` is cancelled and the drain is over, with metrics nobody exports.
 pub async fn run(
     store: Store,
     config: WorkerConfig,
@@ -54,11 +55,27 @@ pub async fn run(
     slack: Arc<dyn SlackSink>,
     shutdown: CancellationToken,
 ) -> Arc<PoolSummary> {
+    run_with_metrics(store, config, registry, slack, WorkerMetrics::unregistered(), shutdown).await
+}
+
+/// How often the queue gauges are refreshed.
+const GAUGE_REFRESH: Duration = Duration::from_secs(5);
+
+/// Runs the worker pool, recording into `metrics`.
+pub async fn run_with_metrics(
+    store: Store,
+    config: WorkerConfig,
+    registry: Registry,
+    slack: Arc<dyn SlackSink>,
+    metrics: WorkerMetrics,
+    shutdown: CancellationToken,
+) -> Arc<PoolSummary> {
     let summary = Arc::new(PoolSummary::default());
+    tokio::spawn(refresh_gauges(store.clone(), metrics.clone(), shutdown.clone()));
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
-    let processor = Arc::new(Processor { store: store.clone(), registry, slack, config });
+    let processor = Arc::new(Processor { store: store.clone(), registry, slack, config, metrics });
     let cfg = &processor.config;
 
     loop {
@@ -149,6 +166,22 @@ async fn release_late(
             Err(e) => {
                 tracing::warn!(error = %e, "could not release a message at shutdown; it reappears later")
             }
+        }
+    }
+}
+
+/// Keeps the queue gauges current while the pool runs.
+async fn refresh_gauges(store: Store, metrics: WorkerMetrics, shutdown: CancellationToken) {
+    loop {
+        if let Ok(stats) = store.queue.stats().await {
+            metrics.queue_depth.set(stats.waiting as i64);
+            metrics.queue_in_flight.set(stats.in_flight as i64);
+            metrics.dlq_depth.set(stats.dead_letters as i64);
+            metrics.oldest_message_age_seconds.set(stats.oldest_age_ms.map_or(0, |ms| (ms / 1000) as i64));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GAUGE_REFRESH) => {}
+            _ = shutdown.cancelled() => return,
         }
     }
 }

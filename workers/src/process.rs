@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::WorkerConfig;
 use crate::backoff::retry_delay;
 use crate::handler::{HandlerContext, HandlerError, Registry};
+use crate::metrics::WorkerMetrics;
 
 /// How a delivery ended, for counters and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +44,55 @@ pub struct Processor {
     pub slack: std::sync::Arc<dyn crate::SlackSink>,
     /// Settings.
     pub config: WorkerConfig,
+    /// Metrics.
+    pub metrics: WorkerMetrics,
+}
+
+impl Disposition {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Disposition::Succeeded => "succeeded",
+            Disposition::SkippedDuplicate => "skipped_duplicate",
+            Disposition::RetryScheduled(_) => "retry_scheduled",
+            Disposition::DeadLettered => "dead_lettered",
+            Disposition::Released => "released",
+        }
+    }
 }
 
 impl Processor {
     /// Processes one received message. Storage errors are returned (the message then reappears after its
     /// visibility timeout and is tried again); handler errors are dispositions.
     pub async fn process(
+        &self,
+        msg: ReceivedMessage,
+        shutdown: &CancellationToken,
+    ) -> Result<Disposition, StorageError> {
+        let env = &msg.envelope;
+        let span = tracing::info_span!(
+            "worker.process",
+            event_id = %env.event_id(),
+            key_hash = %env.idempotency_key().log_hash(),
+            source = env.source().name(),
+            kind = %env.kind(),
+            group = %msg.group,
+            attempt = msg.receive_count,
+        );
+        // Join the ingress request's trace: the handler span becomes its descendant.
+        if let Some(parent) = remote_context(&msg) {
+            let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+        }
+        let kind = env.kind().as_str().to_owned();
+        let result = tracing::Instrument::instrument(self.process_in_span(msg, shutdown), span).await;
+        match &result {
+            Ok(d) => self.metrics.count(&kind, d.label()),
+            Err(_) => self.metrics.count(&kind, "storage_error"),
+        }
+        result
+    }
+
+    async fn process_in_span(
         &self,
         msg: ReceivedMessage,
         shutdown: &CancellationToken,
@@ -90,6 +134,9 @@ impl Processor {
         match outcome {
             Ok(outcome) => {
                 store.idempotency.transition(&key, Status::Done, Some(&outcome)).await?;
+                let age = store.clock.now().since(msg.envelope.received_at());
+                self.metrics.event_age_seconds.observe(age.as_secs_f64());
+                tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
                 // DONE is durable: the delete and the audit line are independent and share one commit.
                 let succeeded = AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
                     .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }));
@@ -107,15 +154,25 @@ impl Processor {
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
     async fn run_handler(&self, msg: &ReceivedMessage) -> Result<String, HandlerError> {
         let ctx = HandlerContext { store: self.store.clone(), slack: self.slack.clone(), attempt: msg.receive_count };
-        let handler = self.registry.for_kind(msg.envelope.kind().as_str());
-        let work = tokio::time::timeout(self.config.handler_timeout, handler.handle(&ctx, &msg.envelope));
+        let kind = msg.envelope.kind().as_str();
+        let handler = self.registry.for_kind(kind);
+        let span = tracing::info_span!("worker.handle", kind);
+        let work = tokio::time::timeout(
+            self.config.handler_timeout,
+            tracing::Instrument::instrument(handler.handle(&ctx, &msg.envelope), span),
+        );
         let heartbeat = self.heartbeat(msg);
-        tokio::select! {
+        self.metrics.in_flight.inc();
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
             result = work => result.unwrap_or_else(|_| Err(HandlerError::retryable(format!(
                 "handler timed out after {} ms", self.config.handler_timeout.as_millis()
             )))),
             never = heartbeat => match never {},
-        }
+        };
+        self.metrics.in_flight.dec();
+        self.metrics.handler_seconds.get_or_create(&WorkerMetrics::kind(kind)).observe(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Extends the message's visibility every third of the timeout, for as long as it is polled.
@@ -155,6 +212,8 @@ impl Processor {
             store.retries.upsert(&record).await?;
             store.idempotency.transition(&key, Status::Enqueued, None).await?;
             store.queue.change_visibility(&msg.receipt, delay).await?;
+            self.metrics.retries.get_or_create(&WorkerMetrics::kind(msg.envelope.kind().as_str())).inc();
+            tracing::info!(error = %record.last_error, delay_ms = delay.as_millis() as u64, "retry scheduled");
             self.audit(AuditEntry::new(event_id, now, Step::RetryScheduled, actor).with_detail(serde_json::json!({
                 "attempt": msg.receive_count,
                 "error": record.last_error,
@@ -175,6 +234,8 @@ impl Processor {
         store.retries.upsert(&record).await?;
         store.idempotency.transition(&key, Status::Dead, Some(&reason)).await?;
         store.queue.move_to_dlq(&msg.receipt, &reason).await?;
+        self.metrics.dead_letters.get_or_create(&WorkerMetrics::kind(msg.envelope.kind().as_str())).inc();
+        tracing::warn!(%reason, "dead-lettered");
         self.audit(AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(serde_json::json!({
             "attempt": msg.receive_count,
             "reason": reason,
@@ -207,4 +268,14 @@ impl Processor {
             tracing::warn!(error = %e, %event_id, "could not write an audit line");
         }
     }
+}
+
+/// The trace context a message carries in its attributes (injected by the ingress).
+fn remote_context(msg: &ReceivedMessage) -> Option<opentelemetry::Context> {
+    msg.attributes.get("traceparent")?;
+    let cx = opentelemetry::propagation::TextMapPropagator::extract(
+        &opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        &msg.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>(),
+    );
+    opentelemetry::trace::TraceContextExt::span(&cx).span_context().is_valid().then_some(cx)
 }

@@ -68,10 +68,20 @@ async fn limit_clients(State(state): State<AppState>, req: Request, next: Next) 
     next.run(req).await
 }
 
-/// Counts every answer by route template and status.
+/// Runs every request in a span (joined to the caller's trace when it sent a `traceparent`) and counts every
+/// answer by route template and status.
 async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let response = next.run(req).await;
+    let span = tracing::info_span!("ingress.request", route = %route, status = tracing::field::Empty);
+    let remote = opentelemetry::propagation::TextMapPropagator::extract(
+        &opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        &HeaderExtractor(req.headers()),
+    );
+    if opentelemetry::trace::TraceContextExt::span(&remote).span_context().is_valid() {
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, remote);
+    }
+    let response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("status", response.status().as_u16());
     let labels = RequestLabels { route, status: response.status().as_u16() };
     state.metrics.requests.get_or_create(&labels).inc();
     response
@@ -108,11 +118,40 @@ pub fn media_type(headers: &HeaderMap) -> String {
     header(headers, "content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
-/// The W3C trace context of the request, to carry to the worker.
+/// The W3C trace context to carry to the worker: the current span's when tracing exports spans (so the worker's
+/// span is a child of this request's), else the caller's `traceparent` as received.
 pub fn trace_context(headers: &HeaderMap) -> Option<eventfleet_schema::TraceContext> {
+    let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
+    if opentelemetry::trace::TraceContextExt::span(&cx).span_context().is_valid() {
+        let mut carrier = std::collections::HashMap::new();
+        opentelemetry::propagation::TextMapPropagator::inject_context(
+            &opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            &cx,
+            &mut carrier,
+        );
+        if let Some(traceparent) = carrier.remove("traceparent") {
+            return Some(eventfleet_schema::TraceContext {
+                traceparent,
+                tracestate: carrier.remove("tracestate").filter(|t| !t.is_empty()),
+            });
+        }
+    }
     let traceparent = header(headers, "traceparent").filter(|t| t.len() <= 128)?;
     Some(eventfleet_schema::TraceContext {
         traceparent: traceparent.to_owned(),
         tracestate: header(headers, "tracestate").filter(|t| t.len() <= 512).map(str::to_owned),
     })
+}
+
+/// Reads propagation headers from an HTTP request.
+struct HeaderExtractor<'h>(&'h HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }

@@ -51,7 +51,16 @@ fn select(conn: &Connection, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter
     )?;
     let mut out = Vec::new();
     for row in rows {
-        let dl = decode(row?)?;
+        let (id, ..) = row.as_ref().map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let id = id.clone();
+        // One undecodable dead letter must not hide the others: it is listed by `get` errors and purged by id.
+        let dl = match decode(row?) {
+            Ok(dl) => dl,
+            Err(e) => {
+                tracing::warn!(dead_letter = %id, error = %e, "skipping an undecodable dead letter");
+                continue;
+            }
+        };
         if filter.matches(&dl) {
             out.push(dl);
             if filter.limit.is_some_and(|l| out.len() >= l) {

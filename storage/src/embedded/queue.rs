@@ -149,57 +149,105 @@ fn row_for_receipt(conn: &Connection, receipt: &ReceiptHandle) -> Result<(i64, S
         .ok_or(StorageError::StaleReceipt)
 }
 
-fn try_receive(
-    conn: &Connection,
-    max: usize,
-    visibility: Duration,
-    now: i64,
-    max_receive_count: u32,
-) -> Result<Vec<ReceivedMessage>> {
-    let heads: Vec<(i64, String, u32)> = conn
+/// A head row as read by a receive.
+struct HeadRow {
+    seq: i64,
+    group: String,
+    receive_count: u32,
+    message_id: String,
+    body: String,
+    attributes: String,
+    sent_at: i64,
+    event_id: String,
+}
+
+fn try_receive(conn: &Connection, max: usize, visibility: Duration, now: i64, limits: ReceiveLimits) -> Result<Vec<ReceivedMessage>> {
+    let heads: Vec<HeadRow> = conn
         .prepare_cached(
-            "SELECT seq, group_id, receive_count FROM messages
+            "SELECT seq, group_id, receive_count, message_id, body, attributes, sent_at, event_id FROM messages
              WHERE queue = 'main' AND head = 1 AND visible_at <= ?1
              ORDER BY seq LIMIT ?2",
         )?
-        .query_map(params![now, max as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![now, max as i64], |r| {
+            Ok(HeadRow {
+                seq: r.get(0)?,
+                group: r.get(1)?,
+                receive_count: r.get(2)?,
+                message_id: r.get(3)?,
+                body: r.get(4)?,
+                attributes: r.get(5)?,
+                sent_at: r.get(6)?,
+                event_id: r.get(7)?,
+            })
+        })?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(heads.len());
-    for (seq, group, receive_count) in heads {
-        if receive_count >= max_receive_count {
+    for head in heads {
+        if head.receive_count >= limits.max_receive_count {
             // SQS semantics: the receive after the last allowed one moves the message to the DLQ instead.
-            let reason = format!("max receive count exceeded ({receive_count} receives)");
-            move_row_to_dlq(conn, seq, &group, true, &reason, now)?;
+            let reason = format!("max receive count exceeded ({} receives)", head.receive_count);
+            move_row_to_dlq(conn, head.seq, &head.group, true, &reason, now)?;
+            record_queue_dead_letter(conn, &head.event_id, &reason, now, limits.audit_ttl)?;
             continue;
         }
+        // A message that does not decode (a newer envelope version, a foreign writer) must not block every
+        // receive behind it: it goes to the DLQ with the reason, and the rest flows.
+        let decoded = from_json::<Envelope>(&head.body)
+            .and_then(|env| from_json::<BTreeMap<String, String>>(&head.attributes).map(|attrs| (env, attrs)));
+        let (envelope, attributes) = match decoded {
+            Ok(parts) => parts,
+            Err(e) => {
+                let reason = format!("undecodable message: {e}");
+                move_row_to_dlq(conn, head.seq, &head.group, true, &reason, now)?;
+                record_queue_dead_letter(conn, &head.event_id, &reason, now, limits.audit_ttl)?;
+                continue;
+            }
+        };
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let row = conn
+        let receive_count: u32 = conn
             .prepare_cached(
                 "UPDATE messages SET visible_at = ?2, receive_count = receive_count + 1, receipt = ?3
-                 WHERE seq = ?1
-                 RETURNING message_id, body, attributes, receive_count, sent_at",
+                 WHERE seq = ?1 RETURNING receive_count",
             )?
-            .query_row(params![seq, now + millis(visibility), token], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })?;
-        let (message_id, body, attributes, receive_count, sent_at) = row;
+            .query_row(params![head.seq, now + millis(visibility), token], |r| r.get(0))?;
         out.push(ReceivedMessage {
-            message_id: MessageId(message_id),
-            receipt: ReceiptHandle(format!("{seq}:{token}")),
-            envelope: from_json::<Envelope>(&body)?,
-            group,
-            attributes: from_json::<BTreeMap<String, String>>(&attributes)?,
+            message_id: MessageId(head.message_id),
+            receipt: ReceiptHandle(format!("{}:{token}", head.seq)),
+            envelope,
+            group: head.group,
+            attributes,
             receive_count,
-            sent_at: Timestamp::from_millis(sent_at),
+            sent_at: Timestamp::from_millis(head.sent_at),
         });
     }
     Ok(out)
+}
+
+/// What a receive needs to know of the store's settings.
+#[derive(Debug, Clone, Copy)]
+struct ReceiveLimits {
+    max_receive_count: u32,
+    audit_ttl: Duration,
+}
+
+/// The ledger side of a dead-lettering done by the queue itself (too many receives, undecodable): what a
+/// worker writes when it dead-letters, written in the same transaction so the event never looks in progress.
+fn record_queue_dead_letter(conn: &Connection, event_id: &str, reason: &str, now: i64, audit_ttl: Duration) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE idempotency SET status = 'DEAD', outcome = ?2, last_seen = ?3, lease_until = NULL
+         WHERE event_id = ?1 AND status NOT IN ('DONE', 'DEAD')",
+    )?
+    .execute(params![event_id, reason, now])?;
+    conn.prepare_cached(
+        "UPDATE retries SET status = 'DEAD', dead_reason = ?2, next_attempt_at = NULL, updated_at = ?3
+         WHERE event_id = ?1",
+    )?
+    .execute(params![event_id, reason, now])?;
+    conn.prepare_cached(
+        "INSERT INTO audit (event_id, at, step, actor, detail, expires_at) VALUES (?1, ?2, 'dead_lettered', 'queue', ?3, ?4)",
+    )?
+    .execute(params![event_id, now, to_json(&serde_json::json!({ "reason": reason }))?, now + millis(audit_ttl)])?;
+    Ok(())
 }
 
 #[async_trait]
@@ -223,13 +271,16 @@ impl Queue for EmbeddedStore {
             return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
         }
         let deadline = tokio::time::Instant::now() + wait;
-        let max_receive_count = self.options.max_receive_count;
+        let limits = ReceiveLimits {
+            max_receive_count: self.options.max_receive_count,
+            audit_ttl: self.options.audit_ttl,
+        };
         loop {
             // Register for the wake-up before looking, so a send committed in between is not missed.
             let changed = self.queue_changed.notified();
             let now = self.now();
             let got =
-                self.writer.submit(move |conn| try_receive(conn, max, visibility, now, max_receive_count)).await?;
+                self.writer.submit(move |conn| try_receive(conn, max, visibility, now, limits)).await?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !got.is_empty() || left.is_zero() {
                 return Ok(got);
@@ -258,10 +309,19 @@ impl Queue for EmbeddedStore {
             return Err(StorageError::Invalid("visibility timeout over 12 hours".into()));
         }
         let receipt = receipt.clone();
-        let visible_at = self.now() + millis(visibility);
+        let now = self.now();
+        let visible_at = now + millis(visibility);
         self.writer
             .submit(move |conn| {
                 let (seq, _, _) = row_for_receipt(conn, &receipt)?;
+                // As SQS: only a message in flight can have its visibility changed. Once its timeout ran out it is
+                // visible again, and a late heartbeat must not hide it anew.
+                let in_flight: bool = conn
+                    .prepare_cached("SELECT visible_at > ?2 FROM messages WHERE seq = ?1")?
+                    .query_row(params![seq, now], |r| r.get(0))?;
+                if !in_flight {
+                    return Err(StorageError::StaleReceipt);
+                }
                 conn.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
                     .execute(params![seq, visible_at])?;
                 Ok(())

@@ -5,6 +5,7 @@ use std::time::Duration;
 use eventfleet_schema::{RetryStatus, Status, Step, Timestamp};
 use eventfleet_storage::DeadLetterFilter;
 use eventfleet_workers::replay::{ReplayOptions, replay};
+use eventfleet_workers::WorkerConfig;
 use eventfleet_workers::slack_stub::Reply;
 use serde_json::{Value, json};
 
@@ -210,4 +211,22 @@ async fn unhandled_slack_events_are_recorded_and_completed_not_failed() {
     let record = f.store.idempotency.find_by_event(id).await.unwrap().unwrap();
     assert_eq!((record.status, record.outcome.as_deref()), (Status::Done, Some("unhandled kind slack.event")));
     assert_eq!(f.slack.total_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_keeps_a_slow_handler_s_message_invisible() {
+    // Visibility 1 s, the post takes 1.8 s (under the client's 2 s timeout): without the heartbeat the message
+    // would be delivered again mid-way.
+    let f = Fleet::start_with(WorkerConfig {
+        visibility_timeout: Duration::from_secs(1),
+        handler_timeout: Duration::from_secs(4),
+        ..crate::worker_config()
+    })
+    .await;
+    let hook = f.hook("#slowpoke").await;
+    f.slack.script("#slowpoke", [Reply::Slow(Duration::from_millis(1800))]);
+    let id = f.send(&hook, "takes a while").await;
+    let steps = f.wait_for(id, Step::Succeeded).await;
+    assert_eq!(steps.iter().filter(|s| **s == Step::Started).count(), 1, "{steps:?}");
+    assert_eq!(f.slack.requests("#slowpoke"), 1);
 }

@@ -60,6 +60,11 @@ pub fn worker_config() -> WorkerConfig {
 impl Fleet {
     /// Starts ingress, workers and the Slack stub on a fresh store.
     pub async fn start() -> Self {
+        Self::start_with(worker_config()).await
+    }
+
+    /// The same with these worker settings.
+    pub async fn start_with(config: WorkerConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
         let slack = SlackStub::start().await.unwrap();
@@ -80,7 +85,7 @@ impl Fleet {
         });
         let pool = tokio::spawn(eventfleet_workers::run(
             store.clone(),
-            worker_config(),
+            config,
             registry,
             Arc::new(api),
             shutdown.clone(),

@@ -1,0 +1,76 @@
+//! `eventfleet dlq list|show|replay|purge` through the binary, on a store with real dead letters.
+
+mod support;
+
+use std::time::Duration;
+
+use eventfleet_schema::{IdempotencyKey, Status};
+use eventfleet_storage::conformance::envelope;
+use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, OutgoingMessage, Store};
+use support::{run, run_ok};
+
+/// Dead-letters an event the way a worker does: claimed, enqueued, begun, marked DEAD, moved to the DLQ.
+async fn dead_letter(store: &Store, name: &str, reason: &str) {
+    let key = IdempotencyKey::from_raw(format!("hook:hk_cli:{name}"));
+    let env = envelope(key.clone(), &format!("group-{name}"), name);
+    store.idempotency.claim(&key, env.event_id(), Duration::from_secs(3600)).await.unwrap();
+    store.queue.send_batch(vec![OutgoingMessage::first_delivery(env.clone())]).await.unwrap();
+    store.idempotency.mark_enqueued(&key).await.unwrap();
+    let got = store.queue.receive(1, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+    store.idempotency.begin(&key, env.event_id(), Duration::from_secs(30)).await.unwrap();
+    store.idempotency.transition(&key, Status::Dead, Some(reason)).await.unwrap();
+    store.queue.move_to_dlq(&got[0].receipt, reason).await.unwrap();
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_show_replay_and_purge_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let store = EmbeddedStore::open_dir(data, EmbeddedOptions::default()).unwrap().into_store();
+    dead_letter(&store, "a", "chat.postMessage: channel_not_found").await;
+    dead_letter(&store, "b", "gave up after 5 attempts: HTTP 503").await;
+    dead_letter(&store, "c", "gave up after 5 attempts: HTTP 503").await;
+
+    let all = json(&run_ok(data, &["dlq", "list", "--json"]));
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    let gone = json(&run_ok(data, &["dlq", "list", "--error", "CHANNEL_NOT_FOUND", "--json"]));
+    assert_eq!(gone.as_array().unwrap().len(), 1);
+    let recent = json(&run_ok(data, &["dlq", "list", "--since", "1h", "--kind", "hook.payload", "--json"]));
+    assert_eq!(recent.as_array().unwrap().len(), 3);
+    let none = json(&run_ok(data, &["dlq", "list", "--until", "1h", "--json"]));
+    assert!(none.as_array().unwrap().is_empty(), "nothing dead-lettered over an hour ago");
+    let id_a = gone[0]["id"].as_str().unwrap().to_owned();
+
+    let shown = json(&run_ok(data, &["dlq", "show", &id_a, "--json"]));
+    assert_eq!(shown["dead_letter"]["reason"], "chat.postMessage: channel_not_found");
+    assert_eq!(run(data, &["dlq", "show", "nope"]).status.code(), Some(1));
+
+    let dry = json(&run_ok(data, &["dlq", "replay", "--all", "--dry-run", "--json"]));
+    assert_eq!(dry["outcomes"].as_array().unwrap().len(), 3);
+    assert_eq!(json(&run_ok(data, &["dlq", "list", "--json"])).as_array().unwrap().len(), 3, "a dry run changes nothing");
+
+    let replayed = json(&run_ok(data, &["dlq", "replay", &id_a, "--by", "bob", "--json"]));
+    assert_eq!(replayed["replayed"], 1);
+    let event_id = eventfleet_schema::EventId::parse(replayed["outcomes"][0]["event_id"].as_str().unwrap()).unwrap();
+    let record = store.idempotency.find_by_event(event_id).await.unwrap().unwrap();
+    assert_eq!(record.status, Status::Enqueued, "reset so a worker handles it");
+    let history = store.audit.history(event_id).await.unwrap();
+    let replay = history.iter().find(|e| e.step == eventfleet_schema::Step::Replayed).unwrap();
+    assert_eq!(replay.actor, "bob");
+    let back = store.queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].envelope.event_id(), event_id);
+    assert_eq!(back[0].receive_count, 1);
+
+    let out = run(data, &["dlq", "purge"]);
+    assert!(!out.status.success(), "purge needs ids, --all or filters");
+    let purged = json(&run_ok(data, &["dlq", "purge", "--error", "HTTP 503", "--json"]));
+    assert_eq!(purged["purged"], 2);
+    assert!(json(&run_ok(data, &["dlq", "list", "--json"])).as_array().unwrap().is_empty());
+    let out = run(data, &["dlq", "replay", "--all", "--rate", "0"]);
+    assert!(!out.status.success());
+}
