@@ -46,7 +46,7 @@ pub struct Config {
     /// `EVENTFLEET_PUBLIC_URL`: the base URL senders use, for printed hook URLs.
     pub public_url: Option<String>,
     /// `EVENTFLEET_SLACK_BOT_TOKEN`.
-    pub slack_bot_token: Option<String>,
+    pub slack_bot_token: Option<eventfleet_schema::Secret>,
     /// `EVENTFLEET_SLACK_API_URL`.
     pub slack_api_url: String,
     /// `EVENTFLEET_DEFAULT_CHANNEL`.
@@ -119,6 +119,13 @@ impl Config {
                 "must be at least EVENTFLEET_RETRY_BASE_DELAY_MS",
             ));
         }
+        if worker.drain_timeout <= worker.receive_wait {
+            return Err(invalid(
+                "EVENTFLEET_DRAIN_TIMEOUT_S",
+                &worker.drain_timeout.as_secs().to_string(),
+                "must exceed EVENTFLEET_RECEIVE_WAIT_S, or messages taken by the last poll stay hidden after exit",
+            ));
+        }
         if worker.handler_timeout >= worker.visibility_timeout {
             return Err(invalid(
                 "EVENTFLEET_HANDLER_TIMEOUT_S",
@@ -144,7 +151,7 @@ impl Config {
             body_limit: env.parse_in("EVENTFLEET_BODY_LIMIT_BYTES", 256 * 1024usize, 1_024..=16 * 1024 * 1024)?,
             backend_budget: millis(env.parse_in("EVENTFLEET_BACKEND_BUDGET_MS", 2_000u64, 10..=60_000)?),
             actor: actor("ingress"),
-            slack_signing_secret: env.text("EVENTFLEET_SLACK_SIGNING_SECRET"),
+            slack_signing_secret: env.text("EVENTFLEET_SLACK_SIGNING_SECRET").map(Into::into),
             sns_allowed_topics: env.list("EVENTFLEET_SNS_ALLOWED_TOPICS"),
             sns_cert_dir,
             sns_cert_timeout: secs(env.parse_in("EVENTFLEET_SNS_CERT_TIMEOUT_S", 5u64, 1..=60)?),
@@ -166,7 +173,7 @@ impl Config {
             backend,
             listen: env.parse("EVENTFLEET_LISTEN")?,
             public_url,
-            slack_bot_token: env.text("EVENTFLEET_SLACK_BOT_TOKEN"),
+            slack_bot_token: env.text("EVENTFLEET_SLACK_BOT_TOKEN").map(Into::into),
             slack_api_url,
             default_channel: env.text("EVENTFLEET_DEFAULT_CHANNEL").unwrap_or_else(|| "#eventfleet".into()),
             sns_topic_channels,
@@ -277,6 +284,7 @@ mod tests {
             ("EVENTFLEET_SNS_CERT_DIR", "/no/such/dir"),
             ("EVENTFLEET_TRUST_FORWARDED_FOR", "maybe"),
             ("EVENTFLEET_SLACK_API_URL", "slack.com/api"),
+            ("EVENTFLEET_DRAIN_TIMEOUT_S", "2"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var).to_string();

@@ -51,7 +51,11 @@ async fn list_show_replay_and_purge_dead_letters() {
 
     let dry = json(&run_ok(data, &["dlq", "replay", "--all", "--dry-run", "--json"]));
     assert_eq!(dry["outcomes"].as_array().unwrap().len(), 3);
-    assert_eq!(json(&run_ok(data, &["dlq", "list", "--json"])).as_array().unwrap().len(), 3, "a dry run changes nothing");
+    assert_eq!(
+        json(&run_ok(data, &["dlq", "list", "--json"])).as_array().unwrap().len(),
+        3,
+        "a dry run changes nothing"
+    );
 
     let replayed = json(&run_ok(data, &["dlq", "replay", &id_a, "--by", "bob", "--json"]));
     assert_eq!(replayed["replayed"], 1);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventfleet_schema::Secret;
 use eventfleet_storage::{Clock, SystemClock};
 
 /// Typed ingress settings. The binary builds them from `EVENTFLEET_*` variables (see `docs/configuration.md`).
@@ -18,7 +19,7 @@ pub struct IngressConfig {
     /// Who ingress says it is in the audit trail.
     pub actor: String,
     /// Slack signing secret; without it the Slack routes answer 404.
-    pub slack_signing_secret: Option<String>,
+    pub slack_signing_secret: Option<Secret>,
     /// SNS topics accepted; `None` accepts every topic whose messages verify.
     pub sns_allowed_topics: Option<Vec<String>>,
     /// Read SNS signing certificates from this directory instead of fetching them.

@@ -11,6 +11,7 @@
 //! - [`audit`]: the `audit` table: [`AuditEntry`] with named [`Step`]s.
 //! - [`retry`]: the `retries` table: [`RetryRecord`], which is also the dead-letter record.
 //! - [`webhook`]: the `webhooks` table: [`Webhook`].
+//! - [`secret`]: [`Secret`], a string that `Debug` never prints.
 //!
 //! Every type here is backend-neutral: the embedded SQLite and the AWS backends store the same shapes.
 
@@ -19,6 +20,7 @@ pub mod envelope;
 pub mod idempotency;
 pub mod ids;
 pub mod retry;
+pub mod secret;
 pub mod time;
 pub mod webhook;
 
@@ -27,6 +29,7 @@ pub use envelope::{Body, Envelope, EnvelopeV1, Kind, Source, TraceContext, Verif
 pub use idempotency::{IdempotencyRecord, Status};
 pub use ids::{DedupId, EventId, HookId, IdempotencyKey};
 pub use retry::{ErrorClass, RetryRecord, RetryStatus};
+pub use secret::Secret;
 pub use time::Timestamp;
 pub use webhook::{HookKind, Webhook};
 

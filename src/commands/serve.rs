@@ -25,7 +25,7 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     let base = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let hook = demo_hook(&store, &config.default_channel).await?;
     let secret = dev_signing_secret(&config, data_dir)?;
-    config.ingress.slack_signing_secret = Some(secret.clone());
+    config.ingress.slack_signing_secret = Some(secret.as_str().into());
     let outbox = data_dir.join(OUTBOX_FILE);
 
     println!("eventfleet dev: ingress and {} workers on the embedded store", config.worker.concurrency);
@@ -94,7 +94,9 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// The Slack Web API when a bot token is configured, else the dev outbox.
 fn slack_sink(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn SlackSink>> {
     Ok(match &config.slack_bot_token {
-        Some(token) => Arc::new(SlackWebApi::new(&config.slack_api_url, token, config.worker.handler_timeout)?),
+        Some(token) => {
+            Arc::new(SlackWebApi::new(&config.slack_api_url, token.expose(), config.worker.handler_timeout)?)
+        }
         None => Arc::new(DevOutbox::new(data_dir.join(OUTBOX_FILE))),
     })
 }
@@ -131,7 +133,7 @@ async fn demo_hook(store: &Store, channel: &str) -> anyhow::Result<Webhook> {
 /// directory so that restarts keep it.
 fn dev_signing_secret(config: &Config, data_dir: &Path) -> anyhow::Result<String> {
     if let Some(secret) = &config.ingress.slack_signing_secret {
-        return Ok(secret.clone());
+        return Ok(secret.expose().to_owned());
     }
     let path = data_dir.join("dev-slack-signing-secret");
     if let Ok(secret) = std::fs::read_to_string(&path)

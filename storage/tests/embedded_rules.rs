@@ -34,7 +34,9 @@ async fn an_undecodable_head_goes_to_the_dlq_and_its_group_flows() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].envelope.as_v1().body.as_text(), Some("behind the bad one"));
     let reason: String = raw
-        .query_row("SELECT dead_reason FROM messages WHERE queue = 'dlq' AND message_id = 'future-1.dlq'", [], |r| r.get(0))
+        .query_row("SELECT dead_reason FROM messages WHERE queue = 'dlq' AND message_id = 'future-1.dlq'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert!(reason.starts_with("undecodable message"), "{reason}");
     assert_eq!(store.queue.stats().await.unwrap().dead_letters, 1);
@@ -44,11 +46,8 @@ async fn an_undecodable_head_goes_to_the_dlq_and_its_group_flows() {
 #[tokio::test(start_paused = true)]
 async fn a_queue_redrive_marks_the_event_dead_and_audits_it() {
     let dir = tempfile::tempdir().unwrap().keep();
-    let options = EmbeddedOptions {
-        clock: Arc::new(TokioClock::new()),
-        max_receive_count: 2,
-        ..EmbeddedOptions::default()
-    };
+    let options =
+        EmbeddedOptions { clock: Arc::new(TokioClock::new()), max_receive_count: 2, ..EmbeddedOptions::default() };
     let store = EmbeddedStore::open_dir(&dir, options).unwrap().into_store();
     let key = IdempotencyKey::from_raw("k:crashy");
     let env = envelope(key.clone(), "g", "a worker dies on this one every time");

@@ -46,15 +46,17 @@ async fn fill(store: &Store) {
 
 /// Runs a pool until the queue is empty; returns the time it took.
 async fn drain(store: &Store, concurrency: usize) -> Duration {
-    let config = WorkerConfig {
-        concurrency,
-        receive_wait: Duration::from_millis(50),
-        ..WorkerConfig::default()
-    };
+    let config = WorkerConfig { concurrency, receive_wait: Duration::from_millis(50), ..WorkerConfig::default() };
     let stop = CancellationToken::new();
     let outbox = Arc::new(DevOutbox::new(std::env::temp_dir().join("eventfleet-bench-outbox.jsonl")));
     let start = Instant::now();
-    let pool = tokio::spawn(eventfleet_workers::run(store.clone(), config, Registry::new(Arc::new(NoOp)), outbox, stop.clone()));
+    let pool = tokio::spawn(eventfleet_workers::run(
+        store.clone(),
+        config,
+        Registry::new(Arc::new(NoOp)),
+        outbox,
+        stop.clone(),
+    ));
     loop {
         let stats = store.queue.stats().await.unwrap();
         if stats.waiting + stats.in_flight == 0 {

@@ -55,8 +55,9 @@ impl WorkerMetrics {
     /// Metrics registered into `registry` under `eventfleet_worker_`.
     pub fn register(registry: &mut Registry) -> Self {
         // 1 ms to ~65 s.
-        let handler_seconds =
-            Family::<KindLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17)));
+        let handler_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 17))
+        });
         let m = Self {
             processed: Family::default(),
             handler_seconds,
@@ -79,7 +80,11 @@ impl WorkerMetrics {
         r.register("in_flight", "Handlers running in this process", m.in_flight.clone());
         r.register("queue_depth", "Messages waiting on the queue", m.queue_depth.clone());
         r.register("queue_in_flight", "Messages in flight on the queue", m.queue_in_flight.clone());
-        r.register("oldest_message_age_seconds", "Age of the oldest message on the queue", m.oldest_message_age_seconds.clone());
+        r.register(
+            "oldest_message_age_seconds",
+            "Age of the oldest message on the queue",
+            m.oldest_message_age_seconds.clone(),
+        );
         r.register("dlq_depth", "Messages on the dead-letter queue", m.dlq_depth.clone());
         m
     }
@@ -90,12 +95,7 @@ impl WorkerMetrics {
     }
 
     pub(crate) fn count(&self, kind: &str, outcome: &str) {
-        self.processed
-            .get_or_create(&OutcomeLabels {
-                kind: kind.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
+        self.processed.get_or_create(&OutcomeLabels { kind: kind.to_owned(), outcome: outcome.to_owned() }).inc();
     }
 
     pub(crate) fn kind(kind: &str) -> KindLabels {

@@ -11,8 +11,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::process::{Disposition, Processor};
 use crate::metrics::WorkerMetrics;
+use crate::process::{Disposition, Processor};
 use crate::{Registry, SlackSink, WorkerConfig};
 
 /// Counts of one run of the pool.

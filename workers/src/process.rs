@@ -133,7 +133,7 @@ impl Processor {
         let outcome = self.run_handler(&msg).await;
         match outcome {
             Ok(outcome) => {
-                store.idempotency.transition(&key, Status::Done, Some(&outcome)).await?;
+                self.mark_done(&key, &outcome).await?;
                 let age = store.clock.now().since(msg.envelope.received_at());
                 self.metrics.event_age_seconds.observe(age.as_secs_f64());
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
@@ -149,6 +149,23 @@ impl Processor {
             }
             Err(err) => self.fail(&msg, err).await,
         }
+    }
+
+    /// Records DONE after the side effect happened. A transient store error is retried a few times before giving
+    /// up: giving up lets the message reappear and the handler run again.
+    async fn mark_done(&self, key: &eventfleet_schema::IdempotencyKey, outcome: &str) -> Result<(), StorageError> {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..4 {
+            match self.store.idempotency.transition(key, Status::Done, Some(outcome)).await {
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "marking DONE failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+        self.store.idempotency.transition(key, Status::Done, Some(outcome)).await.map(|_| ())
     }
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.

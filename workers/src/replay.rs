@@ -40,7 +40,8 @@ pub async fn replay(
     options: &ReplayOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Vec<ReplayOutcome> {
-    let pause = options.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+    // A rate too small to express (or not positive) means no pause rather than a panic.
+    let pause = options.rate.filter(|r| *r > 0.0).and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
     let mut outcomes = Vec::with_capacity(letters.len());
     for (i, letter) in letters.iter().enumerate() {
         if i > 0

@@ -118,11 +118,18 @@ const RETRYABLE_ERRORS: &[&str] =
     &["ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"];
 
 /// The Slack Web API client for `chat.postMessage`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SlackWebApi {
     http: reqwest::Client,
     base: String,
     token: String,
+}
+
+impl std::fmt::Debug for SlackWebApi {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackWebApi").field("base", &self.base).field("token", &"<redacted>").finish()
+    }
 }
 
 impl SlackWebApi {

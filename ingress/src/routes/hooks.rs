@@ -48,9 +48,6 @@ pub async fn post_hook(
         return Ok(response);
     }
 
-    let content_type = header(&headers, "content-type");
-    check_content_type(content_type, &body)?;
-
     let method = match &hook.secret {
         Some(secret) => {
             verify_hub_signature_256(secret.as_bytes(), &body, header(&headers, "x-hub-signature-256"))
@@ -59,6 +56,8 @@ pub async fn post_hook(
         }
         None => VerificationMethod::HookUrl,
     };
+    // Only now, on verified bytes, is the body parsed.
+    check_content_type(header(&headers, "content-type"), &body)?;
 
     let github_event = header(&headers, "x-github-event");
     let github_delivery = header(&headers, "x-github-delivery");

@@ -23,7 +23,7 @@ const KEPT_HEADERS: &[&str] = &["content-type", "user-agent", "x-slack-retry-num
 /// Checks the signature; returns the verification verdict.
 fn verified(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Verification, ApiError> {
     let secret =
-        state.config.slack_signing_secret.as_deref().ok_or_else(|| {
+        state.config.slack_signing_secret.as_ref().map(eventfleet_schema::Secret::expose).ok_or_else(|| {
             ApiError::NotFound("Slack is not configured here (EVENTFLEET_SLACK_SIGNING_SECRET)".into())
         })?;
     let now = state.config.verify_clock.now();
@@ -77,7 +77,17 @@ async fn enqueue(
         headers: kept_headers(headers, KEPT_HEADERS),
         body: Body::from_bytes(body),
     };
-    Ok(accept(state, envelope, Default::default()).await?.respond(StatusCode::OK))
+    let accepted = accept(state, envelope, Default::default()).await?;
+    if kind == Kind::SLACK_EVENT {
+        return Ok(accepted.respond(StatusCode::OK));
+    }
+    // Slack reads a body on these routes as a reply (a message, a `response_action`): acknowledge with an empty
+    // 200; the duplicate header still tells operators what happened.
+    let mut response = StatusCode::OK.into_response();
+    if accepted.duplicate {
+        response.headers_mut().insert("x-eventfleet-duplicate", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// `POST /slack/events`.

@@ -72,10 +72,26 @@ pub async fn handle(
     let cert = state.certs.get(&cert_url).await?;
     let now = state.config.verify_clock.now();
     let method = message.verify(&cert, now)?;
-    if let Some(allowed) = &state.config.sns_allowed_topics
-        && !allowed.iter().any(|t| t == &message.topic_arn)
-    {
-        return Err(ApiError::Forbidden(format!("topic {} is not on the allow-list", message.topic_arn)));
+    let allowed = state.config.sns_allowed_topics.as_ref().map(|topics| topics.iter().any(|t| t == &message.topic_arn));
+    match allowed {
+        Some(false) => {
+            return Err(ApiError::Forbidden(format!("topic {} is not on the allow-list", message.topic_arn)));
+        }
+        // Anyone can sign SNS messages from a topic of their own. A hook with a secret does not let SNS around
+        // its secret unless the topic is allow-listed; a subscription is confirmed only for allow-listed topics
+        // on /sns (a hook URL is itself the capability).
+        None if hook.is_some_and(|h| h.secret.is_some()) => {
+            return Err(ApiError::Forbidden(
+                "this hook has a secret: allow the SNS topic with EVENTFLEET_SNS_ALLOWED_TOPICS to post SNS to it"
+                    .into(),
+            ));
+        }
+        None if hook.is_none() && message.kind == MessageType::SubscriptionConfirmation => {
+            return Err(ApiError::Forbidden(
+                "subscriptions to /sns are confirmed only for topics on EVENTFLEET_SNS_ALLOWED_TOPICS".into(),
+            ));
+        }
+        _ => {}
     }
 
     let topic = message.topic_arn.as_str();

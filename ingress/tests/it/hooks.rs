@@ -128,6 +128,9 @@ async fn hook_secret_requires_a_valid_hub_signature() {
         assert_eq!(error_code(resp).await, "unauthorized");
     }
     assert_eq!(s.depth().await, 0, "nothing unverified is enqueued");
+    // The signature is checked before the body is parsed: a malformed unsigned body is 401, not 400.
+    let resp = s.http.post(&url).header("content-type", "application/json").body("{broken").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let resp = s
         .http
         .post(&url)

@@ -48,7 +48,11 @@ async fn aws_signed_fixtures_verify_at_their_time_and_are_enqueued() {
     ];
     for (file, kind) in cases {
         let message = fixture(file);
-        let s = Server::start_with(at_time(message["Timestamp"].as_str().unwrap())).await;
+        let s = Server::start_with(IngressConfig {
+            sns_allowed_topics: Some(vec![TOPIC.into()]),
+            ..at_time(message["Timestamp"].as_str().unwrap())
+        })
+        .await;
         let resp = post(&s, "/sns", &message).await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED, "{file}");
         let answer: Value = resp.json().await.unwrap();
@@ -198,9 +202,35 @@ async fn cloudwatch_alarm_is_its_own_kind_grouped_per_alarm() {
 }
 
 #[tokio::test]
+async fn subscriptions_to_sns_are_confirmed_only_for_allow_listed_topics() {
+    let message = fixture("subscription-confirmation-v1.json");
+    let s = Server::start_with(at_time(message["Timestamp"].as_str().unwrap())).await;
+    let resp = post(&s, "/sns", &message).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(resp).await, "forbidden");
+    assert_eq!(s.depth().await, 0);
+}
+
+#[tokio::test]
+async fn sns_on_a_hook_with_a_secret_needs_an_allow_listed_topic() {
+    let s = Server::start().await;
+    let hook = s.hook(Some("hook secret")).await;
+    let resp = post(&s, &format!("/hooks/{}", hook.id), &signed_alarm("m-4", "OK")).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "SNS must not get around the hook's secret");
+    let s = Server::start_with(IngressConfig {
+        sns_allowed_topics: Some(vec!["arn:aws:sns:us-east-1:123456789012:alarms".into()]),
+        ..test_config()
+    })
+    .await;
+    let hook = s.hook(Some("hook secret")).await;
+    let resp = post(&s, &format!("/hooks/{}", hook.id), &signed_alarm("m-5", "OK")).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
 async fn sns_posted_to_a_hook_url_is_verified_as_sns_and_tied_to_the_hook() {
     let s = Server::start().await;
-    let hook = s.hook(Some("the hook's own secret is not what SNS signs with")).await;
+    let hook = s.hook(None).await;
     let resp = post(&s, &format!("/hooks/{}", hook.id), &signed_alarm("m-2", "OK")).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let queued = s.drain().await;

@@ -161,7 +161,13 @@ struct HeadRow {
     event_id: String,
 }
 
-fn try_receive(conn: &Connection, max: usize, visibility: Duration, now: i64, limits: ReceiveLimits) -> Result<Vec<ReceivedMessage>> {
+fn try_receive(
+    conn: &Connection,
+    max: usize,
+    visibility: Duration,
+    now: i64,
+    limits: ReceiveLimits,
+) -> Result<Vec<ReceivedMessage>> {
     let heads: Vec<HeadRow> = conn
         .prepare_cached(
             "SELECT seq, group_id, receive_count, message_id, body, attributes, sent_at, event_id FROM messages
@@ -232,7 +238,13 @@ struct ReceiveLimits {
 
 /// The ledger side of a dead-lettering done by the queue itself (too many receives, undecodable): what a
 /// worker writes when it dead-letters, written in the same transaction so the event never looks in progress.
-fn record_queue_dead_letter(conn: &Connection, event_id: &str, reason: &str, now: i64, audit_ttl: Duration) -> Result<()> {
+fn record_queue_dead_letter(
+    conn: &Connection,
+    event_id: &str,
+    reason: &str,
+    now: i64,
+    audit_ttl: Duration,
+) -> Result<()> {
     conn.prepare_cached(
         "UPDATE idempotency SET status = 'DEAD', outcome = ?2, last_seen = ?3, lease_until = NULL
          WHERE event_id = ?1 AND status NOT IN ('DONE', 'DEAD')",
@@ -271,16 +283,13 @@ impl Queue for EmbeddedStore {
             return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
         }
         let deadline = tokio::time::Instant::now() + wait;
-        let limits = ReceiveLimits {
-            max_receive_count: self.options.max_receive_count,
-            audit_ttl: self.options.audit_ttl,
-        };
+        let limits =
+            ReceiveLimits { max_receive_count: self.options.max_receive_count, audit_ttl: self.options.audit_ttl };
         loop {
             // Register for the wake-up before looking, so a send committed in between is not missed.
             let changed = self.queue_changed.notified();
             let now = self.now();
-            let got =
-                self.writer.submit(move |conn| try_receive(conn, max, visibility, now, limits)).await?;
+            let got = self.writer.submit(move |conn| try_receive(conn, max, visibility, now, limits)).await?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !got.is_empty() || left.is_zero() {
                 return Ok(got);

@@ -83,13 +83,8 @@ impl Fleet {
             topic_channels: [("arn:aws:sns:us-east-1:123456789012:alarms".to_owned(), "#alarms".to_owned())].into(),
             default_channel: "#default".into(),
         });
-        let pool = tokio::spawn(eventfleet_workers::run(
-            store.clone(),
-            config,
-            registry,
-            Arc::new(api),
-            shutdown.clone(),
-        ));
+        let pool =
+            tokio::spawn(eventfleet_workers::run(store.clone(), config, registry, Arc::new(api), shutdown.clone()));
         Fleet { base, store, slack, http: reqwest::Client::new(), shutdown, pool: Some(pool), _dir: dir }
     }
 
