@@ -43,6 +43,8 @@ pub struct Config {
     pub backend: Backend,
     /// `EVENTFLEET_LISTEN`.
     pub listen: Option<SocketAddr>,
+    /// `EVENTFLEET_METRICS_LISTEN`: where `eventfleet worker` serves `/metrics`.
+    pub metrics_listen: SocketAddr,
     /// `EVENTFLEET_PUBLIC_URL`: the base URL senders use, for printed hook URLs.
     pub public_url: Option<String>,
     /// `EVENTFLEET_SLACK_BOT_TOKEN`.
@@ -172,6 +174,9 @@ impl Config {
         Ok(Config {
             backend,
             listen: env.parse("EVENTFLEET_LISTEN")?,
+            metrics_listen: env
+                .parse("EVENTFLEET_METRICS_LISTEN")?
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9091))),
             public_url,
             slack_bot_token: env.text("EVENTFLEET_SLACK_BOT_TOKEN").map(Into::into),
             slack_api_url,

@@ -7,6 +7,7 @@
 //! - `config`: settings from `EVENTFLEET_*` variables, validated at start-up.
 //! - `backend`: opens the configured storage backend.
 //! - `shutdown`: SIGTERM / Ctrl-C → one cancellation token.
+//! - `telemetry`: logs to stderr, OpenTelemetry export when configured.
 //! - `commands`: one module per command family.
 
 mod backend;
@@ -14,6 +15,7 @@ mod cli;
 mod commands;
 mod config;
 mod shutdown;
+mod telemetry;
 
 use clap::Parser;
 

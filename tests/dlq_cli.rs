@@ -45,6 +45,12 @@ async fn list_show_replay_and_purge_dead_letters() {
     assert!(none.as_array().unwrap().is_empty(), "nothing dead-lettered over an hour ago");
     let id_a = gone[0]["id"].as_str().unwrap().to_owned();
 
+    let status = json(&run_ok(data, &["status", "--json"]));
+    assert_eq!(status["queue"]["dead_letters"], 3);
+    assert_eq!(status["dlq_by_reason"]["gave up after 5 attempts: HTTP 503"], 2);
+    assert_eq!(status["top_failing_kinds"][0]["kind"], "hook.payload");
+    assert_eq!(status["top_failing_kinds"][0]["dead_letters"], 3);
+
     let shown = json(&run_ok(data, &["dlq", "show", &id_a, "--json"]));
     assert_eq!(shown["dead_letter"]["reason"], "chat.postMessage: channel_not_found");
     assert_eq!(run(data, &["dlq", "show", "nope"]).status.code(), Some(1));

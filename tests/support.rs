@@ -17,6 +17,8 @@ pub fn eventfleet() -> Command {
         }
     }
     cmd.env("EVENTFLEET_LOG_FORMAT", "json");
+    // Tests run in parallel: never the fixed default metrics port.
+    cmd.env("EVENTFLEET_METRICS_LISTEN", "127.0.0.1:0");
     cmd
 }
 

@@ -51,13 +51,25 @@ pub struct AppState {
     pub limits: Arc<rate_limit::RateLimiters>,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The registry `/metrics` renders (the ingress's metrics and whatever else the process registered).
+    pub registry: metrics::SharedRegistry,
     /// The micro-batcher in front of the queue.
     pub enqueuer: enqueue::Enqueuer,
 }
 
 impl AppState {
-    /// State for a store and settings. Starts the micro-batcher, so it must be called inside a tokio runtime.
+    /// State for a store and settings with a registry of its own. Starts the micro-batcher, so it must be called
+    /// inside a tokio runtime.
     pub fn new(store: Store, config: IngressConfig) -> Self {
+        Self::with_registry(store, config, metrics::SharedRegistry::default())
+    }
+
+    /// The same, registering the ingress metrics into a shared registry.
+    pub fn with_registry(store: Store, config: IngressConfig, registry: metrics::SharedRegistry) -> Self {
+        let metrics = match registry.lock() {
+            Ok(mut r) => metrics::Metrics::register(&mut r),
+            Err(poisoned) => metrics::Metrics::register(&mut poisoned.into_inner()),
+        };
         let certs = verify::sns::CertStore::new(config.sns_cert_dir.clone(), config.sns_cert_timeout);
         let limits = rate_limit::RateLimiters::new(&config.rate_limits);
         let enqueuer = enqueue::Enqueuer::spawn(store.queue.clone(), config.max_batches_in_flight);
@@ -66,7 +78,8 @@ impl AppState {
             config: Arc::new(config),
             certs: Arc::new(certs),
             limits: Arc::new(limits),
-            metrics: Arc::new(metrics::Metrics::default()),
+            metrics: Arc::new(metrics),
+            registry,
             enqueuer,
         }
     }
@@ -84,7 +97,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = AppState::new(store, config);
+    run_with_registry(store, config, metrics::SharedRegistry::default(), listener, shutdown).await
+}
+
+/// [`run`], with the metrics registered into (and `/metrics` rendering) a shared registry.
+pub async fn run_with_registry(
+    store: Store,
+    config: IngressConfig,
+    registry: metrics::SharedRegistry,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = AppState::with_registry(store, config, registry);
     // Forget idle rate-limit keys now and then, so the maps stay the size of the active clients.
     let limits = state.limits.clone();
     let sweep_stop = shutdown.clone();

@@ -1,6 +1,7 @@
-//! Prometheus metrics of the ingress, on a registry owned by the process (no global state).
+//! Prometheus metrics of the ingress, registered into a registry the process owns (no global state). `dev` shares
+//! one registry between ingress and workers, so `/metrics` shows both.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,9 +25,22 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+/// A registry shared by the components of one process.
+pub type SharedRegistry = Arc<Mutex<Registry>>;
+
+/// The Prometheus text exposition of a registry.
+pub fn render(registry: &SharedRegistry) -> String {
+    let mut out = String::new();
+    if let Ok(registry) = registry.lock() {
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    }
+    out
+}
+
 /// The ingress metrics.
+#[derive(Clone)]
 pub struct Metrics {
-    registry: Mutex<Registry>,
     /// Requests by route and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Accepted events by source.
@@ -43,14 +57,15 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// Metrics registered into `registry` under `eventfleet_ingress_`.
+    pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let accepted = Family::<SourceLabels, Counter>::default();
         let duplicates = Family::<SourceLabels, Counter>::default();
         // 0.5 ms to ~4 s.
         let enqueue_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        let mut registry = Registry::with_prefix("eventfleet_ingress");
+        let registry = registry.sub_registry_with_prefix("eventfleet_ingress");
         registry.register("requests", "HTTP requests by route and status", requests.clone());
         registry.register("accepted_events", "Events accepted and durably enqueued", accepted.clone());
         registry.register("duplicates", "Redeliveries acknowledged without a second enqueue", duplicates.clone());
@@ -59,21 +74,11 @@ impl Default for Metrics {
             "Time from idempotency claim to ENQUEUED",
             enqueue_seconds.clone(),
         );
-        Self { registry: Mutex::new(registry), requests, accepted, duplicates, enqueue_seconds }
+        Self { requests, accepted, duplicates, enqueue_seconds }
     }
 }
 
 impl Metrics {
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if let Ok(registry) = self.registry.lock() {
-            // Writing into a String cannot fail.
-            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        }
-        out
-    }
-
     /// Counts an accepted or duplicate event.
     pub fn count_event(&self, source: &str, duplicate: bool) {
         let labels = SourceLabels { source: source.to_owned() };

@@ -16,7 +16,16 @@ use crate::config::{Config, LogFormat};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     let is_dev = matches!(cli.command, Command::Dev { .. });
-    init_logging(config.log_format.unwrap_or(if is_dev { LogFormat::Pretty } else { LogFormat::Json }));
+    let service = match cli.command {
+        Command::Dev { .. } => "eventfleet-dev",
+        Command::Ingress { .. } => "eventfleet-ingress",
+        Command::Worker => "eventfleet-worker",
+        _ => "eventfleet-cli",
+    };
+    let _telemetry = crate::telemetry::init(
+        config.log_format.unwrap_or(if is_dev { LogFormat::Pretty } else { LogFormat::Json }),
+        service,
+    );
     let data_dir = cli.data_dir;
     match cli.command {
         Command::Dev { listen, workers } => serve::dev(config, &data_dir, listen, workers).await,
@@ -34,18 +43,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Logs go to stderr; stdout is kept for command output (JSON documents, the `dev` banner).
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTFLEET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    // A second initialisation (never in the binary) would only be ignored.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
-    };
 }
 
 /// Prints a value as one JSON document on stdout.

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use eventfleet_ingress::metrics::SharedRegistry;
 use eventfleet_schema::{HookId, HookKind, Webhook};
 use eventfleet_storage::Store;
 use eventfleet_workers::handlers::sns::SnsRouting;
 use eventfleet_workers::slack::{DevOutbox, OUTBOX_FILE, SlackWebApi};
-use eventfleet_workers::{SlackSink, handlers};
+use eventfleet_workers::{SlackSink, WorkerMetrics, handlers};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -49,14 +50,18 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
 
     let shutdown = shutdown::on_signal();
     let slack = slack_sink(&config, data_dir)?;
-    let pool = tokio::spawn(eventfleet_workers::run(
+    // One registry: the ingress's /metrics shows the workers' metrics too.
+    let registry = SharedRegistry::default();
+    let metrics = worker_metrics(&registry);
+    let pool = tokio::spawn(eventfleet_workers::run_with_metrics(
         store.clone(),
         config.worker.clone(),
         handlers(&config),
         slack,
+        metrics,
         shutdown.clone(),
     ));
-    eventfleet_ingress::run(store, config.ingress.clone(), listener, shutdown.clone())
+    eventfleet_ingress::run_with_registry(store, config.ingress.clone(), registry, listener, shutdown.clone())
         .await
         .context("ingress server")?;
     shutdown.cancel();
@@ -81,10 +86,22 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
     let store = crate::backend::open(&config, data_dir)?;
     let shutdown = shutdown::on_signal();
     let slack = slack_sink(&config, data_dir)?;
-    println!("worker started: concurrency {}", config.worker.concurrency);
-    let summary = eventfleet_workers::run(store, config.worker.clone(), handlers(&config), slack, shutdown).await;
+    let registry = SharedRegistry::default();
+    let metrics = worker_metrics(&registry);
+    let metrics_listener = bind(config.metrics_listen).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    tokio::spawn(eventfleet_workers::metrics::serve(metrics_listener, registry, shutdown.clone()));
+    println!("worker started: concurrency {}, metrics on http://{metrics_addr}/metrics", config.worker.concurrency);
+    let summary =
+        eventfleet_workers::run_with_metrics(store, config.worker.clone(), handlers(&config), slack, metrics, shutdown)
+            .await;
     tracing::info!(?summary, "worker stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn worker_metrics(registry: &SharedRegistry) -> WorkerMetrics {
+    let mut registry = registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    WorkerMetrics::register(&mut registry)
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -102,3 +102,26 @@ impl WorkerMetrics {
         KindLabels { kind: kind.to_owned() }
     }
 }
+
+/// Serves `GET /metrics` (and `GET /health`) for a worker process until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: std::sync::Arc<std::sync::Mutex<Registry>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let render = move || {
+        let registry = registry.clone();
+        async move {
+            let mut out = String::new();
+            if let Ok(r) = registry.lock() {
+                let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+            }
+            ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(render))
+        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}

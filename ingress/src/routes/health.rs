@@ -32,6 +32,6 @@ pub async fn version(State(state): State<AppState>) -> Json<Value> {
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(),
+        crate::metrics::render(&state.registry),
     )
 }

@@ -2,6 +2,7 @@
 //! Slack stub as the only stand-in.
 
 mod delivery;
+mod observability;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Fleet {
     pub shutdown: CancellationToken,
     /// The worker pool's task.
     pub pool: Option<tokio::task::JoinHandle<Arc<eventfleet_workers::PoolSummary>>>,
+    /// The registry both ingress and workers record into (as in `eventfleet dev`).
+    pub registry: eventfleet_ingress::metrics::SharedRegistry,
     _dir: tempfile::TempDir,
 }
 
@@ -77,15 +80,29 @@ impl Fleet {
             slack_signing_secret: Some(SLACK_SECRET.into()),
             ..IngressConfig::default()
         };
-        tokio::spawn(eventfleet_ingress::run(store.clone(), ingress, listener, shutdown.clone()));
+        let registry = eventfleet_ingress::metrics::SharedRegistry::default();
+        let metrics = eventfleet_workers::WorkerMetrics::register(&mut registry.lock().unwrap());
+        tokio::spawn(eventfleet_ingress::run_with_registry(
+            store.clone(),
+            ingress,
+            registry.clone(),
+            listener,
+            shutdown.clone(),
+        ));
         let api = SlackWebApi::new(&slack.url, "xoxb-test-token", Duration::from_secs(2)).unwrap();
-        let registry = handlers::builtin(SnsRouting {
+        let handler_registry = handlers::builtin(SnsRouting {
             topic_channels: [("arn:aws:sns:us-east-1:123456789012:alarms".to_owned(), "#alarms".to_owned())].into(),
             default_channel: "#default".into(),
         });
-        let pool =
-            tokio::spawn(eventfleet_workers::run(store.clone(), config, registry, Arc::new(api), shutdown.clone()));
-        Fleet { base, store, slack, http: reqwest::Client::new(), shutdown, pool: Some(pool), _dir: dir }
+        let pool = tokio::spawn(eventfleet_workers::run_with_metrics(
+            store.clone(),
+            config,
+            handler_registry,
+            Arc::new(api),
+            metrics,
+            shutdown.clone(),
+        ));
+        Fleet { base, store, slack, http: reqwest::Client::new(), shutdown, pool: Some(pool), registry, _dir: dir }
     }
 
     /// A hook posting to `channel`.
@@ -118,6 +135,11 @@ impl Fleet {
         assert_eq!(resp.status(), 202);
         let body: serde_json::Value = resp.json().await.unwrap();
         EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
+    }
+
+    /// The Prometheus text of the shared registry.
+    pub fn metrics(&self) -> String {
+        eventfleet_ingress::metrics::render(&self.registry)
     }
 
     /// The event's audit steps.
