@@ -51,7 +51,10 @@ async fn logs_are_json_with_event_fields_and_free_of_secrets() {
             assert!(n > 0, "dev exited early");
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
             if let Some(line) = seen.lines().find(|l| l.contains("listening on")) {
-                return line.split_whitespace().last().unwrap().to_owned();
+                let base = line.split_whitespace().last().unwrap().to_owned();
+                // Keep draining: the banner goes on after this line.
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                return base;
             }
         }
     })

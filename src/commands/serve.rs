@@ -17,6 +17,14 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::shutdown;
 
+/// Prints a banner line; a closed stdout (a supervisor that stopped reading) must not stop the service.
+macro_rules! banner {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// `eventfleet dev`: ingress and workers in one process on the embedded store.
 pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, workers: usize) -> anyhow::Result<ExitCode> {
     config.worker.concurrency = workers.max(1);
@@ -29,24 +37,24 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     config.ingress.slack_signing_secret = Some(secret.as_str().into());
     let outbox = data_dir.join(OUTBOX_FILE);
 
-    println!("eventfleet dev: ingress and {} workers on the embedded store", config.worker.concurrency);
-    println!("  listening on      {base}");
-    println!("  store             {}", data_dir.join("fleet.db").display());
-    println!("  demo hook         {base}/hooks/{}", hook.id);
-    println!("  slack signing secret in use: {secret}");
+    banner!("eventfleet dev: ingress and {} workers on the embedded store", config.worker.concurrency);
+    banner!("  listening on      {base}");
+    banner!("  store             {}", data_dir.join("fleet.db").display());
+    banner!("  demo hook         {base}/hooks/{}", hook.id);
+    banner!("  slack signing secret in use: {secret}");
     match &config.slack_bot_token {
-        Some(_) => println!("  slack messages go to {}", config.slack_api_url),
-        None => println!("  slack messages go to the dev outbox: {}", outbox.display()),
+        Some(_) => banner!("  slack messages go to {}", config.slack_api_url),
+        None => banner!("  slack messages go to the dev outbox: {}", outbox.display()),
     }
-    println!();
-    println!("send a first event:");
-    println!(
+    banner!();
+    banner!("send a first event:");
+    banner!(
         "  curl -sS -X POST {base}/hooks/{} -H 'content-type: application/json' -d '{{\"text\":\"hello from eventfleet\"}}'",
         hook.id
     );
-    println!("then see it handled:");
-    println!("  cargo run --release -- events show <event_id from the answer>");
-    println!("  cargo run --release -- outbox");
+    banner!("then see it handled:");
+    banner!("  cargo run --release -- events show <event_id from the answer>");
+    banner!("  cargo run --release -- outbox");
 
     let shutdown = shutdown::on_signal();
     let slack = slack_sink(&config, data_dir)?;
@@ -75,7 +83,7 @@ pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>
     let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
     let listener = bind(addr).await?;
     // The first stdout line names the bound address (port 0 picks one): scripts and tests read it.
-    println!("listening on http://{}", listener.local_addr()?);
+    banner!("listening on http://{}", listener.local_addr()?);
     let shutdown = shutdown::on_signal();
     eventfleet_ingress::run(store, config.ingress.clone(), listener, shutdown).await.context("ingress server")?;
     Ok(ExitCode::SUCCESS)
@@ -91,7 +99,7 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
     let metrics_listener = bind(config.metrics_listen).await?;
     let metrics_addr = metrics_listener.local_addr()?;
     tokio::spawn(eventfleet_workers::metrics::serve(metrics_listener, registry, shutdown.clone()));
-    println!("worker started: concurrency {}, metrics on http://{metrics_addr}/metrics", config.worker.concurrency);
+    banner!("worker started: concurrency {}, metrics on http://{metrics_addr}/metrics", config.worker.concurrency);
     let summary =
         eventfleet_workers::run_with_metrics(store, config.worker.clone(), handlers(&config), slack, metrics, shutdown)
             .await;
