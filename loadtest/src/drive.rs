@@ -26,6 +26,23 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// All zero (nothing recorded).
+    pub fn zero() -> Self {
+        Self { p50: 0.0, p90: 0.0, p99: 0.0, p999: 0.0, max: 0.0 }
+    }
+
+    /// Percentiles of a histogram recorded in milliseconds.
+    pub fn from_millis(h: &Histogram<u64>) -> Self {
+        let ms = |v: u64| v as f64;
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+
     /// Percentiles of a histogram recorded in microseconds.
     pub fn from_micros(h: &Histogram<u64>) -> Self {
         let ms = |v: u64| v as f64 / 1000.0;
@@ -74,7 +91,8 @@ pub async fn closed_loop(
             let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
             while Instant::now() < deadline {
                 let req = make(counter.fetch_add(1, Ordering::Relaxed));
-                let mut builder = http.post(&url).header("content-type", req.content_type).body(req.body);
+                let mut builder =
+                    http.post(format!("{url}{}", req.path)).header("content-type", req.content_type).body(req.body);
                 for (k, v) in req.headers {
                     builder = builder.header(k, v);
                 }

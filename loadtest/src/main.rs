@@ -3,12 +3,17 @@
 //!
 //! # Layout
 //!
-//! - `traffic`: signed requests (Slack events for now).
-//! - `drive`: the closed-loop driver and its HDR histogram.
+//! - `traffic`: the signed traffic mix (Slack events and retries, GitHub deliveries and redeliveries, hook
+//!   payloads, SNS CloudWatch alarms).
+//! - `drive`: the closed-loop driver and latency percentiles.
+//! - `fleet`: starts, kills and restarts `eventfleet` processes and samples their memory.
+//! - `run`: the `run` command: load, chaos, verification, report.
 //! - `baseline`: the plain axum server returning 200 that every figure is compared with.
 
 mod baseline;
 mod drive;
+mod fleet;
+mod run;
 mod traffic;
 
 use std::net::SocketAddr;
@@ -26,6 +31,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Realistic signed traffic against a fleet (started here unless `--target`), optional chaos, then checks
+    /// that nothing was lost or duplicated; writes a JSON report and exits 1 on any loss or duplicate.
+    Run {
+        /// How long to send: `90s`, `5m`, or seconds.
+        #[arg(long, default_value = "30s")]
+        duration: String,
+        /// Events per second (open loop), or `max` (closed loop).
+        #[arg(long, default_value = "max")]
+        rate: String,
+        /// Kill a random fleet process every few seconds and restart it.
+        #[arg(long)]
+        chaos: bool,
+        /// Seconds between chaos kills.
+        #[arg(long, default_value_t = 3)]
+        chaos_every: u64,
+        /// An already running ingress (its store given with `--data-dir`).
+        #[arg(long)]
+        target: Option<String>,
+        /// The target fleet's data directory.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Worker processes of the fleet started here.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// The JSON report.
+        #[arg(long, default_value = "loadtest-report.json")]
+        report: std::path::PathBuf,
+    },
     /// Serve the baseline: a plain axum handler answering 200 to any POST.
     Baseline {
         /// Address to listen on.
@@ -52,9 +88,31 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run { duration, rate, chaos, chaos_every, target, data_dir, workers, connections, report } => {
+            let args = run::RunArgs {
+                duration: parse_duration(&duration)?,
+                rate: match rate.as_str() {
+                    "max" => None,
+                    n => Some(n.parse().map_err(|_| anyhow::anyhow!("--rate takes a number or `max`"))?),
+                },
+                chaos,
+                chaos_every: Duration::from_secs(chaos_every.max(1)),
+                target,
+                data_dir,
+                workers: workers.max(1),
+                connections: connections.max(1),
+                report,
+            };
+            let (report, ok) = run::run(args.clone()).await?;
+            print_summary(&report, &args);
+            if !ok {
+                anyhow::bail!("the fleet lost, duplicated or left events in flight: see {}", args.report.display());
+            }
+            Ok(())
+        }
         Command::Baseline { listen } => baseline::serve(listen).await,
         Command::Slack { target, secret, duration, concurrency } => {
-            let url = format!("{}/slack/events", target.trim_end_matches('/'));
+            let url = target.trim_end_matches('/').to_owned();
             let report = drive::closed_loop(&url, concurrency, Duration::from_secs(duration), move |n| {
                 traffic::slack_event(&secret, n)
             })
@@ -63,4 +121,48 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("bad duration {text:?}"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "ms" => Duration::from_millis(n),
+        _ => anyhow::bail!("bad duration unit in {text:?}"),
+    })
+}
+
+fn print_summary(r: &run::Report, args: &run::RunArgs) {
+    let l = &r.ingress_latency_ms;
+    let e = &r.e2e_latency_ms;
+    println!(
+        "eventfleet load test: {} s, rate {}, chaos {}",
+        args.duration.as_secs(),
+        args.rate.map_or("max".into(), |n| n.to_string()),
+        args.chaos
+    );
+    println!(
+        "  accepted {}  completed {}  lost {}  left in flight {}  dead-lettered {}",
+        r.accepted, r.completed, r.lost, r.left_in_flight, r.dead_lettered
+    );
+    println!(
+        "  duplicate effects {} (beyond recorded attempts: {})  duplicate completions {}  done without audit line {}",
+        r.duplicate_effects, r.effects_beyond_attempts, r.duplicate_completions, r.completed_without_audit
+    );
+    println!(
+        "  throughput {:.0} events/s end to end; ingress {:.0} req/s; baseline {:.0} req/s; ratio {:.2}",
+        r.throughput_eps, r.ingress_rps, r.baseline_rps, r.ratio_to_baseline
+    );
+    println!(
+        "  ingress latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    println!(
+        "  end-to-end ms       p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
+        e.p50, e.p90, e.p99, e.p999, e.max
+    );
+    println!("  statuses {:?}  kills {}  peak RSS MiB {:?}", r.status_counts, r.kills, r.peak_rss_mib);
 }

@@ -1,10 +1,16 @@
-//! Signed, realistic requests.
+//! Signed, realistic requests: Slack events (a share re-sent as Slack-style retries), GitHub deliveries (a share
+//! redelivered), generic hook payloads and SNS CloudWatch alarms signed with the test certificate the fleet is
+//! told to trust. Every request that leads to a Slack post carries a marker `lt-<n>` so effects can be counted.
 
+use eventfleet_ingress::verify::github::hmac_sha256_hex;
 use eventfleet_ingress::verify::slack::sign;
 use eventfleet_schema::Timestamp;
 
-/// One request to send.
+/// One HTTP request.
+#[derive(Debug, Clone)]
 pub struct Request {
+    /// Path on the target (`/slack/events`).
+    pub path: String,
     /// Content type.
     pub content_type: &'static str,
     /// Extra headers.
@@ -13,31 +19,174 @@ pub struct Request {
     pub body: String,
 }
 
-/// The `n`-th Slack `event_callback` (a message in one of 50 channels), signed now.
+/// One logical event: its first delivery, and a resend of the same event when the sender retries.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The source, for reports.
+    pub source: &'static str,
+    /// The first delivery.
+    pub first: Request,
+    /// A second delivery of the same event (Slack retry, GitHub redelivery), if this one gets one.
+    pub resend: Option<Request>,
+    /// Whether the event produces a Slack post carrying its marker.
+    pub posts: bool,
+}
+
+/// What the generator needs to sign traffic.
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    /// The fleet's Slack signing secret.
+    pub slack_secret: String,
+    /// A generic hook (no secret).
+    pub hook_id: String,
+    /// A hook receiving GitHub deliveries, and its secret.
+    pub github_hook_id: String,
+    /// Its secret.
+    pub github_secret: String,
+    /// PKCS#8 PEM key matching the test SNS certificate.
+    pub sns_key_pem: String,
+    /// Share of Slack events and GitHub deliveries that are sent twice, in percent.
+    pub resend_percent: u64,
+}
+
+/// The certificate URL of the test certificate (its file name is what `EVENTFLEET_SNS_CERT_DIR` is searched for).
+pub const TEST_CERT_URL: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-eventfleet-test.pem";
+/// The topic of load-test alarms.
+pub const ALARM_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:loadtest-alarms";
+
+impl Traffic {
+    /// The `n`-th event of the mix (a quarter of each source).
+    pub fn event(&self, n: u64) -> Planned {
+        let resend = (n / 4) % 100 < self.resend_percent;
+        match n % 4 {
+            0 => self.slack(n, resend),
+            1 => self.github(n, resend),
+            2 => self.hook(n),
+            _ => self.alarm(n),
+        }
+    }
+
+    fn slack(&self, n: u64, resend: bool) -> Planned {
+        let body = serde_json::json!({
+            "type": "event_callback", "team_id": "TLOAD", "api_app_id": "ALOAD",
+            "event_id": format!("EvLT{n:012}"), "event_time": 1_700_000_000 + n,
+            "event": {"type": "message", "channel": format!("C{:03}", n % 64), "user": "U1", "text": format!("message {n}")}
+        })
+        .to_string();
+        let signed = |retry: Option<u32>| {
+            let ts = Timestamp::now_system().as_secs();
+            let mut headers = vec![
+                ("x-slack-request-timestamp", ts.to_string()),
+                ("x-slack-signature", sign(self.slack_secret.as_bytes(), ts, body.as_bytes())),
+            ];
+            if let Some(r) = retry {
+                headers.push(("x-slack-retry-num", r.to_string()));
+                headers.push(("x-slack-retry-reason", "http_timeout".into()));
+            }
+            Request { path: "/slack/events".into(), content_type: "application/json", headers, body: body.clone() }
+        };
+        Planned { source: "slack", first: signed(None), resend: resend.then(|| signed(Some(1))), posts: false }
+    }
+
+    fn github(&self, n: u64, resend: bool) -> Planned {
+        let body = serde_json::json!({
+            "marker": format!("lt-{n}"), "ref": "refs/heads/main",
+            "repository": {"full_name": format!("acme/service-{}", n % 16)}, "pusher": {"name": "loadtest"}
+        })
+        .to_string();
+        let request = Request {
+            path: format!("/hooks/{}", self.github_hook_id),
+            content_type: "application/json",
+            headers: vec![
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", format!("lt-delivery-{n}")),
+                (
+                    "x-hub-signature-256",
+                    format!("sha256={}", hmac_sha256_hex(self.github_secret.as_bytes(), &[body.as_bytes()])),
+                ),
+            ],
+            body,
+        };
+        Planned { source: "github", resend: resend.then(|| request.clone()), first: request, posts: true }
+    }
+
+    fn hook(&self, n: u64) -> Planned {
+        let body = serde_json::json!({ "text": format!("lt-{n} deploy finished") }).to_string();
+        let request = Request {
+            path: format!("/hooks/{}", self.hook_id),
+            content_type: "application/json",
+            headers: vec![("idempotency-key", format!("lt-hook-{n}"))],
+            body,
+        };
+        Planned { source: "hook", first: request, resend: None, posts: true }
+    }
+
+    fn alarm(&self, n: u64) -> Planned {
+        let alarm = serde_json::json!({
+            "AlarmName": format!("lt-{n}"), "AlarmDescription": "load test alarm", "AWSAccountId": "123456789012",
+            "NewStateValue": if n % 8 == 3 { "OK" } else { "ALARM" },
+            "NewStateReason": "Threshold Crossed: 1 datapoint [99.0] was greater than the threshold (90.0).",
+            "StateChangeTime": "2026-11-22T00:00:00.000+0000", "Region": "US East (N. Virginia)",
+            "AlarmArn": format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:lt-{}", n % 32),
+            "OldStateValue": "OK",
+            "Trigger": {"MetricName": "CPUUtilization", "Namespace": "AWS/EC2", "Statistic": "AVERAGE", "Period": 60,
+                        "ComparisonOperator": "GreaterThanThreshold", "Threshold": 90.0,
+                        "Dimensions": [{"name": "InstanceId", "value": format!("i-{n:08x}")}]}
+        });
+        let mut message = serde_json::json!({
+            "Type": "Notification", "MessageId": format!("00000000-0000-4000-8000-{n:012}"), "TopicArn": ALARM_TOPIC,
+            "Subject": format!("ALARM: lt-{n}"), "Message": alarm.to_string(),
+            "Timestamp": Timestamp::now_system().to_string(), "SignatureVersion": "2", "Signature": "",
+            "SigningCertURL": TEST_CERT_URL,
+        });
+        // The key is the test key shipped with the load generator; signing cannot fail for a well-formed message.
+        let _ = eventfleet_ingress::verify::sns::sign(&mut message, &self.sns_key_pem);
+        let request = Request {
+            path: "/sns".into(),
+            content_type: "text/plain; charset=UTF-8",
+            headers: vec![("x-amz-sns-message-type", "Notification".into())],
+            body: message.to_string(),
+        };
+        Planned { source: "sns", first: request, resend: None, posts: true }
+    }
+}
+
+/// The plain Slack event of the closed-loop ingress benchmark (`slack` subcommand).
 pub fn slack_event(secret: &str, n: u64) -> Request {
     let body = serde_json::json!({
-        "token": "loadtest",
-        "team_id": "TLOAD",
-        "api_app_id": "ALOAD",
-        "type": "event_callback",
-        "event_id": format!("Ev{n:012}"),
-        "event_time": 1_700_000_000 + n,
-        "event": {
-            "type": "message",
-            "channel": format!("C{:04}", n % 50),
-            "user": "U0LOAD",
-            "text": format!("load test message {n}"),
-            "ts": format!("{}.000100", 1_700_000_000 + n),
-        }
+        "token": "loadtest", "team_id": "TLOAD", "api_app_id": "ALOAD", "type": "event_callback",
+        "event_id": format!("Ev{n:012}"), "event_time": 1_700_000_000 + n,
+        "event": {"type": "message", "channel": format!("C{:04}", n % 50), "user": "U0LOAD",
+                  "text": format!("load test message {n}"), "ts": format!("{}.000100", 1_700_000_000 + n)}
     })
     .to_string();
     let ts = Timestamp::now_system().as_secs();
     Request {
+        path: "/slack/events".into(),
         content_type: "application/json",
         headers: vec![
             ("x-slack-request-timestamp", ts.to_string()),
             ("x-slack-signature", sign(secret.as_bytes(), ts, body.as_bytes())),
         ],
         body,
+    }
+}
+
+/// The marker number in a posted Slack message, if any.
+pub fn marker(text: &str) -> Option<u64> {
+    let at = text.find("lt-")?;
+    let digits: String = text[at + 3..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_parse_from_posted_text() {
+        assert_eq!(marker("lt-42 deploy finished"), Some(42));
+        assert_eq!(marker(":red_circle: ALARM: lt-7: Threshold"), Some(7));
+        assert_eq!(marker("nothing here"), None);
     }
 }

@@ -133,15 +133,16 @@ impl Processor {
         let outcome = self.run_handler(&msg).await;
         match outcome {
             Ok(outcome) => {
-                self.mark_done(&key, &outcome).await?;
+                // DONE and its audit line are issued together so they land in one group commit: a crash right
+                // after DONE must not leave an event done without its `succeeded` line.
+                let succeeded = AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
+                    .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }));
+                let (done, ()) = tokio::join!(self.mark_done(&key, &outcome), self.audit(succeeded));
+                done?;
                 let age = store.clock.now().since(msg.envelope.received_at());
                 self.metrics.event_age_seconds.observe(age.as_secs_f64());
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
-                // DONE is durable: the delete and the audit line are independent and share one commit.
-                let succeeded = AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
-                    .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }));
-                let (deleted, ()) = tokio::join!(store.queue.delete(&msg.receipt), self.audit(succeeded));
-                deleted?;
+                store.queue.delete(&msg.receipt).await?;
                 if msg.receive_count > 1 || replayed {
                     self.resolve_retry_record(&msg).await;
                 }

@@ -91,10 +91,13 @@ async fn a_500_then_ok_records_one_retry_and_posts_once() {
     );
     assert_eq!(f.slack.requests("#flaky"), 2);
     assert_eq!(f.slack.posted().len(), 1);
-    let retry = f.store.retries.get(id).await.unwrap().expect("a retry record");
+    let retry = eventually(Duration::from_secs(5), || async {
+        f.store.retries.get(id).await.unwrap().filter(|r| r.status == RetryStatus::Resolved)
+    })
+    .await
+    .expect("a resolved retry record");
     assert_eq!(retry.attempts, 1);
     assert_eq!(retry.last_error, "chat.postMessage: HTTP 500");
-    assert_eq!(retry.status, RetryStatus::Resolved);
     assert_eq!(f.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Done);
 }
 
@@ -151,7 +154,12 @@ async fn always_retryable_failure_is_tried_max_receive_count_times_then_dead_let
     assert_eq!(replayed.actor, "alice");
     assert_eq!(f.slack.posted().iter().filter(|p| p["channel"] == "#down").count(), 1);
     assert!(f.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap().is_empty());
-    assert_eq!(f.store.retries.get(id).await.unwrap().unwrap().status, RetryStatus::Resolved);
+    // The retry record is resolved right after the success is recorded.
+    let resolved = eventually(Duration::from_secs(5), || async {
+        (f.store.retries.get(id).await.unwrap().unwrap().status == RetryStatus::Resolved).then_some(())
+    })
+    .await;
+    assert!(resolved.is_some(), "the retry record was resolved");
     assert_eq!(f.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Done);
 }
 
