@@ -33,19 +33,16 @@ impl Latency {
 
     /// Percentiles of a histogram recorded in milliseconds.
     pub fn from_millis(h: &Histogram<u64>) -> Self {
-        let ms = |v: u64| v as f64;
-        Self {
-            p50: ms(h.value_at_quantile(0.50)),
-            p90: ms(h.value_at_quantile(0.90)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
+        Self::scaled(h, 1.0)
     }
 
     /// Percentiles of a histogram recorded in microseconds.
     pub fn from_micros(h: &Histogram<u64>) -> Self {
-        let ms = |v: u64| v as f64 / 1000.0;
+        Self::scaled(h, 1000.0)
+    }
+
+    fn scaled(h: &Histogram<u64>, per_ms: f64) -> Self {
+        let ms = |v: u64| v as f64 / per_ms;
         Self {
             p50: ms(h.value_at_quantile(0.50)),
             p90: ms(h.value_at_quantile(0.90)),

@@ -112,6 +112,19 @@ impl SlackSink for DevOutbox {
     }
 }
 
+/// `text` cut to at most `max` bytes on a character boundary, with `suffix` appended when cut (Slack refuses
+/// oversized fields; a message that is too long must still be posted).
+pub fn truncate(text: &str, max: usize, suffix: &str) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &text[..end])
+}
+
 /// Slack error codes where another attempt can succeed; every other `ok: false` answer is permanent
 /// (`channel_not_found`, `not_in_channel`, `invalid_blocks`, `invalid_auth`, `account_inactive`, ...).
 const RETRYABLE_ERRORS: &[&str] =

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use eventfleet_schema::{Envelope, HookKind};
 
-use crate::slack::SlackMessage;
+use crate::slack::{SlackMessage, truncate};
 use crate::{Handler, HandlerContext, HandlerError};
 
 /// Posts a hook's payload to its channel.
@@ -59,22 +59,11 @@ pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
     let text = match json {
         Some(value) => {
             let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
-            format!("{prefix}\n```\n{}\n```", truncate(&pretty, MAX_TEXT))
+            format!("{prefix}\n```\n{}\n```", truncate(&pretty, MAX_TEXT, "… (truncated)"))
         }
-        None => format!("{prefix}\n{}", truncate(&String::from_utf8_lossy(body), MAX_TEXT)),
+        None => format!("{prefix}\n{}", truncate(&String::from_utf8_lossy(body), MAX_TEXT, "… (truncated)")),
     };
     SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… (truncated)", &text[..end])
 }
 
 #[cfg(test)]

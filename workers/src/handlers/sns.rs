@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use eventfleet_schema::{AuditEntry, Envelope, Source, Step};
 use serde_json::{Value, json};
 
-use crate::slack::SlackMessage;
+use crate::slack::{SlackMessage, truncate};
 use crate::{Handler, HandlerContext, HandlerError};
 
 /// Where SNS messages go.
@@ -153,17 +153,17 @@ pub fn alarm_message(channel: &str, alarm: &Value) -> SlackMessage {
     let reason = str_of(alarm, "NewStateReason");
     let trigger = alarm.get("Trigger").unwrap_or(&Value::Null);
     let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{} {name}", marker.split(' ').nth(1).unwrap_or(state)), 150), "emoji": true}}),
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{} {name}", marker.split(' ').nth(1).unwrap_or(state)), 150, "…"), "emoji": true}}),
         json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("{marker}  *{name}*")}}),
     ];
     let description = str_of(alarm, "AlarmDescription");
     if !description.is_empty() {
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(description, 2900)}}));
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(description, 2900, "…")}}));
     }
     blocks.push(json!({"type": "section", "fields": [
-        {"type": "mrkdwn", "text": format!("*Reason*\n{}", truncate(reason, 1900))},
+        {"type": "mrkdwn", "text": format!("*Reason*\n{}", truncate(reason, 1900, "…"))},
         {"type": "mrkdwn", "text": format!("*State change*\n{} → {} at {}", str_of(alarm, "OldStateValue"), state, str_of(alarm, "StateChangeTime"))},
-        {"type": "mrkdwn", "text": format!("*Metric*\n{}", truncate(&metric_description(trigger), 1900))},
+        {"type": "mrkdwn", "text": format!("*Metric*\n{}", truncate(&metric_description(trigger), 1900, "…"))},
         {"type": "mrkdwn", "text": format!("*Region*\n{} (account {})", str_of(alarm, "Region"), str_of(alarm, "AWSAccountId"))},
     ]}));
     blocks.push(json!({"type": "actions", "elements": [
@@ -171,7 +171,7 @@ pub fn alarm_message(channel: &str, alarm: &Value) -> SlackMessage {
     ]}));
     SlackMessage {
         channel: channel.to_owned(),
-        text: format!("{marker}: {name}: {}", truncate(reason, 300)),
+        text: format!("{marker}: {name}: {}", truncate(reason, 300, "…")),
         blocks: Some(Value::Array(blocks)),
         attachments: None,
     }
@@ -212,13 +212,20 @@ pub fn notification_message(channel: &str, topic: &str, subject: &str, body: &st
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(" · "),
-                if description.is_empty() { String::new() } else { format!("\n>{}", truncate(description, 2500)) }
+                if description.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n>{}", truncate(description, 2500, "…"))
+                }
             )
         }
         Ok(json) => {
-            format!("*{title}*\n```\n{}\n```", truncate(&serde_json::to_string_pretty(&json).unwrap_or_default(), 2800))
+            format!(
+                "*{title}*\n```\n{}\n```",
+                truncate(&serde_json::to_string_pretty(&json).unwrap_or_default(), 2800, "…")
+            )
         }
-        Err(_) => format!("*{title}*\n{}", truncate(body, 2900)),
+        Err(_) => format!("*{title}*\n{}", truncate(body, 2900, "…")),
     };
     SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None }
 }
@@ -284,17 +291,6 @@ async fn audit(ctx: &HandlerContext, envelope: &Envelope, step: Step, detail: Va
     if let Err(e) = ctx.store.audit.append(vec![entry]).await {
         tracing::warn!(error = %e, event_id = %envelope.event_id(), "could not audit an SNS subscription change");
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]
