@@ -131,9 +131,13 @@ async fn accept_unbounded(
             return Ok(Accepted { event_id: record.event_id, duplicate: true });
         }
         Claim::Existing(record) => {
-            // PENDING: finish the earlier attempt under its event id. Its `received` line was written then.
+            // PENDING: finish the earlier attempt under its event id. That attempt never got to write its
+            // `received` line (it is written with `enqueued`), so this one does.
             envelope.event_id = record.event_id;
-            trail.clear();
+            trail = vec![
+                AuditEntry::new(record.event_id, record.first_seen, Step::Received, actor)
+                    .with_detail(serde_json::json!({ "kind": envelope.kind, "source": envelope.source.name() })),
+            ];
         }
     }
     let event_id = envelope.event_id;

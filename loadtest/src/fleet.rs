@@ -113,8 +113,15 @@ impl Fleet {
                 }
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(30)).with_context(|| format!("{role} did not start"))?;
-        Ok((child, url))
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => Ok((child, url)),
+            Err(_) => {
+                // A `Child` is not killed on drop: never leave one behind.
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{role} did not start within 30 s")
+            }
+        }
     }
 
     /// Samples every process's peak memory.

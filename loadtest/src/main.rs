@@ -145,8 +145,8 @@ fn print_summary(r: &run::Report, args: &run::RunArgs) {
         args.chaos
     );
     println!(
-        "  accepted {}  completed {}  lost {}  left in flight {}  dead-lettered {}",
-        r.accepted, r.completed, r.lost, r.left_in_flight, r.dead_lettered
+        "  accepted {}  completed {}  lost {}  left in flight {}  dead-lettered {}  unaccepted {}  resend mismatches {}",
+        r.accepted, r.completed, r.lost, r.left_in_flight, r.dead_lettered, r.unaccepted, r.resend_mismatches
     );
     println!(
         "  duplicate effects {} (beyond recorded attempts: {})  duplicate completions {}  done without audit line {}",

@@ -53,6 +53,10 @@ pub struct RunArgs {
 pub struct Report {
     /// Events answered 2xx.
     pub accepted: u64,
+    /// Events (or resends) refused with a 4xx, or never answered 2xx after the sender's retries.
+    pub unaccepted: u64,
+    /// Resends answered with a different event id than their first delivery (a deduplication failure).
+    pub resend_mismatches: u64,
     /// Accepted events handled to success.
     pub completed: u64,
     /// Accepted events never completed.
@@ -110,6 +114,10 @@ struct Outcome {
     latency: Mutex<Histogram<u64>>,
     requests: AtomicU64,
     resends: AtomicU64,
+    /// Events refused (4xx) or never answered 2xx after all retries.
+    unaccepted: AtomicU64,
+    /// Resends answered with another event id than the first delivery.
+    resend_mismatches: AtomicU64,
 }
 
 /// Runs the load test.
@@ -140,6 +148,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
         github_secret: hooks.2,
         sns_key_pem: TEST_KEY.into(),
         resend_percent: 10,
+        // Keys unique to this run, so a second run against the same store is not all duplicates.
+        run_id: format!(
+            "{:08x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+                ^ std::process::id()
+        ),
     };
 
     let baseline_rps = baseline(&args, &traffic).await?;
@@ -156,12 +170,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
         latency: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
         requests: AtomicU64::new(0),
         resends: AtomicU64::new(0),
+        unaccepted: AtomicU64::new(0),
+        resend_mismatches: AtomicU64::new(0),
     });
     let started = Instant::now();
-    generate(&args, &base, &traffic, outcome.clone()).await?;
+    let generated = generate(&args, &base, &traffic, outcome.clone()).await;
     let load_secs = started.elapsed().as_secs_f64();
+    // Stop chaos and sampling whatever happened, or the blocking thread would keep the runtime alive.
     stop.store(true, Ordering::Relaxed);
     let _ = background.await;
+    generated?;
 
     eprintln!("load done; waiting for the queue to drain");
     let store = EmbeddedStore::open_dir(&data_dir, EmbeddedOptions::default())?.into_store();
@@ -184,7 +202,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
     }
     // Without chaos nothing may be posted twice; under chaos a post may repeat only for a recorded attempt.
     let duplicates_ok = if args.chaos { report.effects_beyond_attempts == 0 } else { report.duplicate_effects == 0 };
-    let ok = report.lost == 0
+    let ok = report.accepted > 0
+        && report.unaccepted == 0
+        && report.resend_mismatches == 0
+        && report.lost == 0
         && report.missing_effects == 0
         && duplicates_ok
         && report.duplicate_completions == 0
@@ -318,7 +339,9 @@ async fn generate(args: &RunArgs, base: &str, traffic: &Traffic, outcome: Arc<Ou
     match args.rate {
         Some(rate) => {
             // Signing (RSA for SNS) happens ahead of time on another thread, so the schedule is kept.
-            let (planned_tx, mut planned_rx) = tokio::sync::mpsc::channel::<(u64, Planned)>(4096);
+            // About a second ahead: Slack signatures must still be fresh (300 s window) when sent.
+            let ahead = usize::try_from(rate).unwrap_or(4096).clamp(16, 4096);
+            let (planned_tx, mut planned_rx) = tokio::sync::mpsc::channel::<(u64, Planned)>(ahead);
             let producer_traffic = traffic.clone();
             std::thread::spawn(move || {
                 for n in 0.. {
@@ -369,12 +392,19 @@ async fn deliver(http: &reqwest::Client, base: &str, n: u64, planned: Planned, s
         }
         if let Some(again) = resend {
             outcome.resends.fetch_add(1, Ordering::Relaxed);
-            if let Some(dup) = send_with_retries(http, base, &again, Instant::now(), outcome).await
-                && dup != id
-            {
-                eprintln!("resend of event {n} answered a different event id: {dup} vs {id}");
+            match send_with_retries(http, base, &again, Instant::now(), outcome).await {
+                Some(dup) if dup == id => {}
+                Some(dup) => {
+                    outcome.resend_mismatches.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("resend of event {n} answered a different event id: {dup} vs {id}");
+                }
+                None => {
+                    outcome.unaccepted.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
+    } else {
+        outcome.unaccepted.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -547,6 +577,8 @@ async fn verify(
     }
     Ok(Report {
         accepted: accepted.len() as u64,
+        unaccepted: outcome.unaccepted.load(Ordering::Relaxed),
+        resend_mismatches: outcome.resend_mismatches.load(Ordering::Relaxed),
         completed,
         lost,
         lost_examples,

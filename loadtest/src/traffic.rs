@@ -47,6 +47,8 @@ pub struct Traffic {
     pub sns_key_pem: String,
     /// Share of Slack events and GitHub deliveries that are sent twice, in percent.
     pub resend_percent: u64,
+    /// Part of every native id, so runs do not collide on one store.
+    pub run_id: String,
 }
 
 /// The certificate URL of the test certificate (its file name is what `EVENTFLEET_SNS_CERT_DIR` is searched for).
@@ -69,7 +71,7 @@ impl Traffic {
     fn slack(&self, n: u64, resend: bool) -> Planned {
         let body = serde_json::json!({
             "type": "event_callback", "team_id": "TLOAD", "api_app_id": "ALOAD",
-            "event_id": format!("EvLT{n:012}"), "event_time": 1_700_000_000 + n,
+            "event_id": format!("EvLT{}{n:012}", self.run_id), "event_time": 1_700_000_000 + n,
             "event": {"type": "message", "channel": format!("C{:03}", n % 64), "user": "U1", "text": format!("message {n}")}
         })
         .to_string();
@@ -99,7 +101,7 @@ impl Traffic {
             content_type: "application/json",
             headers: vec![
                 ("x-github-event", "push".into()),
-                ("x-github-delivery", format!("lt-delivery-{n}")),
+                ("x-github-delivery", format!("lt-{}-delivery-{n}", self.run_id)),
                 (
                     "x-hub-signature-256",
                     format!("sha256={}", hmac_sha256_hex(self.github_secret.as_bytes(), &[body.as_bytes()])),
@@ -115,7 +117,7 @@ impl Traffic {
         let request = Request {
             path: format!("/hooks/{}", self.hook_id),
             content_type: "application/json",
-            headers: vec![("idempotency-key", format!("lt-hook-{n}"))],
+            headers: vec![("idempotency-key", format!("lt-{}-hook-{n}", self.run_id))],
             body,
         };
         Planned { source: "hook", first: request, resend: None, posts: true }
@@ -134,7 +136,7 @@ impl Traffic {
                         "Dimensions": [{"name": "InstanceId", "value": format!("i-{n:08x}")}]}
         });
         let mut message = serde_json::json!({
-            "Type": "Notification", "MessageId": format!("00000000-0000-4000-8000-{n:012}"), "TopicArn": ALARM_TOPIC,
+            "Type": "Notification", "MessageId": format!("{}-0000-4000-8000-{n:012}", self.run_id), "TopicArn": ALARM_TOPIC,
             "Subject": format!("ALARM: lt-{n}"), "Message": alarm.to_string(),
             "Timestamp": Timestamp::now_system().to_string(), "SignatureVersion": "2", "Signature": "",
             "SigningCertURL": TEST_CERT_URL,

@@ -33,6 +33,7 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     let addr = listener.local_addr()?;
     let base = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let hook = demo_hook(&store, &config.default_channel).await?;
+    let from_env = config.ingress.slack_signing_secret.is_some();
     let secret = dev_signing_secret(&config, data_dir)?;
     config.ingress.slack_signing_secret = Some(secret.as_str().into());
     let outbox = data_dir.join(OUTBOX_FILE);
@@ -41,7 +42,11 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     banner!("  listening on      {base}");
     banner!("  store             {}", data_dir.join("fleet.db").display());
     banner!("  demo hook         {base}/hooks/{}", hook.id);
-    banner!("  slack signing secret in use: {secret}");
+    if from_env {
+        banner!("  slack signing secret in use: the one in EVENTFLEET_SLACK_SIGNING_SECRET");
+    } else {
+        banner!("  slack signing secret in use: {secret} (generated for this data directory)");
+    }
     match &config.slack_bot_token {
         Some(_) => banner!("  slack messages go to {}", config.slack_api_url),
         None => banner!("  slack messages go to the dev outbox: {}", outbox.display()),
@@ -96,10 +101,19 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
     let slack = slack_sink(&config, data_dir)?;
     let registry = SharedRegistry::default();
     let metrics = worker_metrics(&registry);
-    let metrics_listener = bind(config.metrics_listen).await?;
-    let metrics_addr = metrics_listener.local_addr()?;
-    tokio::spawn(eventfleet_workers::metrics::serve(metrics_listener, registry, shutdown.clone()));
-    banner!("worker started: concurrency {}, metrics on http://{metrics_addr}/metrics", config.worker.concurrency);
+    // Several workers on one host cannot all have the fixed port: a worker without metrics beats no worker.
+    let metrics_at = match TcpListener::bind(config.metrics_listen).await {
+        Ok(listener) => {
+            let addr = listener.local_addr()?;
+            tokio::spawn(eventfleet_workers::metrics::serve(listener, registry, shutdown.clone()));
+            format!("http://{addr}/metrics")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, addr = %config.metrics_listen, "metrics port unavailable; running without /metrics");
+            "(unavailable)".to_owned()
+        }
+    };
+    banner!("worker started: concurrency {}, metrics on {metrics_at}", config.worker.concurrency);
     let summary =
         eventfleet_workers::run_with_metrics(store, config.worker.clone(), handlers(&config), slack, metrics, shutdown)
             .await;

@@ -44,6 +44,7 @@ pub async fn status(config: &Config, data_dir: &Path, json: bool) -> anyhow::Res
             "backend": store.backend,
             "queue": stats,
             "dlq_by_reason": by_reason,
+            "processed_5m": succeeded,
             "processed_per_second_5m": rate,
             "retrying": retrying,
             "top_failing_kinds": top_kinds.iter().map(|(k, n)| serde_json::json!({"kind": k, "dead_letters": n})).collect::<Vec<_>>(),
@@ -55,7 +56,7 @@ pub async fn status(config: &Config, data_dir: &Path, json: bool) -> anyhow::Res
     println!("waiting          {}", stats.waiting);
     println!("in flight        {}", stats.in_flight);
     println!("oldest message   {age}");
-    println!("processed        {rate:.1}/s over the last 5 min");
+    println!("processed        {succeeded} in the last 5 min ({rate:.2}/s)");
     println!("retrying         {retrying}");
     println!("dead letters     {}", stats.dead_letters);
     for (reason, n) in &by_reason {

@@ -133,16 +133,21 @@ impl Processor {
         let outcome = self.run_handler(&msg).await;
         match outcome {
             Ok(outcome) => {
-                // DONE and its audit line are issued together so they land in one group commit: a crash right
-                // after DONE must not leave an event done without its `succeeded` line.
+                // DONE first, with the heartbeat still running so a slow store cannot let the message reappear
+                // while it is recorded. Only then the `succeeded` line: the ledger, not the audit trail, decides
+                // whether the handler runs again, so a line must never claim a success the ledger lacks. (A crash
+                // between the two leaves a DONE event without its line; `events show` shows the status.)
+                tokio::select! {
+                    done = self.mark_done(&key, &outcome) => done?,
+                    never = self.heartbeat(&msg) => match never {},
+                }
                 let succeeded = AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
                     .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }));
-                let (done, ()) = tokio::join!(self.mark_done(&key, &outcome), self.audit(succeeded));
-                done?;
                 let age = store.clock.now().since(msg.envelope.received_at());
                 self.metrics.event_age_seconds.observe(age.as_secs_f64());
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
-                store.queue.delete(&msg.receipt).await?;
+                let (deleted, ()) = tokio::join!(store.queue.delete(&msg.receipt), self.audit(succeeded));
+                deleted?;
                 if msg.receive_count > 1 || replayed {
                     self.resolve_retry_record(&msg).await;
                 }
