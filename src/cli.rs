@@ -204,6 +204,19 @@ pub struct DlqFilterArgs {
     pub until: Option<String>,
 }
 
+/// Dead letters named by id, or `--all`, or filters (what `replay` and `purge` act on).
+#[derive(Debug, Args, Clone, Default)]
+pub struct DlqSelection {
+    /// Dead-letter ids; or `--all`, or filters.
+    pub ids: Vec<String>,
+    /// Every dead letter (with filters: every matching one).
+    #[arg(long)]
+    pub all: bool,
+    /// Filters.
+    #[command(flatten)]
+    pub filter: DlqFilterArgs,
+}
+
 /// `eventfleet dlq ...`
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -229,14 +242,9 @@ pub enum DlqCommand {
     },
     /// Put dead letters back on the queue (group order kept, each audited with `--by`).
     Replay {
-        /// Dead-letter ids; or `--all`, or filters.
-        ids: Vec<String>,
-        /// Every dead letter (with filters: every matching one).
-        #[arg(long)]
-        all: bool,
-        /// Filters.
+        /// Which dead letters.
         #[command(flatten)]
-        filter: DlqFilterArgs,
+        selection: DlqSelection,
         /// Show what would be replayed; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -252,14 +260,9 @@ pub enum DlqCommand {
     },
     /// Delete dead letters for good.
     Purge {
-        /// Dead-letter ids; or `--all`, or filters.
-        ids: Vec<String>,
-        /// Every dead letter (with filters: every matching one).
-        #[arg(long)]
-        all: bool,
-        /// Filters.
+        /// Which dead letters.
         #[command(flatten)]
-        filter: DlqFilterArgs,
+        selection: DlqSelection,
         /// Print JSON.
         #[arg(long)]
         json: bool,

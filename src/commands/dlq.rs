@@ -12,7 +12,7 @@ use eventfleet_workers::replay::{ReplayOptions, replay};
 use serde_json::json;
 
 use super::print_json;
-use crate::cli::{DlqCommand, DlqFilterArgs};
+use crate::cli::{DlqCommand, DlqFilterArgs, DlqSelection};
 use crate::config::Config;
 
 /// Runs a dlq command.
@@ -65,11 +65,11 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
                 }
             }
         }
-        DlqCommand::Replay { ids, all, filter, dry_run, rate, by, json } => {
+        DlqCommand::Replay { selection, dry_run, rate, by, json } => {
             if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
                 bail!("--rate must be a positive number of replays per second");
             }
-            let letters = select(&store, &ids, all, &filter).await?;
+            let letters = select(&store, &selection).await?;
             let options = ReplayOptions { by, dry_run, rate };
             let show_progress = letters.len() > 1 && !json;
             let tty = std::io::stderr().is_terminal();
@@ -100,7 +100,8 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
                 return Ok(ExitCode::FAILURE);
             }
         }
-        DlqCommand::Purge { ids, all, filter, json } => {
+        DlqCommand::Purge { selection, json } => {
+            let DlqSelection { ids, all, filter } = selection;
             let deleted = if ids.is_empty() {
                 if !all && is_empty(&filter) {
                     bail!("name dead-letter ids, or --all, or filters");
@@ -121,7 +122,9 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
 }
 
 /// The dead letters named by ids, `--all` or filters, oldest first.
-async fn select(store: &Store, ids: &[String], all: bool, filter: &DlqFilterArgs) -> anyhow::Result<Vec<DeadLetter>> {
+async fn select(store: &Store, selection: &DlqSelection) -> anyhow::Result<Vec<DeadLetter>> {
+    let DlqSelection { ids, all, filter } = selection;
+    let (all, filter) = (*all, filter);
     if !ids.is_empty() {
         let mut letters = Vec::with_capacity(ids.len());
         for id in ids {
