@@ -119,7 +119,7 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(s.http.get(s.url("/health")).send().await.unwrap().status(), StatusCode::OK, "probes are not limited");
 
     let s = Server::start_with(IngressConfig {
-        rate_limits: RateLimits { per_hook_per_second: 2, ..RateLimits::off() },
+        rate_limits: RateLimits { per_hook_per_second: 1, ..RateLimits::off() },
         ..test_config()
     })
     .await;

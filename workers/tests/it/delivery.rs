@@ -223,16 +223,16 @@ async fn unhandled_slack_events_are_recorded_and_completed_not_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_keeps_a_slow_handler_s_message_invisible() {
-    // Visibility 1 s, the post takes 1.8 s (under the client's 2 s timeout): without the heartbeat the message
-    // would be delivered again mid-way.
+    // Visibility 2 s, the post takes 3.5 s: without the heartbeat (every 0.67 s) the message would be delivered
+    // again mid-way. The margins leave room for a loaded machine.
     let f = Fleet::start_with(WorkerConfig {
-        visibility_timeout: Duration::from_secs(1),
-        handler_timeout: Duration::from_secs(4),
+        visibility_timeout: Duration::from_secs(2),
+        handler_timeout: Duration::from_secs(6),
         ..crate::worker_config()
     })
     .await;
     let hook = f.hook("#slowpoke").await;
-    f.slack.script("#slowpoke", [Reply::Slow(Duration::from_millis(1800))]);
+    f.slack.script("#slowpoke", [Reply::Slow(Duration::from_millis(3500))]);
     let id = f.send(&hook, "takes a while").await;
     let steps = f.wait_for(id, Step::Succeeded).await;
     assert_eq!(steps.iter().filter(|s| **s == Step::Started).count(), 1, "{steps:?}");

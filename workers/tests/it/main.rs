@@ -89,7 +89,7 @@ impl Fleet {
             listener,
             shutdown.clone(),
         ));
-        let api = SlackWebApi::new(&slack.url, "xoxb-test-token", Duration::from_secs(2)).unwrap();
+        let api = SlackWebApi::new(&slack.url, "xoxb-test-token", config.handler_timeout).unwrap();
         let handler_registry = handlers::builtin(SnsRouting {
             topic_channels: [("arn:aws:sns:us-east-1:123456789012:alarms".to_owned(), "#alarms".to_owned())].into(),
             default_channel: "#default".into(),
