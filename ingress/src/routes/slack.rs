@@ -51,17 +51,23 @@ fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
     value.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 200)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What identifies a Slack delivery, read from its body.
+struct SlackIds<'a> {
+    team: &'a str,
+    /// `event_id`, or `trigger_id` for commands and interactions.
+    native_id: &'a str,
+    kind: &'static str,
+    channel: Option<&'a str>,
+}
+
 async fn enqueue(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
     verification: Verification,
-    team: &str,
-    native_id: &str,
-    kind: &str,
-    channel: Option<&str>,
+    ids: SlackIds<'_>,
 ) -> Result<Response, ApiError> {
+    let SlackIds { team, native_id, kind, channel } = ids;
     let envelope = EnvelopeV1 {
         event_id: EventId::new(),
         idempotency_key: IdempotencyKey::slack(team, native_id),
@@ -114,7 +120,8 @@ pub async fn events(
             let channel = text(&json, "/event/channel")
                 .or_else(|| text(&json, "/event/item/channel"))
                 .or_else(|| text(&json, "/event/channel/id"));
-            enqueue(&state, &headers, &body, verification, team, event_id, Kind::SLACK_EVENT, channel).await
+            let ids = SlackIds { team, native_id: event_id, kind: Kind::SLACK_EVENT, channel };
+            enqueue(&state, &headers, &body, verification, ids).await
         }
         Some(other) => {
             // app_rate_limited and future envelope types: acknowledged, nothing to do.
@@ -138,7 +145,8 @@ pub async fn commands(
     let team = field("team_id").ok_or_else(|| ApiError::BadRequest("slash command without team_id".into()))?;
     let trigger = field("trigger_id").ok_or_else(|| ApiError::BadRequest("slash command without trigger_id".into()))?;
     field("command").ok_or_else(|| ApiError::BadRequest("slash command without command".into()))?;
-    enqueue(&state, &headers, &body, verification, team, trigger, Kind::SLACK_COMMAND, field("channel_id")).await
+    let ids = SlackIds { team, native_id: trigger, kind: Kind::SLACK_COMMAND, channel: field("channel_id") };
+    enqueue(&state, &headers, &body, verification, ids).await
 }
 
 /// `POST /slack/interactions`.
@@ -168,5 +176,6 @@ pub async fn interactions(
         }
     };
     let channel = text(&json, "/channel/id").or_else(|| text(&json, "/view/id"));
-    enqueue(&state, &headers, &body, verification, team, native_id, Kind::SLACK_INTERACTION, channel).await
+    let ids = SlackIds { team, native_id, kind: Kind::SLACK_INTERACTION, channel };
+    enqueue(&state, &headers, &body, verification, ids).await
 }
