@@ -34,6 +34,11 @@ pub struct Gaps {
     pub dedup_forgotten_after_delete: bool,
     /// Two concurrent receivers can hold one message group at once.
     pub group_lock_racy: bool,
+    /// A receipt whose visibility ran out (or that a later receive superseded) is still accepted.
+    pub stale_receipt_accepted: bool,
+    /// The queue's oldest-message age is not available (SQS has it only as a CloudWatch metric, which an
+    /// emulator does not produce).
+    pub oldest_age_unavailable: bool,
 }
 
 /// One backend under test.
@@ -83,11 +88,14 @@ impl Harness {
         self.store.queue.receive(max, visibility, Duration::ZERO).await.expect("receive")
     }
 
-    /// Receives until `want` messages arrived or a deadline (backends with real time may need a few polls).
+    /// Receives until `want` messages arrived or a deadline (backends with real time may need a few polls). Asks
+    /// for no more than `want` at a time: SQS hands out several messages of one group in one receive, and a
+    /// message received but not wanted would count a receive it never had.
     async fn receive_n(&self, want: usize, visibility: Duration) -> Vec<ReceivedMessage> {
         let mut got = Vec::new();
         for _ in 0..20 {
-            let batch = self.store.queue.receive(10, visibility, Duration::from_secs(1)).await.expect("receive");
+            let max = (want - got.len()).clamp(1, 10);
+            let batch = self.store.queue.receive(max, visibility, Duration::from_secs(1)).await.expect("receive");
             got.extend(batch);
             if got.len() >= want {
                 break;
@@ -154,6 +162,39 @@ pub async fn group_blocked_while_head_in_flight_other_groups_flow(h: &Harness) {
     assert_eq!(after.iter().map(text).collect::<Vec<_>>(), ["b2"], "deleting the head unblocks the group");
 }
 
+/// A receive of many may hand out several messages of one group (SQS does; the embedded backend hands out one):
+/// they come in group order, and no message of a group is handed out while an earlier one is in flight.
+pub async fn a_receive_of_many_keeps_group_order(h: &Harness) {
+    for name in ["g1-a", "g1-b", "g1-c"] {
+        h.send("many1", name).await;
+    }
+    h.send("many2", "g2-a").await;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.extend(h.store.queue.receive(10, VIS, Duration::from_secs(1)).await.expect("receive"));
+        if got.iter().any(|m| text(m) == "g2-a") && got.iter().any(|m| text(m).starts_with("g1")) {
+            break;
+        }
+    }
+    let g1: Vec<_> = got.iter().filter(|m| m.group == h.group("many1")).map(text).collect();
+    assert!(!g1.is_empty() && ["g1-a", "g1-b", "g1-c"].starts_with(&g1), "group order: {g1:?}");
+    assert!(got.iter().any(|m| text(m) == "g2-a"), "other groups come too");
+    if !h.gaps.group_lock_racy {
+        assert!(h.receive(10, VIS).await.is_empty(), "the rest of a group waits while its messages are in flight");
+    }
+    for m in got.iter().filter(|m| m.group == h.group("many1")) {
+        h.store.queue.delete(&m.receipt).await.expect("delete");
+    }
+    let mut all: Vec<String> = g1.iter().map(|t| t.to_string()).collect();
+    while all.len() < 3 {
+        let next = h.receive_n(1, VIS).await;
+        assert_eq!(next.len(), 1, "the rest of the group flows after {all:?}");
+        all.push(text(&next[0]).to_owned());
+        h.store.queue.delete(&next[0].receipt).await.expect("delete");
+    }
+    assert_eq!(all, ["g1-a", "g1-b", "g1-c"]);
+}
+
 /// A resend with the same dedup id inside the window is dropped; after the window it is a new message.
 pub async fn dedup_collapses_resend_inside_window_not_after(h: &Harness) {
     let msg = h.message("dedup", "d1");
@@ -194,18 +235,24 @@ pub async fn visibility_expiry_redelivers_with_receive_count_plus_one(h: &Harnes
         assert!(h.receive(10, vis).await.is_empty(), "invisible while in flight");
     }
     h.advance(Duration::from_secs(3)).await;
-    assert!(
-        h.store.queue.change_visibility(&first[0].receipt, VIS).await.is_err(),
-        "a message whose visibility ran out cannot be hidden again by its old receipt"
-    );
+    if h.gaps.stale_receipt_accepted {
+        eprintln!("gap: emulator accepts expired receipts; not trying the expired one");
+    } else {
+        assert!(
+            h.store.queue.change_visibility(&first[0].receipt, VIS).await.is_err(),
+            "a message whose visibility ran out cannot be hidden again by its old receipt"
+        );
+    }
     let second = h.receive_n(1, VIS).await;
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].message_id, first[0].message_id);
     assert_eq!(second[0].receive_count, 2);
-    assert!(
-        h.store.queue.delete(&first[0].receipt).await.is_err(),
-        "the first receipt is stale once the message was received again"
-    );
+    if !h.gaps.stale_receipt_accepted {
+        assert!(
+            h.store.queue.delete(&first[0].receipt).await.is_err(),
+            "the first receipt is stale once the message was received again"
+        );
+    }
     h.store.queue.delete(&second[0].receipt).await.expect("current receipt deletes");
 }
 
@@ -544,7 +591,11 @@ pub async fn stats_count_depths(h: &Harness) {
     let stats = h.store.queue.stats().await.unwrap();
     assert!(stats.in_flight >= 1, "{stats:?}");
     assert!(stats.waiting + stats.in_flight >= 2, "{stats:?}");
-    assert!(stats.oldest_age_ms.is_some_and(|a| a >= 1000), "{stats:?}");
+    if h.gaps.oldest_age_unavailable {
+        eprintln!("gap: no oldest-message age in this environment; not asserting it");
+    } else {
+        assert!(stats.oldest_age_ms.is_some_and(|a| a >= 1000), "{stats:?}");
+    }
 }
 
 /// Receive rejects batch sizes SQS rejects, so code written against one backend works on the other.
@@ -562,6 +613,7 @@ macro_rules! conformance_suite {
     ($setup:path, start_paused = $paused:tt) => {
         $crate::conformance_suite!(@each $setup, $paused,
             fifo_order_within_a_group,
+            a_receive_of_many_keeps_group_order,
             group_blocked_while_head_in_flight_other_groups_flow,
             dedup_collapses_resend_inside_window_not_after,
             visibility_expiry_redelivers_with_receive_count_plus_one,

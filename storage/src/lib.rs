@@ -11,12 +11,14 @@
 //!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
 //! - [`embedded`]: the zero-set-up backend on one SQLite file in WAL mode, with group commit.
+//! - [`aws`]: SQS FIFO, DynamoDB, SNS and CloudWatch behind the same ports.
 //! - `conformance` (feature `conformance`): the generic suite every backend must pass, and the
 //!   [`conformance_suite!`] macro that instantiates it.
 //!
 //! No SQL or AWS type crosses a port: a backend's types stay inside its module.
 
 pub mod audit;
+pub mod aws;
 pub mod clock;
 pub mod dead_letters;
 pub mod embedded;
@@ -33,6 +35,7 @@ pub mod conformance;
 pub use audit::{AuditLog, AuditQuery};
 pub use clock::{Clock, FixedClock, SystemClock, TokioClock};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
+pub use aws::{AwsOptions, AwsStore};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;
 pub use idempotency::{Begin, Claim, Idempotency};

@@ -93,8 +93,10 @@ pub trait Queue: Send + Sync {
     /// dedup id was seen inside the window is accepted and dropped (its result is the first message's id).
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Result<MessageId>>>;
 
-    /// Receives up to `max` messages (at most one per message group, the oldest of each group whose head is not
-    /// in flight), hiding them for `visibility`. Waits up to `wait` for a first message (long poll).
+    /// Receives up to `max` messages (1 to 10), hiding them for `visibility`. Waits up to `wait` for a first
+    /// message (long poll). Only groups with nothing in flight give messages, oldest first; a receive may give
+    /// several of one group (SQS does, the embedded backend gives one), in group order, and the caller must
+    /// finish each before it starts the next of its group.
     async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>>;
 
     /// Deletes a received message; its group's next message becomes available.

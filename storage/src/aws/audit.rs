@@ -1,0 +1,252 @@
+//! The audit port on DynamoDB. Appends are group-committed: a writer task takes every append waiting and writes
+//! them together with `BatchWriteItem` (25 items a request, unprocessed items retried), answering each caller
+//! once its lines are stored. Under load many events share one request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use eventfleet_schema::{AuditEntry, EventId, Step, Timestamp};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::item::{Item, Reader, s, ts, ttl};
+use super::{AwsStore, unavailable};
+use crate::audit::{AuditLog, AuditQuery};
+use crate::{Result, StorageError};
+
+/// DynamoDB's limit of items per `BatchWriteItem`.
+const BATCH: usize = 25;
+/// Batch writes in flight at once; more appends wait and join a later (larger) batch.
+const IN_FLIGHT: usize = 4;
+
+type Request = (Vec<Item>, oneshot::Sender<Result<()>>);
+
+/// The writer task's mailbox.
+pub(super) struct Batcher {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl Batcher {
+    /// Starts the writer task for `table`.
+    pub(super) fn start(client: aws_sdk_dynamodb::Client, table: String) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, table, rx));
+        Self { tx }
+    }
+
+    async fn write(&self, items: Vec<Item>) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send((items, done)).map_err(|_| StorageError::Unavailable("audit writer stopped".into()))?;
+        wait.await.map_err(|_| StorageError::Unavailable("audit writer stopped".into()))?
+    }
+}
+
+async fn run(client: aws_sdk_dynamodb::Client, table: String, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut requests = vec![first];
+        let mut count = requests[0].0.len();
+        // Take what is already waiting, never wait for more: an idle system writes at once.
+        while count < BATCH {
+            match rx.try_recv() {
+                Ok(req) => {
+                    count += req.0.len();
+                    requests.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        let client = client.clone();
+        let table = table.clone();
+        tokio::spawn(async move {
+            let items: Vec<Item> = requests.iter().flat_map(|(items, _)| items.iter().cloned()).collect();
+            let result = write_all(&client, &table, items).await;
+            for (_, done) in requests {
+                let _ = done.send(result.clone());
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Writes items in chunks of 25, retrying what DynamoDB leaves unprocessed with a short exponential backoff.
+async fn write_all(client: &aws_sdk_dynamodb::Client, table: &str, items: Vec<Item>) -> Result<()> {
+    for chunk in items.chunks(BATCH) {
+        let mut pending: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|item| {
+                let put = PutRequest::builder().set_item(Some(item.clone())).build().expect("item is set");
+                WriteRequest::builder().put_request(put).build()
+            })
+            .collect();
+        let mut delay = Duration::from_millis(50);
+        for attempt in 0.. {
+            let out = client
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .map_err(|e| unavailable("BatchWriteItem audit", e))?;
+            pending = out.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == 5 {
+                return Err(StorageError::Unavailable(format!(
+                    "BatchWriteItem audit: {} items still unprocessed after retries",
+                    pending.len()
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    Ok(())
+}
+
+fn entry(item: &Item) -> Result<AuditEntry> {
+    let r = Reader::new(item, "audit");
+    let detail = match r.opt_str("detail")? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| StorageError::Corrupt(format!("audit detail: {e}")))?,
+        None => serde_json::Value::Null,
+    };
+    Ok(AuditEntry {
+        event_id: r.parsed("event_id", EventId::parse)?,
+        at: r.ts("at")?,
+        step: r.parsed("step", Step::parse)?,
+        actor: r.str("actor")?,
+        detail,
+    })
+}
+
+impl AwsStore {
+    fn audit_item(&self, e: &AuditEntry) -> Item {
+        let expires = e.at.plus(self.options.audit_ttl);
+        // The sort key orders an event's lines by time, then by append order: UUIDv7s made in one process
+        // increase, so lines appended in one call keep their order.
+        let at_seq = format!("{:015}#{}", e.at.as_millis(), uuid::Uuid::now_v7());
+        Item::from([
+            ("event_id".into(), s(e.event_id.to_string())),
+            ("at_seq".into(), s(at_seq)),
+            ("at".into(), ts(e.at)),
+            ("step".into(), s(e.step.as_str())),
+            ("actor".into(), s(&e.actor)),
+            ("detail".into(), s(e.detail.to_string())),
+            ("expires_at".into(), ts(expires)),
+            ("ttl".into(), ttl(expires)),
+        ])
+    }
+
+    fn live_entries(&self, items: Vec<Item>, now: Timestamp) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for item in items {
+            if Reader::new(&item, "audit").ts("expires_at")? > now {
+                out.push(entry(&item)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl AuditLog for AwsStore {
+    async fn append(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let items = entries.iter().map(|e| self.audit_item(e)).collect();
+        self.audit.write(items).await
+    }
+
+    async fn history(&self, event_id: EventId) -> Result<Vec<AuditEntry>> {
+        let now = self.now();
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .clients
+                .dynamodb
+                .query()
+                .table_name(&self.names.audit_table)
+                .key_condition_expression("event_id = :e")
+                .expression_attribute_values(":e", s(event_id.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query audit", e))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        self.live_entries(items, now)
+    }
+
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        // Across events there is no key to query by: a filtered scan, for operators' occasional reads.
+        let now = self.now();
+        let mut filters = vec!["expires_at > :now".to_owned()];
+        let mut values = vec![(":now", ts(now))];
+        if let Some(step) = query.step {
+            filters.push("#step = :step".into());
+            values.push((":step", s(step.as_str())));
+        }
+        if let Some(since) = query.since {
+            filters.push("#at >= :since".into());
+            values.push((":since", ts(since)));
+        }
+        if let Some(until) = query.until {
+            filters.push("#at < :until".into());
+            values.push((":until", ts(until)));
+        }
+        let filter = filters.join(" AND ");
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut req = self
+                .clients
+                .dynamodb
+                .scan()
+                .table_name(&self.names.audit_table)
+                .filter_expression(&filter)
+                .set_exclusive_start_key(start);
+            if filter.contains("#at") {
+                req = req.expression_attribute_names("#at", "at");
+            }
+            if filter.contains("#step") {
+                req = req.expression_attribute_names("#step", "step");
+            }
+            for (k, v) in &values {
+                req = req.expression_attribute_values(*k, v.clone());
+            }
+            let out = req.send().await.map_err(|e| unavailable("Scan audit", e))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        let mut entries = self.live_entries(items, now)?;
+        entries.sort_by_key(|e| e.at);
+        if let Some(limit) = query.limit {
+            entries.truncate(limit);
+        }
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sort_keys_order_by_time_then_append_order() {
+        let a = format!("{:015}#{}", 1_700_000_000_000_i64, uuid::Uuid::now_v7());
+        let b = format!("{:015}#{}", 1_700_000_000_000_i64, uuid::Uuid::now_v7());
+        let c = format!("{:015}#{}", 999_i64, uuid::Uuid::now_v7());
+        assert!(a < b && c < a);
+    }
+}

@@ -1,0 +1,223 @@
+//! The aws backend: the queue on SQS FIFO (with a FIFO DLQ), the four tables on DynamoDB, subscription
+//! confirmation and ops notices on SNS, metrics on CloudWatch.
+//!
+//! - [`names`]: every queue, table, index and attribute name, derived from one prefix. `eventfleet tables
+//!   describe --json` prints them and Terraform is checked against that output.
+//! - [`sqs`]: the [`crate::Queue`] and [`crate::DeadLetters`] ports. Batches where the API allows.
+//! - [`idempotency`], [`audit`], [`retries`], [`webhooks`]: the table ports, one conditional write per
+//!   idempotency transition (`ReturnValuesOnConditionCheckFailure=ALL_OLD` instead of a second read), audit
+//!   lines group-committed into `BatchWriteItem`.
+//! - [`provision`]: `tables create` for an emulator or a sandbox account (production uses Terraform).
+//! - [`sns`], [`cloudwatch`]: SNS `ConfirmSubscription` and ops notices; `PutMetricData` batches.
+//! - [`RequestCounter`]: an SDK interceptor that reports every request by service and operation.
+//!
+//! Items carry the same fields as the embedded tables' columns (timestamps as epoch milliseconds) plus `ttl`
+//! in epoch seconds for DynamoDB TTL. DynamoDB deletes expired items lazily (within days), so every read
+//! filters on `expires_at` itself.
+
+mod audit;
+pub mod cloudwatch;
+mod idempotency;
+mod item;
+pub mod names;
+pub mod provision;
+mod retries;
+pub mod sns;
+mod sqs;
+mod webhooks;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+pub use names::Names;
+
+use crate::{Clock, StorageError, Store, SystemClock};
+
+/// Called once per HTTP request an SDK client sends (retries included), with the service and operation.
+pub type RequestObserver = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// An SDK interceptor counting requests: how the "AWS requests per event" figure is measured, and what the
+/// `eventfleet_aws_requests_total` metric counts.
+#[derive(Clone)]
+pub struct RequestCounter(RequestObserver);
+
+impl RequestCounter {
+    /// A counter reporting to `observer`.
+    pub fn new(observer: RequestObserver) -> Self {
+        Self(observer)
+    }
+}
+
+impl fmt::Debug for RequestCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestCounter")
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "EventfleetRequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(meta) = cfg.load::<Metadata>() {
+            (self.0)(meta.service(), meta.name());
+        }
+        Ok(())
+    }
+}
+
+/// Settings of the aws backend.
+#[derive(Clone)]
+pub struct AwsOptions {
+    /// Queue, table and topic names.
+    pub names: Names,
+    /// Receives after which SQS moves a message to the DLQ (the queue's redrive policy; reported, not set).
+    pub max_receive_count: u32,
+    /// Audit entries expire after this long.
+    pub audit_ttl: Duration,
+    /// Where "now" comes from (expiry filters, leases).
+    pub clock: Arc<dyn Clock>,
+    /// Counts every SDK request, when set.
+    pub request_observer: Option<RequestObserver>,
+    /// How long a DLQ listing hides the messages it reads (they are released when it is done).
+    pub dlq_peek_visibility: Duration,
+}
+
+impl fmt::Debug for AwsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsOptions").field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
+impl AwsOptions {
+    /// Defaults for `names`.
+    pub fn new(names: Names) -> Self {
+        Self {
+            names,
+            max_receive_count: 5,
+            audit_ttl: Duration::from_secs(90 * 24 * 3600),
+            clock: Arc::new(SystemClock),
+            request_observer: None,
+            dlq_peek_visibility: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The SDK clients, built once from one [`SdkConfig`] with the request counter attached.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
+    /// DynamoDB.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// SNS.
+    pub sns: aws_sdk_sns::Client,
+    /// CloudWatch.
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+impl Clients {
+    /// Clients for `sdk` (its endpoint URL, region and credentials), counting requests when asked.
+    pub fn new(sdk: &SdkConfig, observer: Option<RequestObserver>) -> Self {
+        let counter = observer.map(RequestCounter::new);
+        macro_rules! client {
+            ($krate:ident) => {{
+                let mut b = $krate::config::Builder::from(sdk);
+                if let Some(c) = &counter {
+                    b = b.interceptor(c.clone());
+                }
+                $krate::Client::from_conf(b.build())
+            }};
+        }
+        Self {
+            sqs: client!(aws_sdk_sqs),
+            dynamodb: client!(aws_sdk_dynamodb),
+            sns: client!(aws_sdk_sns),
+            cloudwatch: client!(aws_sdk_cloudwatch),
+        }
+    }
+}
+
+/// The aws backend's shared state: clients, resolved queue URLs, names.
+pub struct AwsStore {
+    clients: Clients,
+    names: Names,
+    queue_url: String,
+    dlq_url: String,
+    options: AwsOptions,
+    in_flight: sqs::InFlight,
+    audit: audit::Batcher,
+}
+
+impl fmt::Debug for AwsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsStore").field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
+impl AwsStore {
+    /// Connects: builds the clients and resolves the queue URLs (one `GetQueueUrl` each unless configured).
+    /// The queues and tables must exist (Terraform, or `eventfleet tables create`).
+    pub async fn connect(sdk: &SdkConfig, options: AwsOptions) -> Result<Arc<Self>, StorageError> {
+        let clients = Clients::new(sdk, options.request_observer.clone());
+        let names = options.names.clone();
+        let queue_url = match &names.queue_url {
+            Some(url) => url.clone(),
+            None => sqs::queue_url(&clients.sqs, &names.queue).await?,
+        };
+        let dlq_url = match &names.dlq_url {
+            Some(url) => url.clone(),
+            None => sqs::queue_url(&clients.sqs, &names.dlq).await?,
+        };
+        let audit = audit::Batcher::start(clients.dynamodb.clone(), names.audit_table.clone());
+        Ok(Arc::new(Self { clients, names, queue_url, dlq_url, options, in_flight: sqs::InFlight::default(), audit }))
+    }
+
+    /// The clients (for SNS and CloudWatch users beside the ports).
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// The names in use.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    fn now(&self) -> eventfleet_schema::Timestamp {
+        self.options.clock.now()
+    }
+
+    /// Bundles the ports.
+    pub fn into_store(self: Arc<Self>) -> Store {
+        Store {
+            queue: self.clone(),
+            dead_letters: self.clone(),
+            idempotency: self.clone(),
+            audit: self.clone(),
+            retries: self.clone(),
+            webhooks: self.clone(),
+            clock: self.options.clock.clone(),
+            backend: "aws",
+        }
+    }
+}
+
+/// Flattens an SDK error (with its service error code) into text.
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(op: &str, e: E) -> StorageError {
+    StorageError::Unavailable(format!("{op}: {}", aws_smithy_types::error::display::DisplayErrorContext(e)))
+}

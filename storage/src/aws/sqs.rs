@@ -1,0 +1,620 @@
+//! The queue and dead-letter ports on SQS FIFO.
+//!
+//! - Sends use `SendMessageBatch` (10 a request) with per-entry results; receives ask for up to 10 with the
+//!   system attributes the workers need; long polls past SQS's 20 s are repeated polls.
+//! - Moving to the DLQ is a send to the DLQ and then a delete. The message's body is kept from its receive (a
+//!   receipt alone cannot fetch it), in [`InFlight`]. On the DLQ every dead letter gets its own message group, so
+//!   a listing can see all of them (FIFO hides the rest of a group behind a received message); the original
+//!   group travels in an attribute and a replay goes back to it.
+//! - SQS cannot list a queue: the DLQ is read by receiving everything with a short visibility ("peek") and
+//!   releasing what is not replayed or purged. Two operators peeking at once hide messages from each other for
+//!   that visibility; `dlq` commands are occasional and say what they saw.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
+use aws_sdk_sqs::operation::delete_message::DeleteMessageError;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageAttributeValue,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use eventfleet_schema::{DedupId, Envelope, Timestamp};
+
+use super::{AwsStore, unavailable};
+use crate::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
+use crate::queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
+use crate::{Result, StorageError};
+
+/// SQS's longest long poll.
+const MAX_WAIT: Duration = Duration::from_secs(20);
+/// SQS's longest visibility timeout (12 h).
+const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
+/// A message received this long ago is forgotten by [`InFlight`] (its receipt has long expired).
+const IN_FLIGHT_HORIZON: Duration = Duration::from_secs(13 * 3600);
+
+const ATTR_REASON: &str = "eventfleet-dead-reason";
+const ATTR_DEAD_AT: &str = "eventfleet-dead-at";
+const ATTR_RECEIVES: &str = "eventfleet-receive-count";
+const ATTR_GROUP: &str = "eventfleet-group";
+const DLQ_ATTRIBUTES: [&str; 4] = [ATTR_REASON, ATTR_DEAD_AT, ATTR_RECEIVES, ATTR_GROUP];
+
+/// What this process needs to move a received message to the DLQ, by receipt.
+#[derive(Default)]
+pub(super) struct InFlight(Mutex<HashMap<String, Held>>);
+
+#[derive(Clone)]
+struct Held {
+    message_id: String,
+    body: String,
+    group: String,
+    attributes: BTreeMap<String, String>,
+    receive_count: u32,
+    since: Instant,
+}
+
+impl InFlight {
+    fn hold(&self, receipt: &str, held: Held) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Receipts of messages that were never deleted (a crashed handler's) age out here.
+        if map.len() > 1024 {
+            map.retain(|_, h| h.since.elapsed() < IN_FLIGHT_HORIZON);
+        }
+        map.insert(receipt.to_owned(), held);
+    }
+
+    fn get(&self, receipt: &str) -> Option<Held> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(receipt).cloned()
+    }
+
+    fn forget(&self, receipt: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(receipt);
+    }
+}
+
+/// A dead letter as peeked: what a redrive sends back, and the receipt to delete or release it with.
+struct Peeked {
+    receipt: String,
+    body: String,
+    group: String,
+    attributes: BTreeMap<String, String>,
+}
+
+/// The URL of a queue by name.
+pub(super) async fn queue_url(client: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
+    let out = client
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| unavailable(&format!("GetQueueUrl {name}"), e))?;
+    out.queue_url.ok_or_else(|| StorageError::NotFound(format!("queue {name}")))
+}
+
+fn whole_secs(d: Duration) -> i32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(secs).unwrap_or(i32::MAX)
+}
+
+fn string_attribute(value: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data type is set")
+}
+
+fn attributes_of(msg: &Message) -> BTreeMap<String, String> {
+    msg.message_attributes
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| v.string_value.clone().map(|s| (k.clone(), s)))
+        .collect()
+}
+
+fn system_attribute(msg: &Message, name: MessageSystemAttributeName) -> Option<&str> {
+    msg.attributes.as_ref().and_then(|a| a.get(&name)).map(String::as_str)
+}
+
+/// Maps a stale-receipt error of a delete or visibility change; everything else is unavailability.
+fn receipt_error<E>(op: &str, e: SdkError<E>, is_stale: impl Fn(&E) -> bool) -> StorageError
+where
+    E: std::error::Error + Send + Sync + 'static + aws_sdk_sqs::error::ProvideErrorMetadata,
+{
+    if let SdkError::ServiceError(ctx) = &e {
+        let err = ctx.err();
+        // SQS answers InvalidParameterValue for a receipt of an earlier receive or of a deleted message.
+        if is_stale(err) || matches!(err.code(), Some("InvalidParameterValue" | "ReceiptHandleIsInvalid")) {
+            return StorageError::StaleReceipt;
+        }
+    }
+    unavailable(op, e)
+}
+
+impl AwsStore {
+    async fn send_entries(&self, url: &str, entries: Vec<SendMessageBatchRequestEntry>) -> Result<Vec<Result<MessageId>>> {
+        let n = entries.len();
+        let out = self
+            .clients
+            .sqs
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| unavailable("SendMessageBatch", e))?;
+        let mut results: Vec<Result<MessageId>> =
+            (0..n).map(|_| Err(StorageError::Unavailable("SendMessageBatch: entry missing from the answer".into()))).collect();
+        for ok in out.successful {
+            if let Ok(i) = ok.id.parse::<usize>()
+                && i < n
+            {
+                results[i] = Ok(MessageId(ok.message_id));
+            }
+        }
+        for failed in out.failed {
+            if let Ok(i) = failed.id.parse::<usize>()
+                && i < n
+            {
+                let text = format!("SendMessageBatch entry: {} {}", failed.code, failed.message.unwrap_or_default());
+                // A sender fault (too large, invalid characters) will fail again; anything else may not.
+                results[i] = Err(if failed.sender_fault { StorageError::Invalid(text) } else { StorageError::Unavailable(text) });
+            }
+        }
+        Ok(results)
+    }
+
+    fn decode(&self, msg: Message) -> Result<(ReceivedMessage, Held), (Held, String)> {
+        let body = msg.body.clone().unwrap_or_default();
+        let group = system_attribute(&msg, MessageSystemAttributeName::MessageGroupId).unwrap_or_default().to_owned();
+        let receive_count = system_attribute(&msg, MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let sent_at = system_attribute(&msg, MessageSystemAttributeName::SentTimestamp)
+            .and_then(|t| t.parse().ok())
+            .map_or_else(|| self.now(), Timestamp::from_millis);
+        let attributes = attributes_of(&msg);
+        let message_id = msg.message_id.clone().unwrap_or_default();
+        let held = Held {
+            message_id: message_id.clone(),
+            body: body.clone(),
+            group: group.clone(),
+            attributes: attributes.clone(),
+            receive_count,
+            since: Instant::now(),
+        };
+        match serde_json::from_str::<Envelope>(&body) {
+            Ok(envelope) => Ok((
+                ReceivedMessage {
+                    message_id: MessageId(message_id),
+                    receipt: ReceiptHandle(msg.receipt_handle.unwrap_or_default()),
+                    envelope,
+                    group,
+                    attributes,
+                    receive_count,
+                    sent_at,
+                },
+                held,
+            )),
+            Err(e) => Err((held, format!("undecodable envelope: {e}"))),
+        }
+    }
+
+    async fn receive_once(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max as i32)
+            .visibility_timeout(whole_secs(visibility))
+            .wait_time_seconds(whole_secs(wait))
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| unavailable("ReceiveMessage", e))?;
+        let mut received = Vec::new();
+        for msg in out.messages.unwrap_or_default() {
+            let receipt = msg.receipt_handle.clone().unwrap_or_default();
+            match self.decode(msg) {
+                Ok((m, held)) => {
+                    self.in_flight.hold(&receipt, held);
+                    received.push(m);
+                }
+                Err((held, reason)) => {
+                    // A newer envelope version during a deploy, or a foreign writer: it would block its group
+                    // for ever, so it goes to the DLQ with the reason.
+                    tracing::error!(message_id = %held.message_id, %reason, "moving an undecodable message to the DLQ");
+                    self.in_flight.hold(&receipt, held);
+                    if let Err(e) = self.move_to_dlq(&ReceiptHandle(receipt), &reason).await {
+                        tracing::warn!(error = %e, "could not move an undecodable message; it reappears later");
+                    }
+                }
+            }
+        }
+        Ok(received)
+    }
+
+    /// Every message on the DLQ, received under a short visibility. The caller releases what it keeps.
+    async fn peek_dlq(&self) -> Result<Vec<(DeadLetter, Peeked)>> {
+        let mut all = Vec::new();
+        loop {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(whole_secs(self.options.dlq_peek_visibility))
+                // Long polling (≥ 1 s) asks every SQS server, so an empty answer means empty.
+                .wait_time_seconds(1)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .map_err(|e| unavailable("ReceiveMessage DLQ", e))?;
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for msg in messages {
+                let receipt = msg.receipt_handle.clone().unwrap_or_default();
+                match self.dead_letter(&msg) {
+                    Ok(dl) => all.push((
+                        dl,
+                        Peeked {
+                            receipt,
+                            body: msg.body.clone().unwrap_or_default(),
+                            group: system_attribute(&msg, MessageSystemAttributeName::MessageGroupId)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            attributes: attributes_of(&msg),
+                        },
+                    )),
+                    Err(e) => {
+                        tracing::warn!(message_id = ?msg.message_id, error = %e, "skipping an undecodable dead letter");
+                        self.release_dlq(vec![receipt]).await;
+                    }
+                }
+            }
+        }
+        all.sort_by(|a, b| a.0.dead_lettered_at.cmp(&b.0.dead_lettered_at));
+        Ok(all)
+    }
+
+    fn dead_letter(&self, msg: &Message) -> Result<DeadLetter> {
+        let attrs = attributes_of(msg);
+        let envelope: Envelope = serde_json::from_str(msg.body.as_deref().unwrap_or_default())
+            .map_err(|e| StorageError::Corrupt(format!("dead letter body: {e}")))?;
+        let sent = system_attribute(msg, MessageSystemAttributeName::SentTimestamp).and_then(|t| t.parse().ok());
+        Ok(DeadLetter {
+            message_id: MessageId(msg.message_id.clone().unwrap_or_default()),
+            envelope,
+            // Messages moved by the queue's redrive policy (not by a worker) carry no reason of ours.
+            reason: attrs.get(ATTR_REASON).cloned().unwrap_or_else(|| {
+                format!("exceeded the max receive count of {} (moved by the queue)", self.options.max_receive_count)
+            }),
+            receive_count: attrs
+                .get(ATTR_RECEIVES)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(self.options.max_receive_count),
+            dead_lettered_at: Timestamp::from_millis(
+                attrs.get(ATTR_DEAD_AT).and_then(|t| t.parse().ok()).or(sent).unwrap_or(0),
+            ),
+        })
+    }
+
+    /// Makes peeked dead letters visible again. Best effort: what is not released reappears after the peek
+    /// visibility anyway.
+    async fn release_dlq(&self, receipts: Vec<String>) {
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .visibility_timeout(0)
+                        .build()
+                        .expect("id and receipt are set")
+                })
+                .collect();
+            let res = self
+                .clients
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(&self.dlq_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %unavailable("ChangeMessageVisibilityBatch DLQ", e), "dead letters stay hidden until the peek expires");
+            }
+        }
+    }
+
+    async fn delete_dlq(&self, receipts: &[String]) -> Result<u64> {
+        let mut deleted = 0;
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).build().expect("id and receipt are set")
+                })
+                .collect();
+            let out = self
+                .clients
+                .sqs
+                .delete_message_batch()
+                .queue_url(&self.dlq_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| unavailable("DeleteMessageBatch DLQ", e))?;
+            deleted += out.successful.len() as u64;
+        }
+        Ok(deleted)
+    }
+}
+
+#[async_trait]
+impl Queue for AwsStore {
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Result<MessageId>>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for chunk in messages.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, m) in chunk.iter().enumerate() {
+                let body = serde_json::to_string(&m.envelope).map_err(|e| StorageError::Invalid(e.to_string()))?;
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .message_group_id(&m.group)
+                    .message_deduplication_id(m.dedup_id.as_str());
+                for (k, v) in &m.attributes {
+                    if !v.is_empty() {
+                        entry = entry.message_attributes(k, string_attribute(v));
+                    }
+                }
+                entries.push(entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?);
+            }
+            results.extend(self.send_entries(&self.queue_url, entries).await?);
+        }
+        Ok(results)
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        if !(1..=10).contains(&max) {
+            return Err(StorageError::Invalid(format!("receive of {max} messages: SQS takes 1 to 10")));
+        }
+        if visibility > MAX_VISIBILITY {
+            return Err(StorageError::Invalid(format!("visibility of {visibility:?}: SQS allows up to 12 h")));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let got = self.receive_once(max, visibility, left.min(MAX_WAIT)).await?;
+            if !got.is_empty() || left <= MAX_WAIT {
+                return Ok(got);
+            }
+        }
+    }
+
+    async fn delete(&self, receipt: &ReceiptHandle) -> Result<()> {
+        self.clients
+            .sqs
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(&receipt.0)
+            .send()
+            .await
+            .map_err(|e| receipt_error("DeleteMessage", e, |e| matches!(e, DeleteMessageError::ReceiptHandleIsInvalid(_))))?;
+        self.in_flight.forget(&receipt.0);
+        Ok(())
+    }
+
+    async fn change_visibility(&self, receipt: &ReceiptHandle, visibility: Duration) -> Result<()> {
+        if visibility > MAX_VISIBILITY {
+            return Err(StorageError::Invalid(format!("visibility of {visibility:?}: SQS allows up to 12 h")));
+        }
+        self.clients
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(&receipt.0)
+            .visibility_timeout(whole_secs(visibility))
+            .send()
+            .await
+            .map_err(|e| {
+                receipt_error("ChangeMessageVisibility", e, |e| {
+                    matches!(
+                        e,
+                        ChangeMessageVisibilityError::MessageNotInflight(_)
+                            | ChangeMessageVisibilityError::ReceiptHandleIsInvalid(_)
+                    )
+                })
+            })?;
+        Ok(())
+    }
+
+    async fn move_to_dlq(&self, receipt: &ReceiptHandle, reason: &str) -> Result<()> {
+        let held = self
+            .in_flight
+            .get(&receipt.0)
+            .ok_or_else(|| StorageError::Invalid("move to the DLQ: this process did not receive that message".into()))?;
+        let reason = if reason.is_empty() { "unknown" } else { reason };
+        let mut attributes = held.attributes.clone();
+        attributes.insert(ATTR_REASON.into(), reason.chars().take(1024).collect());
+        attributes.insert(ATTR_DEAD_AT.into(), self.now().as_millis().to_string());
+        attributes.insert(ATTR_RECEIVES.into(), held.receive_count.to_string());
+        attributes.insert(ATTR_GROUP.into(), held.group.clone());
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id("0")
+            .message_body(&held.body)
+            // Its own group on the DLQ (see the module docs); its message id as dedup id, so moving it twice
+            // (a retry after a crash between the send and the delete) leaves one dead letter.
+            .message_group_id(&held.message_id)
+            .message_deduplication_id(&held.message_id);
+        for (k, v) in &attributes {
+            if !v.is_empty() {
+                entry = entry.message_attributes(k, string_attribute(v));
+            }
+        }
+        let entry = entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?;
+        let sent = self.send_entries(&self.dlq_url, vec![entry]).await?;
+        sent.into_iter().next().unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the DLQ send".into())))?;
+        Queue::delete(self, receipt).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let attrs = |url: &str| {
+            self.clients
+                .sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .send()
+        };
+        let (main, dlq) = tokio::join!(attrs(&self.queue_url), attrs(&self.dlq_url));
+        let main = main.map_err(|e| unavailable("GetQueueAttributes", e))?.attributes.unwrap_or_default();
+        let dlq = dlq.map_err(|e| unavailable("GetQueueAttributes DLQ", e))?.attributes.unwrap_or_default();
+        let count = |m: &HashMap<QueueAttributeName, String>, a: QueueAttributeName| -> u64 {
+            m.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        Ok(QueueStats {
+            waiting: count(&main, QueueAttributeName::ApproximateNumberOfMessages)
+                + count(&main, QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            in_flight: count(&main, QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            oldest_age_ms: self.oldest_age_ms().await,
+            dead_letters: count(&dlq, QueueAttributeName::ApproximateNumberOfMessages)
+                + count(&dlq, QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        })
+    }
+}
+
+impl AwsStore {
+    /// SQS has no attribute for the oldest message's age; CloudWatch's `ApproximateAgeOfOldestMessage` (one
+    /// datapoint a minute) has it. `None` when CloudWatch has no recent datapoint.
+    async fn oldest_age_ms(&self) -> Option<u64> {
+        use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+        let now = std::time::SystemTime::now();
+        let out = self
+            .clients
+            .cloudwatch
+            .get_metric_statistics()
+            .namespace("AWS/SQS")
+            .metric_name("ApproximateAgeOfOldestMessage")
+            .dimensions(Dimension::builder().name("QueueName").value(&self.names.queue).build())
+            .start_time((now - Duration::from_secs(600)).into())
+            .end_time(now.into())
+            .period(60)
+            .statistics(Statistic::Maximum)
+            .send()
+            .await
+            .map_err(|e| tracing::debug!(error = %unavailable("GetMetricStatistics", e), "no oldest message age"))
+            .ok()?;
+        let latest = out.datapoints.unwrap_or_default().into_iter().max_by_key(|d| d.timestamp.map(|t| t.secs()))?;
+        latest.maximum.map(|secs| (secs.max(0.0) * 1000.0) as u64)
+    }
+}
+
+#[async_trait]
+impl DeadLetters for AwsStore {
+    async fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+        let peeked = self.peek_dlq().await?;
+        let mut out = Vec::new();
+        let mut receipts = Vec::with_capacity(peeked.len());
+        for (dl, p) in peeked {
+            receipts.push(p.receipt);
+            if filter.matches(&dl) && filter.limit.is_none_or(|l| out.len() < l) {
+                out.push(dl);
+            }
+        }
+        self.release_dlq(receipts).await;
+        Ok(out)
+    }
+
+    async fn get(&self, id: &MessageId) -> Result<Option<DeadLetter>> {
+        let peeked = self.peek_dlq().await?;
+        let mut found = None;
+        let mut receipts = Vec::with_capacity(peeked.len());
+        for (dl, p) in peeked {
+            receipts.push(p.receipt);
+            if &dl.message_id == id {
+                found = Some(dl);
+            }
+        }
+        self.release_dlq(receipts).await;
+        Ok(found)
+    }
+
+    async fn redrive(&self, ids: &[MessageId]) -> Result<Vec<Result<Redriven>>> {
+        let peeked = self.peek_dlq().await?;
+        let mut by_id: HashMap<MessageId, (DeadLetter, Peeked)> =
+            peeked.into_iter().map(|(dl, p)| (dl.message_id.clone(), (dl, p))).collect();
+        let mut results = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some((dl, p)) = by_id.remove(id) else {
+                results.push(Err(StorageError::NotFound(format!("dead letter {id}"))));
+                continue;
+            };
+            let result = self.redrive_one(&dl, &p).await;
+            if result.is_err() {
+                by_id.insert(id.clone(), (dl, p));
+            }
+            results.push(result);
+        }
+        self.release_dlq(by_id.into_values().map(|(_, p)| p.receipt).collect()).await;
+        Ok(results)
+    }
+
+    async fn purge(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        let peeked = self.peek_dlq().await?;
+        let (doomed, mut kept): (Vec<_>, Vec<_>) = peeked.into_iter().partition(|(dl, _)| filter.matches(dl));
+        let doomed: Vec<String> = match filter.limit {
+            // Beyond the limit, matching dead letters stay (and are released below with the rest).
+            Some(l) => {
+                let mut doomed = doomed;
+                let rest = doomed.split_off(l.min(doomed.len()));
+                kept.extend(rest);
+                doomed.into_iter().map(|(_, p)| p.receipt).collect()
+            }
+            None => doomed.into_iter().map(|(_, p)| p.receipt).collect(),
+        };
+        let deleted = self.delete_dlq(&doomed).await;
+        self.release_dlq(kept.into_iter().map(|(_, p)| p.receipt).collect()).await;
+        deleted
+    }
+
+    async fn delete(&self, ids: &[MessageId]) -> Result<u64> {
+        let peeked = self.peek_dlq().await?;
+        let (doomed, kept): (Vec<_>, Vec<_>) = peeked.into_iter().partition(|(dl, _)| ids.contains(&dl.message_id));
+        let deleted = self.delete_dlq(&doomed.into_iter().map(|(_, p)| p.receipt).collect::<Vec<_>>()).await;
+        self.release_dlq(kept.into_iter().map(|(_, p)| p.receipt).collect()).await;
+        deleted
+    }
+}
+
+impl AwsStore {
+    /// Sends one dead letter back to the tail of its group with a fresh dedup id, then deletes it from the DLQ.
+    async fn redrive_one(&self, dl: &DeadLetter, peeked: &Peeked) -> Result<Redriven> {
+        let group = peeked.attributes.get(ATTR_GROUP).cloned().unwrap_or_else(|| peeked.group.clone());
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id("0")
+            .message_body(&peeked.body)
+            .message_group_id(group)
+            .message_deduplication_id(DedupId::fresh().as_str());
+        for (k, v) in peeked.attributes.iter().filter(|(k, _)| !DLQ_ATTRIBUTES.contains(&k.as_str())) {
+            entry = entry.message_attributes(k, string_attribute(v));
+        }
+        let entry = entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?;
+        let sent = self.send_entries(&self.queue_url, vec![entry]).await?;
+        let requeued_as =
+            sent.into_iter().next().unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the send".into())))?;
+        self.delete_dlq(std::slice::from_ref(&peeked.receipt)).await?;
+        Ok(Redriven { dead_letter: dl.message_id.clone(), requeued_as })
+    }
+}

@@ -1,0 +1,147 @@
+//! The webhook registry on DynamoDB.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use eventfleet_schema::{HookId, HookKind, Webhook};
+
+use super::item::{Item, Reader, n, s, ts};
+use super::{AwsStore, unavailable};
+use crate::webhooks::WebhookRegistry;
+use crate::{Result, StorageError};
+
+fn item(h: &Webhook) -> Item {
+    let mut item = Item::from([
+        ("id".into(), s(h.id.as_str())),
+        ("name".into(), s(&h.name)),
+        ("channel".into(), s(&h.channel)),
+        ("kind".into(), s(h.kind.as_str())),
+        ("active".into(), AttributeValue::Bool(h.active)),
+        ("invocation_count".into(), n(h.invocation_count)),
+        ("created_by".into(), s(&h.created_by)),
+        ("created_at".into(), ts(h.created_at)),
+    ]);
+    if let Some(secret) = &h.secret {
+        item.insert("secret".into(), s(secret));
+    }
+    item
+}
+
+fn hook(item: &Item) -> Result<Webhook> {
+    let r = Reader::new(item, "webhooks");
+    Ok(Webhook {
+        id: HookId::from_raw(r.str("id")?),
+        name: r.str("name")?,
+        channel: r.str("channel")?,
+        kind: r.parsed("kind", HookKind::parse)?,
+        active: r.bool("active")?,
+        secret: r.opt_str("secret")?,
+        invocation_count: u64::try_from(r.i64("invocation_count")?)
+            .map_err(|_| StorageError::Corrupt("webhooks item: negative invocation_count".into()))?,
+        created_by: r.str("created_by")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+impl AwsStore {
+    /// An update of an existing hook; an unknown id is `NotFound`.
+    async fn update_hook(&self, id: &HookId, update: &str, values: Vec<(&str, AttributeValue)>) -> Result<Item> {
+        let mut req = self
+            .clients
+            .dynamodb
+            .update_item()
+            .table_name(&self.names.webhooks_table)
+            .key("id", s(id.as_str()))
+            .update_expression(update)
+            .condition_expression("attribute_exists(#id)")
+            .expression_attribute_names("#id", "id")
+            .return_values(ReturnValue::AllNew);
+        if update.contains("#active") {
+            req = req.expression_attribute_names("#active", "active");
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(out) => Ok(out.attributes.unwrap_or_default()),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(_) => Err(StorageError::NotFound(format!("hook {id}"))),
+                other => Err(unavailable("UpdateItem webhooks", other)),
+            },
+            Err(e) => Err(unavailable("UpdateItem webhooks", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl WebhookRegistry for AwsStore {
+    async fn create(&self, h: &Webhook) -> Result<()> {
+        let res = self
+            .clients
+            .dynamodb
+            .put_item()
+            .table_name(&self.names.webhooks_table)
+            .set_item(Some(item(h)))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", "id")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(_) => Err(StorageError::Conflict(format!("hook {}", h.id))),
+                other => Err(unavailable("PutItem webhooks", other)),
+            },
+            Err(e) => Err(unavailable("PutItem webhooks", e)),
+        }
+    }
+
+    async fn get(&self, id: &HookId) -> Result<Option<Webhook>> {
+        let out = self
+            .clients
+            .dynamodb
+            .get_item()
+            .table_name(&self.names.webhooks_table)
+            .key("id", s(id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem webhooks", e))?;
+        out.item.as_ref().map(hook).transpose()
+    }
+
+    async fn list(&self) -> Result<Vec<Webhook>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .clients
+                .dynamodb
+                .scan()
+                .table_name(&self.names.webhooks_table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Scan webhooks", e))?;
+            for item in page.items.unwrap_or_default() {
+                out.push(hook(&item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.as_str().cmp(b.id.as_str())));
+        Ok(out)
+    }
+
+    async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook> {
+        hook(&self.update_hook(id, "SET #active = :a", vec![(":a", AttributeValue::Bool(active))]).await?)
+    }
+
+    async fn record_invocation(&self, id: &HookId) -> Result<()> {
+        self.update_hook(id, "ADD invocation_count :one", vec![(":one", n(1))]).await.map(|_| ())
+    }
+}
