@@ -1,14 +1,45 @@
 //! Opens the configured storage backend.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use eventfleet_ingress::metrics::SharedRegistry;
+use eventfleet_storage::aws::{AwsOptions, AwsStore, RequestObserver};
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::config::{Backend, Config};
 
+/// An opened backend: the ports, plus the aws store itself when on AWS (for SNS and CloudWatch beside them).
+pub struct Opened {
+    /// The ports.
+    pub store: Store,
+    /// The aws backend, when that is the one.
+    pub aws: Option<Arc<AwsStore>>,
+}
+
 /// The store named by the configuration.
-pub fn open(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
+pub async fn open(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
+    Ok(open_with_metrics(config, data_dir, None).await?.store)
+}
+
+/// Labels of `eventfleet_aws_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    service: String,
+    operation: String,
+}
+
+/// The store named by the configuration; on AWS, every SDK request is counted into `registry` as
+/// `eventfleet_aws_requests_total{service, operation}` when one is given.
+pub async fn open_with_metrics(
+    config: &Config,
+    data_dir: &Path,
+    registry: Option<&SharedRegistry>,
+) -> anyhow::Result<Opened> {
     match config.backend {
         Backend::Embedded => {
             let options = EmbeddedOptions {
@@ -18,10 +49,42 @@ pub fn open(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
             };
             let store = EmbeddedStore::open_dir(data_dir, options)
                 .with_context(|| format!("open the embedded store in {}", data_dir.display()))?;
-            Ok(store.into_store())
+            Ok(Opened { store: store.into_store(), aws: None })
         }
         Backend::Aws => {
-            bail!("EVENTFLEET_BACKEND=aws: the AWS backend is not part of this build yet; use the embedded backend")
+            let sdk = sdk_config(config).await?;
+            let mut options = AwsOptions::new(config.aws.names.clone());
+            options.max_receive_count = config.worker.max_receive_count;
+            if let Some(registry) = registry {
+                let requests = Family::<RequestLabels, Counter>::default();
+                registry.lock().unwrap_or_else(|p| p.into_inner()).register(
+                    "eventfleet_aws_requests",
+                    "AWS API requests sent, by service and operation (retries included)",
+                    requests.clone(),
+                );
+                let observer: RequestObserver = Arc::new(move |service: &str, operation: &str| {
+                    requests
+                        .get_or_create(&RequestLabels { service: service.to_owned(), operation: operation.to_owned() })
+                        .inc();
+                });
+                options.request_observer = Some(observer);
+            }
+            let aws = AwsStore::connect(&sdk, options).await.context("connect to the aws backend")?;
+            Ok(Opened { store: aws.clone().into_store(), aws: Some(aws) })
         }
     }
+}
+
+/// The AWS SDK configuration: the standard chain (environment, profile, ECS task role), with
+/// `EVENTFLEET_AWS_ENDPOINT_URL` as every client's endpoint when set. A region is required.
+pub async fn sdk_config(config: &Config) -> anyhow::Result<aws_config::SdkConfig> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = &config.aws.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        bail!("EVENTFLEET_BACKEND=aws needs a region: set AWS_REGION (or a profile with one)");
+    }
+    Ok(sdk)
 }

@@ -180,8 +180,12 @@ pub enum EventsCommand {
 /// `eventfleet tables ...`
 #[derive(Debug, Subcommand)]
 pub enum TablesCommand {
-    /// Create queues and tables (idempotent).
+    /// Create queues and tables (idempotent): the embedded store, or on the aws backend the queues, tables and
+    /// ops topic (for an emulator or a sandbox; production uses Terraform).
     Create,
+    /// The AWS queue, table, index and TTL names the code uses (from `EVENTFLEET_NAME_PREFIX`); Terraform is
+    /// checked against this.
+    Describe(JsonFlag),
 }
 
 /// Which dead letters: `--source --kind --error --since --until`.

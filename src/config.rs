@@ -63,6 +63,21 @@ pub struct Config {
     pub ingress: IngressConfig,
     /// Worker settings.
     pub worker: WorkerConfig,
+    /// The aws backend's settings (read whatever the backend; used when it is `aws`).
+    pub aws: AwsSettings,
+}
+
+/// Settings of the aws backend. Region and credentials come from the standard AWS variables and chain.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// `EVENTFLEET_AWS_ENDPOINT_URL`: one endpoint for every AWS client (an emulator).
+    pub endpoint_url: Option<String>,
+    /// Names from `EVENTFLEET_NAME_PREFIX`, with any per-name override applied.
+    pub names: eventfleet_storage::aws::Names,
+    /// `EVENTFLEET_OPS_TOPIC_ARN`: where dead-letter notices go.
+    pub ops_topic_arn: Option<String>,
+    /// `EVENTFLEET_CLOUDWATCH_INTERVAL_S`: how often workers publish metrics to CloudWatch; `None` (0) disables.
+    pub cloudwatch_interval: Option<Duration>,
 }
 
 impl Config {
@@ -171,7 +186,9 @@ impl Config {
             };
             sns_topic_channels.push((topic.trim().to_owned(), channel.trim().to_owned()));
         }
+        let aws = aws_settings(&env)?;
         Ok(Config {
+            aws,
             backend,
             listen: env.parse("EVENTFLEET_LISTEN")?,
             metrics_listen: env
@@ -188,6 +205,51 @@ impl Config {
             worker,
         })
     }
+}
+
+fn aws_settings(env: &Env<'_>) -> Result<AwsSettings, ConfigError> {
+    use eventfleet_storage::aws::Names;
+    let prefix =
+        env.text("EVENTFLEET_NAME_PREFIX").unwrap_or_else(|| eventfleet_storage::aws::names::DEFAULT_PREFIX.into());
+    if !Names::valid_prefix(&prefix) {
+        return Err(invalid("EVENTFLEET_NAME_PREFIX", &prefix, "expected 1 to 60 letters, digits, `-` or `_`"));
+    }
+    let mut names = Names::from_prefix(&prefix);
+    let http_url = |name: &'static str| -> Result<Option<String>, ConfigError> {
+        match env.text(name) {
+            Some(url) if url::Url::parse(&url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) => {
+                Err(invalid(name, &url, "expected an http(s) URL"))
+            }
+            other => Ok(other),
+        }
+    };
+    let endpoint_url = http_url("EVENTFLEET_AWS_ENDPOINT_URL")?;
+    names.queue_url = http_url("EVENTFLEET_QUEUE_URL")?;
+    names.dlq_url = http_url("EVENTFLEET_DLQ_URL")?;
+    for (var, slot) in [
+        ("EVENTFLEET_IDEMPOTENCY_TABLE", &mut names.idempotency_table),
+        ("EVENTFLEET_AUDIT_TABLE", &mut names.audit_table),
+        ("EVENTFLEET_RETRIES_TABLE", &mut names.retries_table),
+        ("EVENTFLEET_WEBHOOKS_TABLE", &mut names.webhooks_table),
+        ("EVENTFLEET_CLOUDWATCH_NAMESPACE", &mut names.metrics_namespace),
+    ] {
+        if let Some(v) = env.text(var) {
+            *slot = v;
+        }
+    }
+    let ops_topic_arn = env.text("EVENTFLEET_OPS_TOPIC_ARN");
+    if let Some(arn) = &ops_topic_arn
+        && !arn.starts_with("arn:")
+    {
+        return Err(invalid("EVENTFLEET_OPS_TOPIC_ARN", arn, "expected a topic ARN (arn:aws:sns:...)"));
+    }
+    let interval = env.parse_in("EVENTFLEET_CLOUDWATCH_INTERVAL_S", 60u64, 0..=3_600)?;
+    Ok(AwsSettings {
+        endpoint_url,
+        names,
+        ops_topic_arn,
+        cloudwatch_interval: (interval > 0).then(|| Duration::from_secs(interval)),
+    })
 }
 
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);

@@ -6,10 +6,12 @@
 //! - `cli`: the command-line contract (clap).
 //! - `config`: settings from `EVENTFLEET_*` variables, validated at start-up.
 //! - `backend`: opens the configured storage backend.
+//! - `aws_ops`: on AWS, subscription confirmation, ops notices and CloudWatch metrics for the workers.
 //! - `shutdown`: SIGTERM / Ctrl-C → one cancellation token.
 //! - `telemetry`: logs to stderr, OpenTelemetry export when configured.
 //! - `commands`: one module per command family.
 
+mod aws_ops;
 mod backend;
 mod cli;
 mod commands;

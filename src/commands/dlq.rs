@@ -17,7 +17,7 @@ use crate::config::Config;
 
 /// Runs a dlq command.
 pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let store = crate::backend::open(config, data_dir)?;
+    let store = crate::backend::open(config, data_dir).await?;
     match command {
         DlqCommand::List { filter, limit, json } => {
             let mut filter = to_filter(&filter, store.clock.now())?;

@@ -13,7 +13,7 @@ use crate::config::Config;
 /// Runs an events command.
 pub async fn run(config: &Config, data_dir: &Path, command: EventsCommand) -> anyhow::Result<ExitCode> {
     let EventsCommand::Show { id, json } = command;
-    let store = crate::backend::open(config, data_dir)?;
+    let store = crate::backend::open(config, data_dir).await?;
     let record = match EventId::parse(&id) {
         Some(event_id) => store.idempotency.find_by_event(event_id).await?,
         None => store.idempotency.get(&IdempotencyKey::from_raw(id.trim())).await?,

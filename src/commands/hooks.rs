@@ -12,7 +12,7 @@ use crate::config::Config;
 
 /// Runs a hooks command.
 pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> anyhow::Result<ExitCode> {
-    let store = crate::backend::open(config, data_dir)?;
+    let store = crate::backend::open(config, data_dir).await?;
     let base = config
         .public_url
         .clone()

@@ -37,12 +37,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Outbox(flag) => status::outbox(&data_dir, flag.json),
         Command::Status(flag) => status::status(&config, &data_dir, flag.json).await,
         Command::Verify { command } => verify::run(command).await,
-        Command::Tables { command: TablesCommand::Create } => {
-            let _store = crate::backend::open(&config, &data_dir)?;
-            println!("{}", serde_json::json!({ "backend": "embedded", "path": data_dir.join("fleet.db") }));
+        Command::Tables { command: TablesCommand::Create } => tables_create(&config, &data_dir).await,
+        Command::Tables { command: TablesCommand::Describe(flag) } => {
+            let description = config.aws.names.describe(config.worker.max_receive_count);
+            if flag.json {
+                print_json(&description)?;
+            } else {
+                for q in &description.queues {
+                    println!("queue  {:<12} {}", q.role, q.name);
+                }
+                for t in &description.tables {
+                    let range = t.range_key.as_ref().map_or(String::new(), |r| format!(", range {}", r.name));
+                    let ttl = t.ttl_attribute.map_or(String::new(), |a| format!(", ttl {a}"));
+                    println!("table  {:<12} {} (hash {}{range}{ttl})", t.role, t.name, t.hash_key.name);
+                }
+                for t in &description.topics {
+                    println!("topic  {:<12} {}", t.role, t.name);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `eventfleet tables create`.
+async fn tables_create(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match config.backend {
+        crate::config::Backend::Embedded => {
+            let _store = crate::backend::open(config, data_dir).await?;
+            print_json(&serde_json::json!({ "backend": "embedded", "path": data_dir.join("fleet.db") }))?;
+        }
+        crate::config::Backend::Aws => {
+            let sdk = crate::backend::sdk_config(config).await?;
+            let clients = eventfleet_storage::aws::Clients::new(&sdk, None);
+            let done = eventfleet_storage::aws::provision::create(
+                &clients,
+                &config.aws.names,
+                config.worker.max_receive_count,
+                config.worker.visibility_timeout.as_secs(),
+            )
+            .await?;
+            print_json(&serde_json::json!({ "backend": "aws", "created": done }))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints a value as one JSON document on stdout.

@@ -28,7 +28,7 @@ macro_rules! banner {
 /// `eventfleet dev`: ingress and workers in one process on the embedded store.
 pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, workers: usize) -> anyhow::Result<ExitCode> {
     config.worker.concurrency = workers.max(1);
-    let store = crate::backend::open(&config, data_dir)?;
+    let store = crate::backend::open(&config, data_dir).await?;
     let listener = bind(config.listen.unwrap_or(listen)).await?;
     let addr = listener.local_addr()?;
     let base = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
@@ -84,23 +84,52 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
 
 /// `eventfleet ingress`.
 pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
-    let store = crate::backend::open(&config, data_dir)?;
+    let registry = SharedRegistry::default();
+    let store = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?.store;
     let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
     let listener = bind(addr).await?;
     // The first stdout line names the bound address (port 0 picks one): scripts and tests read it.
     banner!("listening on http://{}", listener.local_addr()?);
     let shutdown = shutdown::on_signal();
-    eventfleet_ingress::run(store, config.ingress.clone(), listener, shutdown).await.context("ingress server")?;
+    eventfleet_ingress::run_with_registry(store, config.ingress.clone(), registry, listener, shutdown)
+        .await
+        .context("ingress server")?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `eventfleet worker`.
 pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let store = crate::backend::open(&config, data_dir)?;
+    let registry = SharedRegistry::default();
+    let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
+    let store = opened.store;
     let shutdown = shutdown::on_signal();
     let slack = slack_sink(&config, data_dir)?;
-    let registry = SharedRegistry::default();
     let metrics = worker_metrics(&registry);
+    let mut handlers = handlers(&config);
+    let mut publisher = None;
+    if let Some(aws) = &opened.aws {
+        // On AWS: subscriptions are confirmed through the API, dead letters announced on the ops topic, and
+        // metrics published to CloudWatch.
+        let sns = crate::aws_ops::sns_ops(aws, config.aws.ops_topic_arn.clone());
+        handlers = handlers::builtin_with(sns_routing(&config), Arc::new(crate::aws_ops::ApiConfirmer(sns.clone())));
+        if config.aws.ops_topic_arn.is_some() {
+            handlers = handlers.on_dead_letter(Arc::new(crate::aws_ops::OpsTopic(sns)));
+        }
+        if let Some(interval) = config.aws.cloudwatch_interval {
+            let cw = eventfleet_storage::aws::cloudwatch::Publisher::new(
+                aws.clients().cloudwatch.clone(),
+                &config.aws.names.metrics_namespace,
+                &config.aws.names.prefix,
+            );
+            publisher = Some(tokio::spawn(crate::aws_ops::publish_metrics(
+                cw,
+                metrics.clone(),
+                store.clone(),
+                interval,
+                shutdown.clone(),
+            )));
+        }
+    }
     // Several workers on one host cannot all have the fixed port: a worker without metrics beats no worker.
     let metrics_at = match TcpListener::bind(config.metrics_listen).await {
         Ok(listener) => {
@@ -115,8 +144,11 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
     };
     banner!("worker started: concurrency {}, metrics on {metrics_at}", config.worker.concurrency);
     let summary =
-        eventfleet_workers::run_with_metrics(store, config.worker.clone(), handlers(&config), slack, metrics, shutdown)
-            .await;
+        eventfleet_workers::run_with_metrics(store, config.worker.clone(), handlers, slack, metrics, shutdown).await;
+    if let Some(publisher) = publisher {
+        // The last period's metrics go out before exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), publisher).await;
+    }
     tracing::info!(?summary, "worker stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -142,10 +174,14 @@ fn slack_sink(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn SlackS
 
 /// The built-in handlers with the configured SNS routing.
 fn handlers(config: &Config) -> eventfleet_workers::Registry {
-    handlers::builtin(SnsRouting {
+    handlers::builtin(sns_routing(config))
+}
+
+fn sns_routing(config: &Config) -> SnsRouting {
+    SnsRouting {
         topic_channels: config.sns_topic_channels.iter().cloned().collect(),
         default_channel: config.default_channel.clone(),
-    })
+    }
 }
 
 /// The hook `dev` prints: the first hook named `demo`, created on first run.

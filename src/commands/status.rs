@@ -19,7 +19,7 @@ pub async fn status(config: &Config, data_dir: &Path, json: bool) -> anyhow::Res
     use eventfleet_schema::{RetryStatus, Step};
     use eventfleet_storage::{AuditQuery, DeadLetterFilter};
 
-    let store = crate::backend::open(config, data_dir)?;
+    let store = crate::backend::open(config, data_dir).await?;
     let now = store.clock.now();
     let stats = store.queue.stats().await?;
     let dead = store.dead_letters.list(&DeadLetterFilter::default()).await?;

@@ -33,9 +33,9 @@ pub mod webhooks;
 pub mod conformance;
 
 pub use audit::{AuditLog, AuditQuery};
+pub use aws::{AwsOptions, AwsStore};
 pub use clock::{Clock, FixedClock, SystemClock, TokioClock};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
-pub use aws::{AwsOptions, AwsStore};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;
 pub use idempotency::{Begin, Claim, Idempotency};

@@ -34,11 +34,8 @@ async fn setup(scope: &str) -> Harness {
     let names = Names::from_prefix(&prefix);
     let max_receive_count = 5;
     provision::create(&Clients::new(&sdk, None), &names, max_receive_count, 30).await.expect("provision");
-    let options = AwsOptions {
-        max_receive_count,
-        dlq_peek_visibility: Duration::from_secs(5),
-        ..AwsOptions::new(names)
-    };
+    let options =
+        AwsOptions { max_receive_count, dlq_peek_visibility: Duration::from_secs(5), ..AwsOptions::new(names) };
     let store = AwsStore::connect(&sdk, options).await.expect("connect").into_store();
     Harness { store, time: TimeControl::Real, max_receive_count, gaps: GAPS, scope: scope.to_owned() }
 }

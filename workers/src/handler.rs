@@ -76,12 +76,47 @@ pub struct Registry {
     exact: HashMap<String, Arc<dyn Handler>>,
     prefixes: Vec<(String, Arc<dyn Handler>)>,
     fallback: Arc<dyn Handler>,
+    on_dead_letter: Option<Arc<dyn DeadLetterNotifier>>,
+}
+
+/// What operators are told when an event is dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetterNotice {
+    /// The event.
+    pub event_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its source.
+    pub source: String,
+    /// Why.
+    pub reason: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Tells operators about dead letters (the aws backend's ops topic). Best effort: a failed notice is logged and
+/// never fails the delivery.
+#[async_trait]
+pub trait DeadLetterNotifier: Send + Sync {
+    /// Sends one notice.
+    async fn dead_lettered(&self, notice: &DeadLetterNotice) -> Result<(), String>;
 }
 
 impl Registry {
     /// A registry that sends everything to `fallback`.
     pub fn new(fallback: Arc<dyn Handler>) -> Self {
-        Self { exact: HashMap::new(), prefixes: Vec::new(), fallback }
+        Self { exact: HashMap::new(), prefixes: Vec::new(), fallback, on_dead_letter: None }
+    }
+
+    /// Tells `notifier` about every dead letter.
+    pub fn on_dead_letter(mut self, notifier: Arc<dyn DeadLetterNotifier>) -> Self {
+        self.on_dead_letter = Some(notifier);
+        self
+    }
+
+    /// The dead-letter notifier, if any.
+    pub fn dead_letter_notifier(&self) -> Option<&Arc<dyn DeadLetterNotifier>> {
+        self.on_dead_letter.as_ref()
     }
 
     /// Registers a handler for one kind, or for every kind starting with `kind` when it ends in `.`.

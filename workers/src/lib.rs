@@ -29,7 +29,7 @@ pub mod slack;
 pub mod slack_stub;
 
 pub use config::WorkerConfig;
-pub use handler::{Handler, HandlerContext, HandlerError, Registry};
+pub use handler::{DeadLetterNotice, DeadLetterNotifier, Handler, HandlerContext, HandlerError, Registry};
 pub use metrics::WorkerMetrics;
 pub use pool::{PoolSummary, run, run_with_metrics};
 pub use slack::{SlackError, SlackMessage, SlackSink};

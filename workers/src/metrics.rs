@@ -1,7 +1,8 @@
 //! Prometheus metrics of the worker pool, registered into a registry the process owns (the `dev` process shares
 //! one registry between ingress and workers; `eventfleet worker` serves it on its metrics port).
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -49,6 +50,74 @@ pub struct WorkerMetrics {
     pub oldest_message_age_seconds: Gauge<i64, AtomicI64>,
     /// Messages on the dead-letter queue.
     pub dlq_depth: Gauge<i64, AtomicI64>,
+    /// Running totals since the last [`Totals::take`], for publishers that send deltas (CloudWatch).
+    pub totals: Arc<Totals>,
+}
+
+/// Samples summarised: what CloudWatch takes as a statistic set.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    /// Samples.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Summary {
+    fn add(&mut self, v: f64) {
+        if self.count == 0 {
+            self.min = v;
+            self.max = v;
+        } else {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+}
+
+/// Counts and summaries since they were last taken.
+#[derive(Debug, Default)]
+pub struct Totals {
+    processed: AtomicU64,
+    failed: AtomicU64,
+    dead_lettered: AtomicU64,
+    handler_ms: Mutex<Summary>,
+    event_age_ms: Mutex<Summary>,
+}
+
+/// What [`Totals::take`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TotalsSnapshot {
+    /// Events handled successfully.
+    pub processed: u64,
+    /// Attempts that failed and were scheduled for a retry.
+    pub failed: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Handler run times, in milliseconds.
+    pub handler_ms: Summary,
+    /// Event age at success, in milliseconds.
+    pub event_age_ms: Summary,
+}
+
+impl Totals {
+    /// Returns the totals and starts again from zero.
+    pub fn take(&self) -> TotalsSnapshot {
+        let take = |m: &Mutex<Summary>| std::mem::take(&mut *m.lock().unwrap_or_else(|p| p.into_inner()));
+        TotalsSnapshot {
+            processed: self.processed.swap(0, Ordering::Relaxed),
+            failed: self.failed.swap(0, Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.swap(0, Ordering::Relaxed),
+            handler_ms: take(&self.handler_ms),
+            event_age_ms: take(&self.event_age_ms),
+        }
+    }
 }
 
 impl WorkerMetrics {
@@ -70,6 +139,7 @@ impl WorkerMetrics {
             queue_in_flight: Gauge::default(),
             oldest_message_age_seconds: Gauge::default(),
             dlq_depth: Gauge::default(),
+            totals: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("eventfleet_worker");
         r.register("processed", "Deliveries by kind and outcome", m.processed.clone());
@@ -96,6 +166,23 @@ impl WorkerMetrics {
 
     pub(crate) fn count(&self, kind: &str, outcome: &str) {
         self.processed.get_or_create(&OutcomeLabels { kind: kind.to_owned(), outcome: outcome.to_owned() }).inc();
+        let total = match outcome {
+            "succeeded" => &self.totals.processed,
+            "retry_scheduled" => &self.totals.failed,
+            "dead_lettered" => &self.totals.dead_lettered,
+            _ => return,
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn observe_handler(&self, kind: &str, elapsed: std::time::Duration) {
+        self.handler_seconds.get_or_create(&Self::kind(kind)).observe(elapsed.as_secs_f64());
+        self.totals.handler_ms.lock().unwrap_or_else(|p| p.into_inner()).add(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    pub(crate) fn observe_age(&self, age: std::time::Duration) {
+        self.event_age_seconds.observe(age.as_secs_f64());
+        self.totals.event_age_ms.lock().unwrap_or_else(|p| p.into_inner()).add(age.as_secs_f64() * 1000.0);
     }
 
     pub(crate) fn kind(kind: &str) -> KindLabels {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventfleet_storage::Store;
+use eventfleet_storage::{ReceivedMessage, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -121,21 +121,18 @@ pub async fn run_with_metrics(
                 continue;
             }
         };
-        for (msg, permit) in messages.into_iter().zip(permits.drain(..)) {
-            let processor = processor.clone();
-            let summary = summary.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                let event_id = msg.envelope.event_id();
-                match processor.process(msg, &shutdown).await {
-                    Ok(d) => summary.count(&d),
-                    Err(e) => {
-                        summary.storage_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, %event_id, "delivery hit a storage error; it will reappear");
-                    }
-                }
-                drop(permit);
-            });
+        // SQS hands out several messages of one group in one receive: each group's messages run in order, one
+        // at a time, in one task.
+        let mut chains: Vec<Vec<ReceivedMessage>> = Vec::new();
+        for msg in messages {
+            match chains.iter_mut().find(|c| c[0].group == msg.group) {
+                Some(chain) => chain.push(msg),
+                None => chains.push(vec![msg]),
+            }
+        }
+        for chain in chains {
+            let chain_permits: Vec<_> = permits.drain(..chain.len().min(permits.len())).collect();
+            tracker.spawn(run_chain(processor.clone(), chain, chain_permits, summary.clone(), shutdown.clone()));
         }
     }
 
@@ -149,6 +146,61 @@ pub async fn run_with_metrics(
         );
     }
     summary
+}
+
+/// Runs one group's messages in order. A message that does not finish (retry scheduled, released, storage
+/// error) leaves its group blocked, so the ones behind it are given back at once instead of waiting out their
+/// visibility; a dead-lettered one unblocks its group, so the next runs.
+async fn run_chain(
+    processor: Arc<Processor>,
+    chain: Vec<ReceivedMessage>,
+    mut permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    summary: Arc<PoolSummary>,
+    shutdown: CancellationToken,
+) {
+    let received = tokio::time::Instant::now();
+    let visibility = processor.config.visibility_timeout;
+    let mut rest = chain.into_iter();
+    let mut first = true;
+    while let Some(msg) = rest.next() {
+        let event_id = msg.envelope.event_id();
+        // A message that waited behind others gets its visibility back before it starts, so that it cannot
+        // reappear to another consumer while it runs here.
+        if !first && received.elapsed() > visibility / 3 {
+            if let Err(e) = processor.store.queue.change_visibility(&msg.receipt, visibility).await {
+                tracing::warn!(error = %e, %event_id, "a waiting message could not be kept; leaving the rest");
+                release(&processor.store, rest, &summary).await;
+                return;
+            }
+        }
+        first = false;
+        let go_on = match processor.process(msg, &shutdown).await {
+            Ok(d) => {
+                summary.count(&d);
+                matches!(d, Disposition::Succeeded | Disposition::SkippedDuplicate | Disposition::DeadLettered)
+            }
+            Err(e) => {
+                summary.storage_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, %event_id, "delivery hit a storage error; it will reappear");
+                false
+            }
+        };
+        permits.pop();
+        if !go_on {
+            release(&processor.store, rest, &summary).await;
+            return;
+        }
+    }
+}
+
+/// Gives back messages that will not run now.
+async fn release(store: &Store, messages: impl Iterator<Item = ReceivedMessage>, summary: &PoolSummary) {
+    for msg in messages {
+        match store.queue.change_visibility(&msg.receipt, Duration::ZERO).await {
+            Ok(()) => summary.count(&Disposition::Released),
+            Err(e) => tracing::warn!(error = %e, "could not give a message back; it reappears later"),
+        }
+    }
 }
 
 /// Gives back (visibility 0) whatever a receive abandoned at shutdown took, as soon as it returns.

@@ -144,7 +144,7 @@ impl Processor {
                 let succeeded = AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
                     .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }));
                 let age = store.clock.now().since(msg.envelope.received_at());
-                self.metrics.event_age_seconds.observe(age.as_secs_f64());
+                self.metrics.observe_age(age);
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
                 let (deleted, ()) = tokio::join!(store.queue.delete(&msg.receipt), self.audit(succeeded));
                 deleted?;
@@ -194,7 +194,7 @@ impl Processor {
             never = heartbeat => match never {},
         };
         self.metrics.in_flight.dec();
-        self.metrics.handler_seconds.get_or_create(&WorkerMetrics::kind(kind)).observe(started.elapsed().as_secs_f64());
+        self.metrics.observe_handler(kind, started.elapsed());
         result
     }
 
@@ -259,6 +259,18 @@ impl Processor {
         store.queue.move_to_dlq(&msg.receipt, &reason).await?;
         self.metrics.dead_letters.get_or_create(&WorkerMetrics::kind(msg.envelope.kind().as_str())).inc();
         tracing::warn!(%reason, "dead-lettered");
+        if let Some(notifier) = self.registry.dead_letter_notifier() {
+            let notice = crate::handler::DeadLetterNotice {
+                event_id: event_id.to_string(),
+                kind: msg.envelope.kind().as_str().to_owned(),
+                source: msg.envelope.source().name().to_owned(),
+                reason: reason.clone(),
+                attempts: msg.receive_count,
+            };
+            if let Err(e) = notifier.dead_lettered(&notice).await {
+                tracing::warn!(error = %e, "could not send the dead-letter notice");
+            }
+        }
         self.audit(AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(serde_json::json!({
             "attempt": msg.receive_count,
             "reason": reason,

@@ -36,7 +36,14 @@ fn record(item: &Item) -> Result<IdempotencyRecord> {
     })
 }
 
-fn new_item(key: &IdempotencyKey, status: Status, event_id: EventId, now: Timestamp, lease: Option<Timestamp>, expires: Timestamp) -> Item {
+fn new_item(
+    key: &IdempotencyKey,
+    status: Status,
+    event_id: EventId,
+    now: Timestamp,
+    lease: Option<Timestamp>,
+    expires: Timestamp,
+) -> Item {
     let mut item = Item::from([
         ("key".into(), s(key.as_str())),
         ("status".into(), s(status.as_str())),
@@ -165,13 +172,7 @@ impl Idempotency for AwsStore {
                 return Ok(Claim::Claimed(record(&item)?));
             }
             let counted = self
-                .update_live(
-                    key,
-                    "SET last_seen = :now ADD duplicate_count :one",
-                    None,
-                    vec![(":one", n(1))],
-                    now,
-                )
+                .update_live(key, "SET last_seen = :now ADD duplicate_count :one", None, vec![(":one", n(1))], now)
                 .await?;
             if let Conditional::Written(item) = counted {
                 return Ok(Claim::Existing(record(&item)?));

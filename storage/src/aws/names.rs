@@ -60,8 +60,7 @@ impl Names {
     /// Whether `prefix` makes valid queue and table names (letters, digits, `-`, `_`; 1–60 characters so the
     /// longest derived name fits SQS's 80).
     pub fn valid_prefix(prefix: &str) -> bool {
-        (1..=60).contains(&prefix.len())
-            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        (1..=60).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }
 
     /// The queues and tables with their keys, as `tables describe --json` prints them.

@@ -27,7 +27,11 @@ pub struct Provisioned {
 }
 
 fn key_element(key: &Key, kind: KeyType) -> Result<KeySchemaElement, StorageError> {
-    KeySchemaElement::builder().attribute_name(&key.name).key_type(kind).build().map_err(|e| StorageError::Invalid(e.to_string()))
+    KeySchemaElement::builder()
+        .attribute_name(&key.name)
+        .key_type(kind)
+        .build()
+        .map_err(|e| StorageError::Invalid(e.to_string()))
 }
 
 fn attribute(key: &Key) -> Result<AttributeDefinition, StorageError> {
@@ -39,7 +43,12 @@ fn attribute(key: &Key) -> Result<AttributeDefinition, StorageError> {
 }
 
 /// Creates everything `names` describes.
-pub async fn create(clients: &Clients, names: &Names, max_receive_count: u32, visibility_s: u64) -> Result<Provisioned, StorageError> {
+pub async fn create(
+    clients: &Clients,
+    names: &Names,
+    max_receive_count: u32,
+    visibility_s: u64,
+) -> Result<Provisioned, StorageError> {
     let mut done = Provisioned::default();
     let description = names.describe(max_receive_count);
 
@@ -66,7 +75,8 @@ pub async fn create(clients: &Clients, names: &Names, max_receive_count: u32, vi
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .unwrap_or_default();
-    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count }).to_string();
+    let redrive =
+        serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count }).to_string();
     let queue = clients
         .sqs
         .create_queue()
@@ -124,7 +134,13 @@ pub async fn create(clients: &Clients, names: &Names, max_receive_count: u32, vi
                 .enabled(true)
                 .build()
                 .map_err(|e| StorageError::Invalid(e.to_string()))?;
-            let res = clients.dynamodb.update_time_to_live().table_name(&table.name).time_to_live_specification(spec).send().await;
+            let res = clients
+                .dynamodb
+                .update_time_to_live()
+                .table_name(&table.name)
+                .time_to_live_specification(spec)
+                .send()
+                .await;
             // "TimeToLive is already enabled" on a second run is fine.
             if let Err(e) = res
                 && !format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e)).contains("already enabled")

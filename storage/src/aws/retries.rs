@@ -95,7 +95,9 @@ impl RetryRecords for AwsStore {
                 .expression_attribute_values(":now", ts(now))
                 .set_exclusive_start_key(start);
             if let Some(status) = status {
-                req = req.expression_attribute_names("#s", "status").expression_attribute_values(":s", s(status.as_str()));
+                req = req
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(":s", s(status.as_str()));
             }
             let page = req.send().await.map_err(|e| unavailable("Scan retries", e))?;
             for item in page.items.unwrap_or_default() {

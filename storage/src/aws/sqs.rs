@@ -131,7 +131,11 @@ where
 }
 
 impl AwsStore {
-    async fn send_entries(&self, url: &str, entries: Vec<SendMessageBatchRequestEntry>) -> Result<Vec<Result<MessageId>>> {
+    async fn send_entries(
+        &self,
+        url: &str,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<Vec<Result<MessageId>>> {
         let n = entries.len();
         let out = self
             .clients
@@ -142,8 +146,9 @@ impl AwsStore {
             .send()
             .await
             .map_err(|e| unavailable("SendMessageBatch", e))?;
-        let mut results: Vec<Result<MessageId>> =
-            (0..n).map(|_| Err(StorageError::Unavailable("SendMessageBatch: entry missing from the answer".into()))).collect();
+        let mut results: Vec<Result<MessageId>> = (0..n)
+            .map(|_| Err(StorageError::Unavailable("SendMessageBatch: entry missing from the answer".into())))
+            .collect();
         for ok in out.successful {
             if let Ok(i) = ok.id.parse::<usize>()
                 && i < n
@@ -157,7 +162,11 @@ impl AwsStore {
             {
                 let text = format!("SendMessageBatch entry: {} {}", failed.code, failed.message.unwrap_or_default());
                 // A sender fault (too large, invalid characters) will fail again; anything else may not.
-                results[i] = Err(if failed.sender_fault { StorageError::Invalid(text) } else { StorageError::Unavailable(text) });
+                results[i] = Err(if failed.sender_fault {
+                    StorageError::Invalid(text)
+                } else {
+                    StorageError::Unavailable(text)
+                });
             }
         }
         Ok(results)
@@ -341,7 +350,11 @@ impl AwsStore {
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
-                    DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).build().expect("id and receipt are set")
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .expect("id and receipt are set")
                 })
                 .collect();
             let out = self
@@ -402,14 +415,9 @@ impl Queue for AwsStore {
     }
 
     async fn delete(&self, receipt: &ReceiptHandle) -> Result<()> {
-        self.clients
-            .sqs
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&receipt.0)
-            .send()
-            .await
-            .map_err(|e| receipt_error("DeleteMessage", e, |e| matches!(e, DeleteMessageError::ReceiptHandleIsInvalid(_))))?;
+        self.clients.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(&receipt.0).send().await.map_err(
+            |e| receipt_error("DeleteMessage", e, |e| matches!(e, DeleteMessageError::ReceiptHandleIsInvalid(_))),
+        )?;
         self.in_flight.forget(&receipt.0);
         Ok(())
     }
@@ -439,10 +447,9 @@ impl Queue for AwsStore {
     }
 
     async fn move_to_dlq(&self, receipt: &ReceiptHandle, reason: &str) -> Result<()> {
-        let held = self
-            .in_flight
-            .get(&receipt.0)
-            .ok_or_else(|| StorageError::Invalid("move to the DLQ: this process did not receive that message".into()))?;
+        let held = self.in_flight.get(&receipt.0).ok_or_else(|| {
+            StorageError::Invalid("move to the DLQ: this process did not receive that message".into())
+        })?;
         let reason = if reason.is_empty() { "unknown" } else { reason };
         let mut attributes = held.attributes.clone();
         attributes.insert(ATTR_REASON.into(), reason.chars().take(1024).collect());
@@ -463,7 +470,9 @@ impl Queue for AwsStore {
         }
         let entry = entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?;
         let sent = self.send_entries(&self.dlq_url, vec![entry]).await?;
-        sent.into_iter().next().unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the DLQ send".into())))?;
+        sent.into_iter()
+            .next()
+            .unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the DLQ send".into())))?;
         Queue::delete(self, receipt).await
     }
 
@@ -612,8 +621,10 @@ impl AwsStore {
         }
         let entry = entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?;
         let sent = self.send_entries(&self.queue_url, vec![entry]).await?;
-        let requeued_as =
-            sent.into_iter().next().unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the send".into())))?;
+        let requeued_as = sent
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the send".into())))?;
         self.delete_dlq(std::slice::from_ref(&peeked.receipt)).await?;
         Ok(Redriven { dead_letter: dl.message_id.clone(), requeued_as })
     }

@@ -67,7 +67,9 @@ impl AwsStore {
         match req.send().await {
             Ok(out) => Ok(out.attributes.unwrap_or_default()),
             Err(SdkError::ServiceError(e)) => match e.into_err() {
-                UpdateItemError::ConditionalCheckFailedException(_) => Err(StorageError::NotFound(format!("hook {id}"))),
+                UpdateItemError::ConditionalCheckFailedException(_) => {
+                    Err(StorageError::NotFound(format!("hook {id}")))
+                }
                 other => Err(unavailable("UpdateItem webhooks", other)),
             },
             Err(e) => Err(unavailable("UpdateItem webhooks", e)),
@@ -91,7 +93,9 @@ impl WebhookRegistry for AwsStore {
         match res {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) => match e.into_err() {
-                PutItemError::ConditionalCheckFailedException(_) => Err(StorageError::Conflict(format!("hook {}", h.id))),
+                PutItemError::ConditionalCheckFailedException(_) => {
+                    Err(StorageError::Conflict(format!("hook {}", h.id)))
+                }
                 other => Err(unavailable("PutItem webhooks", other)),
             },
             Err(e) => Err(unavailable("PutItem webhooks", e)),

@@ -16,15 +16,17 @@ use crate::Registry;
 /// Slack events, commands and interactions, and anything else, are recorded as unhandled and completed; users
 /// extend the registry with [`Registry::register`].
 pub fn builtin(routing: sns::SnsRouting) -> Registry {
+    builtin_with(routing, Arc::new(sns::UrlConfirmer::new(Duration::from_secs(10))))
+}
+
+/// [`builtin`] with another way to confirm SNS subscriptions (the aws backend's `ConfirmSubscription` API).
+pub fn builtin_with(routing: sns::SnsRouting, confirmer: Arc<dyn sns::SubscriptionConfirmer>) -> Registry {
     let hook = Arc::new(hook::HookPayload);
     Registry::new(Arc::new(unhandled::Unhandled))
         .register(Kind::HOOK_PAYLOAD, hook.clone())
         .register("github.", hook)
         .register(Kind::SNS_CLOUDWATCH_ALARM, Arc::new(sns::CloudWatchAlarm(routing.clone())))
         .register(Kind::SNS_NOTIFICATION, Arc::new(sns::Notification(routing)))
-        .register(
-            Kind::SNS_SUBSCRIPTION_CONFIRMATION,
-            Arc::new(sns::SubscriptionConfirmation::new(Duration::from_secs(10))),
-        )
+        .register(Kind::SNS_SUBSCRIPTION_CONFIRMATION, Arc::new(sns::SubscriptionConfirmation::new(confirmer)))
         .register(Kind::SNS_UNSUBSCRIBE_CONFIRMATION, Arc::new(sns::UnsubscribeConfirmation))
 }

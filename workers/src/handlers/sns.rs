@@ -5,6 +5,7 @@
 //! (`EVENTFLEET_SNS_TOPIC_CHANNELS`), else the default channel. Nothing is dropped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -230,13 +231,20 @@ pub fn notification_message(channel: &str, topic: &str, subject: &str, body: &st
     SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None }
 }
 
-/// Confirms a subscription with a GET of its `SubscribeURL`, which must pass the SNS host rule (never fetched
-/// otherwise), and audits it.
-pub struct SubscriptionConfirmation {
+/// How a subscription is confirmed: a GET of its `SubscribeURL` ([`UrlConfirmer`], the embedded backend), or the
+/// SNS `ConfirmSubscription` API (the aws backend, which fetches no URL).
+#[async_trait]
+pub trait SubscriptionConfirmer: Send + Sync {
+    /// Confirms the subscription of a `SubscriptionConfirmation` message.
+    async fn confirm(&self, topic_arn: &str, token: &str, subscribe_url: &str) -> Result<(), HandlerError>;
+}
+
+/// Confirms with a GET of the `SubscribeURL`, which must pass the SNS host rule (never fetched otherwise).
+pub struct UrlConfirmer {
     http: reqwest::Client,
 }
 
-impl SubscriptionConfirmation {
+impl UrlConfirmer {
     /// A confirmer with a per-request timeout.
     pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
@@ -249,10 +257,9 @@ impl SubscriptionConfirmation {
 }
 
 #[async_trait]
-impl Handler for SubscriptionConfirmation {
-    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
-        let sns = sns_body(envelope)?;
-        let url = eventfleet_ingress::verify::sns::check_subscribe_url(str_of(&sns, "SubscribeURL"))
+impl SubscriptionConfirmer for UrlConfirmer {
+    async fn confirm(&self, _topic_arn: &str, _token: &str, subscribe_url: &str) -> Result<(), HandlerError> {
+        let url = eventfleet_ingress::verify::sns::check_subscribe_url(subscribe_url)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
         let response = self.http.get(url).send().await.map_err(|e| {
             HandlerError::retryable(format!(
@@ -267,7 +274,32 @@ impl Handler for SubscriptionConfirmation {
         if !status.is_success() {
             return Err(HandlerError::Permanent(format!("SubscribeURL answered HTTP {}", status.as_u16())));
         }
+        Ok(())
+    }
+}
+
+/// Confirms a subscription through its [`SubscriptionConfirmer`] and audits it.
+pub struct SubscriptionConfirmation {
+    confirmer: Arc<dyn SubscriptionConfirmer>,
+}
+
+impl SubscriptionConfirmation {
+    /// Confirms through `confirmer`.
+    pub fn new(confirmer: Arc<dyn SubscriptionConfirmer>) -> Self {
+        Self { confirmer }
+    }
+}
+
+#[async_trait]
+impl Handler for SubscriptionConfirmation {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+        let sns = sns_body(envelope)?;
         let topic = str_of(&sns, "TopicArn").to_owned();
+        let token = str_of(&sns, "Token");
+        if topic.is_empty() || token.is_empty() {
+            return Err(HandlerError::Permanent("SubscriptionConfirmation without TopicArn or Token".into()));
+        }
+        self.confirmer.confirm(&topic, token, str_of(&sns, "SubscribeURL")).await?;
         audit(ctx, envelope, Step::SubscriptionConfirmed, json!({ "topic": topic })).await;
         Ok(format!("subscription to {topic} confirmed"))
     }

@@ -1,0 +1,98 @@
+//! The aws backend's services beside the ports, wired into the workers: subscription confirmation through the
+//! SNS `ConfirmSubscription` API, dead-letter notices to the ops topic, and metrics to CloudWatch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventfleet_storage::aws::cloudwatch::{Datum, Publisher, Unit, Value};
+use eventfleet_storage::aws::sns::SnsOps;
+use eventfleet_storage::{StorageError, Store};
+use eventfleet_workers::handlers::sns::SubscriptionConfirmer;
+use eventfleet_workers::metrics::Summary;
+use eventfleet_workers::{DeadLetterNotice, DeadLetterNotifier, HandlerError, WorkerMetrics};
+use tokio_util::sync::CancellationToken;
+
+/// Confirms subscriptions with `ConfirmSubscription` (no URL is fetched).
+pub struct ApiConfirmer(pub SnsOps);
+
+#[async_trait]
+impl SubscriptionConfirmer for ApiConfirmer {
+    async fn confirm(&self, topic_arn: &str, token: &str, _subscribe_url: &str) -> Result<(), HandlerError> {
+        match self.0.confirm_subscription(topic_arn, token).await {
+            Ok(arn) => {
+                tracing::info!(topic = topic_arn, subscription = %arn, "subscription confirmed");
+                Ok(())
+            }
+            Err(StorageError::Unavailable(e)) if is_client_error(&e) => Err(HandlerError::Permanent(e)),
+            Err(e) => Err(HandlerError::retryable(e.to_string())),
+        }
+    }
+}
+
+/// SNS answers a bad token or an unknown topic with a client error that no retry fixes.
+fn is_client_error(text: &str) -> bool {
+    ["InvalidParameter", "NotFound", "AuthorizationError"].iter().any(|code| text.contains(code))
+}
+
+/// Publishes a notice for every dead letter to the ops topic.
+pub struct OpsTopic(pub SnsOps);
+
+#[async_trait]
+impl DeadLetterNotifier for OpsTopic {
+    async fn dead_lettered(&self, notice: &DeadLetterNotice) -> Result<(), String> {
+        let subject = format!("eventfleet: {} dead-lettered", notice.kind);
+        let message = serde_json::to_string_pretty(notice).map_err(|e| e.to_string())?;
+        self.0.notify(&subject, &message).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Every `interval`, publishes what the workers did since the last time and the queue's depths; once more at
+/// shutdown so the last period is not lost.
+pub async fn publish_metrics(
+    publisher: Publisher,
+    metrics: WorkerMetrics,
+    store: Store,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = shutdown.cancelled() => true,
+        };
+        let data = data(&metrics, &store).await;
+        if let Err(e) = publisher.put(&data).await {
+            tracing::warn!(error = %e, "could not publish metrics to CloudWatch");
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+async fn data(metrics: &WorkerMetrics, store: &Store) -> Vec<Datum> {
+    let t = metrics.totals.take();
+    let summary = |s: Summary| Value::Summary { count: s.count, sum: s.sum, min: s.min, max: s.max };
+    let mut data = vec![
+        Datum { name: "EventsProcessed", unit: Unit::Count, value: Value::Single(t.processed as f64) },
+        Datum { name: "EventsFailed", unit: Unit::Count, value: Value::Single(t.failed as f64) },
+        Datum { name: "EventsDeadLettered", unit: Unit::Count, value: Value::Single(t.dead_lettered as f64) },
+        Datum { name: "HandlerDuration", unit: Unit::Milliseconds, value: summary(t.handler_ms) },
+        Datum { name: "EventAge", unit: Unit::Milliseconds, value: summary(t.event_age_ms) },
+    ];
+    match store.queue.stats().await {
+        Ok(stats) => data.extend([
+            Datum { name: "QueueDepth", unit: Unit::Count, value: Value::Single(stats.waiting as f64) },
+            Datum { name: "QueueInFlight", unit: Unit::Count, value: Value::Single(stats.in_flight as f64) },
+            Datum { name: "DeadLetterDepth", unit: Unit::Count, value: Value::Single(stats.dead_letters as f64) },
+        ]),
+        Err(e) => tracing::warn!(error = %e, "queue stats unavailable for CloudWatch"),
+    }
+    data
+}
+
+/// The ops services for an aws store: the confirmer and the notifier share one SNS client.
+pub fn sns_ops(aws: &Arc<eventfleet_storage::AwsStore>, ops_topic_arn: Option<String>) -> SnsOps {
+    SnsOps::new(aws.clients().sns.clone(), ops_topic_arn)
+}

@@ -1,0 +1,449 @@
+//! End to end on the aws backend against moto server: `eventfleet ingress` and `eventfleet worker` as separate
+//! processes, a signed Slack event, a hook payload and an SNS CloudWatch alarm each processed once, duplicates
+//! not enqueued again, a failing event dead-lettered (with an ops-topic notice) and replayed, an SNS
+//! subscription confirmed through the API; and the AWS requests per event, counted by the SDK interceptor.
+//!
+//! Needs `EVENTFLEET_TEST_AWS_ENDPOINT` (scripts/test starts moto and sets it).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use eventfleet_ingress::verify::slack::sign;
+use eventfleet_workers::slack_stub::{Reply, SlackStub};
+use serde_json::{Value, json};
+use support::{eventfleet, terminate};
+
+const SIGNING_SECRET: &str = "e2e-slack-signing-secret";
+
+fn endpoint() -> String {
+    std::env::var("EVENTFLEET_TEST_AWS_ENDPOINT")
+        .expect("EVENTFLEET_TEST_AWS_ENDPOINT is not set: run the tests through scripts/test, which starts moto server")
+}
+
+fn testdata(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(path)
+}
+
+/// Two processes on one fresh set of queues and tables, with a Slack stub.
+struct Fleet {
+    env: Vec<(String, String)>,
+    data: tempfile::TempDir,
+    ingress: Child,
+    worker: Child,
+    base: String,
+    worker_metrics: String,
+    stub: SlackStub,
+    ops_topic: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.ingress.kill();
+        let _ = self.worker.kill();
+    }
+}
+
+/// Starts a process and returns the first `http://` URL on a stdout line containing `marker`.
+fn spawn(env: &[(String, String)], data: &Path, args: &[&str], marker: &'static str) -> (Child, String) {
+    let mut cmd = eventfleet();
+    cmd.args(args).arg("--data-dir").arg(data).envs(env.iter().map(|(k, v)| (k, v)));
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn eventfleet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(marker)
+                && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
+            {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{args:?} printed {marker:?}"));
+    (child, url)
+}
+
+fn run_json(env: &[(String, String)], data: &Path, args: &[&str]) -> Value {
+    let out = eventfleet()
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run eventfleet");
+    assert!(out.status.success(), "eventfleet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON: {e}"))
+}
+
+impl Fleet {
+    async fn start(max_receive_count: u32, cloudwatch_interval_s: u32) -> Fleet {
+        let stub = SlackStub::start().await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let prefix = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut env: Vec<(String, String)> = [
+            ("EVENTFLEET_BACKEND", "aws"),
+            ("EVENTFLEET_AWS_ENDPOINT_URL", endpoint().as_str()),
+            ("EVENTFLEET_NAME_PREFIX", prefix.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("EVENTFLEET_MAX_RECEIVE_COUNT", &max_receive_count.to_string()),
+            ("EVENTFLEET_SLACK_SIGNING_SECRET", SIGNING_SECRET),
+            ("EVENTFLEET_SLACK_BOT_TOKEN", "xoxb-e2e"),
+            ("EVENTFLEET_SLACK_API_URL", stub.url.as_str()),
+            ("EVENTFLEET_SNS_CERT_DIR", testdata("sns").to_str().unwrap()),
+            ("EVENTFLEET_VISIBILITY_TIMEOUT_S", "5"),
+            ("EVENTFLEET_HANDLER_TIMEOUT_S", "3"),
+            ("EVENTFLEET_RECEIVE_WAIT_S", "1"),
+            ("EVENTFLEET_DRAIN_TIMEOUT_S", "5"),
+            ("EVENTFLEET_RETRY_BASE_DELAY_MS", "200"),
+            ("EVENTFLEET_RETRY_MAX_DELAY_MS", "1000"),
+            ("EVENTFLEET_RATE_LIMIT_GLOBAL_RPS", "0"),
+            ("EVENTFLEET_RATE_LIMIT_PER_IP", "0"),
+            ("EVENTFLEET_RATE_LIMIT_PER_HOOK_RPS", "0"),
+            ("EVENTFLEET_CLOUDWATCH_INTERVAL_S", &cloudwatch_interval_s.to_string()),
+            // moto answers one request at a time and slows as a queue grows: a generous budget keeps its pauses
+            // from turning into 503s (which a sender would retry, blurring the count).
+            ("EVENTFLEET_BACKEND_BUDGET_MS", "20000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let created = run_json(&env, data.path(), &["tables", "create"]);
+        let ops_topic = created["created"]["ops_topic_arn"].as_str().expect("ops topic ARN").to_owned();
+        env.extend([
+            ("EVENTFLEET_OPS_TOPIC_ARN".to_owned(), ops_topic.clone()),
+            // The ops topic stands in for the alarm topic: it exists in the emulator, so it can be confirmed.
+            ("EVENTFLEET_SNS_ALLOWED_TOPICS".to_owned(), ops_topic.clone()),
+            ("EVENTFLEET_SNS_TOPIC_CHANNELS".to_owned(), format!("{ops_topic}=#alarms")),
+        ]);
+        let (ingress, base) = spawn(&env, data.path(), &["ingress", "--listen", "127.0.0.1:0"], "listening on");
+        let (worker, worker_metrics) = spawn(&env, data.path(), &["worker"], "worker started");
+        Fleet { env, data, ingress, worker, base, worker_metrics, stub, ops_topic, http: reqwest::Client::new() }
+    }
+
+    fn cli(&self, args: &[&str]) -> Value {
+        run_json(&self.env, self.data.path(), args)
+    }
+
+    fn hook(&self, channel: &str) -> String {
+        self.cli(&["hooks", "create", "--name", channel, "--channel", channel])["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn post_hook(&self, hook: &str, body: &str, key: &str) -> (String, bool) {
+        let resp = self
+            .http
+            .post(format!("{}/hooks/{hook}", self.base))
+            .header("idempotency-key", key)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let body: Value = resp.json().await.unwrap();
+        (body["event_id"].as_str().unwrap().to_owned(), body["duplicate"].as_bool().unwrap())
+    }
+
+    async fn post_slack_event(&self, event_id: &str) -> reqwest::Response {
+        slack_event_request(&self.http, &self.base, event_id, "C1").send().await.unwrap()
+    }
+
+    async fn post_sns(&self, message: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/sns", self.base))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .header("x-amz-sns-message-type", message["Type"].as_str().unwrap())
+            .body(message.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The event's audit steps, by name.
+    fn steps(&self, id: &str) -> Vec<String> {
+        let shown = self.cli(&["events", "show", id, "--json"]);
+        shown["steps"].as_array().unwrap().iter().map(|e| e["step"].as_str().unwrap().to_owned()).collect()
+    }
+
+    fn status(&self, id: &str) -> String {
+        self.cli(&["events", "show", id, "--json"])["idempotency"]["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn wait(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `eventfleet_aws_requests_total` of one process, by operation.
+    async fn aws_requests(&self, metrics_url: &str) -> BTreeMap<String, u64> {
+        let text = self.http.get(metrics_url).send().await.unwrap().text().await.unwrap();
+        let mut out = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with("eventfleet_aws_requests_total{")) {
+            let labels = &line[line.find('{').unwrap() + 1..line.find('}').unwrap()];
+            let label = |name: &str| {
+                labels.split(',').find_map(|kv| kv.strip_prefix(&format!("{name}=\""))).unwrap().trim_end_matches('"')
+            };
+            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            out.insert(format!("{}:{}", label("service"), label("operation")), value as u64);
+        }
+        out
+    }
+}
+
+/// A signed Slack `event_callback`.
+fn slack_event_request(http: &reqwest::Client, base: &str, event_id: &str, channel: &str) -> reqwest::RequestBuilder {
+    let body = json!({
+        "type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": event_id,
+        "event_time": 1_700_000_000, "event": {"type": "app_mention", "channel": channel, "text": "hi", "user": "U1"}
+    })
+    .to_string();
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    http.post(format!("{base}/slack/events"))
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header("x-slack-signature", sign(SIGNING_SECRET.as_bytes(), ts, body.as_bytes()))
+        .body(body)
+}
+
+fn signed_sns(mut message: Value) -> Value {
+    message["SignatureVersion"] = "2".into();
+    message["Signature"] = "".into();
+    message["SigningCertURL"] =
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-eventfleet-test.pem".into();
+    message["Timestamp"] = eventfleet_schema::Timestamp::now_system().to_string().into();
+    let key = std::fs::read_to_string(testdata("sns/test-signing-key.pem")).unwrap();
+    eventfleet_ingress::verify::sns::sign(&mut message, &key).unwrap();
+    message
+}
+
+fn alarm(topic: &str, message_id: &str) -> Value {
+    let alarm = std::fs::read_to_string(testdata("fixtures/cloudwatch/alarm-single-metric.json")).unwrap();
+    signed_sns(json!({
+        "Type": "Notification",
+        "MessageId": message_id,
+        "TopicArn": topic,
+        "Subject": "ALARM: \"EXAMPLE\" in US East (N. Virginia)",
+        "Message": alarm,
+        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_processed_once_duplicates_dropped_failures_dead_lettered_and_replayed() {
+    let fleet = Fleet::start(3, 2).await;
+
+    // An SQS queue subscribed to the ops topic shows the dead-letter notices.
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .empty_test_environment()
+        .test_credentials()
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let inbox = sqs.create_queue().queue_name(format!("ops-inbox-{}", uuid::Uuid::new_v4().simple())).send().await;
+    let inbox_url = inbox.unwrap().queue_url.unwrap();
+    let inbox_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&inbox_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe().topic_arn(&fleet.ops_topic).protocol("sqs").endpoint(&inbox_arn).send().await.unwrap();
+
+    // A signed Slack event: 200, processed once; its retry by Slack is a duplicate.
+    let resp = fleet.post_slack_event("Ev-e2e-1").await;
+    assert_eq!(resp.status(), 200);
+    let resp = fleet.post_slack_event("Ev-e2e-1").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("x-eventfleet-duplicate").map(|v| v.to_str().unwrap()), Some("true"));
+
+    // A hook payload and its resend.
+    let hook = fleet.hook("#hooks");
+    let (hook_event, dup) = fleet.post_hook(&hook, "disk almost full", "k-1").await;
+    assert!(!dup);
+    let (again, dup) = fleet.post_hook(&hook, "disk almost full", "k-1").await;
+    assert!(dup);
+    assert_eq!(again, hook_event);
+
+    // A CloudWatch alarm through SNS, and SNS's redelivery of it.
+    let message = alarm(&fleet.ops_topic, "e2e-alarm-1");
+    let resp = fleet.post_sns(&message).await;
+    assert_eq!(resp.status(), 202);
+    let alarm_event = resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned();
+    let resp = fleet.post_sns(&message).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.json::<Value>().await.unwrap()["duplicate"], true);
+
+    fleet.wait("the hook post", || fleet.stub.requests("#hooks") >= 1).await;
+    fleet.wait("the alarm post", || fleet.stub.requests("#alarms") >= 1).await;
+    fleet.wait("the hook event DONE", || fleet.status(&hook_event) == "DONE").await;
+    fleet.wait("the alarm DONE", || fleet.status(&alarm_event) == "DONE").await;
+    let slack_event = fleet.cli(&["events", "show", "slack:T1:Ev-e2e-1", "--json"]);
+    let slack_event = slack_event["event_id"].as_str().expect("the Slack event is recorded").to_owned();
+    fleet.wait("the Slack event DONE", || fleet.status(&slack_event) == "DONE").await;
+    for id in [&hook_event, &alarm_event, &slack_event] {
+        let steps = fleet.steps(id);
+        assert_eq!(steps.iter().filter(|s| *s == "succeeded").count(), 1, "{id}: {steps:?}");
+        assert_eq!(steps.iter().filter(|s| *s == "enqueued").count(), 1, "{id}: enqueued once: {steps:?}");
+        assert!(steps.contains(&"duplicate".to_owned()), "{id}: the resend is audited: {steps:?}");
+    }
+    assert_eq!(fleet.stub.requests("#hooks"), 1, "one post for the hook payload");
+    assert_eq!(fleet.stub.requests("#alarms"), 1, "one post for the alarm");
+    let posted = fleet.stub.posted();
+    let alarm_post = posted.iter().find(|p| p["channel"] == "#alarms").unwrap();
+    assert!(alarm_post["blocks"].to_string().contains("EXAMPLE"), "{alarm_post}");
+
+    // A SubscriptionConfirmation is confirmed through the ConfirmSubscription API.
+    let confirmation = signed_sns(json!({
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "e2e-confirm-1",
+        "TopicArn": fleet.ops_topic,
+        "Token": "e2e-token",
+        "Message": "You have chosen to subscribe to the topic.",
+        "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=e2e-token",
+    }));
+    let resp = fleet.post_sns(&confirmation).await;
+    assert_eq!(resp.status(), 202);
+    let confirm_event = resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned();
+    fleet.wait("the subscription confirmed", || fleet.status(&confirm_event) == "DONE").await;
+    assert!(fleet.steps(&confirm_event).contains(&"subscription_confirmed".to_owned()));
+
+    // A failing event: channel_not_found is permanent, so it is dead-lettered at once, with an ops notice.
+    fleet.stub.always("#broken", Reply::SlackError("channel_not_found"));
+    let broken = fleet.hook("#broken");
+    let (failing, _) = fleet.post_hook(&broken, "this one fails", "k-fail").await;
+    fleet.wait("the failing event DEAD", || fleet.status(&failing) == "DEAD").await;
+    let dead = fleet.cli(&["dlq", "list", "--json"]);
+    let entry = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["event_id"] == failing.as_str())
+        .unwrap_or_else(|| panic!("the failing event is on the DLQ: {dead}"))
+        .clone();
+    assert!(entry["reason"].as_str().unwrap().contains("channel_not_found"), "{entry}");
+    let mut notices = Vec::new();
+    for _ in 0..20 {
+        let got = sqs.receive_message().queue_url(&inbox_url).wait_time_seconds(1).send().await.unwrap();
+        notices.extend(got.messages.unwrap_or_default().into_iter().filter_map(|m| m.body));
+        if notices.iter().any(|b| b.contains(&failing)) {
+            break;
+        }
+    }
+    assert!(notices.iter().any(|b| b.contains(&failing) && b.contains("channel_not_found")), "{notices:?}");
+
+    // Fixed, then replayed by an operator: processed once.
+    fleet.stub.recover("#broken");
+    let dead_id = entry["id"].as_str().unwrap();
+    let replayed = fleet.cli(&["dlq", "replay", dead_id, "--by", "alice", "--json"]);
+    assert!(replayed.to_string().contains(dead_id), "{replayed}");
+    fleet.wait("the replayed event DONE", || fleet.status(&failing) == "DONE").await;
+    let steps = fleet.steps(&failing);
+    assert!(steps.contains(&"dead_lettered".to_owned()) && steps.contains(&"replayed".to_owned()), "{steps:?}");
+    assert_eq!(fleet.stub.posted().iter().filter(|p| p["channel"] == "#broken").count(), 1);
+    let still_dead = fleet.cli(&["dlq", "list", "--json"]);
+    assert!(!still_dead.to_string().contains(&failing), "{still_dead}");
+
+    let mut fleet = fleet;
+    assert_eq!(terminate(&mut fleet.worker), Some(0));
+    assert_eq!(terminate(&mut fleet.ingress), Some(0));
+}
+
+/// AWS API requests per event on the happy path, by process and operation, over a few hundred events of each
+/// kind. Writes `target/aws-requests.json`; the figures are in docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_requests_per_event_on_the_happy_path() {
+    const N: usize = 200;
+    // CloudWatch publishing (once a minute, not per event) stays out of the count.
+    let fleet = Fleet::start(5, 3600).await;
+    // Ten hooks and ten Slack channels: ten message groups, so the worker runs events side by side.
+    let hooks: Vec<String> = (0..10).map(|_| fleet.hook("#load")).collect();
+    let ingress_metrics = format!("{}/metrics", fleet.base);
+    let mut report = serde_json::Map::new();
+    for source in ["hook", "slack"] {
+        let before_ingress = fleet.aws_requests(&ingress_metrics).await;
+        let before_worker = fleet.aws_requests(&fleet.worker_metrics).await;
+        let done_before = fleet.stub.requests("#load");
+        let mut sends = tokio::task::JoinSet::new();
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+        for i in 0..N {
+            let (fleet_base, http, gate) = (fleet.base.clone(), fleet.http.clone(), gate.clone());
+            let hook = hooks[i % hooks.len()].clone();
+            sends.spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                match source {
+                    "slack" => {
+                        let resp =
+                            slack_event_request(&http, &fleet_base, &format!("Ev-load-{i}"), &format!("C{}", i % 10))
+                                .send()
+                                .await;
+                        assert_eq!(resp.unwrap().status(), 200);
+                    }
+                    _ => {
+                        let resp = http
+                            .post(format!("{fleet_base}/hooks/{hook}"))
+                            .header("idempotency-key", format!("load-{i}"))
+                            .body(format!("event {i}"))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(resp.status(), 202);
+                    }
+                }
+            });
+        }
+        while let Some(r) = sends.join_next().await {
+            r.unwrap();
+        }
+        if source == "hook" {
+            fleet.wait("every hook event posted", || fleet.stub.requests("#load") >= done_before + N).await;
+        }
+        // Slack events have no side effect to count; wait for the queue to drain instead.
+        let mut idle = 0;
+        while idle < 3 {
+            let status = fleet.cli(&["status", "--json"]);
+            let queue = &status["queue"];
+            let waiting = queue["waiting"].as_u64().unwrap() + queue["in_flight"].as_u64().unwrap();
+            idle = if waiting == 0 { idle + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let diff = |after: BTreeMap<String, u64>, before: &BTreeMap<String, u64>| -> BTreeMap<String, f64> {
+            after
+                .into_iter()
+                .map(|(k, v)| {
+                    let d = v - before.get(&k).copied().unwrap_or(0);
+                    (k, d as f64 / N as f64)
+                })
+                .filter(|(_, v)| *v > 0.0)
+                .collect()
+        };
+        let ingress = diff(fleet.aws_requests(&ingress_metrics).await, &before_ingress);
+        let worker = diff(fleet.aws_requests(&fleet.worker_metrics).await, &before_worker);
+        let total: f64 = ingress.values().chain(worker.values()).sum();
+        eprintln!("{source}: {total:.2} AWS requests per event\n  ingress {ingress:?}\n  worker  {worker:?}");
+        assert!(ingress.contains_key("SQS:SendMessageBatch"), "{ingress:?}");
+        assert!(worker.contains_key("SQS:ReceiveMessage"), "{worker:?}");
+        assert!(total > 1.0, "at least the claim and the receive: {total}");
+        report.insert(source.into(), json!({ "events": N, "per_event": total, "ingress": ingress, "worker": worker }));
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/aws-requests.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+}
