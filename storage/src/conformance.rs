@@ -426,29 +426,38 @@ pub async fn idempotency_transitions_legal_and_illegal(h: &Harness) {
         matches!(refused, Err(StorageError::IllegalTransition { from: Status::Pending, to: Status::Done, .. })),
         "{refused:?}"
     );
-    assert_eq!(idem.mark_enqueued(&key).await.unwrap().status, Status::Enqueued);
-    assert_eq!(idem.mark_enqueued(&key).await.unwrap().status, Status::Enqueued, "marking twice is harmless");
+    assert_eq!(idem.mark_enqueued(&key).await.unwrap(), Status::Enqueued);
+    assert_eq!(idem.mark_enqueued(&key).await.unwrap(), Status::Enqueued, "marking twice is harmless");
+    assert_eq!(idem.get(&key).await.unwrap().unwrap().status, Status::Enqueued);
     match idem.begin(&key, id, Duration::from_secs(30)).await.unwrap() {
-        Begin::Started(r) => assert!(r.status == Status::Processing && r.lease_until.is_some()),
+        Begin::Started { replay, lease_until } => {
+            assert!(!replay && lease_until > h.store.clock.now());
+            assert_eq!(idem.get(&key).await.unwrap().unwrap().status, Status::Processing);
+        }
         other => panic!("expected started, got {other:?}"),
     }
     assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::Busy(_)));
     assert_eq!(idem.transition(&key, Status::Enqueued, None).await.unwrap().status, Status::Enqueued, "release");
-    assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::Started(_)));
-    let done = idem.transition(&key, Status::Done, Some("posted")).await.unwrap();
+    assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::Started { .. }));
+    idem.complete(&key, "posted").await.unwrap();
+    let done = idem.get(&key).await.unwrap().unwrap();
     assert_eq!((done.status, done.outcome.as_deref()), (Status::Done, Some("posted")));
+    assert!(matches!(
+        idem.complete(&key, "again").await,
+        Err(StorageError::IllegalTransition { from: Status::Done, to: Status::Done, .. })
+    ));
     assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::AlreadyDone(_)));
     assert!(matches!(
         idem.transition(&key, Status::Dead, None).await,
         Err(StorageError::IllegalTransition { from: Status::Done, to: Status::Dead, .. })
     ));
-    assert_eq!(idem.mark_enqueued(&key).await.unwrap().status, Status::Done, "marking never regresses");
+    assert_eq!(idem.mark_enqueued(&key).await.unwrap(), Status::Done, "marking never regresses");
     assert_eq!(idem.transition(&key, Status::Enqueued, None).await.unwrap().status, Status::Enqueued, "replay");
 
     // PENDING → PROCESSING (ingress died before marking), then PROCESSING → DEAD → ENQUEUED (replay).
     let key2 = h.key("crashed-ingress");
     idem.claim(&key2, id, horizon).await.unwrap();
-    assert!(matches!(idem.begin(&key2, id, Duration::from_secs(30)).await.unwrap(), Begin::Started(_)));
+    assert!(matches!(idem.begin(&key2, id, Duration::from_secs(30)).await.unwrap(), Begin::Started { .. }));
     assert_eq!(idem.transition(&key2, Status::Dead, Some("channel_not_found")).await.unwrap().status, Status::Dead);
     assert!(matches!(idem.begin(&key2, id, Duration::from_secs(30)).await.unwrap(), Begin::Dead(_)));
     assert!(matches!(
@@ -462,7 +471,7 @@ pub async fn idempotency_transitions_legal_and_illegal(h: &Harness) {
     idem.claim(&key3, id, horizon).await.unwrap();
     idem.begin(&key3, id, Duration::from_secs(1)).await.unwrap();
     h.advance(Duration::from_secs(2)).await;
-    assert!(matches!(idem.begin(&key3, id, Duration::from_secs(30)).await.unwrap(), Begin::Started(_)));
+    assert!(matches!(idem.begin(&key3, id, Duration::from_secs(30)).await.unwrap(), Begin::Started { .. }));
 
     assert!(matches!(idem.transition(&h.key("missing"), Status::Done, None).await, Err(StorageError::NotFound(_))));
     assert_eq!(idem.find_by_event(id).await.unwrap().map(|r| r.event_id), Some(id));

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventfleet_schema::{EventId, IdempotencyKey, IdempotencyRecord, Status};
+use eventfleet_schema::{EventId, IdempotencyKey, IdempotencyRecord, Status, Timestamp};
 
 use crate::Result;
 
@@ -30,7 +30,12 @@ impl Claim {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// Now `PROCESSING` under the caller's lease: run the handler.
-    Started(IdempotencyRecord),
+    Started {
+        /// The lease's end.
+        lease_until: Timestamp,
+        /// The record went through `DONE` or `DEAD` before: an operator's replay.
+        replay: bool,
+    },
     /// Already `DONE`: delete the message without running the handler.
     AlreadyDone(IdempotencyRecord),
     /// `DEAD`: finish moving it to the dead-letter queue.
@@ -48,8 +53,8 @@ pub trait Idempotency: Send + Sync {
     async fn claim(&self, key: &IdempotencyKey, event_id: EventId, horizon: Duration) -> Result<Claim>;
 
     /// `PENDING → ENQUEUED` once the event is durably queued. A record already `ENQUEUED` or later is left as it
-    /// is (another request or a worker got there first) and returned.
-    async fn mark_enqueued(&self, key: &IdempotencyKey) -> Result<IdempotencyRecord>;
+    /// is (another request or a worker got there first). Returns the status after the call.
+    async fn mark_enqueued(&self, key: &IdempotencyKey) -> Result<Status>;
 
     /// A worker's start: see [`Begin`]. A key with no record (claimed before the horizon, or never) is created
     /// `PROCESSING` for `event_id`.
@@ -59,6 +64,12 @@ pub trait Idempotency: Send + Sync {
     /// recording `outcome` when given. Illegal moves are [`crate::StorageError::IllegalTransition`]; a missing
     /// key is [`crate::StorageError::NotFound`].
     async fn transition(&self, key: &IdempotencyKey, to: Status, outcome: Option<&str>) -> Result<IdempotencyRecord>;
+
+    /// `PROCESSING → DONE` with the outcome: [`Idempotency::transition`] without returning the record, so that a
+    /// backend may batch it with other writes.
+    async fn complete(&self, key: &IdempotencyKey, outcome: &str) -> Result<()> {
+        self.transition(key, Status::Done, Some(outcome)).await.map(|_| ())
+    }
 
     /// The record, unless absent or expired.
     async fn get(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>>;

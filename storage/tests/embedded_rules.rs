@@ -58,7 +58,10 @@ async fn a_queue_redrive_marks_the_event_dead_and_audits_it() {
     for _ in 0..2 {
         let got = store.queue.receive(1, Duration::from_secs(5), Duration::ZERO).await.unwrap();
         assert_eq!(got.len(), 1);
-        assert!(matches!(store.idempotency.begin(&key, id, Duration::from_secs(1)).await.unwrap(), Begin::Started(_)));
+        assert!(matches!(
+            store.idempotency.begin(&key, id, Duration::from_secs(1)).await.unwrap(),
+            Begin::Started { .. }
+        ));
         // The worker dies: nothing more happens until the visibility runs out.
         tokio::time::advance(Duration::from_secs(6)).await;
     }

@@ -107,7 +107,7 @@ impl Processor {
         }
         let replayed = match store.idempotency.begin(&key, event_id, self.config.visibility_timeout).await? {
             // A record with an outcome went through DONE or DEAD before: a replay, whose retry record to resolve.
-            Begin::Started(record) => record.outcome.is_some(),
+            Begin::Started { replay, .. } => replay,
             Begin::AlreadyDone(_) => {
                 store.queue.delete(&msg.receipt).await?;
                 self.audit(AuditEntry::new(event_id, store.clock.now(), Step::DuplicateDeliverySkipped, actor)).await;
@@ -124,11 +124,11 @@ impl Processor {
                 return Ok(Disposition::Released);
             }
         };
-        self.audit(
-            AuditEntry::new(event_id, store.clock.now(), Step::Started, actor)
-                .with_detail(serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() })),
-        )
-        .await;
+        // The `started` line is written with the attempt's outcome, in one append: one audit write per attempt
+        // instead of two. A worker that dies mid-handler leaves no line for that attempt; the ledger shows it
+        // PROCESSING, and the next attempt's line carries its attempt number.
+        let started = AuditEntry::new(event_id, store.clock.now(), Step::Started, actor)
+            .with_detail(serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() }));
 
         let outcome = self.run_handler(&msg).await;
         match outcome {
@@ -146,14 +146,15 @@ impl Processor {
                 let age = store.clock.now().since(msg.envelope.received_at());
                 self.metrics.observe_age(age);
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
-                let (deleted, ()) = tokio::join!(store.queue.delete(&msg.receipt), self.audit(succeeded));
+                let (deleted, ()) =
+                    tokio::join!(store.queue.delete(&msg.receipt), self.audit_all(vec![started, succeeded]));
                 deleted?;
                 if msg.receive_count > 1 || replayed {
                     self.resolve_retry_record(&msg).await;
                 }
                 Ok(Disposition::Succeeded)
             }
-            Err(err) => self.fail(&msg, err).await,
+            Err(err) => self.fail(&msg, err, started).await,
         }
     }
 
@@ -162,16 +163,16 @@ impl Processor {
     async fn mark_done(&self, key: &eventfleet_schema::IdempotencyKey, outcome: &str) -> Result<(), StorageError> {
         let mut delay = Duration::from_millis(50);
         for _ in 0..4 {
-            match self.store.idempotency.transition(key, Status::Done, Some(outcome)).await {
+            match self.store.idempotency.complete(key, outcome).await {
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "marking DONE failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
-                other => return other.map(|_| ()),
+                other => return other,
             }
         }
-        self.store.idempotency.transition(key, Status::Done, Some(outcome)).await.map(|_| ())
+        self.store.idempotency.complete(key, outcome).await
     }
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
@@ -209,7 +210,12 @@ impl Processor {
         }
     }
 
-    async fn fail(&self, msg: &ReceivedMessage, err: HandlerError) -> Result<Disposition, StorageError> {
+    async fn fail(
+        &self,
+        msg: &ReceivedMessage,
+        err: HandlerError,
+        started: AuditEntry,
+    ) -> Result<Disposition, StorageError> {
         let store = &self.store;
         let actor = self.config.actor.as_str();
         let event_id = msg.envelope.event_id();
@@ -237,13 +243,13 @@ impl Processor {
             store.queue.change_visibility(&msg.receipt, delay).await?;
             self.metrics.retries.get_or_create(&WorkerMetrics::kind(msg.envelope.kind().as_str())).inc();
             tracing::info!(error = %record.last_error, delay_ms = delay.as_millis() as u64, "retry scheduled");
-            self.audit(AuditEntry::new(event_id, now, Step::RetryScheduled, actor).with_detail(serde_json::json!({
+            let line = AuditEntry::new(event_id, now, Step::RetryScheduled, actor).with_detail(serde_json::json!({
                 "attempt": msg.receive_count,
                 "error": record.last_error,
                 "class": ErrorClass::Retryable,
                 "delay_ms": delay.as_millis() as u64,
-            })))
-            .await;
+            }));
+            self.audit_all(vec![started, line]).await;
             return Ok(Disposition::RetryScheduled(delay));
         }
         let reason = match &err {
@@ -271,12 +277,12 @@ impl Processor {
                 tracing::warn!(error = %e, "could not send the dead-letter notice");
             }
         }
-        self.audit(AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(serde_json::json!({
+        let line = AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(serde_json::json!({
             "attempt": msg.receive_count,
             "reason": reason,
             "class": err.class(),
-        })))
-        .await;
+        }));
+        self.audit_all(vec![started, line]).await;
         Ok(Disposition::DeadLettered)
     }
 
@@ -298,9 +304,14 @@ impl Processor {
 
     /// Audit lines never fail a delivery: the event's state lives in the idempotency record and the queue.
     async fn audit(&self, entry: AuditEntry) {
-        let event_id = entry.event_id;
-        if let Err(e) = self.store.audit.append(vec![entry]).await {
-            tracing::warn!(error = %e, %event_id, "could not write an audit line");
+        self.audit_all(vec![entry]).await;
+    }
+
+    /// Several lines in one append.
+    async fn audit_all(&self, entries: Vec<AuditEntry>) {
+        let event_id = entries.first().map(|e| e.event_id);
+        if let Err(e) = self.store.audit.append(entries).await {
+            tracing::warn!(error = %e, ?event_id, "could not write audit lines");
         }
     }
 }

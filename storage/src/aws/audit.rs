@@ -2,14 +2,13 @@
 //! them together with `BatchWriteItem` (25 items a request, unprocessed items retried), answering each caller
 //! once its lines are stored. Under load many events share one request.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use eventfleet_schema::{AuditEntry, EventId, Step, Timestamp};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::batch::GroupCommit;
 use super::item::{Item, Reader, s, ts, ttl};
 use super::{AwsStore, unavailable};
 use crate::audit::{AuditLog, AuditQuery};
@@ -18,58 +17,21 @@ use crate::{Result, StorageError};
 /// DynamoDB's limit of items per `BatchWriteItem`.
 const BATCH: usize = 25;
 /// Batch writes in flight at once; more appends wait and join a later (larger) batch.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 2;
 
-type Request = (Vec<Item>, oneshot::Sender<Result<()>>);
+/// The group commit of audit items.
+pub(super) type Batcher = GroupCommit<Item, Result<()>>;
 
-/// The writer task's mailbox.
-pub(super) struct Batcher {
-    tx: mpsc::UnboundedSender<Request>,
-}
-
-impl Batcher {
-    /// Starts the writer task for `table`.
-    pub(super) fn start(client: aws_sdk_dynamodb::Client, table: String) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, table, rx));
-        Self { tx }
-    }
-
-    async fn write(&self, items: Vec<Item>) -> Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.tx.send((items, done)).map_err(|_| StorageError::Unavailable("audit writer stopped".into()))?;
-        wait.await.map_err(|_| StorageError::Unavailable("audit writer stopped".into()))?
-    }
-}
-
-async fn run(client: aws_sdk_dynamodb::Client, table: String, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let Some(first) = rx.recv().await else { return };
-        let mut requests = vec![first];
-        let mut count = requests[0].0.len();
-        // Take what is already waiting, never wait for more: an idle system writes at once.
-        while count < BATCH {
-            match rx.try_recv() {
-                Ok(req) => {
-                    count += req.0.len();
-                    requests.push(req);
-                }
-                Err(_) => break,
-            }
-        }
-        let client = client.clone();
-        let table = table.clone();
-        tokio::spawn(async move {
-            let items: Vec<Item> = requests.iter().flat_map(|(items, _)| items.iter().cloned()).collect();
+/// Starts the audit writer for `table`.
+pub(super) fn batcher(client: aws_sdk_dynamodb::Client, table: String) -> Batcher {
+    GroupCommit::start(BATCH, IN_FLIGHT, move |items: Vec<Item>| {
+        let (client, table) = (client.clone(), table.clone());
+        async move {
+            let n = items.len();
             let result = write_all(&client, &table, items).await;
-            for (_, done) in requests {
-                let _ = done.send(result.clone());
-            }
-            drop(permit);
-        });
-    }
+            vec![result; n]
+        }
+    })
 }
 
 /// Writes items in chunks of 25, retrying what DynamoDB leaves unprocessed with a short exponential backoff.
@@ -158,7 +120,10 @@ impl AuditLog for AwsStore {
             return Ok(());
         }
         let items = entries.iter().map(|e| self.audit_item(e)).collect();
-        self.audit.write(items).await
+        for result in self.audit.submit_all(items).await {
+            result.unwrap_or_else(|| Err(StorageError::Unavailable("audit writer stopped".into())))?;
+        }
+        Ok(())
     }
 
     async fn history(&self, event_id: EventId) -> Result<Vec<AuditEntry>> {

@@ -9,9 +9,12 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use eventfleet_schema::{EventId, IdempotencyKey, IdempotencyRecord, Status, Timestamp};
 
+use super::batch::GroupCommit;
 use super::item::{Item, Reader, n, s, ts, ttl};
 use super::names::EVENT_ID_INDEX;
 use super::{AwsStore, unavailable};
@@ -60,11 +63,185 @@ fn new_item(
     item
 }
 
+/// A conditional write of one idempotency record.
+pub(super) enum Write {
+    /// Put a fresh record if the key is absent or expired.
+    Put(Item),
+    /// Update a live record.
+    Update {
+        key: String,
+        update: &'static str,
+        /// The condition of the exact single write (ANDed with "exists and unexpired"); when it fails the old
+        /// item comes back.
+        condition: &'static str,
+        /// A stricter condition for the shared transaction, for callers that can only use the plain outcome
+        /// ("written") and need the exact path for anything else.
+        fast: Option<&'static str>,
+        values: Vec<(&'static str, AttributeValue)>,
+    },
+}
+
 /// The outcome of a conditional write: the new item, or the live item that failed the condition (`None` when
 /// absent or expired).
-enum Conditional {
+pub(super) enum Conditional {
     Written(Item),
     Refused(Option<Item>),
+}
+
+/// What a submitted write got.
+pub(super) enum Outcome {
+    /// Written inside a shared transaction (no item comes back).
+    Committed,
+    /// Written or refused alone, with the item.
+    Single(Result<Conditional>),
+}
+
+/// The group commit of idempotency writes.
+pub(super) type Writer = GroupCommit<(Write, Timestamp), Outcome>;
+
+/// At most this many writes in one transaction (DynamoDB allows 100).
+const TX_BATCH: usize = 25;
+/// Writes in flight at once per process: more wait and share the next transaction.
+const IN_FLIGHT: usize = 2;
+
+/// Concurrent writes of different keys share one `TransactWriteItems`: one request for a batch of claims, marks,
+/// begins and completions instead of one each. A batch of one is the exact single write. A transaction is all
+/// or nothing: when any condition fails (a duplicate, a busy lease) or anything else goes wrong, each of its
+/// writes is made alone, which is exact. Two writes of one key in one batch (which DynamoDB refuses) go alone
+/// too.
+pub(super) fn writer(client: aws_sdk_dynamodb::Client, table: String) -> Writer {
+    GroupCommit::start(TX_BATCH, IN_FLIGHT, move |writes: Vec<(Write, Timestamp)>| {
+        let (client, table) = (client.clone(), table.clone());
+        async move {
+            let mut seen = std::collections::HashSet::new();
+            let shared: Vec<bool> = writes.iter().map(|(w, _)| seen.insert(key_of(w).to_owned())).collect();
+            let committed = shared.iter().filter(|s| **s).count() > 1
+                && transact(&client, &table, writes.iter().zip(&shared).filter(|(_, s)| **s).map(|(w, _)| w)).await;
+            let mut out = Vec::with_capacity(writes.len());
+            for ((write, now), shared) in writes.into_iter().zip(shared) {
+                out.push(if committed && shared {
+                    Outcome::Committed
+                } else {
+                    Outcome::Single(single(&client, &table, write, now).await)
+                });
+            }
+            out
+        }
+    })
+}
+
+fn key_of(w: &Write) -> &str {
+    match w {
+        Write::Put(item) => match item.get("key") {
+            Some(AttributeValue::S(k)) => k,
+            _ => "",
+        },
+        Write::Update { key, .. } => key,
+    }
+}
+
+const PUT_CONDITION: &str = "attribute_not_exists(#k) OR expires_at <= :now";
+
+fn live_condition(condition: &str) -> String {
+    format!("attribute_exists(#k) AND expires_at > :now AND ({condition})")
+}
+
+/// One `TransactWriteItems` of the writes; whether it committed.
+async fn transact(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    writes: impl Iterator<Item = &(Write, Timestamp)>,
+) -> bool {
+    let mut actions = Vec::new();
+    for (write, now) in writes {
+        let action = match write {
+            Write::Put(item) => Put::builder()
+                .table_name(table)
+                .set_item(Some(item.clone()))
+                .condition_expression(PUT_CONDITION)
+                .expression_attribute_names("#k", "key")
+                .expression_attribute_values(":now", ts(*now))
+                .build()
+                .map(|p| TransactWriteItem::builder().put(p).build()),
+            Write::Update { key, update, condition, fast, values } => {
+                let mut b = Update::builder()
+                    .table_name(table)
+                    .key("key", s(key))
+                    .update_expression(*update)
+                    .condition_expression(live_condition(fast.unwrap_or(condition)))
+                    .expression_attribute_names("#k", "key")
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(":now", ts(*now));
+                for (name, value) in values {
+                    b = b.expression_attribute_values(*name, value.clone());
+                }
+                b.build().map(|u| TransactWriteItem::builder().update(u).build())
+            }
+        };
+        match action {
+            Ok(a) => actions.push(a),
+            Err(_) => return false,
+        }
+    }
+    match client.transact_write_items().set_transact_items(Some(actions)).send().await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(error = %unavailable("TransactWriteItems", e), "shared write refused; writing one by one");
+            false
+        }
+    }
+}
+
+/// The exact write of one record, returning the new item or the one that refused it.
+async fn single(client: &aws_sdk_dynamodb::Client, table: &str, write: Write, now: Timestamp) -> Result<Conditional> {
+    match write {
+        Write::Put(item) => {
+            let res = client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(item.clone()))
+                .condition_expression(PUT_CONDITION)
+                .expression_attribute_names("#k", "key")
+                .expression_attribute_values(":now", ts(now))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            match res {
+                Ok(_) => Ok(Conditional::Written(item)),
+                Err(SdkError::ServiceError(e)) => match e.into_err() {
+                    PutItemError::ConditionalCheckFailedException(c) => Ok(Conditional::Refused(live(c.item, now)?)),
+                    other => Err(unavailable("PutItem idempotency", other)),
+                },
+                Err(e) => Err(unavailable("PutItem idempotency", e)),
+            }
+        }
+        Write::Update { key, update, condition, fast: _, values } => {
+            let mut req = client
+                .update_item()
+                .table_name(table)
+                .key("key", s(&key))
+                .update_expression(update)
+                .condition_expression(live_condition(condition))
+                .expression_attribute_names("#k", "key")
+                .expression_attribute_values(":now", ts(now))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            if update.contains("#s") || condition.contains("#s") {
+                req = req.expression_attribute_names("#s", "status");
+            }
+            for (name, value) in values {
+                req = req.expression_attribute_values(name, value);
+            }
+            match req.send().await {
+                Ok(out) => Ok(Conditional::Written(out.attributes.unwrap_or_default())),
+                Err(SdkError::ServiceError(e)) => match e.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(c) => Ok(Conditional::Refused(live(c.item, now)?)),
+                    other => Err(unavailable("UpdateItem idempotency", other)),
+                },
+                Err(e) => Err(unavailable("UpdateItem idempotency", e)),
+            }
+        }
+    }
 }
 
 fn live(item: Option<Item>, now: Timestamp) -> Result<Option<Item>> {
@@ -75,89 +252,55 @@ fn live(item: Option<Item>, now: Timestamp) -> Result<Option<Item>> {
 }
 
 impl AwsStore {
-    fn idem_table(&self) -> &str {
-        &self.names.idempotency_table
+    /// Submits a write to the group commit.
+    async fn write(&self, write: Write, now: Timestamp) -> Result<Outcome> {
+        self.idem_writer
+            .submit((write, now))
+            .await
+            .ok_or_else(|| StorageError::Unavailable("idempotency writer stopped".into()))
     }
 
-    /// Puts a fresh record if the key is absent or expired.
-    async fn put_if_absent(&self, item: Item, now: Timestamp) -> Result<Conditional> {
-        let res = self
-            .clients
-            .dynamodb
-            .put_item()
-            .table_name(self.idem_table())
-            .set_item(Some(item.clone()))
-            .condition_expression("attribute_not_exists(#k) OR expires_at <= :now")
-            .expression_attribute_names("#k", "key")
-            .expression_attribute_values(":now", ts(now))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(Conditional::Written(item)),
-            Err(SdkError::ServiceError(e)) => match e.into_err() {
-                PutItemError::ConditionalCheckFailedException(c) => Ok(Conditional::Refused(live(c.item, now)?)),
-                other => Err(unavailable("PutItem idempotency", other)),
-            },
-            Err(e) => Err(unavailable("PutItem idempotency", e)),
-        }
-    }
-
-    /// `UpdateItem` on a live record under `condition` (ANDed with "exists and unexpired").
-    async fn update_live(
-        &self,
-        key: &IdempotencyKey,
-        update: &str,
-        condition: Option<&str>,
-        values: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)>,
-        now: Timestamp,
-    ) -> Result<Conditional> {
-        let full_condition = match condition {
-            Some(c) => format!("attribute_exists(#k) AND expires_at > :now AND ({c})"),
-            None => "attribute_exists(#k) AND expires_at > :now".to_owned(),
-        };
-        let mut req = self
-            .clients
-            .dynamodb
-            .update_item()
-            .table_name(self.idem_table())
-            .key("key", s(key.as_str()))
-            .update_expression(update)
-            .condition_expression(full_condition)
-            .expression_attribute_names("#k", "key")
-            .expression_attribute_values(":now", ts(now))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if update.contains("#s") || condition.is_some_and(|c| c.contains("#s")) {
-            req = req.expression_attribute_names("#s", "status");
-        }
-        for (name, value) in values {
-            req = req.expression_attribute_values(name, value);
-        }
-        match req.send().await {
-            Ok(out) => Ok(Conditional::Written(out.attributes.unwrap_or_default())),
-            Err(SdkError::ServiceError(e)) => match e.into_err() {
-                UpdateItemError::ConditionalCheckFailedException(c) => Ok(Conditional::Refused(live(c.item, now)?)),
-                other => Err(unavailable("UpdateItem idempotency", other)),
-            },
-            Err(e) => Err(unavailable("UpdateItem idempotency", e)),
-        }
+    /// A write that must come back with its item (it never joins a transaction).
+    async fn write_alone(&self, write: Write, now: Timestamp) -> Result<Conditional> {
+        single(&self.clients.dynamodb, &self.names.idempotency_table, write, now).await
     }
 }
 
+fn update(
+    key: &IdempotencyKey,
+    update: &'static str,
+    condition: &'static str,
+    fast: Option<&'static str>,
+    values: Vec<(&'static str, AttributeValue)>,
+) -> Write {
+    Write::Update { key: key.as_str().to_owned(), update, condition, fast, values }
+}
+
 /// `#s IN (...)` for the statuses that may become `to`, with their values.
-fn from_statuses(to: Status) -> (String, Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)>) {
-    const ALL: [(Status, &str); 5] = [
+fn from_statuses(to: Status) -> (&'static str, Vec<(&'static str, AttributeValue)>) {
+    let condition = match to {
+        Status::Enqueued => "#s IN (:f_pending, :f_processing, :f_done, :f_dead)",
+        Status::Processing => "#s IN (:f_pending, :f_enqueued, :f_processing)",
+        Status::Done | Status::Dead => "#s IN (:f_processing)",
+        Status::Pending => "#s IN (:f_none)",
+    };
+    let all = [
         (Status::Pending, ":f_pending"),
         (Status::Enqueued, ":f_enqueued"),
         (Status::Processing, ":f_processing"),
         (Status::Done, ":f_done"),
         (Status::Dead, ":f_dead"),
     ];
-    let allowed: Vec<_> = ALL.iter().filter(|(from, _)| from.can_become(to)).collect();
-    let names: Vec<_> = allowed.iter().map(|(_, name)| *name).collect();
-    let values = allowed.iter().map(|(from, name)| (*name, s(from.as_str()))).collect();
-    (format!("#s IN ({})", names.join(", ")), values)
+    let mut values: Vec<_> =
+        all.iter().filter(|(from, _)| from.can_become(to)).map(|(from, name)| (*name, s(from.as_str()))).collect();
+    if values.is_empty() {
+        values.push((":f_none", s("-")));
+    }
+    (condition, values)
+}
+
+fn started(rec: &IdempotencyRecord) -> Begin {
+    Begin::Started { lease_until: rec.lease_until.unwrap_or(rec.last_seen), replay: rec.outcome.is_some() }
 }
 
 #[async_trait]
@@ -168,11 +311,24 @@ impl Idempotency for AwsStore {
         for _ in 0..3 {
             let now = self.now();
             let item = new_item(key, Status::Pending, event_id, now, None, now.plus(horizon));
-            if let Conditional::Written(item) = self.put_if_absent(item, now).await? {
-                return Ok(Claim::Claimed(record(&item)?));
+            match self.write(Write::Put(item.clone()), now).await? {
+                Outcome::Committed | Outcome::Single(Ok(Conditional::Written(_))) => {
+                    return Ok(Claim::Claimed(record(&item)?));
+                }
+                Outcome::Single(Err(e)) => return Err(e),
+                Outcome::Single(Ok(Conditional::Refused(_))) => {}
             }
             let counted = self
-                .update_live(key, "SET last_seen = :now ADD duplicate_count :one", None, vec![(":one", n(1))], now)
+                .write_alone(
+                    update(
+                        key,
+                        "SET last_seen = :now ADD duplicate_count :one",
+                        "attribute_exists(#k)",
+                        None,
+                        vec![(":one", n(1))],
+                    ),
+                    now,
+                )
                 .await?;
             if let Conditional::Written(item) = counted {
                 return Ok(Claim::Existing(record(&item)?));
@@ -181,22 +337,18 @@ impl Idempotency for AwsStore {
         Err(StorageError::Unavailable(format!("claim of {key} kept racing with its expiry")))
     }
 
-    async fn mark_enqueued(&self, key: &IdempotencyKey) -> Result<IdempotencyRecord> {
+    async fn mark_enqueued(&self, key: &IdempotencyKey) -> Result<Status> {
         let now = self.now();
-        let res = self
-            .update_live(
-                key,
-                "SET #s = :enqueued, last_seen = :now REMOVE lease_until",
-                Some("#s = :pending"),
-                vec![(":enqueued", s(Status::Enqueued.as_str())), (":pending", s(Status::Pending.as_str()))],
-                now,
-            )
-            .await?;
-        match res {
-            Conditional::Written(item) => record(&item),
-            // Already ENQUEUED or later: another request or a worker got there first.
-            Conditional::Refused(Some(item)) => record(&item),
-            Conditional::Refused(None) => Err(StorageError::NotFound(format!("key {key}"))),
+        let values = vec![(":enqueued", s(Status::Enqueued.as_str())), (":pending", s(Status::Pending.as_str()))];
+        let write =
+            update(key, "SET #s = :enqueued, last_seen = :now REMOVE lease_until", "#s = :pending", None, values);
+        match self.write(write, now).await? {
+            Outcome::Committed => Ok(Status::Enqueued),
+            Outcome::Single(result) => match result? {
+                // Refused with a live record: already ENQUEUED or later (another request or a worker was first).
+                Conditional::Written(item) | Conditional::Refused(Some(item)) => Ok(record(&item)?.status),
+                Conditional::Refused(None) => Err(StorageError::NotFound(format!("key {key}"))),
+            },
         }
     }
 
@@ -204,22 +356,29 @@ impl Idempotency for AwsStore {
         for _ in 0..3 {
             let now = self.now();
             let lease_until = now.plus(lease);
-            let res = self
-                .update_live(
-                    key,
-                    "SET #s = :processing, last_seen = :now, lease_until = :lease",
-                    Some("#s IN (:pending, :enqueued) OR (#s = :processing AND lease_until <= :now)"),
-                    vec![
-                        (":processing", s(Status::Processing.as_str())),
-                        (":pending", s(Status::Pending.as_str())),
-                        (":enqueued", s(Status::Enqueued.as_str())),
-                        (":lease", ts(lease_until)),
-                    ],
-                    now,
-                )
-                .await?;
-            match res {
-                Conditional::Written(item) => return Ok(Begin::Started(record(&item)?)),
+            let values = vec![
+                (":processing", s(Status::Processing.as_str())),
+                (":pending", s(Status::Pending.as_str())),
+                (":enqueued", s(Status::Enqueued.as_str())),
+                (":lease", ts(lease_until)),
+            ];
+            let write = update(
+                key,
+                "SET #s = :processing, last_seen = :now, lease_until = :lease",
+                "#s IN (:pending, :enqueued) OR (#s = :processing AND lease_until <= :now)",
+                // In a shared transaction only a first attempt (no outcome yet): a replay must be told apart.
+                Some(
+                    "attribute_not_exists(outcome) \
+                     AND (#s IN (:pending, :enqueued) OR (#s = :processing AND lease_until <= :now))",
+                ),
+                values,
+            );
+            let result = match self.write(write, now).await? {
+                Outcome::Committed => return Ok(Begin::Started { lease_until, replay: false }),
+                Outcome::Single(result) => result?,
+            };
+            match result {
+                Conditional::Written(item) => return Ok(started(&record(&item)?)),
                 Conditional::Refused(Some(item)) => {
                     let rec = record(&item)?;
                     return Ok(match rec.status {
@@ -231,8 +390,8 @@ impl Idempotency for AwsStore {
                 Conditional::Refused(None) => {
                     let item =
                         new_item(key, Status::Processing, event_id, now, Some(lease_until), now.plus(BEGIN_HORIZON));
-                    if let Conditional::Written(item) = self.put_if_absent(item, now).await? {
-                        return Ok(Begin::Started(record(&item)?));
+                    if let Conditional::Written(item) = self.write_alone(Write::Put(item), now).await? {
+                        return Ok(started(&record(&item)?));
                     }
                     // Someone claimed it meanwhile: decide again on its record.
                 }
@@ -245,14 +404,14 @@ impl Idempotency for AwsStore {
         let now = self.now();
         let (condition, mut values) = from_statuses(to);
         values.push((":to", s(to.as_str())));
-        let update = match outcome {
+        let update_expr = match outcome {
             Some(outcome) => {
                 values.push((":outcome", s(outcome)));
                 "SET #s = :to, last_seen = :now, outcome = :outcome REMOVE lease_until"
             }
             None => "SET #s = :to, last_seen = :now REMOVE lease_until",
         };
-        match self.update_live(key, update, Some(&condition), values, now).await? {
+        match self.write_alone(update(key, update_expr, condition, None, values), now).await? {
             Conditional::Written(item) => record(&item),
             Conditional::Refused(Some(item)) => {
                 let from = record(&item)?.status;
@@ -262,13 +421,41 @@ impl Idempotency for AwsStore {
         }
     }
 
+    async fn complete(&self, key: &IdempotencyKey, outcome: &str) -> Result<()> {
+        let now = self.now();
+        let values = vec![
+            (":done", s(Status::Done.as_str())),
+            (":processing", s(Status::Processing.as_str())),
+            (":outcome", s(outcome)),
+        ];
+        let write = update(
+            key,
+            "SET #s = :done, last_seen = :now, outcome = :outcome REMOVE lease_until",
+            "#s = :processing",
+            None,
+            values,
+        );
+        match self.write(write, now).await? {
+            Outcome::Committed => Ok(()),
+            Outcome::Single(result) => match result? {
+                Conditional::Written(_) => Ok(()),
+                Conditional::Refused(Some(item)) => Err(StorageError::IllegalTransition {
+                    key: key.as_str().to_owned(),
+                    from: record(&item)?.status,
+                    to: Status::Done,
+                }),
+                Conditional::Refused(None) => Err(StorageError::NotFound(format!("key {key}"))),
+            },
+        }
+    }
+
     async fn get(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>> {
         let now = self.now();
         let out = self
             .clients
             .dynamodb
             .get_item()
-            .table_name(self.idem_table())
+            .table_name(&self.names.idempotency_table)
             .key("key", s(key.as_str()))
             .consistent_read(true)
             .send()
@@ -284,7 +471,7 @@ impl Idempotency for AwsStore {
             .clients
             .dynamodb
             .query()
-            .table_name(self.idem_table())
+            .table_name(&self.names.idempotency_table)
             .index_name(EVENT_ID_INDEX)
             .key_condition_expression("event_id = :e")
             .expression_attribute_values(":e", s(event_id.to_string()))
@@ -298,5 +485,22 @@ impl Idempotency for AwsStore {
             }
         }
         Ok(records.into_iter().max_by_key(|r| r.first_seen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_conditions_follow_the_status_machine() {
+        for to in [Status::Pending, Status::Enqueued, Status::Processing, Status::Done, Status::Dead] {
+            let (condition, values) = from_statuses(to);
+            for (name, _) in &values {
+                assert!(condition.contains(name), "{to}: {name} unused in {condition}");
+            }
+            let named = condition.matches(":f_").count();
+            assert_eq!(named, values.len(), "{to}: {condition}");
+        }
     }
 }

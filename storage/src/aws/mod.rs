@@ -16,6 +16,7 @@
 //! filters on `expires_at` itself.
 
 mod audit;
+mod batch;
 pub mod cloudwatch;
 mod idempotency;
 mod item;
@@ -162,6 +163,9 @@ pub struct AwsStore {
     options: AwsOptions,
     in_flight: sqs::InFlight,
     audit: audit::Batcher,
+    deletes: sqs::DeleteBatcher,
+    dlq_deletes: sqs::DeleteBatcher,
+    idem_writer: idempotency::Writer,
 }
 
 impl fmt::Debug for AwsStore {
@@ -184,8 +188,22 @@ impl AwsStore {
             Some(url) => url.clone(),
             None => sqs::queue_url(&clients.sqs, &names.dlq).await?,
         };
-        let audit = audit::Batcher::start(clients.dynamodb.clone(), names.audit_table.clone());
-        Ok(Arc::new(Self { clients, names, queue_url, dlq_url, options, in_flight: sqs::InFlight::default(), audit }))
+        let audit = audit::batcher(clients.dynamodb.clone(), names.audit_table.clone());
+        let deletes = sqs::delete_batcher(clients.sqs.clone(), queue_url.clone());
+        let dlq_deletes = sqs::delete_batcher(clients.sqs.clone(), dlq_url.clone());
+        let idem_writer = idempotency::writer(clients.dynamodb.clone(), names.idempotency_table.clone());
+        Ok(Arc::new(Self {
+            clients,
+            names,
+            queue_url,
+            dlq_url,
+            options,
+            in_flight: sqs::InFlight::default(),
+            audit,
+            deletes,
+            dlq_deletes,
+            idem_writer,
+        }))
     }
 
     /// The clients (for SNS and CloudWatch users beside the ports).

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
-use aws_sdk_sqs::operation::delete_message::DeleteMessageError;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageAttributeValue,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use eventfleet_schema::{DedupId, Envelope, Timestamp};
 
+use super::batch::GroupCommit;
 use super::{AwsStore, unavailable};
 use crate::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 use crate::queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
@@ -81,6 +81,60 @@ struct Peeked {
     body: String,
     group: String,
     attributes: BTreeMap<String, String>,
+}
+
+/// The group commit of deletes from the main queue.
+pub(super) type DeleteBatcher = GroupCommit<String, Result<()>>;
+
+/// Deletes go out as `DeleteMessageBatch` of up to 10, shared by handlers finishing together.
+pub(super) fn delete_batcher(client: aws_sdk_sqs::Client, queue_url: String) -> DeleteBatcher {
+    GroupCommit::start(10, 4, move |receipts: Vec<String>| {
+        let (client, url) = (client.clone(), queue_url.clone());
+        async move {
+            let n = receipts.len();
+            let entries = receipts
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .map_err(|e| StorageError::Invalid(e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>();
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(e) => return vec![Err(e); n],
+            };
+            let out = match client.delete_message_batch().queue_url(&url).set_entries(Some(entries)).send().await {
+                Ok(out) => out,
+                Err(e) => return vec![Err(unavailable("DeleteMessageBatch", e)); n],
+            };
+            let mut results: Vec<Result<()>> =
+                (0..n).map(|_| Err(StorageError::Unavailable("DeleteMessageBatch: entry missing".into()))).collect();
+            for ok in out.successful {
+                if let Some(slot) = ok.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                    *slot = Ok(());
+                }
+            }
+            for failed in out.failed {
+                if let Some(slot) = failed.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                    // A receipt of an earlier receive or of a deleted message is the sender's fault.
+                    *slot = Err(
+                        if failed.sender_fault
+                            || matches!(failed.code.as_str(), "ReceiptHandleIsInvalid" | "InvalidParameterValue")
+                        {
+                            StorageError::StaleReceipt
+                        } else {
+                            StorageError::Unavailable(format!("DeleteMessageBatch entry: {}", failed.code))
+                        },
+                    );
+                }
+            }
+            results
+        }
+    })
 }
 
 /// The URL of a queue by name.
@@ -345,28 +399,14 @@ impl AwsStore {
 
     async fn delete_dlq(&self, receipts: &[String]) -> Result<u64> {
         let mut deleted = 0;
-        for chunk in receipts.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(r)
-                        .build()
-                        .expect("id and receipt are set")
-                })
-                .collect();
-            let out = self
-                .clients
-                .sqs
-                .delete_message_batch()
-                .queue_url(&self.dlq_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| unavailable("DeleteMessageBatch DLQ", e))?;
-            deleted += out.successful.len() as u64;
+        for result in self.dlq_deletes.submit_all(receipts.to_vec()).await {
+            match result {
+                Some(Ok(())) => deleted += 1,
+                // Already gone (another operator, or the peek expired and it was received again): not ours.
+                Some(Err(StorageError::StaleReceipt)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(StorageError::Unavailable("delete batcher stopped".into())),
+            }
         }
         Ok(deleted)
     }
@@ -415,9 +455,10 @@ impl Queue for AwsStore {
     }
 
     async fn delete(&self, receipt: &ReceiptHandle) -> Result<()> {
-        self.clients.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(&receipt.0).send().await.map_err(
-            |e| receipt_error("DeleteMessage", e, |e| matches!(e, DeleteMessageError::ReceiptHandleIsInvalid(_))),
-        )?;
+        self.deletes
+            .submit(receipt.0.clone())
+            .await
+            .unwrap_or_else(|| Err(StorageError::Unavailable("delete batcher stopped".into())))?;
         self.in_flight.forget(&receipt.0);
         Ok(())
     }

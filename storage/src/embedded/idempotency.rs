@@ -56,6 +56,10 @@ fn set_status(
         .query_row(params![key, status.as_str(), now, lease_until, outcome], record)?)
 }
 
+fn started(rec: &IdempotencyRecord) -> Begin {
+    Begin::Started { lease_until: rec.lease_until.unwrap_or(rec.last_seen), replay: rec.outcome.is_some() }
+}
+
 #[async_trait]
 impl Idempotency for EmbeddedStore {
     async fn claim(&self, key: &IdempotencyKey, event_id: EventId, horizon: Duration) -> Result<Claim> {
@@ -84,16 +88,16 @@ impl Idempotency for EmbeddedStore {
             .await
     }
 
-    async fn mark_enqueued(&self, key: &IdempotencyKey) -> Result<IdempotencyRecord> {
+    async fn mark_enqueued(&self, key: &IdempotencyKey) -> Result<Status> {
         let key = key.as_str().to_owned();
         let now = self.now();
         self.writer
             .submit(move |conn| {
                 let rec = live(conn, &key, now)?.ok_or_else(|| StorageError::NotFound(format!("key {key}")))?;
                 if rec.status != Status::Pending {
-                    return Ok(rec);
+                    return Ok(rec.status);
                 }
-                set_status(conn, &key, Status::Enqueued, now, None, None)
+                Ok(set_status(conn, &key, Status::Enqueued, now, None, None)?.status)
             })
             .await
     }
@@ -113,14 +117,14 @@ impl Idempotency for EmbeddedStore {
                              VALUES (?1, 'PROCESSING', ?2, ?3, ?3, 0, ?4, NULL, ?5) RETURNING {COLUMNS}"
                         ))?
                         .query_row(params![key, event_id.to_string(), now, lease_until, now + horizon], record)?;
-                    return Ok(Begin::Started(rec));
+                    return Ok(started(&rec));
                 };
                 match rec.status {
                     Status::Done => Ok(Begin::AlreadyDone(rec)),
                     Status::Dead => Ok(Begin::Dead(rec)),
                     Status::Processing if rec.lease_until.is_some_and(|l| l.as_millis() > now) => Ok(Begin::Busy(rec)),
                     Status::Pending | Status::Enqueued | Status::Processing => {
-                        Ok(Begin::Started(set_status(conn, &key, Status::Processing, now, Some(lease_until), None)?))
+                        Ok(started(&set_status(conn, &key, Status::Processing, now, Some(lease_until), None)?))
                     }
                 }
             })

@@ -1,0 +1,104 @@
+//! Group commit for AWS batch APIs: callers submit one item each; a task takes every item waiting (up to the
+//! API's batch size, never waiting for more) and sends them in one request, answering each caller with its own
+//! result. Under load many callers share a request; an idle system sends at once.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+type Request<T, R> = (T, oneshot::Sender<R>);
+
+/// A group-commit queue in front of one batch operation.
+pub(super) struct GroupCommit<T, R> {
+    tx: mpsc::UnboundedSender<Request<T, R>>,
+}
+
+impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
+    /// Starts the task: at most `max` items a batch, `in_flight` batches at once (more items wait and join a
+    /// later, larger batch). `run` returns one result per item, in order.
+    pub(super) fn start<F, Fut>(max: usize, in_flight: usize, run: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Request<T, R>>();
+        let run = Arc::new(run);
+        tokio::spawn(async move {
+            let permits = Arc::new(Semaphore::new(in_flight));
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let Some(first) = rx.recv().await else { return };
+                let mut batch = vec![first];
+                while batch.len() < max {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let run = run.clone();
+                tokio::spawn(async move {
+                    let (items, answers): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+                    for (answer, result) in answers.into_iter().zip(run(items).await) {
+                        let _ = answer.send(result);
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { tx }
+    }
+
+    /// Submits one item and waits for its result; `None` if the task is gone (the store is shutting down).
+    pub(super) async fn submit(&self, item: T) -> Option<R> {
+        self.submit_all(vec![item]).await.pop().flatten()
+    }
+
+    /// Submits items together (so they usually share a batch) and waits for all their results, in order.
+    pub(super) async fn submit_all(&self, items: Vec<T>) -> Vec<Option<R>> {
+        let waits: Vec<_> = items
+            .into_iter()
+            .map(|item| {
+                let (answer, result) = oneshot::channel();
+                self.tx.send((item, answer)).ok().map(|()| result)
+            })
+            .collect();
+        let mut results = Vec::with_capacity(waits.len());
+        for wait in waits {
+            results.push(match wait {
+                Some(result) => result.await.ok(),
+                None => None,
+            });
+        }
+        results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_items_share_batches_and_get_their_own_results() {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let gc = Arc::new(GroupCommit::start(4, 1, move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.len());
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                items.into_iter().map(|i| i * 10).collect()
+            }
+        }));
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let gc = gc.clone();
+            tasks.push(tokio::spawn(async move { gc.submit(i).await }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), Some(i as u32 * 10));
+        }
+        let batches = batches.lock().unwrap();
+        assert!(batches.iter().all(|&n| n <= 4), "{batches:?}");
+        assert!(batches.len() < 10, "items waiting behind a batch in flight share the next one: {batches:?}");
+    }
+}
