@@ -166,12 +166,13 @@ async fn run_chain(
         let event_id = msg.envelope.event_id();
         // A message that waited behind others gets its visibility back before it starts, so that it cannot
         // reappear to another consumer while it runs here.
-        if !first && received.elapsed() > visibility / 3 {
-            if let Err(e) = processor.store.queue.change_visibility(&msg.receipt, visibility).await {
-                tracing::warn!(error = %e, %event_id, "a waiting message could not be kept; leaving the rest");
-                release(&processor.store, rest, &summary).await;
-                return;
-            }
+        if !first
+            && received.elapsed() > visibility / 3
+            && let Err(e) = processor.store.queue.change_visibility(&msg.receipt, visibility).await
+        {
+            tracing::warn!(error = %e, %event_id, "a waiting message could not be kept; leaving the rest");
+            release(&processor.store, rest, &summary).await;
+            return;
         }
         first = false;
         let go_on = match processor.process(msg, &shutdown).await {

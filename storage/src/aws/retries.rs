@@ -108,7 +108,7 @@ impl RetryRecords for AwsStore {
                 break;
             }
         }
-        out.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
         out.truncate(limit);
         Ok(out)
     }

@@ -226,7 +226,8 @@ impl AwsStore {
         Ok(results)
     }
 
-    fn decode(&self, msg: Message) -> Result<(ReceivedMessage, Held), (Held, String)> {
+    /// The message and what moving it to the DLQ needs; the message is an error text when it does not decode.
+    fn decode(&self, msg: Message) -> (Held, std::result::Result<ReceivedMessage, String>) {
         let body = msg.body.clone().unwrap_or_default();
         let group = system_attribute(&msg, MessageSystemAttributeName::MessageGroupId).unwrap_or_default().to_owned();
         let receive_count = system_attribute(&msg, MessageSystemAttributeName::ApproximateReceiveCount)
@@ -245,21 +246,19 @@ impl AwsStore {
             receive_count,
             since: Instant::now(),
         };
-        match serde_json::from_str::<Envelope>(&body) {
-            Ok(envelope) => Ok((
-                ReceivedMessage {
-                    message_id: MessageId(message_id),
-                    receipt: ReceiptHandle(msg.receipt_handle.unwrap_or_default()),
-                    envelope,
-                    group,
-                    attributes,
-                    receive_count,
-                    sent_at,
-                },
-                held,
-            )),
-            Err(e) => Err((held, format!("undecodable envelope: {e}"))),
-        }
+        let received = match serde_json::from_str::<Envelope>(&body) {
+            Ok(envelope) => Ok(ReceivedMessage {
+                message_id: MessageId(message_id),
+                receipt: ReceiptHandle(msg.receipt_handle.unwrap_or_default()),
+                envelope,
+                group,
+                attributes,
+                receive_count,
+                sent_at,
+            }),
+            Err(e) => Err(format!("undecodable envelope: {e}")),
+        };
+        (held, received)
     }
 
     async fn receive_once(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>> {
@@ -280,11 +279,11 @@ impl AwsStore {
         for msg in out.messages.unwrap_or_default() {
             let receipt = msg.receipt_handle.clone().unwrap_or_default();
             match self.decode(msg) {
-                Ok((m, held)) => {
+                (held, Ok(m)) => {
                     self.in_flight.hold(&receipt, held);
                     received.push(m);
                 }
-                Err((held, reason)) => {
+                (held, Err(reason)) => {
                     // A newer envelope version during a deploy, or a foreign writer: it would block its group
                     // for ever, so it goes to the DLQ with the reason.
                     tracing::error!(message_id = %held.message_id, %reason, "moving an undecodable message to the DLQ");
@@ -341,7 +340,7 @@ impl AwsStore {
                 }
             }
         }
-        all.sort_by(|a, b| a.0.dead_lettered_at.cmp(&b.0.dead_lettered_at));
+        all.sort_by_key(|a| a.0.dead_lettered_at);
         Ok(all)
     }
 

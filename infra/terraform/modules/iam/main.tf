@@ -1,0 +1,302 @@
+# Task roles: what each process may do in AWS, action by action, on explicit ARNs. The lists follow the calls
+# the code makes (docs/architecture.md, "AWS permissions"); anything else is denied by default.
+#
+# Also an operator policy (not attached to anything) for people who run `eventfleet dlq ...`, `events show`,
+# `hooks ...` and `status` against the fleet with their own credentials.
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.name
+
+  dynamodb_via_service = "dynamodb.${local.region}.amazonaws.com"
+  # What DynamoDB asks KMS for on a caller's behalf when reading and writing a table under a customer managed key.
+  dynamodb_kms_actions = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+}
+
+data "aws_iam_policy_document" "assume_ecs_tasks" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"]
+    }
+  }
+}
+
+# Ingress ----------------------------------------------------------------------------------------------------------
+
+resource "aws_iam_role" "ingress" {
+  name               = "${var.name_prefix}-ingress-task"
+  description        = "eventfleet ingress: enqueue events, write idempotency and audit records, read hooks"
+  assume_role_policy = data.aws_iam_policy_document.assume_ecs_tasks.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "ingress" {
+  statement {
+    sid       = "EnqueueEvents"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+    resources = [var.queue_arn]
+  }
+
+  # GET /ready reads the queue statistics, which include the DLQ's depth.
+  statement {
+    sid       = "DeadLetterDepth"
+    actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+    resources = [var.dead_letter_arn]
+  }
+
+  statement {
+    sid       = "OldestMessageAge"
+    actions   = ["cloudwatch:GetMetricStatistics"]
+    resources = ["*"] # no resource-level permissions; read-only (SQS's ApproximateAgeOfOldestMessage)
+  }
+
+  statement {
+    sid       = "QueueKey"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [var.queue_kms_key_arn]
+  }
+
+  statement {
+    sid       = "ClaimAndMarkIdempotencyKeys"
+    actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"]
+    resources = [var.table_arns.idempotency]
+  }
+
+  statement {
+    sid       = "AppendAudit"
+    actions   = ["dynamodb:BatchWriteItem", "dynamodb:PutItem"]
+    resources = [var.table_arns.audit]
+  }
+
+  statement {
+    sid       = "ReadHooksAndCountInvocations"
+    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    resources = [var.table_arns.webhooks]
+  }
+
+  statement {
+    sid       = "TablesKeyThroughDynamoDb"
+    actions   = local.dynamodb_kms_actions
+    resources = [var.tables_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.dynamodb_via_service]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "ingress" {
+  name   = "eventfleet-ingress"
+  role   = aws_iam_role.ingress.id
+  policy = data.aws_iam_policy_document.ingress.json
+}
+
+# Workers ----------------------------------------------------------------------------------------------------------
+
+resource "aws_iam_role" "worker" {
+  name               = "${var.name_prefix}-worker-task"
+  description        = "eventfleet workers: consume and dead-letter events, keep the ledger, publish metrics"
+  assume_role_policy = data.aws_iam_policy_document.assume_ecs_tasks.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "worker" {
+  statement {
+    sid = "ConsumeEvents"
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+      "sqs:SendMessage", # replays put dead letters back on the event queue
+    ]
+    resources = [var.queue_arn]
+  }
+
+  statement {
+    sid = "DeadLetters"
+    actions = [
+      "sqs:SendMessage",
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+    ]
+    resources = [var.dead_letter_arn]
+  }
+
+  statement {
+    sid       = "QueueKey"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [var.queue_kms_key_arn]
+  }
+
+  statement {
+    sid       = "IdempotencyRecords"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"]
+    resources = concat([var.table_arns.idempotency], var.idempotency_index_arns)
+  }
+
+  statement {
+    sid       = "AuditTrail"
+    actions   = ["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:Query"]
+    resources = [var.table_arns.audit]
+  }
+
+  statement {
+    sid       = "RetryRecords"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan"]
+    resources = [var.table_arns.retries]
+  }
+
+  statement {
+    sid       = "ReadHooks"
+    actions   = ["dynamodb:GetItem"]
+    resources = [var.table_arns.webhooks]
+  }
+
+  statement {
+    sid       = "TablesKeyThroughDynamoDb"
+    actions   = local.dynamodb_kms_actions
+    resources = [var.tables_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.dynamodb_via_service]
+    }
+  }
+
+  statement {
+    sid       = "OpsNotifications"
+    actions   = ["sns:Publish"]
+    resources = [var.ops_topic_arn]
+  }
+
+  statement {
+    sid       = "ConfirmSubscriptions"
+    actions   = ["sns:ConfirmSubscription"]
+    resources = var.confirm_subscription_topic_arns
+  }
+
+  statement {
+    sid       = "TopicsKey"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [var.topics_kms_key_arn]
+  }
+
+  statement {
+    sid       = "OldestMessageAge"
+    actions   = ["cloudwatch:GetMetricStatistics"]
+    resources = ["*"] # no resource-level permissions; read-only (SQS's ApproximateAgeOfOldestMessage)
+  }
+
+  statement {
+    sid       = "PublishMetrics"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"] # PutMetricData has no resource-level permissions; the namespace condition scopes it
+
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [var.metrics_namespace]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "worker" {
+  name   = "eventfleet-worker"
+  role   = aws_iam_role.worker.id
+  policy = data.aws_iam_policy_document.worker.json
+}
+
+# Operators --------------------------------------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "operator" {
+  statement {
+    sid       = "QueueStatusAndReplay"
+    actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
+    resources = [var.queue_arn]
+  }
+
+  statement {
+    sid = "DeadLetterQueue"
+    actions = [
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:ChangeMessageVisibility",
+    ]
+    resources = [var.dead_letter_arn]
+  }
+
+  statement {
+    sid       = "QueueKey"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [var.queue_kms_key_arn]
+  }
+
+  statement {
+    sid       = "OldestMessageAge"
+    actions   = ["cloudwatch:GetMetricStatistics"]
+    resources = ["*"] # no resource-level permissions; read-only
+  }
+
+  statement {
+    sid = "Ledger"
+    actions = [
+      "dynamodb:DescribeTable",
+      "dynamodb:GetItem",
+      "dynamodb:Query",
+      "dynamodb:Scan",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:BatchWriteItem",
+    ]
+    resources = concat(values(var.table_arns), var.idempotency_index_arns)
+  }
+
+  statement {
+    sid       = "TablesKeyThroughDynamoDb"
+    actions   = local.dynamodb_kms_actions
+    resources = [var.tables_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.dynamodb_via_service]
+    }
+  }
+}
+
+resource "aws_iam_policy" "operator" {
+  name        = "${var.name_prefix}-operator"
+  description = "What `eventfleet dlq|events|hooks|status` need against the ${var.name_prefix} fleet; attach to the operators' role"
+  policy      = data.aws_iam_policy_document.operator.json
+  tags        = var.tags
+}

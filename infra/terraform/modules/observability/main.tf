@@ -1,0 +1,352 @@
+# The fleet's dashboard and alarms. Alarms notify the alarm topic, which the ingress itself is subscribed to
+# (its /sns route posts them to Slack); add an independent subscription (alarm_extra_subscriptions in the root)
+# so an alarm about the ingress itself still reaches a person.
+
+data "aws_region" "current" {}
+
+locals {
+  region = data.aws_region.current.name
+  fleet  = ["Fleet", var.name_prefix]
+
+  alb       = ["LoadBalancer", var.alb_arn_suffix]
+  alb_tg    = ["TargetGroup", var.target_group_arn_suffix, "LoadBalancer", var.alb_arn_suffix]
+  queue     = ["QueueName", var.queue_name]
+  dlq       = ["QueueName", var.dead_letter_queue_name]
+  ingress   = ["ClusterName", var.cluster_name, "ServiceName", var.ingress_service_name]
+  worker    = ["ClusterName", var.cluster_name, "ServiceName", var.worker_service_name]
+  actions   = [var.alarm_topic_arn]
+  namespace = var.metrics_namespace
+
+  widgets = [
+    {
+      type = "metric", x = 0, y = 0, width = 8, height = 6
+      properties = {
+        title  = "Ingress latency (target response time)"
+        region = local.region
+        view   = "timeSeries"
+        period = 60
+        yAxis  = { left = { label = "seconds", showUnits = false } }
+        metrics = [
+          concat(["AWS/ApplicationELB", "TargetResponseTime"], local.alb, [{ stat = "p50", label = "p50" }]),
+          concat(["...", { stat = "p95", label = "p95" }]),
+          concat(["...", { stat = "p99", label = "p99" }]),
+        ]
+      }
+    },
+    {
+      type = "metric", x = 8, y = 0, width = 8, height = 6
+      properties = {
+        title  = "Ingress answers"
+        region = local.region
+        view   = "timeSeries"
+        stat   = "Sum"
+        period = 60
+        metrics = [
+          concat(["AWS/ApplicationELB", "RequestCount"], local.alb, [{ label = "requests" }]),
+          concat(["AWS/ApplicationELB", "HTTPCode_Target_4XX_Count"], local.alb, [{ label = "4xx (ingress)" }]),
+          concat(["AWS/ApplicationELB", "HTTPCode_Target_5XX_Count"], local.alb, [{ label = "5xx (ingress)" }]),
+          concat(["AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count"], local.alb, [{ label = "5xx (load balancer)" }]),
+        ]
+      }
+    },
+    {
+      type = "metric", x = 16, y = 0, width = 8, height = 6
+      properties = {
+        title  = "Running tasks"
+        region = local.region
+        view   = "timeSeries"
+        stat   = "Average"
+        period = 60
+        metrics = [
+          concat(["ECS/ContainerInsights", "RunningTaskCount"], local.ingress, [{ label = "ingress" }]),
+          concat(["ECS/ContainerInsights", "RunningTaskCount"], local.worker, [{ label = "workers" }]),
+          concat(["AWS/ApplicationELB", "UnHealthyHostCount"], local.alb_tg, [{ label = "unhealthy ingress targets", stat = "Maximum" }]),
+        ]
+      }
+    },
+    {
+      type = "metric", x = 0, y = 6, width = 8, height = 6
+      properties = {
+        title  = "Queue depth"
+        region = local.region
+        view   = "timeSeries"
+        stat   = "Maximum"
+        period = 60
+        metrics = [
+          concat(["AWS/SQS", "ApproximateNumberOfMessagesVisible"], local.queue, [{ label = "waiting" }]),
+          concat(["AWS/SQS", "ApproximateNumberOfMessagesNotVisible"], local.queue, [{ label = "in flight" }]),
+        ]
+      }
+    },
+    {
+      type = "metric", x = 8, y = 6, width = 8, height = 6
+      properties = {
+        title  = "Oldest message age"
+        region = local.region
+        view   = "timeSeries"
+        stat   = "Maximum"
+        period = 60
+        yAxis  = { left = { label = "seconds", showUnits = false } }
+        metrics = [
+          concat(["AWS/SQS", "ApproximateAgeOfOldestMessage"], local.queue, [{ label = "event queue" }]),
+        ]
+        annotations = { horizontal = [{ label = "alarm", value = var.oldest_message_age_threshold_seconds }] }
+      }
+    },
+    {
+      type = "metric", x = 16, y = 6, width = 8, height = 6
+      properties = {
+        title  = "Dead-letter queue depth"
+        region = local.region
+        view   = "timeSeries"
+        stat   = "Maximum"
+        period = 60
+        metrics = [
+          concat(["AWS/SQS", "ApproximateNumberOfMessagesVisible"], local.dlq, [{ label = "dead letters" }]),
+          concat(["AWS/SQS", "ApproximateNumberOfMessagesNotVisible"], local.dlq, [{ label = "being read (dlq commands)" }]),
+        ]
+      }
+    },
+    {
+      type = "metric", x = 0, y = 12, width = 8, height = 6
+      properties = {
+        title  = "Events processed / failed / dead-lettered"
+        region = local.region
+        view   = "timeSeries"
+        stat   = "Sum"
+        period = 60
+        metrics = [
+          concat([local.namespace, "EventsProcessed"], local.fleet, [{ label = "processed" }]),
+          concat([local.namespace, "EventsFailed"], local.fleet, [{ label = "failed (retrying)" }]),
+          concat([local.namespace, "EventsDeadLettered"], local.fleet, [{ label = "dead-lettered" }]),
+        ]
+      }
+    },
+    {
+      type = "metric", x = 8, y = 12, width = 8, height = 6
+      properties = {
+        title  = "Handler duration and event age"
+        region = local.region
+        view   = "timeSeries"
+        period = 60
+        yAxis  = { left = { label = "milliseconds", showUnits = false } }
+        metrics = [
+          concat([local.namespace, "HandlerDuration"], local.fleet, [{ stat = "p95", label = "handler p95" }]),
+          concat([local.namespace, "EventAge"], local.fleet, [{ stat = "p95", label = "event age at processing p95" }]),
+        ]
+      }
+    },
+    {
+      type = "metric", x = 16, y = 12, width = 8, height = 6
+      properties = {
+        title  = "Queue as the workers see it"
+        region = local.region
+        view   = "timeSeries"
+        stat   = "Maximum"
+        period = 60
+        metrics = [
+          concat([local.namespace, "QueueDepth"], local.fleet, [{ label = "waiting" }]),
+          concat([local.namespace, "QueueInFlight"], local.fleet, [{ label = "in flight" }]),
+          concat([local.namespace, "DeadLetterDepth"], local.fleet, [{ label = "dead letters" }]),
+        ]
+      }
+    },
+    {
+      type = "alarm", x = 0, y = 18, width = 24, height = 3
+      properties = {
+        title = "Alarms"
+        alarms = [
+          aws_cloudwatch_metric_alarm.dead_letters.arn,
+          aws_cloudwatch_metric_alarm.oldest_message_age.arn,
+          aws_cloudwatch_metric_alarm.ingress_5xx_rate.arn,
+          aws_cloudwatch_metric_alarm.ingress_p95_latency.arn,
+          aws_cloudwatch_metric_alarm.ingress_unhealthy_targets.arn,
+          aws_cloudwatch_metric_alarm.workers_running.arn,
+        ]
+      }
+    },
+  ]
+}
+
+resource "aws_cloudwatch_dashboard" "this" {
+  dashboard_name = var.name_prefix
+  dashboard_body = jsonencode({ widgets = local.widgets })
+}
+
+# Alarms -----------------------------------------------------------------------------------------------------------
+
+# Visible plus in flight: `eventfleet dlq list|show|replay` read the DLQ by receiving its messages for a short
+# while, which must not flip the alarm to OK.
+resource "aws_cloudwatch_metric_alarm" "dead_letters" {
+  alarm_name          = "${var.name_prefix}-dlq-not-empty"
+  alarm_description   = "Events were dead-lettered. Runbook: docs/operations.md, \"The DLQ alarm fired\"."
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+
+  metric_query {
+    id          = "dead_letters"
+    label       = "Messages on the DLQ"
+    expression  = "FILL(visible, 0) + FILL(in_flight, 0)"
+    return_data = true
+  }
+
+  metric_query {
+    id = "visible"
+    metric {
+      namespace   = "AWS/SQS"
+      metric_name = "ApproximateNumberOfMessagesVisible"
+      dimensions  = { QueueName = var.dead_letter_queue_name }
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id = "in_flight"
+    metric {
+      namespace   = "AWS/SQS"
+      metric_name = "ApproximateNumberOfMessagesNotVisible"
+      dimensions  = { QueueName = var.dead_letter_queue_name }
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
+
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "oldest_message_age" {
+  alarm_name          = "${var.name_prefix}-oldest-message-age"
+  alarm_description   = "The oldest waiting event is older than ${var.oldest_message_age_threshold_seconds} s: workers are down, too few, or a message group is stuck. Runbook: docs/operations.md."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateAgeOfOldestMessage"
+  dimensions          = { QueueName = var.queue_name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.oldest_message_age_threshold_seconds
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "ingress_5xx_rate" {
+  alarm_name          = "${var.name_prefix}-ingress-5xx-rate"
+  alarm_description   = "More than ${var.error_rate_threshold_percent} % of ingress requests answered 5xx for 5 minutes (senders retry 503s, but the store or the tasks are failing)."
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.error_rate_threshold_percent
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+
+  metric_query {
+    id          = "rate"
+    label       = "5xx rate (%)"
+    expression  = "100 * (FILL(target_5xx, 0) + FILL(elb_5xx, 0)) / requests"
+    return_data = true
+  }
+
+  metric_query {
+    id = "target_5xx"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "HTTPCode_Target_5XX_Count"
+      dimensions  = { LoadBalancer = var.alb_arn_suffix }
+      stat        = "Sum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id = "elb_5xx"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "HTTPCode_ELB_5XX_Count"
+      dimensions  = { LoadBalancer = var.alb_arn_suffix }
+      stat        = "Sum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "RequestCount"
+      dimensions  = { LoadBalancer = var.alb_arn_suffix }
+      stat        = "Sum"
+      period      = 60
+    }
+  }
+
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "ingress_p95_latency" {
+  alarm_name          = "${var.name_prefix}-ingress-p95-latency"
+  alarm_description   = "Ingress p95 response time above ${var.p95_latency_threshold_seconds} s for 5 minutes (Slack gives up after 3 s)."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "TargetResponseTime"
+  dimensions          = { LoadBalancer = var.alb_arn_suffix }
+  extended_statistic  = "p95"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.p95_latency_threshold_seconds
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "ingress_unhealthy_targets" {
+  alarm_name          = "${var.name_prefix}-ingress-unhealthy-tasks"
+  alarm_description   = "Ingress tasks fail the load balancer's GET /version health check."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "UnHealthyHostCount"
+  dimensions          = { LoadBalancer = var.alb_arn_suffix, TargetGroup = var.target_group_arn_suffix }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "workers_running" {
+  alarm_name          = "${var.name_prefix}-workers-below-minimum"
+  alarm_description   = "Fewer worker tasks running than the minimum for 5 minutes: tasks fail their health check or crash on start."
+  namespace           = "ECS/ContainerInsights"
+  metric_name         = "RunningTaskCount"
+  dimensions          = { ClusterName = var.cluster_name, ServiceName = var.worker_service_name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "LessThanThreshold"
+  threshold           = var.worker_min_count
+  treat_missing_data  = "breaching"
+  actions_enabled     = true
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = var.tags
+}
