@@ -173,6 +173,7 @@ impl Config {
             sns_cert_dir,
             sns_cert_timeout: secs(env.parse_in("EVENTFLEET_SNS_CERT_TIMEOUT_S", 5u64, 1..=60)?),
             rate_limits,
+            max_batches_in_flight: env.parse_in("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT", 4usize, 1..=64)?,
             ..IngressConfig::default()
         };
         let slack_api_url = env.text("EVENTFLEET_SLACK_API_URL").unwrap_or_else(|| "https://slack.com/api".into());

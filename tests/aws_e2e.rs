@@ -378,12 +378,15 @@ async fn aws_requests_per_event_on_the_happy_path() {
     let hooks: Vec<String> = (0..10).map(|_| fleet.hook("#load")).collect();
     let ingress_metrics = format!("{}/metrics", fleet.base);
     let mut report = serde_json::Map::new();
-    for source in ["hook", "slack"] {
+    // Batches form when requests overlap: the same traffic at two concurrencies shows how the count falls with load.
+    for (round, (source, concurrency)) in
+        [("slack", 8), ("hook", 8), ("slack", 32), ("hook", 32)].into_iter().enumerate()
+    {
         let before_ingress = fleet.aws_requests(&ingress_metrics).await;
         let before_worker = fleet.aws_requests(&fleet.worker_metrics).await;
         let done_before = fleet.stub.requests("#load");
         let mut sends = tokio::task::JoinSet::new();
-        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
         for i in 0..N {
             let (fleet_base, http, gate) = (fleet.base.clone(), fleet.http.clone(), gate.clone());
             let hook = hooks[i % hooks.len()].clone();
@@ -391,16 +394,20 @@ async fn aws_requests_per_event_on_the_happy_path() {
                 let _permit = gate.acquire().await.unwrap();
                 match source {
                     "slack" => {
-                        let resp =
-                            slack_event_request(&http, &fleet_base, &format!("Ev-load-{i}"), &format!("C{}", i % 10))
-                                .send()
-                                .await;
+                        let resp = slack_event_request(
+                            &http,
+                            &fleet_base,
+                            &format!("Ev-load-{round}-{i}"),
+                            &format!("C{}", i % 10),
+                        )
+                        .send()
+                        .await;
                         assert_eq!(resp.unwrap().status(), 200);
                     }
                     _ => {
                         let resp = http
                             .post(format!("{fleet_base}/hooks/{hook}"))
-                            .header("idempotency-key", format!("load-{i}"))
+                            .header("idempotency-key", format!("load-{round}-{i}"))
                             .body(format!("event {i}"))
                             .send()
                             .await
@@ -438,11 +445,16 @@ async fn aws_requests_per_event_on_the_happy_path() {
         let ingress = diff(fleet.aws_requests(&ingress_metrics).await, &before_ingress);
         let worker = diff(fleet.aws_requests(&fleet.worker_metrics).await, &before_worker);
         let total: f64 = ingress.values().chain(worker.values()).sum();
-        eprintln!("{source}: {total:.2} AWS requests per event\n  ingress {ingress:?}\n  worker  {worker:?}");
+        eprintln!(
+            "{source} x{concurrency}: {total:.2} AWS requests per event\n  ingress {ingress:?}\n  worker  {worker:?}"
+        );
         assert!(ingress.contains_key("SQS:SendMessageBatch"), "{ingress:?}");
         assert!(worker.contains_key("SQS:ReceiveMessage"), "{worker:?}");
         assert!(total > 1.0, "at least the claim and the receive: {total}");
-        report.insert(source.into(), json!({ "events": N, "per_event": total, "ingress": ingress, "worker": worker }));
+        report.insert(
+            format!("{source}, {concurrency} concurrent senders"),
+            json!({ "events": N, "per_event": total, "ingress": ingress, "worker": worker }),
+        );
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/aws-requests.json");
     std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();

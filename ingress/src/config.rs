@@ -82,7 +82,7 @@ impl Default for IngressConfig {
             sns_cert_timeout: Duration::from_secs(5),
             verify_clock: Arc::new(SystemClock),
             rate_limits: RateLimits::default(),
-            max_batches_in_flight: 8,
+            max_batches_in_flight: 4,
         }
     }
 }

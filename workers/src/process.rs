@@ -124,11 +124,13 @@ impl Processor {
                 return Ok(Disposition::Released);
             }
         };
-        // The `started` line is written with the attempt's outcome, in one append: one audit write per attempt
-        // instead of two. A worker that dies mid-handler leaves no line for that attempt; the ledger shows it
-        // PROCESSING, and the next attempt's line carries its attempt number.
-        let started = AuditEntry::new(event_id, store.clock.now(), Step::Started, actor)
-            .with_detail(serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() }));
+        // Written before the handler runs, so that an attempt whose worker dies still shows in the trail (a
+        // duplicate Slack post is then explained by two `started` lines).
+        self.audit(
+            AuditEntry::new(event_id, store.clock.now(), Step::Started, actor)
+                .with_detail(serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() })),
+        )
+        .await;
 
         let outcome = self.run_handler(&msg).await;
         match outcome {
@@ -146,15 +148,14 @@ impl Processor {
                 let age = store.clock.now().since(msg.envelope.received_at());
                 self.metrics.observe_age(age);
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
-                let (deleted, ()) =
-                    tokio::join!(store.queue.delete(&msg.receipt), self.audit_all(vec![started, succeeded]));
+                let (deleted, ()) = tokio::join!(store.queue.delete(&msg.receipt), self.audit(succeeded));
                 deleted?;
                 if msg.receive_count > 1 || replayed {
                     self.resolve_retry_record(&msg).await;
                 }
                 Ok(Disposition::Succeeded)
             }
-            Err(err) => self.fail(&msg, err, started).await,
+            Err(err) => self.fail(&msg, err).await,
         }
     }
 
@@ -210,12 +211,7 @@ impl Processor {
         }
     }
 
-    async fn fail(
-        &self,
-        msg: &ReceivedMessage,
-        err: HandlerError,
-        started: AuditEntry,
-    ) -> Result<Disposition, StorageError> {
+    async fn fail(&self, msg: &ReceivedMessage, err: HandlerError) -> Result<Disposition, StorageError> {
         let store = &self.store;
         let actor = self.config.actor.as_str();
         let event_id = msg.envelope.event_id();
@@ -249,7 +245,7 @@ impl Processor {
                 "class": ErrorClass::Retryable,
                 "delay_ms": delay.as_millis() as u64,
             }));
-            self.audit_all(vec![started, line]).await;
+            self.audit(line).await;
             return Ok(Disposition::RetryScheduled(delay));
         }
         let reason = match &err {
@@ -282,7 +278,7 @@ impl Processor {
             "reason": reason,
             "class": err.class(),
         }));
-        self.audit_all(vec![started, line]).await;
+        self.audit(line).await;
         Ok(Disposition::DeadLettered)
     }
 
@@ -304,14 +300,9 @@ impl Processor {
 
     /// Audit lines never fail a delivery: the event's state lives in the idempotency record and the queue.
     async fn audit(&self, entry: AuditEntry) {
-        self.audit_all(vec![entry]).await;
-    }
-
-    /// Several lines in one append.
-    async fn audit_all(&self, entries: Vec<AuditEntry>) {
-        let event_id = entries.first().map(|e| e.event_id);
-        if let Err(e) = self.store.audit.append(entries).await {
-            tracing::warn!(error = %e, ?event_id, "could not write audit lines");
+        let event_id = entry.event_id;
+        if let Err(e) = self.store.audit.append(vec![entry]).await {
+            tracing::warn!(error = %e, %event_id, "could not write an audit line");
         }
     }
 }

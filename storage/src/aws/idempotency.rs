@@ -9,12 +9,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use eventfleet_schema::{EventId, IdempotencyKey, IdempotencyRecord, Status, Timestamp};
 
-use super::batch::GroupCommit;
 use super::item::{Item, Reader, n, s, ts, ttl};
 use super::names::EVENT_ID_INDEX;
 use super::{AwsStore, unavailable};
@@ -64,7 +61,7 @@ fn new_item(
 }
 
 /// A conditional write of one idempotency record.
-pub(super) enum Write {
+enum Write {
     /// Put a fresh record if the key is absent or expired.
     Put(Item),
     /// Update a live record.
@@ -74,122 +71,21 @@ pub(super) enum Write {
         /// The condition of the exact single write (ANDed with "exists and unexpired"); when it fails the old
         /// item comes back.
         condition: &'static str,
-        /// A stricter condition for the shared transaction, for callers that can only use the plain outcome
-        /// ("written") and need the exact path for anything else.
-        fast: Option<&'static str>,
         values: Vec<(&'static str, AttributeValue)>,
     },
 }
 
 /// The outcome of a conditional write: the new item, or the live item that failed the condition (`None` when
 /// absent or expired).
-pub(super) enum Conditional {
+enum Conditional {
     Written(Item),
     Refused(Option<Item>),
-}
-
-/// What a submitted write got.
-pub(super) enum Outcome {
-    /// Written inside a shared transaction (no item comes back).
-    Committed,
-    /// Written or refused alone, with the item.
-    Single(Result<Conditional>),
-}
-
-/// The group commit of idempotency writes.
-pub(super) type Writer = GroupCommit<(Write, Timestamp), Outcome>;
-
-/// At most this many writes in one transaction (DynamoDB allows 100).
-const TX_BATCH: usize = 25;
-/// Writes in flight at once per process: more wait and share the next transaction.
-const IN_FLIGHT: usize = 2;
-
-/// Concurrent writes of different keys share one `TransactWriteItems`: one request for a batch of claims, marks,
-/// begins and completions instead of one each. A batch of one is the exact single write. A transaction is all
-/// or nothing: when any condition fails (a duplicate, a busy lease) or anything else goes wrong, each of its
-/// writes is made alone, which is exact. Two writes of one key in one batch (which DynamoDB refuses) go alone
-/// too.
-pub(super) fn writer(client: aws_sdk_dynamodb::Client, table: String) -> Writer {
-    GroupCommit::start(TX_BATCH, IN_FLIGHT, move |writes: Vec<(Write, Timestamp)>| {
-        let (client, table) = (client.clone(), table.clone());
-        async move {
-            let mut seen = std::collections::HashSet::new();
-            let shared: Vec<bool> = writes.iter().map(|(w, _)| seen.insert(key_of(w).to_owned())).collect();
-            let committed = shared.iter().filter(|s| **s).count() > 1
-                && transact(&client, &table, writes.iter().zip(&shared).filter(|(_, s)| **s).map(|(w, _)| w)).await;
-            let mut out = Vec::with_capacity(writes.len());
-            for ((write, now), shared) in writes.into_iter().zip(shared) {
-                out.push(if committed && shared {
-                    Outcome::Committed
-                } else {
-                    Outcome::Single(single(&client, &table, write, now).await)
-                });
-            }
-            out
-        }
-    })
-}
-
-fn key_of(w: &Write) -> &str {
-    match w {
-        Write::Put(item) => match item.get("key") {
-            Some(AttributeValue::S(k)) => k,
-            _ => "",
-        },
-        Write::Update { key, .. } => key,
-    }
 }
 
 const PUT_CONDITION: &str = "attribute_not_exists(#k) OR expires_at <= :now";
 
 fn live_condition(condition: &str) -> String {
     format!("attribute_exists(#k) AND expires_at > :now AND ({condition})")
-}
-
-/// One `TransactWriteItems` of the writes; whether it committed.
-async fn transact(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
-    writes: impl Iterator<Item = &(Write, Timestamp)>,
-) -> bool {
-    let mut actions = Vec::new();
-    for (write, now) in writes {
-        let action = match write {
-            Write::Put(item) => Put::builder()
-                .table_name(table)
-                .set_item(Some(item.clone()))
-                .condition_expression(PUT_CONDITION)
-                .expression_attribute_names("#k", "key")
-                .expression_attribute_values(":now", ts(*now))
-                .build()
-                .map(|p| TransactWriteItem::builder().put(p).build()),
-            Write::Update { key, update, condition, fast, values } => {
-                let mut b = Update::builder()
-                    .table_name(table)
-                    .key("key", s(key))
-                    .update_expression(*update)
-                    .condition_expression(live_condition(fast.unwrap_or(condition)))
-                    .expression_attribute_names("#k", "key")
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_values(":now", ts(*now));
-                for (name, value) in values {
-                    b = b.expression_attribute_values(*name, value.clone());
-                }
-                b.build().map(|u| TransactWriteItem::builder().update(u).build())
-            }
-        };
-        match action {
-            Ok(a) => actions.push(a),
-            Err(_) => return false,
-        }
-    }
-    match client.transact_write_items().set_transact_items(Some(actions)).send().await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::debug!(error = %unavailable("TransactWriteItems", e), "shared write refused; writing one by one");
-            false
-        }
-    }
 }
 
 /// The exact write of one record, returning the new item or the one that refused it.
@@ -215,7 +111,7 @@ async fn single(client: &aws_sdk_dynamodb::Client, table: &str, write: Write, no
                 Err(e) => Err(unavailable("PutItem idempotency", e)),
             }
         }
-        Write::Update { key, update, condition, fast: _, values } => {
+        Write::Update { key, update, condition, values } => {
             let mut req = client
                 .update_item()
                 .table_name(table)
@@ -252,16 +148,8 @@ fn live(item: Option<Item>, now: Timestamp) -> Result<Option<Item>> {
 }
 
 impl AwsStore {
-    /// Submits a write to the group commit.
-    async fn write(&self, write: Write, now: Timestamp) -> Result<Outcome> {
-        self.idem_writer
-            .submit((write, now))
-            .await
-            .ok_or_else(|| StorageError::Unavailable("idempotency writer stopped".into()))
-    }
-
-    /// A write that must come back with its item (it never joins a transaction).
-    async fn write_alone(&self, write: Write, now: Timestamp) -> Result<Conditional> {
+    /// One conditional write of the idempotency table.
+    async fn write(&self, write: Write, now: Timestamp) -> Result<Conditional> {
         single(&self.clients.dynamodb, &self.names.idempotency_table, write, now).await
     }
 }
@@ -270,10 +158,9 @@ fn update(
     key: &IdempotencyKey,
     update: &'static str,
     condition: &'static str,
-    fast: Option<&'static str>,
     values: Vec<(&'static str, AttributeValue)>,
 ) -> Write {
-    Write::Update { key: key.as_str().to_owned(), update, condition, fast, values }
+    Write::Update { key: key.as_str().to_owned(), update, condition, values }
 }
 
 /// `#s IN (...)` for the statuses that may become `to`, with their values.
@@ -311,25 +198,16 @@ impl Idempotency for AwsStore {
         for _ in 0..3 {
             let now = self.now();
             let item = new_item(key, Status::Pending, event_id, now, None, now.plus(horizon));
-            match self.write(Write::Put(item.clone()), now).await? {
-                Outcome::Committed | Outcome::Single(Ok(Conditional::Written(_))) => {
-                    return Ok(Claim::Claimed(record(&item)?));
-                }
-                Outcome::Single(Err(e)) => return Err(e),
-                Outcome::Single(Ok(Conditional::Refused(_))) => {}
+            if let Conditional::Written(item) = self.write(Write::Put(item), now).await? {
+                return Ok(Claim::Claimed(record(&item)?));
             }
-            let counted = self
-                .write_alone(
-                    update(
-                        key,
-                        "SET last_seen = :now ADD duplicate_count :one",
-                        "attribute_exists(#k)",
-                        None,
-                        vec![(":one", n(1))],
-                    ),
-                    now,
-                )
-                .await?;
+            let count = update(
+                key,
+                "SET last_seen = :now ADD duplicate_count :one",
+                "attribute_exists(#k)",
+                vec![(":one", n(1))],
+            );
+            let counted = self.write(count, now).await?;
             if let Conditional::Written(item) = counted {
                 return Ok(Claim::Existing(record(&item)?));
             }
@@ -340,15 +218,11 @@ impl Idempotency for AwsStore {
     async fn mark_enqueued(&self, key: &IdempotencyKey) -> Result<Status> {
         let now = self.now();
         let values = vec![(":enqueued", s(Status::Enqueued.as_str())), (":pending", s(Status::Pending.as_str()))];
-        let write =
-            update(key, "SET #s = :enqueued, last_seen = :now REMOVE lease_until", "#s = :pending", None, values);
+        let write = update(key, "SET #s = :enqueued, last_seen = :now REMOVE lease_until", "#s = :pending", values);
         match self.write(write, now).await? {
-            Outcome::Committed => Ok(Status::Enqueued),
-            Outcome::Single(result) => match result? {
-                // Refused with a live record: already ENQUEUED or later (another request or a worker was first).
-                Conditional::Written(item) | Conditional::Refused(Some(item)) => Ok(record(&item)?.status),
-                Conditional::Refused(None) => Err(StorageError::NotFound(format!("key {key}"))),
-            },
+            // Refused with a live record: already ENQUEUED or later (another request or a worker was first).
+            Conditional::Written(item) | Conditional::Refused(Some(item)) => Ok(record(&item)?.status),
+            Conditional::Refused(None) => Err(StorageError::NotFound(format!("key {key}"))),
         }
     }
 
@@ -366,18 +240,9 @@ impl Idempotency for AwsStore {
                 key,
                 "SET #s = :processing, last_seen = :now, lease_until = :lease",
                 "#s IN (:pending, :enqueued) OR (#s = :processing AND lease_until <= :now)",
-                // In a shared transaction only a first attempt (no outcome yet): a replay must be told apart.
-                Some(
-                    "attribute_not_exists(outcome) \
-                     AND (#s IN (:pending, :enqueued) OR (#s = :processing AND lease_until <= :now))",
-                ),
                 values,
             );
-            let result = match self.write(write, now).await? {
-                Outcome::Committed => return Ok(Begin::Started { lease_until, replay: false }),
-                Outcome::Single(result) => result?,
-            };
-            match result {
+            match self.write(write, now).await? {
                 Conditional::Written(item) => return Ok(started(&record(&item)?)),
                 Conditional::Refused(Some(item)) => {
                     let rec = record(&item)?;
@@ -390,7 +255,7 @@ impl Idempotency for AwsStore {
                 Conditional::Refused(None) => {
                     let item =
                         new_item(key, Status::Processing, event_id, now, Some(lease_until), now.plus(BEGIN_HORIZON));
-                    if let Conditional::Written(item) = self.write_alone(Write::Put(item), now).await? {
+                    if let Conditional::Written(item) = self.write(Write::Put(item), now).await? {
                         return Ok(started(&record(&item)?));
                     }
                     // Someone claimed it meanwhile: decide again on its record.
@@ -411,7 +276,7 @@ impl Idempotency for AwsStore {
             }
             None => "SET #s = :to, last_seen = :now REMOVE lease_until",
         };
-        match self.write_alone(update(key, update_expr, condition, None, values), now).await? {
+        match self.write(update(key, update_expr, condition, values), now).await? {
             Conditional::Written(item) => record(&item),
             Conditional::Refused(Some(item)) => {
                 let from = record(&item)?.status;
@@ -432,20 +297,16 @@ impl Idempotency for AwsStore {
             key,
             "SET #s = :done, last_seen = :now, outcome = :outcome REMOVE lease_until",
             "#s = :processing",
-            None,
             values,
         );
         match self.write(write, now).await? {
-            Outcome::Committed => Ok(()),
-            Outcome::Single(result) => match result? {
-                Conditional::Written(_) => Ok(()),
-                Conditional::Refused(Some(item)) => Err(StorageError::IllegalTransition {
-                    key: key.as_str().to_owned(),
-                    from: record(&item)?.status,
-                    to: Status::Done,
-                }),
-                Conditional::Refused(None) => Err(StorageError::NotFound(format!("key {key}"))),
-            },
+            Conditional::Written(_) => Ok(()),
+            Conditional::Refused(Some(item)) => Err(StorageError::IllegalTransition {
+                key: key.as_str().to_owned(),
+                from: record(&item)?.status,
+                to: Status::Done,
+            }),
+            Conditional::Refused(None) => Err(StorageError::NotFound(format!("key {key}"))),
         }
     }
 

@@ -165,7 +165,6 @@ pub struct AwsStore {
     audit: audit::Batcher,
     deletes: sqs::DeleteBatcher,
     dlq_deletes: sqs::DeleteBatcher,
-    idem_writer: idempotency::Writer,
 }
 
 impl fmt::Debug for AwsStore {
@@ -191,7 +190,6 @@ impl AwsStore {
         let audit = audit::batcher(clients.dynamodb.clone(), names.audit_table.clone());
         let deletes = sqs::delete_batcher(clients.sqs.clone(), queue_url.clone());
         let dlq_deletes = sqs::delete_batcher(clients.sqs.clone(), dlq_url.clone());
-        let idem_writer = idempotency::writer(clients.dynamodb.clone(), names.idempotency_table.clone());
         Ok(Arc::new(Self {
             clients,
             names,
@@ -202,7 +200,6 @@ impl AwsStore {
             audit,
             deletes,
             dlq_deletes,
-            idem_writer,
         }))
     }
 
