@@ -283,6 +283,13 @@ async fn each_source_processed_once_duplicates_dropped_failures_dead_lettered_an
     assert!(dup);
     assert_eq!(again, hook_event);
 
+    // A body under the ingress's limit whose envelope is over SQS's 256 KiB: 413, not a 503 the sender would
+    // retry for ever.
+    let big = "\"".repeat(200_000);
+    let resp = fleet.http.post(format!("{}/hooks/{hook}", fleet.base)).body(big).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "payload_too_large");
+
     // A CloudWatch alarm through SNS, and SNS's redelivery of it.
     let message = alarm(&fleet.ops_topic, "e2e-alarm-1");
     let resp = fleet.post_sns(&message).await;

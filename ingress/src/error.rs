@@ -75,8 +75,14 @@ impl ApiError {
 }
 
 impl From<StorageError> for ApiError {
-    /// Any storage failure on the accept path is a 503: the sender must retry, and nothing was acknowledged.
+    /// Any storage failure on the accept path is a 503 (the sender must retry, and nothing was acknowledged),
+    /// except an event too large for the queue: 413.
     fn from(e: StorageError) -> Self {
+        // The one storage refusal a retry cannot fix: the event is larger than the queue takes.
+        if let StorageError::TooLarge { limit, .. } = e {
+            tracing::info!(error = %e, "event too large for the queue");
+            return ApiError::PayloadTooLarge { limit };
+        }
         tracing::warn!(error = %e, "storage error on the request path");
         ApiError::Unavailable("the event store is unavailable; retry later".into())
     }

@@ -32,6 +32,14 @@ pub enum StorageError {
     /// A request the backend cannot carry out as asked (an argument out of range).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A message is larger than the queue takes (SQS: 256 KiB with its attributes). Sending it again fails again.
+    #[error("message of {size} bytes is over the queue's limit of {limit} bytes")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The queue's limit.
+        limit: usize,
+    },
     /// A stored record did not decode: a bug or a foreign writer.
     #[error("corrupt record: {0}")]
     Corrupt(String),

@@ -29,6 +29,9 @@ use crate::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 use crate::queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
 use crate::{Result, StorageError};
 
+/// SQS's largest message: body and attributes (names, types and values) together.
+const MAX_MESSAGE_BYTES: usize = 262_144;
+
 /// SQS's longest long poll.
 const MAX_WAIT: Duration = Duration::from_secs(20);
 /// SQS's longest visibility timeout (12 h).
@@ -414,11 +417,28 @@ impl AwsStore {
 #[async_trait]
 impl Queue for AwsStore {
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Result<MessageId>>> {
-        let mut results = Vec::with_capacity(messages.len());
-        for chunk in messages.chunks(10) {
+        // Too large for SQS: refused here, alone, so the rest of the batch goes out.
+        let mut results: Vec<Option<Result<MessageId>>> = Vec::with_capacity(messages.len());
+        let mut bodies = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let body = serde_json::to_string(&m.envelope).map_err(|e| StorageError::Invalid(e.to_string()))?;
+            let size = body.len() + m.attributes.iter().map(|(k, v)| k.len() + v.len() + "String".len()).sum::<usize>();
+            results.push(
+                (size > MAX_MESSAGE_BYTES).then_some(Err(StorageError::TooLarge { size, limit: MAX_MESSAGE_BYTES })),
+            );
+            bodies.push(body);
+        }
+        let sendable: Vec<(usize, &OutgoingMessage, String)> = messages
+            .iter()
+            .zip(bodies)
+            .enumerate()
+            .filter(|(i, _)| results[*i].is_none())
+            .map(|(i, (m, body))| (i, m, body))
+            .collect();
+        for chunk in sendable.chunks(10) {
             let mut entries = Vec::with_capacity(chunk.len());
-            for (i, m) in chunk.iter().enumerate() {
-                let body = serde_json::to_string(&m.envelope).map_err(|e| StorageError::Invalid(e.to_string()))?;
+            for (i, (_, m, body)) in chunk.iter().enumerate() {
+                let body = body.clone();
                 let mut entry = SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(body)
@@ -431,9 +451,15 @@ impl Queue for AwsStore {
                 }
                 entries.push(entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?);
             }
-            results.extend(self.send_entries(&self.queue_url, entries).await?);
+            let sent = self.send_entries(&self.queue_url, entries).await?;
+            for ((index, _, _), result) in chunk.iter().zip(sent) {
+                results[*index] = Some(result);
+            }
         }
-        Ok(results)
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StorageError::Unavailable("message not sent".into()))))
+            .collect())
     }
 
     async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>> {
