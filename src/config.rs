@@ -123,7 +123,8 @@ impl Config {
             visibility_timeout: secs(env.parse_in("EVENTFLEET_VISIBILITY_TIMEOUT_S", 30u64, 1..=43_200)?),
             handler_timeout: secs(env.parse_in("EVENTFLEET_HANDLER_TIMEOUT_S", 20u64, 1..=43_200)?),
             drain_timeout: secs(env.parse_in("EVENTFLEET_DRAIN_TIMEOUT_S", 25u64, 0..=3_600)?),
-            max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", 5u32, 1..=1_000)?,
+            max_attempts: env.parse_in("EVENTFLEET_MAX_ATTEMPTS", 5u32, 1..=100)?,
+            max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", 10u32, 2..=1_000)?,
             retry_base_delay: millis(env.parse_in("EVENTFLEET_RETRY_BASE_DELAY_MS", 1_000u64, 1..=3_600_000)?),
             retry_max_delay: millis(env.parse_in("EVENTFLEET_RETRY_MAX_DELAY_MS", 60_000u64, 1..=43_200_000)?),
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
@@ -141,6 +142,14 @@ impl Config {
                 "EVENTFLEET_DRAIN_TIMEOUT_S",
                 &worker.drain_timeout.as_secs().to_string(),
                 "must exceed EVENTFLEET_RECEIVE_WAIT_S, or messages taken by the last poll stay hidden after exit",
+            ));
+        }
+        if worker.max_receive_count <= worker.max_attempts {
+            return Err(invalid(
+                "EVENTFLEET_MAX_RECEIVE_COUNT",
+                &worker.max_receive_count.to_string(),
+                "must exceed EVENTFLEET_MAX_ATTEMPTS: a message waiting behind a failing one of its group is \
+                 received with it, so the queue's count runs ahead of the attempts",
             ));
         }
         if worker.handler_timeout >= worker.visibility_timeout {
@@ -332,7 +341,8 @@ mod tests {
     fn defaults_match_the_design() {
         let c = config(&[]).unwrap();
         assert_eq!(c.backend, Backend::Embedded);
-        assert_eq!(c.worker.max_receive_count, 5);
+        assert_eq!(c.worker.max_attempts, 5);
+        assert_eq!(c.worker.max_receive_count, 10);
         assert_eq!(c.worker.drain_timeout, Duration::from_secs(25));
         assert_eq!(c.ingress.body_limit, 256 * 1024);
         assert_eq!(c.ingress.idempotency_horizon, Duration::from_secs(72 * 3600));
@@ -344,6 +354,9 @@ mod tests {
             ("EVENTFLEET_BACKEND", "postgres"),
             ("EVENTFLEET_MAX_RECEIVE_COUNT", "0"),
             ("EVENTFLEET_MAX_RECEIVE_COUNT", "five"),
+            ("EVENTFLEET_MAX_RECEIVE_COUNT", "5"),
+            ("EVENTFLEET_MAX_ATTEMPTS", "0"),
+            ("EVENTFLEET_MAX_ATTEMPTS", "101"),
             ("EVENTFLEET_LISTEN", "localhost"),
             ("EVENTFLEET_LOG_FORMAT", "xml"),
             ("EVENTFLEET_PUBLIC_URL", "ftp://x"),

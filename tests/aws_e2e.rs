@@ -82,7 +82,7 @@ fn run_json(env: &[(String, String)], data: &Path, args: &[&str]) -> Value {
 }
 
 impl Fleet {
-    async fn start(max_receive_count: u32, cloudwatch_interval_s: u32) -> Fleet {
+    async fn start(max_attempts: u32, cloudwatch_interval_s: u32) -> Fleet {
         let stub = SlackStub::start().await.unwrap();
         let data = tempfile::tempdir().unwrap();
         let prefix = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -96,7 +96,8 @@ impl Fleet {
             ("AWS_CONFIG_FILE", "/dev/null"),
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("EVENTFLEET_MAX_RECEIVE_COUNT", &max_receive_count.to_string()),
+            ("EVENTFLEET_MAX_ATTEMPTS", &max_attempts.to_string()),
+            ("EVENTFLEET_MAX_RECEIVE_COUNT", &(2 * max_attempts).to_string()),
             ("EVENTFLEET_SLACK_SIGNING_SECRET", SIGNING_SECRET),
             ("EVENTFLEET_SLACK_BOT_TOKEN", "xoxb-e2e"),
             ("EVENTFLEET_SLACK_API_URL", stub.url.as_str()),
@@ -301,12 +302,12 @@ async fn each_source_processed_once_duplicates_dropped_failures_dead_lettered_an
 
     fleet.wait("the hook post", || fleet.stub.requests("#hooks") >= 1).await;
     fleet.wait("the alarm post", || fleet.stub.requests("#alarms") >= 1).await;
-    fleet.wait("the hook event DONE", || fleet.status(&hook_event) == "DONE").await;
-    fleet.wait("the alarm DONE", || fleet.status(&alarm_event) == "DONE").await;
     let slack_event = fleet.cli(&["events", "show", "slack:T1:Ev-e2e-1", "--json"]);
     let slack_event = slack_event["event_id"].as_str().expect("the Slack event is recorded").to_owned();
-    fleet.wait("the Slack event DONE", || fleet.status(&slack_event) == "DONE").await;
     for id in [&hook_event, &alarm_event, &slack_event] {
+        // The `succeeded` line is written after DONE: wait for the line itself.
+        fleet.wait("the succeeded line", || fleet.steps(id).contains(&"succeeded".to_owned())).await;
+        assert_eq!(fleet.status(id), "DONE");
         let steps = fleet.steps(id);
         assert_eq!(steps.iter().filter(|s| *s == "succeeded").count(), 1, "{id}: {steps:?}");
         assert_eq!(steps.iter().filter(|s| *s == "enqueued").count(), 1, "{id}: enqueued once: {steps:?}");
@@ -337,15 +338,17 @@ async fn each_source_processed_once_duplicates_dropped_failures_dead_lettered_an
     fleet.stub.always("#broken", Reply::SlackError("channel_not_found"));
     let broken = fleet.hook("#broken");
     let (failing, _) = fleet.post_hook(&broken, "this one fails", "k-fail").await;
-    fleet.wait("the failing event DEAD", || fleet.status(&failing) == "DEAD").await;
-    let dead = fleet.cli(&["dlq", "list", "--json"]);
-    let entry = dead
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["event_id"] == failing.as_str())
-        .unwrap_or_else(|| panic!("the failing event is on the DLQ: {dead}"))
-        .clone();
+    // DEAD is recorded before the move to the DLQ: wait for the dead letter itself.
+    let mut entry = None;
+    fleet
+        .wait("the failing event on the DLQ", || {
+            let dead = fleet.cli(&["dlq", "list", "--json"]);
+            entry = dead.as_array().unwrap().iter().find(|d| d["event_id"] == failing.as_str()).cloned();
+            entry.is_some()
+        })
+        .await;
+    let entry = entry.unwrap();
+    assert_eq!(fleet.status(&failing), "DEAD");
     assert!(entry["reason"].as_str().unwrap().contains("channel_not_found"), "{entry}");
     let mut notices = Vec::new();
     for _ in 0..20 {
@@ -431,8 +434,9 @@ async fn aws_requests_per_event_on_the_happy_path() {
             fleet.wait("every hook event posted", || fleet.stub.requests("#load") >= done_before + N).await;
         }
         // Slack events have no side effect to count; wait for the queue to drain instead.
-        let mut idle = 0;
+        let (mut idle, deadline) = (0, tokio::time::Instant::now() + Duration::from_secs(180));
         while idle < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "the queue never drained");
             let status = fleet.cli(&["status", "--json"]);
             let queue = &status["queue"];
             let waiting = queue["waiting"].as_u64().unwrap() + queue["in_flight"].as_u64().unwrap();

@@ -76,12 +76,17 @@ impl ApiError {
 
 impl From<StorageError> for ApiError {
     /// Any storage failure on the accept path is a 503 (the sender must retry, and nothing was acknowledged),
-    /// except an event too large for the queue: 413.
+    /// except an event too large for the queue (413) or one whose content it refuses (400).
     fn from(e: StorageError) -> Self {
         // The one storage refusal a retry cannot fix: the event is larger than the queue takes.
         if let StorageError::TooLarge { limit, .. } = e {
             tracing::info!(error = %e, "event too large for the queue");
             return ApiError::PayloadTooLarge { limit };
+        }
+        // The queue refused this event's content (SQS: a sender fault): retrying the same bytes cannot succeed.
+        if let StorageError::Invalid(detail) = &e {
+            tracing::warn!(error = %e, "the queue refused the event");
+            return ApiError::BadRequest(format!("the queue refused this event: {detail}"));
         }
         tracing::warn!(error = %e, "storage error on the request path");
         ApiError::Unavailable("the event store is unavailable; retry later".into())
@@ -105,5 +110,18 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_map_to_what_a_retry_can_fix() {
+        let status = |e: StorageError| ApiError::from(e).status();
+        assert_eq!(status(StorageError::Unavailable("down".into())), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(StorageError::TooLarge { size: 300_000, limit: 262_144 }), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(status(StorageError::Invalid("InvalidMessageContents".into())), StatusCode::BAD_REQUEST);
     }
 }

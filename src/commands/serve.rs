@@ -97,6 +97,25 @@ pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>
     Ok(ExitCode::SUCCESS)
 }
 
+/// Warns when the queue's redrive policy is not the one the workers were configured for: a backstop below the
+/// attempts moves messages the workers would still try, a missing one leaves crash-looping messages on the queue.
+async fn check_redrive(aws: &eventfleet_storage::aws::AwsStore, config: &Config) {
+    let want = config.worker.max_receive_count;
+    match aws.redrive_max_receive_count().await {
+        Ok(Some(got)) if got == want => {}
+        Ok(Some(got)) => tracing::warn!(
+            queue_max_receive_count = got,
+            configured = want,
+            max_attempts = config.worker.max_attempts,
+            "the queue's redrive maxReceiveCount differs from EVENTFLEET_MAX_RECEIVE_COUNT; set both from one value"
+        ),
+        Ok(None) => {
+            tracing::warn!("the queue has no redrive policy: a message whose worker keeps dying is never dead-lettered")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the queue's redrive policy"),
+    }
+}
+
 /// `eventfleet worker`.
 pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let registry = SharedRegistry::default();
@@ -108,6 +127,7 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
     let mut handlers = handlers(&config);
     let mut publisher = None;
     if let Some(aws) = &opened.aws {
+        check_redrive(aws, &config).await;
         // On AWS: subscriptions are confirmed through the API, dead letters announced on the ops topic, and
         // metrics published to CloudWatch.
         let sns = crate::aws_ops::sns_ops(aws, config.aws.ops_topic_arn.clone());

@@ -55,3 +55,71 @@ const GAPS: Gaps = Gaps {
 };
 
 eventfleet_storage::conformance_suite!(setup, start_paused = false);
+
+/// Behaviour of the SQS adapter beyond the ports' contract: what the real service refuses.
+mod sqs_limits {
+    use super::*;
+    use eventfleet_schema::{Body, Envelope, IdempotencyKey};
+    use eventfleet_storage::OutgoingMessage;
+    use eventfleet_storage::conformance::envelope;
+
+    async fn store(prefix: &str, max_receive_count: u32) -> std::sync::Arc<AwsStore> {
+        let sdk = sdk_config().await;
+        let names = Names::from_prefix(&format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
+        provision::create(&Clients::new(&sdk, None), &names, max_receive_count, 30).await.expect("provision");
+        AwsStore::connect(&sdk, AwsOptions { max_receive_count, ..AwsOptions::new(names) }).await.expect("connect")
+    }
+
+    fn text(env: &Envelope) -> String {
+        let Envelope::V1(v1) = env;
+        match &v1.body {
+            Body::Utf8(t) => t.clone(),
+            Body::Base64(_) => panic!("a text body"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_redrive_policy_reads_back_as_provisioned() {
+        let store = store("rd", 7).await;
+        assert_eq!(store.redrive_max_receive_count().await.unwrap(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_batch_over_256_kib_in_total_is_split_and_every_message_is_sent() {
+        let store = store("big", 5).await.into_store();
+        // Three messages of about 100 KiB: each fits SQS, the three together do not fit one request.
+        let messages: Vec<OutgoingMessage> = (0..3)
+            .map(|i| {
+                let key = IdempotencyKey::from_raw(format!("hook:hk_big:{i}"));
+                OutgoingMessage::first_delivery(envelope(key, &format!("g{i}"), &"x".repeat(100 * 1024)))
+            })
+            .collect();
+        let sent = store.queue.send_batch(messages).await.expect("the batch is sent");
+        assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+        let mut got = 0;
+        for _ in 0..10 {
+            got += store.queue.receive(10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap().len();
+            if got == 3 {
+                break;
+            }
+        }
+        assert_eq!(got, 3);
+    }
+
+    #[tokio::test]
+    async fn characters_sqs_refuses_are_escaped_and_come_back_unchanged() {
+        let store = store("chars", 5).await.into_store();
+        let body = "before \u{FFFE} between \u{FFFF} after";
+        let env = envelope(IdempotencyKey::from_raw("hook:hk_chars:1"), "g", body);
+        let sent = store.queue.send_batch(vec![OutgoingMessage::first_delivery(env)]).await.unwrap();
+        assert!(sent[0].is_ok(), "{sent:?}");
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got = store.queue.receive(1, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+            if !got.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(text(&got.pop().expect("received").envelope), body);
+    }
+}

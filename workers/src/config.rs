@@ -13,7 +13,14 @@ pub struct WorkerConfig {
     pub handler_timeout: Duration,
     /// On shutdown, how long in-flight handlers may take to finish.
     pub drain_timeout: Duration,
-    /// Attempts before an event is dead-lettered (the queue's `maxReceiveCount`).
+    /// Failed attempts after which an event is dead-lettered. Counted in the event's retry record, not from the
+    /// queue's receive count: SQS also counts a receive of a message that waited, untried, behind a failing
+    /// message of its group.
+    pub max_attempts: u32,
+    /// Receives after which the queue itself moves a message to the DLQ (SQS `maxReceiveCount`): the backstop for
+    /// attempts that never record anything (a worker killed mid-handler). Above `max_attempts`, so that waiting
+    /// group members keep room; a delivery at this count that fails is dead-lettered by the worker, with its
+    /// records, rather than left for the queue to move.
     pub max_receive_count: u32,
     /// First retry delay (before jitter).
     pub retry_base_delay: Duration,
@@ -32,7 +39,8 @@ impl Default for WorkerConfig {
             visibility_timeout: Duration::from_secs(30),
             handler_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(25),
-            max_receive_count: 5,
+            max_attempts: 5,
+            max_receive_count: 10,
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(60),
             receive_wait: Duration::from_secs(5),

@@ -77,7 +77,8 @@ impl Processor {
             source = env.source().name(),
             kind = %env.kind(),
             group = %msg.group,
-            attempt = msg.receive_count,
+            receive = msg.receive_count,
+            attempt = tracing::field::Empty,
         );
         // Join the ingress request's trace: the handler span becomes its descendant.
         if let Some(parent) = remote_context(&msg) {
@@ -124,15 +125,18 @@ impl Processor {
                 return Ok(Disposition::Released);
             }
         };
+        let attempt = self.attempt(&msg, replayed).await?;
+        tracing::Span::current().record("attempt", attempt);
         // Written before the handler runs, so that an attempt whose worker dies still shows in the trail (a
         // duplicate Slack post is then explained by two `started` lines).
-        self.audit(
-            AuditEntry::new(event_id, store.clock.now(), Step::Started, actor)
-                .with_detail(serde_json::json!({ "attempt": msg.receive_count, "kind": msg.envelope.kind() })),
-        )
+        self.audit(AuditEntry::new(event_id, store.clock.now(), Step::Started, actor).with_detail(serde_json::json!({
+            "attempt": attempt,
+            "receive": msg.receive_count,
+            "kind": msg.envelope.kind(),
+        })))
         .await;
 
-        let outcome = self.run_handler(&msg).await;
+        let outcome = self.run_handler(&msg, attempt).await;
         match outcome {
             Ok(outcome) => {
                 // DONE first, with the heartbeat still running so a slow store cannot let the message reappear
@@ -144,7 +148,7 @@ impl Processor {
                     never = self.heartbeat(&msg) => match never {},
                 }
                 let succeeded = AuditEntry::new(event_id, store.clock.now(), Step::Succeeded, actor)
-                    .with_detail(serde_json::json!({ "outcome": outcome, "attempt": msg.receive_count }));
+                    .with_detail(serde_json::json!({ "outcome": outcome, "attempt": attempt }));
                 let age = store.clock.now().since(msg.envelope.received_at());
                 self.metrics.observe_age(age);
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
@@ -155,8 +159,21 @@ impl Processor {
                 }
                 Ok(Disposition::Succeeded)
             }
-            Err(err) => self.fail(&msg, err).await,
+            Err(err) => self.fail(&msg, attempt, err).await,
         }
+    }
+
+    /// This delivery's attempt number: one more than the failed attempts in the event's active retry record. A
+    /// first receive needs no read. SQS's receive count is not used: it also counts receives of a message that
+    /// waited, untried, behind a failing message of its group, and receives whose worker died.
+    async fn attempt(&self, msg: &ReceivedMessage, replayed: bool) -> Result<u32, StorageError> {
+        if msg.receive_count <= 1 && !replayed {
+            return Ok(1);
+        }
+        Ok(match self.store.retries.get(msg.envelope.event_id()).await? {
+            Some(record) if record.status == RetryStatus::Active => record.attempts.saturating_add(1),
+            _ => 1,
+        })
     }
 
     /// Records DONE after the side effect happened. A transient store error is retried a few times before giving
@@ -177,8 +194,8 @@ impl Processor {
     }
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
-    async fn run_handler(&self, msg: &ReceivedMessage) -> Result<String, HandlerError> {
-        let ctx = HandlerContext { store: self.store.clone(), slack: self.slack.clone(), attempt: msg.receive_count };
+    async fn run_handler(&self, msg: &ReceivedMessage, attempt: u32) -> Result<String, HandlerError> {
+        let ctx = HandlerContext { store: self.store.clone(), slack: self.slack.clone(), attempt };
         let kind = msg.envelope.kind().as_str();
         let handler = self.registry.for_kind(kind);
         let span = tracing::info_span!("worker.handle", kind);
@@ -211,17 +228,18 @@ impl Processor {
         }
     }
 
-    async fn fail(&self, msg: &ReceivedMessage, err: HandlerError) -> Result<Disposition, StorageError> {
+    async fn fail(&self, msg: &ReceivedMessage, attempt: u32, err: HandlerError) -> Result<Disposition, StorageError> {
         let store = &self.store;
         let actor = self.config.actor.as_str();
         let event_id = msg.envelope.event_id();
         let key = msg.envelope.idempotency_key().clone();
         let now = store.clock.now();
-        let last_attempt = msg.receive_count >= self.config.max_receive_count;
+        // At the queue's own limit the next receive would move the message without our records: finish it here.
+        let last_attempt = attempt >= self.config.max_attempts || msg.receive_count >= self.config.max_receive_count;
         let mut record = RetryRecord {
             event_id,
             idempotency_key: key.clone(),
-            attempts: msg.receive_count,
+            attempts: attempt,
             last_error: err.to_string(),
             error_class: err.class(),
             next_attempt_at: None,
@@ -231,7 +249,7 @@ impl Processor {
             expires_at: now.plus(Duration::from_secs(14 * 24 * 3600)),
         };
         if let (HandlerError::Retryable { retry_after, .. }, false) = (&err, last_attempt) {
-            let jittered = retry_delay(self.config.retry_base_delay, self.config.retry_max_delay, msg.receive_count);
+            let jittered = retry_delay(self.config.retry_base_delay, self.config.retry_max_delay, attempt);
             let delay = retry_after.map_or(jittered, |hint| jittered.max(hint));
             record.next_attempt_at = Some(now.plus(delay));
             store.retries.upsert(&record).await?;
@@ -240,7 +258,7 @@ impl Processor {
             self.metrics.retries.get_or_create(&WorkerMetrics::kind(msg.envelope.kind().as_str())).inc();
             tracing::info!(error = %record.last_error, delay_ms = delay.as_millis() as u64, "retry scheduled");
             let line = AuditEntry::new(event_id, now, Step::RetryScheduled, actor).with_detail(serde_json::json!({
-                "attempt": msg.receive_count,
+                "attempt": attempt,
                 "error": record.last_error,
                 "class": ErrorClass::Retryable,
                 "delay_ms": delay.as_millis() as u64,
@@ -251,7 +269,7 @@ impl Processor {
         let reason = match &err {
             HandlerError::Permanent(m) => m.clone(),
             HandlerError::Retryable { message, .. } => {
-                format!("gave up after {} attempts: {message}", msg.receive_count)
+                format!("gave up after {attempt} attempts: {message}")
             }
         };
         record.status = RetryStatus::Dead;
@@ -267,14 +285,14 @@ impl Processor {
                 kind: msg.envelope.kind().as_str().to_owned(),
                 source: msg.envelope.source().name().to_owned(),
                 reason: reason.clone(),
-                attempts: msg.receive_count,
+                attempts: attempt,
             };
             if let Err(e) = notifier.dead_lettered(&notice).await {
                 tracing::warn!(error = %e, "could not send the dead-letter notice");
             }
         }
         let line = AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(serde_json::json!({
-            "attempt": msg.receive_count,
+            "attempt": attempt,
             "reason": reason,
             "class": err.class(),
         }));

@@ -33,7 +33,11 @@ pub struct ReplayOutcome {
     pub error: Option<String>,
 }
 
-/// Replays `letters` in order, calling `progress(done, total)` after each.
+/// Dead letters redriven per call of the store: on SQS every redrive reads the DLQ, so one read serves a chunk.
+const CHUNK: usize = 50;
+
+/// Replays `letters` in order, calling `progress(done, total)` after each chunk. With a rate, chunks hold one
+/// second's worth of replays and are spaced to keep the rate.
 pub async fn replay(
     store: &Store,
     letters: &[DeadLetter],
@@ -41,47 +45,72 @@ pub async fn replay(
     mut progress: impl FnMut(usize, usize),
 ) -> Vec<ReplayOutcome> {
     // A rate too small to express (or not positive) means no pause rather than a panic.
-    let pause = options.rate.filter(|r| *r > 0.0).and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
-    let mut outcomes = Vec::with_capacity(letters.len());
-    for (i, letter) in letters.iter().enumerate() {
+    let per_letter = options.rate.filter(|r| *r > 0.0).and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
+    let chunk = options.rate.filter(|r| *r > 0.0).map_or(CHUNK, |r| (r.floor() as usize).clamp(1, CHUNK));
+    let total = letters.len();
+    let mut outcomes = Vec::with_capacity(total);
+    for (i, letters) in letters.chunks(chunk).enumerate() {
         if i > 0
-            && let Some(pause) = pause
+            && let Some(pause) = per_letter
         {
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(pause * letters.len() as u32).await;
         }
-        let outcome = if options.dry_run {
-            ReplayOutcome {
-                dead_letter: letter.message_id.clone(),
-                event_id: letter.envelope.event_id(),
-                requeued_as: None,
-                error: None,
-            }
+        if options.dry_run {
+            outcomes.extend(letters.iter().map(|l| outcome(l, Ok(None))));
         } else {
-            match replay_one(store, letter, &options.by).await {
-                Ok(requeued_as) => ReplayOutcome {
-                    dead_letter: letter.message_id.clone(),
-                    event_id: letter.envelope.event_id(),
-                    requeued_as: Some(requeued_as),
-                    error: None,
-                },
-                Err(e) => ReplayOutcome {
-                    dead_letter: letter.message_id.clone(),
-                    event_id: letter.envelope.event_id(),
-                    requeued_as: None,
-                    error: Some(e.to_string()),
-                },
-            }
-        };
-        outcomes.push(outcome);
-        progress(i + 1, letters.len());
+            outcomes.extend(replay_chunk(store, letters, &options.by).await);
+        }
+        progress(outcomes.len(), total);
     }
     outcomes
 }
 
-async fn replay_one(store: &Store, letter: &DeadLetter, by: &str) -> Result<MessageId, StorageError> {
-    let event_id = letter.envelope.event_id();
+fn outcome(letter: &DeadLetter, result: Result<Option<MessageId>, StorageError>) -> ReplayOutcome {
+    let (requeued_as, error) = match result {
+        Ok(requeued_as) => (requeued_as, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    ReplayOutcome { dead_letter: letter.message_id.clone(), event_id: letter.envelope.event_id(), requeued_as, error }
+}
+
+async fn replay_chunk(store: &Store, letters: &[DeadLetter], by: &str) -> Vec<ReplayOutcome> {
+    // Reset first: a worker receiving a redriven message must find ENQUEUED, not DEAD or DONE, and a retry
+    // record with a full set of attempts.
+    let mut reset = Vec::with_capacity(letters.len());
+    for letter in letters {
+        reset.push(reset_record(store, letter, by).await);
+    }
+    let ids: Vec<MessageId> =
+        letters.iter().zip(&reset).filter(|(_, r)| r.is_ok()).map(|(l, _)| l.message_id.clone()).collect();
+    let mut redriven = match store.dead_letters.redrive(&ids).await {
+        Ok(results) => results.into_iter(),
+        Err(e) => {
+            let text = e.to_string();
+            return letters
+                .iter()
+                .zip(reset)
+                .map(|(l, r)| outcome(l, r.and(Err(StorageError::Unavailable(text.clone())))))
+                .collect();
+        }
+    };
+    let mut out = Vec::with_capacity(letters.len());
+    for (letter, reset) in letters.iter().zip(reset) {
+        let result = match reset {
+            Err(e) => Err(e),
+            Ok(()) => match redriven.next() {
+                Some(Ok(r)) => after_redrive(store, letter, r.requeued_as, by).await.map(Some),
+                Some(Err(e)) => Err(e),
+                None => Err(StorageError::NotFound(format!("dead letter {}", letter.message_id))),
+            },
+        };
+        out.push(outcome(letter, result));
+    }
+    out
+}
+
+/// Resets the event's idempotency and retry records for a replay.
+async fn reset_record(store: &Store, letter: &DeadLetter, by: &str) -> Result<(), StorageError> {
     let key = letter.envelope.idempotency_key();
-    // Reset first: a worker receiving the redriven message must find ENQUEUED, not DEAD or DONE.
     match store.idempotency.get(key).await? {
         Some(record) if matches!(record.status, Status::Dead | Status::Done) => {
             store.idempotency.transition(key, Status::Enqueued, Some(&format!("replayed by {by}"))).await?;
@@ -90,18 +119,25 @@ async fn replay_one(store: &Store, letter: &DeadLetter, by: &str) -> Result<Mess
         // the worker's `begin` takes it from there.
         _ => {}
     }
-    let redriven = store.dead_letters.redrive(std::slice::from_ref(&letter.message_id)).await?;
-    let requeued_as = redriven
-        .into_iter()
-        .next()
-        .ok_or_else(|| StorageError::NotFound(format!("dead letter {}", letter.message_id)))??
-        .requeued_as;
-    if let Some(mut retry) = store.retries.get(event_id).await? {
+    if let Some(mut retry) = store.retries.get(letter.envelope.event_id()).await? {
         retry.status = RetryStatus::Active;
+        // A replay gets a full set of attempts again; the audit trail keeps the earlier ones.
+        retry.attempts = 0;
         retry.next_attempt_at = Some(store.clock.now());
         retry.updated_at = store.clock.now();
         store.retries.upsert(&retry).await?;
     }
+    Ok(())
+}
+
+/// Audits the replay.
+async fn after_redrive(
+    store: &Store,
+    letter: &DeadLetter,
+    requeued_as: MessageId,
+    by: &str,
+) -> Result<MessageId, StorageError> {
+    let event_id = letter.envelope.event_id();
     let entry = AuditEntry::new(event_id, store.clock.now(), Step::Replayed, by).with_detail(serde_json::json!({
         "dead_letter": letter.message_id,
         "requeued_as": requeued_as,

@@ -28,6 +28,7 @@ locals {
     EVENTFLEET_CLOUDWATCH_NAMESPACE = var.metrics_namespace
     EVENTFLEET_LOG_FORMAT           = "json"
     EVENTFLEET_LOG                  = var.log_filter
+    EVENTFLEET_MAX_ATTEMPTS         = tostring(var.max_attempts)
     EVENTFLEET_MAX_RECEIVE_COUNT    = tostring(var.max_receive_count)
     EVENTFLEET_VISIBILITY_TIMEOUT_S = tostring(var.visibility_timeout_s)
     EVENTFLEET_HANDLER_TIMEOUT_S    = tostring(var.handler_timeout_s)
@@ -418,4 +419,17 @@ module "observability" {
   error_rate_threshold_percent         = var.ingress_5xx_alarm_percent
   p95_latency_threshold_seconds        = var.ingress_p95_alarm_s
   tags                                 = local.tags
+}
+
+# Terraform before 1.9 cannot compare two variables in a validation block; the workers refuse the same settings at
+# start-up, this stops them at plan.
+resource "terraform_data" "retry_budget" {
+  input = { max_attempts = var.max_attempts, max_receive_count = var.max_receive_count }
+
+  lifecycle {
+    precondition {
+      condition     = var.max_receive_count > var.max_attempts
+      error_message = "max_receive_count must exceed max_attempts: a message waiting behind a failing one of its group is received with it, so the queue's count runs ahead of the attempts."
+    }
+  }
 }

@@ -192,10 +192,21 @@ variable "worker_concurrency" {
 
 # Queue timing (shared by the queues and the processes) -----------------------------------------------------------
 
-variable "max_receive_count" {
-  description = "Attempts before an event is dead-lettered: the DLQ redrive's maxReceiveCount and EVENTFLEET_MAX_RECEIVE_COUNT."
+variable "max_attempts" {
+  description = "Failed attempts after which a worker dead-letters an event (EVENTFLEET_MAX_ATTEMPTS), counted in its retry record."
   type        = number
   default     = 5
+}
+
+variable "max_receive_count" {
+  description = "Receives after which SQS itself moves a message to the DLQ (redrive maxReceiveCount and EVENTFLEET_MAX_RECEIVE_COUNT): the backstop for attempts that never record, kept above max_attempts because a message waiting behind a failing one of its group is received with it."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_receive_count >= 2 && var.max_receive_count <= 1000
+    error_message = "max_receive_count is 2 to 1000 (and above max_attempts, checked in main.tf)."
+  }
 }
 
 variable "visibility_timeout_s" {

@@ -36,8 +36,11 @@ const MAX_MESSAGE_BYTES: usize = 262_144;
 const MAX_WAIT: Duration = Duration::from_secs(20);
 /// SQS's longest visibility timeout (12 h).
 const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
-/// A message received this long ago is forgotten by [`InFlight`] (its receipt has long expired).
-const IN_FLIGHT_HORIZON: Duration = Duration::from_secs(13 * 3600);
+/// How long [`InFlight`] keeps a receipt past its visibility: a handler finishing just after its visibility ran
+/// out may still delete or move its message if nobody received it meanwhile.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(60);
+/// How often [`InFlight`] sweeps out expired receipts.
+const IN_FLIGHT_SWEEP: Duration = Duration::from_secs(10);
 
 const ATTR_REASON: &str = "eventfleet-dead-reason";
 const ATTR_DEAD_AT: &str = "eventfleet-dead-at";
@@ -45,9 +48,62 @@ const ATTR_RECEIVES: &str = "eventfleet-receive-count";
 const ATTR_GROUP: &str = "eventfleet-group";
 const DLQ_ATTRIBUTES: [&str; 4] = [ATTR_REASON, ATTR_DEAD_AT, ATTR_RECEIVES, ATTR_GROUP];
 
-/// What this process needs to move a received message to the DLQ, by receipt.
+/// The event queue's dedup id for a replay of one dead letter.
+fn redrive_dedup_id(dead_letter: &MessageId) -> DedupId {
+    use sha2::Digest;
+    DedupId::from_raw(hex::encode(sha2::Sha256::digest(format!("redrive:{}", dead_letter.0))))
+}
+
+/// The size SQS counts for a message: its body and its attributes' names, types and values.
+fn message_size(body: &str, attributes: &BTreeMap<String, String>) -> usize {
+    body.len()
+        + attributes
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| k.len() + v.len() + "String".len())
+            .sum::<usize>()
+}
+
+/// Splits `items` into `SendMessageBatch` requests: at most 10 entries and, together, at most SQS's 256 KiB.
+fn batches<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let s = size(item);
+        if i > start && (i - start == 10 || bytes + s > MAX_MESSAGE_BYTES) {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += s;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// SQS refuses U+FFFE and U+FFFF in a body (it takes XML's characters); JSON serialization escapes every other
+/// character SQS refuses. They can only occur inside JSON strings, where the escape `\uFFFE` means the same
+/// character, so the envelope decodes unchanged.
+fn sqs_safe(body: String) -> String {
+    if body.contains(['\u{FFFE}', '\u{FFFF}']) {
+        body.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff")
+    } else {
+        body
+    }
+}
+
+/// What this process needs to move a received message to the DLQ, by receipt. Bounded by the receipts' lives:
+/// a receipt is dropped when its message is deleted, moved or given back, and swept out once its visibility
+/// (plus a grace) has passed, as happens after a retry is scheduled or when a handler task is lost.
 #[derive(Default)]
-pub(super) struct InFlight(Mutex<HashMap<String, Held>>);
+pub(super) struct InFlight(Mutex<InFlightMap>);
+
+#[derive(Default)]
+struct InFlightMap {
+    held: HashMap<String, Held>,
+    swept: Option<Instant>,
+}
 
 #[derive(Clone)]
 struct Held {
@@ -56,25 +112,46 @@ struct Held {
     group: String,
     attributes: BTreeMap<String, String>,
     receive_count: u32,
-    since: Instant,
+    /// When the receipt's visibility ends (moved by visibility changes).
+    until: Instant,
 }
 
 impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlightMap> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn hold(&self, receipt: &str, held: Held) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Receipts of messages that were never deleted (a crashed handler's) age out here.
-        if map.len() > 1024 {
-            map.retain(|_, h| h.since.elapsed() < IN_FLIGHT_HORIZON);
+        let mut map = self.lock();
+        let now = Instant::now();
+        if map.swept.is_none_or(|at| now.duration_since(at) >= IN_FLIGHT_SWEEP) {
+            map.held.retain(|_, h| h.until + IN_FLIGHT_GRACE > now);
+            map.swept = Some(now);
         }
-        map.insert(receipt.to_owned(), held);
+        map.held.insert(receipt.to_owned(), held);
     }
 
     fn get(&self, receipt: &str) -> Option<Held> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(receipt).cloned()
+        self.lock().held.get(receipt).cloned()
+    }
+
+    /// The receipt's visibility now ends `visibility` from now; zero gives the message back, so it is dropped.
+    fn extend(&self, receipt: &str, visibility: Duration) {
+        let mut map = self.lock();
+        if visibility.is_zero() {
+            map.held.remove(receipt);
+        } else if let Some(h) = map.held.get_mut(receipt) {
+            h.until = Instant::now() + visibility;
+        }
     }
 
     fn forget(&self, receipt: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(receipt);
+        self.lock().held.remove(receipt);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().held.len()
     }
 }
 
@@ -230,7 +307,7 @@ impl AwsStore {
     }
 
     /// The message and what moving it to the DLQ needs; the message is an error text when it does not decode.
-    fn decode(&self, msg: Message) -> (Held, std::result::Result<ReceivedMessage, String>) {
+    fn decode(&self, msg: Message, visibility: Duration) -> (Held, std::result::Result<ReceivedMessage, String>) {
         let body = msg.body.clone().unwrap_or_default();
         let group = system_attribute(&msg, MessageSystemAttributeName::MessageGroupId).unwrap_or_default().to_owned();
         let receive_count = system_attribute(&msg, MessageSystemAttributeName::ApproximateReceiveCount)
@@ -247,7 +324,7 @@ impl AwsStore {
             group: group.clone(),
             attributes: attributes.clone(),
             receive_count,
-            since: Instant::now(),
+            until: Instant::now() + visibility,
         };
         let received = match serde_json::from_str::<Envelope>(&body) {
             Ok(envelope) => Ok(ReceivedMessage {
@@ -281,7 +358,7 @@ impl AwsStore {
         let mut received = Vec::new();
         for msg in out.messages.unwrap_or_default() {
             let receipt = msg.receipt_handle.clone().unwrap_or_default();
-            match self.decode(msg) {
+            match self.decode(msg, visibility) {
                 (held, Ok(m)) => {
                     self.in_flight.hold(&receipt, held);
                     received.push(m);
@@ -301,9 +378,23 @@ impl AwsStore {
     }
 
     /// Every message on the DLQ, received under a short visibility. The caller releases what it keeps.
+    ///
+    /// Stops when the DLQ answers empty, or when half the peek visibility has passed: by then the first messages
+    /// are about to reappear, and receiving them again would never end on a large DLQ (a message seen twice is
+    /// counted once). Messages SQS redrove itself keep their original group on the DLQ, so beyond the first 10 of
+    /// one group the rest stay hidden until a later listing.
     async fn peek_dlq(&self) -> Result<Vec<(DeadLetter, Peeked)>> {
         let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let deadline = Instant::now() + self.options.dlq_peek_visibility / 2;
         loop {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    seen = seen.len(),
+                    "the DLQ listing stopped at half its peek visibility; run it again (or in smaller steps with --limit) for the rest"
+                );
+                break;
+            }
             let out = self
                 .clients
                 .sqs
@@ -324,6 +415,15 @@ impl AwsStore {
             }
             for msg in messages {
                 let receipt = msg.receipt_handle.clone().unwrap_or_default();
+                if !seen.insert(msg.message_id.clone().unwrap_or_default()) {
+                    // Its earlier receipt is stale now; this one is the one to use.
+                    if let Some((_, p)) = all.iter_mut().find(|(dl, _): &&mut (DeadLetter, Peeked)| {
+                        Some(dl.message_id.0.as_str()) == msg.message_id.as_deref()
+                    }) {
+                        p.receipt = receipt;
+                    }
+                    continue;
+                }
                 match self.dead_letter(&msg) {
                     Ok(dl) => all.push((
                         dl,
@@ -419,25 +519,20 @@ impl Queue for AwsStore {
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Result<MessageId>>> {
         // Too large for SQS: refused here, alone, so the rest of the batch goes out.
         let mut results: Vec<Option<Result<MessageId>>> = Vec::with_capacity(messages.len());
-        let mut bodies = Vec::with_capacity(messages.len());
-        for m in &messages {
-            let body = serde_json::to_string(&m.envelope).map_err(|e| StorageError::Invalid(e.to_string()))?;
-            let size = body.len() + m.attributes.iter().map(|(k, v)| k.len() + v.len() + "String".len()).sum::<usize>();
-            results.push(
-                (size > MAX_MESSAGE_BYTES).then_some(Err(StorageError::TooLarge { size, limit: MAX_MESSAGE_BYTES })),
-            );
-            bodies.push(body);
+        let mut sendable: Vec<(usize, &OutgoingMessage, String, usize)> = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let body = sqs_safe(serde_json::to_string(&m.envelope).map_err(|e| StorageError::Invalid(e.to_string()))?);
+            let size = message_size(&body, &m.attributes);
+            if size > MAX_MESSAGE_BYTES {
+                results.push(Some(Err(StorageError::TooLarge { size, limit: MAX_MESSAGE_BYTES })));
+            } else {
+                results.push(None);
+                sendable.push((i, m, body, size));
+            }
         }
-        let sendable: Vec<(usize, &OutgoingMessage, String)> = messages
-            .iter()
-            .zip(bodies)
-            .enumerate()
-            .filter(|(i, _)| results[*i].is_none())
-            .map(|(i, (m, body))| (i, m, body))
-            .collect();
-        for chunk in sendable.chunks(10) {
+        for chunk in batches(&sendable, |(.., size)| *size) {
             let mut entries = Vec::with_capacity(chunk.len());
-            for (i, (_, m, body)) in chunk.iter().enumerate() {
+            for (i, (_, m, body, _)) in chunk.iter().enumerate() {
                 let body = body.clone();
                 let mut entry = SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
@@ -452,7 +547,7 @@ impl Queue for AwsStore {
                 entries.push(entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?);
             }
             let sent = self.send_entries(&self.queue_url, entries).await?;
-            for ((index, _, _), result) in chunk.iter().zip(sent) {
+            for ((index, ..), result) in chunk.iter().zip(sent) {
                 results[*index] = Some(result);
             }
         }
@@ -509,6 +604,7 @@ impl Queue for AwsStore {
                     )
                 })
             })?;
+        self.in_flight.extend(&receipt.0, visibility);
         Ok(())
     }
 
@@ -571,6 +667,33 @@ impl Queue for AwsStore {
 }
 
 impl AwsStore {
+    /// The event queue's redrive `maxReceiveCount`, `None` without a redrive policy (checked at worker start-up).
+    pub async fn redrive_max_receive_count(&self) -> Result<Option<u32>> {
+        let out = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetQueueAttributes RedrivePolicy", e))?;
+        let Some(policy) = out.attributes.unwrap_or_default().remove(&QueueAttributeName::RedrivePolicy) else {
+            return Ok(None);
+        };
+        let policy: serde_json::Value = serde_json::from_str(&policy)
+            .map_err(|e| StorageError::Invalid(format!("the queue's redrive policy is not JSON: {e}")))?;
+        // SQS writes the count as a number or, in older policies, as a string.
+        let count = match &policy["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        };
+        count.and_then(|c| u32::try_from(c).ok()).map(Some).ok_or_else(|| {
+            StorageError::Invalid(format!("the queue's redrive policy has no maxReceiveCount: {policy}"))
+        })
+    }
+
     /// SQS has no attribute for the oldest message's age; CloudWatch's `ApproximateAgeOfOldestMessage` (one
     /// datapoint a minute) has it. `None` when CloudWatch has no recent datapoint.
     async fn oldest_age_ms(&self) -> Option<u64> {
@@ -681,7 +804,9 @@ impl AwsStore {
             .id("0")
             .message_body(&peeked.body)
             .message_group_id(group)
-            .message_deduplication_id(DedupId::fresh().as_str());
+            // A new id for the event queue (its first delivery's is spent), but one per dead letter: two
+            // operators replaying the same dead letter within SQS's 5-minute window send it once.
+            .message_deduplication_id(redrive_dedup_id(&dl.message_id).as_str());
         for (k, v) in peeked.attributes.iter().filter(|(k, _)| !DLQ_ATTRIBUTES.contains(&k.as_str())) {
             entry = entry.message_attributes(k, string_attribute(v));
         }
@@ -691,7 +816,71 @@ impl AwsStore {
             .into_iter()
             .next()
             .unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the send".into())))?;
-        self.delete_dlq(std::slice::from_ref(&peeked.receipt)).await?;
+        if self.delete_dlq(std::slice::from_ref(&peeked.receipt)).await? == 0 {
+            // Our peek ran out and someone else holds it now: their replay of it is deduplicated with ours.
+            tracing::warn!(dead_letter = %dl.message_id, "the dead letter was not deleted (its peek expired); it may be listed again");
+        }
         Ok(Redriven { dead_letter: dl.message_id.clone(), requeued_as })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_at_most_ten_entries_and_256_kib() {
+        let sizes = |chunks: Vec<&[usize]>| chunks.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
+        let small = vec![100; 23];
+        assert_eq!(sizes(batches(&small, |s| *s)).iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 3]);
+        // Three messages of 100 KiB: two fit (200 KiB), a third would not.
+        let big = vec![100 * 1024; 3];
+        assert_eq!(sizes(batches(&big, |s| *s)), [vec![102_400, 102_400], vec![102_400]]);
+        // A message of exactly the limit goes alone; the ones around it share what fits.
+        let mixed = vec![10, MAX_MESSAGE_BYTES, 10, 10];
+        assert_eq!(sizes(batches(&mixed, |s| *s)), [vec![10], vec![MAX_MESSAGE_BYTES], vec![10, 10]]);
+        assert!(batches::<usize>(&[], |s| *s).is_empty());
+        for chunk in batches(&[MAX_MESSAGE_BYTES / 3 + 1; 7], |s| *s) {
+            assert!(chunk.iter().sum::<usize>() <= MAX_MESSAGE_BYTES, "{chunk:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_escape_the_characters_sqs_refuses_and_decode_unchanged() {
+        let text = "a\u{FFFE}b\u{FFFF}c\\\u{FFFE}";
+        let body = sqs_safe(serde_json::to_string(&serde_json::json!({ "t": text })).unwrap());
+        assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "{body}");
+        let back: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(back["t"], text);
+        assert_eq!(sqs_safe("plain".into()), "plain");
+    }
+
+    fn held(visibility: Duration) -> Held {
+        Held {
+            message_id: "m".into(),
+            body: String::new(),
+            group: "g".into(),
+            attributes: BTreeMap::new(),
+            receive_count: 1,
+            until: Instant::now() + visibility,
+        }
+    }
+
+    #[test]
+    fn in_flight_receipts_leave_when_given_back_or_expired() {
+        let in_flight = InFlight::default();
+        in_flight.hold("given-back", held(Duration::from_secs(30)));
+        in_flight.extend("given-back", Duration::ZERO);
+        assert!(in_flight.get("given-back").is_none());
+        // A receipt whose visibility (and grace) ran out goes at the next sweep.
+        in_flight.hold("expired", held(Duration::ZERO));
+        in_flight.lock().held.get_mut("expired").unwrap().until = Instant::now() - IN_FLIGHT_GRACE;
+        in_flight.lock().swept = Some(Instant::now() - IN_FLIGHT_SWEEP);
+        in_flight.hold("kept", held(Duration::from_secs(30)));
+        assert!(in_flight.get("expired").is_none());
+        assert!(in_flight.get("kept").is_some());
+        in_flight.extend("kept", Duration::from_secs(60));
+        in_flight.forget("kept");
+        assert_eq!(in_flight.len(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! Worker integration tests: the real pool, the real embedded store, the real ingress in front, and the local
 //! Slack stub as the only stand-in.
 
+mod attempts;
 mod delivery;
 mod observability;
 
@@ -52,7 +53,8 @@ pub fn worker_config() -> WorkerConfig {
         visibility_timeout: Duration::from_secs(5),
         handler_timeout: Duration::from_secs(2),
         drain_timeout: Duration::from_secs(5),
-        max_receive_count: 5,
+        max_attempts: 5,
+        max_receive_count: 10,
         retry_base_delay: Duration::from_millis(20),
         retry_max_delay: Duration::from_millis(100),
         receive_wait: Duration::from_millis(500),

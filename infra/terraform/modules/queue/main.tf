@@ -1,8 +1,9 @@
 # The FIFO event queue and its FIFO dead-letter queue, both encrypted with a customer managed key.
 #
-# The workers dead-letter an event themselves (permanent error, or the last attempt) by sending it to the DLQ;
-# SQS's redrive after `max_receive_count` receives is the backstop for a worker that dies mid-attempt. Both
-# counts are the same number (EVENTFLEET_MAX_RECEIVE_COUNT is set from the same variable).
+# The workers dead-letter an event themselves (permanent error, or the last of EVENTFLEET_MAX_ATTEMPTS attempts,
+# counted in its retry record) by sending it to the DLQ. SQS's redrive after `max_receive_count` receives is the
+# backstop for attempts that never record (a worker killed mid-handler). It sits above the attempts because SQS
+# also counts a receive of a message that waited, untried, behind a failing one of its group.
 
 resource "aws_sqs_queue" "dead_letter" {
   name                              = var.dead_letter_name
