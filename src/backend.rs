@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use eventfleet_ingress::metrics::SharedRegistry;
 use eventfleet_storage::aws::{AwsOptions, AwsStore, RequestObserver};
+use eventfleet_storage::hook_cache::CachedHooks;
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +20,17 @@ pub struct Opened {
     pub store: Store,
     /// The aws backend, when that is the one.
     pub aws: Option<Arc<AwsStore>>,
+    /// The hook cache in front of the registry (aws, unless disabled): flushed at shutdown.
+    pub hooks: Option<Arc<CachedHooks>>,
+}
+
+impl Opened {
+    /// Writes what the hook cache holds back (at shutdown).
+    pub async fn flush(&self) {
+        if let Some(hooks) = &self.hooks {
+            hooks.flush().await;
+        }
+    }
 }
 
 /// The store named by the configuration.
@@ -49,7 +61,7 @@ pub async fn open_with_metrics(
             };
             let store = EmbeddedStore::open_dir(data_dir, options)
                 .with_context(|| format!("open the embedded store in {}", data_dir.display()))?;
-            Ok(Opened { store: store.into_store(), aws: None })
+            Ok(Opened { store: store.into_store(), aws: None, hooks: None })
         }
         Backend::Aws => {
             let sdk = sdk_config(config).await?;
@@ -70,7 +82,14 @@ pub async fn open_with_metrics(
                 options.request_observer = Some(observer);
             }
             let aws = AwsStore::connect(&sdk, options).await.context("connect to the aws backend")?;
-            Ok(Opened { store: aws.clone().into_store(), aws: Some(aws) })
+            let mut store = aws.clone().into_store();
+            // Every hook delivery reads its hook twice (ingress, worker) and counts it once: on DynamoDB, three
+            // requests an event that a few seconds of caching save.
+            let hooks = config.aws.hook_cache.map(|ttl| CachedHooks::new(store.webhooks.clone(), ttl));
+            if let Some(hooks) = &hooks {
+                store.webhooks = hooks.clone();
+            }
+            Ok(Opened { store, aws: Some(aws), hooks })
         }
     }
 }

@@ -78,6 +78,9 @@ pub struct AwsSettings {
     pub ops_topic_arn: Option<String>,
     /// `EVENTFLEET_CLOUDWATCH_INTERVAL_S`: how often workers publish metrics to CloudWatch; `None` (0) disables.
     pub cloudwatch_interval: Option<Duration>,
+    /// `EVENTFLEET_HOOK_CACHE_S`: how long hooks are served from memory and invocation counts added up before
+    /// they are written; `None` (0) reads and writes the table on every delivery.
+    pub hook_cache: Option<Duration>,
 }
 
 impl Config {
@@ -254,11 +257,13 @@ fn aws_settings(env: &Env<'_>) -> Result<AwsSettings, ConfigError> {
         return Err(invalid("EVENTFLEET_OPS_TOPIC_ARN", arn, "expected a topic ARN (arn:aws:sns:...)"));
     }
     let interval = env.parse_in("EVENTFLEET_CLOUDWATCH_INTERVAL_S", 60u64, 0..=3_600)?;
+    let hook_cache = env.parse_in("EVENTFLEET_HOOK_CACHE_S", 5u64, 0..=300)?;
     Ok(AwsSettings {
         endpoint_url,
         names,
         ops_topic_arn,
         cloudwatch_interval: (interval > 0).then(|| Duration::from_secs(interval)),
+        hook_cache: (hook_cache > 0).then(|| Duration::from_secs(hook_cache)),
     })
 }
 
@@ -366,6 +371,7 @@ mod tests {
             ("EVENTFLEET_TRUST_FORWARDED_FOR", "maybe"),
             ("EVENTFLEET_SLACK_API_URL", "slack.com/api"),
             ("EVENTFLEET_DRAIN_TIMEOUT_S", "2"),
+            ("EVENTFLEET_HOOK_CACHE_S", "301"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var).to_string();

@@ -85,15 +85,16 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
 /// `eventfleet ingress`.
 pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let registry = SharedRegistry::default();
-    let store = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?.store;
+    let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
     let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
     let listener = bind(addr).await?;
     // The first stdout line names the bound address (port 0 picks one): scripts and tests read it.
     banner!("listening on http://{}", listener.local_addr()?);
     let shutdown = shutdown::on_signal();
-    eventfleet_ingress::run_with_registry(store, config.ingress.clone(), registry, listener, shutdown)
+    eventfleet_ingress::run_with_registry(opened.store.clone(), config.ingress.clone(), registry, listener, shutdown)
         .await
         .context("ingress server")?;
+    opened.flush().await;
     Ok(ExitCode::SUCCESS)
 }
 

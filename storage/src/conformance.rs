@@ -580,9 +580,9 @@ pub async fn webhook_registry(h: &Harness) {
     assert!(h.store.webhooks.list().await.unwrap().iter().any(|w| w.id == hook.id));
     assert!(!h.store.webhooks.set_active(&hook.id, false).await.unwrap().active);
     assert!(h.store.webhooks.set_active(&hook.id, true).await.unwrap().active);
-    h.store.webhooks.record_invocation(&hook.id).await.unwrap();
-    h.store.webhooks.record_invocation(&hook.id).await.unwrap();
-    assert_eq!(h.store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count, 2);
+    h.store.webhooks.record_invocations(&hook.id, 1).await.unwrap();
+    h.store.webhooks.record_invocations(&hook.id, 2).await.unwrap();
+    assert_eq!(h.store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count, 3);
     assert!(matches!(
         h.store.webhooks.set_active(&HookId::from_raw("hk_missing"), false).await,
         Err(StorageError::NotFound(_))

@@ -9,6 +9,8 @@
 //!   message groups, dedup, visibility, receive counts), [`dead_letters`] (inspect, redrive, purge the DLQ),
 //!   [`idempotency`] (claim / mark / begin / complete / release), [`audit`] (append-only timeline),
 //!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry).
+//! - [`hook_cache`]: [`hook_cache::CachedHooks`], a short-lived cache of hooks and their invocation counts in
+//!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
 //! - [`embedded`]: the zero-set-up backend on one SQLite file in WAL mode, with group commit.
 //! - [`aws`]: SQS FIFO, DynamoDB, SNS and CloudWatch behind the same ports.
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod dead_letters;
 pub mod embedded;
 pub mod error;
+pub mod hook_cache;
 pub mod idempotency;
 pub mod queue;
 pub mod retries;

@@ -20,6 +20,6 @@ pub trait WebhookRegistry: Send + Sync {
     /// Enables or disables a hook; returns it. Unknown id: [`crate::StorageError::NotFound`].
     async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook>;
 
-    /// Counts an accepted invocation.
-    async fn record_invocation(&self, id: &HookId) -> Result<()>;
+    /// Counts `count` accepted invocations.
+    async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()>;
 }

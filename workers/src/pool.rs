@@ -75,7 +75,8 @@ pub async fn run_with_metrics(
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
-    let processor = Arc::new(Processor { store: store.clone(), registry, slack, config, metrics });
+    let processor =
+        Arc::new(Processor { store: store.clone(), registry, slack, config, metrics, finishing: tracker.clone() });
     let cfg = &processor.config;
 
     loop {

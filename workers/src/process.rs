@@ -13,6 +13,7 @@ use std::time::Duration;
 use eventfleet_schema::{AuditEntry, ErrorClass, RetryRecord, RetryStatus, Status, Step};
 use eventfleet_storage::{Begin, ReceivedMessage, StorageError, Store};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::WorkerConfig;
 use crate::backoff::retry_delay;
@@ -46,6 +47,9 @@ pub struct Processor {
     pub config: WorkerConfig,
     /// Metrics.
     pub metrics: WorkerMetrics,
+    /// Where a success's last steps run (the delete, its audit line): off the group's path, and waited for by the
+    /// pool's drain.
+    pub finishing: TaskTracker,
 }
 
 impl Disposition {
@@ -152,11 +156,23 @@ impl Processor {
                 let age = store.clock.now().since(msg.envelope.received_at());
                 self.metrics.observe_age(age);
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
-                let (deleted, ()) = tokio::join!(store.queue.delete(&msg.receipt), self.audit(succeeded));
-                deleted?;
-                if msg.receive_count > 1 || replayed {
-                    self.resolve_retry_record(&msg).await;
-                }
+                // DONE is recorded, so the rest can wait a moment: the next message of the group starts now, and
+                // the delete and the line share batches with other events'. If the delete is lost, the redelivery
+                // finds DONE and is deleted without running the handler.
+                let resolve = (attempt > 1 || replayed).then_some(event_id);
+                let (store, receipt) = (store.clone(), msg.receipt.clone());
+                self.finishing.spawn(tracing::Instrument::in_current_span(async move {
+                    let (deleted, audited) = tokio::join!(store.queue.delete(&receipt), store.audit.append(vec![succeeded]));
+                    if let Err(e) = deleted {
+                        tracing::warn!(error = %e, %event_id, "could not delete a finished message; its redelivery is skipped");
+                    }
+                    if let Err(e) = audited {
+                        tracing::warn!(error = %e, %event_id, "could not write an audit line");
+                    }
+                    if let Some(event_id) = resolve {
+                        resolve_retry_record(&store, event_id).await;
+                    }
+                }));
                 Ok(Disposition::Succeeded)
             }
             Err(err) => self.fail(&msg, attempt, err).await,
@@ -300,28 +316,27 @@ impl Processor {
         Ok(Disposition::DeadLettered)
     }
 
-    async fn resolve_retry_record(&self, msg: &ReceivedMessage) {
-        let event_id = msg.envelope.event_id();
-        match self.store.retries.get(event_id).await {
-            Ok(Some(mut record)) => {
-                record.status = RetryStatus::Resolved;
-                record.next_attempt_at = None;
-                record.updated_at = self.store.clock.now();
-                if let Err(e) = self.store.retries.upsert(&record).await {
-                    tracing::warn!(error = %e, %event_id, "could not resolve the retry record");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, %event_id, "could not read the retry record"),
-        }
-    }
-
     /// Audit lines never fail a delivery: the event's state lives in the idempotency record and the queue.
     async fn audit(&self, entry: AuditEntry) {
         let event_id = entry.event_id;
         if let Err(e) = self.store.audit.append(vec![entry]).await {
             tracing::warn!(error = %e, %event_id, "could not write an audit line");
         }
+    }
+}
+
+async fn resolve_retry_record(store: &Store, event_id: eventfleet_schema::EventId) {
+    match store.retries.get(event_id).await {
+        Ok(Some(mut record)) => {
+            record.status = RetryStatus::Resolved;
+            record.next_attempt_at = None;
+            record.updated_at = store.clock.now();
+            if let Err(e) = store.retries.upsert(&record).await {
+                tracing::warn!(error = %e, %event_id, "could not resolve the retry record");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, %event_id, "could not read the retry record"),
     }
 }
 

@@ -105,7 +105,7 @@ async fn count_invocation(state: &AppState, hook_id: &HookId, duplicate: bool) {
     if duplicate {
         return;
     }
-    if let Err(e) = state.store.webhooks.record_invocation(hook_id).await {
+    if let Err(e) = state.store.webhooks.record_invocations(hook_id, 1).await {
         tracing::warn!(error = %e, %hook_id, "could not count a hook invocation");
     }
 }

@@ -18,13 +18,16 @@ use crate::{Result, StorageError};
 const BATCH: usize = 25;
 /// Batch writes in flight at once; more appends wait and join a later (larger) batch.
 const IN_FLIGHT: usize = 2;
+/// How long a batch that is not full waits for more lines. Short: the ingress writes its lines beside the
+/// `ENQUEUED` mark (which takes longer), the workers their `started` line before the handler.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The group commit of audit items.
 pub(super) type Batcher = GroupCommit<Item, Result<()>>;
 
 /// Starts the audit writer for `table`.
 pub(super) fn batcher(client: aws_sdk_dynamodb::Client, table: String) -> Batcher {
-    GroupCommit::start(BATCH, IN_FLIGHT, move |items: Vec<Item>| {
+    GroupCommit::start(BATCH, IN_FLIGHT, LINGER, move |items: Vec<Item>| {
         let (client, table) = (client.clone(), table.clone());
         async move {
             let n = items.len();

@@ -1,9 +1,10 @@
 //! Group commit for AWS batch APIs: callers submit one item each; a task takes every item waiting (up to the
-//! API's batch size, never waiting for more) and sends them in one request, answering each caller with its own
-//! result. Under load many callers share a request; an idle system sends at once.
+//! API's batch size, waiting at most a short `linger` for more) and sends them in one request, answering each
+//! caller with its own result. Under load many callers share a request; an idle system sends after the linger.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -16,8 +17,9 @@ pub(super) struct GroupCommit<T, R> {
 
 impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     /// Starts the task: at most `max` items a batch, `in_flight` batches at once (more items wait and join a
-    /// later, larger batch). `run` returns one result per item, in order.
-    pub(super) fn start<F, Fut>(max: usize, in_flight: usize, run: F) -> Self
+    /// later, larger batch), a batch that is not full waiting up to `linger` for more. `run` returns one result
+    /// per item, in order.
+    pub(super) fn start<F, Fut>(max: usize, in_flight: usize, linger: Duration, run: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
@@ -30,10 +32,16 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let Some(first) = rx.recv().await else { return };
                 let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + linger;
                 while batch.len() < max {
                     match rx.try_recv() {
                         Ok(item) => batch.push(item),
-                        Err(_) => break,
+                        Err(_) if linger.is_zero() => break,
+                        Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(item)) => batch.push(item),
+                            // Linger over, or every sender gone: send what there is.
+                            Ok(None) | Err(_) => break,
+                        },
                     }
                 }
                 let run = run.clone();
@@ -82,7 +90,7 @@ mod tests {
     async fn concurrent_items_share_batches_and_get_their_own_results() {
         let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = batches.clone();
-        let gc = Arc::new(GroupCommit::start(4, 1, move |items: Vec<u32>| {
+        let gc = Arc::new(GroupCommit::start(4, 1, Duration::ZERO, move |items: Vec<u32>| {
             seen.lock().unwrap().push(items.len());
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -100,5 +108,26 @@ mod tests {
         let batches = batches.lock().unwrap();
         assert!(batches.iter().all(|&n| n <= 4), "{batches:?}");
         assert!(batches.len() < 10, "items waiting behind a batch in flight share the next one: {batches:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_lingers_for_items_arriving_soon_after_the_first() {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let gc = Arc::new(GroupCommit::start(10, 1, Duration::from_millis(20), move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.clone());
+            async move { items }
+        }));
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let gc = gc.clone();
+            tasks.push(tokio::spawn(async move { gc.submit(i).await }));
+            // Each arrives 5 ms after the previous: within the first one's linger.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), Some(i as u32));
+        }
+        assert_eq!(*batches.lock().unwrap(), [vec![0, 1, 2]]);
     }
 }

@@ -166,9 +166,12 @@ struct Peeked {
 /// The group commit of deletes from the main queue.
 pub(super) type DeleteBatcher = GroupCommit<String, Result<()>>;
 
+/// How long a delete batch that is not full waits for more. Workers delete after `DONE`, off their critical path.
+const DELETE_LINGER: Duration = Duration::from_millis(20);
+
 /// Deletes go out as `DeleteMessageBatch` of up to 10, shared by handlers finishing together.
 pub(super) fn delete_batcher(client: aws_sdk_sqs::Client, queue_url: String) -> DeleteBatcher {
-    GroupCommit::start(10, 4, move |receipts: Vec<String>| {
+    GroupCommit::start(10, 4, DELETE_LINGER, move |receipts: Vec<String>| {
         let (client, url) = (client.clone(), queue_url.clone());
         async move {
             let n = receipts.len();

@@ -145,7 +145,7 @@ impl WebhookRegistry for AwsStore {
         hook(&self.update_hook(id, "SET #active = :a", vec![(":a", AttributeValue::Bool(active))]).await?)
     }
 
-    async fn record_invocation(&self, id: &HookId) -> Result<()> {
-        self.update_hook(id, "ADD invocation_count :one", vec![(":one", n(1))]).await.map(|_| ())
+    async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {
+        self.update_hook(id, "ADD invocation_count :count", vec![(":count", n(count))]).await.map(|_| ())
     }
 }

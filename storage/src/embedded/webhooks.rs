@@ -93,12 +93,13 @@ impl WebhookRegistry for EmbeddedStore {
             .await
     }
 
-    async fn record_invocation(&self, id: &HookId) -> Result<()> {
+    async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {
         let id = id.as_str().to_owned();
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
         self.writer
             .submit(move |conn| {
-                conn.prepare_cached("UPDATE webhooks SET invocation_count = invocation_count + 1 WHERE id = ?1")?
-                    .execute([id])?;
+                conn.prepare_cached("UPDATE webhooks SET invocation_count = invocation_count + ?2 WHERE id = ?1")?
+                    .execute(rusqlite::params![id, count])?;
                 Ok(())
             })
             .await

@@ -60,6 +60,7 @@ async fn receives_of_a_message_that_waited_untried_do_not_use_up_its_attempts() 
         slack: Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl"))),
         config,
         metrics: WorkerMetrics::unregistered(),
+        finishing: tokio_util::task::TaskTracker::new(),
     };
     let never = CancellationToken::new();
 
@@ -110,6 +111,7 @@ async fn a_failure_at_the_queues_own_receive_limit_is_dead_lettered_with_its_rec
         slack: Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl"))),
         config,
         metrics: WorkerMetrics::unregistered(),
+        finishing: tokio_util::task::TaskTracker::new(),
     };
     let m = receive_one(&store).await;
     assert_eq!(m.receive_count, processor.config.max_receive_count);

@@ -1,0 +1,102 @@
+//! A short-lived cache in front of a [`WebhookRegistry`]: on DynamoDB every hook delivery would otherwise read the
+//! hook twice (ingress and worker) and write its invocation count once.
+//!
+//! - Hooks read within `ttl` are served from memory, so disabling a hook or changing its channel takes up to
+//!   `ttl` to reach a process that read it recently (this process's own `set_active` applies at once).
+//! - Invocation counts are added up in memory and written every `ttl`, one write per hook. The counts of the last
+//!   `ttl` before a process dies are lost: they are statistics, not events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventfleet_schema::{HookId, Webhook};
+use tokio::time::Instant;
+
+use crate::Result;
+use crate::webhooks::WebhookRegistry;
+
+/// Entries kept at most; beyond it the cache starts over (hooks are few, ids in requests are not).
+const MAX_ENTRIES: usize = 10_000;
+
+/// The cache; see the module docs.
+pub struct CachedHooks {
+    inner: Arc<dyn WebhookRegistry>,
+    ttl: Duration,
+    hooks: Mutex<HashMap<HookId, (Instant, Webhook)>>,
+    counts: Mutex<HashMap<HookId, u64>>,
+}
+
+impl CachedHooks {
+    /// Caches `inner` for `ttl` and starts the task that writes the counts (on the current tokio runtime; it
+    /// ends when the cache is dropped).
+    pub fn new(inner: Arc<dyn WebhookRegistry>, ttl: Duration) -> Arc<Self> {
+        let cache = Arc::new(Self { inner, ttl, hooks: Mutex::default(), counts: Mutex::default() });
+        tokio::spawn(flush_every(Arc::downgrade(&cache), ttl.max(Duration::from_millis(100))));
+        cache
+    }
+
+    /// Writes the invocation counts added up so far; what fails to write is kept for the next time.
+    pub async fn flush(&self) {
+        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, count) in counts {
+            if let Err(e) = self.inner.record_invocations(&id, count).await {
+                tracing::warn!(error = %e, hook_id = %id, count, "could not write hook invocation counts; kept");
+                *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += count;
+            }
+        }
+    }
+}
+
+async fn flush_every(cache: Weak<CachedHooks>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(cache) = cache.upgrade() else { return };
+        cache.flush().await;
+    }
+}
+
+#[async_trait]
+impl WebhookRegistry for CachedHooks {
+    async fn create(&self, hook: &Webhook) -> Result<()> {
+        self.inner.create(hook).await
+    }
+
+    async fn get(&self, id: &HookId) -> Result<Option<Webhook>> {
+        if let Some((at, hook)) = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).get(id)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(hook.clone()));
+        }
+        let hook = self.inner.get(id).await?;
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        match &hook {
+            // Unknown ids are not cached: anyone can make them up.
+            None => {
+                hooks.remove(id);
+            }
+            Some(h) => {
+                if hooks.len() >= MAX_ENTRIES {
+                    hooks.clear();
+                }
+                hooks.insert(id.clone(), (Instant::now(), h.clone()));
+            }
+        }
+        Ok(hook)
+    }
+
+    async fn list(&self) -> Result<Vec<Webhook>> {
+        self.inner.list().await
+    }
+
+    async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook> {
+        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.inner.set_active(id, active).await
+    }
+
+    async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default() += count;
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! The hook cache in front of the real embedded registry.
+
+use std::time::Duration;
+
+use eventfleet_schema::{HookId, HookKind, Timestamp, Webhook};
+use eventfleet_storage::hook_cache::CachedHooks;
+use eventfleet_storage::webhooks::WebhookRegistry;
+use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
+
+async fn store_with_hook() -> (tempfile::TempDir, Store, Webhook) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+    let hook = Webhook {
+        id: HookId::new(),
+        name: "cached".into(),
+        channel: "#ops".into(),
+        kind: HookKind::Alert,
+        active: true,
+        secret: None,
+        invocation_count: 0,
+        created_by: "test".into(),
+        created_at: Timestamp::now_system(),
+    };
+    store.webhooks.create(&hook).await.unwrap();
+    (dir, store, hook)
+}
+
+#[tokio::test]
+async fn a_hook_is_read_once_per_ttl_and_a_change_elsewhere_shows_after_it() {
+    let (_dir, store, hook) = store_with_hook().await;
+    let ttl = Duration::from_secs(2);
+    let cache = CachedHooks::new(store.webhooks.clone(), ttl);
+    assert!(cache.get(&hook.id).await.unwrap().unwrap().active);
+    // Another process disables it: this one keeps serving what it read until the ttl runs out.
+    store.webhooks.set_active(&hook.id, false).await.unwrap();
+    assert!(cache.get(&hook.id).await.unwrap().unwrap().active, "served from memory");
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert!(!cache.get(&hook.id).await.unwrap().unwrap().active, "read again after the ttl");
+    // Its own changes apply at once.
+    assert!(cache.set_active(&hook.id, true).await.unwrap().active);
+    assert!(cache.get(&hook.id).await.unwrap().unwrap().active);
+    // Unknown ids are not cached: a hook created after a miss is found at once.
+    let later = HookId::new();
+    assert_eq!(cache.get(&later).await.unwrap(), None);
+    store.webhooks.create(&Webhook { id: later.clone(), ..hook.clone() }).await.unwrap();
+    assert!(cache.get(&later).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn invocation_counts_are_added_up_and_written_in_one_go() {
+    let (_dir, store, hook) = store_with_hook().await;
+    // A ttl long enough that only the explicit flush writes.
+    let cache = CachedHooks::new(store.webhooks.clone(), Duration::from_secs(3600));
+    for _ in 0..3 {
+        cache.record_invocations(&hook.id, 1).await.unwrap();
+    }
+    assert_eq!(store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count, 0, "not written yet");
+    cache.flush().await;
+    assert_eq!(store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count, 3);
+    cache.flush().await;
+    assert_eq!(store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count, 3, "written once");
+}
+
+#[tokio::test]
+async fn counts_are_written_every_ttl_without_being_asked() {
+    let (_dir, store, hook) = store_with_hook().await;
+    let cache = CachedHooks::new(store.webhooks.clone(), Duration::from_millis(200));
+    cache.record_invocations(&hook.id, 2).await.unwrap();
+    let mut written = 0;
+    for _ in 0..100 {
+        written = store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count;
+        if written == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(written, 2);
+}
