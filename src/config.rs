@@ -127,7 +127,7 @@ impl Config {
             handler_timeout: secs(env.parse_in("EVENTFLEET_HANDLER_TIMEOUT_S", 20u64, 1..=43_200)?),
             drain_timeout: secs(env.parse_in("EVENTFLEET_DRAIN_TIMEOUT_S", 25u64, 0..=3_600)?),
             max_attempts: env.parse_in("EVENTFLEET_MAX_ATTEMPTS", 5u32, 1..=100)?,
-            max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", 10u32, 2..=1_000)?,
+            max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", 50u32, 2..=1_000)?,
             retry_base_delay: millis(env.parse_in("EVENTFLEET_RETRY_BASE_DELAY_MS", 1_000u64, 1..=3_600_000)?),
             retry_max_delay: millis(env.parse_in("EVENTFLEET_RETRY_MAX_DELAY_MS", 60_000u64, 1..=43_200_000)?),
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
@@ -147,12 +147,12 @@ impl Config {
                 "must exceed EVENTFLEET_RECEIVE_WAIT_S, or messages taken by the last poll stay hidden after exit",
             ));
         }
-        if worker.max_receive_count <= worker.max_attempts {
+        if worker.max_receive_count < 2 * worker.max_attempts {
             return Err(invalid(
                 "EVENTFLEET_MAX_RECEIVE_COUNT",
                 &worker.max_receive_count.to_string(),
-                "must exceed EVENTFLEET_MAX_ATTEMPTS: a message waiting behind a failing one of its group is \
-                 received with it, so the queue's count runs ahead of the attempts",
+                "must be at least twice EVENTFLEET_MAX_ATTEMPTS: a message waiting behind a failing one of its \
+                 group is received with it each time, so the queue's count runs ahead of its own attempts",
             ));
         }
         if worker.handler_timeout >= worker.visibility_timeout {
@@ -347,7 +347,7 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.backend, Backend::Embedded);
         assert_eq!(c.worker.max_attempts, 5);
-        assert_eq!(c.worker.max_receive_count, 10);
+        assert_eq!(c.worker.max_receive_count, 50);
         assert_eq!(c.worker.drain_timeout, Duration::from_secs(25));
         assert_eq!(c.ingress.body_limit, 256 * 1024);
         assert_eq!(c.ingress.idempotency_horizon, Duration::from_secs(72 * 3600));

@@ -73,8 +73,11 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
             let options = ReplayOptions { by, dry_run, rate };
             let show_progress = letters.len() > 1 && !json;
             let tty = std::io::stderr().is_terminal();
+            // Progress comes per chunk: off a terminal, a line whenever another hundred (or the end) is reached.
+            let mut printed = 0;
             let outcomes = replay(&store, &letters, &options, |done, total| {
-                if show_progress && (tty || done == total || done % 100 == 0) {
+                if show_progress && (tty || done == total || done / 100 > printed / 100) {
+                    printed = done;
                     let end = if tty && done < total { "\r" } else { "\n" };
                     eprint!("replayed {done}/{total}{end}");
                     let _ = std::io::stderr().flush();

@@ -430,8 +430,8 @@ pub async fn idempotency_transitions_legal_and_illegal(h: &Harness) {
     assert_eq!(idem.mark_enqueued(&key).await.unwrap(), Status::Enqueued, "marking twice is harmless");
     assert_eq!(idem.get(&key).await.unwrap().unwrap().status, Status::Enqueued);
     match idem.begin(&key, id, Duration::from_secs(30)).await.unwrap() {
-        Begin::Started { replay, lease_until } => {
-            assert!(!replay && lease_until > h.store.clock.now());
+        Begin::Started { replay, lease_until, resumed } => {
+            assert!(!replay && !resumed && lease_until > h.store.clock.now());
             assert_eq!(idem.get(&key).await.unwrap().unwrap().status, Status::Processing);
         }
         other => panic!("expected started, got {other:?}"),
@@ -466,12 +466,24 @@ pub async fn idempotency_transitions_legal_and_illegal(h: &Harness) {
     ));
     assert_eq!(idem.transition(&key2, Status::Enqueued, None).await.unwrap().status, Status::Enqueued);
 
-    // An expired lease can be taken over.
+    // An expired lease can be taken over, and the taker learns that an attempt stopped without an outcome.
     let key3 = h.key("lease");
     idem.claim(&key3, id, horizon).await.unwrap();
-    idem.begin(&key3, id, Duration::from_secs(1)).await.unwrap();
+    assert!(matches!(
+        idem.begin(&key3, id, Duration::from_secs(1)).await.unwrap(),
+        Begin::Started { resumed: false, .. }
+    ));
     h.advance(Duration::from_secs(2)).await;
-    assert!(matches!(idem.begin(&key3, id, Duration::from_secs(30)).await.unwrap(), Begin::Started { .. }));
+    assert!(matches!(
+        idem.begin(&key3, id, Duration::from_secs(30)).await.unwrap(),
+        Begin::Started { resumed: true, replay: false, .. }
+    ));
+    // A release after a failure is not a takeover.
+    idem.transition(&key3, Status::Enqueued, None).await.unwrap();
+    assert!(matches!(
+        idem.begin(&key3, id, Duration::from_secs(30)).await.unwrap(),
+        Begin::Started { resumed: false, .. }
+    ));
 
     assert!(matches!(idem.transition(&h.key("missing"), Status::Done, None).await, Err(StorageError::NotFound(_))));
     assert_eq!(idem.find_by_event(id).await.unwrap().map(|r| r.event_id), Some(id));

@@ -35,6 +35,9 @@ pub enum Begin {
         lease_until: Timestamp,
         /// The record went through `DONE` or `DEAD` before: an operator's replay.
         replay: bool,
+        /// The record was `PROCESSING` under an expired lease: an earlier attempt stopped (its worker died or lost
+        /// its lease) without recording an outcome.
+        resumed: bool,
     },
     /// Already `DONE`: delete the message without running the handler.
     AlreadyDone(IdempotencyRecord),

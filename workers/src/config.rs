@@ -40,7 +40,7 @@ impl Default for WorkerConfig {
             handler_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(25),
             max_attempts: 5,
-            max_receive_count: 10,
+            max_receive_count: 50,
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(60),
             receive_wait: Duration::from_secs(5),

@@ -17,7 +17,8 @@ pub struct HandlerContext {
     pub store: Store,
     /// Where Slack messages go.
     pub slack: Arc<dyn SlackSink>,
-    /// The delivery attempt, from 1.
+    /// The attempt, from 1: one more than the attempts recorded before (failures, and attempts whose worker died
+    /// or lost its lease), reset by a replay. Above 1, an earlier attempt may have had its side effect.
     pub attempt: u32,
 }
 

@@ -20,6 +20,9 @@ use crate::backoff::retry_delay;
 use crate::handler::{HandlerContext, HandlerError, Registry};
 use crate::metrics::WorkerMetrics;
 
+/// How long retry and dead-letter records are kept.
+const RETRY_RECORD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
 /// How a delivery ended, for counters and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
@@ -110,12 +113,16 @@ impl Processor {
             store.queue.change_visibility(&msg.receipt, Duration::ZERO).await?;
             return Ok(Disposition::Released);
         }
-        let replayed = match store.idempotency.begin(&key, event_id, self.config.visibility_timeout).await? {
+        let (replayed, resumed) = match store.idempotency.begin(&key, event_id, self.config.visibility_timeout).await? {
             // A record with an outcome went through DONE or DEAD before: a replay, whose retry record to resolve.
-            Begin::Started { replay, .. } => replay,
+            Begin::Started { replay, resumed, .. } => (replay, resumed),
             Begin::AlreadyDone(_) => {
                 store.queue.delete(&msg.receipt).await?;
                 self.audit(AuditEntry::new(event_id, store.clock.now(), Step::DuplicateDeliverySkipped, actor)).await;
+                // The success's own finishing steps may have been lost with its worker.
+                if msg.receive_count > 1 {
+                    resolve_retry_record(store, event_id).await;
+                }
                 return Ok(Disposition::SkippedDuplicate);
             }
             Begin::Dead(record) => {
@@ -129,7 +136,31 @@ impl Processor {
                 return Ok(Disposition::Released);
             }
         };
-        let attempt = self.attempt(&msg, replayed).await?;
+        let mut attempt = 1;
+        if let Some(record) = self.retry_record(&msg, replayed, resumed).await? {
+            if record.status == RetryStatus::Dead && !replayed {
+                // An earlier attempt decided to dead-letter and stopped before marking DEAD: finish that.
+                let reason = record.dead_reason.unwrap_or_else(|| record.last_error.clone());
+                store.idempotency.transition(&key, Status::Dead, Some(&reason)).await?;
+                store.queue.move_to_dlq(&msg.receipt, &reason).await?;
+                return Ok(Disposition::DeadLettered);
+            }
+            attempt = record.attempts.saturating_add(1);
+        }
+        if resumed {
+            // The attempt before this one stopped without an outcome (its worker died, or lost its lease): it
+            // counts, so that a handler that kills its worker is dead-lettered after the same attempts as one
+            // that fails.
+            let stopped = HandlerError::retryable(format!(
+                "attempt {attempt} stopped without an outcome (its worker died or lost its lease)"
+            ));
+            if attempt >= self.config.max_attempts {
+                tracing::Span::current().record("attempt", attempt);
+                return self.fail(&msg, attempt, stopped).await;
+            }
+            self.record_stopped(&msg, attempt, &stopped).await?;
+            attempt += 1;
+        }
         tracing::Span::current().record("attempt", attempt);
         // Written before the handler runs, so that an attempt whose worker dies still shows in the trail (a
         // duplicate Slack post is then explained by two `started` lines).
@@ -179,17 +210,51 @@ impl Processor {
         }
     }
 
-    /// This delivery's attempt number: one more than the failed attempts in the event's active retry record. A
-    /// first receive needs no read. SQS's receive count is not used: it also counts receives of a message that
-    /// waited, untried, behind a failing message of its group, and receives whose worker died.
-    async fn attempt(&self, msg: &ReceivedMessage, replayed: bool) -> Result<u32, StorageError> {
-        if msg.receive_count <= 1 && !replayed {
-            return Ok(1);
+    /// The event's retry record, which counts its attempts (a replay resets it); a first receive has none, so
+    /// needs no read. SQS's receive count is not used for attempts: it also counts receives of a message that
+    /// waited, untried, behind a failing message of its group.
+    async fn retry_record(
+        &self,
+        msg: &ReceivedMessage,
+        replayed: bool,
+        resumed: bool,
+    ) -> Result<Option<RetryRecord>, StorageError> {
+        if msg.receive_count <= 1 && !replayed && !resumed {
+            return Ok(None);
         }
-        Ok(match self.store.retries.get(msg.envelope.event_id()).await? {
-            Some(record) if record.status == RetryStatus::Active => record.attempts.saturating_add(1),
-            _ => 1,
-        })
+        self.store.retries.get(msg.envelope.event_id()).await
+    }
+
+    /// Records an attempt that stopped without an outcome, as a retryable failure.
+    async fn record_stopped(
+        &self,
+        msg: &ReceivedMessage,
+        attempt: u32,
+        err: &HandlerError,
+    ) -> Result<(), StorageError> {
+        let now = self.store.clock.now();
+        let event_id = msg.envelope.event_id();
+        tracing::warn!(attempt, "the previous attempt stopped without an outcome; counted as a failure");
+        self.store
+            .retries
+            .upsert(&RetryRecord {
+                event_id,
+                idempotency_key: msg.envelope.idempotency_key().clone(),
+                attempts: attempt,
+                last_error: err.to_string(),
+                error_class: err.class(),
+                next_attempt_at: None,
+                status: RetryStatus::Active,
+                dead_reason: None,
+                updated_at: now,
+                expires_at: now.plus(RETRY_RECORD_TTL),
+            })
+            .await?;
+        self.audit(AuditEntry::new(event_id, now, Step::RetryScheduled, &self.config.actor).with_detail(
+            serde_json::json!({ "attempt": attempt, "error": err.to_string(), "class": err.class(), "delay_ms": 0 }),
+        ))
+        .await;
+        Ok(())
     }
 
     /// Records DONE after the side effect happened. A transient store error is retried a few times before giving
@@ -262,7 +327,7 @@ impl Processor {
             status: RetryStatus::Active,
             dead_reason: None,
             updated_at: now,
-            expires_at: now.plus(Duration::from_secs(14 * 24 * 3600)),
+            expires_at: now.plus(RETRY_RECORD_TTL),
         };
         if let (HandlerError::Retryable { retry_after, .. }, false) = (&err, last_attempt) {
             let jittered = retry_delay(self.config.retry_base_delay, self.config.retry_max_delay, attempt);

@@ -73,15 +73,35 @@ fn outcome(letter: &DeadLetter, result: Result<Option<MessageId>, StorageError>)
     ReplayOutcome { dead_letter: letter.message_id.clone(), event_id: letter.envelope.event_id(), requeued_as, error }
 }
 
+/// What to do with one dead letter of a chunk.
+enum Prepared {
+    /// Its records are reset: redrive it.
+    Reset,
+    /// An earlier replay sent it back already (its trail says so) but could not delete it from the DLQ: only
+    /// the delete is left. Resetting again would leave the event `ENQUEUED` for good, since the send would be
+    /// deduplicated or the event already handled.
+    AlreadyReplayed(MessageId),
+}
+
 async fn replay_chunk(store: &Store, letters: &[DeadLetter], by: &str) -> Vec<ReplayOutcome> {
     // Reset first: a worker receiving a redriven message must find ENQUEUED, not DEAD or DONE, and a retry
     // record with a full set of attempts.
     let mut reset = Vec::with_capacity(letters.len());
     for letter in letters {
-        reset.push(reset_record(store, letter, by).await);
+        reset.push(match earlier_replay(store, letter).await {
+            Ok(Some(requeued_as)) => Ok(Prepared::AlreadyReplayed(requeued_as)),
+            Ok(None) => reset_record(store, letter, by).await.map(|()| Prepared::Reset),
+            Err(e) => Err(e),
+        });
     }
-    let ids: Vec<MessageId> =
-        letters.iter().zip(&reset).filter(|(_, r)| r.is_ok()).map(|(l, _)| l.message_id.clone()).collect();
+    let ids: Vec<MessageId> = letters
+        .iter()
+        .zip(&reset)
+        .filter(|(_, r)| matches!(r, Ok(Prepared::Reset)))
+        .map(|(l, _)| l.message_id.clone())
+        .collect();
+    // The `replayed` lines carry the time the redrive started, before any worker can log the event's next steps.
+    let at = store.clock.now();
     let mut redriven = match store.dead_letters.redrive(&ids).await {
         Ok(results) => results.into_iter(),
         Err(e) => {
@@ -97,15 +117,27 @@ async fn replay_chunk(store: &Store, letters: &[DeadLetter], by: &str) -> Vec<Re
     for (letter, reset) in letters.iter().zip(reset) {
         let result = match reset {
             Err(e) => Err(e),
-            Ok(()) => match redriven.next() {
-                Some(Ok(r)) => after_redrive(store, letter, r.requeued_as, by).await.map(Some),
+            Ok(Prepared::Reset) => match redriven.next() {
+                Some(Ok(r)) => after_redrive(store, letter, r.requeued_as, by, at).await.map(Some),
                 Some(Err(e)) => Err(e),
                 None => Err(StorageError::NotFound(format!("dead letter {}", letter.message_id))),
             },
+            Ok(Prepared::AlreadyReplayed(requeued_as)) => {
+                store.dead_letters.delete(std::slice::from_ref(&letter.message_id)).await.map(|_| Some(requeued_as))
+            }
         };
         out.push(outcome(letter, result));
     }
     out
+}
+
+/// Where an earlier replay of this very dead letter sent it, from the event's trail.
+async fn earlier_replay(store: &Store, letter: &DeadLetter) -> Result<Option<MessageId>, StorageError> {
+    let trail = store.audit.history(letter.envelope.event_id()).await?;
+    Ok(trail.iter().rev().find_map(|e| {
+        (e.step == Step::Replayed && e.detail["dead_letter"].as_str() == Some(letter.message_id.0.as_str()))
+            .then(|| MessageId(e.detail["requeued_as"].as_str().unwrap_or_default().to_owned()))
+    }))
 }
 
 /// Resets the event's idempotency and retry records for a replay.
@@ -136,9 +168,10 @@ async fn after_redrive(
     letter: &DeadLetter,
     requeued_as: MessageId,
     by: &str,
+    at: eventfleet_schema::Timestamp,
 ) -> Result<MessageId, StorageError> {
     let event_id = letter.envelope.event_id();
-    let entry = AuditEntry::new(event_id, store.clock.now(), Step::Replayed, by).with_detail(serde_json::json!({
+    let entry = AuditEntry::new(event_id, at, Step::Replayed, by).with_detail(serde_json::json!({
         "dead_letter": letter.message_id,
         "requeued_as": requeued_as,
         "reason": letter.reason,

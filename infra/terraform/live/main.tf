@@ -428,8 +428,8 @@ resource "terraform_data" "retry_budget" {
 
   lifecycle {
     precondition {
-      condition     = var.max_receive_count > var.max_attempts
-      error_message = "max_receive_count must exceed max_attempts: a message waiting behind a failing one of its group is received with it, so the queue's count runs ahead of the attempts."
+      condition     = var.max_receive_count >= 2 * var.max_attempts
+      error_message = "max_receive_count must be at least twice max_attempts: a message waiting behind a failing one of its group is received with it each time, so the queue's count runs ahead of its own attempts."
     }
   }
 }

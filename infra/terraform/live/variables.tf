@@ -196,16 +196,21 @@ variable "max_attempts" {
   description = "Failed attempts after which a worker dead-letters an event (EVENTFLEET_MAX_ATTEMPTS), counted in its retry record."
   type        = number
   default     = 5
+
+  validation {
+    condition     = var.max_attempts >= 1 && var.max_attempts <= 100
+    error_message = "max_attempts is 1 to 100."
+  }
 }
 
 variable "max_receive_count" {
-  description = "Receives after which SQS itself moves a message to the DLQ (redrive maxReceiveCount and EVENTFLEET_MAX_RECEIVE_COUNT): the backstop for attempts that never record, kept above max_attempts because a message waiting behind a failing one of its group is received with it."
+  description = "Receives after which SQS itself moves a message to the DLQ (redrive maxReceiveCount and EVENTFLEET_MAX_RECEIVE_COUNT): a backstop far above max_attempts, because a message waiting behind failing ones of its group is received with each of their attempts, and because a store outage makes every delivery a receive."
   type        = number
-  default     = 10
+  default     = 50
 
   validation {
     condition     = var.max_receive_count >= 2 && var.max_receive_count <= 1000
-    error_message = "max_receive_count is 2 to 1000 (and above max_attempts, checked in main.tf)."
+    error_message = "max_receive_count is 2 to 1000 (and at least twice max_attempts, checked in main.tf)."
   }
 }
 

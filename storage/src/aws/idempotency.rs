@@ -186,8 +186,9 @@ fn from_statuses(to: Status) -> (&'static str, Vec<(&'static str, AttributeValue
     (condition, values)
 }
 
-fn started(rec: &IdempotencyRecord) -> Begin {
-    Begin::Started { lease_until: rec.lease_until.unwrap_or(rec.last_seen), replay: rec.outcome.is_some() }
+/// `resumed`: the write took over an expired `PROCESSING` lease.
+fn started(rec: &IdempotencyRecord, resumed: bool) -> Begin {
+    Begin::Started { lease_until: rec.lease_until.unwrap_or(rec.last_seen), replay: rec.outcome.is_some(), resumed }
 }
 
 #[async_trait]
@@ -236,14 +237,20 @@ impl Idempotency for AwsStore {
                 (":enqueued", s(Status::Enqueued.as_str())),
                 (":lease", ts(lease_until)),
             ];
+            // `begun_from` takes the status before this write (a SET's right-hand side reads the old item): it
+            // tells a takeover of an expired lease from a first start.
             let write = update(
                 key,
-                "SET #s = :processing, last_seen = :now, lease_until = :lease",
+                "SET begun_from = #s, #s = :processing, last_seen = :now, lease_until = :lease",
                 "#s IN (:pending, :enqueued) OR (#s = :processing AND lease_until <= :now)",
                 values,
             );
             match self.write(write, now).await? {
-                Conditional::Written(item) => return Ok(started(&record(&item)?)),
+                Conditional::Written(item) => {
+                    let resumed = Reader::new(&item, "idempotency").opt_str("begun_from")?.as_deref()
+                        == Some(Status::Processing.as_str());
+                    return Ok(started(&record(&item)?, resumed));
+                }
                 Conditional::Refused(Some(item)) => {
                     let rec = record(&item)?;
                     return Ok(match rec.status {
@@ -256,7 +263,7 @@ impl Idempotency for AwsStore {
                     let item =
                         new_item(key, Status::Processing, event_id, now, Some(lease_until), now.plus(BEGIN_HORIZON));
                     if let Conditional::Written(item) = self.write(Write::Put(item), now).await? {
-                        return Ok(started(&record(&item)?));
+                        return Ok(started(&record(&item)?, false));
                     }
                     // Someone claimed it meanwhile: decide again on its record.
                 }

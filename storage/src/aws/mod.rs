@@ -110,7 +110,7 @@ impl AwsOptions {
     pub fn new(names: Names) -> Self {
         Self {
             names,
-            max_receive_count: 10,
+            max_receive_count: 50,
             audit_ttl: Duration::from_secs(90 * 24 * 3600),
             clock: Arc::new(SystemClock),
             request_observer: None,

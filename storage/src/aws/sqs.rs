@@ -29,7 +29,9 @@ use crate::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 use crate::queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
 use crate::{Result, StorageError};
 
-/// SQS's largest message: body and attributes (names, types and values) together.
+/// The largest message the queues take: body and attributes (names, types and values) together. SQS's default
+/// `MaximumMessageSize` (256 KiB), which Terraform and `tables create` keep; a batch is held to it as well, the
+/// limit of a `SendMessageBatch` before SQS raised both to 1 MiB in 2025.
 const MAX_MESSAGE_BYTES: usize = 262_144;
 
 /// SQS's longest long poll.
@@ -82,15 +84,27 @@ fn batches<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     out
 }
 
-/// SQS refuses U+FFFE and U+FFFF in a body (it takes XML's characters); JSON serialization escapes every other
-/// character SQS refuses. They can only occur inside JSON strings, where the escape `\uFFFE` means the same
-/// character, so the envelope decodes unchanged.
+/// SQS takes XML's characters only, and replaces the others with U+FFFD (changing the raw body a signature was
+/// computed over). JSON serialization escapes every such character except U+FFFE and U+FFFF; those can only occur
+/// inside JSON strings, where the escape `\uFFFE` means the same character, so the envelope decodes unchanged.
 fn sqs_safe(body: String) -> String {
     if body.contains(['\u{FFFE}', '\u{FFFF}']) {
         body.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff")
     } else {
         body
     }
+}
+
+/// Free text (an error) as an attribute value: at most `max` characters, those SQS does not take replaced.
+fn attribute_text(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
 }
 
 /// What this process needs to move a received message to the DLQ, by receipt. Bounded by the receipts' lives:
@@ -298,10 +312,15 @@ impl AwsStore {
                 && i < n
             {
                 let text = format!("SendMessageBatch entry: {} {}", failed.code, failed.message.unwrap_or_default());
-                // A sender fault (too large, invalid characters) will fail again; anything else may not.
-                results[i] = Err(if failed.sender_fault {
+                // Only a refusal of the content itself is the event's fault (the ingress answers 400). Any other
+                // failure, a sender fault included (a bad parameter is our bug, not the sender's), answers 503 so
+                // the sender keeps the event.
+                results[i] = Err(if failed.code == "InvalidMessageContents" {
                     StorageError::Invalid(text)
                 } else {
+                    if failed.sender_fault {
+                        tracing::error!(error = %text, "SQS refused a send as our fault");
+                    }
                     StorageError::Unavailable(text)
                 });
             }
@@ -394,7 +413,7 @@ impl AwsStore {
             if Instant::now() >= deadline {
                 tracing::warn!(
                     seen = seen.len(),
-                    "the DLQ listing stopped at half its peek visibility; run it again (or in smaller steps with --limit) for the rest"
+                    "the DLQ listing stopped at half its peek visibility; what it did not reach shows in the next listing"
                 );
                 break;
             }
@@ -617,7 +636,7 @@ impl Queue for AwsStore {
         })?;
         let reason = if reason.is_empty() { "unknown" } else { reason };
         let mut attributes = held.attributes.clone();
-        attributes.insert(ATTR_REASON.into(), reason.chars().take(1024).collect());
+        attributes.insert(ATTR_REASON.into(), attribute_text(reason, 1024));
         attributes.insert(ATTR_DEAD_AT.into(), self.now().as_millis().to_string());
         attributes.insert(ATTR_RECEIVES.into(), held.receive_count.to_string());
         attributes.insert(ATTR_GROUP.into(), held.group.clone());
@@ -819,9 +838,17 @@ impl AwsStore {
             .into_iter()
             .next()
             .unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the send".into())))?;
-        if self.delete_dlq(std::slice::from_ref(&peeked.receipt)).await? == 0 {
+        // The event is back on the queue whatever happens to the delete: a dead letter left behind is a stale
+        // copy, which a later replay recognises by the `replayed` line and only deletes.
+        match self.delete_dlq(std::slice::from_ref(&peeked.receipt)).await {
+            Ok(1) => {}
             // Our peek ran out and someone else holds it now: their replay of it is deduplicated with ours.
-            tracing::warn!(dead_letter = %dl.message_id, "the dead letter was not deleted (its peek expired); it may be listed again");
+            Ok(_) => {
+                tracing::warn!(dead_letter = %dl.message_id, "the dead letter was not deleted (its peek expired); it may be listed again")
+            }
+            Err(e) => {
+                tracing::warn!(dead_letter = %dl.message_id, error = %e, "the dead letter was requeued but not deleted; it may be listed again")
+            }
         }
         Ok(Redriven { dead_letter: dl.message_id.clone(), requeued_as })
     }
@@ -856,6 +883,8 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(back["t"], text);
         assert_eq!(sqs_safe("plain".into()), "plain");
+        assert_eq!(attribute_text("a\u{0}b\u{FFFF}\tc", 10), "a\u{FFFD}b\u{FFFD}\tc");
+        assert_eq!(attribute_text("abcdef", 3), "abc");
     }
 
     fn held(visibility: Duration) -> Held {

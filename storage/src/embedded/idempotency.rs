@@ -57,7 +57,11 @@ fn set_status(
 }
 
 fn started(rec: &IdempotencyRecord) -> Begin {
-    Begin::Started { lease_until: rec.lease_until.unwrap_or(rec.last_seen), replay: rec.outcome.is_some() }
+    Begin::Started {
+        lease_until: rec.lease_until.unwrap_or(rec.last_seen),
+        replay: rec.outcome.is_some(),
+        resumed: false,
+    }
 }
 
 #[async_trait]
@@ -119,12 +123,19 @@ impl Idempotency for EmbeddedStore {
                         .query_row(params![key, event_id.to_string(), now, lease_until, now + horizon], record)?;
                     return Ok(started(&rec));
                 };
+                let resumed = rec.status == Status::Processing;
                 match rec.status {
                     Status::Done => Ok(Begin::AlreadyDone(rec)),
                     Status::Dead => Ok(Begin::Dead(rec)),
                     Status::Processing if rec.lease_until.is_some_and(|l| l.as_millis() > now) => Ok(Begin::Busy(rec)),
                     Status::Pending | Status::Enqueued | Status::Processing => {
-                        Ok(started(&set_status(conn, &key, Status::Processing, now, Some(lease_until), None)?))
+                        let rec = set_status(conn, &key, Status::Processing, now, Some(lease_until), None)?;
+                        Ok(match started(&rec) {
+                            Begin::Started { lease_until, replay, .. } => {
+                                Begin::Started { lease_until, replay, resumed }
+                            }
+                            other => other,
+                        })
                     }
                 }
             })

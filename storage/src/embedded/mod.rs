@@ -63,7 +63,7 @@ pub struct EmbeddedOptions {
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
-            max_receive_count: 10,
+            max_receive_count: 50,
             dedup_window: Duration::from_secs(300),
             audit_ttl: Duration::from_secs(90 * 24 * 3600),
             retry_ttl: Duration::from_secs(14 * 24 * 3600),

@@ -122,3 +122,120 @@ async fn a_failure_at_the_queues_own_receive_limit_is_dead_lettered_with_its_rec
     assert_eq!(store.idempotency.find_by_event(event_id).await.unwrap().unwrap().status, Status::Dead);
     assert_eq!(store.dead_letters.list(&Default::default()).await.unwrap().len(), 1);
 }
+
+/// A fresh store with one message of a group queued; returns it with its envelope's event id and key.
+async fn one_message(dir: &tempfile::TempDir, name: &str) -> (Store, eventfleet_schema::EventId, IdempotencyKey) {
+    let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+    let key = IdempotencyKey::from_raw(format!("hook:hk_attempts:{name}"));
+    let env = envelope(key.clone(), &format!("g-{name}"), name);
+    let event_id = env.event_id();
+    store.queue.send_batch(vec![OutgoingMessage::first_delivery(env)]).await.unwrap().pop().unwrap().unwrap();
+    (store, event_id, key)
+}
+
+fn processor(store: &Store, dir: &tempfile::TempDir, handler: Arc<FailsFirst>) -> Processor {
+    Processor {
+        store: store.clone(),
+        registry: Registry::new(handler),
+        slack: Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl"))),
+        config: worker_config(),
+        metrics: WorkerMetrics::unregistered(),
+        finishing: tokio_util::task::TaskTracker::new(),
+    }
+}
+
+/// A worker took the message and died mid-handler: its lease is held, then runs out.
+async fn crash_an_attempt(store: &Store, key: &IdempotencyKey, event_id: eventfleet_schema::EventId) {
+    let m = receive_one(store).await;
+    store.idempotency.begin(key, event_id, Duration::from_millis(20)).await.unwrap();
+    store.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_whose_worker_died_counts_as_a_failed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, event_id, key) = one_message(&dir, "crashed").await;
+    crash_an_attempt(&store, &key, event_id).await;
+    let handler = Arc::new(FailsFirst(AtomicU32::new(0)));
+    let processor = processor(&store, &dir, handler);
+    let m = receive_one(&store).await;
+    assert_eq!(processor.process(m, &CancellationToken::new()).await.unwrap(), Disposition::Succeeded);
+    let trail = store.audit.history(event_id).await.unwrap();
+    let stopped =
+        trail.iter().find(|e| e.step == eventfleet_schema::Step::RetryScheduled).expect("the stopped attempt");
+    assert_eq!(stopped.detail["attempt"], 1);
+    assert!(stopped.detail["error"].as_str().unwrap().contains("stopped without an outcome"), "{}", stopped.detail);
+    let started = trail.iter().find(|e| e.step == eventfleet_schema::Step::Started).unwrap();
+    assert_eq!(started.detail["attempt"], 2, "the run after the crash is the second attempt");
+    assert_eq!(store.retries.get(event_id).await.unwrap().unwrap().attempts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_on_the_last_attempt_dead_letters_without_running_the_handler_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, event_id, key) = one_message(&dir, "crash-loop").await;
+    let now = store.clock.now();
+    // Four failed attempts on record, then the fifth one's worker dies.
+    store
+        .retries
+        .upsert(&eventfleet_schema::RetryRecord {
+            event_id,
+            idempotency_key: key.clone(),
+            attempts: 4,
+            last_error: "still down".into(),
+            error_class: eventfleet_schema::ErrorClass::Retryable,
+            next_attempt_at: None,
+            status: RetryStatus::Active,
+            dead_reason: None,
+            updated_at: now,
+            expires_at: now.plus(Duration::from_secs(3600)),
+        })
+        .await
+        .unwrap();
+    crash_an_attempt(&store, &key, event_id).await;
+    let handler = Arc::new(FailsFirst(AtomicU32::new(1)));
+    let processor = processor(&store, &dir, handler.clone());
+    let m = receive_one(&store).await;
+    assert_eq!(processor.process(m, &CancellationToken::new()).await.unwrap(), Disposition::DeadLettered);
+    assert_eq!(handler.0.load(Ordering::SeqCst), 1, "the handler did not run");
+    let record = store.retries.get(event_id).await.unwrap().unwrap();
+    assert_eq!((record.attempts, record.status), (5, RetryStatus::Dead));
+    assert!(record.dead_reason.unwrap().starts_with("gave up after 5 attempts: attempt 5 stopped"));
+    assert_eq!(store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Dead);
+    assert_eq!(store.dead_letters.list(&Default::default()).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_decision_cut_short_is_finished_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, event_id, key) = one_message(&dir, "half-dead").await;
+    // A worker wrote the dead-letter record and died before marking DEAD and moving the message.
+    let m = receive_one(&store).await;
+    store.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
+    let now = store.clock.now();
+    store
+        .retries
+        .upsert(&eventfleet_schema::RetryRecord {
+            event_id,
+            idempotency_key: key.clone(),
+            attempts: 1,
+            last_error: "chat.postMessage: channel_not_found".into(),
+            error_class: eventfleet_schema::ErrorClass::Permanent,
+            next_attempt_at: None,
+            status: RetryStatus::Dead,
+            dead_reason: Some("chat.postMessage: channel_not_found".into()),
+            updated_at: now,
+            expires_at: now.plus(Duration::from_secs(3600)),
+        })
+        .await
+        .unwrap();
+    let handler = Arc::new(FailsFirst(AtomicU32::new(0)));
+    let processor = processor(&store, &dir, handler);
+    let m = receive_one(&store).await;
+    assert_eq!(processor.process(m, &CancellationToken::new()).await.unwrap(), Disposition::DeadLettered);
+    assert!(store.audit.history(event_id).await.unwrap().iter().all(|e| e.step != eventfleet_schema::Step::Started));
+    assert_eq!(store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Dead);
+    let dead = store.dead_letters.list(&Default::default()).await.unwrap();
+    assert_eq!(dead[0].reason, "chat.postMessage: channel_not_found");
+}

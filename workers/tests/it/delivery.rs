@@ -238,3 +238,32 @@ async fn the_heartbeat_keeps_a_slow_handler_s_message_invisible() {
     assert_eq!(steps.iter().filter(|s| **s == Step::Started).count(), 1, "{steps:?}");
     assert_eq!(f.slack.requests("#slowpoke"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_an_earlier_replay_already_sent_back_is_only_deleted() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#gone-again").await;
+    f.slack.always("#gone-again", Reply::SlackError("channel_not_found"));
+    let id = f.send(&hook, "nobody listens").await;
+    f.wait_for(id, Step::DeadLettered).await;
+    let dead = f.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    // An earlier replay sent it back (as `m-earlier`) and stopped before deleting it from the DLQ.
+    let line = eventfleet_schema::AuditEntry::new(id, f.store.clock.now(), Step::Replayed, "bob").with_detail(
+        json!({ "dead_letter": dead[0].message_id, "requeued_as": "m-earlier", "reason": dead[0].reason }),
+    );
+    f.store.audit.append(vec![line]).await.unwrap();
+
+    let options = ReplayOptions { by: "alice".into(), dry_run: false, rate: None };
+    let outcomes = replay(&f.store, &dead, &options, |_, _| {}).await;
+    assert!(outcomes[0].error.is_none(), "{outcomes:?}");
+    assert_eq!(outcomes[0].requeued_as.as_ref().map(|m| m.0.as_str()), Some("m-earlier"));
+    assert!(
+        f.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap().is_empty(),
+        "the stale copy is gone"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.slack.requests("#gone-again"), 1, "not sent again");
+    assert_eq!(f.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Dead, "records untouched");
+    assert_eq!(f.steps(id).await.iter().filter(|s| **s == Step::Replayed).count(), 1, "no second replay line");
+}

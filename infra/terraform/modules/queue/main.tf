@@ -1,9 +1,10 @@
 # The FIFO event queue and its FIFO dead-letter queue, both encrypted with a customer managed key.
 #
 # The workers dead-letter an event themselves (permanent error, or the last of EVENTFLEET_MAX_ATTEMPTS attempts,
-# counted in its retry record) by sending it to the DLQ. SQS's redrive after `max_receive_count` receives is the
-# backstop for attempts that never record (a worker killed mid-handler). It sits above the attempts because SQS
-# also counts a receive of a message that waited, untried, behind a failing one of its group.
+# counted in its retry record, including attempts whose worker died) by sending it to the DLQ. SQS's redrive
+# after `max_receive_count` receives is a backstop for deliveries that cannot record anything (the store is
+# down). It sits far above the attempts because SQS also counts a receive of a message that waited, untried,
+# behind failing ones of its group.
 
 resource "aws_sqs_queue" "dead_letter" {
   name                              = var.dead_letter_name

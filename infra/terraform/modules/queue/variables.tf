@@ -11,7 +11,7 @@ variable "dead_letter_name" {
 variable "max_receive_count" {
   description = "Receives after which SQS moves a message to the DLQ; the same number as the workers' EVENTFLEET_MAX_RECEIVE_COUNT, above their EVENTFLEET_MAX_ATTEMPTS."
   type        = number
-  default     = 10
+  default     = 50
 
   validation {
     condition     = var.max_receive_count >= 1 && var.max_receive_count <= 1000
