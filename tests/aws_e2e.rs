@@ -467,6 +467,15 @@ async fn aws_requests_per_event_on_the_happy_path() {
             json!({ "events": N, "per_event": total, "ingress": ingress, "worker": worker }),
         );
     }
+    // Peak resident memory of each process over the four rounds (reported, not asserted: see docs/benchmarks.md).
+    for (name, child) in [("ingress", &fleet.ingress), ("worker", &fleet.worker)] {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| {
+            v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+        });
+        eprintln!("{name} peak RSS: {kib:?} KiB");
+        report.insert(format!("{name} peak RSS (KiB)"), json!(kib));
+    }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/aws-requests.json");
     std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
 }
