@@ -470,9 +470,10 @@ async fn aws_requests_per_event_on_the_happy_path() {
     // Peak resident memory of each process over the four rounds (reported, not asserted: see docs/benchmarks.md).
     for (name, child) in [("ingress", &fleet.ingress), ("worker", &fleet.worker)] {
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-        let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| {
-            v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
-        });
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
         eprintln!("{name} peak RSS: {kib:?} KiB");
         report.insert(format!("{name} peak RSS (KiB)"), json!(kib));
     }

@@ -136,31 +136,17 @@ impl Processor {
                 return Ok(Disposition::Released);
             }
         };
-        let mut attempt = 1;
-        if let Some(record) = self.retry_record(&msg, replayed, resumed).await? {
-            if record.status == RetryStatus::Dead && !replayed {
-                // An earlier attempt decided to dead-letter and stopped before marking DEAD: finish that.
-                let reason = record.dead_reason.unwrap_or_else(|| record.last_error.clone());
-                store.idempotency.transition(&key, Status::Dead, Some(&reason)).await?;
-                store.queue.move_to_dlq(&msg.receipt, &reason).await?;
-                return Ok(Disposition::DeadLettered);
+        let attempt = match self.before_handler(&msg, replayed, resumed).await {
+            Ok(Ok(attempt)) => attempt,
+            Ok(Err(done)) => return Ok(done),
+            Err(e) => {
+                // Give the lease back, so that the redelivery does not count an attempt whose handler never ran.
+                if let Err(release) = store.idempotency.transition(&key, Status::Enqueued, None).await {
+                    tracing::warn!(error = %release, "could not release the event after a storage error");
+                }
+                return Err(e);
             }
-            attempt = record.attempts.saturating_add(1);
-        }
-        if resumed {
-            // The attempt before this one stopped without an outcome (its worker died, or lost its lease): it
-            // counts, so that a handler that kills its worker is dead-lettered after the same attempts as one
-            // that fails.
-            let stopped = HandlerError::retryable(format!(
-                "attempt {attempt} stopped without an outcome (its worker died or lost its lease)"
-            ));
-            if attempt >= self.config.max_attempts {
-                tracing::Span::current().record("attempt", attempt);
-                return self.fail(&msg, attempt, stopped).await;
-            }
-            self.record_stopped(&msg, attempt, &stopped).await?;
-            attempt += 1;
-        }
+        };
         tracing::Span::current().record("attempt", attempt);
         // Written before the handler runs, so that an attempt whose worker dies still shows in the trail (a
         // duplicate Slack post is then explained by two `started` lines).
@@ -208,6 +194,46 @@ impl Processor {
             }
             Err(err) => self.fail(&msg, attempt, err).await,
         }
+    }
+
+    /// Decides this delivery's attempt number from the retry record (`Ok(Ok(n))`), or ends the delivery before
+    /// the handler (`Ok(Err(disposition))`): a dead-letter decision cut short is finished, and a stopped attempt
+    /// that was the last one dead-letters the event.
+    async fn before_handler(
+        &self,
+        msg: &ReceivedMessage,
+        replayed: bool,
+        resumed: bool,
+    ) -> Result<Result<u32, Disposition>, StorageError> {
+        let mut attempt = 1;
+        if let Some(record) = self.retry_record(msg, replayed, resumed).await? {
+            // A replay reopens the retry record before the redrive, so a DEAD one here means an attempt decided to
+            // dead-letter and stopped before marking DEAD: finish that, with its reason.
+            if record.status == RetryStatus::Dead {
+                let reason = record.dead_reason.clone().unwrap_or_else(|| record.last_error.clone());
+                let key = msg.envelope.idempotency_key();
+                self.store.idempotency.transition(key, Status::Dead, Some(&reason)).await?;
+                self.store.queue.move_to_dlq(&msg.receipt, &reason).await?;
+                self.announce_dead(msg, record.attempts, &reason, record.error_class).await;
+                return Ok(Err(Disposition::DeadLettered));
+            }
+            attempt = record.attempts.saturating_add(1);
+        }
+        if resumed {
+            // The attempt before this one stopped without an outcome (its worker died, or lost its lease): it
+            // counts, so that a handler that kills its worker is dead-lettered after the same attempts as one
+            // that fails.
+            let stopped = HandlerError::retryable(format!(
+                "attempt {attempt} stopped without an outcome (its worker died or lost its lease)"
+            ));
+            if attempt >= self.config.max_attempts {
+                tracing::Span::current().record("attempt", attempt);
+                return self.fail(msg, attempt, stopped).await.map(Err);
+            }
+            self.record_stopped(msg, attempt, &stopped).await?;
+            attempt += 1;
+        }
+        Ok(Ok(attempt))
     }
 
     /// The event's retry record, which counts its attempts (a replay resets it); a first receive has none, so
@@ -333,8 +359,10 @@ impl Processor {
             let jittered = retry_delay(self.config.retry_base_delay, self.config.retry_max_delay, attempt);
             let delay = retry_after.map_or(jittered, |hint| jittered.max(hint));
             record.next_attempt_at = Some(now.plus(delay));
-            store.retries.upsert(&record).await?;
+            // The release first: a stop between the two then loses this failure from the count (one attempt
+            // more) rather than counting it twice (the next `begin` would also find the lease stopped).
             store.idempotency.transition(&key, Status::Enqueued, None).await?;
+            store.retries.upsert(&record).await?;
             store.queue.change_visibility(&msg.receipt, delay).await?;
             self.metrics.retries.get_or_create(&WorkerMetrics::kind(msg.envelope.kind().as_str())).inc();
             tracing::info!(error = %record.last_error, delay_ms = delay.as_millis() as u64, "retry scheduled");
@@ -358,6 +386,13 @@ impl Processor {
         store.retries.upsert(&record).await?;
         store.idempotency.transition(&key, Status::Dead, Some(&reason)).await?;
         store.queue.move_to_dlq(&msg.receipt, &reason).await?;
+        self.announce_dead(msg, attempt, &reason, err.class()).await;
+        Ok(Disposition::DeadLettered)
+    }
+
+    /// What follows a move to the DLQ: the metric, the ops notice and the `dead_lettered` line.
+    async fn announce_dead(&self, msg: &ReceivedMessage, attempt: u32, reason: &str, class: ErrorClass) {
+        let event_id = msg.envelope.event_id();
         self.metrics.dead_letters.get_or_create(&WorkerMetrics::kind(msg.envelope.kind().as_str())).inc();
         tracing::warn!(%reason, "dead-lettered");
         if let Some(notifier) = self.registry.dead_letter_notifier() {
@@ -365,20 +400,16 @@ impl Processor {
                 event_id: event_id.to_string(),
                 kind: msg.envelope.kind().as_str().to_owned(),
                 source: msg.envelope.source().name().to_owned(),
-                reason: reason.clone(),
+                reason: reason.to_owned(),
                 attempts: attempt,
             };
             if let Err(e) = notifier.dead_lettered(&notice).await {
                 tracing::warn!(error = %e, "could not send the dead-letter notice");
             }
         }
-        let line = AuditEntry::new(event_id, now, Step::DeadLettered, actor).with_detail(serde_json::json!({
-            "attempt": attempt,
-            "reason": reason,
-            "class": err.class(),
-        }));
+        let line = AuditEntry::new(event_id, self.store.clock.now(), Step::DeadLettered, &self.config.actor)
+            .with_detail(serde_json::json!({ "attempt": attempt, "reason": reason, "class": class }));
         self.audit(line).await;
-        Ok(Disposition::DeadLettered)
     }
 
     /// Audit lines never fail a delivery: the event's state lives in the idempotency record and the queue.

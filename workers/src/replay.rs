@@ -123,7 +123,14 @@ async fn replay_chunk(store: &Store, letters: &[DeadLetter], by: &str) -> Vec<Re
                 None => Err(StorageError::NotFound(format!("dead letter {}", letter.message_id))),
             },
             Ok(Prepared::AlreadyReplayed(requeued_as)) => {
-                store.dead_letters.delete(std::slice::from_ref(&letter.message_id)).await.map(|_| Some(requeued_as))
+                match store.dead_letters.delete(std::slice::from_ref(&letter.message_id)).await {
+                    Ok(0) => Err(StorageError::NotFound(format!(
+                        "dead letter {} (already replayed as {requeued_as}; its stale copy was not found to delete)",
+                        letter.message_id
+                    ))),
+                    Ok(_) => Ok(Some(requeued_as)),
+                    Err(e) => Err(e),
+                }
             }
         };
         out.push(outcome(letter, result));
@@ -143,12 +150,17 @@ async fn earlier_replay(store: &Store, letter: &DeadLetter) -> Result<Option<Mes
 /// Resets the event's idempotency and retry records for a replay.
 async fn reset_record(store: &Store, letter: &DeadLetter, by: &str) -> Result<(), StorageError> {
     let key = letter.envelope.idempotency_key();
+    let now = store.clock.now();
     match store.idempotency.get(key).await? {
-        Some(record) if matches!(record.status, Status::Dead | Status::Done) => {
+        // A PROCESSING record whose lease ran out was moved to the DLQ by the queue itself: reset too, or the
+        // first `begin` after the replay would count that old stopped attempt against the fresh budget.
+        Some(record)
+            if matches!(record.status, Status::Dead | Status::Done)
+                || (record.status == Status::Processing && record.lease_until.is_none_or(|l| l <= now)) =>
+        {
             store.idempotency.transition(key, Status::Enqueued, Some(&format!("replayed by {by}"))).await?;
         }
-        // Redriven by the queue after too many receives (still PROCESSING or ENQUEUED), or past its horizon:
-        // the worker's `begin` takes it from there.
+        // ENQUEUED (moved by the queue), or past its horizon: the worker's `begin` takes it from there.
         _ => {}
     }
     if let Some(mut retry) = store.retries.get(letter.envelope.event_id()).await? {

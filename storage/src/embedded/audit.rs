@@ -53,7 +53,7 @@ impl AuditLog for EmbeddedStore {
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT event_id, at, step, actor, detail FROM audit
-                 WHERE event_id = ?1 AND expires_at > ?2 ORDER BY id",
+                 WHERE event_id = ?1 AND expires_at > ?2 ORDER BY at, id",
             )?
             .query_map(params![event_id.to_string(), now], raw)?
             .map(|r| decode(r?))

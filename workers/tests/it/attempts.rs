@@ -210,9 +210,8 @@ async fn a_crash_on_the_last_attempt_dead_letters_without_running_the_handler_ag
 async fn a_dead_letter_decision_cut_short_is_finished_not_retried() {
     let dir = tempfile::tempdir().unwrap();
     let (store, event_id, key) = one_message(&dir, "half-dead").await;
-    // A worker wrote the dead-letter record and died before marking DEAD and moving the message.
-    let m = receive_one(&store).await;
-    store.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
+    // A worker began, wrote the dead-letter record and died before marking DEAD and moving the message.
+    crash_an_attempt(&store, &key, event_id).await;
     let now = store.clock.now();
     store
         .retries
@@ -234,8 +233,12 @@ async fn a_dead_letter_decision_cut_short_is_finished_not_retried() {
     let processor = processor(&store, &dir, handler);
     let m = receive_one(&store).await;
     assert_eq!(processor.process(m, &CancellationToken::new()).await.unwrap(), Disposition::DeadLettered);
-    assert!(store.audit.history(event_id).await.unwrap().iter().all(|e| e.step != eventfleet_schema::Step::Started));
+    let trail = store.audit.history(event_id).await.unwrap();
+    assert!(trail.iter().all(|e| e.step != eventfleet_schema::Step::Started), "the handler did not run");
+    let line = trail.iter().find(|e| e.step == eventfleet_schema::Step::DeadLettered).expect("a dead_lettered line");
+    assert_eq!(line.detail["reason"], "chat.postMessage: channel_not_found", "the decision's own reason");
     assert_eq!(store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Dead);
     let dead = store.dead_letters.list(&Default::default()).await.unwrap();
     assert_eq!(dead[0].reason, "chat.postMessage: channel_not_found");
+    assert_eq!(store.retries.get(event_id).await.unwrap().unwrap().attempts, 1, "not counted again");
 }

@@ -71,7 +71,9 @@ impl Fleet {
     /// The same with these worker settings.
     pub async fn start_with(config: WorkerConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+        // The queue's redrive follows the worker settings, as the binary sets it.
+        let options = EmbeddedOptions { max_receive_count: config.max_receive_count, ..EmbeddedOptions::default() };
+        let store = EmbeddedStore::open_dir(dir.path(), options).unwrap().into_store();
         let slack = SlackStub::start().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

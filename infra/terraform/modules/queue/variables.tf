@@ -9,7 +9,7 @@ variable "dead_letter_name" {
 }
 
 variable "max_receive_count" {
-  description = "Receives after which SQS moves a message to the DLQ; the same number as the workers' EVENTFLEET_MAX_RECEIVE_COUNT, above their EVENTFLEET_MAX_ATTEMPTS."
+  description = "Receives after which SQS moves a message to the DLQ; the same number as the workers' EVENTFLEET_MAX_RECEIVE_COUNT, at least twice their EVENTFLEET_MAX_ATTEMPTS."
   type        = number
   default     = 50
 
