@@ -188,8 +188,20 @@ async fn after_redrive(
         "requeued_as": requeued_as,
         "reason": letter.reason,
     }));
-    if let Err(e) = store.audit.append(vec![entry]).await {
-        tracing::warn!(error = %e, %event_id, "could not audit a replay");
+    // This line is how a later replay recognises a stale DLQ copy of this dead letter: worth a few tries.
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=3 {
+        match store.audit.append(vec![entry.clone()]).await {
+            Ok(()) => break,
+            Err(e) if attempt < 3 => {
+                tracing::warn!(error = %e, %event_id, "could not audit a replay; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, %event_id, "could not audit a replay: if its DLQ copy stays, delete it with `dlq purge`, do not replay it again")
+            }
+        }
     }
     Ok(requeued_as)
 }
