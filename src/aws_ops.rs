@@ -82,11 +82,19 @@ async fn data(metrics: &WorkerMetrics, store: &Store) -> Vec<Datum> {
         Datum { name: "EventAge", unit: Unit::Milliseconds, value: summary(t.event_age_ms) },
     ];
     match store.queue.stats().await {
-        Ok(stats) => data.extend([
-            Datum { name: "QueueDepth", unit: Unit::Count, value: Value::Single(stats.waiting as f64) },
-            Datum { name: "QueueInFlight", unit: Unit::Count, value: Value::Single(stats.in_flight as f64) },
-            Datum { name: "DeadLetterDepth", unit: Unit::Count, value: Value::Single(stats.dead_letters as f64) },
-        ]),
+        Ok(stats) => {
+            data.extend([
+                Datum { name: "QueueDepth", unit: Unit::Count, value: Value::Single(stats.waiting as f64) },
+                Datum { name: "QueueInFlight", unit: Unit::Count, value: Value::Single(stats.in_flight as f64) },
+                Datum { name: "DeadLetterDepth", unit: Unit::Count, value: Value::Single(stats.dead_letters as f64) },
+            ]);
+            // SQS publishes the age itself (AWS/SQS ApproximateAgeOfOldestMessage, where `stats` reads it); it is
+            // repeated here so the fleet's own namespace has every figure of the dashboard under one dimension.
+            if let Some(ms) = stats.oldest_age_ms {
+                let secs = ms as f64 / 1000.0;
+                data.push(Datum { name: "OldestMessageAge", unit: Unit::Seconds, value: Value::Single(secs) });
+            }
+        }
         Err(e) => tracing::warn!(error = %e, "queue stats unavailable for CloudWatch"),
     }
     data

@@ -39,6 +39,7 @@ struct Fleet {
     worker_metrics: String,
     stub: SlackStub,
     ops_topic: String,
+    prefix: String,
     http: reqwest::Client,
 }
 
@@ -129,7 +130,18 @@ impl Fleet {
         ]);
         let (ingress, base) = spawn(&env, data.path(), &["ingress", "--listen", "127.0.0.1:0"], "listening on");
         let (worker, worker_metrics) = spawn(&env, data.path(), &["worker"], "worker started");
-        Fleet { env, data, ingress, worker, base, worker_metrics, stub, ops_topic, http: reqwest::Client::new() }
+        Fleet {
+            env,
+            data,
+            ingress,
+            worker,
+            base,
+            worker_metrics,
+            stub,
+            ops_topic,
+            prefix,
+            http: reqwest::Client::new(),
+        }
     }
 
     fn cli(&self, args: &[&str]) -> Value {
@@ -371,6 +383,46 @@ async fn each_source_processed_once_duplicates_dropped_failures_dead_lettered_an
     assert_eq!(fleet.stub.posted().iter().filter(|p| p["channel"] == "#broken").count(), 1);
     let still_dead = fleet.cli(&["dlq", "list", "--json"]);
     assert!(!still_dead.to_string().contains(&failing), "{still_dead}");
+
+    // The worker publishes its metrics to CloudWatch (every 2 s here): what it did shows under the fleet's
+    // dimension.
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let sum = |name: &'static str| {
+        let (cloudwatch, prefix) = (cloudwatch.clone(), fleet.prefix.clone());
+        async move {
+            let now = std::time::SystemTime::now();
+            let out = cloudwatch
+                .get_metric_statistics()
+                .namespace("Eventfleet")
+                .metric_name(name)
+                .dimensions(aws_sdk_cloudwatch::types::Dimension::builder().name("Fleet").value(prefix).build())
+                .start_time((now - Duration::from_secs(900)).into())
+                .end_time((now + Duration::from_secs(60)).into())
+                .period(60)
+                .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+                .statistics(aws_sdk_cloudwatch::types::Statistic::SampleCount)
+                .send()
+                .await
+                .unwrap();
+            let points = out.datapoints.unwrap_or_default();
+            let sum: f64 = points.iter().filter_map(|d| d.sum).sum();
+            let samples: f64 = points.iter().filter_map(|d| d.sample_count).sum();
+            (sum, samples)
+        }
+    };
+    let mut processed = (0.0, 0.0);
+    for _ in 0..30 {
+        processed = sum("EventsProcessed").await;
+        if processed.0 >= 5.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The hook payload, the alarm, the Slack event, the confirmation and the replayed event.
+    assert!(processed.0 >= 5.0, "EventsProcessed in CloudWatch: {processed:?}");
+    assert!(sum("EventsDeadLettered").await.0 >= 1.0, "the dead letter is counted");
+    assert!(sum("HandlerDuration").await.1 >= 5.0, "handler durations are published as statistic sets");
+    assert!(sum("QueueDepth").await.1 >= 1.0, "queue depth is published");
 
     let mut fleet = fleet;
     assert_eq!(terminate(&mut fleet.worker), Some(0));

@@ -14,6 +14,8 @@ pub enum Unit {
     Count,
     /// Milliseconds.
     Milliseconds,
+    /// Seconds.
+    Seconds,
 }
 
 /// One value or a summary of many.
@@ -69,6 +71,7 @@ impl Publisher {
                 let unit = match d.unit {
                     Unit::Count => StandardUnit::Count,
                     Unit::Milliseconds => StandardUnit::Milliseconds,
+                    Unit::Seconds => StandardUnit::Seconds,
                 };
                 let b = MetricDatum::builder().metric_name(d.name).unit(unit).dimensions(fleet.clone());
                 match d.value {
