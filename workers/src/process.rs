@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use eventfleet_schema::{AuditEntry, ErrorClass, RetryRecord, RetryStatus, Status, Step};
+use eventfleet_schema::{AuditEntry, ErrorClass, RetryRecord, RetryStatus, Status, Step, Timestamp};
 use eventfleet_storage::{Begin, ReceivedMessage, StorageError, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -261,21 +261,7 @@ impl Processor {
         let now = self.store.clock.now();
         let event_id = msg.envelope.event_id();
         tracing::warn!(attempt, "the previous attempt stopped without an outcome; counted as a failure");
-        self.store
-            .retries
-            .upsert(&RetryRecord {
-                event_id,
-                idempotency_key: msg.envelope.idempotency_key().clone(),
-                attempts: attempt,
-                last_error: err.to_string(),
-                error_class: err.class(),
-                next_attempt_at: None,
-                status: RetryStatus::Active,
-                dead_reason: None,
-                updated_at: now,
-                expires_at: now.plus(RETRY_RECORD_TTL),
-            })
-            .await?;
+        self.store.retries.upsert(&failure_record(msg, attempt, err, now)).await?;
         self.audit(AuditEntry::new(event_id, now, Step::RetryScheduled, &self.config.actor).with_detail(
             serde_json::json!({ "attempt": attempt, "error": err.to_string(), "class": err.class(), "delay_ms": 0 }),
         ))
@@ -343,18 +329,7 @@ impl Processor {
         let now = store.clock.now();
         // At the queue's own limit the next receive would move the message without our records: finish it here.
         let last_attempt = attempt >= self.config.max_attempts || msg.receive_count >= self.config.max_receive_count;
-        let mut record = RetryRecord {
-            event_id,
-            idempotency_key: key.clone(),
-            attempts: attempt,
-            last_error: err.to_string(),
-            error_class: err.class(),
-            next_attempt_at: None,
-            status: RetryStatus::Active,
-            dead_reason: None,
-            updated_at: now,
-            expires_at: now.plus(RETRY_RECORD_TTL),
-        };
+        let mut record = failure_record(msg, attempt, &err, now);
         if let (HandlerError::Retryable { retry_after, .. }, false) = (&err, last_attempt) {
             let jittered = retry_delay(self.config.retry_base_delay, self.config.retry_max_delay, attempt);
             let delay = retry_after.map_or(jittered, |hint| jittered.max(hint));
@@ -418,6 +393,22 @@ impl Processor {
         if let Err(e) = self.store.audit.append(vec![entry]).await {
             tracing::warn!(error = %e, %event_id, "could not write an audit line");
         }
+    }
+}
+
+/// The retry record of a failed `attempt`: active, no next attempt yet.
+fn failure_record(msg: &ReceivedMessage, attempt: u32, err: &HandlerError, now: Timestamp) -> RetryRecord {
+    RetryRecord {
+        event_id: msg.envelope.event_id(),
+        idempotency_key: msg.envelope.idempotency_key().clone(),
+        attempts: attempt,
+        last_error: err.to_string(),
+        error_class: err.class(),
+        next_attempt_at: None,
+        status: RetryStatus::Active,
+        dead_reason: None,
+        updated_at: now,
+        expires_at: now.plus(RETRY_RECORD_TTL),
     }
 }
 

@@ -42,26 +42,12 @@ async fn receive_one(store: &Store) -> ReceivedMessage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receives_of_a_message_that_waited_untried_do_not_use_up_its_attempts() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
-    let env = envelope(IdempotencyKey::from_raw("hook:hk_attempts:1"), "g-attempts", "waits");
-    let event_id = env.event_id();
-    store.queue.send_batch(vec![OutgoingMessage::first_delivery(env)]).await.unwrap().pop().unwrap().unwrap();
+    let (store, event_id, _) = one_message(&dir, "waits").await;
     // SQS hands a message out with the failing head of its group and the pool gives it back untried: each
     // such round is a receive. Four of them, plus the receive that finally runs it, make five.
-    for _ in 0..4 {
-        let m = receive_one(&store).await;
-        store.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
-    }
-    let config = worker_config();
-    assert_eq!(config.max_attempts, 5);
-    let processor = Processor {
-        store: store.clone(),
-        registry: Registry::new(Arc::new(FailsFirst(AtomicU32::new(2)))),
-        slack: Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl"))),
-        config,
-        metrics: WorkerMetrics::unregistered(),
-        finishing: tokio_util::task::TaskTracker::new(),
-    };
+    give_back_untried(&store, 4).await;
+    let processor = processor(&store, &dir, Arc::new(FailsFirst(AtomicU32::new(2))));
+    assert_eq!(processor.config.max_attempts, 5);
     let never = CancellationToken::new();
 
     let m = receive_one(&store).await;
@@ -96,23 +82,9 @@ async fn receives_of_a_message_that_waited_untried_do_not_use_up_its_attempts() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_the_queues_own_receive_limit_is_dead_lettered_with_its_records() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
-    let env = envelope(IdempotencyKey::from_raw("hook:hk_attempts:2"), "g-limit", "waits long");
-    let event_id = env.event_id();
-    store.queue.send_batch(vec![OutgoingMessage::first_delivery(env)]).await.unwrap().pop().unwrap().unwrap();
-    let config = worker_config();
-    for _ in 1..config.max_receive_count {
-        let m = receive_one(&store).await;
-        store.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
-    }
-    let processor = Processor {
-        store: store.clone(),
-        registry: Registry::new(Arc::new(FailsFirst(AtomicU32::new(1)))),
-        slack: Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl"))),
-        config,
-        metrics: WorkerMetrics::unregistered(),
-        finishing: tokio_util::task::TaskTracker::new(),
-    };
+    let (store, event_id, _) = one_message(&dir, "waits-long").await;
+    let processor = processor(&store, &dir, Arc::new(FailsFirst(AtomicU32::new(1))));
+    give_back_untried(&store, processor.config.max_receive_count - 1).await;
     let m = receive_one(&store).await;
     assert_eq!(m.receive_count, processor.config.max_receive_count);
     // The next receive would have the queue move it without a dead-letter record: the worker does it now.
@@ -123,14 +95,26 @@ async fn a_failure_at_the_queues_own_receive_limit_is_dead_lettered_with_its_rec
     assert_eq!(store.dead_letters.list(&Default::default()).await.unwrap().len(), 1);
 }
 
-/// A fresh store with one message of a group queued; returns it with its envelope's event id and key.
+/// A fresh store (its redrive as the worker settings say) with one message of a group queued; returns it with
+/// its envelope's event id and key.
 async fn one_message(dir: &tempfile::TempDir, name: &str) -> (Store, eventfleet_schema::EventId, IdempotencyKey) {
-    let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+    let options =
+        EmbeddedOptions { max_receive_count: worker_config().max_receive_count, ..EmbeddedOptions::default() };
+    let store = EmbeddedStore::open_dir(dir.path(), options).unwrap().into_store();
     let key = IdempotencyKey::from_raw(format!("hook:hk_attempts:{name}"));
     let env = envelope(key.clone(), &format!("g-{name}"), name);
     let event_id = env.event_id();
     store.queue.send_batch(vec![OutgoingMessage::first_delivery(env)]).await.unwrap().pop().unwrap().unwrap();
     (store, event_id, key)
+}
+
+/// Receives the message `n` times and gives it back each time, as the pool does with a message that waited
+/// behind a failing one of its group.
+async fn give_back_untried(store: &Store, n: u32) {
+    for _ in 0..n {
+        let m = receive_one(store).await;
+        store.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
+    }
 }
 
 fn processor(store: &Store, dir: &tempfile::TempDir, handler: Arc<FailsFirst>) -> Processor {
