@@ -67,6 +67,7 @@ pub async fn open_with_metrics(
             let sdk = sdk_config(config).await?;
             let mut options = AwsOptions::new(config.aws.names.clone());
             options.max_receive_count = config.worker.max_receive_count;
+            options.send_batches_in_flight = config.aws.send_batches_in_flight;
             if let Some(registry) = registry {
                 let requests = Family::<RequestLabels, Counter>::default();
                 registry.lock().unwrap_or_else(|p| p.into_inner()).register(

@@ -81,6 +81,8 @@ pub struct AwsSettings {
     /// `EVENTFLEET_HOOK_CACHE_S`: how long hooks are served from memory and invocation counts added up before
     /// they are written; `None` (0) reads and writes the table on every delivery.
     pub hook_cache: Option<Duration>,
+    /// `EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT`: `SendMessageBatch` requests the ingress's accepts share at once.
+    pub send_batches_in_flight: usize,
 }
 
 impl Config {
@@ -132,6 +134,7 @@ impl Config {
             retry_max_delay: millis(env.parse_in("EVENTFLEET_RETRY_MAX_DELAY_MS", 60_000u64, 1..=43_200_000)?),
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
             actor: actor("worker"),
+            idempotency_horizon: secs(3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?),
         };
         if worker.retry_max_delay < worker.retry_base_delay {
             return Err(invalid(
@@ -185,7 +188,6 @@ impl Config {
             sns_cert_dir,
             sns_cert_timeout: secs(env.parse_in("EVENTFLEET_SNS_CERT_TIMEOUT_S", 5u64, 1..=60)?),
             rate_limits,
-            max_batches_in_flight: env.parse_in("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT", 4usize, 1..=64)?,
             ..IngressConfig::default()
         };
         let slack_api_url = env.text("EVENTFLEET_SLACK_API_URL").unwrap_or_else(|| "https://slack.com/api".into());
@@ -264,6 +266,7 @@ fn aws_settings(env: &Env<'_>) -> Result<AwsSettings, ConfigError> {
         ops_topic_arn,
         cloudwatch_interval: (interval > 0).then(|| Duration::from_secs(interval)),
         hook_cache: (hook_cache > 0).then(|| Duration::from_secs(hook_cache)),
+        send_batches_in_flight: env.parse_in("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT", 4usize, 1..=64)?,
     })
 }
 

@@ -4,22 +4,26 @@ mod support;
 
 use std::time::Duration;
 
-use eventfleet_schema::{IdempotencyKey, Status};
+use eventfleet_schema::{ErrorClass, IdempotencyKey, Status};
 use eventfleet_storage::conformance::envelope;
-use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, OutgoingMessage, Store};
+use eventfleet_storage::{Actor, EmbeddedOptions, EmbeddedStore, Failure, OutgoingMessage, Store};
 use support::{run, run_ok};
 
-/// Dead-letters an event the way a worker does: claimed, enqueued, begun, marked DEAD, moved to the DLQ.
+/// Dead-letters an event the way the ingress and a worker do: accepted, received and started, dead-lettered.
 async fn dead_letter(store: &Store, name: &str, reason: &str) {
     let key = IdempotencyKey::from_raw(format!("hook:hk_cli:{name}"));
     let env = envelope(key.clone(), &format!("group-{name}"), name);
-    store.idempotency.claim(&key, env.event_id(), Duration::from_secs(3600)).await.unwrap();
-    store.queue.send_batch(vec![OutgoingMessage::first_delivery(env.clone())]).await.unwrap();
-    store.idempotency.mark_enqueued(&key).await.unwrap();
-    let got = store.queue.receive(1, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
-    store.idempotency.begin(&key, env.event_id(), Duration::from_secs(30)).await.unwrap();
-    store.idempotency.transition(&key, Status::Dead, Some(reason)).await.unwrap();
-    store.queue.move_to_dlq(&got[0].receipt, reason).await.unwrap();
+    store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "ingress").await.unwrap();
+    let actor = Actor {
+        name: "worker".into(),
+        visibility: Duration::from_secs(30),
+        max_attempts: 5,
+        horizon: Duration::from_secs(3600),
+    };
+    let got = store.protocol.receive(1, Duration::from_secs(1), &actor).await.unwrap();
+    let failure = Failure { attempt: 1, error: reason.into(), class: ErrorClass::Permanent };
+    store.protocol.dead_letter(&got[0].message, &failure, reason, &actor).await.unwrap();
+    assert_eq!(store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Dead);
 }
 
 fn json(text: &str) -> serde_json::Value {

@@ -1,18 +1,17 @@
-//! The idempotency protocol of DESIGN.md: **never acknowledge what is not durable**.
+//! The ingress half of DESIGN.md's protocol: **never acknowledge what is not durable**.
 //!
-//! claim (`PENDING`) → enqueue → mark `ENQUEUED` → 2xx. A request that finds its key `ENQUEUED` or later is a
-//! duplicate: acknowledged, audited, not enqueued. A request that finds it `PENDING` (an earlier attempt died
-//! between claim and mark, or is still running) enqueues it itself under the original event id; the queue's
-//! dedup id (sha256 of the key) makes the double send harmless. Any backend failure is a 503, so the sender
-//! retries.
+//! Each verified event goes through one step, [`eventfleet_storage::Protocol::accept`], which the backend does
+//! as one unit of work (claim, enqueue, mark, the `received` and `enqueued` lines; or a duplicate counted and
+//! audited) and which returns only once the event is durable. The answer follows it; any backend failure, or a
+//! backend slower than the budget, is a 503 so the sender retries.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use eventfleet_schema::{AuditEntry, Envelope, EnvelopeV1, EventId, Step};
-use eventfleet_storage::{Claim, OutgoingMessage};
+use eventfleet_schema::{Envelope, EnvelopeV1, EventId};
+use eventfleet_storage::OutgoingMessage;
 use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
@@ -111,51 +110,12 @@ async fn accept_unbounded(
             attributes.insert("tracestate".into(), state.clone());
         }
     }
-    let store = &state.store;
-    let actor = state.config.actor.as_str();
     envelope.message_group = message_group(&envelope.message_group);
-    let key = envelope.idempotency_key.clone();
-    let claim = store.idempotency.claim(&key, envelope.event_id, state.config.idempotency_horizon).await?;
-    let received = AuditEntry::new(envelope.event_id, envelope.received_at, Step::Received, actor)
-        .with_detail(serde_json::json!({ "kind": envelope.kind, "source": envelope.source.name() }));
-    let mut trail = vec![received];
-    match claim {
-        Claim::Claimed(_) => {}
-        Claim::Existing(record) if record.status.is_accepted() => {
-            let entry = AuditEntry::new(record.event_id, store.clock.now(), Step::Duplicate, actor)
-                .with_detail(serde_json::json!({ "status": record.status, "duplicate_count": record.duplicate_count }));
-            // The duplicate is acknowledged whether or not its audit line lands: the event itself is safe.
-            if let Err(e) = store.audit.append(vec![entry]).await {
-                tracing::warn!(error = %e, event_id = %record.event_id, "could not audit a duplicate");
-            }
-            return Ok(Accepted { event_id: record.event_id, duplicate: true });
-        }
-        Claim::Existing(record) => {
-            // PENDING: finish the earlier attempt under its event id. That attempt never got to write its
-            // `received` line (it is written with `enqueued`), so this one does.
-            envelope.event_id = record.event_id;
-            trail = vec![
-                AuditEntry::new(record.event_id, record.first_seen, Step::Received, actor)
-                    .with_detail(serde_json::json!({ "kind": envelope.kind, "source": envelope.source.name() })),
-            ];
-        }
-    }
-    let event_id = envelope.event_id;
     let message = OutgoingMessage { attributes, ..OutgoingMessage::first_delivery(Envelope::V1(envelope)) };
-    let dedup_id = message.dedup_id.clone();
-    let message_id = state.enqueuer.enqueue(message).await?;
-    trail.push(
-        AuditEntry::new(event_id, store.clock.now(), Step::Enqueued, actor)
-            .with_detail(serde_json::json!({ "message_id": message_id, "dedup_id": dedup_id })),
-    );
-    // The mark and the audit lines are independent writes (the audit line states what already happened): issue
-    // them together so they share one group commit instead of paying a round each.
-    let (marked, audited) = tokio::join!(store.idempotency.mark_enqueued(&key), store.audit.append(trail));
-    marked?;
-    if let Err(e) = audited {
-        tracing::warn!(error = %e, %event_id, "could not audit an accepted event");
-    }
-    Ok(Accepted { event_id, duplicate: false })
+    // One protocol step: the backend claims, enqueues, marks and audits as one unit of work.
+    let accepted =
+        state.store.protocol.accept(message, state.config.idempotency_horizon, state.config.actor.as_str()).await?;
+    Ok(Accepted { event_id: accepted.event_id(), duplicate: accepted.is_duplicate() })
 }
 
 #[cfg(test)]

@@ -30,8 +30,6 @@ pub struct IngressConfig {
     pub verify_clock: Arc<dyn Clock>,
     /// Rate limits.
     pub rate_limits: RateLimits,
-    /// Most queue batches in flight at once from the micro-batcher.
-    pub max_batches_in_flight: usize,
 }
 
 /// Request rate limits; zero turns one off.
@@ -82,7 +80,6 @@ impl Default for IngressConfig {
             sns_cert_timeout: Duration::from_secs(5),
             verify_clock: Arc::new(SystemClock),
             rate_limits: RateLimits::default(),
-            max_batches_in_flight: 4,
         }
     }
 }

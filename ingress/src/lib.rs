@@ -7,8 +7,7 @@
 //! - [`body`]: [`body::RawBody`], the raw request bytes (signatures are checked on bytes, before parsing), with
 //!   the body limit and its 413.
 //! - [`verify`]: sender verification: Slack `v0`, `X-Hub-Signature-256`, SNS signatures and certificates.
-//! - [`accept`]: the idempotency protocol of DESIGN.md: claim (`PENDING`) → enqueue → mark `ENQUEUED` → 2xx.
-//! - [`enqueue`]: the micro-batcher that puts concurrent requests' messages on the queue in batches of 10.
+//! - [`accept`]: the ingress half of DESIGN.md's protocol: one `accept` step of the store, then the answer.
 //! - [`rate_limit`]: global, per-client and per-hook limits.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
 //! - [`routes`]: one module per route family: [`routes::slack`], [`routes::hooks`], [`routes::sns`],
@@ -21,7 +20,6 @@
 pub mod accept;
 pub mod body;
 pub mod config;
-pub mod enqueue;
 pub mod error;
 pub mod metrics;
 pub mod rate_limit;
@@ -53,13 +51,10 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The registry `/metrics` renders (the ingress's metrics and whatever else the process registered).
     pub registry: metrics::SharedRegistry,
-    /// The micro-batcher in front of the queue.
-    pub enqueuer: enqueue::Enqueuer,
 }
 
 impl AppState {
-    /// State for a store and settings with a registry of its own. Starts the micro-batcher, so it must be called
-    /// inside a tokio runtime.
+    /// State for a store and settings with a registry of its own.
     pub fn new(store: Store, config: IngressConfig) -> Self {
         Self::with_registry(store, config, metrics::SharedRegistry::default())
     }
@@ -72,7 +67,6 @@ impl AppState {
         };
         let certs = verify::sns::CertStore::new(config.sns_cert_dir.clone(), config.sns_cert_timeout);
         let limits = rate_limit::RateLimiters::new(&config.rate_limits);
-        let enqueuer = enqueue::Enqueuer::spawn(store.queue.clone(), config.max_batches_in_flight);
         Self {
             store,
             config: Arc::new(config),
@@ -80,7 +74,6 @@ impl AppState {
             limits: Arc::new(limits),
             metrics: Arc::new(metrics),
             registry,
-            enqueuer,
         }
     }
 }

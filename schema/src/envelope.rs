@@ -62,6 +62,13 @@ impl Envelope {
         }
     }
 
+    /// Gives the event another id: a delivery that finishes an earlier, unfinished one takes that one's id.
+    pub fn set_event_id(&mut self, event_id: EventId) {
+        match self {
+            Envelope::V1(e) => e.event_id = event_id,
+        }
+    }
+
     /// The version-1 body, which every current reader understands.
     pub fn as_v1(&self) -> &EnvelopeV1 {
         match self {

@@ -13,7 +13,10 @@ use eventfleet_schema::{
     RetryRecord, RetryStatus, Source, Status, Step, Timestamp, Verification, VerificationMethod, Webhook,
 };
 
-use crate::{AuditQuery, Begin, Claim, DeadLetterFilter, OutgoingMessage, ReceivedMessage, StorageError, Store};
+use crate::{
+    Actor, AuditQuery, DeadLetterFilter, Delivery, Failure, OutgoingMessage, ReceivedMessage, Start, StorageError,
+    Store,
+};
 
 /// How a harness moves time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,103 +393,200 @@ pub async fn long_poll_returns_on_arrival_and_times_out_empty(h: &Harness) {
     assert!(start.elapsed() < Duration::from_secs(20), "returned before the deadline");
 }
 
-/// Of many concurrent claims of one key exactly one wins; the others see it and are counted as duplicates.
-pub async fn concurrent_claims_have_exactly_one_winner(h: &Harness) {
-    let key = h.key("race");
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let idem = Arc::clone(&h.store.idempotency);
-        let key = key.clone();
-        tasks.push(tokio::spawn(
-            async move { idem.claim(&key, EventId::new(), Duration::from_secs(3600)).await.unwrap() },
-        ));
+/// The worker settings the protocol tests use: a short visibility so that expiry is quick on real clocks.
+fn actor(max_attempts: u32) -> Actor {
+    Actor {
+        name: "worker:conformance".into(),
+        visibility: Duration::from_secs(2),
+        max_attempts,
+        horizon: Duration::from_secs(3600),
     }
-    let mut winners = Vec::new();
-    for t in tasks {
-        if let Claim::Claimed(rec) = t.await.unwrap() {
-            winners.push(rec);
-        }
-    }
-    assert_eq!(winners.len(), 1);
-    let rec = h.store.idempotency.get(&key).await.unwrap().unwrap();
-    assert_eq!(rec.event_id, winners[0].event_id);
-    assert_eq!(rec.duplicate_count, 31);
-    assert_eq!(rec.status, Status::Pending);
 }
 
-/// Every legal transition of the status machine works, and illegal ones are refused without change.
-pub async fn idempotency_transitions_legal_and_illegal(h: &Harness) {
-    let idem = &h.store.idempotency;
-    let horizon = Duration::from_secs(3600);
-    let key = h.key("life");
-    let id = EventId::new();
-    assert!(matches!(idem.claim(&key, id, horizon).await.unwrap(), Claim::Claimed(_)));
-    let refused = idem.transition(&key, Status::Done, None).await;
-    assert!(
-        matches!(refused, Err(StorageError::IllegalTransition { from: Status::Pending, to: Status::Done, .. })),
-        "{refused:?}"
-    );
-    assert_eq!(idem.mark_enqueued(&key).await.unwrap(), Status::Enqueued);
-    assert_eq!(idem.mark_enqueued(&key).await.unwrap(), Status::Enqueued, "marking twice is harmless");
-    assert_eq!(idem.get(&key).await.unwrap().unwrap().status, Status::Enqueued);
-    match idem.begin(&key, id, Duration::from_secs(30)).await.unwrap() {
-        Begin::Started { replay, lease_until, resumed } => {
-            assert!(!replay && !resumed && lease_until > h.store.clock.now());
-            assert_eq!(idem.get(&key).await.unwrap().unwrap().status, Status::Processing);
-        }
-        other => panic!("expected started, got {other:?}"),
+impl Harness {
+    /// Accepts a fresh event of `name` (its own group and key).
+    async fn accept(&self, name: &str) -> (crate::Accepted, OutgoingMessage) {
+        let msg = self.message(name, name);
+        let accepted = self.store.protocol.accept(msg.clone(), Duration::from_secs(3600), "ingress:conformance").await;
+        (accepted.expect("accept"), msg)
     }
-    assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::Busy(_)));
-    assert_eq!(idem.transition(&key, Status::Enqueued, None).await.unwrap().status, Status::Enqueued, "release");
-    assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::Started { .. }));
-    idem.complete(&key, "posted").await.unwrap();
-    let done = idem.get(&key).await.unwrap().unwrap();
-    assert_eq!((done.status, done.outcome.as_deref()), (Status::Done, Some("posted")));
-    assert!(matches!(
-        idem.complete(&key, "again").await,
-        Err(StorageError::IllegalTransition { from: Status::Done, to: Status::Done, .. })
-    ));
-    assert!(matches!(idem.begin(&key, id, Duration::from_secs(30)).await.unwrap(), Begin::AlreadyDone(_)));
-    assert!(matches!(
-        idem.transition(&key, Status::Dead, None).await,
-        Err(StorageError::IllegalTransition { from: Status::Done, to: Status::Dead, .. })
-    ));
-    assert_eq!(idem.mark_enqueued(&key).await.unwrap(), Status::Done, "marking never regresses");
-    assert_eq!(idem.transition(&key, Status::Enqueued, None).await.unwrap().status, Status::Enqueued, "replay");
 
-    // PENDING → PROCESSING (ingress died before marking), then PROCESSING → DEAD → ENQUEUED (replay).
-    let key2 = h.key("crashed-ingress");
-    idem.claim(&key2, id, horizon).await.unwrap();
-    assert!(matches!(idem.begin(&key2, id, Duration::from_secs(30)).await.unwrap(), Begin::Started { .. }));
-    assert_eq!(idem.transition(&key2, Status::Dead, Some("channel_not_found")).await.unwrap().status, Status::Dead);
-    assert!(matches!(idem.begin(&key2, id, Duration::from_secs(30)).await.unwrap(), Begin::Dead(_)));
-    assert!(matches!(
-        idem.transition(&key2, Status::Processing, None).await,
-        Err(StorageError::IllegalTransition { .. })
-    ));
-    assert_eq!(idem.transition(&key2, Status::Enqueued, None).await.unwrap().status, Status::Enqueued);
+    /// Receives deliveries through the protocol until one arrives or a deadline.
+    async fn deliver(&self, actor: &Actor) -> Vec<Delivery> {
+        for _ in 0..20 {
+            let got = self.store.protocol.receive(10, Duration::from_secs(1), actor).await.expect("receive");
+            if !got.is_empty() {
+                return got;
+            }
+        }
+        Vec::new()
+    }
 
-    // An expired lease can be taken over, and the taker learns that an attempt stopped without an outcome.
-    let key3 = h.key("lease");
-    idem.claim(&key3, id, horizon).await.unwrap();
-    assert!(matches!(
-        idem.begin(&key3, id, Duration::from_secs(1)).await.unwrap(),
-        Begin::Started { resumed: false, .. }
-    ));
-    h.advance(Duration::from_secs(2)).await;
-    assert!(matches!(
-        idem.begin(&key3, id, Duration::from_secs(30)).await.unwrap(),
-        Begin::Started { resumed: true, replay: false, .. }
-    ));
-    // A release after a failure is not a takeover.
-    idem.transition(&key3, Status::Enqueued, None).await.unwrap();
-    assert!(matches!(
-        idem.begin(&key3, id, Duration::from_secs(30)).await.unwrap(),
-        Begin::Started { resumed: false, .. }
-    ));
+    async fn steps(&self, id: EventId) -> Vec<Step> {
+        self.store.audit.history(id).await.expect("history").iter().map(|e| e.step).collect()
+    }
+}
 
-    assert!(matches!(idem.transition(&h.key("missing"), Status::Done, None).await, Err(StorageError::NotFound(_))));
-    assert_eq!(idem.find_by_event(id).await.unwrap().map(|r| r.event_id), Some(id));
+/// Racing identical deliveries make one event: one winner, the rest duplicates of its event id, one message on
+/// the queue, and one `received` and one `enqueued` line however many raced.
+pub async fn racing_accepts_make_one_event_with_one_received_and_one_enqueued_line(h: &Harness) {
+    let msg = h.message("race", "race");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let protocol = Arc::clone(&h.store.protocol);
+        let mut msg = msg.clone();
+        // Each delivery gets its own event id at the ingress.
+        msg.envelope.set_event_id(EventId::new());
+        tasks.push(tokio::spawn(async move {
+            protocol.accept(msg, Duration::from_secs(3600), "ingress:conformance").await.unwrap()
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let new: Vec<_> = answers.iter().filter(|a| !a.is_duplicate()).collect();
+    assert_eq!(new.len(), 1, "{answers:?}");
+    let id = new[0].event_id();
+    assert!(answers.iter().all(|a| a.event_id() == id), "duplicates answer the first delivery's event id");
+    let rec = h.store.idempotency.get(msg.envelope.idempotency_key()).await.unwrap().expect("record");
+    assert_eq!((rec.event_id, rec.duplicate_count), (id, 19));
+    let steps = h.steps(id).await;
+    assert_eq!(steps.iter().filter(|s| **s == Step::Received).count(), 1, "{steps:?}");
+    assert_eq!(steps.iter().filter(|s| **s == Step::Enqueued).count(), 1, "{steps:?}");
+    assert_eq!(steps.iter().filter(|s| **s == Step::Duplicate).count(), 19, "{steps:?}");
+    let got = h.receive_n(1, VIS).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].envelope.event_id(), id, "the queued message carries the record's event id");
+    h.store.queue.delete(&got[0].receipt).await.unwrap();
+    assert!(h.receive(10, VIS).await.is_empty(), "one message for twenty deliveries");
+}
+
+/// The happy path: accepted, started as attempt 1, succeeded (DONE, deleted, its line); a later delivery of the
+/// same key is a duplicate, and a stray copy of the message on the queue is skipped without running.
+pub async fn a_delivery_starts_succeeds_and_a_copy_is_skipped(h: &Harness) {
+    let a = actor(5);
+    let (accepted, msg) = h.accept("happy").await;
+    let id = accepted.event_id();
+    assert!(!accepted.is_duplicate());
+    let got = h.deliver(&a).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    h.store.protocol.succeed(&got[0].message, 1, "posted", &a).await.unwrap();
+    let rec = h.store.idempotency.get(msg.envelope.idempotency_key()).await.unwrap().unwrap();
+    assert_eq!((rec.status, rec.outcome.as_deref()), (Status::Done, Some("posted")));
+    assert_eq!(h.steps(id).await, [Step::Received, Step::Enqueued, Step::Started, Step::Succeeded]);
+    let again = h.store.protocol.accept(msg.clone(), Duration::from_secs(3600), "ingress:conformance").await.unwrap();
+    assert_eq!(again, crate::Accepted::Duplicate { event_id: id, status: Status::Done });
+
+    // A copy on the queue (a resend past the dedup window): skipped, deleted, audited, never run.
+    let copy = OutgoingMessage { dedup_id: DedupId::fresh(), ..msg };
+    h.store.queue.send_batch(vec![copy]).await.unwrap().remove(0).unwrap();
+    let got = h.deliver(&a).await;
+    assert_eq!(got.iter().map(|d| d.start.clone()).collect::<Vec<_>>(), [Start::Skipped]);
+    assert!(h.receive(10, VIS).await.is_empty(), "the skipped copy is deleted");
+    assert!(h.steps(id).await.contains(&Step::DuplicateDeliverySkipped));
+}
+
+/// A retryable failure: the retry record, the message hidden for the delay, the next start is attempt 2; the
+/// success after it resolves the retry record.
+pub async fn a_retry_hides_the_message_and_counts_the_attempt(h: &Harness) {
+    let a = actor(5);
+    let (accepted, _) = h.accept("retry").await;
+    let id = accepted.event_id();
+    let got = h.deliver(&a).await;
+    let failure = Failure { attempt: 1, error: "slack 500".into(), class: ErrorClass::Retryable };
+    h.store.protocol.retry(&got[0].message, &failure, Duration::from_secs(2), &a).await.unwrap();
+    let record = h.store.retries.get(id).await.unwrap().expect("retry record");
+    assert_eq!((record.attempts, record.status), (1, RetryStatus::Active));
+    assert!(record.next_attempt_at.is_some());
+    assert!(h.store.protocol.receive(10, Duration::ZERO, &a).await.unwrap().is_empty(), "hidden for the delay");
+    h.advance(Duration::from_secs(3)).await;
+    let got = h.deliver(&a).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].start, Start::Run { attempt: 2, replay: false });
+    h.store.protocol.succeed(&got[0].message, 2, "posted", &a).await.unwrap();
+    assert_eq!(h.store.retries.get(id).await.unwrap().unwrap().status, RetryStatus::Resolved);
+    let steps = h.steps(id).await;
+    assert_eq!(steps.iter().filter(|s| **s == Step::Started).count(), 2, "{steps:?}");
+    assert!(steps.contains(&Step::RetryScheduled));
+}
+
+/// An attempt that stops without an outcome (its worker died) counts: the next start is the attempt after it,
+/// and once the attempts are used up the start says so instead of running, and the dead letter follows.
+pub async fn a_stopped_attempt_counts_until_the_attempts_are_used_up(h: &Harness) {
+    let a = actor(2);
+    let (accepted, msg) = h.accept("stopped").await;
+    let id = accepted.event_id();
+    let got = h.deliver(&a).await;
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    // The worker dies: no outcome, the visibility runs out.
+    h.advance(Duration::from_secs(3)).await;
+    let got = h.deliver(&a).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].start, Start::Run { attempt: 2, replay: false }, "the stopped attempt 1 counts");
+    assert_eq!(h.store.retries.get(id).await.unwrap().map(|r| r.attempts), Some(1));
+    h.advance(Duration::from_secs(3)).await;
+    let got = h.deliver(&a).await;
+    assert_eq!(got.len(), 1);
+    let Start::Exhausted { attempts, reason } = got[0].start.clone() else {
+        panic!("two attempts stopped and two are allowed: expected exhausted, got {:?}", got[0].start);
+    };
+    assert_eq!(attempts, 2);
+    assert!(reason.contains("stopped without an outcome"), "{reason}");
+    let failure = Failure { attempt: attempts, error: reason.clone(), class: ErrorClass::Retryable };
+    h.store.protocol.dead_letter(&got[0].message, &failure, &reason, &a).await.unwrap();
+    let rec = h.store.idempotency.get(msg.envelope.idempotency_key()).await.unwrap().unwrap();
+    assert_eq!(rec.status, Status::Dead);
+    let steps = h.steps(id).await;
+    assert_eq!(steps.iter().filter(|s| **s == Step::Started).count(), 2, "{steps:?}");
+    assert_eq!(steps.last(), Some(&Step::DeadLettered), "{steps:?}");
+}
+
+/// A permanent failure dead-letters the event with its records; a replay (reopen, redrive) runs it again as a
+/// first attempt marked as a replay.
+pub async fn a_dead_letter_is_recorded_and_its_replay_runs_as_a_first_attempt(h: &Harness) {
+    let a = actor(5);
+    let (accepted, msg) = h.accept("dead").await;
+    let id = accepted.event_id();
+    let got = h.deliver(&a).await;
+    let failure = Failure { attempt: 1, error: "channel_not_found".into(), class: ErrorClass::Permanent };
+    h.store.protocol.dead_letter(&got[0].message, &failure, "channel_not_found", &a).await.unwrap();
+    let key = msg.envelope.idempotency_key();
+    let rec = h.store.idempotency.get(key).await.unwrap().unwrap();
+    assert_eq!((rec.status, rec.outcome.as_deref()), (Status::Dead, Some("channel_not_found")));
+    let retry = h.store.retries.get(id).await.unwrap().unwrap();
+    assert_eq!((retry.status, retry.dead_reason.as_deref()), (RetryStatus::Dead, Some("channel_not_found")));
+    let dead = h.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap();
+    let mine: Vec<_> = dead.iter().filter(|d| d.envelope.event_id() == id).collect();
+    assert_eq!(mine.len(), 1, "on the DLQ once");
+    assert_eq!(mine[0].reason, "channel_not_found");
+
+    let reopened = h.store.idempotency.reopen(key, "replayed by alice").await.unwrap().unwrap();
+    assert_eq!(reopened.status, Status::Enqueued);
+    let mut retry = retry;
+    retry.attempts = 0;
+    retry.status = RetryStatus::Active;
+    h.store.retries.upsert(&retry).await.unwrap();
+    h.store.dead_letters.redrive(&[mine[0].message_id.clone()]).await.unwrap().remove(0).unwrap();
+    let got = h.deliver(&a).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: true });
+    h.store.protocol.succeed(&got[0].message, 1, "posted", &a).await.unwrap();
+    assert_eq!(h.store.idempotency.get(key).await.unwrap().unwrap().status, Status::Done);
+}
+
+/// A started delivery given back (shutdown) is not a stopped attempt: it runs again as the same attempt.
+pub async fn a_release_gives_the_message_back_without_counting_an_attempt(h: &Harness) {
+    let a = actor(5);
+    let (accepted, _) = h.accept("release").await;
+    let got = h.deliver(&a).await;
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    h.store.protocol.release(&got[0].message, true, &a).await.unwrap();
+    let got = h.deliver(&a).await;
+    assert_eq!(got.len(), 1, "visible again at once");
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    assert!(h.steps(accepted.event_id()).await.contains(&Step::Released));
 }
 
 /// An event's audit history comes back in the order it was written, across appends.
@@ -537,9 +637,9 @@ pub async fn retry_record_upsert(h: &Harness) {
 
 /// Records past their TTL read as absent: idempotency keys (a new claim wins again), audit, retry records.
 pub async fn records_past_ttl_read_as_absent(h: &Harness) {
-    let key = h.key("ttl");
-    let first = EventId::new();
-    h.store.idempotency.claim(&key, first, Duration::from_secs(2)).await.unwrap();
+    let msg = h.message("ttl", "ttl");
+    let key = msg.envelope.idempotency_key().clone();
+    let first = h.store.protocol.accept(msg.clone(), Duration::from_secs(2), "t").await.unwrap().event_id();
     let now = h.store.clock.now();
     let rec = RetryRecord {
         event_id: first,
@@ -558,12 +658,11 @@ pub async fn records_past_ttl_read_as_absent(h: &Harness) {
     h.advance(Duration::from_secs(3)).await;
     assert!(h.store.idempotency.get(&key).await.unwrap().is_none(), "expired key reads as absent");
     assert!(h.store.retries.get(first).await.unwrap().is_none(), "expired retry record reads as absent");
+    let mut again = msg;
+    again.envelope.set_event_id(EventId::new());
     assert!(
-        matches!(
-            h.store.idempotency.claim(&key, EventId::new(), Duration::from_secs(60)).await.unwrap(),
-            Claim::Claimed(_)
-        ),
-        "a key past its horizon can be claimed anew"
+        !h.store.protocol.accept(again, Duration::from_secs(60), "t").await.unwrap().is_duplicate(),
+        "a key past its horizon is accepted anew"
     );
     if h.time == TimeControl::Paused {
         let id = EventId::new();
@@ -643,8 +742,12 @@ macro_rules! conformance_suite {
             redrive_to_dlq_after_max_receive_count,
             dead_letters_list_redrive_and_purge,
             long_poll_returns_on_arrival_and_times_out_empty,
-            concurrent_claims_have_exactly_one_winner,
-            idempotency_transitions_legal_and_illegal,
+            racing_accepts_make_one_event_with_one_received_and_one_enqueued_line,
+            a_delivery_starts_succeeds_and_a_copy_is_skipped,
+            a_retry_hides_the_message_and_counts_the_attempt,
+            a_stopped_attempt_counts_until_the_attempts_are_used_up,
+            a_dead_letter_is_recorded_and_its_replay_runs_as_a_first_attempt,
+            a_release_gives_the_message_back_without_counting_an_attempt,
             audit_history_in_order,
             retry_record_upsert,
             records_past_ttl_read_as_absent,

@@ -5,9 +5,12 @@
 //! - [`error`]: [`StorageError`], the one error type every port returns, with [`StorageError::is_retryable`].
 //! - [`clock`]: [`Clock`], injectable wall time ([`SystemClock`] in production, [`TokioClock`] in tests so that
 //!   `tokio::time::pause`/`advance` move the store's time too).
-//! - The ports, small traits over `eventfleet-schema` types, one module each: [`queue`] (FIFO queue with
+//! - [`protocol`]: [`Protocol`], the steps of the flow (accept, receive and start, succeed, retry, dead-letter,
+//!   release), each one unit of work in the backend. The ingress and the workers call only these.
+//! - The table ports beneath, for operators and tests, small traits over `eventfleet-schema` types, one module
+//!   each: [`queue`] (FIFO queue with
 //!   message groups, dedup, visibility, receive counts), [`dead_letters`] (inspect, redrive, purge the DLQ),
-//!   [`idempotency`] (claim / mark / begin / complete / release), [`audit`] (append-only timeline),
+//!   [`idempotency`] (read records, reopen one for a replay), [`audit`] (append-only timeline),
 //!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry).
 //! - [`hook_cache`]: [`hook_cache::CachedHooks`], a short-lived cache of hooks and their invocation counts in
 //!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
@@ -27,6 +30,7 @@ pub mod embedded;
 pub mod error;
 pub mod hook_cache;
 pub mod idempotency;
+pub mod protocol;
 pub mod queue;
 pub mod retries;
 pub mod store;
@@ -41,7 +45,8 @@ pub use clock::{Clock, FixedClock, SystemClock, TokioClock};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;
-pub use idempotency::{Begin, Claim, Idempotency};
+pub use idempotency::Idempotency;
+pub use protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};
 pub use queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
 pub use retries::RetryRecords;
 pub use store::Store;

@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
-use crate::{AuditLog, Clock, DeadLetters, Idempotency, Queue, RetryRecords, WebhookRegistry};
+use crate::{AuditLog, Clock, DeadLetters, Idempotency, Protocol, Queue, RetryRecords, WebhookRegistry};
 
-/// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone.
+/// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone. The ingress and the workers
+/// drive events through [`Store::protocol`]; the table ports beneath it are for operators and tests.
 #[derive(Clone)]
 pub struct Store {
+    /// The protocol's steps: what the ingress and the workers call.
+    pub protocol: Arc<dyn Protocol>,
     /// The FIFO queue.
     pub queue: Arc<dyn Queue>,
     /// Its dead-letter queue.

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use eventfleet_schema::{EventId, IdempotencyKey};
+use eventfleet_schema::IdempotencyKey;
 use eventfleet_storage::conformance::envelope;
-use eventfleet_storage::{Claim, EmbeddedOptions, EmbeddedStore, OutgoingMessage};
+use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, OutgoingMessage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_openers_share_queue_and_claims() {
@@ -26,19 +26,24 @@ async fn two_openers_share_queue_and_claims() {
     assert_eq!(got[0].envelope.as_v1().body.as_text(), Some("hello"));
     a.queue.delete(&got[0].receipt).await.expect("a receipt from B is valid on A: same file");
 
-    // Claims through both openers at once: exactly one winner.
+    // Accepts of one key through both openers at once: exactly one new event, one message.
     let key = IdempotencyKey::from_raw("shared:race");
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let key = key.clone();
+        let msg = OutgoingMessage::first_delivery(envelope(key.clone(), "race", "once"));
         tasks.push(tokio::spawn(async move {
-            store.idempotency.claim(&key, EventId::new(), Duration::from_secs(60)).await.unwrap()
+            store.protocol.accept(msg, Duration::from_secs(60), "ingress").await.unwrap()
         }));
     }
-    let mut winners = 0;
+    let mut new = Vec::new();
     for t in tasks {
-        winners += matches!(t.await.unwrap(), Claim::Claimed(_)) as usize;
+        let accepted = t.await.unwrap();
+        if !accepted.is_duplicate() {
+            new.push(accepted.event_id());
+        }
     }
-    assert_eq!(winners, 1);
+    assert_eq!(new.len(), 1, "{new:?}");
+    let queued = a.queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    assert_eq!(queued.iter().map(|m| m.envelope.event_id()).collect::<Vec<_>>(), new, "one message, the winner's");
 }

@@ -29,18 +29,22 @@ impl Handler for NoOp {
     }
 }
 
-/// Enqueues `EVENTS` events the way the ingress does (claim, send, mark).
+/// Accepts `EVENTS` events the way the ingress does (one accept step each, 32 at a time so they share commits).
 async fn fill(store: &Store) {
-    let mut batch = Vec::new();
+    let mut accepts = tokio::task::JoinSet::new();
     for n in 0..EVENTS {
         let key = IdempotencyKey::from_raw(format!("bench:{}:{n}", EventId::new()));
-        let env = envelope(key.clone(), &format!("g{}", n % GROUPS), "{}");
-        store.idempotency.claim(&key, env.event_id(), Duration::from_secs(3600)).await.unwrap();
-        batch.push(OutgoingMessage::first_delivery(env));
-        if batch.len() == 10 {
-            store.queue.send_batch(std::mem::take(&mut batch)).await.unwrap();
+        let env = envelope(key, &format!("g{}", n % GROUPS), "{}");
+        let store = store.clone();
+        accepts.spawn(async move {
+            store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "bench").await
+        });
+        if accepts.len() >= 32 {
+            accepts.join_next().await.unwrap().unwrap().unwrap();
         }
-        store.idempotency.mark_enqueued(&key).await.unwrap();
+    }
+    while let Some(done) = accepts.join_next().await {
+        done.unwrap().unwrap();
     }
 }
 

@@ -13,9 +13,9 @@ pub struct WorkerConfig {
     pub handler_timeout: Duration,
     /// On shutdown, how long in-flight handlers may take to finish.
     pub drain_timeout: Duration,
-    /// Failed attempts after which an event is dead-lettered. Counted in the event's retry record, not from the
-    /// queue's receive count: SQS also counts a receive of a message that waited, untried, behind a failing
-    /// message of its group.
+    /// Attempts after which an event is dead-lettered. Counted by the store's start step (failures in the retry
+    /// record, plus an attempt that stopped without an outcome), not from the queue's receive count: SQS also
+    /// counts a receive of a message that waited, untried, behind a failing message of its group.
     pub max_attempts: u32,
     /// Receives after which the queue itself moves a message to the DLQ (SQS `maxReceiveCount`): the backstop for
     /// attempts that never record anything (a worker killed mid-handler). Above `max_attempts`, so that waiting
@@ -30,6 +30,20 @@ pub struct WorkerConfig {
     pub receive_wait: Duration,
     /// Who the worker says it is in the audit trail.
     pub actor: String,
+    /// The idempotency horizon of a record a worker creates (the event's claim expired before it ran).
+    pub idempotency_horizon: Duration,
+}
+
+impl WorkerConfig {
+    /// What the protocol steps need to know of this worker.
+    pub fn protocol_actor(&self) -> eventfleet_storage::Actor {
+        eventfleet_storage::Actor {
+            name: self.actor.clone(),
+            visibility: self.visibility_timeout,
+            max_attempts: self.max_attempts,
+            horizon: self.idempotency_horizon,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -45,6 +59,7 @@ impl Default for WorkerConfig {
             retry_max_delay: Duration::from_secs(60),
             receive_wait: Duration::from_secs(5),
             actor: "worker".into(),
+            idempotency_horizon: Duration::from_secs(72 * 3600),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eventfleet_storage::{ReceivedMessage, Store};
+use eventfleet_storage::{Delivery, Start, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,8 +75,8 @@ pub async fn run_with_metrics(
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
-    let processor =
-        Arc::new(Processor { store: store.clone(), registry, slack, config, metrics, finishing: tracker.clone() });
+    let actor = config.protocol_actor();
+    let processor = Arc::new(Processor { store: store.clone(), registry, slack, config, metrics, actor });
     let cfg = &processor.config;
 
     loop {
@@ -97,14 +97,14 @@ pub async fn run_with_metrics(
         // The receive runs in its own task so that shutdown never abandons messages it already took: whatever
         // it returns after shutdown is given back at once.
         let mut receive = tokio::spawn({
-            let store = store.clone();
-            let (n, vis, wait) = (permits.len(), cfg.visibility_timeout, cfg.receive_wait);
-            async move { store.queue.receive(n, vis, wait).await }
+            let (store, actor) = (store.clone(), processor.actor.clone());
+            let (n, wait) = (permits.len(), cfg.receive_wait);
+            async move { store.protocol.receive(n, wait, &actor).await }
         });
         let received = tokio::select! {
             r = &mut receive => r,
             _ = shutdown.cancelled() => {
-                tracker.spawn(release_late(store.clone(), receive, summary.clone()));
+                tracker.spawn(release_late(processor.clone(), receive, summary.clone()));
                 break;
             }
         };
@@ -124,11 +124,11 @@ pub async fn run_with_metrics(
         };
         // SQS hands out several messages of one group in one receive: each group's messages run in order, one
         // at a time, in one task.
-        let mut chains: Vec<Vec<ReceivedMessage>> = Vec::new();
-        for msg in messages {
-            match chains.iter_mut().find(|c| c[0].group == msg.group) {
-                Some(chain) => chain.push(msg),
-                None => chains.push(vec![msg]),
+        let mut chains: Vec<Vec<Delivery>> = Vec::new();
+        for delivery in messages {
+            match chains.iter_mut().find(|c| c[0].message.group == delivery.message.group) {
+                Some(chain) => chain.push(delivery),
+                None => chains.push(vec![delivery]),
             }
         }
         for chain in chains {
@@ -150,11 +150,11 @@ pub async fn run_with_metrics(
 }
 
 /// Runs one group's messages in order. A message that does not finish (retry scheduled, released, storage
-/// error) leaves its group blocked, so the ones behind it are given back at once instead of waiting out their
-/// visibility; a dead-lettered one unblocks its group, so the next runs.
+/// error) leaves its group blocked, so the ones behind it (not started yet) are given back at once instead of
+/// waiting out their visibility; a dead-lettered one unblocks its group, so the next runs.
 async fn run_chain(
     processor: Arc<Processor>,
-    chain: Vec<ReceivedMessage>,
+    chain: Vec<Delivery>,
     mut permits: Vec<tokio::sync::OwnedSemaphorePermit>,
     summary: Arc<PoolSummary>,
     shutdown: CancellationToken,
@@ -163,20 +163,20 @@ async fn run_chain(
     let visibility = processor.config.visibility_timeout;
     let mut rest = chain.into_iter();
     let mut first = true;
-    while let Some(msg) = rest.next() {
-        let event_id = msg.envelope.event_id();
+    while let Some(delivery) = rest.next() {
+        let event_id = delivery.message.envelope.event_id();
         // A message that waited behind others gets its visibility back before it starts, so that it cannot
         // reappear to another consumer while it runs here.
         if !first
             && received.elapsed() > visibility / 3
-            && let Err(e) = processor.store.queue.change_visibility(&msg.receipt, visibility).await
+            && let Err(e) = processor.store.queue.change_visibility(&delivery.message.receipt, visibility).await
         {
             tracing::warn!(error = %e, %event_id, "a waiting message could not be kept; leaving the rest");
-            release(&processor.store, rest, &summary).await;
+            release(&processor, rest, &summary).await;
             return;
         }
         first = false;
-        let go_on = match processor.process(msg, &shutdown).await {
+        let go_on = match processor.process(delivery, &shutdown).await {
             Ok(d) => {
                 summary.count(&d);
                 matches!(d, Disposition::Succeeded | Disposition::SkippedDuplicate | Disposition::DeadLettered)
@@ -189,39 +189,33 @@ async fn run_chain(
         };
         permits.pop();
         if !go_on {
-            release(&processor.store, rest, &summary).await;
+            release(&processor, rest, &summary).await;
             return;
         }
     }
 }
 
-/// Gives back messages that will not run now.
-async fn release(store: &Store, messages: impl Iterator<Item = ReceivedMessage>, summary: &PoolSummary) {
-    for msg in messages {
-        match store.queue.change_visibility(&msg.receipt, Duration::ZERO).await {
+/// Gives back deliveries that will not run now (a started one without counting an attempt).
+async fn release(processor: &Processor, deliveries: impl Iterator<Item = Delivery>, summary: &PoolSummary) {
+    for d in deliveries {
+        let started = matches!(d.start, Start::Run { .. });
+        match processor.store.protocol.release(&d.message, started, &processor.actor).await {
             Ok(()) => summary.count(&Disposition::Released),
             Err(e) => tracing::warn!(error = %e, "could not give a message back; it reappears later"),
         }
     }
 }
 
-/// Gives back (visibility 0) whatever a receive abandoned at shutdown took, as soon as it returns.
+/// Gives back whatever a receive abandoned at shutdown took, as soon as it returns.
 async fn release_late(
-    store: Store,
-    receive: tokio::task::JoinHandle<eventfleet_storage::Result<Vec<eventfleet_storage::ReceivedMessage>>>,
+    processor: Arc<Processor>,
+    receive: tokio::task::JoinHandle<eventfleet_storage::Result<Vec<Delivery>>>,
     summary: Arc<PoolSummary>,
 ) {
-    let Ok(Ok(messages)) = receive.await else {
+    let Ok(Ok(deliveries)) = receive.await else {
         return;
     };
-    for msg in messages {
-        match store.queue.change_visibility(&msg.receipt, Duration::ZERO).await {
-            Ok(()) => summary.count(&Disposition::Released),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not release a message at shutdown; it reappears later")
-            }
-        }
-    }
+    release(&processor, deliveries.into_iter(), &summary).await;
 }
 
 /// Keeps the queue gauges current while the pool runs.

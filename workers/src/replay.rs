@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use eventfleet_schema::{AuditEntry, EventId, RetryStatus, Status, Step};
+use eventfleet_schema::{AuditEntry, EventId, RetryStatus, Step};
 use eventfleet_storage::{DeadLetter, MessageId, StorageError, Store};
 use serde::Serialize;
 
@@ -149,20 +149,9 @@ async fn earlier_replay(store: &Store, letter: &DeadLetter) -> Result<Option<Mes
 
 /// Resets the event's idempotency and retry records for a replay.
 async fn reset_record(store: &Store, letter: &DeadLetter, by: &str) -> Result<(), StorageError> {
-    let key = letter.envelope.idempotency_key();
-    let now = store.clock.now();
-    match store.idempotency.get(key).await? {
-        // A PROCESSING record whose lease ran out was moved to the DLQ by the queue itself: reset too, or the
-        // first `begin` after the replay would count that old stopped attempt against the fresh budget.
-        Some(record)
-            if matches!(record.status, Status::Dead | Status::Done)
-                || (record.status == Status::Processing && record.lease_until.is_none_or(|l| l <= now)) =>
-        {
-            store.idempotency.transition(key, Status::Enqueued, Some(&format!("replayed by {by}"))).await?;
-        }
-        // ENQUEUED (moved by the queue), or past its horizon: the worker's `begin` takes it from there.
-        _ => {}
-    }
+    // DONE, DEAD, or PROCESSING (an attempt stopped and the queue moved the message itself) become ENQUEUED, so
+    // the replayed message runs; a record past its horizon is started anew by the worker.
+    store.idempotency.reopen(letter.envelope.idempotency_key(), &format!("replayed by {by}")).await?;
     if let Some(mut retry) = store.retries.get(letter.envelope.event_id()).await? {
         retry.status = RetryStatus::Active;
         // A replay gets a full set of attempts again; the audit trail keeps the earlier ones.

@@ -187,14 +187,24 @@ async fn oversize_is_413_malformed_json_is_400_wrong_type_is_415() {
 }
 
 #[tokio::test]
-async fn pending_claim_left_by_a_crash_is_enqueued_by_the_retry() {
+async fn pending_claim_left_by_a_crash_of_an_earlier_build_is_enqueued_by_the_retry() {
     let s = Server::start().await;
     let hook = s.hook(None).await;
     let body = "crashed between claim and enqueue";
-    // Simulate the crash: the claim is durable, nothing was enqueued or acknowledged.
+    // An earlier build accepted in three commits and died after the first: the claim is durable, nothing was
+    // enqueued or acknowledged. (This build accepts in one commit, so only an old file holds such a row.)
     let key = IdempotencyKey::hook_body(&hook.id, body.as_bytes());
     let original = EventId::new();
-    s.store.idempotency.claim(&key, original, std::time::Duration::from_secs(3600)).await.unwrap();
+    let now = s.store.clock.now().as_millis();
+    let conn = rusqlite::Connection::open(s.embedded.path()).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "INSERT INTO idempotency (key, status, event_id, first_seen, last_seen, duplicate_count, expires_at)
+         VALUES (?1, 'PENDING', ?2, ?3, ?3, 0, ?4)",
+        rusqlite::params![key.as_str(), original.to_string(), now, now + 3_600_000],
+    )
+    .unwrap();
+    drop(conn);
     let resp = s.http.post(s.url(&format!("/hooks/{}", hook.id))).body(body).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let answer: serde_json::Value = resp.json().await.unwrap();

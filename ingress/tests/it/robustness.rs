@@ -46,7 +46,7 @@ async fn send(s: &Server, path: &str, ct: &str, body: &str, headers: &[(&'static
 }
 
 #[tokio::test]
-async fn a_failing_enqueue_is_503_leaves_the_claim_pending_and_the_retry_succeeds() {
+async fn a_failing_enqueue_is_503_leaves_nothing_behind_and_the_retry_succeeds() {
     let s = Server::start().await;
     let hook = s.hook(None).await;
     // A real failure inside SQLite: every insert into the queue aborts.
@@ -62,7 +62,8 @@ async fn a_failing_enqueue_is_503_leaves_the_claim_pending_and_the_retry_succeed
         assert_eq!(error_code(resp).await, "unavailable");
     }
     let key = IdempotencyKey::slack("T1", "Evfail");
-    assert_eq!(s.store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Pending, "never ENQUEUED");
+    // The accept is one unit of work: its failure leaves no claim, no line, no message.
+    assert!(s.store.idempotency.get(&key).await.unwrap().is_none(), "nothing of the failed accept stands");
     side.execute_batch("DROP TRIGGER fail_enqueue").unwrap();
     for (path, ct, body, headers) in one_of_each(hook.id.as_str(), "fail") {
         let resp = send(&s, &path, ct, &body, &headers).await;
@@ -89,7 +90,7 @@ async fn a_locked_store_is_503_on_every_route_within_the_budget() {
     side.execute_batch("ROLLBACK").unwrap();
     let key = IdempotencyKey::slack("T1", "Evlocked");
     let record = s.store.idempotency.get(&key).await.unwrap();
-    assert!(record.is_none_or(|r| r.status == Status::Pending), "nothing acknowledged is left un-enqueued");
+    assert!(record.is_none_or(|r| r.status == Status::Enqueued), "an accept commits whole or not at all");
 }
 
 #[tokio::test]

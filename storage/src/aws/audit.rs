@@ -89,10 +89,20 @@ fn entry(item: &Item) -> Result<AuditEntry> {
 
 impl AwsStore {
     fn audit_item(&self, e: &AuditEntry) -> Item {
-        let expires = e.at.plus(self.options.audit_ttl);
         // The sort key orders an event's lines by time, then by append order: UUIDv7s made in one process
         // increase, so lines appended in one call keep their order.
-        let at_seq = format!("{:015}#{}", e.at.as_millis(), uuid::Uuid::now_v7());
+        self.audit_item_keyed(e, format!("{:015}#{}", e.at.as_millis(), uuid::Uuid::now_v7()))
+    }
+
+    /// A line whose sort key depends only on its time, step and `order`: writing it again (another delivery of
+    /// the same event writing the same line) replaces it instead of adding a second. `order` sorts such lines
+    /// of one instant before the others (a UUIDv7 starts with a digit above `-`).
+    pub(super) fn audit_item_once(&self, e: &AuditEntry, order: u8) -> Item {
+        self.audit_item_keyed(e, format!("{:015}#{order}-{}", e.at.as_millis(), e.step.as_str()))
+    }
+
+    fn audit_item_keyed(&self, e: &AuditEntry, at_seq: String) -> Item {
+        let expires = e.at.plus(self.options.audit_ttl);
         Item::from([
             ("event_id".into(), s(e.event_id.to_string())),
             ("at_seq".into(), s(at_seq)),

@@ -3,10 +3,11 @@
 //!
 //! - [`names`]: every queue, table, index and attribute name, derived from one prefix. `eventfleet tables
 //!   describe --json` prints them and Terraform is checked against that output.
+//! - [`protocol`]: the [`crate::Protocol`] steps in the fewest requests (see its docs for which).
 //! - [`sqs`]: the [`crate::Queue`] and [`crate::DeadLetters`] ports. Batches where the API allows.
-//! - [`idempotency`], [`audit`], [`retries`], [`webhooks`]: the table ports, one conditional write per
-//!   idempotency transition (`ReturnValuesOnConditionCheckFailure=ALL_OLD` instead of a second read), audit
-//!   lines group-committed into `BatchWriteItem`.
+//! - [`idempotency`], [`audit`], [`retries`], [`webhooks`]: the table ports; conditional idempotency writes
+//!   answer with the item that refused them (`ReturnValuesOnConditionCheckFailure=ALL_OLD`) instead of a second
+//!   read; audit lines are group-committed into `BatchWriteItem`.
 //! - [`provision`]: `tables create` for an emulator or a sandbox account (production uses Terraform).
 //! - [`sns`], [`cloudwatch`]: SNS `ConfirmSubscription` and ops notices; `PutMetricData` batches.
 //! - [`RequestCounter`]: an SDK interceptor that reports every request by service and operation.
@@ -21,6 +22,7 @@ pub mod cloudwatch;
 mod idempotency;
 mod item;
 pub mod names;
+mod protocol;
 pub mod provision;
 mod retries;
 pub mod sns;
@@ -97,6 +99,9 @@ pub struct AwsOptions {
     pub request_observer: Option<RequestObserver>,
     /// How long a DLQ listing hides the messages it reads (they are released when it is done).
     pub dlq_peek_visibility: Duration,
+    /// `SendMessageBatch` requests that concurrent accepts share at once; accepts arriving while all are in
+    /// flight join the next, larger batch.
+    pub send_batches_in_flight: usize,
 }
 
 impl fmt::Debug for AwsOptions {
@@ -115,6 +120,7 @@ impl AwsOptions {
             clock: Arc::new(SystemClock),
             request_observer: None,
             dlq_peek_visibility: Duration::from_secs(30),
+            send_batches_in_flight: 4,
         }
     }
 }
@@ -165,6 +171,7 @@ pub struct AwsStore {
     audit: audit::Batcher,
     deletes: sqs::DeleteBatcher,
     dlq_deletes: sqs::DeleteBatcher,
+    sends: sqs::SendBatcher,
 }
 
 impl fmt::Debug for AwsStore {
@@ -190,6 +197,7 @@ impl AwsStore {
         let audit = audit::batcher(clients.dynamodb.clone(), names.audit_table.clone());
         let deletes = sqs::delete_batcher(clients.sqs.clone(), queue_url.clone());
         let dlq_deletes = sqs::delete_batcher(clients.sqs.clone(), dlq_url.clone());
+        let sends = sqs::send_batcher(clients.sqs.clone(), queue_url.clone(), options.send_batches_in_flight.max(1));
         Ok(Arc::new(Self {
             clients,
             names,
@@ -200,6 +208,7 @@ impl AwsStore {
             audit,
             deletes,
             dlq_deletes,
+            sends,
         }))
     }
 
@@ -220,6 +229,7 @@ impl AwsStore {
     /// Bundles the ports.
     pub fn into_store(self: Arc<Self>) -> Store {
         Store {
+            protocol: self.clone(),
             queue: self.clone(),
             dead_letters: self.clone(),
             idempotency: self.clone(),

@@ -29,7 +29,7 @@ fn item(r: &RetryRecord) -> Item {
     item
 }
 
-fn record(item: &Item) -> Result<RetryRecord> {
+pub(super) fn record(item: &Item) -> Result<RetryRecord> {
     let r = Reader::new(item, "retries");
     Ok(RetryRecord {
         event_id: r.parsed("event_id", EventId::parse)?,
@@ -43,6 +43,32 @@ fn record(item: &Item) -> Result<RetryRecord> {
         updated_at: r.ts("updated_at")?,
         expires_at: r.ts("expires_at")?,
     })
+}
+
+impl AwsStore {
+    /// Marks an event's retry record resolved, if it has one (after a success that followed failures).
+    pub(super) async fn resolve_retry(&self, event_id: EventId) {
+        let result = self
+            .clients
+            .dynamodb
+            .update_item()
+            .table_name(&self.names.retries_table)
+            .key("event_id", s(event_id.to_string()))
+            .update_expression("SET #s = :resolved, updated_at = :now REMOVE next_attempt_at")
+            .condition_expression("attribute_exists(event_id)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":resolved", s(RetryStatus::Resolved.as_str()))
+            .expression_attribute_values(":now", ts(self.now()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(e) => {
+                tracing::warn!(error = %unavailable("UpdateItem retries", e), %event_id, "could not resolve the retry record")
+            }
+        }
+    }
 }
 
 #[async_trait]

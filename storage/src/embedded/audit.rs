@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use eventfleet_schema::{AuditEntry, EventId, Step, Timestamp};
-use rusqlite::{Row, params};
+use std::time::Duration;
+
+use rusqlite::{Connection, Row, params};
 
 use super::{EmbeddedStore, from_json, millis, to_json};
 use crate::audit::{AuditLog, AuditQuery};
@@ -24,28 +26,27 @@ fn decode((event_id, at, step, actor, detail): RawEntry) -> Result<AuditEntry> {
     })
 }
 
+/// Appends one line inside the caller's transaction (the protocol steps write theirs with the step's other rows).
+pub(super) fn insert(conn: &Connection, e: &AuditEntry, ttl: Duration) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (event_id, at, step, actor, detail, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        e.event_id.to_string(),
+        e.at.as_millis(),
+        e.step.as_str(),
+        e.actor,
+        to_json(&e.detail)?,
+        e.at.as_millis() + millis(ttl)
+    ])?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuditLog for EmbeddedStore {
     async fn append(&self, entries: Vec<AuditEntry>) -> Result<()> {
-        let ttl = millis(self.options.audit_ttl);
-        self.writer
-            .submit(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "INSERT INTO audit (event_id, at, step, actor, detail, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for e in &entries {
-                    stmt.execute(params![
-                        e.event_id.to_string(),
-                        e.at.as_millis(),
-                        e.step.as_str(),
-                        e.actor,
-                        to_json(&e.detail)?,
-                        e.at.as_millis() + ttl
-                    ])?;
-                }
-                Ok(())
-            })
-            .await
+        let ttl = self.options.audit_ttl;
+        self.writer.submit(move |conn| entries.iter().try_for_each(|e| insert(conn, e, ttl))).await
     }
 
     async fn history(&self, event_id: EventId) -> Result<Vec<AuditEntry>> {

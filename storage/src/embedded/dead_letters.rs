@@ -95,7 +95,7 @@ impl DeadLetters for EmbeddedStore {
         let now = self.now();
         let window = self.options.dedup_window;
         self.writer
-            .submit(move |conn| {
+            .submit_waking(move |conn| {
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
                     let row: Option<(i64, String, String, String)> = conn

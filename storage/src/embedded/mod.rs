@@ -15,6 +15,7 @@ mod audit;
 mod dead_letters;
 mod idempotency;
 mod migrations;
+mod protocol;
 mod queue;
 mod retries;
 mod webhooks;
@@ -48,8 +49,6 @@ pub struct EmbeddedOptions {
     pub dedup_window: Duration,
     /// Audit entries expire after this long.
     pub audit_ttl: Duration,
-    /// Retry records expire after this long.
-    pub retry_ttl: Duration,
     /// How often a long poll looks for messages sent by other processes.
     pub poll_interval: Duration,
     /// Most requests in one group commit.
@@ -66,7 +65,6 @@ impl Default for EmbeddedOptions {
             max_receive_count: 50,
             dedup_window: Duration::from_secs(300),
             audit_ttl: Duration::from_secs(90 * 24 * 3600),
-            retry_ttl: Duration::from_secs(14 * 24 * 3600),
             poll_interval: Duration::from_millis(100),
             max_batch: 1024,
             durability: Durability::Full,
@@ -128,6 +126,7 @@ impl EmbeddedStore {
     /// Every port of this store.
     pub fn into_store(self: Arc<Self>) -> Store {
         Store {
+            protocol: self.clone(),
             queue: self.clone(),
             dead_letters: self.clone(),
             idempotency: self.clone(),

@@ -118,7 +118,7 @@ pub(super) fn promote_next_head(conn: &Connection, group: &str) -> Result<()> {
 }
 
 /// Removes a message row from the main queue, keeping its group's head right.
-fn take_off_main(conn: &Connection, seq: i64, group: &str, was_head: bool) -> Result<()> {
+pub(super) fn take_off_main(conn: &Connection, seq: i64, group: &str, was_head: bool) -> Result<()> {
     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([seq])?;
     if was_head {
         promote_next_head(conn, group)?;
@@ -127,7 +127,14 @@ fn take_off_main(conn: &Connection, seq: i64, group: &str, was_head: bool) -> Re
 }
 
 /// Moves a main-queue row to the DLQ with a reason (a new tail position there).
-fn move_row_to_dlq(conn: &Connection, seq: i64, group: &str, was_head: bool, reason: &str, now: i64) -> Result<()> {
+pub(super) fn move_row_to_dlq(
+    conn: &Connection,
+    seq: i64,
+    group: &str,
+    was_head: bool,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
                                sent_at, visible_at, receive_count, dead_reason, dead_at)
@@ -140,7 +147,7 @@ fn move_row_to_dlq(conn: &Connection, seq: i64, group: &str, was_head: bool, rea
 }
 
 /// The row a receipt designates, if it is still the current receipt: `(seq, group, head)`.
-fn row_for_receipt(conn: &Connection, receipt: &ReceiptHandle) -> Result<(i64, String, bool)> {
+pub(super) fn row_for_receipt(conn: &Connection, receipt: &ReceiptHandle) -> Result<(i64, String, bool)> {
     let (seq, token) = receipt.0.split_once(':').ok_or(StorageError::StaleReceipt)?;
     let seq: i64 = seq.parse().map_err(|_| StorageError::StaleReceipt)?;
     conn.prepare_cached("SELECT group_id, head FROM messages WHERE seq = ?1 AND queue = 'main' AND receipt = ?2")?
@@ -161,7 +168,7 @@ struct HeadRow {
     event_id: String,
 }
 
-fn try_receive(
+pub(super) fn try_receive(
     conn: &Connection,
     max: usize,
     visibility: Duration,
@@ -231,9 +238,62 @@ fn try_receive(
 
 /// What a receive needs to know of the store's settings.
 #[derive(Debug, Clone, Copy)]
-struct ReceiveLimits {
-    max_receive_count: u32,
-    audit_ttl: Duration,
+pub(super) struct ReceiveLimits {
+    pub(super) max_receive_count: u32,
+    pub(super) audit_ttl: Duration,
+}
+
+impl EmbeddedStore {
+    pub(super) fn receive_limits(&self) -> ReceiveLimits {
+        ReceiveLimits { max_receive_count: self.options.max_receive_count, audit_ttl: self.options.audit_ttl }
+    }
+
+    /// The long poll: runs `job` (a receive) in the writer until it returns something or `wait` is over. Between
+    /// tries it sleeps until a commit of this process may have made a message receivable, or for the poll
+    /// interval; a poll then only reads (is any group's head visible?), so an idle poller writes nothing and
+    /// wakes nobody. Other processes' sends and expired visibilities are found by that poll.
+    pub(super) async fn long_poll<T, F>(&self, wait: Duration, job: F) -> Result<Vec<T>>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection, i64) -> Result<Vec<T>> + Clone + Send + 'static,
+    {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut look = true;
+        loop {
+            // Created before looking, so a commit in between is not missed (`notify_waiters` reaches every
+            // `Notified` created before it, polled or not).
+            let changed = self.queue_changed.notified();
+            if look {
+                let now = self.now();
+                let job = job.clone();
+                let got = self.writer.submit(move |conn| job(conn, now)).await?;
+                if !got.is_empty() {
+                    return Ok(got);
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            look = tokio::select! {
+                _ = changed => true,
+                _ = tokio::time::sleep(left.min(self.options.poll_interval)) => self.receivable().await?,
+            };
+        }
+    }
+
+    /// Whether some group's head is visible now (a read: no write lock, no commit).
+    async fn receivable(&self) -> Result<bool> {
+        let now = self.now();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = 'main' AND head = 1 AND visible_at <= ?1)",
+                )?
+                .query_row([now], |r| r.get(0))?)
+        })
+        .await
+    }
 }
 
 /// The ledger side of a dead-lettering done by the queue itself (too many receives, undecodable): what a
@@ -269,7 +329,7 @@ impl Queue for EmbeddedStore {
         let now = self.now();
         let window = self.options.dedup_window;
         self.writer
-            .submit(move |conn| {
+            .submit_waking(move |conn| {
                 Ok(encoded
                     .into_iter()
                     .map(|m| m.and_then(|m| insert_message_atomically(conn, MAIN, &m, now, window)))
@@ -282,31 +342,14 @@ impl Queue for EmbeddedStore {
         if max == 0 || max > 10 {
             return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
         }
-        let deadline = tokio::time::Instant::now() + wait;
-        let limits =
-            ReceiveLimits { max_receive_count: self.options.max_receive_count, audit_ttl: self.options.audit_ttl };
-        loop {
-            // Register for the wake-up before looking, so a send committed in between is not missed.
-            let changed = self.queue_changed.notified();
-            let now = self.now();
-            let got = self.writer.submit(move |conn| try_receive(conn, max, visibility, now, limits)).await?;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if !got.is_empty() || left.is_zero() {
-                return Ok(got);
-            }
-            // Other processes' sends and visibility expiry wake no one here: poll for those.
-            let nap = left.min(self.options.poll_interval);
-            tokio::select! {
-                _ = changed => {}
-                _ = tokio::time::sleep(nap) => {}
-            }
-        }
+        let limits = self.receive_limits();
+        self.long_poll(wait, move |conn, now| try_receive(conn, max, visibility, now, limits)).await
     }
 
     async fn delete(&self, receipt: &ReceiptHandle) -> Result<()> {
         let receipt = receipt.clone();
         self.writer
-            .submit(move |conn| {
+            .submit_waking(move |conn| {
                 let (seq, group, head) = row_for_receipt(conn, &receipt)?;
                 take_off_main(conn, seq, &group, head)
             })
@@ -320,22 +363,22 @@ impl Queue for EmbeddedStore {
         let receipt = receipt.clone();
         let now = self.now();
         let visible_at = now + millis(visibility);
-        self.writer
-            .submit(move |conn| {
-                let (seq, _, _) = row_for_receipt(conn, &receipt)?;
-                // As SQS: only a message in flight can have its visibility changed. Once its timeout ran out it is
-                // visible again, and a late heartbeat must not hide it anew.
-                let in_flight: bool = conn
-                    .prepare_cached("SELECT visible_at > ?2 FROM messages WHERE seq = ?1")?
-                    .query_row(params![seq, now], |r| r.get(0))?;
-                if !in_flight {
-                    return Err(StorageError::StaleReceipt);
-                }
-                conn.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
-                    .execute(params![seq, visible_at])?;
-                Ok(())
-            })
-            .await
+        let work = move |conn: &Connection| {
+            let (seq, _, _) = row_for_receipt(conn, &receipt)?;
+            // As SQS: only a message in flight can have its visibility changed. Once its timeout ran out it is
+            // visible again, and a late heartbeat must not hide it anew.
+            let in_flight: bool = conn
+                .prepare_cached("SELECT visible_at > ?2 FROM messages WHERE seq = ?1")?
+                .query_row(params![seq, now], |r| r.get(0))?;
+            if !in_flight {
+                return Err(StorageError::StaleReceipt);
+            }
+            conn.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
+                .execute(params![seq, visible_at])?;
+            Ok(())
+        };
+        // A release makes the message receivable at once; a heartbeat or a backoff does not.
+        if visibility.is_zero() { self.writer.submit_waking(work).await } else { self.writer.submit(work).await }
     }
 
     async fn move_to_dlq(&self, receipt: &ReceiptHandle, reason: &str) -> Result<()> {
@@ -343,7 +386,7 @@ impl Queue for EmbeddedStore {
         let reason = reason.to_owned();
         let now = self.now();
         self.writer
-            .submit(move |conn| {
+            .submit_waking(move |conn| {
                 let (seq, group, head) = row_for_receipt(conn, &receipt)?;
                 move_row_to_dlq(conn, seq, &group, head, &reason, now)
             })

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use eventfleet_schema::{ErrorClass, EventId, IdempotencyKey, RetryRecord, RetryStatus, Timestamp};
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::EmbeddedStore;
 use crate::retries::RetryRecords;
@@ -32,30 +32,40 @@ fn decode(r: RawRecord) -> Result<RetryRecord> {
     })
 }
 
+/// Writes a retry record inside the caller's transaction.
+pub(super) fn upsert(conn: &Connection, r: &RetryRecord) -> Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO retries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        r.event_id.to_string(),
+        r.idempotency_key.as_str(),
+        r.attempts,
+        r.last_error,
+        r.error_class.as_str(),
+        r.next_attempt_at.map(Timestamp::as_millis),
+        r.status.as_str(),
+        r.dead_reason,
+        r.updated_at.as_millis(),
+        r.expires_at.as_millis()
+    ])?;
+    Ok(())
+}
+
+/// The live retry record of an event, inside the caller's transaction.
+pub(super) fn live(conn: &Connection, event_id: &str, now: i64) -> Result<Option<RetryRecord>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM retries WHERE event_id = ?1 AND expires_at > ?2"))?
+        .query_row(params![event_id, now], raw)
+        .optional()?
+        .map(decode)
+        .transpose()
+}
+
 #[async_trait]
 impl RetryRecords for EmbeddedStore {
     async fn upsert(&self, record: &RetryRecord) -> Result<()> {
         let r = record.clone();
-        self.writer
-            .submit(move |conn| {
-                conn.prepare_cached(&format!(
-                    "INSERT OR REPLACE INTO retries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                ))?
-                .execute(params![
-                    r.event_id.to_string(),
-                    r.idempotency_key.as_str(),
-                    r.attempts,
-                    r.last_error,
-                    r.error_class.as_str(),
-                    r.next_attempt_at.map(Timestamp::as_millis),
-                    r.status.as_str(),
-                    r.dead_reason,
-                    r.updated_at.as_millis(),
-                    r.expires_at.as_millis()
-                ])?;
-                Ok(())
-            })
-            .await
+        self.writer.submit(move |conn| upsert(conn, &r)).await
     }
 
     async fn get(&self, event_id: EventId) -> Result<Option<RetryRecord>> {

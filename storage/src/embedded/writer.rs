@@ -16,10 +16,15 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the waiter, given why the batch failed if it did.
     fn deliver(self: Box<Self>, batch_error: Option<&StorageError>);
+    /// Whether its commit may have made a message receivable (a send, a delete that promotes a group's next
+    /// message, a release): only such commits wake the long polls of this process. A receive's own commit must
+    /// not, or an idle poller wakes itself forever.
+    fn wakes_receivers(&self) -> bool;
 }
 
 struct TypedJob<R, F> {
     work: Option<F>,
+    wakes: bool,
     result: Option<Result<R, StorageError>>,
     answer: oneshot::Sender<Result<R, StorageError>>,
 }
@@ -48,6 +53,10 @@ where
         // The caller may have gone away (request cancelled); the write stands either way.
         let _ = self.answer.send(answer);
     }
+
+    fn wakes_receivers(&self) -> bool {
+        self.wakes
+    }
 }
 
 /// Handle to the writer thread. Dropping it stops the thread once queued jobs are done.
@@ -65,14 +74,33 @@ impl Writer {
         Ok(Self { jobs })
     }
 
-    /// Runs `work` inside the next group commit and answers once that commit is durable.
+    /// Runs `work` inside the next group commit and answers once that commit is durable. Its commit wakes no
+    /// long poll: for writes that cannot make a message receivable.
     pub(super) async fn submit<R, F>(&self, work: F) -> Result<R, StorageError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
     {
+        self.submit_job(work, false).await
+    }
+
+    /// [`Writer::submit`] for a write that may make a message receivable: its commit wakes this process's long
+    /// polls.
+    pub(super) async fn submit_waking<R, F>(&self, work: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+    {
+        self.submit_job(work, true).await
+    }
+
+    async fn submit_job<R, F>(&self, work: F, wakes: bool) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+    {
         let (answer, rx) = oneshot::channel();
-        let job = TypedJob { work: Some(work), result: None, answer };
+        let job = TypedJob { work: Some(work), wakes, result: None, answer };
         self.jobs.send(Box::new(job)).map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?;
         rx.await.map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?
     }
@@ -88,8 +116,11 @@ fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, max_batch: usize, com
                 Err(_) => break,
             }
         }
+        let wake = batch.iter().any(|job| job.wakes_receivers());
         commit_batch(&conn, &mut batch);
-        committed.notify_waiters();
+        if wake {
+            committed.notify_waiters();
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Attempts are counted by the worker, not read off the queue's receive count.
+//! Attempts are counted by the store's start step (failures, and attempts that stopped without an outcome), not
+//! read off the queue's receive count.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -7,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventfleet_schema::{Envelope, IdempotencyKey, RetryStatus, Status};
 use eventfleet_storage::conformance::envelope;
-use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, OutgoingMessage, ReceivedMessage, Store};
+use eventfleet_storage::{Delivery, EmbeddedOptions, EmbeddedStore, OutgoingMessage, ReceivedMessage, Start, Store};
 use eventfleet_workers::metrics::WorkerMetrics;
 use eventfleet_workers::process::{Disposition, Processor};
 use eventfleet_workers::slack::DevOutbox;
@@ -29,14 +30,22 @@ impl Handler for FailsFirst {
     }
 }
 
-async fn receive_one(store: &Store) -> ReceivedMessage {
-    for _ in 0..100 {
-        if let Some(m) = store.queue.receive(1, Duration::from_secs(30), Duration::ZERO).await.unwrap().pop() {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Receives and starts one delivery, as the pool does.
+async fn deliver_one(store: &Store) -> Delivery {
+    let actor = worker_config().protocol_actor();
+    match store.protocol.receive(1, Duration::from_secs(2), &actor).await.unwrap().pop() {
+        Some(d) => d,
+        None => panic!("nothing to receive"),
     }
-    panic!("nothing to receive");
+}
+
+/// Receives one message through the queue alone (no start), as a test's stand-in for a receive that gives it
+/// back untried.
+async fn receive_untried(store: &Store) -> ReceivedMessage {
+    match store.queue.receive(1, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap().pop() {
+        Some(m) => m,
+        None => panic!("nothing to receive"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,20 +59,20 @@ async fn receives_of_a_message_that_waited_untried_do_not_use_up_its_attempts() 
     assert_eq!(processor.config.max_attempts, 5);
     let never = CancellationToken::new();
 
-    let m = receive_one(&store).await;
-    assert_eq!(m.receive_count, 5, "the queue counted every receive");
+    let m = deliver_one(&store).await;
+    assert_eq!(m.message.receive_count, 5, "the queue counted every receive");
     let first = processor.process(m, &never).await.unwrap();
     assert!(matches!(first, Disposition::RetryScheduled(_)), "first attempt fails and is retried: {first:?}");
     assert_eq!(store.retries.get(event_id).await.unwrap().unwrap().attempts, 1);
 
-    let m = receive_one(&store).await;
-    assert_eq!(m.receive_count, 6);
+    let m = deliver_one(&store).await;
+    assert_eq!(m.message.receive_count, 6);
     let second = processor.process(m, &never).await.unwrap();
     assert!(matches!(second, Disposition::RetryScheduled(_)), "second attempt: {second:?}");
     let record = store.retries.get(event_id).await.unwrap().unwrap();
     assert_eq!((record.attempts, record.status), (2, RetryStatus::Active));
 
-    let m = receive_one(&store).await;
+    let m = deliver_one(&store).await;
     assert_eq!(processor.process(m, &never).await.unwrap(), Disposition::Succeeded);
     let record = store.idempotency.find_by_event(event_id).await.unwrap().unwrap();
     assert_eq!(record.status, Status::Done);
@@ -85,8 +94,8 @@ async fn a_failure_at_the_queues_own_receive_limit_is_dead_lettered_with_its_rec
     let (store, event_id, _) = one_message(&dir, "waits-long").await;
     let processor = processor(&store, &dir, Arc::new(FailsFirst(AtomicU32::new(1))));
     give_back_untried(&store, processor.config.max_receive_count - 1).await;
-    let m = receive_one(&store).await;
-    assert_eq!(m.receive_count, processor.config.max_receive_count);
+    let m = deliver_one(&store).await;
+    assert_eq!(m.message.receive_count, processor.config.max_receive_count);
     // The next receive would have the queue move it without a dead-letter record: the worker does it now.
     assert_eq!(processor.process(m, &CancellationToken::new()).await.unwrap(), Disposition::DeadLettered);
     let record = store.retries.get(event_id).await.unwrap().unwrap();
@@ -112,7 +121,7 @@ async fn one_message(dir: &tempfile::TempDir, name: &str) -> (Store, eventfleet_
 /// behind a failing one of its group.
 async fn give_back_untried(store: &Store, n: u32) {
     for _ in 0..n {
-        let m = receive_one(store).await;
+        let m = receive_untried(store).await;
         store.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
     }
 }
@@ -124,34 +133,38 @@ fn processor(store: &Store, dir: &tempfile::TempDir, handler: Arc<FailsFirst>) -
         slack: Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl"))),
         config: worker_config(),
         metrics: WorkerMetrics::unregistered(),
-        finishing: tokio_util::task::TaskTracker::new(),
+        actor: worker_config().protocol_actor(),
     }
 }
 
-/// A worker took the message and died mid-handler: its lease is held, then runs out.
-async fn crash_an_attempt(store: &Store, key: &IdempotencyKey, event_id: eventfleet_schema::EventId) {
-    let m = receive_one(store).await;
-    store.idempotency.begin(key, event_id, Duration::from_millis(20)).await.unwrap();
-    store.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+/// A worker received and started the message, then died mid-handler: its visibility runs out (made to run out
+/// at once here).
+async fn crash_an_attempt(store: &Store) {
+    let d = deliver_one(store).await;
+    assert!(matches!(d.start, Start::Run { .. }), "{:?}", d.start);
+    store.queue.change_visibility(&d.message.receipt, Duration::ZERO).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_whose_worker_died_counts_as_a_failed_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, event_id, key) = one_message(&dir, "crashed").await;
-    crash_an_attempt(&store, &key, event_id).await;
+    let (store, event_id, _) = one_message(&dir, "crashed").await;
+    crash_an_attempt(&store).await;
     let handler = Arc::new(FailsFirst(AtomicU32::new(0)));
     let processor = processor(&store, &dir, handler);
-    let m = receive_one(&store).await;
+    let m = deliver_one(&store).await;
     assert_eq!(processor.process(m, &CancellationToken::new()).await.unwrap(), Disposition::Succeeded);
     let trail = store.audit.history(event_id).await.unwrap();
     let stopped =
         trail.iter().find(|e| e.step == eventfleet_schema::Step::RetryScheduled).expect("the stopped attempt");
     assert_eq!(stopped.detail["attempt"], 1);
     assert!(stopped.detail["error"].as_str().unwrap().contains("stopped without an outcome"), "{}", stopped.detail);
-    let started = trail.iter().find(|e| e.step == eventfleet_schema::Step::Started).unwrap();
-    assert_eq!(started.detail["attempt"], 2, "the run after the crash is the second attempt");
+    let started: Vec<_> = trail
+        .iter()
+        .filter(|e| e.step == eventfleet_schema::Step::Started)
+        .map(|e| e.detail["attempt"].clone())
+        .collect();
+    assert_eq!(started, [1, 2], "the crashed attempt's line, then the run after the crash as the second attempt");
     assert_eq!(store.retries.get(event_id).await.unwrap().unwrap().attempts, 1);
 }
 
@@ -177,10 +190,10 @@ async fn a_crash_on_the_last_attempt_dead_letters_without_running_the_handler_ag
         })
         .await
         .unwrap();
-    crash_an_attempt(&store, &key, event_id).await;
+    crash_an_attempt(&store).await;
     let handler = Arc::new(FailsFirst(AtomicU32::new(1)));
     let processor = processor(&store, &dir, handler.clone());
-    let m = receive_one(&store).await;
+    let m = deliver_one(&store).await;
     assert_eq!(processor.process(m, &CancellationToken::new()).await.unwrap(), Disposition::DeadLettered);
     assert_eq!(handler.0.load(Ordering::SeqCst), 1, "the handler did not run");
     let record = store.retries.get(event_id).await.unwrap().unwrap();
@@ -188,41 +201,4 @@ async fn a_crash_on_the_last_attempt_dead_letters_without_running_the_handler_ag
     assert!(record.dead_reason.unwrap().starts_with("gave up after 5 attempts: attempt 5 stopped"));
     assert_eq!(store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Dead);
     assert_eq!(store.dead_letters.list(&Default::default()).await.unwrap().len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_letter_decision_cut_short_is_finished_not_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, event_id, key) = one_message(&dir, "half-dead").await;
-    // A worker began, wrote the dead-letter record and died before marking DEAD and moving the message.
-    crash_an_attempt(&store, &key, event_id).await;
-    let now = store.clock.now();
-    store
-        .retries
-        .upsert(&eventfleet_schema::RetryRecord {
-            event_id,
-            idempotency_key: key.clone(),
-            attempts: 1,
-            last_error: "chat.postMessage: channel_not_found".into(),
-            error_class: eventfleet_schema::ErrorClass::Permanent,
-            next_attempt_at: None,
-            status: RetryStatus::Dead,
-            dead_reason: Some("chat.postMessage: channel_not_found".into()),
-            updated_at: now,
-            expires_at: now.plus(Duration::from_secs(3600)),
-        })
-        .await
-        .unwrap();
-    let handler = Arc::new(FailsFirst(AtomicU32::new(0)));
-    let processor = processor(&store, &dir, handler);
-    let m = receive_one(&store).await;
-    assert_eq!(processor.process(m, &CancellationToken::new()).await.unwrap(), Disposition::DeadLettered);
-    let trail = store.audit.history(event_id).await.unwrap();
-    assert!(trail.iter().all(|e| e.step != eventfleet_schema::Step::Started), "the handler did not run");
-    let line = trail.iter().find(|e| e.step == eventfleet_schema::Step::DeadLettered).expect("a dead_lettered line");
-    assert_eq!(line.detail["reason"], "chat.postMessage: channel_not_found", "the decision's own reason");
-    assert_eq!(store.idempotency.get(&key).await.unwrap().unwrap().status, Status::Dead);
-    let dead = store.dead_letters.list(&Default::default()).await.unwrap();
-    assert_eq!(dead[0].reason, "chat.postMessage: channel_not_found");
-    assert_eq!(store.retries.get(event_id).await.unwrap().unwrap().attempts, 1, "not counted again");
 }

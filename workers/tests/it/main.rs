@@ -59,6 +59,7 @@ pub fn worker_config() -> WorkerConfig {
         retry_max_delay: Duration::from_millis(100),
         receive_wait: Duration::from_millis(500),
         actor: "worker@test".into(),
+        idempotency_horizon: Duration::from_secs(3600),
     }
 }
 

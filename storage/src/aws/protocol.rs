@@ -1,0 +1,427 @@
+//! The protocol port on SQS FIFO and DynamoDB, in the fewest requests that keep DESIGN.md's guarantees
+//! (`docs/architecture.md` walks through every crash point).
+//!
+//! - **accept**: one conditional `PutItem` claims the key (`PENDING`); the message joins the next
+//!   `SendMessageBatch` (dedup id = sha256 of the key); the `received` and `enqueued` lines join the next
+//!   `BatchWriteItem`. No `ENQUEUED` mark: a redelivery that finds `PENDING` cannot tell a claim whose send landed
+//!   from one whose ingress died before it, so it sends again under the original event id and the same dedup id
+//!   (SQS drops the copy inside its 5-minute window; after it, the worker skips the copy as `DONE`), and writes
+//!   the two lines under fixed sort keys, so however many deliveries race there is one of each.
+//! - **receive**: `ReceiveMessage` of up to 10, then one `BatchGetItem` (idempotency and retry records of every
+//!   message that can start) and one `BatchWriteItem` of the `started` lines. A redelivery (receive count over 1)
+//!   also reads its trail (`Query`) to see whether the attempt before it stopped without an outcome.
+//!   No `PROCESSING` write: SQS FIFO already keeps one message of a group in flight, and the visibility timeout
+//!   is the lease.
+//! - **succeed**: one `UpdateItem` to `DONE` (the decision), then the delete and the `succeeded` line in their
+//!   batches. **retry**: the retry record (`PutItem`), the visibility, the line. **dead_letter**: `DEAD` and the
+//!   dead-letter record, then the move (DLQ send with the message id as dedup id, delete), then the line.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use eventfleet_schema::{
+    AuditEntry, ErrorClass, EventId, IdempotencyRecord, RetryRecord, RetryStatus, Status, Step, Timestamp,
+};
+
+use super::idempotency::{Conditional, Write, live, new_item, record, update};
+use super::item::{Item, n, s, ts, ttl};
+use super::retries;
+use super::sqs::check_size;
+use super::{AwsStore, unavailable};
+use crate::protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};
+use crate::{AuditLog, MessageId, OutgoingMessage, Queue, ReceivedMessage, Result, RetryRecords, StorageError};
+
+/// How long retry and dead-letter records are kept.
+const RETRY_RECORD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// What a start found for one message.
+struct Found {
+    record: Option<IdempotencyRecord>,
+    retry: Option<RetryRecord>,
+}
+
+impl AwsStore {
+    /// The accept's lines under fixed sort keys, so every delivery that writes them writes the same two items.
+    async fn accept_lines(&self, message: &OutgoingMessage, event_id: EventId, first_seen: Timestamp, actor: &str) {
+        let env = &message.envelope;
+        let received = AuditEntry::new(event_id, first_seen, Step::Received, actor)
+            .with_detail(serde_json::json!({ "kind": env.kind(), "source": env.source().name() }));
+        let enqueued = AuditEntry::new(event_id, first_seen, Step::Enqueued, actor)
+            .with_detail(serde_json::json!({ "dedup_id": message.dedup_id }));
+        let items = vec![self.audit_item_once(&received, 0), self.audit_item_once(&enqueued, 1)];
+        self.write_lines(items).await;
+    }
+
+    /// Lines are the trail, not the state: an accepted event stands whether or not they land.
+    async fn write_lines(&self, items: Vec<Item>) {
+        for result in self.audit.submit_all(items).await {
+            match result {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "could not write an audit line"),
+                None => tracing::warn!("could not write an audit line: the audit writer stopped"),
+            }
+        }
+    }
+
+    async fn line(&self, entry: AuditEntry) {
+        if let Err(e) = self.append(vec![entry]).await {
+            tracing::warn!(error = %e, "could not write an audit line");
+        }
+    }
+
+    async fn send_one(&self, message: OutgoingMessage) -> Result<MessageId> {
+        self.sends
+            .submit(message)
+            .await
+            .unwrap_or_else(|| Err(StorageError::Unavailable("send batcher stopped".into())))
+    }
+
+    /// One `BatchGetItem` for the idempotency and retry records of `messages`.
+    async fn find(&self, messages: &[&ReceivedMessage]) -> Result<Vec<Found>> {
+        let now = self.now();
+        let (idem, retries) = (&self.names.idempotency_table, &self.names.retries_table);
+        let mut keys: Vec<HashMap<String, AttributeValue>> = Vec::new();
+        let mut events: Vec<HashMap<String, AttributeValue>> = Vec::new();
+        for m in messages {
+            let key = HashMap::from([("key".to_owned(), s(m.envelope.idempotency_key().as_str()))]);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+            let event = HashMap::from([("event_id".to_owned(), s(m.envelope.event_id().to_string()))]);
+            if !events.contains(&event) {
+                events.push(event);
+            }
+        }
+        let mut request = HashMap::from([
+            (idem.clone(), KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build()),
+            (retries.clone(), KeysAndAttributes::builder().set_keys(Some(events)).consistent_read(true).build()),
+        ]);
+        let (mut idem_items, mut retry_items) = (Vec::new(), Vec::new());
+        let mut delay = Duration::from_millis(20);
+        for attempt in 0.. {
+            let mut pending = HashMap::new();
+            for (table, ka) in request {
+                let ka = ka.map_err(|e| StorageError::Invalid(e.to_string()))?;
+                pending.insert(table, ka);
+            }
+            let out = self
+                .clients
+                .dynamodb
+                .batch_get_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|e| unavailable("BatchGetItem", e))?;
+            let mut responses = out.responses.unwrap_or_default();
+            idem_items.extend(responses.remove(idem).unwrap_or_default());
+            retry_items.extend(responses.remove(retries).unwrap_or_default());
+            let left = out.unprocessed_keys.unwrap_or_default();
+            if left.is_empty() {
+                break;
+            }
+            if attempt == 5 {
+                return Err(StorageError::Unavailable("BatchGetItem: keys still unprocessed after retries".into()));
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            request = left.into_iter().map(|(t, ka)| (t, Ok(ka))).collect();
+        }
+        let mut records = HashMap::new();
+        for item in idem_items {
+            if let Some(item) = live(Some(item), now)? {
+                let rec = record(&item)?;
+                records.insert(rec.key.as_str().to_owned(), rec);
+            }
+        }
+        let mut retry_records = HashMap::new();
+        for item in retry_items {
+            let rec = retries::record(&item)?;
+            if rec.expires_at > now {
+                retry_records.insert(rec.event_id, rec);
+            }
+        }
+        Ok(messages
+            .iter()
+            .map(|m| Found {
+                record: records.get(m.envelope.idempotency_key().as_str()).cloned(),
+                retry: retry_records.get(&m.envelope.event_id()).cloned(),
+            })
+            .collect())
+    }
+
+    /// Whether the trail's last delivery line is a `started` one: that attempt never reached an outcome.
+    async fn stopped(&self, event_id: EventId) -> Result<bool> {
+        let trail = self.history(event_id).await?;
+        Ok(trail
+            .iter()
+            .rev()
+            .find(|e| {
+                matches!(
+                    e.step,
+                    Step::Started
+                        | Step::Succeeded
+                        | Step::RetryScheduled
+                        | Step::DeadLettered
+                        | Step::Released
+                        | Step::DuplicateDeliverySkipped
+                        | Step::Replayed
+                )
+            })
+            .is_some_and(|e| e.step == Step::Started))
+    }
+
+    /// Decides one message's start. Returns the decision and, for a run, its `started` line (written by the
+    /// caller with the others of its receive).
+    async fn decide(&self, msg: &ReceivedMessage, found: Found, actor: &Actor) -> Result<(Start, Option<AuditEntry>)> {
+        let now = self.now();
+        let event_id = msg.envelope.event_id();
+        match found.record.as_ref().map(|r| r.status) {
+            Some(Status::Done) => {
+                Queue::delete(self, &msg.receipt).await?;
+                self.line(AuditEntry::new(event_id, now, Step::DuplicateDeliverySkipped, &actor.name)).await;
+                return Ok((Start::Skipped, None));
+            }
+            // A dead-lettering cut short between DEAD and the move: finish the move (the DLQ send's dedup id is
+            // the message id, so a move that did land is not doubled).
+            Some(Status::Dead) => {
+                let reason = found.record.and_then(|r| r.outcome).unwrap_or_else(|| "dead".into());
+                self.move_to_dlq(&msg.receipt, &reason).await?;
+                let detail = serde_json::json!({ "reason": reason, "finished": true });
+                self.line(AuditEntry::new(event_id, now, Step::DeadLettered, &actor.name).with_detail(detail)).await;
+                return Ok((Start::DeadLettered, None));
+            }
+            _ => {}
+        }
+        let replay = found.record.as_ref().is_some_and(|r| r.outcome.is_some());
+        let mut attempts = found.retry.as_ref().map_or(0, |r| r.attempts);
+        // Only a message received before can follow an attempt of its own; a first receive needs no read.
+        if msg.receive_count > 1 && self.stopped(event_id).await? {
+            attempts += 1;
+            let error = format!("attempt {attempts} stopped without an outcome (its worker died or lost its lease)");
+            let failure = Failure { attempt: attempts, error: error.clone(), class: ErrorClass::Retryable };
+            self.upsert(&failure_record(msg, &failure, now)).await?;
+            let detail = serde_json::json!({
+                "attempt": attempts, "error": error, "class": ErrorClass::Retryable, "delay_ms": 0, "stopped": true,
+            });
+            self.line(AuditEntry::new(event_id, now, Step::RetryScheduled, &actor.name).with_detail(detail)).await;
+            if attempts >= actor.max_attempts {
+                return Ok((
+                    Start::Exhausted { attempts, reason: format!("gave up after {attempts} attempts: {error}") },
+                    None,
+                ));
+            }
+        } else if attempts >= actor.max_attempts {
+            return Ok((Start::Exhausted { attempts, reason: format!("gave up after {attempts} attempts") }, None));
+        }
+        let attempt = attempts + 1;
+        let started = AuditEntry::new(event_id, now, Step::Started, &actor.name).with_detail(serde_json::json!({
+            "attempt": attempt, "receive": msg.receive_count, "kind": msg.envelope.kind(),
+        }));
+        Ok((Start::Run { attempt, replay }, Some(started)))
+    }
+
+    /// Starts messages (one `BatchGetItem`, one `BatchWriteItem` of `started` lines). The lines must be stored
+    /// before a handler runs: they are how the next start knows that an attempt was made.
+    async fn start_all(&self, messages: &[&ReceivedMessage], actor: &Actor) -> Result<Vec<Start>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = self.find(messages).await?;
+        let mut starts = Vec::with_capacity(messages.len());
+        let mut lines = Vec::new();
+        for (msg, found) in messages.iter().zip(found) {
+            let (start, line) = self.decide(msg, found, actor).await?;
+            starts.push(start);
+            lines.extend(line);
+        }
+        if !lines.is_empty() {
+            self.append(lines).await?;
+        }
+        Ok(starts)
+    }
+
+    /// `DONE` or `DEAD` with the outcome, creating the record if its claim expired meanwhile.
+    async fn finish_record(
+        &self,
+        msg: &ReceivedMessage,
+        status: Status,
+        outcome: &str,
+        horizon: Duration,
+    ) -> Result<()> {
+        let now = self.now();
+        let expires = now.plus(horizon);
+        self.clients
+            .dynamodb
+            .update_item()
+            .table_name(&self.names.idempotency_table)
+            .key("key", s(msg.envelope.idempotency_key().as_str()))
+            .update_expression(
+                "SET #s = :status, outcome = :outcome, last_seen = :now, event_id = if_not_exists(event_id, :e), \
+                 first_seen = if_not_exists(first_seen, :now), duplicate_count = if_not_exists(duplicate_count, :zero), \
+                 expires_at = if_not_exists(expires_at, :exp), #t = if_not_exists(#t, :ttl) REMOVE lease_until",
+            )
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#t", "ttl")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":outcome", s(outcome))
+            .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":e", s(msg.envelope.event_id().to_string()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":exp", ts(expires))
+            .expression_attribute_values(":ttl", ttl(expires))
+            .send()
+            .await
+            .map_err(|e| unavailable("UpdateItem idempotency", e))?;
+        Ok(())
+    }
+}
+
+fn failure_record(msg: &ReceivedMessage, f: &Failure, now: Timestamp) -> RetryRecord {
+    RetryRecord {
+        event_id: msg.envelope.event_id(),
+        idempotency_key: msg.envelope.idempotency_key().clone(),
+        attempts: f.attempt,
+        last_error: f.error.clone(),
+        error_class: f.class,
+        next_attempt_at: None,
+        status: RetryStatus::Active,
+        dead_reason: None,
+        updated_at: now,
+        expires_at: now.plus(RETRY_RECORD_TTL),
+    }
+}
+
+#[async_trait]
+impl Protocol for AwsStore {
+    async fn accept(&self, mut message: OutgoingMessage, horizon: Duration, actor: &str) -> Result<Accepted> {
+        // Too large for SQS: refused before anything is written for it.
+        check_size(&message)?;
+        let key = message.envelope.idempotency_key().clone();
+        for _ in 0..3 {
+            let now = self.now();
+            let event_id = message.envelope.event_id();
+            let claim = new_item(&key, Status::Pending, event_id, now, None, now.plus(horizon));
+            match self.write_idempotency(Write::Put(claim), now).await? {
+                Conditional::Written(_) => {
+                    let message_id = self.send_one(message.clone()).await?;
+                    self.accept_lines(&message, event_id, now, actor).await;
+                    return Ok(Accepted::New { event_id, message_id });
+                }
+                Conditional::Refused(Some(_)) => {}
+                // Expired between the two reads: claim again.
+                Conditional::Refused(None) => continue,
+            }
+            let count = update(
+                &key,
+                "SET last_seen = :now ADD duplicate_count :one",
+                "attribute_exists(#k)",
+                vec![(":one", n(1))],
+            );
+            let rec = match self.write_idempotency(count, now).await? {
+                Conditional::Written(item) => record(&item)?,
+                Conditional::Refused(_) => continue,
+            };
+            if rec.status == Status::Pending {
+                // The first delivery may have died before its send: send again under its event id (and the same
+                // dedup id), and write its two lines, which land on the same items as the first delivery's.
+                message.envelope.set_event_id(rec.event_id);
+                self.send_one(message.clone()).await?;
+                self.accept_lines(&message, rec.event_id, rec.first_seen, actor).await;
+            }
+            let detail = serde_json::json!({ "status": rec.status, "duplicate_count": rec.duplicate_count });
+            self.line(AuditEntry::new(rec.event_id, now, Step::Duplicate, actor).with_detail(detail)).await;
+            return Ok(Accepted::Duplicate { event_id: rec.event_id, status: rec.status });
+        }
+        Err(StorageError::Unavailable(format!("accept of {key} kept racing with its expiry")))
+    }
+
+    async fn receive(&self, max: usize, wait: Duration, actor: &Actor) -> Result<Vec<Delivery>> {
+        let messages = Queue::receive(self, max, actor.visibility, wait).await?;
+        // SQS hands out several messages of one group: only the first of each starts now.
+        let mut groups = std::collections::HashSet::new();
+        let heads: Vec<bool> = messages.iter().map(|m| groups.insert(m.group.clone())).collect();
+        let to_start: Vec<&ReceivedMessage> =
+            messages.iter().zip(&heads).filter(|(_, h)| **h).map(|(m, _)| m).collect();
+        let mut starts = self.start_all(&to_start, actor).await?.into_iter();
+        Ok(messages
+            .into_iter()
+            .zip(heads)
+            .map(|(message, head)| {
+                let start = if head { starts.next().unwrap_or(Start::Waiting) } else { Start::Waiting };
+                Delivery { message, start }
+            })
+            .collect())
+    }
+
+    async fn start(&self, message: &ReceivedMessage, actor: &Actor) -> Result<Start> {
+        let mut starts = self.start_all(&[message], actor).await?;
+        starts.pop().ok_or_else(|| StorageError::Unavailable("start decided nothing".into()))
+    }
+
+    async fn succeed(&self, message: &ReceivedMessage, attempt: u32, outcome: &str, actor: &Actor) -> Result<()> {
+        self.finish_record(message, Status::Done, outcome, actor.horizon).await?;
+        // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped.
+        let event_id = message.envelope.event_id();
+        let succeeded = AuditEntry::new(event_id, self.now(), Step::Succeeded, &actor.name)
+            .with_detail(serde_json::json!({ "outcome": outcome, "attempt": attempt }));
+        let (deleted, _) = tokio::join!(Queue::delete(self, &message.receipt), self.line(succeeded));
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, %event_id, "could not delete a finished message; its redelivery is skipped");
+        }
+        if attempt > 1 || message.receive_count > 1 {
+            self.resolve_retry(event_id).await;
+        }
+        Ok(())
+    }
+
+    async fn retry(&self, message: &ReceivedMessage, failure: &Failure, delay: Duration, actor: &Actor) -> Result<()> {
+        let now = self.now();
+        let mut record = failure_record(message, failure, now);
+        record.next_attempt_at = Some(now.plus(delay));
+        self.upsert(&record).await?;
+        self.change_visibility(&message.receipt, delay).await?;
+        let detail = serde_json::json!({
+            "attempt": failure.attempt, "error": failure.error, "class": failure.class,
+            "delay_ms": delay.as_millis() as u64,
+        });
+        self.line(
+            AuditEntry::new(message.envelope.event_id(), now, Step::RetryScheduled, &actor.name).with_detail(detail),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        failure: &Failure,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut record = failure_record(message, failure, now);
+        record.status = RetryStatus::Dead;
+        record.dead_reason = Some(reason.to_owned());
+        let (recorded, marked) =
+            tokio::join!(self.upsert(&record), self.finish_record(message, Status::Dead, reason, actor.horizon));
+        recorded?;
+        marked?;
+        self.move_to_dlq(&message.receipt, reason).await?;
+        let detail = serde_json::json!({ "attempt": failure.attempt, "reason": reason, "class": failure.class });
+        self.line(
+            AuditEntry::new(message.envelope.event_id(), now, Step::DeadLettered, &actor.name).with_detail(detail),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn release(&self, message: &ReceivedMessage, started: bool, actor: &Actor) -> Result<()> {
+        self.change_visibility(&message.receipt, Duration::ZERO).await?;
+        if started {
+            self.line(AuditEntry::new(message.envelope.event_id(), self.now(), Step::Released, &actor.name)).await;
+        }
+        Ok(())
+    }
+}

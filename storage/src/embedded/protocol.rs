@@ -1,0 +1,372 @@
+//! The protocol port on SQLite: every step is one writer job, so it commits whole or not at all, shares its
+//! commit (and its fsync) with whatever else is waiting, and no other request or process ever sees a step half
+//! done. `PENDING` therefore never reaches the file: an accepted key is `ENQUEUED` in the same commit that puts
+//! its message on the queue and writes its `received` and `enqueued` lines.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventfleet_schema::{
+    AuditEntry, ErrorClass, EventId, IdempotencyKey, RetryRecord, RetryStatus, Status, Step, Timestamp,
+};
+use rusqlite::{Connection, params};
+
+use super::queue::{
+    EncodedMessage, MAIN, insert_message, move_row_to_dlq, row_for_receipt, take_off_main, try_receive,
+};
+use super::{EmbeddedStore, audit, idempotency, millis, retries};
+use crate::protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};
+use crate::{OutgoingMessage, ReceivedMessage, Result, StorageError};
+
+/// How long retry and dead-letter records are kept.
+pub(crate) const RETRY_RECORD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The store's settings a job needs, copied out of the store so the job owns them.
+#[derive(Clone, Copy)]
+struct Settings {
+    dedup_window: Duration,
+    audit_ttl: Duration,
+}
+
+/// What a start needs to know of its worker, owned by the job.
+#[derive(Clone)]
+struct Worker {
+    name: String,
+    visibility: i64,
+    max_attempts: u32,
+    horizon: i64,
+}
+
+impl From<&Actor> for Worker {
+    fn from(a: &Actor) -> Self {
+        Self {
+            name: a.name.clone(),
+            visibility: millis(a.visibility),
+            max_attempts: a.max_attempts,
+            horizon: millis(a.horizon),
+        }
+    }
+}
+
+impl EmbeddedStore {
+    fn settings(&self) -> Settings {
+        Settings { dedup_window: self.options.dedup_window, audit_ttl: self.options.audit_ttl }
+    }
+}
+
+fn line(conn: &Connection, entry: AuditEntry, s: Settings) -> Result<()> {
+    audit::insert(conn, &entry, s.audit_ttl)
+}
+
+fn event_id_of(msg: &ReceivedMessage) -> EventId {
+    msg.envelope.event_id()
+}
+
+/// The accept step: claim, enqueue, `ENQUEUED`, the two lines; or the duplicate counted and audited.
+fn accept_job(
+    conn: &Connection,
+    mut message: OutgoingMessage,
+    encoded: EncodedMessage,
+    horizon: i64,
+    now: i64,
+    actor: &str,
+    s: Settings,
+) -> Result<Accepted> {
+    let key = message.envelope.idempotency_key().as_str().to_owned();
+    let existing = idempotency::live(conn, &key, now)?;
+    let encoded = match existing {
+        Some(rec) if rec.status != Status::Pending => {
+            let rec = conn
+                .prepare_cached(&format!(
+                    "UPDATE idempotency SET duplicate_count = duplicate_count + 1, last_seen = ?2
+                     WHERE key = ?1 RETURNING {}",
+                    idempotency::COLUMNS
+                ))?
+                .query_row(params![key, now], idempotency::record)?;
+            let detail = serde_json::json!({ "status": rec.status, "duplicate_count": rec.duplicate_count });
+            let at = Timestamp::from_millis(now);
+            line(conn, AuditEntry::new(rec.event_id, at, Step::Duplicate, actor).with_detail(detail), s)?;
+            return Ok(Accepted::Duplicate { event_id: rec.event_id, status: rec.status });
+        }
+        // A claim left by a build that accepted in several steps and died between them: finish it under its
+        // event id (the sender retried because it never got an answer).
+        Some(rec) => {
+            message.envelope.set_event_id(rec.event_id);
+            EncodedMessage::encode(&message)?
+        }
+        None => encoded,
+    };
+    let env = &message.envelope;
+    let event_id = env.event_id();
+    let message_id = insert_message(conn, MAIN, &encoded, now, s.dedup_window)?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'ENQUEUED', ?2, ?3, ?3, 0, NULL, NULL, ?4)",
+        idempotency::COLUMNS
+    ))?
+    .execute(params![key, event_id.to_string(), now, now + horizon])?;
+    // Received when the ingress read it, which is never later than the store's own now (a test's paused clock
+    // may lag the envelope's wall clock: the trail keeps its order either way).
+    let received_at = env.received_at().min(Timestamp::from_millis(now));
+    let received = AuditEntry::new(event_id, received_at, Step::Received, actor)
+        .with_detail(serde_json::json!({ "kind": env.kind(), "source": env.source().name() }));
+    let enqueued = AuditEntry::new(event_id, Timestamp::from_millis(now), Step::Enqueued, actor)
+        .with_detail(serde_json::json!({ "message_id": message_id, "dedup_id": message.dedup_id }));
+    line(conn, received, s)?;
+    line(conn, enqueued, s)?;
+    Ok(Accepted::New { event_id, message_id })
+}
+
+/// The start of one received message, inside the receive's transaction.
+fn start_job(conn: &Connection, msg: &ReceivedMessage, w: &Worker, now: i64, s: Settings) -> Result<Start> {
+    let key = msg.envelope.idempotency_key().as_str();
+    let event_id = event_id_of(msg);
+    let at = Timestamp::from_millis(now);
+    let (seq, group, head) = row_for_receipt(conn, &msg.receipt)?;
+    let rec = idempotency::live(conn, key, now)?;
+    match rec.as_ref().map(|r| r.status) {
+        Some(Status::Done) => {
+            take_off_main(conn, seq, &group, head)?;
+            line(conn, AuditEntry::new(event_id, at, Step::DuplicateDeliverySkipped, &w.name), s)?;
+            return Ok(Start::Skipped);
+        }
+        Some(Status::Dead) => {
+            let reason = rec.and_then(|r| r.outcome).unwrap_or_else(|| "dead".into());
+            let already: bool = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE queue = 'dlq' AND event_id = ?1)")?
+                .query_row([event_id.to_string()], |r| r.get(0))?;
+            if already {
+                take_off_main(conn, seq, &group, head)?;
+                let detail = serde_json::json!({ "reason": "already on the dead-letter queue" });
+                line(
+                    conn,
+                    AuditEntry::new(event_id, at, Step::DuplicateDeliverySkipped, &w.name).with_detail(detail),
+                    s,
+                )?;
+            } else {
+                move_row_to_dlq(conn, seq, &group, head, &reason, now)?;
+                let detail = serde_json::json!({ "reason": reason, "finished": true });
+                line(conn, AuditEntry::new(event_id, at, Step::DeadLettered, &w.name).with_detail(detail), s)?;
+            }
+            return Ok(Start::DeadLettered);
+        }
+        _ => {}
+    }
+    let replay = rec.as_ref().is_some_and(|r| r.outcome.is_some());
+    let retry = retries::live(conn, &event_id.to_string(), now)?;
+    let mut attempts = retry.as_ref().map_or(0, |r| r.attempts);
+    // PROCESSING here means an earlier start never reached an outcome: its worker died or lost the message. That
+    // attempt counts, so a handler that kills its worker is dead-lettered after as many attempts as one that fails.
+    if rec.as_ref().is_some_and(|r| r.status == Status::Processing) {
+        attempts += 1;
+        let error = format!("attempt {attempts} stopped without an outcome (its worker died or lost its lease)");
+        let record = failure_record(
+            msg,
+            &Failure { attempt: attempts, error: error.clone(), class: ErrorClass::Retryable },
+            now,
+        );
+        retries::upsert(conn, &record)?;
+        let detail = serde_json::json!({
+            "attempt": attempts, "error": error, "class": ErrorClass::Retryable, "delay_ms": 0, "stopped": true,
+        });
+        line(conn, AuditEntry::new(event_id, at, Step::RetryScheduled, &w.name).with_detail(detail), s)?;
+        if attempts >= w.max_attempts {
+            // Not running: the record goes back to ENQUEUED so the next start (if the dead-lettering is cut short)
+            // does not count this stop again.
+            set_status(conn, key, Status::Enqueued, now, None)?;
+            return Ok(Start::Exhausted { attempts, reason: format!("gave up after {attempts} attempts: {error}") });
+        }
+    } else if attempts >= w.max_attempts {
+        return Ok(Start::Exhausted { attempts, reason: format!("gave up after {attempts} attempts") });
+    }
+    let lease = now + w.visibility;
+    if rec.is_some() {
+        set_status(conn, key, Status::Processing, now, Some(lease))?;
+    } else {
+        // The claim expired before the event ran (a backlog older than the horizon): start a new record.
+        conn.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'PROCESSING', ?2, ?3, ?3, 0, ?4, NULL, ?5)",
+            idempotency::COLUMNS
+        ))?
+        .execute(params![key, event_id.to_string(), now, lease, now + w.horizon])?;
+    }
+    let attempt = attempts + 1;
+    let detail = serde_json::json!({ "attempt": attempt, "receive": msg.receive_count, "kind": msg.envelope.kind() });
+    line(conn, AuditEntry::new(event_id, at, Step::Started, &w.name).with_detail(detail), s)?;
+    Ok(Start::Run { attempt, replay })
+}
+
+fn set_status(conn: &Connection, key: &str, status: Status, now: i64, lease: Option<i64>) -> Result<()> {
+    conn.prepare_cached("UPDATE idempotency SET status = ?2, last_seen = ?3, lease_until = ?4 WHERE key = ?1")?
+        .execute(params![key, status.as_str(), now, lease])?;
+    Ok(())
+}
+
+fn failure_record(msg: &ReceivedMessage, f: &Failure, now: i64) -> RetryRecord {
+    let now = Timestamp::from_millis(now);
+    RetryRecord {
+        event_id: msg.envelope.event_id(),
+        idempotency_key: msg.envelope.idempotency_key().clone(),
+        attempts: f.attempt,
+        last_error: f.error.clone(),
+        error_class: f.class,
+        next_attempt_at: None,
+        status: RetryStatus::Active,
+        dead_reason: None,
+        updated_at: now,
+        expires_at: now.plus(RETRY_RECORD_TTL),
+    }
+}
+
+#[async_trait]
+impl Protocol for EmbeddedStore {
+    async fn accept(&self, message: OutgoingMessage, horizon: Duration, actor: &str) -> Result<Accepted> {
+        // Encoded here, so the single writer thread spends its time in SQLite only.
+        let encoded = EncodedMessage::encode(&message)?;
+        let (now, horizon, actor, s) = (self.now(), millis(horizon), actor.to_owned(), self.settings());
+        self.writer.submit_waking(move |conn| accept_job(conn, message, encoded, horizon, now, &actor, s)).await
+    }
+
+    async fn receive(&self, max: usize, wait: Duration, actor: &Actor) -> Result<Vec<Delivery>> {
+        if max == 0 || max > 10 {
+            return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
+        }
+        let (limits, s, w, visibility) =
+            (self.receive_limits(), self.settings(), Worker::from(actor), actor.visibility);
+        self.long_poll(wait, move |conn, now| {
+            let mut out = Vec::new();
+            for message in try_receive(conn, max, visibility, now, limits)? {
+                let start = start_job(conn, &message, &w, now, s)?;
+                out.push(Delivery { message, start });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn start(&self, message: &ReceivedMessage, actor: &Actor) -> Result<Start> {
+        let (message, w, s, now) = (message.clone(), Worker::from(actor), self.settings(), self.now());
+        self.writer.submit_waking(move |conn| start_job(conn, &message, &w, now, s)).await
+    }
+
+    async fn succeed(&self, message: &ReceivedMessage, attempt: u32, outcome: &str, actor: &Actor) -> Result<()> {
+        let (message, outcome, name, s, now) =
+            (message.clone(), outcome.to_owned(), actor.name.clone(), self.settings(), self.now());
+        let horizon = millis(actor.horizon);
+        self.writer
+            .submit_waking(move |conn| {
+                let key = message.envelope.idempotency_key().as_str();
+                let event_id = event_id_of(&message);
+                // The handler ran: DONE stands even if the message was meanwhile received again (its visibility
+                // ran out); that delivery then finds DONE and is skipped.
+                match row_for_receipt(conn, &message.receipt) {
+                    Ok((seq, group, head)) => take_off_main(conn, seq, &group, head)?,
+                    Err(StorageError::StaleReceipt) => {}
+                    Err(e) => return Err(e),
+                }
+                let updated = conn
+                    .prepare_cached(
+                        "UPDATE idempotency SET status = 'DONE', outcome = ?2, last_seen = ?3, lease_until = NULL
+                         WHERE key = ?1 AND expires_at > ?3",
+                    )?
+                    .execute(params![key, outcome, now])?;
+                if updated == 0 {
+                    conn.prepare_cached(&format!(
+                        "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'DONE', ?2, ?3, ?3, 0, NULL, ?4, ?5)",
+                        idempotency::COLUMNS
+                    ))?
+                    .execute(params![key, event_id.to_string(), now, outcome, now + horizon])?;
+                }
+                conn.prepare_cached(
+                    "UPDATE retries SET status = 'RESOLVED', next_attempt_at = NULL, updated_at = ?2
+                     WHERE event_id = ?1 AND status <> 'RESOLVED'",
+                )?
+                .execute(params![event_id.to_string(), now])?;
+                let detail = serde_json::json!({ "outcome": outcome, "attempt": attempt });
+                let at = Timestamp::from_millis(now);
+                line(conn, AuditEntry::new(event_id, at, Step::Succeeded, &name).with_detail(detail), s)
+            })
+            .await
+    }
+
+    async fn retry(&self, message: &ReceivedMessage, failure: &Failure, delay: Duration, actor: &Actor) -> Result<()> {
+        let (message, failure, name, s, now) =
+            (message.clone(), failure.clone(), actor.name.clone(), self.settings(), self.now());
+        let delay_ms = millis(delay);
+        self.writer
+            .submit(move |conn| {
+                let (seq, _, _) = row_for_receipt(conn, &message.receipt)?;
+                conn.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
+                    .execute(params![seq, now + delay_ms])?;
+                set_status_if_processing(conn, message.envelope.idempotency_key(), now)?;
+                let mut record = failure_record(&message, &failure, now);
+                record.next_attempt_at = Some(Timestamp::from_millis(now + delay_ms));
+                retries::upsert(conn, &record)?;
+                let detail = serde_json::json!({
+                    "attempt": failure.attempt, "error": failure.error, "class": failure.class, "delay_ms": delay_ms,
+                });
+                let at = Timestamp::from_millis(now);
+                line(
+                    conn,
+                    AuditEntry::new(event_id_of(&message), at, Step::RetryScheduled, &name).with_detail(detail),
+                    s,
+                )
+            })
+            .await
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        failure: &Failure,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<()> {
+        let (message, failure, reason, name, s, now) =
+            (message.clone(), failure.clone(), reason.to_owned(), actor.name.clone(), self.settings(), self.now());
+        self.writer
+            .submit_waking(move |conn| {
+                let (seq, group, head) = row_for_receipt(conn, &message.receipt)?;
+                let mut record = failure_record(&message, &failure, now);
+                record.status = RetryStatus::Dead;
+                record.dead_reason = Some(reason.clone());
+                retries::upsert(conn, &record)?;
+                conn.prepare_cached(
+                    "UPDATE idempotency SET status = 'DEAD', outcome = ?2, last_seen = ?3, lease_until = NULL
+                     WHERE key = ?1",
+                )?
+                .execute(params![message.envelope.idempotency_key().as_str(), reason, now])?;
+                move_row_to_dlq(conn, seq, &group, head, &reason, now)?;
+                let detail =
+                    serde_json::json!({ "attempt": failure.attempt, "reason": reason, "class": failure.class });
+                let at = Timestamp::from_millis(now);
+                line(conn, AuditEntry::new(event_id_of(&message), at, Step::DeadLettered, &name).with_detail(detail), s)
+            })
+            .await
+    }
+
+    async fn release(&self, message: &ReceivedMessage, started: bool, actor: &Actor) -> Result<()> {
+        let (message, name, s, now) = (message.clone(), actor.name.clone(), self.settings(), self.now());
+        self.writer
+            .submit_waking(move |conn| {
+                let (seq, _, _) = row_for_receipt(conn, &message.receipt)?;
+                conn.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
+                    .execute(params![seq, now])?;
+                if started {
+                    set_status_if_processing(conn, message.envelope.idempotency_key(), now)?;
+                    let at = Timestamp::from_millis(now);
+                    line(conn, AuditEntry::new(event_id_of(&message), at, Step::Released, &name), s)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+fn set_status_if_processing(conn: &Connection, key: &IdempotencyKey, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE idempotency SET status = 'ENQUEUED', last_seen = ?2, lease_until = NULL
+         WHERE key = ?1 AND status = 'PROCESSING'",
+    )?
+    .execute(params![key.as_str(), now])?;
+    Ok(())
+}
