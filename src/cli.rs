@@ -38,6 +38,12 @@ pub enum Command {
     },
     /// The worker service (configured by environment).
     Worker,
+    /// Ingress and workers in one process, configured by environment: the production shape on one machine.
+    Serve {
+        /// Address to listen on (default: `EVENTFLEET_LISTEN`, else 0.0.0.0:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// The webhook registry.
     Hooks {
         /// What to do with hooks.

@@ -57,18 +57,24 @@ pub const TEST_CERT_URL: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotif
 pub const ALARM_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:loadtest-alarms";
 
 impl Traffic {
-    /// The `n`-th event of the mix (a quarter of each source).
+    /// The `n`-th event of the mix (a quarter of each source), signed now.
     pub fn event(&self, n: u64) -> Planned {
+        self.event_at(n, Timestamp::now_system().as_secs())
+    }
+
+    /// The `n`-th event, its Slack signature and SNS timestamp made for `at` (unix seconds): traffic prepared
+    /// before a run is stamped with the time it is expected to be sent, which Slack's 300 s window allows.
+    pub fn event_at(&self, n: u64, at: i64) -> Planned {
         let resend = (n / 4) % 100 < self.resend_percent;
         match n % 4 {
-            0 => self.slack(n, resend),
+            0 => self.slack(n, resend, at),
             1 => self.github(n, resend),
             2 => self.hook(n),
-            _ => self.alarm(n),
+            _ => self.alarm(n, at),
         }
     }
 
-    fn slack(&self, n: u64, resend: bool) -> Planned {
+    fn slack(&self, n: u64, resend: bool, ts: i64) -> Planned {
         let body = serde_json::json!({
             "type": "event_callback", "team_id": "TLOAD", "api_app_id": "ALOAD",
             "event_id": format!("EvLT{}{n:012}", self.run_id), "event_time": 1_700_000_000 + n,
@@ -76,7 +82,6 @@ impl Traffic {
         })
         .to_string();
         let signed = |retry: Option<u32>| {
-            let ts = Timestamp::now_system().as_secs();
             let mut headers = vec![
                 ("x-slack-request-timestamp", ts.to_string()),
                 ("x-slack-signature", sign(self.slack_secret.as_bytes(), ts, body.as_bytes())),
@@ -123,7 +128,7 @@ impl Traffic {
         Planned { source: "hook", first: request, resend: None, posts: true }
     }
 
-    fn alarm(&self, n: u64) -> Planned {
+    fn alarm(&self, n: u64, at: i64) -> Planned {
         let alarm = serde_json::json!({
             "AlarmName": format!("lt-{n}"), "AlarmDescription": "load test alarm", "AWSAccountId": "123456789012",
             "NewStateValue": if n % 8 == 3 { "OK" } else { "ALARM" },
@@ -138,7 +143,7 @@ impl Traffic {
         let mut message = serde_json::json!({
             "Type": "Notification", "MessageId": format!("{}-0000-4000-8000-{n:012}", self.run_id), "TopicArn": ALARM_TOPIC,
             "Subject": format!("ALARM: lt-{n}"), "Message": alarm.to_string(),
-            "Timestamp": Timestamp::now_system().to_string(), "SignatureVersion": "2", "Signature": "",
+            "Timestamp": Timestamp::from_millis(at * 1000).to_string(), "SignatureVersion": "2", "Signature": "",
             "SigningCertURL": TEST_CERT_URL,
         });
         // The key is the test key shipped with the load generator; signing cannot fail for a well-formed message.

@@ -20,6 +20,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev { .. } => "eventfleet-dev",
         Command::Ingress { .. } => "eventfleet-ingress",
         Command::Worker => "eventfleet-worker",
+        Command::Serve { .. } => "eventfleet",
         _ => "eventfleet-cli",
     };
     let _telemetry = crate::telemetry::init(
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev { listen, workers } => serve::dev(config, &data_dir, listen, workers).await,
         Command::Ingress { listen } => serve::ingress(config, &data_dir, listen).await,
         Command::Worker => serve::worker(config, &data_dir).await,
+        Command::Serve { listen } => serve::serve(config, &data_dir, listen).await,
         Command::Hooks { command } => hooks::run(&config, &data_dir, command).await,
         Command::Events { command } => events::run(&config, &data_dir, command).await,
         Command::Dlq { command } => dlq::run(&config, &data_dir, command).await,

@@ -121,36 +121,10 @@ async fn check_redrive(aws: &eventfleet_storage::aws::AwsStore, config: &Config)
 pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let registry = SharedRegistry::default();
     let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
-    let store = opened.store;
     let shutdown = shutdown::on_signal();
-    let slack = slack_sink(&config, data_dir)?;
     let metrics = worker_metrics(&registry);
-    let mut handlers = handlers(&config);
-    let mut publisher = None;
-    if let Some(aws) = &opened.aws {
-        check_redrive(aws, &config).await;
-        // On AWS: subscriptions are confirmed through the API, dead letters announced on the ops topic, and
-        // metrics published to CloudWatch.
-        let sns = crate::aws_ops::sns_ops(aws, config.aws.ops_topic_arn.clone());
-        handlers = handlers::builtin_with(sns_routing(&config), Arc::new(crate::aws_ops::ApiConfirmer(sns.clone())));
-        if config.aws.ops_topic_arn.is_some() {
-            handlers = handlers.on_dead_letter(Arc::new(crate::aws_ops::OpsTopic(sns)));
-        }
-        if let Some(interval) = config.aws.cloudwatch_interval {
-            let cw = eventfleet_storage::aws::cloudwatch::Publisher::new(
-                aws.clients().cloudwatch.clone(),
-                &config.aws.names.metrics_namespace,
-                &config.aws.names.prefix,
-            );
-            publisher = Some(tokio::spawn(crate::aws_ops::publish_metrics(
-                cw,
-                metrics.clone(),
-                store.clone(),
-                interval,
-                shutdown.clone(),
-            )));
-        }
-    }
+    let (handlers, publisher) = worker_parts(&config, &opened, &metrics, &shutdown).await;
+    let slack = slack_sink(&config, data_dir)?;
     // Several workers on one host cannot all have the fixed port: a worker without metrics beats no worker.
     let metrics_at = match TcpListener::bind(config.metrics_listen).await {
         Ok(listener) => {
@@ -165,13 +139,91 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
     };
     banner!("worker started: concurrency {}, metrics on {metrics_at}", config.worker.concurrency);
     let summary =
-        eventfleet_workers::run_with_metrics(store, config.worker.clone(), handlers, slack, metrics, shutdown).await;
-    if let Some(publisher) = publisher {
-        // The last period's metrics go out before exit.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), publisher).await;
-    }
+        eventfleet_workers::run_with_metrics(opened.store, config.worker.clone(), handlers, slack, metrics, shutdown)
+            .await;
+    finish_publisher(publisher).await;
     tracing::info!(?summary, "worker stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `eventfleet serve`: the ingress and the workers in one process, configured by environment as the two
+/// services are. On one machine this is the better production shape (see docs/benchmarks.md): one writer owns
+/// the store, and a commit wakes the workers at once instead of at their poll interval.
+pub async fn serve(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let registry = SharedRegistry::default();
+    let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
+    let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let listener = bind(addr).await?;
+    banner!("listening on http://{}", listener.local_addr()?);
+    let shutdown = shutdown::on_signal();
+    // One registry: the ingress's /metrics shows the workers' metrics too.
+    let metrics = worker_metrics(&registry);
+    let (handlers, publisher) = worker_parts(&config, &opened, &metrics, &shutdown).await;
+    let slack = slack_sink(&config, data_dir)?;
+    let pool = tokio::spawn(eventfleet_workers::run_with_metrics(
+        opened.store.clone(),
+        config.worker.clone(),
+        handlers,
+        slack,
+        metrics,
+        shutdown.clone(),
+    ));
+    eventfleet_ingress::run_with_registry(
+        opened.store.clone(),
+        config.ingress.clone(),
+        registry,
+        listener,
+        shutdown.clone(),
+    )
+    .await
+    .context("ingress server")?;
+    shutdown.cancel();
+    let summary = pool.await.context("worker pool")?;
+    finish_publisher(publisher).await;
+    opened.flush().await;
+    tracing::info!(?summary, "stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The workers' handlers and, on AWS, what goes with them: subscriptions confirmed through the API, dead letters
+/// announced on the ops topic, metrics published to CloudWatch (the task returned).
+async fn worker_parts(
+    config: &Config,
+    opened: &crate::backend::Opened,
+    metrics: &WorkerMetrics,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> (eventfleet_workers::Registry, Option<tokio::task::JoinHandle<()>>) {
+    let Some(aws) = &opened.aws else {
+        return (handlers(config), None);
+    };
+    check_redrive(aws, config).await;
+    let sns = crate::aws_ops::sns_ops(aws, config.aws.ops_topic_arn.clone());
+    let mut handlers = handlers::builtin_with(sns_routing(config), Arc::new(crate::aws_ops::ApiConfirmer(sns.clone())));
+    if config.aws.ops_topic_arn.is_some() {
+        handlers = handlers.on_dead_letter(Arc::new(crate::aws_ops::OpsTopic(sns)));
+    }
+    let publisher = config.aws.cloudwatch_interval.map(|interval| {
+        let cw = eventfleet_storage::aws::cloudwatch::Publisher::new(
+            aws.clients().cloudwatch.clone(),
+            &config.aws.names.metrics_namespace,
+            &config.aws.names.prefix,
+        );
+        tokio::spawn(crate::aws_ops::publish_metrics(
+            cw,
+            metrics.clone(),
+            opened.store.clone(),
+            interval,
+            shutdown.clone(),
+        ))
+    });
+    (handlers, publisher)
+}
+
+/// The last period's metrics go out before exit.
+async fn finish_publisher(publisher: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(publisher) = publisher {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), publisher).await;
+    }
 }
 
 fn worker_metrics(registry: &SharedRegistry) -> WorkerMetrics {

@@ -1,7 +1,9 @@
-//! The audit port on DynamoDB. Appends are group-committed: a writer task takes every append waiting and writes
-//! them together with `BatchWriteItem` (25 items a request, unprocessed items retried), answering each caller
-//! once its lines are stored. Under load many events share one request.
+//! The audit port on DynamoDB, and the group commit of unconditional puts it shares with the workers' `DONE`
+//! records: a writer task takes every put waiting and writes them together with `BatchWriteItem` (25 items a
+//! request, across tables, unprocessed items retried), answering each caller once its items are stored. Under
+//! load many events share one request.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,53 +18,56 @@ use crate::{Result, StorageError};
 
 /// DynamoDB's limit of items per `BatchWriteItem`.
 const BATCH: usize = 25;
-/// Batch writes in flight at once; more appends wait and join a later (larger) batch.
+/// Batch writes in flight at once; more puts wait and join a later (larger) batch.
 const IN_FLIGHT: usize = 2;
-/// How long a batch that is not full waits for more lines. Short: the ingress writes its lines beside the
-/// `ENQUEUED` mark (which takes longer), the workers their `started` line before the handler.
+/// How long a batch that is not full waits for more items. Short: the ingress waits for its lines, the workers
+/// for their `started` lines before the handler and for `DONE` before the delete.
 const LINGER: Duration = Duration::from_millis(5);
 
-/// The group commit of audit items.
-pub(super) type Batcher = GroupCommit<Item, Result<()>>;
+/// The group commit of unconditional puts, to any table: audit lines, and the workers' `DONE` records with their
+/// `succeeded` lines (one `BatchWriteItem` carries both tables).
+pub(super) type Puts = GroupCommit<(String, Item), Result<()>>;
 
-/// Starts the audit writer for `table`.
-pub(super) fn batcher(client: aws_sdk_dynamodb::Client, table: String) -> Batcher {
-    GroupCommit::start(BATCH, IN_FLIGHT, LINGER, move |items: Vec<Item>| {
-        let (client, table) = (client.clone(), table.clone());
+/// Starts the put writer.
+pub(super) fn puts(client: aws_sdk_dynamodb::Client) -> Puts {
+    GroupCommit::start(BATCH, IN_FLIGHT, LINGER, move |items: Vec<(String, Item)>| {
+        let client = client.clone();
         async move {
             let n = items.len();
-            let result = write_all(&client, &table, items).await;
+            let result = write_all(&client, items).await;
             vec![result; n]
         }
     })
 }
 
 /// Writes items in chunks of 25, retrying what DynamoDB leaves unprocessed with a short exponential backoff.
-async fn write_all(client: &aws_sdk_dynamodb::Client, table: &str, items: Vec<Item>) -> Result<()> {
+async fn write_all(client: &aws_sdk_dynamodb::Client, items: Vec<(String, Item)>) -> Result<()> {
     for chunk in items.chunks(BATCH) {
-        let mut pending: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|item| {
-                let put = PutRequest::builder().set_item(Some(item.clone())).build().expect("item is set");
-                WriteRequest::builder().put_request(put).build()
-            })
-            .collect();
+        let mut pending: HashMap<String, Vec<WriteRequest>> = HashMap::new();
+        for (table, item) in chunk {
+            let put = PutRequest::builder()
+                .set_item(Some(item.clone()))
+                .build()
+                .map_err(|e| StorageError::Invalid(e.to_string()))?;
+            pending.entry(table.clone()).or_default().push(WriteRequest::builder().put_request(put).build());
+        }
         let mut delay = Duration::from_millis(50);
         for attempt in 0.. {
             let out = client
                 .batch_write_item()
-                .request_items(table, pending)
+                .set_request_items(Some(pending))
                 .send()
                 .await
-                .map_err(|e| unavailable("BatchWriteItem audit", e))?;
-            pending = out.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
+                .map_err(|e| unavailable("BatchWriteItem", e))?;
+            pending = out.unprocessed_items.unwrap_or_default();
+            pending.retain(|_, requests| !requests.is_empty());
             if pending.is_empty() {
                 break;
             }
             if attempt == 5 {
+                let left: usize = pending.values().map(Vec::len).sum();
                 return Err(StorageError::Unavailable(format!(
-                    "BatchWriteItem audit: {} items still unprocessed after retries",
-                    pending.len()
+                    "BatchWriteItem: {left} items still unprocessed after retries"
                 )));
             }
             tokio::time::sleep(delay).await;
@@ -88,7 +93,7 @@ fn entry(item: &Item) -> Result<AuditEntry> {
 }
 
 impl AwsStore {
-    fn audit_item(&self, e: &AuditEntry) -> Item {
+    pub(super) fn audit_item(&self, e: &AuditEntry) -> Item {
         // The sort key orders an event's lines by time, then by append order: UUIDv7s made in one process
         // increase, so lines appended in one call keep their order.
         self.audit_item_keyed(e, format!("{:015}#{}", e.at.as_millis(), uuid::Uuid::now_v7()))
@@ -132,8 +137,8 @@ impl AuditLog for AwsStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let items = entries.iter().map(|e| self.audit_item(e)).collect();
-        for result in self.audit.submit_all(items).await {
+        let items = entries.iter().map(|e| (self.names.audit_table.clone(), self.audit_item(e))).collect();
+        for result in self.puts.submit_all(items).await {
             result.unwrap_or_else(|| Err(StorageError::Unavailable("audit writer stopped".into())))?;
         }
         Ok(())

@@ -168,7 +168,7 @@ pub struct AwsStore {
     dlq_url: String,
     options: AwsOptions,
     in_flight: sqs::InFlight,
-    audit: audit::Batcher,
+    puts: audit::Puts,
     deletes: sqs::DeleteBatcher,
     dlq_deletes: sqs::DeleteBatcher,
     sends: sqs::SendBatcher,
@@ -194,7 +194,7 @@ impl AwsStore {
             Some(url) => url.clone(),
             None => sqs::queue_url(&clients.sqs, &names.dlq).await?,
         };
-        let audit = audit::batcher(clients.dynamodb.clone(), names.audit_table.clone());
+        let puts = audit::puts(clients.dynamodb.clone());
         let deletes = sqs::delete_batcher(clients.sqs.clone(), queue_url.clone());
         let dlq_deletes = sqs::delete_batcher(clients.sqs.clone(), dlq_url.clone());
         let sends = sqs::send_batcher(clients.sqs.clone(), queue_url.clone(), options.send_batches_in_flight.max(1));
@@ -205,7 +205,7 @@ impl AwsStore {
             dlq_url,
             options,
             in_flight: sqs::InFlight::default(),
-            audit,
+            puts,
             deletes,
             dlq_deletes,
             sends,

@@ -37,7 +37,8 @@ use crate::{AuditLog, MessageId, OutgoingMessage, Queue, ReceivedMessage, Result
 const RETRY_RECORD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// What a start found for one message.
-struct Found {
+#[derive(Clone)]
+pub(super) struct Found {
     record: Option<IdempotencyRecord>,
     retry: Option<RetryRecord>,
 }
@@ -50,13 +51,17 @@ impl AwsStore {
             .with_detail(serde_json::json!({ "kind": env.kind(), "source": env.source().name() }));
         let enqueued = AuditEntry::new(event_id, first_seen, Step::Enqueued, actor)
             .with_detail(serde_json::json!({ "dedup_id": message.dedup_id }));
-        let items = vec![self.audit_item_once(&received, 0), self.audit_item_once(&enqueued, 1)];
+        let table = &self.names.audit_table;
+        let items = vec![
+            (table.clone(), self.audit_item_once(&received, 0)),
+            (table.clone(), self.audit_item_once(&enqueued, 1)),
+        ];
         self.write_lines(items).await;
     }
 
     /// Lines are the trail, not the state: an accepted event stands whether or not they land.
-    async fn write_lines(&self, items: Vec<Item>) {
-        for result in self.audit.submit_all(items).await {
+    async fn write_lines(&self, items: Vec<(String, Item)>) {
+        for result in self.puts.submit_all(items).await {
             match result {
                 Some(Ok(())) => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "could not write an audit line"),
@@ -216,6 +221,7 @@ impl AwsStore {
             return Ok((Start::Exhausted { attempts, reason: format!("gave up after {attempts} attempts") }, None));
         }
         let attempt = attempts + 1;
+        self.in_flight.set_started(&msg.receipt.0, found.record.clone());
         let started = AuditEntry::new(event_id, now, Step::Started, &actor.name).with_detail(serde_json::json!({
             "attempt": attempt, "receive": msg.receive_count, "kind": msg.envelope.kind(),
         }));
@@ -276,6 +282,30 @@ impl AwsStore {
             .map_err(|e| unavailable("UpdateItem idempotency", e))?;
         Ok(())
     }
+}
+
+/// The `DONE` record of a delivery whose start read `record` (absent: its claim expired before it ran). A plain
+/// put: a duplicate counted by the ingress between the start and this put is not added to the count (its
+/// `duplicate` line stands in the trail).
+fn done_item(
+    record: Option<&IdempotencyRecord>,
+    msg: &ReceivedMessage,
+    outcome: &str,
+    now: Timestamp,
+    horizon: Duration,
+) -> Item {
+    let key = msg.envelope.idempotency_key();
+    let mut item = match record {
+        Some(r) => {
+            let mut item = new_item(key, Status::Done, r.event_id, r.first_seen, None, r.expires_at);
+            item.insert("duplicate_count".into(), n(r.duplicate_count));
+            item.insert("last_seen".into(), ts(now));
+            item
+        }
+        None => new_item(key, Status::Done, msg.envelope.event_id(), now, None, now.plus(horizon)),
+    };
+    item.insert("outcome".into(), s(outcome));
+    item
 }
 
 fn failure_record(msg: &ReceivedMessage, f: &Failure, now: Timestamp) -> RetryRecord {
@@ -339,38 +369,90 @@ impl Protocol for AwsStore {
 
     async fn receive(&self, max: usize, wait: Duration, actor: &Actor) -> Result<Vec<Delivery>> {
         let messages = Queue::receive(self, max, actor.visibility, wait).await?;
-        // SQS hands out several messages of one group: only the first of each starts now.
-        let mut groups = std::collections::HashSet::new();
-        let heads: Vec<bool> = messages.iter().map(|m| groups.insert(m.group.clone())).collect();
-        let to_start: Vec<&ReceivedMessage> =
-            messages.iter().zip(&heads).filter(|(_, h)| **h).map(|(m, _)| m).collect();
-        let mut starts = self.start_all(&to_start, actor).await?.into_iter();
-        Ok(messages
-            .into_iter()
-            .zip(heads)
-            .map(|(message, head)| {
-                let start = if head { starts.next().unwrap_or(Start::Waiting) } else { Start::Waiting };
-                Delivery { message, start }
-            })
-            .collect())
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One read for every message of the receive. SQS hands out several messages of one group: only the first
+        // of each starts now; the others keep their records for their own start, unless a message before them
+        // has the same key (a copy of one event), whose record that one's outcome changes.
+        let all: Vec<&ReceivedMessage> = messages.iter().collect();
+        let found = self.find(&all).await?;
+        let mut seen_groups = std::collections::HashSet::new();
+        let mut seen_keys = std::collections::HashSet::new();
+        let mut starts = Vec::with_capacity(messages.len());
+        let mut lines = Vec::new();
+        for (msg, found) in messages.iter().zip(found) {
+            let key = msg.envelope.idempotency_key().as_str();
+            let head = seen_groups.insert(msg.group.as_str());
+            let repeated = !seen_keys.insert(key);
+            if head {
+                let (start, line) = self.decide(msg, found, actor).await?;
+                starts.push(start);
+                lines.extend(line);
+            } else {
+                if !repeated {
+                    self.in_flight.prefetch(&msg.receipt.0, found);
+                }
+                starts.push(Start::Waiting);
+            }
+        }
+        if !lines.is_empty() {
+            self.append(lines).await?;
+        }
+        Ok(messages.into_iter().zip(starts).map(|(message, start)| Delivery { message, start }).collect())
     }
 
     async fn start(&self, message: &ReceivedMessage, actor: &Actor) -> Result<Start> {
-        let mut starts = self.start_all(&[message], actor).await?;
-        starts.pop().ok_or_else(|| StorageError::Unavailable("start decided nothing".into()))
+        let Some(found) = self.in_flight.take_prefetched(&message.receipt.0) else {
+            let mut starts = self.start_all(&[message], actor).await?;
+            return starts.pop().ok_or_else(|| StorageError::Unavailable("start decided nothing".into()));
+        };
+        let (start, line) = self.decide(message, found, actor).await?;
+        if let Some(line) = line {
+            self.append(vec![line]).await?;
+        }
+        Ok(start)
     }
 
     async fn succeed(&self, message: &ReceivedMessage, attempt: u32, outcome: &str, actor: &Actor) -> Result<()> {
-        self.finish_record(message, Status::Done, outcome, actor.horizon).await?;
-        // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped.
+        let now = self.now();
         let event_id = message.envelope.event_id();
-        let succeeded = AuditEntry::new(event_id, self.now(), Step::Succeeded, &actor.name)
+        let succeeded = AuditEntry::new(event_id, now, Step::Succeeded, &actor.name)
             .with_detail(serde_json::json!({ "outcome": outcome, "attempt": attempt }));
-        let (deleted, _) = tokio::join!(Queue::delete(self, &message.receipt), self.line(succeeded));
-        if let Err(e) = deleted {
+        // A retry record to resolve exists after a failed attempt, or when a replay reopened it.
+        let mut resolve = attempt > 1;
+        match self.in_flight.started(&message.receipt.0) {
+            // The start read the record: DONE is a plain put of it, and shares one `BatchWriteItem` with its line
+            // and with whatever else finishes meanwhile.
+            Some(record) => {
+                resolve |= record.as_ref().is_some_and(|r| r.outcome.is_some());
+                let done = done_item(record.as_ref(), message, outcome, now, actor.horizon);
+                let items = vec![
+                    (self.names.idempotency_table.clone(), done),
+                    (self.names.audit_table.clone(), self.audit_item(&succeeded)),
+                ];
+                let mut results = self.puts.submit_all(items).await.into_iter();
+                results
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| Err(StorageError::Unavailable("put writer stopped".into())))?;
+                match results.next().flatten() {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => tracing::warn!(error = %e, %event_id, "could not write the succeeded line"),
+                    None => tracing::warn!(%event_id, "could not write the succeeded line: the put writer stopped"),
+                }
+            }
+            None => {
+                resolve |= message.receive_count > 1;
+                self.finish_record(message, Status::Done, outcome, actor.horizon).await?;
+                self.line(succeeded).await;
+            }
+        }
+        // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped.
+        if let Err(e) = Queue::delete(self, &message.receipt).await {
             tracing::warn!(error = %e, %event_id, "could not delete a finished message; its redelivery is skipped");
         }
-        if attempt > 1 || message.receive_count > 1 {
+        if resolve {
             self.resolve_retry(event_id).await;
         }
         Ok(())

@@ -21,7 +21,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageAttributeValue,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use eventfleet_schema::{DedupId, Envelope, Timestamp};
+use eventfleet_schema::{DedupId, Envelope, IdempotencyRecord, Timestamp};
 
 use super::batch::GroupCommit;
 use super::{AwsStore, unavailable};
@@ -128,6 +128,11 @@ struct Held {
     receive_count: u32,
     /// When the receipt's visibility ends (moved by visibility changes).
     until: Instant,
+    /// The idempotency record its start read (`Some(None)`: it had none), so that its success can be written
+    /// as one batched put instead of a read-modify-write.
+    started: Option<Option<IdempotencyRecord>>,
+    /// A waiting message's records, read with the rest of its receive, for its start later.
+    prefetched: Option<super::protocol::Found>,
 }
 
 impl InFlight {
@@ -163,6 +168,30 @@ impl InFlight {
         self.lock().held.remove(receipt);
     }
 
+    /// Remembers what the start of this receipt's delivery read.
+    pub(super) fn set_started(&self, receipt: &str, record: Option<IdempotencyRecord>) {
+        if let Some(h) = self.lock().held.get_mut(receipt) {
+            h.started = Some(record);
+        }
+    }
+
+    /// Keeps a waiting message's records for its start.
+    pub(super) fn prefetch(&self, receipt: &str, found: super::protocol::Found) {
+        if let Some(h) = self.lock().held.get_mut(receipt) {
+            h.prefetched = Some(found);
+        }
+    }
+
+    /// The records read for a waiting message with its receive, once.
+    pub(super) fn take_prefetched(&self, receipt: &str) -> Option<super::protocol::Found> {
+        self.lock().held.get_mut(receipt).and_then(|h| h.prefetched.take())
+    }
+
+    /// What the start of this receipt's delivery read, if this process started it.
+    pub(super) fn started(&self, receipt: &str) -> Option<Option<IdempotencyRecord>> {
+        self.lock().held.get(receipt).and_then(|h| h.started.clone())
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().held.len()
@@ -180,8 +209,9 @@ struct Peeked {
 /// The group commit of deletes from the main queue.
 pub(super) type DeleteBatcher = GroupCommit<String, Result<()>>;
 
-/// How long a delete batch that is not full waits for more. Workers delete after `DONE`, off their critical path.
-const DELETE_LINGER: Duration = Duration::from_millis(5);
+/// How long a delete batch that is not full waits for more. Workers delete after `DONE`; the next message of the
+/// group waits for it, so the wait is short.
+const DELETE_LINGER: Duration = Duration::from_millis(10);
 
 /// Deletes go out as `DeleteMessageBatch` of up to 10, shared by handlers finishing together.
 pub(super) fn delete_batcher(client: aws_sdk_sqs::Client, queue_url: String) -> DeleteBatcher {
@@ -346,6 +376,8 @@ impl AwsStore {
             attributes: attributes.clone(),
             receive_count,
             until: Instant::now() + visibility,
+            started: None,
+            prefetched: None,
         };
         let received = match serde_json::from_str::<Envelope>(&body) {
             Ok(envelope) => Ok(ReceivedMessage {
@@ -928,6 +960,8 @@ mod tests {
             attributes: BTreeMap::new(),
             receive_count: 1,
             until: Instant::now() + visibility,
+            started: None,
+            prefetched: None,
         }
     }
 
