@@ -60,18 +60,19 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts an ingress and `workers` workers on a store in `data_dir`.
+    /// Starts an ingress and `workers` workers on a store in `data_dir`; with no workers, one `eventfleet serve`
+    /// (ingress and workers in one process).
     pub fn start(data_dir: &Path, env: HashMap<String, String>, workers: usize) -> anyhow::Result<Self> {
         let bin = eventfleet_binary()?;
         let mut fleet = Fleet { bin, data_dir: data_dir.to_owned(), env, procs: Vec::new(), base: String::new() };
-        let (ingress, base) =
-            fleet.spawn("ingress", vec!["ingress".into(), "--listen".into(), "127.0.0.1:0".into()])?;
+        let (command, name) = if workers == 0 { ("serve", "serve") } else { ("ingress", "ingress") };
+        let (ingress, base) = fleet.spawn(name, vec![command.into(), "--listen".into(), "127.0.0.1:0".into()])?;
         fleet.base = base.clone();
         // A restarted ingress comes back on the same address.
         let addr = base.trim_start_matches("http://").to_owned();
         fleet.procs.push(Proc {
-            name: "ingress".into(),
-            args: vec!["ingress".into(), "--listen".into(), addr],
+            name: name.into(),
+            args: vec![command.into(), "--listen".into(), addr],
             child: ingress,
             peak_rss_kib: 0,
             kills: 0,
@@ -134,7 +135,8 @@ impl Fleet {
     /// SIGKILLs process `index` and starts it again with the same arguments.
     pub fn kill_and_restart(&mut self, index: usize) -> anyhow::Result<()> {
         let args = self.procs[index].args.clone();
-        let role = if index == 0 { "ingress" } else { "worker" };
+        let role = if index == 0 { self.procs[0].name.clone() } else { "worker".to_owned() };
+        let role = role.as_str();
         {
             let p = &mut self.procs[index];
             p.sample_rss();

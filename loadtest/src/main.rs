@@ -7,12 +7,14 @@
 //!   payloads, SNS CloudWatch alarms).
 //! - `drive`: the closed-loop driver and latency percentiles.
 //! - `fleet`: starts, kills and restarts `eventfleet` processes and samples their memory.
+//! - `prepare`: the traffic built and signed before the timed phase, and the generator's own CPU time.
 //! - `run`: the `run` command: load, chaos, verification, report.
 //! - `baseline`: the plain axum server returning 200 that every figure is compared with.
 
 mod baseline;
 mod drive;
 mod fleet;
+mod prepare;
 mod run;
 mod traffic;
 
@@ -61,6 +63,14 @@ enum Command {
         /// The JSON report.
         #[arg(long, default_value = "loadtest-report.json")]
         report: std::path::PathBuf,
+        /// Events prepared (built and signed before the timed phase) for `--rate max`; default 12,000 a second
+        /// of the duration.
+        #[arg(long)]
+        max_events: Option<u64>,
+        /// The fleet started here: `processes` (an ingress and `--workers` worker processes on one store) or
+        /// `one-process` (`eventfleet serve`).
+        #[arg(long, value_enum, default_value = "processes")]
+        shape: run::Shape,
     },
     /// Serve the baseline: a plain axum handler answering 200 to any POST.
     Baseline {
@@ -88,9 +98,22 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { duration, rate, chaos, chaos_every, target, data_dir, workers, connections, report } => {
+        Command::Run {
+            duration,
+            rate,
+            chaos,
+            chaos_every,
+            target,
+            data_dir,
+            workers,
+            connections,
+            report,
+            max_events,
+            shape,
+        } => {
+            let duration = parse_duration(&duration)?;
             let args = run::RunArgs {
-                duration: parse_duration(&duration)?,
+                duration,
                 rate: match rate.as_str() {
                     "max" => None,
                     n => Some(n.parse().map_err(|_| anyhow::anyhow!("--rate takes a number or `max`"))?),
@@ -102,6 +125,8 @@ async fn main() -> anyhow::Result<()> {
                 workers: workers.max(1),
                 connections: connections.max(1),
                 report,
+                max_events: max_events.unwrap_or(12_000 * duration.as_secs().max(1)),
+                shape,
             };
             let (report, ok) = run::run(args.clone()).await?;
             print_summary(&report, &args);
@@ -113,8 +138,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Baseline { listen } => baseline::serve(listen).await,
         Command::Slack { target, secret, duration, concurrency } => {
             let url = target.trim_end_matches('/').to_owned();
+            // Built and signed before the timed phase (40,000 a second of the run, above what this machine
+            // serves), each stamped with the time it is expected to go out; sent in turn after that.
+            let count = 40_000 * duration.max(1);
+            let now = eventfleet_schema::Timestamp::now_system().as_secs();
+            let requests: Vec<_> = (0..count)
+                .map(|n| traffic::slack_event(&secret, n, now + (n * duration.max(1) / count) as i64))
+                .collect();
             let report = drive::closed_loop(&url, concurrency, Duration::from_secs(duration), move |n| {
-                traffic::slack_event(&secret, n)
+                requests[(n % count) as usize].clone()
             })
             .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -165,4 +197,8 @@ fn print_summary(r: &run::Report, args: &run::RunArgs) {
         e.p50, e.p90, e.p99, e.p999, e.max
     );
     println!("  statuses {:?}  kills {}  peak RSS MiB {:?}", r.status_counts, r.kills, r.peak_rss_mib);
+    println!(
+        "  generator: {} events prepared in {:.1} s; {:.1} CPU s while sending ({:.2} cores)",
+        r.prepared_events, r.prepare_secs, r.generator_cpu_secs, r.generator_cores
+    );
 }

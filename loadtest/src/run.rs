@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::drive::Latency;
 use crate::fleet::Fleet;
+use crate::prepare::Prepared;
 use crate::traffic::{ALARM_TOPIC, Planned, Request, Traffic, marker};
 
 /// The test certificate and key the fleet is told to trust for the run (`EVENTFLEET_SNS_CERT_DIR`).
@@ -46,6 +47,20 @@ pub struct RunArgs {
     pub connections: usize,
     /// Where the JSON report goes.
     pub report: PathBuf,
+    /// Events prepared for a closed-loop run (`--rate max`); the run ends early when they are all sent.
+    pub max_events: u64,
+    /// How the fleet started here runs: an ingress and `workers` worker processes, or one `eventfleet serve`.
+    pub shape: Shape,
+}
+
+/// The two single-machine shapes of a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    /// `eventfleet ingress` plus `--workers` `eventfleet worker` processes on one store file.
+    Processes,
+    /// One `eventfleet serve` process: ingress and workers together.
+    OneProcess,
 }
 
 /// The report.
@@ -94,6 +109,14 @@ pub struct Report {
     pub ratio_to_baseline: f64,
     /// Ingress requests per second during the load phase.
     pub ingress_rps: f64,
+    /// Events prepared (built and signed) before the timed phase.
+    pub prepared_events: u64,
+    /// Seconds spent preparing them (not part of any figure).
+    pub prepare_secs: f64,
+    /// CPU seconds the load generator itself used during the timed phase.
+    pub generator_cpu_secs: f64,
+    /// The same, as cores busy on average (of the machine's `machine.cpus`).
+    pub generator_cores: f64,
     /// Answers by status (`error`: no answer).
     pub status_counts: BTreeMap<String, u64>,
     /// Accepted events by source.
@@ -135,7 +158,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
             std::fs::write(certs.join("SimpleNotificationService-eventfleet-test.pem"), TEST_CERT)?;
             let data = work.path().join("data");
             let env = fleet_env(&stub.url, &certs);
-            let fleet = Fleet::start(&data, env, args.workers)?;
+            let workers = if args.shape == Shape::OneProcess { 0 } else { args.workers };
+            let fleet = Fleet::start(&data, env, workers)?;
             let base = fleet.base.clone();
             (Some(fleet), base, data)
         }
@@ -173,13 +197,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
         unaccepted: AtomicU64::new(0),
         resend_mismatches: AtomicU64::new(0),
     });
-    let started = Instant::now();
     let generated = generate(&args, &base, &traffic, outcome.clone()).await;
-    let load_secs = started.elapsed().as_secs_f64();
     // Stop chaos and sampling whatever happened, or the blocking thread would keep the runtime alive.
     stop.store(true, Ordering::Relaxed);
     let _ = background.await;
-    generated?;
+    let generated = generated?;
+    let load_secs = generated.load_secs;
 
     eprintln!("load done; waiting for the queue to drain");
     let store = EmbeddedStore::open_dir(&data_dir, EmbeddedOptions::default())?.into_store();
@@ -195,6 +218,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
         drained,
         kills.load(Ordering::Relaxed),
         &fleet_shared,
+        &generated,
     )
     .await?;
     if let Some(mut fleet) = fleet_shared.lock().ok().and_then(|mut f| f.take()) {
@@ -276,8 +300,11 @@ async fn baseline(args: &RunArgs, traffic: &Traffic) -> anyhow::Result<f64> {
     let line = lines.next_line().await?.context("baseline did not start")?;
     let url = line.trim_start_matches("listening on ").trim().to_owned();
     let secs = (args.duration / 3).clamp(Duration::from_secs(2), Duration::from_secs(10));
+    // Prepared like the run's traffic; the baseline keeps nothing, so a few thousand requests are sent in turn.
     let traffic = traffic.clone();
-    let report = crate::drive::closed_loop(&url, args.connections, secs, move |n| traffic.event(n).first).await?;
+    let pool = tokio::task::spawn_blocking(move || Prepared::sample(&traffic, 4_000)).await?;
+    let report =
+        crate::drive::closed_loop(&url, args.connections, secs, move |n| pool[n as usize % pool.len()].clone()).await?;
     child.kill().await?;
     Ok(report.rps)
 }
@@ -316,13 +343,41 @@ fn spawn_chaos_and_sampling(
     })
 }
 
-/// Sends the traffic: open loop at `rate`, or closed loop with `connections` senders.
-async fn generate(args: &RunArgs, base: &str, traffic: &Traffic, outcome: Arc<Outcome>) -> anyhow::Result<()> {
+/// What the sending phase measured of itself.
+struct Generated {
+    /// Seconds of the timed phase.
+    load_secs: f64,
+    /// Events prepared before it.
+    prepared: usize,
+    /// Seconds the preparation took.
+    prepare_secs: f64,
+    /// CPU seconds the generator used during the timed phase.
+    cpu_secs: f64,
+}
+
+/// Prepares the traffic, then sends it: open loop at `rate`, or closed loop with `connections` senders.
+async fn generate(args: &RunArgs, base: &str, traffic: &Traffic, outcome: Arc<Outcome>) -> anyhow::Result<Generated> {
+    let (count, spacing) = match args.rate {
+        Some(rate) => {
+            let rate = rate.max(1);
+            (rate * args.duration.as_secs().max(1) + rate, Duration::from_secs_f64(1.0 / rate as f64))
+        }
+        None => {
+            let count = args.max_events.max(1);
+            (count, args.duration / u32::try_from(count).unwrap_or(u32::MAX))
+        }
+    };
+    let prepared = {
+        let traffic = traffic.clone();
+        Arc::new(tokio::task::spawn_blocking(move || Prepared::new(&traffic, count, spacing)).await?)
+    };
+    eprintln!("prepared {} events in {:.1} s", prepared.count, prepared.took.as_secs_f64());
     let http =
         reqwest::Client::builder().pool_max_idle_per_host(args.connections).timeout(Duration::from_secs(10)).build()?;
-    let deadline = Instant::now() + args.duration;
+    let cpu_before = crate::prepare::cpu_time();
+    let started = Instant::now();
+    let deadline = started + args.duration;
     let slots = Arc::new(tokio::sync::Semaphore::new(args.connections));
-    let counter = Arc::new(AtomicU64::new(0));
     let progress = tokio::spawn({
         let outcome = outcome.clone();
         async move {
@@ -338,25 +393,12 @@ async fn generate(args: &RunArgs, base: &str, traffic: &Traffic, outcome: Arc<Ou
     let mut tasks = tokio::task::JoinSet::new();
     match args.rate {
         Some(rate) => {
-            // Signing (RSA for SNS) happens ahead of time on another thread, so the schedule is kept.
-            // About a second ahead: Slack signatures must still be fresh (300 s window) when sent.
-            let ahead = usize::try_from(rate).unwrap_or(4096).clamp(16, 4096);
-            let (planned_tx, mut planned_rx) = tokio::sync::mpsc::channel::<(u64, Planned)>(ahead);
-            let producer_traffic = traffic.clone();
-            std::thread::spawn(move || {
-                for n in 0.. {
-                    if planned_tx.blocking_send((n, producer_traffic.event(n))).is_err() {
-                        break;
-                    }
-                }
-            });
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             while Instant::now() < deadline {
                 let scheduled = tick.tick().await.into_std();
                 let permit = slots.clone().acquire_owned().await?;
-                let Some((n, planned)) = planned_rx.recv().await else { break };
-                counter.fetch_add(1, Ordering::Relaxed);
+                let Some((n, planned)) = prepared.next() else { break };
                 let (http, base, outcome) = (http.clone(), base.to_owned(), outcome.clone());
                 tasks.spawn(async move {
                     deliver(&http, &base, n, planned, scheduled, &outcome).await;
@@ -367,12 +409,12 @@ async fn generate(args: &RunArgs, base: &str, traffic: &Traffic, outcome: Arc<Ou
         }
         None => {
             for _ in 0..args.connections {
-                let (http, base, outcome, traffic, counter) =
-                    (http.clone(), base.to_owned(), outcome.clone(), traffic.clone(), counter.clone());
+                let (http, base, outcome, prepared) =
+                    (http.clone(), base.to_owned(), outcome.clone(), prepared.clone());
                 tasks.spawn(async move {
                     while Instant::now() < deadline {
-                        let n = counter.fetch_add(1, Ordering::Relaxed);
-                        deliver(&http, &base, n, traffic.event(n), Instant::now(), &outcome).await;
+                        let Some((n, planned)) = prepared.next() else { break };
+                        deliver(&http, &base, n, planned, Instant::now(), &outcome).await;
                     }
                 });
             }
@@ -380,7 +422,16 @@ async fn generate(args: &RunArgs, base: &str, traffic: &Traffic, outcome: Arc<Ou
     }
     while tasks.join_next().await.is_some() {}
     progress.abort();
-    Ok(())
+    let load_secs = started.elapsed().as_secs_f64();
+    if prepared.next().is_none() && load_secs + 0.5 < args.duration.as_secs_f64() {
+        eprintln!("all {} prepared events sent before the duration ran out: raise --max-events", prepared.count);
+    }
+    Ok(Generated {
+        load_secs,
+        prepared: prepared.count,
+        prepare_secs: prepared.took.as_secs_f64(),
+        cpu_secs: (crate::prepare::cpu_time().saturating_sub(cpu_before)).as_secs_f64(),
+    })
 }
 
 /// Sends one event (retrying as senders do on 5xx and connection errors), then its resend if any.
@@ -482,6 +533,7 @@ async fn verify(
     drained: bool,
     kills: u64,
     fleet: &Arc<Mutex<Option<Fleet>>>,
+    generated: &Generated,
 ) -> anyhow::Result<Report> {
     let accepted: HashMap<u64, (EventId, &'static str, bool)> =
         outcome.event_ids.lock().map(|m| m.clone()).unwrap_or_default();
@@ -569,7 +621,7 @@ async fn verify(
         && let Some(f) = guard.as_ref()
     {
         for p in &f.procs {
-            let role = if p.name == "ingress" { "ingress" } else { "worker" };
+            let role = if p.name.starts_with("worker") { "worker" } else { p.name.as_str() };
             let mib = p.peak_rss_kib as f64 / 1024.0;
             let e = peak.entry(role.to_owned()).or_insert(0.0);
             *e = e.max(mib);
@@ -597,13 +649,17 @@ async fn verify(
         baseline_rps,
         ratio_to_baseline: if baseline_rps > 0.0 { ingress_rps / baseline_rps } else { 0.0 },
         ingress_rps,
+        prepared_events: generated.prepared as u64,
+        prepare_secs: generated.prepare_secs,
+        generator_cpu_secs: generated.cpu_secs,
+        generator_cores: generated.cpu_secs / load_secs.max(0.001),
         status_counts: outcome.statuses.lock().map(|s| s.clone()).unwrap_or_default(),
         accepted_by_source: by_source,
         kills,
         peak_rss_mib: peak,
         settings: serde_json::json!({
             "duration_s": args.duration.as_secs(), "rate": args.rate, "chaos": args.chaos,
-            "workers": args.workers, "connections": args.connections, "target": args.target,
+            "workers": args.workers, "connections": args.connections, "target": args.target, "shape": args.shape,
         }),
         machine: machine(),
     })

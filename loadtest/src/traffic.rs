@@ -57,11 +57,6 @@ pub const TEST_CERT_URL: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotif
 pub const ALARM_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:loadtest-alarms";
 
 impl Traffic {
-    /// The `n`-th event of the mix (a quarter of each source), signed now.
-    pub fn event(&self, n: u64) -> Planned {
-        self.event_at(n, Timestamp::now_system().as_secs())
-    }
-
     /// The `n`-th event, its Slack signature and SNS timestamp made for `at` (unix seconds): traffic prepared
     /// before a run is stamped with the time it is expected to be sent, which Slack's 300 s window allows.
     pub fn event_at(&self, n: u64, at: i64) -> Planned {
@@ -158,8 +153,9 @@ impl Traffic {
     }
 }
 
-/// The plain Slack event of the closed-loop ingress benchmark (`slack` subcommand).
-pub fn slack_event(secret: &str, n: u64) -> Request {
+/// The plain Slack event of the closed-loop ingress benchmark (`slack` subcommand), signed for `ts` (unix
+/// seconds).
+pub fn slack_event(secret: &str, n: u64, ts: i64) -> Request {
     let body = serde_json::json!({
         "token": "loadtest", "team_id": "TLOAD", "api_app_id": "ALOAD", "type": "event_callback",
         "event_id": format!("Ev{n:012}"), "event_time": 1_700_000_000 + n,
@@ -167,7 +163,6 @@ pub fn slack_event(secret: &str, n: u64) -> Request {
                   "text": format!("load test message {n}"), "ts": format!("{}.000100", 1_700_000_000 + n)}
     })
     .to_string();
-    let ts = Timestamp::now_system().as_secs();
     Request {
         path: "/slack/events".into(),
         content_type: "application/json",
