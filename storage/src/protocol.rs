@@ -127,6 +127,22 @@ pub trait Protocol: Send + Sync {
     /// record (if any) resolved.
     async fn succeed(&self, message: &ReceivedMessage, attempt: u32, outcome: &str, actor: &Actor) -> Result<()>;
 
+    /// [`Protocol::succeed`], then [`Protocol::start`] of `next`, the message received behind it in its group, as
+    /// one unit of work where the backend can (the embedded store: one writer job), so that a busy group pays one
+    /// commit an event rather than two. The success stands whatever the start meets; a start that could not be
+    /// made here answers [`Start::Waiting`] and the caller starts `next` itself.
+    async fn succeed_and_start(
+        &self,
+        message: &ReceivedMessage,
+        attempt: u32,
+        outcome: &str,
+        next: &ReceivedMessage,
+        actor: &Actor,
+    ) -> Result<Start> {
+        self.succeed(message, attempt, outcome, actor).await?;
+        Ok(self.start(next, actor).await.unwrap_or(Start::Waiting))
+    }
+
     /// A retryable failure before the last attempt: the retry record, the event released, the message hidden for
     /// `delay`, the `retry_scheduled` line.
     async fn retry(&self, message: &ReceivedMessage, failure: &Failure, delay: Duration, actor: &Actor) -> Result<()>;

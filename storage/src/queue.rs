@@ -95,8 +95,8 @@ pub trait Queue: Send + Sync {
 
     /// Receives up to `max` messages (1 to 10), hiding them for `visibility`. Waits up to `wait` for a first
     /// message (long poll). Only groups with nothing in flight give messages, oldest first; a receive may give
-    /// several of one group (SQS does, the embedded backend gives one), in group order, and the caller must
-    /// finish each before it starts the next of its group.
+    /// several of one group (both backends do, when the receive has room), in group order, and the caller must finish
+    /// each before it starts the next of its group.
     async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>>;
 
     /// Deletes a received message; its group's next message becomes available.

@@ -161,9 +161,14 @@ async fn run_chain(
 ) {
     let received = tokio::time::Instant::now();
     let visibility = processor.config.visibility_timeout;
-    let mut rest = chain.into_iter();
+    let mut rest = chain.into_iter().peekable();
     let mut first = true;
-    while let Some(delivery) = rest.next() {
+    // The start of the next message, when the success before it made it.
+    let mut started: Option<Start> = None;
+    while let Some(mut delivery) = rest.next() {
+        if let Some(start) = started.take() {
+            delivery.start = start;
+        }
         let event_id = delivery.message.envelope.event_id();
         // A message that waited behind others gets its visibility back before it starts, so that it cannot
         // reappear to another consumer while it runs here.
@@ -172,12 +177,15 @@ async fn run_chain(
             && let Err(e) = processor.store.queue.change_visibility(&delivery.message.receipt, visibility).await
         {
             tracing::warn!(error = %e, %event_id, "a waiting message could not be kept; leaving the rest");
-            release(&processor, rest, &summary).await;
+            // This one too: the success before it may have started it.
+            release(&processor, std::iter::once(delivery).chain(rest), &summary).await;
             return;
         }
         first = false;
-        let go_on = match processor.process(delivery, &shutdown).await {
-            Ok(d) => {
+        let next = rest.peek().filter(|d| d.start == Start::Waiting).map(|d| d.message.clone());
+        let go_on = match processor.process_then(delivery, next.as_ref(), &shutdown).await {
+            Ok((d, next_start)) => {
+                started = next_start;
                 summary.count(&d);
                 matches!(d, Disposition::Succeeded | Disposition::SkippedDuplicate | Disposition::DeadLettered)
             }

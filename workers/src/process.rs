@@ -70,6 +70,17 @@ impl Processor {
     /// Runs one delivery to its end. Storage errors are returned (the message then reappears after its
     /// visibility timeout and is tried again); handler errors are dispositions.
     pub async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) -> Result<Disposition, StorageError> {
+        self.process_then(delivery, None, shutdown).await.map(|(d, _)| d)
+    }
+
+    /// [`Processor::process`] for a delivery with `next` received behind it in its group: a success also starts
+    /// `next` in the same store step, and its start is returned with the disposition.
+    pub async fn process_then(
+        &self,
+        delivery: Delivery,
+        next: Option<&ReceivedMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<(Disposition, Option<Start>), StorageError> {
         let msg = &delivery.message;
         let env = &msg.envelope;
         let span = tracing::info_span!(
@@ -87,9 +98,9 @@ impl Processor {
             let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
         }
         let kind = env.kind().as_str().to_owned();
-        let result = tracing::Instrument::instrument(self.process_in_span(delivery, shutdown), span).await;
+        let result = tracing::Instrument::instrument(self.process_in_span(delivery, next, shutdown), span).await;
         match &result {
-            Ok(d) => self.metrics.count(&kind, d.label()),
+            Ok((d, _)) => self.metrics.count(&kind, d.label()),
             Err(_) => self.metrics.count(&kind, "storage_error"),
         }
         result
@@ -98,29 +109,30 @@ impl Processor {
     async fn process_in_span(
         &self,
         delivery: Delivery,
+        next: Option<&ReceivedMessage>,
         shutdown: &CancellationToken,
-    ) -> Result<Disposition, StorageError> {
+    ) -> Result<(Disposition, Option<Start>), StorageError> {
         let Delivery { message: msg, start } = delivery;
         let protocol = &self.store.protocol;
         let actor = &self.actor;
         let start = match start {
             Start::Waiting if shutdown.is_cancelled() => {
                 protocol.release(&msg, false, actor).await?;
-                return Ok(Disposition::Released);
+                return Ok((Disposition::Released, None));
             }
             Start::Waiting => protocol.start(&msg, actor).await?,
             other => other,
         };
         let (attempt, replay) = match start {
             Start::Run { attempt, replay } => (attempt, replay),
-            Start::Skipped => return Ok(Disposition::SkippedDuplicate),
-            Start::DeadLettered => return Ok(Disposition::DeadLettered),
+            Start::Skipped => return Ok((Disposition::SkippedDuplicate, None)),
+            Start::DeadLettered => return Ok((Disposition::DeadLettered, None)),
             Start::Exhausted { attempts, reason } => {
                 tracing::Span::current().record("attempt", attempts);
                 let failure = Failure { attempt: attempts, error: reason.clone(), class: ErrorClass::Retryable };
                 protocol.dead_letter(&msg, &failure, &reason, actor).await?;
                 self.announce_dead(&msg, attempts, &reason, ErrorClass::Retryable).await;
-                return Ok(Disposition::DeadLettered);
+                return Ok((Disposition::DeadLettered, None));
             }
             Start::Waiting => return Err(StorageError::Unavailable("start left the delivery waiting".into())),
         };
@@ -128,7 +140,7 @@ impl Processor {
         if shutdown.is_cancelled() {
             // Started but not run: given back without counting an attempt.
             protocol.release(&msg, true, actor).await?;
-            return Ok(Disposition::Released);
+            return Ok((Disposition::Released, None));
         }
         if replay {
             tracing::info!("replayed by an operator");
@@ -137,23 +149,38 @@ impl Processor {
             Ok(outcome) => {
                 // DONE, the delete and the line are one step; the heartbeat keeps running while it is recorded
                 // so a slow store cannot let the message reappear meanwhile.
-                tokio::select! {
-                    done = self.succeed(&msg, attempt, &outcome) => done?,
+                // The next message of the group starts in the same step, unless shutdown began.
+                let next = next.filter(|_| !shutdown.is_cancelled());
+                let started = tokio::select! {
+                    done = self.succeed(&msg, attempt, &outcome, next) => done?,
                     never = self.heartbeat(&msg) => match never {},
-                }
+                };
                 let age = self.store.clock.now().since(msg.envelope.received_at());
                 self.metrics.observe_age(age);
                 tracing::info!(%outcome, age_ms = age.as_millis() as u64, "succeeded");
-                Ok(Disposition::Succeeded)
+                Ok((Disposition::Succeeded, started))
             }
-            Err(err) => self.fail(&msg, attempt, err).await,
+            Err(err) => self.fail(&msg, attempt, err).await.map(|d| (d, None)),
         }
     }
 
     /// Records the success after the side effect happened. A transient store error is retried a few times before
     /// giving up: giving up lets the message reappear and the handler run again.
-    async fn succeed(&self, msg: &ReceivedMessage, attempt: u32, outcome: &str) -> Result<(), StorageError> {
-        let step = || self.store.protocol.succeed(msg, attempt, outcome, &self.actor);
+    async fn succeed(
+        &self,
+        msg: &ReceivedMessage,
+        attempt: u32,
+        outcome: &str,
+        next: Option<&ReceivedMessage>,
+    ) -> Result<Option<Start>, StorageError> {
+        let step = || async move {
+            match next {
+                Some(next) => {
+                    self.store.protocol.succeed_and_start(msg, attempt, outcome, next, &self.actor).await.map(Some)
+                }
+                None => self.store.protocol.succeed(msg, attempt, outcome, &self.actor).await.map(|()| None),
+            }
+        };
         step.retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(4))
             .sleep(tokio::time::sleep)
             .when(StorageError::is_retryable)

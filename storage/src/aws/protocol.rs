@@ -415,49 +415,26 @@ impl Protocol for AwsStore {
     }
 
     async fn succeed(&self, message: &ReceivedMessage, attempt: u32, outcome: &str, actor: &Actor) -> Result<()> {
-        let now = self.now();
-        let event_id = message.envelope.event_id();
-        let succeeded = AuditEntry::new(event_id, now, Step::Succeeded, &actor.name)
-            .with_detail(serde_json::json!({ "outcome": outcome, "attempt": attempt }));
-        // A retry record to resolve exists after a failed attempt, or when a replay reopened it.
-        let mut resolve = attempt > 1;
-        match self.in_flight.started(&message.receipt.0) {
-            // The start read the record: DONE is a plain put of it, and shares one `BatchWriteItem` with its line
-            // and with whatever else finishes meanwhile.
-            Some(record) => {
-                resolve |= record.as_ref().is_some_and(|r| r.outcome.is_some());
-                let done = done_item(record.as_ref(), message, outcome, now, actor.horizon);
-                let items = vec![
-                    (self.names.idempotency_table.clone(), done),
-                    (self.names.audit_table.clone(), self.audit_item(&succeeded)),
-                ];
-                let mut results = self.puts.submit_all(items).await.into_iter();
-                results
-                    .next()
-                    .flatten()
-                    .unwrap_or_else(|| Err(StorageError::Unavailable("put writer stopped".into())))?;
-                match results.next().flatten() {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => tracing::warn!(error = %e, %event_id, "could not write the succeeded line"),
-                    None => tracing::warn!(%event_id, "could not write the succeeded line: the put writer stopped"),
-                }
-            }
-            None => {
-                resolve |= message.receive_count > 1;
-                self.finish_record(message, Status::Done, outcome, actor.horizon).await?;
-                self.line(succeeded).await;
-            }
-        }
-        // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped.
-        if let Err(e) = Queue::delete(self, &message.receipt).await {
-            tracing::warn!(error = %e, %event_id, "could not delete a finished message; its redelivery is skipped");
-        }
-        if resolve {
-            self.resolve_retry(event_id).await;
-        }
-        Ok(())
+        self.succeed_with(message, attempt, outcome, actor, Vec::new()).await
     }
 
+    async fn succeed_and_start(
+        &self,
+        message: &ReceivedMessage,
+        attempt: u32,
+        outcome: &str,
+        next: &ReceivedMessage,
+        actor: &Actor,
+    ) -> Result<Start> {
+        let Some(found) = self.in_flight.take_prefetched(&next.receipt.0) else {
+            self.succeed(message, attempt, outcome, actor).await?;
+            return Ok(self.start(next, actor).await.unwrap_or(Start::Waiting));
+        };
+        // The next message's `started` line rides in the same `BatchWriteItem` as this one's DONE and line.
+        let (start, line) = self.decide(next, found, actor).await?;
+        self.succeed_with(message, attempt, outcome, actor, line.into_iter().collect()).await?;
+        Ok(start)
+    }
     async fn retry(&self, message: &ReceivedMessage, failure: &Failure, delay: Duration, actor: &Actor) -> Result<()> {
         let now = self.now();
         let mut record = failure_record(message, failure, now);
@@ -503,6 +480,68 @@ impl Protocol for AwsStore {
         self.change_visibility(&message.receipt, Duration::ZERO).await?;
         if started {
             self.line(AuditEntry::new(message.envelope.event_id(), self.now(), Step::Released, &actor.name)).await;
+        }
+        Ok(())
+    }
+}
+
+impl AwsStore {
+    /// The success step, with more lines to write in the same batch (the next message's `started` line).
+    async fn succeed_with(
+        &self,
+        message: &ReceivedMessage,
+        attempt: u32,
+        outcome: &str,
+        actor: &Actor,
+        extra: Vec<AuditEntry>,
+    ) -> Result<()> {
+        let now = self.now();
+        let event_id = message.envelope.event_id();
+        let succeeded = AuditEntry::new(event_id, now, Step::Succeeded, &actor.name)
+            .with_detail(serde_json::json!({ "outcome": outcome, "attempt": attempt }));
+        // A retry record to resolve exists after a failed attempt, or when a replay reopened it.
+        let mut resolve = attempt > 1;
+        match self.in_flight.started(&message.receipt.0) {
+            // The start read the record: DONE is a plain put of it, and shares one `BatchWriteItem` with its line
+            // and with whatever else finishes meanwhile.
+            Some(record) => {
+                resolve |= record.as_ref().is_some_and(|r| r.outcome.is_some());
+                let done = done_item(record.as_ref(), message, outcome, now, actor.horizon);
+                let mut items = vec![
+                    (self.names.idempotency_table.clone(), done),
+                    (self.names.audit_table.clone(), self.audit_item(&succeeded)),
+                ];
+                items.extend(extra.iter().map(|e| (self.names.audit_table.clone(), self.audit_item(e))));
+                let mut results = self.puts.submit_all(items).await.into_iter();
+                results
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| Err(StorageError::Unavailable("put writer stopped".into())))?;
+                match results.next().flatten() {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => tracing::warn!(error = %e, %event_id, "could not write the succeeded line"),
+                    None => tracing::warn!(%event_id, "could not write the succeeded line: the put writer stopped"),
+                }
+                // The next message's start needs its line stored before its handler runs.
+                for result in results {
+                    result.unwrap_or_else(|| Err(StorageError::Unavailable("put writer stopped".into())))?;
+                }
+            }
+            None => {
+                resolve |= message.receive_count > 1;
+                self.finish_record(message, Status::Done, outcome, actor.horizon).await?;
+                self.line(succeeded).await;
+                if !extra.is_empty() {
+                    self.append(extra).await?;
+                }
+            }
+        }
+        // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped.
+        if let Err(e) = Queue::delete(self, &message.receipt).await {
+            tracing::warn!(error = %e, %event_id, "could not delete a finished message; its redelivery is skipped");
+        }
+        if resolve {
+            self.resolve_retry(event_id).await;
         }
         Ok(())
     }

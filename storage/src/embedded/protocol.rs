@@ -195,6 +195,48 @@ fn start_job(conn: &Connection, msg: &ReceivedMessage, w: &Worker, now: i64, s: 
     Ok(Start::Run { attempt, replay })
 }
 
+/// The success step: `DONE`, the message deleted (its group's next message becomes the head), the line, the retry
+/// record resolved.
+fn succeed_job(
+    conn: &Connection,
+    message: &ReceivedMessage,
+    attempt: u32,
+    outcome: &str,
+    w: &Worker,
+    now: i64,
+    s: Settings,
+) -> Result<()> {
+    let key = message.envelope.idempotency_key().as_str();
+    let event_id = event_id_of(message);
+    // The handler ran: DONE stands even if the message was meanwhile received again (its visibility ran out);
+    // that delivery then finds DONE and is skipped.
+    match row_for_receipt(conn, &message.receipt) {
+        Ok((seq, group, head)) => take_off_main(conn, seq, &group, head)?,
+        Err(StorageError::StaleReceipt) => {}
+        Err(e) => return Err(e),
+    }
+    let updated = conn
+        .prepare_cached(
+            "UPDATE idempotency SET status = 'DONE', outcome = ?2, last_seen = ?3, lease_until = NULL
+             WHERE key = ?1 AND expires_at > ?3",
+        )?
+        .execute(params![key, outcome, now])?;
+    if updated == 0 {
+        conn.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'DONE', ?2, ?3, ?3, 0, NULL, ?4, ?5)",
+            idempotency::COLUMNS
+        ))?
+        .execute(params![key, event_id.to_string(), now, outcome, now + w.horizon])?;
+    }
+    conn.prepare_cached(
+        "UPDATE retries SET status = 'RESOLVED', next_attempt_at = NULL, updated_at = ?2
+         WHERE event_id = ?1 AND status <> 'RESOLVED'",
+    )?
+    .execute(params![event_id.to_string(), now])?;
+    let detail = serde_json::json!({ "outcome": outcome, "attempt": attempt });
+    line(conn, AuditEntry::new(event_id, Timestamp::from_millis(now), Step::Succeeded, &w.name).with_detail(detail), s)
+}
+
 fn set_status(conn: &Connection, key: &str, status: Status, now: i64, lease: Option<i64>) -> Result<()> {
     conn.prepare_cached("UPDATE idempotency SET status = ?2, last_seen = ?3, lease_until = ?4 WHERE key = ?1")?
         .execute(params![key, status.as_str(), now, lease])?;
@@ -234,8 +276,14 @@ impl Protocol for EmbeddedStore {
             (self.receive_limits(), self.settings(), Worker::from(actor), actor.visibility);
         self.long_poll(wait, move |conn, now| {
             let mut out = Vec::new();
+            let mut groups = std::collections::HashSet::new();
             for message in try_receive(conn, max, visibility, now, limits)? {
-                let start = start_job(conn, &message, &w, now, s)?;
+                // The first of each group starts now; those behind it when it has finished.
+                let start = if groups.insert(message.group.clone()) {
+                    start_job(conn, &message, &w, now, s)?
+                } else {
+                    Start::Waiting
+                };
                 out.push(Delivery { message, start });
             }
             Ok(out)
@@ -249,41 +297,33 @@ impl Protocol for EmbeddedStore {
     }
 
     async fn succeed(&self, message: &ReceivedMessage, attempt: u32, outcome: &str, actor: &Actor) -> Result<()> {
-        let (message, outcome, name, s, now) =
-            (message.clone(), outcome.to_owned(), actor.name.clone(), self.settings(), self.now());
-        let horizon = millis(actor.horizon);
+        let (message, outcome, w, s, now) =
+            (message.clone(), outcome.to_owned(), Worker::from(actor), self.settings(), self.now());
+        self.writer.submit_waking(move |conn| succeed_job(conn, &message, attempt, &outcome, &w, now, s)).await
+    }
+
+    async fn succeed_and_start(
+        &self,
+        message: &ReceivedMessage,
+        attempt: u32,
+        outcome: &str,
+        next: &ReceivedMessage,
+        actor: &Actor,
+    ) -> Result<Start> {
+        let (message, next, outcome, w, s, now) =
+            (message.clone(), next.clone(), outcome.to_owned(), Worker::from(actor), self.settings(), self.now());
         self.writer
             .submit_waking(move |conn| {
-                let key = message.envelope.idempotency_key().as_str();
-                let event_id = event_id_of(&message);
-                // The handler ran: DONE stands even if the message was meanwhile received again (its visibility
-                // ran out); that delivery then finds DONE and is skipped.
-                match row_for_receipt(conn, &message.receipt) {
-                    Ok((seq, group, head)) => take_off_main(conn, seq, &group, head)?,
-                    Err(StorageError::StaleReceipt) => {}
-                    Err(e) => return Err(e),
+                succeed_job(conn, &message, attempt, &outcome, &w, now, s)?;
+                // The success stands whatever the start meets: a start that fails is undone alone, and the caller
+                // starts that message itself (and learns why).
+                conn.prepare_cached("SAVEPOINT next")?.execute([])?;
+                let start = start_job(conn, &next, &w, now, s);
+                if start.is_err() {
+                    conn.prepare_cached("ROLLBACK TO next")?.execute([])?;
                 }
-                let updated = conn
-                    .prepare_cached(
-                        "UPDATE idempotency SET status = 'DONE', outcome = ?2, last_seen = ?3, lease_until = NULL
-                         WHERE key = ?1 AND expires_at > ?3",
-                    )?
-                    .execute(params![key, outcome, now])?;
-                if updated == 0 {
-                    conn.prepare_cached(&format!(
-                        "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'DONE', ?2, ?3, ?3, 0, NULL, ?4, ?5)",
-                        idempotency::COLUMNS
-                    ))?
-                    .execute(params![key, event_id.to_string(), now, outcome, now + horizon])?;
-                }
-                conn.prepare_cached(
-                    "UPDATE retries SET status = 'RESOLVED', next_attempt_at = NULL, updated_at = ?2
-                     WHERE event_id = ?1 AND status <> 'RESOLVED'",
-                )?
-                .execute(params![event_id.to_string(), now])?;
-                let detail = serde_json::json!({ "outcome": outcome, "attempt": attempt });
-                let at = Timestamp::from_millis(now);
-                line(conn, AuditEntry::new(event_id, at, Step::Succeeded, &name).with_detail(detail), s)
+                conn.prepare_cached("RELEASE next")?.execute([])?;
+                Ok(start.unwrap_or(Start::Waiting))
             })
             .await
     }

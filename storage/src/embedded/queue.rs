@@ -233,7 +233,60 @@ pub(super) fn try_receive(
             sent_at: Timestamp::from_millis(head.sent_at),
         });
     }
+    // Room left: the messages behind the received heads, in group order, as SQS hands them out. The group stays
+    // blocked (its head is in flight), and the caller runs them one after another, without a receive each.
+    let heads: Vec<(i64, String)> = out.iter().map(|m| (seq_of(&m.receipt), m.group.clone())).collect();
+    for (head_seq, group) in heads {
+        if out.len() >= max {
+            break;
+        }
+        let followers: Vec<HeadRow> = conn
+            .prepare_cached(
+                "SELECT seq, group_id, receive_count, message_id, body, attributes, sent_at, event_id FROM messages
+                 WHERE queue = 'main' AND group_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![group, head_seq, (max - out.len()) as i64], |r| {
+                Ok(HeadRow {
+                    seq: r.get(0)?,
+                    group: r.get(1)?,
+                    receive_count: r.get(2)?,
+                    message_id: r.get(3)?,
+                    body: r.get(4)?,
+                    attributes: r.get(5)?,
+                    sent_at: r.get(6)?,
+                    event_id: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        for row in followers {
+            // One that does not decode is left for when it is the head (which dead-letters it), and so is the
+            // rest of its group behind it.
+            let Ok(envelope) = from_json::<Envelope>(&row.body) else { break };
+            let Ok(attributes) = from_json::<BTreeMap<String, String>>(&row.attributes) else { break };
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let receive_count: u32 = conn
+                .prepare_cached(
+                    "UPDATE messages SET visible_at = ?2, receive_count = receive_count + 1, receipt = ?3
+                     WHERE seq = ?1 RETURNING receive_count",
+                )?
+                .query_row(params![row.seq, now + millis(visibility), token], |r| r.get(0))?;
+            out.push(ReceivedMessage {
+                message_id: MessageId(row.message_id),
+                receipt: ReceiptHandle(format!("{}:{token}", row.seq)),
+                envelope,
+                group: row.group,
+                attributes,
+                receive_count,
+                sent_at: Timestamp::from_millis(row.sent_at),
+            });
+        }
+    }
     Ok(out)
+}
+
+/// The row a receipt of this store names (its first part).
+fn seq_of(receipt: &ReceiptHandle) -> i64 {
+    receipt.0.split_once(':').and_then(|(seq, _)| seq.parse().ok()).unwrap_or(i64::MAX)
 }
 
 /// What a receive needs to know of the store's settings.
