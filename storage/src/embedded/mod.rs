@@ -190,7 +190,11 @@ fn connect(path: &Path, options: &EmbeddedOptions) -> Result<Connection, Storage
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
-    conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))?;
+    // Every write job runs in a savepoint, whose statement journal SQLite keeps in a temporary file by default:
+    // a profile under load showed the writer thread in pwrite() for it. In memory it costs no syscall.
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;"
+    ))?;
     Ok(conn)
 }
 
