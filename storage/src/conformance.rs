@@ -576,6 +576,57 @@ pub async fn a_dead_letter_is_recorded_and_its_replay_runs_as_a_first_attempt(h:
     assert_eq!(h.store.idempotency.get(key).await.unwrap().unwrap().status, Status::Done);
 }
 
+/// A busy group: a receive hands out the messages behind its head as waiting (the group stays blocked), and a
+/// success starts the next one in the same step; every message runs once, in group order.
+pub async fn a_busy_group_runs_in_order_with_each_success_starting_the_next(h: &Harness) {
+    let a = actor(5);
+    let mut ids = Vec::new();
+    for name in ["busy-1", "busy-2", "busy-3"] {
+        let msg = h.message("busy", name);
+        ids.push(
+            h.store.protocol.accept(msg, Duration::from_secs(3600), "ingress:conformance").await.unwrap().event_id(),
+        );
+    }
+    let mut order = Vec::new();
+    let mut pending: Vec<Delivery> = Vec::new();
+    for _ in 0..10 {
+        if pending.is_empty() {
+            pending = h.deliver(&a).await;
+            assert!(!pending.is_empty(), "the group's next message comes after {order:?}");
+        }
+        let delivery = pending.remove(0);
+        let start = match delivery.start {
+            Start::Waiting => h.store.protocol.start(&delivery.message, &a).await.unwrap(),
+            other => other,
+        };
+        assert_eq!(start, Start::Run { attempt: 1, replay: false });
+        order.push(delivery.message.envelope.event_id());
+        match pending.first() {
+            Some(next) => {
+                assert_eq!(next.start, Start::Waiting, "only the first of a group starts at receive");
+                let started = h
+                    .store
+                    .protocol
+                    .succeed_and_start(&delivery.message, 1, "posted", &next.message, &a)
+                    .await
+                    .unwrap();
+                assert_eq!(started, Start::Run { attempt: 1, replay: false }, "the success started the next");
+                pending[0].start = started;
+            }
+            None => h.store.protocol.succeed(&delivery.message, 1, "posted", &a).await.unwrap(),
+        }
+        if order.len() == ids.len() {
+            break;
+        }
+    }
+    assert_eq!(order, ids, "group order, each once");
+    for id in &ids {
+        let steps = h.steps(*id).await;
+        assert_eq!(steps, [Step::Received, Step::Enqueued, Step::Started, Step::Succeeded], "{steps:?}");
+    }
+    assert!(h.receive(10, VIS).await.is_empty());
+}
+
 /// A started delivery given back (shutdown) is not a stopped attempt: it runs again as the same attempt.
 pub async fn a_release_gives_the_message_back_without_counting_an_attempt(h: &Harness) {
     let a = actor(5);
@@ -748,6 +799,7 @@ macro_rules! conformance_suite {
             a_stopped_attempt_counts_until_the_attempts_are_used_up,
             a_dead_letter_is_recorded_and_its_replay_runs_as_a_first_attempt,
             a_release_gives_the_message_back_without_counting_an_attempt,
+            a_busy_group_runs_in_order_with_each_success_starting_the_next,
             audit_history_in_order,
             retry_record_upsert,
             records_past_ttl_read_as_absent,

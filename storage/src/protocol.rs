@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventfleet_schema::{ErrorClass, EventId, Status};
+use eventfleet_schema::{ErrorClass, EventId, RetryRecord, RetryStatus, Status, Timestamp};
 
 use crate::{MessageId, OutgoingMessage, ReceivedMessage, Result};
 
@@ -106,6 +106,28 @@ pub struct Failure {
     pub error: String,
     /// Retryable or permanent.
     pub class: ErrorClass,
+}
+
+/// How long retry and dead-letter records are kept.
+pub const RETRY_RECORD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+impl Failure {
+    /// The retry record of this failure of `message` at `now`: active, no next attempt yet (both backends write
+    /// the same shape).
+    pub fn record(&self, message: &ReceivedMessage, now: Timestamp) -> RetryRecord {
+        RetryRecord {
+            event_id: message.envelope.event_id(),
+            idempotency_key: message.envelope.idempotency_key().clone(),
+            attempts: self.attempt,
+            last_error: self.error.clone(),
+            error_class: self.class,
+            next_attempt_at: None,
+            status: RetryStatus::Active,
+            dead_reason: None,
+            updated_at: now,
+            expires_at: now.plus(RETRY_RECORD_TTL),
+        }
+    }
 }
 
 /// The steps of the protocol.

@@ -33,9 +33,6 @@ use super::{AwsStore, unavailable};
 use crate::protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};
 use crate::{AuditLog, MessageId, OutgoingMessage, Queue, ReceivedMessage, Result, RetryRecords, StorageError};
 
-/// How long retry and dead-letter records are kept.
-const RETRY_RECORD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
-
 /// What a start found for one message.
 #[derive(Clone)]
 pub(super) struct Found {
@@ -206,7 +203,7 @@ impl AwsStore {
             attempts += 1;
             let error = format!("attempt {attempts} stopped without an outcome (its worker died or lost its lease)");
             let failure = Failure { attempt: attempts, error: error.clone(), class: ErrorClass::Retryable };
-            self.upsert(&failure_record(msg, &failure, now)).await?;
+            self.upsert(&failure.record(msg, now)).await?;
             let detail = serde_json::json!({
                 "attempt": attempts, "error": error, "class": ErrorClass::Retryable, "delay_ms": 0, "stopped": true,
             });
@@ -306,21 +303,6 @@ fn done_item(
     };
     item.insert("outcome".into(), s(outcome));
     item
-}
-
-fn failure_record(msg: &ReceivedMessage, f: &Failure, now: Timestamp) -> RetryRecord {
-    RetryRecord {
-        event_id: msg.envelope.event_id(),
-        idempotency_key: msg.envelope.idempotency_key().clone(),
-        attempts: f.attempt,
-        last_error: f.error.clone(),
-        error_class: f.class,
-        next_attempt_at: None,
-        status: RetryStatus::Active,
-        dead_reason: None,
-        updated_at: now,
-        expires_at: now.plus(RETRY_RECORD_TTL),
-    }
 }
 
 #[async_trait]
@@ -437,7 +419,7 @@ impl Protocol for AwsStore {
     }
     async fn retry(&self, message: &ReceivedMessage, failure: &Failure, delay: Duration, actor: &Actor) -> Result<()> {
         let now = self.now();
-        let mut record = failure_record(message, failure, now);
+        let mut record = failure.record(message, now);
         record.next_attempt_at = Some(now.plus(delay));
         self.upsert(&record).await?;
         self.change_visibility(&message.receipt, delay).await?;
@@ -460,7 +442,7 @@ impl Protocol for AwsStore {
         actor: &Actor,
     ) -> Result<()> {
         let now = self.now();
-        let mut record = failure_record(message, failure, now);
+        let mut record = failure.record(message, now);
         record.status = RetryStatus::Dead;
         record.dead_reason = Some(reason.to_owned());
         let (recorded, marked) =

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventfleet_schema::{
-    AuditEntry, ErrorClass, EventId, IdempotencyKey, RetryRecord, RetryStatus, Status, Step, Timestamp,
-};
+use eventfleet_schema::{AuditEntry, ErrorClass, EventId, IdempotencyKey, RetryStatus, Status, Step, Timestamp};
 use rusqlite::{Connection, params};
 
 use super::queue::{
@@ -17,9 +15,6 @@ use super::queue::{
 use super::{EmbeddedStore, audit, idempotency, millis, retries};
 use crate::protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};
 use crate::{OutgoingMessage, ReceivedMessage, Result, StorageError};
-
-/// How long retry and dead-letter records are kept.
-pub(crate) const RETRY_RECORD_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// The store's settings a job needs, copied out of the store so the job owns them.
 #[derive(Clone, Copy)]
@@ -159,11 +154,8 @@ fn start_job(conn: &Connection, msg: &ReceivedMessage, w: &Worker, now: i64, s: 
     if rec.as_ref().is_some_and(|r| r.status == Status::Processing) {
         attempts += 1;
         let error = format!("attempt {attempts} stopped without an outcome (its worker died or lost its lease)");
-        let record = failure_record(
-            msg,
-            &Failure { attempt: attempts, error: error.clone(), class: ErrorClass::Retryable },
-            now,
-        );
+        let failure = Failure { attempt: attempts, error: error.clone(), class: ErrorClass::Retryable };
+        let record = failure.record(msg, Timestamp::from_millis(now));
         retries::upsert(conn, &record)?;
         let detail = serde_json::json!({
             "attempt": attempts, "error": error, "class": ErrorClass::Retryable, "delay_ms": 0, "stopped": true,
@@ -241,22 +233,6 @@ fn set_status(conn: &Connection, key: &str, status: Status, now: i64, lease: Opt
     conn.prepare_cached("UPDATE idempotency SET status = ?2, last_seen = ?3, lease_until = ?4 WHERE key = ?1")?
         .execute(params![key, status.as_str(), now, lease])?;
     Ok(())
-}
-
-fn failure_record(msg: &ReceivedMessage, f: &Failure, now: i64) -> RetryRecord {
-    let now = Timestamp::from_millis(now);
-    RetryRecord {
-        event_id: msg.envelope.event_id(),
-        idempotency_key: msg.envelope.idempotency_key().clone(),
-        attempts: f.attempt,
-        last_error: f.error.clone(),
-        error_class: f.class,
-        next_attempt_at: None,
-        status: RetryStatus::Active,
-        dead_reason: None,
-        updated_at: now,
-        expires_at: now.plus(RETRY_RECORD_TTL),
-    }
 }
 
 #[async_trait]
@@ -338,7 +314,7 @@ impl Protocol for EmbeddedStore {
                 conn.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
                     .execute(params![seq, now + delay_ms])?;
                 set_status_if_processing(conn, message.envelope.idempotency_key(), now)?;
-                let mut record = failure_record(&message, &failure, now);
+                let mut record = failure.record(&message, Timestamp::from_millis(now));
                 record.next_attempt_at = Some(Timestamp::from_millis(now + delay_ms));
                 retries::upsert(conn, &record)?;
                 let detail = serde_json::json!({
@@ -366,7 +342,7 @@ impl Protocol for EmbeddedStore {
         self.writer
             .submit_waking(move |conn| {
                 let (seq, group, head) = row_for_receipt(conn, &message.receipt)?;
-                let mut record = failure_record(&message, &failure, now);
+                let mut record = failure.record(&message, Timestamp::from_millis(now));
                 record.status = RetryStatus::Dead;
                 record.dead_reason = Some(reason.clone());
                 retries::upsert(conn, &record)?;

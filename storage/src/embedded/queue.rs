@@ -168,6 +168,45 @@ struct HeadRow {
     event_id: String,
 }
 
+fn head_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HeadRow> {
+    Ok(HeadRow {
+        seq: r.get(0)?,
+        group: r.get(1)?,
+        receive_count: r.get(2)?,
+        message_id: r.get(3)?,
+        body: r.get(4)?,
+        attributes: r.get(5)?,
+        sent_at: r.get(6)?,
+        event_id: r.get(7)?,
+    })
+}
+
+/// Puts a row in flight until `visible_at` under a new receipt, counting the receive.
+fn mark_received(
+    conn: &Connection,
+    row: HeadRow,
+    envelope: Envelope,
+    attributes: BTreeMap<String, String>,
+    visible_at: i64,
+) -> Result<ReceivedMessage> {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let receive_count: u32 = conn
+        .prepare_cached(
+            "UPDATE messages SET visible_at = ?2, receive_count = receive_count + 1, receipt = ?3
+             WHERE seq = ?1 RETURNING receive_count",
+        )?
+        .query_row(params![row.seq, visible_at, token], |r| r.get(0))?;
+    Ok(ReceivedMessage {
+        message_id: MessageId(row.message_id),
+        receipt: ReceiptHandle(format!("{}:{token}", row.seq)),
+        envelope,
+        group: row.group,
+        attributes,
+        receive_count,
+        sent_at: Timestamp::from_millis(row.sent_at),
+    })
+}
+
 pub(super) fn try_receive(
     conn: &Connection,
     max: usize,
@@ -181,18 +220,7 @@ pub(super) fn try_receive(
              WHERE queue = 'main' AND head = 1 AND visible_at <= ?1
              ORDER BY seq LIMIT ?2",
         )?
-        .query_map(params![now, max as i64], |r| {
-            Ok(HeadRow {
-                seq: r.get(0)?,
-                group: r.get(1)?,
-                receive_count: r.get(2)?,
-                message_id: r.get(3)?,
-                body: r.get(4)?,
-                attributes: r.get(5)?,
-                sent_at: r.get(6)?,
-                event_id: r.get(7)?,
-            })
-        })?
+        .query_map(params![now, max as i64], head_row)?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(heads.len());
     for head in heads {
@@ -216,22 +244,7 @@ pub(super) fn try_receive(
                 continue;
             }
         };
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let receive_count: u32 = conn
-            .prepare_cached(
-                "UPDATE messages SET visible_at = ?2, receive_count = receive_count + 1, receipt = ?3
-                 WHERE seq = ?1 RETURNING receive_count",
-            )?
-            .query_row(params![head.seq, now + millis(visibility), token], |r| r.get(0))?;
-        out.push(ReceivedMessage {
-            message_id: MessageId(head.message_id),
-            receipt: ReceiptHandle(format!("{}:{token}", head.seq)),
-            envelope,
-            group: head.group,
-            attributes,
-            receive_count,
-            sent_at: Timestamp::from_millis(head.sent_at),
-        });
+        out.push(mark_received(conn, head, envelope, attributes, now + millis(visibility))?);
     }
     // Room left: the messages behind the received heads, in group order, as SQS hands them out. The group stays
     // blocked (its head is in flight), and the caller runs them one after another, without a receive each.
@@ -245,40 +258,14 @@ pub(super) fn try_receive(
                 "SELECT seq, group_id, receive_count, message_id, body, attributes, sent_at, event_id FROM messages
                  WHERE queue = 'main' AND group_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?
-            .query_map(params![group, head_seq, (max - out.len()) as i64], |r| {
-                Ok(HeadRow {
-                    seq: r.get(0)?,
-                    group: r.get(1)?,
-                    receive_count: r.get(2)?,
-                    message_id: r.get(3)?,
-                    body: r.get(4)?,
-                    attributes: r.get(5)?,
-                    sent_at: r.get(6)?,
-                    event_id: r.get(7)?,
-                })
-            })?
+            .query_map(params![group, head_seq, (max - out.len()) as i64], head_row)?
             .collect::<Result<_, _>>()?;
         for row in followers {
             // One that does not decode is left for when it is the head (which dead-letters it), and so is the
             // rest of its group behind it.
             let Ok(envelope) = from_json::<Envelope>(&row.body) else { break };
             let Ok(attributes) = from_json::<BTreeMap<String, String>>(&row.attributes) else { break };
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            let receive_count: u32 = conn
-                .prepare_cached(
-                    "UPDATE messages SET visible_at = ?2, receive_count = receive_count + 1, receipt = ?3
-                     WHERE seq = ?1 RETURNING receive_count",
-                )?
-                .query_row(params![row.seq, now + millis(visibility), token], |r| r.get(0))?;
-            out.push(ReceivedMessage {
-                message_id: MessageId(row.message_id),
-                receipt: ReceiptHandle(format!("{}:{token}", row.seq)),
-                envelope,
-                group: row.group,
-                attributes,
-                receive_count,
-                sent_at: Timestamp::from_millis(row.sent_at),
-            });
+            out.push(mark_received(conn, row, envelope, attributes, now + millis(visibility))?);
         }
     }
     Ok(out)
