@@ -1,5 +1,6 @@
 //! Worker pool throughput with a no-op handler on the embedded store, at concurrency 1, 4 and 16: the cost of the
-//! pool itself (receive, begin, audit, complete, delete per event). Run with
+//! pool itself (a receive-and-start step and a success step per event, or one for messages behind a busy group's
+//! head). Run with
 //! `cargo bench -p eventfleet-workers --bench pool`.
 
 // criterion_group! generates an undocumented function.

@@ -10,7 +10,8 @@
 //! - [`slack`]: [`SlackSink`], where Slack messages go, and [`slack::DevOutbox`], the local outbox used when no
 //!   bot token is configured.
 //! - [`backoff`]: retry delays, exponential with full jitter, capped.
-//! - [`process`]: one delivery: `begin` → handler → `complete` / retry / dead-letter, with a heartbeat.
+//! - [`process`]: one delivery: the start the receive made → handler → `succeed` / `retry` / `dead_letter`, each
+//!   one store step, with a heartbeat.
 //! - [`metrics`]: [`WorkerMetrics`], the Prometheus metrics of the pool.
 //! - [`pool`]: [`run`], the receive loop with bounded concurrency and graceful shutdown.
 //! - [`replay`]: operator replay of dead letters.
