@@ -76,3 +76,39 @@ fn unknown_event_and_bad_config_fail_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("EVENTFLEET_MAX_RECEIVE_COUNT"));
 }
+
+/// `eventfleet serve`, the one-machine production shape: configured by environment like `ingress` and `worker`
+/// (no demo hook, no generated secret), it accepts, handles and audits an event in one process, and drains on
+/// SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_ingress_and_workers_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let created: serde_json::Value =
+        serde_json::from_str(&run_ok(data, &["hooks", "create", "--name", "one", "--channel", "#one"])).unwrap();
+    let hook_id = created["id"].as_str().expect("id").to_owned();
+    let (mut serve, base) =
+        spawn_listening(data, &["serve", "--listen", "127.0.0.1:0"], &[("EVENTFLEET_RECEIVE_WAIT_S", "1")]);
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/hooks/{hook_id}"))
+        .header("content-type", "application/json")
+        .body(r#"{"text":"served in one process"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let event_id = resp.json::<serde_json::Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned();
+    let steps = poll(Duration::from_secs(30), || {
+        let shown: serde_json::Value =
+            serde_json::from_str(&run_ok(data, &["events", "show", &event_id, "--json"])).ok()?;
+        let steps: Vec<String> =
+            shown["steps"].as_array()?.iter().map(|s| s["step"].as_str().unwrap_or("").to_owned()).collect();
+        steps.contains(&"succeeded".to_owned()).then_some(steps)
+    })
+    .expect("the event was handled in the same process");
+    assert_eq!(steps, ["received", "enqueued", "started", "succeeded"]);
+    let hooks: serde_json::Value = serde_json::from_str(&run_ok(data, &["hooks", "list", "--json"])).unwrap();
+    assert_eq!(hooks.as_array().map(Vec::len), Some(1), "serve creates no demo hook: {hooks}");
+    assert_eq!(terminate(&mut serve), Some(0), "SIGTERM drains and exits 0");
+}
