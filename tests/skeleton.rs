@@ -34,14 +34,7 @@ async fn hook_event_flows_from_post_to_outbox_and_audit() {
     assert_eq!(answer["duplicate"], false);
     let event_id = answer["event_id"].as_str().unwrap().to_owned();
 
-    let steps = poll(Duration::from_secs(30), || {
-        let shown: serde_json::Value =
-            serde_json::from_str(&run_ok(data, &["events", "show", &event_id, "--json"])).ok()?;
-        let steps: Vec<String> =
-            shown["steps"].as_array()?.iter().map(|s| s["step"].as_str().unwrap_or("").to_owned()).collect();
-        steps.contains(&"succeeded".to_owned()).then_some(steps)
-    })
-    .expect("the event was handled");
+    let steps = handled_steps(data, &event_id).expect("the event was handled");
     assert_eq!(steps, ["received", "enqueued", "started", "succeeded"]);
 
     let outbox: serde_json::Value = serde_json::from_str(&run_ok(data, &["outbox", "--json"])).unwrap();
@@ -59,6 +52,17 @@ async fn hook_event_flows_from_post_to_outbox_and_audit() {
 
     let unknown_key = run(data, &["events", "show", &format!("hook:{hook_id}:nope"), "--json"]);
     assert_eq!(unknown_key.status.code(), Some(1), "an unknown key is an error");
+}
+
+/// The event's audit steps once it has succeeded, polled with a deadline.
+fn handled_steps(data: &std::path::Path, event_id: &str) -> Option<Vec<String>> {
+    poll(Duration::from_secs(30), || {
+        let shown: serde_json::Value =
+            serde_json::from_str(&run_ok(data, &["events", "show", event_id, "--json"])).ok()?;
+        let steps: Vec<String> =
+            shown["steps"].as_array()?.iter().map(|s| s["step"].as_str().unwrap_or("").to_owned()).collect();
+        steps.contains(&"succeeded".to_owned()).then_some(steps)
+    })
 }
 
 #[test]
@@ -99,14 +103,7 @@ async fn serve_runs_ingress_and_workers_in_one_process() {
         .unwrap();
     assert_eq!(resp.status(), 202);
     let event_id = resp.json::<serde_json::Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned();
-    let steps = poll(Duration::from_secs(30), || {
-        let shown: serde_json::Value =
-            serde_json::from_str(&run_ok(data, &["events", "show", &event_id, "--json"])).ok()?;
-        let steps: Vec<String> =
-            shown["steps"].as_array()?.iter().map(|s| s["step"].as_str().unwrap_or("").to_owned()).collect();
-        steps.contains(&"succeeded".to_owned()).then_some(steps)
-    })
-    .expect("the event was handled in the same process");
+    let steps = handled_steps(data, &event_id).expect("the event was handled in the same process");
     assert_eq!(steps, ["received", "enqueued", "started", "succeeded"]);
     let hooks: serde_json::Value = serde_json::from_str(&run_ok(data, &["hooks", "list", "--json"])).unwrap();
     assert_eq!(hooks.as_array().map(Vec::len), Some(1), "serve creates no demo hook: {hooks}");
