@@ -75,3 +75,46 @@ async fn a_queue_redrive_marks_the_event_dead_and_audits_it() {
     let last = history.last().unwrap();
     assert_eq!((last.step, last.actor.as_str()), (Step::DeadLettered, "queue"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_receives_of_a_failing_head_are_not_counted_on_the_messages_behind_it() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let options = EmbeddedOptions { clock: Arc::new(TokioClock::new()), ..EmbeddedOptions::default() };
+    let store = EmbeddedStore::open_dir(&dir, options).unwrap().into_store();
+    let actor = Actor {
+        name: "worker".into(),
+        visibility: Duration::from_secs(30),
+        max_attempts: 10,
+        horizon: Duration::from_secs(3600),
+    };
+    for name in ["head", "behind"] {
+        let env = envelope(IdempotencyKey::from_raw(format!("k:{name}")), "g", name);
+        store
+            .protocol
+            .accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "ingress")
+            .await
+            .unwrap();
+    }
+    for attempt in 1..=3 {
+        let got = store.protocol.receive(10, Duration::ZERO, &actor).await.unwrap();
+        assert_eq!(got.len(), 2, "the head and the message behind it");
+        assert_eq!(got[0].start, Start::Run { attempt, replay: false });
+        assert_eq!(got[1].start, Start::Waiting);
+        let failure = eventfleet_storage::Failure {
+            attempt,
+            error: "down".into(),
+            class: eventfleet_schema::ErrorClass::Retryable,
+        };
+        store.protocol.retry(&got[0].message, &failure, Duration::from_secs(1), &actor).await.unwrap();
+        store.protocol.release(&got[1].message, false, &actor).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+    }
+    let got = store.protocol.receive(10, Duration::ZERO, &actor).await.unwrap();
+    assert_eq!(got[0].message.receive_count, 4);
+    store.protocol.succeed(&got[0].message, 4, "ok", &actor).await.unwrap();
+    let next = store.protocol.start(&got[1].message, &actor).await.unwrap();
+    assert_eq!(next, Start::Run { attempt: 1, replay: false });
+    let trail = store.audit.history(got[1].message.envelope.event_id()).await.unwrap();
+    let started = trail.iter().find(|e| e.step == Step::Started).unwrap();
+    assert_eq!(started.detail["receive"], 1, "counted once, when it started: {trail:?}");
+}

@@ -134,7 +134,11 @@ impl Processor {
                 self.announce_dead(&msg, attempts, &reason, ErrorClass::Retryable).await;
                 return Ok((Disposition::DeadLettered, None));
             }
-            Start::Waiting => return Err(StorageError::Unavailable("start left the delivery waiting".into())),
+            // Not its group's head any more (the one before it is being run again elsewhere): give it back.
+            Start::Waiting => {
+                protocol.release(&msg, false, actor).await?;
+                return Ok((Disposition::Released, None));
+            }
         };
         tracing::Span::current().record("attempt", attempt);
         if shutdown.is_cancelled() {

@@ -41,8 +41,16 @@ pub(super) fn puts(client: aws_sdk_dynamodb::Client) -> Puts {
 }
 
 /// Writes items in chunks of 25, retrying what DynamoDB leaves unprocessed with a short exponential backoff.
-async fn write_all(client: &aws_sdk_dynamodb::Client, items: Vec<(String, Item)>) -> Result<()> {
-    for chunk in items.chunks(BATCH) {
+async fn write_all(client: &aws_sdk_dynamodb::Client, mut items: Vec<(String, Item)>) -> Result<()> {
+    // DynamoDB refuses a whole batch that names one key twice; the same line written by two racing deliveries
+    // (the accept's lines have fixed keys) is one item.
+    let mut unique: Vec<(String, Item)> = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        if !unique.contains(&item) {
+            unique.push(item);
+        }
+    }
+    for chunk in unique.chunks(BATCH) {
         let mut pending: HashMap<String, Vec<WriteRequest>> = HashMap::new();
         for (table, item) in chunk {
             let put = PutRequest::builder()

@@ -56,7 +56,8 @@ impl AwsStore {
         self.write_lines(items).await;
     }
 
-    /// Lines are the trail, not the state: an accepted event stands whether or not they land.
+    /// The accept's lines: an accepted event stands whether or not they land (the worker's attempt counting reads
+    /// only its own lines).
     async fn write_lines(&self, items: Vec<(String, Item)>) {
         for result in self.puts.submit_all(items).await {
             match result {
@@ -154,24 +155,33 @@ impl AwsStore {
     }
 
     /// Whether the trail's last delivery line is a `started` one: that attempt never reached an outcome.
-    async fn stopped(&self, event_id: EventId) -> Result<bool> {
+    /// The attempt number of that `started` line, if the trail ends in one.
+    async fn stopped(&self, event_id: EventId) -> Result<Option<u32>> {
         let trail = self.history(event_id).await?;
-        Ok(trail
-            .iter()
-            .rev()
-            .find(|e| {
-                matches!(
-                    e.step,
-                    Step::Started
-                        | Step::Succeeded
-                        | Step::RetryScheduled
-                        | Step::DeadLettered
-                        | Step::Released
-                        | Step::DuplicateDeliverySkipped
-                        | Step::Replayed
-                )
-            })
-            .is_some_and(|e| e.step == Step::Started))
+        let last = trail.iter().rev().find(|e| {
+            matches!(
+                e.step,
+                Step::Started
+                    | Step::Succeeded
+                    | Step::RetryScheduled
+                    | Step::DeadLettered
+                    | Step::Released
+                    | Step::DuplicateDeliverySkipped
+                    | Step::Replayed
+            )
+        });
+        Ok(last
+            .filter(|e| e.step == Step::Started)
+            .map(|e| e.detail["attempt"].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX)))
+    }
+
+    /// A message that waited behind its group's head gets its visibility back before it starts, so that it
+    /// cannot reappear to another worker while it runs (one request, only when a third of it is gone).
+    async fn keep_visible(&self, msg: &ReceivedMessage, actor: &Actor) -> Result<()> {
+        match self.in_flight.remaining(&msg.receipt.0) {
+            Some(left) if left > actor.visibility * 2 / 3 => Ok(()),
+            _ => self.change_visibility(&msg.receipt, actor.visibility).await,
+        }
     }
 
     /// Decides one message's start. Returns the decision and, for a run, its `started` line (written by the
@@ -198,8 +208,11 @@ impl AwsStore {
         }
         let replay = found.record.as_ref().is_some_and(|r| r.outcome.is_some());
         let mut attempts = found.retry.as_ref().map_or(0, |r| r.attempts);
-        // Only a message received before can follow an attempt of its own; a first receive needs no read.
-        if msg.receive_count > 1 && self.stopped(event_id).await? {
+        // Only a message received before can follow an attempt of its own; a first receive needs no read. A
+        // `started` line whose attempt the retry record already counts is a retry whose own line was lost (the
+        // trail is written after the record): not a second stop.
+        let stopped = if msg.receive_count > 1 { self.stopped(event_id).await? } else { None };
+        if stopped.is_some_and(|n| n > attempts) {
             attempts += 1;
             let error = format!("attempt {attempts} stopped without an outcome (its worker died or lost its lease)");
             let failure = Failure { attempt: attempts, error: error.clone(), class: ErrorClass::Retryable };
@@ -385,6 +398,7 @@ impl Protocol for AwsStore {
     }
 
     async fn start(&self, message: &ReceivedMessage, actor: &Actor) -> Result<Start> {
+        self.keep_visible(message, actor).await?;
         let Some(found) = self.in_flight.take_prefetched(&message.receipt.0) else {
             let mut starts = self.start_all(&[message], actor).await?;
             return starts.pop().ok_or_else(|| StorageError::Unavailable("start decided nothing".into()));
@@ -408,12 +422,20 @@ impl Protocol for AwsStore {
         next: &ReceivedMessage,
         actor: &Actor,
     ) -> Result<Start> {
-        let Some(found) = self.in_flight.take_prefetched(&next.receipt.0) else {
+        let prefetched = self.in_flight.take_prefetched(&next.receipt.0);
+        let decided = match prefetched {
+            Some(found) => match self.keep_visible(next, actor).await {
+                Ok(()) => self.decide(next, found, actor).await,
+                Err(e) => Err(e),
+            },
+            None => Err(StorageError::NotFound("no records read for the next message".into())),
+        };
+        // The success stands whatever the start meets: without a decision, the caller starts `next` itself.
+        let Ok((start, line)) = decided else {
             self.succeed(message, attempt, outcome, actor).await?;
-            return Ok(self.start(next, actor).await.unwrap_or(Start::Waiting));
+            return Ok(Start::Waiting);
         };
         // The next message's `started` line rides in the same `BatchWriteItem` as this one's DONE and line.
-        let (start, line) = self.decide(next, found, actor).await?;
         self.succeed_with(message, attempt, outcome, actor, line.into_iter().collect()).await?;
         Ok(start)
     }
@@ -459,11 +481,13 @@ impl Protocol for AwsStore {
     }
 
     async fn release(&self, message: &ReceivedMessage, started: bool, actor: &Actor) -> Result<()> {
-        self.change_visibility(&message.receipt, Duration::ZERO).await?;
+        // The line first: a worker receiving the message the moment it is visible must find its start undone,
+        // or it would count an attempt that never ran.
         if started {
-            self.line(AuditEntry::new(message.envelope.event_id(), self.now(), Step::Released, &actor.name)).await;
+            self.append(vec![AuditEntry::new(message.envelope.event_id(), self.now(), Step::Released, &actor.name)])
+                .await?;
         }
-        Ok(())
+        self.change_visibility(&message.receipt, Duration::ZERO).await
     }
 }
 

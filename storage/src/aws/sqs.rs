@@ -175,6 +175,11 @@ impl InFlight {
         }
     }
 
+    /// How much of the receipt's visibility is left, if this process holds it.
+    pub(super) fn remaining(&self, receipt: &str) -> Option<Duration> {
+        self.lock().held.get(receipt).map(|h| h.until.saturating_duration_since(Instant::now()))
+    }
+
     /// Keeps a waiting message's records for its start.
     pub(super) fn prefetch(&self, receipt: &str, found: super::protocol::Found) {
         if let Some(h) = self.lock().held.get_mut(receipt) {

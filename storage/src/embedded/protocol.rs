@@ -117,6 +117,11 @@ fn start_job(conn: &Connection, msg: &ReceivedMessage, w: &Worker, now: i64, s: 
     let event_id = event_id_of(msg);
     let at = Timestamp::from_millis(now);
     let (seq, group, head) = row_for_receipt(conn, &msg.receipt)?;
+    // Only its group's head may start: one behind a head whose lease ran out (and which another worker now runs
+    // again) waits, so the group's order holds.
+    if !head {
+        return Ok(Start::Waiting);
+    }
     let rec = idempotency::live(conn, key, now)?;
     match rec.as_ref().map(|r| r.status) {
         Some(Status::Done) => {
@@ -171,6 +176,11 @@ fn start_job(conn: &Connection, msg: &ReceivedMessage, w: &Worker, now: i64, s: 
         return Ok(Start::Exhausted { attempts, reason: format!("gave up after {attempts} attempts") });
     }
     let lease = now + w.visibility;
+    // The start renews the message's visibility (one that waited behind its group's head may have little left),
+    // and stores the receive it counts: a message handed out behind a head is counted when it starts, so the
+    // receives of a failing head do not use up the ones behind it.
+    conn.prepare_cached("UPDATE messages SET visible_at = ?2, receive_count = MAX(receive_count, ?3) WHERE seq = ?1")?
+        .execute(params![seq, lease, msg.receive_count])?;
     if rec.is_some() {
         set_status(conn, key, Status::Processing, now, Some(lease))?;
     } else {
@@ -197,16 +207,19 @@ fn succeed_job(
     w: &Worker,
     now: i64,
     s: Settings,
-) -> Result<()> {
+) -> Result<bool> {
     let key = message.envelope.idempotency_key().as_str();
     let event_id = event_id_of(message);
     // The handler ran: DONE stands even if the message was meanwhile received again (its visibility ran out);
-    // that delivery then finds DONE and is skipped.
-    match row_for_receipt(conn, &message.receipt) {
-        Ok((seq, group, head)) => take_off_main(conn, seq, &group, head)?,
-        Err(StorageError::StaleReceipt) => {}
+    // that delivery then finds DONE and is skipped. Returns whether the receipt was still this worker's.
+    let own = match row_for_receipt(conn, &message.receipt) {
+        Ok((seq, group, head)) => {
+            take_off_main(conn, seq, &group, head)?;
+            true
+        }
+        Err(StorageError::StaleReceipt) => false,
         Err(e) => return Err(e),
-    }
+    };
     let updated = conn
         .prepare_cached(
             "UPDATE idempotency SET status = 'DONE', outcome = ?2, last_seen = ?3, lease_until = NULL
@@ -226,7 +239,12 @@ fn succeed_job(
     )?
     .execute(params![event_id.to_string(), now])?;
     let detail = serde_json::json!({ "outcome": outcome, "attempt": attempt });
-    line(conn, AuditEntry::new(event_id, Timestamp::from_millis(now), Step::Succeeded, &w.name).with_detail(detail), s)
+    line(
+        conn,
+        AuditEntry::new(event_id, Timestamp::from_millis(now), Step::Succeeded, &w.name).with_detail(detail),
+        s,
+    )?;
+    Ok(own)
 }
 
 fn set_status(conn: &Connection, key: &str, status: Status, now: i64, lease: Option<i64>) -> Result<()> {
@@ -275,7 +293,9 @@ impl Protocol for EmbeddedStore {
     async fn succeed(&self, message: &ReceivedMessage, attempt: u32, outcome: &str, actor: &Actor) -> Result<()> {
         let (message, outcome, w, s, now) =
             (message.clone(), outcome.to_owned(), Worker::from(actor), self.settings(), self.now());
-        self.writer.submit_waking(move |conn| succeed_job(conn, &message, attempt, &outcome, &w, now, s)).await
+        self.writer
+            .submit_waking(move |conn| succeed_job(conn, &message, attempt, &outcome, &w, now, s).map(|_| ()))
+            .await
     }
 
     async fn succeed_and_start(
@@ -290,7 +310,10 @@ impl Protocol for EmbeddedStore {
             (message.clone(), next.clone(), outcome.to_owned(), Worker::from(actor), self.settings(), self.now());
         self.writer
             .submit_waking(move |conn| {
-                succeed_job(conn, &message, attempt, &outcome, &w, now, s)?;
+                // A message whose receipt was taken over is still someone else's head: the next one waits.
+                if !succeed_job(conn, &message, attempt, &outcome, &w, now, s)? {
+                    return Ok(Start::Waiting);
+                }
                 // The success stands whatever the start meets: a start that fails is undone alone, and the caller
                 // starts that message itself (and learns why).
                 conn.prepare_cached("SAVEPOINT next")?.execute([])?;

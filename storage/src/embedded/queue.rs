@@ -181,21 +181,25 @@ fn head_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HeadRow> {
     })
 }
 
-/// Puts a row in flight until `visible_at` under a new receipt, counting the receive.
+/// Puts a row in flight until `visible_at` under a new receipt. A head's receive is counted; one handed out
+/// behind its head carries the count it will have, stored only when it starts (the protocol's start step), so
+/// that the receives of a failing head do not add up on the messages waiting behind it.
 fn mark_received(
     conn: &Connection,
     row: HeadRow,
     envelope: Envelope,
     attributes: BTreeMap<String, String>,
     visible_at: i64,
+    count: bool,
 ) -> Result<ReceivedMessage> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let receive_count: u32 = conn
         .prepare_cached(
-            "UPDATE messages SET visible_at = ?2, receive_count = receive_count + 1, receipt = ?3
+            "UPDATE messages SET visible_at = ?2, receive_count = receive_count + ?4, receipt = ?3
              WHERE seq = ?1 RETURNING receive_count",
         )?
-        .query_row(params![row.seq, visible_at, token], |r| r.get(0))?;
+        .query_row(params![row.seq, visible_at, token, i64::from(count)], |r| r.get(0))?;
+    let receive_count = if count { receive_count } else { receive_count + 1 };
     Ok(ReceivedMessage {
         message_id: MessageId(row.message_id),
         receipt: ReceiptHandle(format!("{}:{token}", row.seq)),
@@ -244,7 +248,7 @@ pub(super) fn try_receive(
                 continue;
             }
         };
-        out.push(mark_received(conn, head, envelope, attributes, now + millis(visibility))?);
+        out.push(mark_received(conn, head, envelope, attributes, now + millis(visibility), true)?);
     }
     // Room left: the messages behind the received heads, in group order, as SQS hands them out. The group stays
     // blocked (its head is in flight), and the caller runs them one after another, without a receive each.
@@ -265,7 +269,7 @@ pub(super) fn try_receive(
             // rest of its group behind it.
             let Ok(envelope) = from_json::<Envelope>(&row.body) else { break };
             let Ok(attributes) = from_json::<BTreeMap<String, String>>(&row.attributes) else { break };
-            out.push(mark_received(conn, row, envelope, attributes, now + millis(visibility))?);
+            out.push(mark_received(conn, row, envelope, attributes, now + millis(visibility), false)?);
         }
     }
     Ok(out)
