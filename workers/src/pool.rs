@@ -122,7 +122,7 @@ pub async fn run_with_metrics(
                 continue;
             }
         };
-        // SQS hands out several messages of one group in one receive: each group's messages run in order, one
+        // A receive hands out several messages of one group (both backends): each group's messages run in order, one
         // at a time, in one task.
         let mut chains: Vec<Vec<Delivery>> = Vec::new();
         for delivery in messages {
