@@ -66,20 +66,40 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     // One registry: the ingress's /metrics shows the workers' metrics too.
     let registry = SharedRegistry::default();
     let metrics = worker_metrics(&registry);
+    let workers = Workers { handlers: handlers(&config), slack, metrics };
+    together(&config, store, workers, registry, listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a worker pool runs with.
+struct Workers {
+    handlers: eventfleet_workers::Registry,
+    slack: Arc<dyn SlackSink>,
+    metrics: WorkerMetrics,
+}
+
+/// The ingress and a worker pool in this process until shutdown; the pool drains after the ingress stops.
+async fn together(
+    config: &Config,
+    store: Store,
+    workers: Workers,
+    registry: SharedRegistry,
+    listener: TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Arc<eventfleet_workers::PoolSummary>> {
     let pool = tokio::spawn(eventfleet_workers::run_with_metrics(
         store.clone(),
         config.worker.clone(),
-        handlers(&config),
-        slack,
-        metrics,
+        workers.handlers,
+        workers.slack,
+        workers.metrics,
         shutdown.clone(),
     ));
     eventfleet_ingress::run_with_registry(store, config.ingress.clone(), registry, listener, shutdown.clone())
         .await
         .context("ingress server")?;
     shutdown.cancel();
-    pool.await.context("worker pool")?;
-    Ok(ExitCode::SUCCESS)
+    pool.await.context("worker pool")
 }
 
 /// `eventfleet ingress`.
@@ -160,25 +180,8 @@ pub async fn serve(config: Config, data_dir: &Path, listen: Option<SocketAddr>) 
     let metrics = worker_metrics(&registry);
     let (handlers, publisher) = worker_parts(&config, &opened, &metrics, &shutdown).await;
     let slack = slack_sink(&config, data_dir)?;
-    let pool = tokio::spawn(eventfleet_workers::run_with_metrics(
-        opened.store.clone(),
-        config.worker.clone(),
-        handlers,
-        slack,
-        metrics,
-        shutdown.clone(),
-    ));
-    eventfleet_ingress::run_with_registry(
-        opened.store.clone(),
-        config.ingress.clone(),
-        registry,
-        listener,
-        shutdown.clone(),
-    )
-    .await
-    .context("ingress server")?;
-    shutdown.cancel();
-    let summary = pool.await.context("worker pool")?;
+    let workers = Workers { handlers, slack, metrics };
+    let summary = together(&config, opened.store.clone(), workers, registry, listener, shutdown).await?;
     finish_publisher(publisher).await;
     opened.flush().await;
     tracing::info!(?summary, "stopped");
