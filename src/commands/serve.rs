@@ -106,10 +106,7 @@ async fn together(
 pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let registry = SharedRegistry::default();
     let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
-    let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
-    let listener = bind(addr).await?;
-    // The first stdout line names the bound address (port 0 picks one): scripts and tests read it.
-    banner!("listening on http://{}", listener.local_addr()?);
+    let listener = bind_service(&config, listen).await?;
     let shutdown = shutdown::on_signal();
     eventfleet_ingress::run_with_registry(opened.store.clone(), config.ingress.clone(), registry, listener, shutdown)
         .await
@@ -172,9 +169,7 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
 pub async fn serve(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let registry = SharedRegistry::default();
     let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
-    let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
-    let listener = bind(addr).await?;
-    banner!("listening on http://{}", listener.local_addr()?);
+    let listener = bind_service(&config, listen).await?;
     let shutdown = shutdown::on_signal();
     // One registry: the ingress's /metrics shows the workers' metrics too.
     let metrics = worker_metrics(&registry);
@@ -232,6 +227,15 @@ async fn finish_publisher(publisher: Option<tokio::task::JoinHandle<()>>) {
 fn worker_metrics(registry: &SharedRegistry) -> WorkerMetrics {
     let mut registry = registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     WorkerMetrics::register(&mut registry)
+}
+
+/// The listener of a production service: `--listen`, else `EVENTFLEET_LISTEN`, else 0.0.0.0:8080. The first
+/// stdout line names the bound address (port 0 picks one): scripts and tests read it.
+async fn bind_service(config: &Config, listen: Option<SocketAddr>) -> anyhow::Result<TcpListener> {
+    let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let listener = bind(addr).await?;
+    banner!("listening on http://{}", listener.local_addr()?);
+    Ok(listener)
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
