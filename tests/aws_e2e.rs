@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use eventfleet_ingress::verify::slack::sign;
+use eventfleet_verify::sign::slack as sign;
 use eventfleet_workers::slack_stub::{Reply, SlackStub};
 use serde_json::{Value, json};
 use support::{eventfleet, terminate};
@@ -237,7 +237,7 @@ fn signed_sns(mut message: Value) -> Value {
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-eventfleet-test.pem".into();
     message["Timestamp"] = eventfleet_schema::Timestamp::now_system().to_string().into();
     let key = std::fs::read_to_string(testdata("sns/test-signing-key.pem")).unwrap();
-    eventfleet_ingress::verify::sns::sign(&mut message, &key).unwrap();
+    eventfleet_verify::sign::sns(&mut message, &key).unwrap();
     message
 }
 

@@ -7,9 +7,9 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 
-use eventfleet_ingress::verify::github::hmac_sha256_hex;
-use eventfleet_ingress::verify::slack::sign;
 use eventfleet_schema::Timestamp;
+use eventfleet_verify::sign::hmac_sha256_hex;
+use eventfleet_verify::sign::slack as sign;
 use eventfleet_workers::slack_stub::SlackStub;
 
 const SLACK_SECRET: &str = "slack-signing-SECRET-6f1c";

@@ -6,7 +6,7 @@
 //! - [`error`]: [`ApiError`], every rejection as `{"error": "<code>", "message": "..."}` with its status.
 //! - [`body`]: [`body::RawBody`], the raw request bytes (signatures are checked on bytes, before parsing), with
 //!   the body limit and its 413.
-//! - [`verify`]: sender verification: Slack `v0`, `X-Hub-Signature-256`, SNS signatures and certificates.
+//! - Sender verification is [`eventfleet_verify`]'s, on the raw bytes.
 //! - [`accept`]: the ingress half of DESIGN.md's protocol: one `accept` step of the store, then the answer.
 //! - [`rate_limit`]: global, per-client and per-hook limits.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
@@ -24,7 +24,6 @@ pub mod error;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
-pub mod verify;
 
 use std::sync::Arc;
 
@@ -44,7 +43,7 @@ pub struct AppState {
     /// Settings.
     pub config: Arc<IngressConfig>,
     /// SNS signing certificates.
-    pub certs: Arc<verify::sns::CertStore>,
+    pub certs: Arc<eventfleet_verify::sns::CertStore>,
     /// Rate limiters.
     pub limits: Arc<rate_limit::RateLimiters>,
     /// Metrics.
@@ -65,7 +64,7 @@ impl AppState {
             Ok(mut r) => metrics::Metrics::register(&mut r),
             Err(poisoned) => metrics::Metrics::register(&mut poisoned.into_inner()),
         };
-        let certs = verify::sns::CertStore::new(config.sns_cert_dir.clone(), config.sns_cert_timeout);
+        let certs = eventfleet_verify::sns::CertStore::new(config.sns_cert_dir.clone(), config.sns_cert_timeout);
         let limits = rate_limit::RateLimiters::new(&config.rate_limits);
         Self {
             store,

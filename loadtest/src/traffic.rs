@@ -2,9 +2,9 @@
 //! redelivered), generic hook payloads and SNS CloudWatch alarms signed with the test certificate the fleet is
 //! told to trust. Every request that leads to a Slack post carries a marker `lt-<n>` so effects can be counted.
 
-use eventfleet_ingress::verify::github::hmac_sha256_hex;
-use eventfleet_ingress::verify::slack::sign;
 use eventfleet_schema::Timestamp;
+use eventfleet_verify::sign::hmac_sha256_hex;
+use eventfleet_verify::sign::slack as sign;
 
 /// One HTTP request.
 #[derive(Debug, Clone)]
@@ -142,7 +142,7 @@ impl Traffic {
             "SigningCertURL": TEST_CERT_URL,
         });
         // The key is the test key shipped with the load generator; signing cannot fail for a well-formed message.
-        let _ = eventfleet_ingress::verify::sns::sign(&mut message, &self.sns_key_pem);
+        let _ = eventfleet_verify::sign::sns(&mut message, &self.sns_key_pem);
         let request = Request {
             path: "/sns".into(),
             content_type: "text/plain; charset=UTF-8",

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use eventfleet_ingress::verify::sns::{CertStore, SigningCert, SnsMessage, check_cert_url};
-use eventfleet_ingress::verify::{github, slack};
 use eventfleet_schema::Timestamp;
+use eventfleet_verify::sns::{CertStore, SigningCert, SnsMessage, check_cert_url};
+use eventfleet_verify::{github, slack};
 
 use crate::cli::VerifyCommand;
 

@@ -12,9 +12,9 @@ use eventfleet_schema::{
 use super::{header, kept_headers, trace_context};
 use crate::accept::accept;
 use crate::body::RawBody;
-use crate::verify::github::verify_hub_signature_256;
-use crate::verify::sns::SnsMessage;
 use crate::{ApiError, AppState};
+use eventfleet_verify::github::verify_hub_signature_256;
+use eventfleet_verify::sns::SnsMessage;
 
 /// Request headers copied into the envelope. Signatures and credentials are deliberately absent.
 const KEPT_HEADERS: &[&str] =

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use super::{header, kept_headers, media_type, trace_context};
 use crate::accept::accept;
 use crate::body::RawBody;
-use crate::verify::slack::verify;
 use crate::{ApiError, AppState};
+use eventfleet_verify::slack::verify;
 
 const KEPT_HEADERS: &[&str] = &["content-type", "user-agent", "x-slack-retry-num", "x-slack-retry-reason"];
 

@@ -1,5 +1,5 @@
 //! `POST /sns`, and SNS deliveries posted to a hook URL: verify the signature with the certificate at
-//! `SigningCertURL` (rules in [`crate::verify::sns`]), apply the topic allow-list, then enqueue.
+//! `SigningCertURL` (rules in [`eventfleet_verify::sns`]), apply the topic allow-list, then enqueue.
 //!
 //! - `Notification`: keyed `sns:{topic}:{MessageId}`; a CloudWatch alarm (the `Message` is JSON with `AlarmName`
 //!   and `NewStateValue`) is kind `sns.cloudwatch_alarm` grouped per alarm, anything else `sns.notification`
@@ -17,8 +17,8 @@ use serde_json::Value;
 use super::{header, kept_headers, media_type, trace_context};
 use crate::accept::accept;
 use crate::body::RawBody;
-use crate::verify::sns::{MessageType, SnsError, SnsMessage, check_cert_url, check_subscribe_url};
 use crate::{ApiError, AppState};
+use eventfleet_verify::sns::{MessageType, SnsError, SnsMessage, check_cert_url, check_subscribe_url};
 
 const KEPT_HEADERS: &[&str] = &["content-type", "user-agent", "x-amz-sns-message-type", "x-amz-sns-topic-arn"];
 

@@ -1,8 +1,8 @@
 //! `POST /hooks/{id}`: acceptance, duplicates, keys, and every rejection.
 
 use eventfleet_ingress::IngressConfig;
-use eventfleet_ingress::verify::github::hmac_sha256_hex;
 use eventfleet_schema::{EventId, IdempotencyKey, Status, Step};
+use eventfleet_verify::sign::hmac_sha256_hex;
 use reqwest::StatusCode;
 
 use crate::{Server, error_code};

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use eventfleet_ingress::verify::slack::sign;
 use eventfleet_ingress::{IngressConfig, RateLimits};
 use eventfleet_schema::{IdempotencyKey, Status, Timestamp};
 use eventfleet_storage::{EmbeddedOptions, embedded::Durability};
+use eventfleet_verify::sign::slack as sign;
 use proptest::prelude::*;
 use reqwest::StatusCode;
 

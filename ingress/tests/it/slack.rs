@@ -1,8 +1,8 @@
 //! Slack routes: signatures, the challenge, keys, duplicates under concurrency, and every rejection.
 
 use eventfleet_ingress::IngressConfig;
-use eventfleet_ingress::verify::slack::sign;
 use eventfleet_schema::{IdempotencyKey, Timestamp};
+use eventfleet_verify::sign::slack as sign;
 use reqwest::StatusCode;
 
 use crate::{SLACK_SECRET, Server, error_code, test_config};

@@ -187,7 +187,7 @@ pub fn signed_alarm(message_id: &str, state: &str) -> Value {
         "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe"
     });
     let key = std::fs::read_to_string(testdata("sns/test-signing-key.pem")).unwrap();
-    eventfleet_ingress::verify::sns::sign(&mut message, &key).unwrap();
+    eventfleet_verify::sign::sns(&mut message, &key).unwrap();
     message
 }
 

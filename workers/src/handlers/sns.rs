@@ -259,7 +259,7 @@ impl UrlConfirmer {
 #[async_trait]
 impl SubscriptionConfirmer for UrlConfirmer {
     async fn confirm(&self, _topic_arn: &str, _token: &str, subscribe_url: &str) -> Result<(), HandlerError> {
-        let url = eventfleet_ingress::verify::sns::check_subscribe_url(subscribe_url)
+        let url = eventfleet_verify::sns::check_subscribe_url(subscribe_url)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
         let response = self.http.get(url).send().await.map_err(|e| {
             HandlerError::retryable(format!(

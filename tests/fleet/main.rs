@@ -183,5 +183,5 @@ where
 
 /// A path under the repository's `testdata/`.
 pub fn testdata(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(rel)
 }

@@ -9,8 +9,8 @@ use eventfleet_workers::replay::{ReplayOptions, replay};
 use eventfleet_workers::slack_stub::Reply;
 use serde_json::{Value, json};
 
-use eventfleet_ingress::verify::slack::sign;
 use eventfleet_schema::EventId;
+use eventfleet_verify::sign::slack as sign;
 
 use crate::{Fleet, SLACK_SECRET, eventually, testdata};
 
@@ -29,7 +29,7 @@ fn alarm_delivery() -> Value {
         "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-eventfleet-test.pem",
     });
     let key = std::fs::read_to_string(testdata("sns/test-signing-key.pem")).unwrap();
-    eventfleet_ingress::verify::sns::sign(&mut message, &key).unwrap();
+    eventfleet_verify::sign::sns(&mut message, &key).unwrap();
     message
 }
 

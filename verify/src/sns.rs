@@ -299,27 +299,6 @@ impl CertStore {
     }
 }
 
-/// Signs `message` in place (its `Signature`, with `SignatureVersion` as set) with a PKCS#8 PEM RSA key, the way
-/// SNS does. For tests and the load generator, whose fleet trusts a test certificate through
-/// `EVENTFLEET_SNS_CERT_DIR`; production never signs.
-pub fn sign(message: &mut serde_json::Value, private_key_pem: &str) -> Result<(), SnsError> {
-    use rsa::pkcs1v15::SigningKey;
-    use rsa::pkcs8::DecodePrivateKey;
-    use rsa::signature::{SignatureEncoding, Signer};
-
-    let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_key_pem).map_err(|e| SnsError::Cert(e.to_string()))?;
-    message["Signature"] = serde_json::Value::String(String::new());
-    let parsed: SnsMessage = serde_json::from_value(message.clone()).map_err(|e| SnsError::Malformed(e.to_string()))?;
-    let text = parsed.string_to_sign()?;
-    let signature = match parsed.signature_version.as_str() {
-        "1" => SigningKey::<sha1::Sha1>::new(key).sign(text.as_bytes()).to_vec(),
-        "2" => SigningKey::<sha2::Sha256>::new(key).sign(text.as_bytes()).to_vec(),
-        other => return Err(SnsError::Malformed(format!("unknown SignatureVersion {other:?}"))),
-    };
-    message["Signature"] = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(signature));
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

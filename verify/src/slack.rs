@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use eventfleet_schema::Timestamp;
 
-use super::github::verify_hmac_sha256;
+use crate::github::verify_hmac_sha256;
 
 /// Slack's replay window.
 pub const WINDOW: Duration = Duration::from_secs(300);
@@ -57,12 +57,6 @@ pub fn verify(
         .map_err(|_| SlackSignatureError::Mismatch)
 }
 
-/// The `X-Slack-Signature` value for a body (what Slack computes; the load generator and tests sign with it).
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let ts = timestamp.to_string();
-    format!("v0={}", super::github::hmac_sha256_hex(secret, &[b"v0:", ts.as_bytes(), b":", body]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +78,7 @@ mod tests {
     fn documented_example_verifies_at_its_time() {
         assert_eq!(verify(SECRET, Some(TS), Some(SIG), BODY.as_bytes(), at(1_531_420_618)), Ok(()));
         assert_eq!(verify(SECRET, Some(TS), Some(SIG), BODY.as_bytes(), at(1_531_420_618 + 299)), Ok(()));
-        assert_eq!(sign(SECRET, 1_531_420_618, BODY.as_bytes()), SIG);
+        assert_eq!(crate::sign::slack(SECRET, 1_531_420_618, BODY.as_bytes()), SIG);
     }
 
     #[test]
