@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn storage_errors_map_to_what_a_retry_can_fix() {
         let status = |e: StorageError| ApiError::from(e).status();
-        assert_eq!(status(StorageError::Unavailable("down".into())), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(StorageError::unavailable("down")), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status(StorageError::TooLarge { size: 300_000, limit: 262_144 }), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(status(StorageError::Invalid("InvalidMessageContents".into())), StatusCode::BAD_REQUEST);
     }

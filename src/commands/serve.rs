@@ -201,7 +201,7 @@ async fn worker_parts(
         handlers = handlers.on_dead_letter(Arc::new(crate::aws_ops::OpsTopic(sns)));
     }
     let publisher = config.aws.cloudwatch_interval.map(|interval| {
-        let cw = eventfleet_storage::aws::cloudwatch::Publisher::new(
+        let cw = crate::aws_ops::cloudwatch::Publisher::new(
             aws.clients().cloudwatch.clone(),
             &config.aws.names.metrics_namespace,
             &config.aws.names.prefix,

@@ -109,7 +109,7 @@ async fn replay_chunk(store: &Store, letters: &[DeadLetter], by: &str) -> Vec<Re
             return letters
                 .iter()
                 .zip(reset)
-                .map(|(l, r)| outcome(l, r.and(Err(StorageError::Unavailable(text.clone())))))
+                .map(|(l, r)| outcome(l, r.and(Err(StorageError::unavailable(text.clone())))))
                 .collect();
         }
     };

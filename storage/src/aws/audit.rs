@@ -74,7 +74,7 @@ async fn write_all(client: &aws_sdk_dynamodb::Client, mut items: Vec<(String, It
             }
             if attempt == 5 {
                 let left: usize = pending.values().map(Vec::len).sum();
-                return Err(StorageError::Unavailable(format!(
+                return Err(StorageError::unavailable(format!(
                     "BatchWriteItem: {left} items still unprocessed after retries"
                 )));
             }
@@ -147,7 +147,7 @@ impl AuditLog for AwsStore {
         }
         let items = entries.iter().map(|e| (self.names.audit_table.clone(), self.audit_item(e))).collect();
         for result in self.puts.submit_all(items).await {
-            result.unwrap_or_else(|| Err(StorageError::Unavailable("audit writer stopped".into())))?;
+            result.unwrap_or_else(|| Err(StorageError::unavailable("audit writer stopped")))?;
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! The aws backend: the queue on SQS FIFO (with a FIFO DLQ), the four tables on DynamoDB, subscription
-//! confirmation and ops notices on SNS, metrics on CloudWatch.
+//! The aws backend: the queue on SQS FIFO (with a FIFO DLQ) and the four tables on DynamoDB. SNS and
+//! CloudWatch publishing are not storage: the binary's `aws_ops` does them with this backend's clients.
 //!
 //! - [`names`]: every queue, table, index and attribute name, derived from one prefix. `eventfleet tables
 //!   describe --json` prints them and Terraform is checked against that output.
@@ -9,7 +9,6 @@
 //!   answer with the item that refused them (`ReturnValuesOnConditionCheckFailure=ALL_OLD`) instead of a second
 //!   read; audit lines are group-committed into `BatchWriteItem`.
 //! - [`provision`]: `tables create` for an emulator or a sandbox account (production uses Terraform).
-//! - [`sns`], [`cloudwatch`]: SNS `ConfirmSubscription` and ops notices; `PutMetricData` batches.
 //! - [`RequestCounter`]: an SDK interceptor that reports every request by service and operation.
 //!
 //! Items carry the same fields as the embedded tables' columns (timestamps as epoch milliseconds) plus `ttl`
@@ -18,14 +17,12 @@
 
 mod audit;
 mod batch;
-pub mod cloudwatch;
 mod idempotency;
 mod item;
 pub mod names;
 mod protocol;
 pub mod provision;
 mod retries;
-pub mod sns;
 mod sqs;
 mod webhooks;
 
@@ -242,7 +239,9 @@ impl AwsStore {
     }
 }
 
-/// Flattens an SDK error (with its service error code) into text.
+/// An SDK error as the source of an unavailable store; the message carries its whole chain (the service's error
+/// code and text), which the SDK error's own `Display` does not.
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(op: &str, e: E) -> StorageError {
-    StorageError::Unavailable(format!("{op}: {}", aws_smithy_types::error::display::DisplayErrorContext(e)))
+    let message = format!("{op}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e));
+    StorageError::Unavailable { message, source: Some(std::sync::Arc::new(e)) }
 }

@@ -75,10 +75,7 @@ impl AwsStore {
     }
 
     async fn send_one(&self, message: OutgoingMessage) -> Result<MessageId> {
-        self.sends
-            .submit(message)
-            .await
-            .unwrap_or_else(|| Err(StorageError::Unavailable("send batcher stopped".into())))
+        self.sends.submit(message).await.unwrap_or_else(|| Err(StorageError::unavailable("send batcher stopped")))
     }
 
     /// One `BatchGetItem` for the idempotency and retry records of `messages`.
@@ -125,7 +122,7 @@ impl AwsStore {
                 break;
             }
             if attempt == 5 {
-                return Err(StorageError::Unavailable("BatchGetItem: keys still unprocessed after retries".into()));
+                return Err(StorageError::unavailable("BatchGetItem: keys still unprocessed after retries"));
             }
             tokio::time::sleep(delay).await;
             delay *= 2;
@@ -359,7 +356,7 @@ impl Protocol for AwsStore {
             self.line(AuditEntry::new(rec.event_id, now, Step::Duplicate, actor).with_detail(detail)).await;
             return Ok(Accepted::Duplicate { event_id: rec.event_id, status: rec.status });
         }
-        Err(StorageError::Unavailable(format!("accept of {key} kept racing with its expiry")))
+        Err(StorageError::unavailable(format!("accept of {key} kept racing with its expiry")))
     }
 
     async fn receive(&self, max: usize, wait: Duration, actor: &Actor) -> Result<Vec<Delivery>> {
@@ -401,7 +398,7 @@ impl Protocol for AwsStore {
         self.keep_visible(message, actor).await?;
         let Some(found) = self.in_flight.take_prefetched(&message.receipt.0) else {
             let mut starts = self.start_all(&[message], actor).await?;
-            return starts.pop().ok_or_else(|| StorageError::Unavailable("start decided nothing".into()));
+            return starts.pop().ok_or_else(|| StorageError::unavailable("start decided nothing"));
         };
         let (start, line) = self.decide(message, found, actor).await?;
         if let Some(line) = line {
@@ -519,10 +516,7 @@ impl AwsStore {
                 ];
                 items.extend(extra.iter().map(|e| (self.names.audit_table.clone(), self.audit_item(e))));
                 let mut results = self.puts.submit_all(items).await.into_iter();
-                results
-                    .next()
-                    .flatten()
-                    .unwrap_or_else(|| Err(StorageError::Unavailable("put writer stopped".into())))?;
+                results.next().flatten().unwrap_or_else(|| Err(StorageError::unavailable("put writer stopped")))?;
                 match results.next().flatten() {
                     Some(Ok(())) => {}
                     Some(Err(e)) => tracing::warn!(error = %e, %event_id, "could not write the succeeded line"),
@@ -530,7 +524,7 @@ impl AwsStore {
                 }
                 // The next message's start needs its line stored before its handler runs.
                 for result in results {
-                    result.unwrap_or_else(|| Err(StorageError::Unavailable("put writer stopped".into())))?;
+                    result.unwrap_or_else(|| Err(StorageError::unavailable("put writer stopped")))?;
                 }
             }
             None => {

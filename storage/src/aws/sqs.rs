@@ -244,7 +244,7 @@ pub(super) fn delete_batcher(client: aws_sdk_sqs::Client, queue_url: String) -> 
                 Err(e) => return vec![Err(unavailable("DeleteMessageBatch", e)); n],
             };
             let mut results: Vec<Result<()>> =
-                (0..n).map(|_| Err(StorageError::Unavailable("DeleteMessageBatch: entry missing".into()))).collect();
+                (0..n).map(|_| Err(StorageError::unavailable("DeleteMessageBatch: entry missing"))).collect();
             for ok in out.successful {
                 if let Some(slot) = ok.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
                     *slot = Ok(());
@@ -259,7 +259,7 @@ pub(super) fn delete_batcher(client: aws_sdk_sqs::Client, queue_url: String) -> 
                         {
                             StorageError::StaleReceipt
                         } else {
-                            StorageError::Unavailable(format!("DeleteMessageBatch entry: {}", failed.code))
+                            StorageError::unavailable(format!("DeleteMessageBatch entry: {}", failed.code))
                         },
                     );
                 }
@@ -330,9 +330,8 @@ async fn send_entries(
         .send()
         .await
         .map_err(|e| unavailable("SendMessageBatch", e))?;
-    let mut results: Vec<Result<MessageId>> = (0..n)
-        .map(|_| Err(StorageError::Unavailable("SendMessageBatch: entry missing from the answer".into())))
-        .collect();
+    let mut results: Vec<Result<MessageId>> =
+        (0..n).map(|_| Err(StorageError::unavailable("SendMessageBatch: entry missing from the answer"))).collect();
     for ok in out.successful {
         if let Ok(i) = ok.id.parse::<usize>()
             && i < n
@@ -354,7 +353,7 @@ async fn send_entries(
                 if failed.sender_fault {
                     tracing::error!(error = %text, "SQS refused a send as our fault");
                 }
-                StorageError::Unavailable(text)
+                StorageError::unavailable(text)
             });
         }
     }
@@ -565,7 +564,7 @@ impl AwsStore {
                 // Already gone (another operator, or the peek expired and it was received again): not ours.
                 Some(Err(StorageError::StaleReceipt)) => {}
                 Some(Err(e)) => return Err(e),
-                None => return Err(StorageError::Unavailable("delete batcher stopped".into())),
+                None => return Err(StorageError::unavailable("delete batcher stopped")),
             }
         }
         Ok(deleted)
@@ -637,10 +636,7 @@ pub(super) async fn send_messages(
             results[*index] = Some(result);
         }
     }
-    Ok(results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(StorageError::Unavailable("message not sent".into()))))
-        .collect())
+    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StorageError::unavailable("message not sent")))).collect())
 }
 
 #[async_trait]
@@ -670,7 +666,7 @@ impl Queue for AwsStore {
         self.deletes
             .submit(receipt.0.clone())
             .await
-            .unwrap_or_else(|| Err(StorageError::Unavailable("delete batcher stopped".into())))?;
+            .unwrap_or_else(|| Err(StorageError::unavailable("delete batcher stopped")))?;
         self.in_flight.forget(&receipt.0);
         Ok(())
     }
@@ -724,9 +720,7 @@ impl Queue for AwsStore {
         }
         let entry = entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?;
         let sent = send_entries(&self.clients.sqs, &self.dlq_url, vec![entry]).await?;
-        sent.into_iter()
-            .next()
-            .unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the DLQ send".into())))?;
+        sent.into_iter().next().unwrap_or_else(|| Err(StorageError::unavailable("no answer for the DLQ send")))?;
         Queue::delete(self, receipt).await
     }
 
@@ -904,10 +898,8 @@ impl AwsStore {
         }
         let entry = entry.build().map_err(|e| StorageError::Invalid(e.to_string()))?;
         let sent = send_entries(&self.clients.sqs, &self.queue_url, vec![entry]).await?;
-        let requeued_as = sent
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| Err(StorageError::Unavailable("no answer for the send".into())))?;
+        let requeued_as =
+            sent.into_iter().next().unwrap_or_else(|| Err(StorageError::unavailable("no answer for the send")))?;
         // The event is back on the queue whatever happens to the delete: a dead letter left behind is a stale
         // copy, which a later replay recognises by the `replayed` line and only deletes.
         match self.delete_dlq(std::slice::from_ref(&peeked.receipt)).await {

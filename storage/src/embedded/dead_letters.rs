@@ -51,7 +51,7 @@ fn select(conn: &Connection, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter
     )?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, ..) = row.as_ref().map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let (id, ..) = row.as_ref().map_err(|e| StorageError::unavailable(e.to_string()))?;
         let id = id.clone();
         // One undecodable dead letter must not hide the others: it is listed by `get` errors and purged by id.
         let dl = match decode(row?) {

@@ -98,7 +98,7 @@ impl EmbeddedStore {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StorageError::Unavailable(format!("create {}: {e}", dir.display())))?;
+                .map_err(|e| StorageError::unavailable_from(format!("create {}", dir.display()), e))?;
         }
         let mut write_conn = connect(&path, &options)?;
         migrations::migrate(&mut write_conn)?;
@@ -162,11 +162,11 @@ impl EmbeddedStore {
     {
         let reader = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().map_err(|_| StorageError::Unavailable("reader connection poisoned".into()))?;
+            let conn = reader.lock().map_err(|_| StorageError::unavailable("reader connection poisoned"))?;
             f(&conn)
         })
         .await
-        .map_err(|e| StorageError::Unavailable(format!("read task failed: {e}")))?
+        .map_err(|e| StorageError::unavailable(format!("read task failed: {e}")))?
     }
 
     fn now(&self) -> i64 {
@@ -223,7 +223,7 @@ impl From<rusqlite::Error> for StorageError {
             | rusqlite::Error::InvalidColumnType(..)
             | rusqlite::Error::IntegralValueOutOfRange(..) => StorageError::Corrupt(e.to_string()),
             // Locked, busy, I/O, full disk, cannot open: the caller can only try again later.
-            _ => StorageError::Unavailable(e.to_string()),
+            _ => StorageError::unavailable_from("SQLite", e),
         }
     }
 }

@@ -37,7 +37,7 @@ where
     fn run(&mut self, conn: &Connection) -> bool {
         let result = match self.work.take() {
             Some(work) => work(conn),
-            None => Err(StorageError::Unavailable("write job ran twice".into())),
+            None => Err(StorageError::unavailable("write job ran twice")),
         };
         let ok = result.is_ok();
         self.result = Some(result);
@@ -48,7 +48,7 @@ where
         let answer = match (batch_error, self.result) {
             (Some(e), _) => Err(e.clone()),
             (None, Some(result)) => result,
-            (None, None) => Err(StorageError::Unavailable("write job was not run".into())),
+            (None, None) => Err(StorageError::unavailable("write job was not run")),
         };
         // The caller may have gone away (request cancelled); the write stands either way.
         let _ = self.answer.send(answer);
@@ -70,7 +70,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("eventfleet-sqlite-writer".into())
             .spawn(move || run(conn, rx, max_batch.max(1), committed))
-            .map_err(|e| StorageError::Unavailable(format!("spawn writer thread: {e}")))?;
+            .map_err(|e| StorageError::unavailable_from("spawn writer thread", e))?;
         Ok(Self { jobs })
     }
 
@@ -101,8 +101,8 @@ impl Writer {
     {
         let (answer, rx) = oneshot::channel();
         let job = TypedJob { work: Some(work), wakes, result: None, answer };
-        self.jobs.send(Box::new(job)).map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?;
-        rx.await.map_err(|_| StorageError::Unavailable("writer thread stopped".into()))?
+        self.jobs.send(Box::new(job)).map_err(|_| StorageError::unavailable("writer thread stopped"))?;
+        rx.await.map_err(|_| StorageError::unavailable("writer thread stopped"))?
     }
 }
 

@@ -3,9 +3,7 @@
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
 
-use crate::StorageError;
-
-use super::unavailable;
+use super::OpsError;
 
 /// The unit of a datum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +60,7 @@ impl Publisher {
     }
 
     /// Publishes `data` (summaries with no samples are left out), 1000 data per request.
-    pub async fn put(&self, data: &[Datum]) -> Result<(), StorageError> {
+    pub async fn put(&self, data: &[Datum]) -> Result<(), OpsError> {
         let fleet = Dimension::builder().name("Fleet").value(&self.fleet).build();
         let data: Vec<MetricDatum> = data
             .iter()
@@ -90,7 +88,7 @@ impl Publisher {
                 .set_metric_data(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| unavailable("PutMetricData", e))?;
+                .map_err(|e| OpsError::sdk("PutMetricData", e))?;
         }
         Ok(())
     }

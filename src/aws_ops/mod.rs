@@ -1,17 +1,29 @@
-//! The aws backend's services beside the ports, wired into the workers: subscription confirmation through the
-//! SNS `ConfirmSubscription` API, dead-letter notices to the ops topic, and metrics to CloudWatch.
+//! The AWS services beside the storage ports, wired into the workers: subscription confirmation through the
+//! SNS `ConfirmSubscription` API, dead-letter notices to the ops topic, and metrics to CloudWatch. They use the
+//! aws backend's clients but are not storage, so they fail with their own [`OpsError`], which keeps the
+//! service's error code.
+//!
+//! - [`sns`]: `ConfirmSubscription` (in the topic's region) and ops notices.
+//! - [`cloudwatch`]: `PutMetricData` batches.
+//! - [`error`]: the error type, [`OpsError`].
+
+pub mod cloudwatch;
+pub mod error;
+pub mod sns;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventfleet_storage::aws::cloudwatch::{Datum, Publisher, Unit, Value};
-use eventfleet_storage::aws::sns::SnsOps;
-use eventfleet_storage::{StorageError, Store};
+use eventfleet_storage::Store;
 use eventfleet_workers::handlers::sns::SubscriptionConfirmer;
 use eventfleet_workers::metrics::Summary;
 use eventfleet_workers::{DeadLetterNotice, DeadLetterNotifier, HandlerError, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
+
+use self::cloudwatch::{Datum, Publisher, Unit, Value};
+pub use self::error::OpsError;
+use self::sns::SnsOps;
 
 /// Confirms subscriptions with `ConfirmSubscription` (no URL is fetched).
 pub struct ApiConfirmer(pub SnsOps);
@@ -24,15 +36,11 @@ impl SubscriptionConfirmer for ApiConfirmer {
                 tracing::info!(topic = topic_arn, subscription = %arn, "subscription confirmed");
                 Ok(())
             }
-            Err(StorageError::Unavailable(e)) if is_client_error(&e) => Err(HandlerError::Permanent(e)),
+            // A bad token or an unknown topic: no retry fixes it.
+            Err(e) if e.is_refusal() => Err(HandlerError::Permanent(e.to_string())),
             Err(e) => Err(HandlerError::retryable(e.to_string())),
         }
     }
-}
-
-/// SNS answers a bad token or an unknown topic with a client error that no retry fixes.
-fn is_client_error(text: &str) -> bool {
-    ["InvalidParameter", "NotFound", "AuthorizationError"].iter().any(|code| text.contains(code))
 }
 
 /// Publishes a notice for every dead letter to the ops topic.
@@ -103,4 +111,45 @@ async fn data(metrics: &WorkerMetrics, store: &Store) -> Vec<Datum> {
 /// The ops services for an aws store: the confirmer and the notifier share one SNS client.
 pub fn sns_ops(aws: &Arc<eventfleet_storage::AwsStore>, ops_topic_arn: Option<String>) -> SnsOps {
     SnsOps::new(aws.clients().sns.clone(), ops_topic_arn)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_config::{BehaviorVersion, Region};
+    use eventfleet_schema::ErrorClass;
+
+    use super::*;
+
+    /// SNS clients on `endpoint` with test credentials.
+    fn sns_client(endpoint: &str) -> aws_sdk_sns::Client {
+        let config = aws_sdk_sns::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_sns::config::Credentials::new("test", "test", None, None, "test"))
+            .build();
+        aws_sdk_sns::Client::from_conf(config)
+    }
+
+    /// A refusal by SNS (its error code) is permanent; a request that got no answer is worth a retry.
+    #[tokio::test]
+    async fn a_refused_confirmation_is_permanent_and_an_unanswered_one_retryable() {
+        let endpoint = std::env::var("EVENTFLEET_TEST_AWS_ENDPOINT")
+            .expect("EVENTFLEET_TEST_AWS_ENDPOINT is not set: run the tests through scripts/test, which starts moto");
+        let ops = SnsOps::new(sns_client(&endpoint), None);
+        let missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic";
+        let err = ops.confirm_subscription(missing, "token").await.expect_err("an unknown topic is refused");
+        assert_eq!((err.operation, err.code.as_deref()), ("ConfirmSubscription", Some("NotFound")), "{err}");
+        assert!(std::error::Error::source(&err).is_some(), "the SDK error is kept as the source");
+        let refused = ApiConfirmer(ops).confirm(missing, "token", "").await.expect_err("refused");
+        assert_eq!(refused.class(), ErrorClass::Permanent, "{refused}");
+
+        // Nothing listens on this port: no answer, no code.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let unanswered = ApiConfirmer(SnsOps::new(sns_client(&url), None));
+        let err = unanswered.confirm(missing, "token", "").await.expect_err("no server");
+        assert_eq!(err.class(), ErrorClass::Retryable, "{err}");
+    }
 }

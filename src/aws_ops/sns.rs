@@ -1,9 +1,7 @@
 //! SNS beside the ports: confirming subscriptions through the `ConfirmSubscription` API (no URL fetch), and
 //! notices to the ops topic.
 
-use crate::StorageError;
-
-use super::unavailable;
+use super::OpsError;
 
 /// SNS calls of the workers.
 #[derive(Debug, Clone)]
@@ -20,19 +18,19 @@ impl SnsOps {
 
     /// Confirms the subscription a `SubscriptionConfirmation` announced; returns the subscription ARN. The call
     /// goes to the topic's region (from its ARN), which need not be the fleet's: alarms of every region fan in.
-    pub async fn confirm_subscription(&self, topic_arn: &str, token: &str) -> Result<String, StorageError> {
+    pub async fn confirm_subscription(&self, topic_arn: &str, token: &str) -> Result<String, OpsError> {
         let mut request = self.client.confirm_subscription().topic_arn(topic_arn).token(token).customize();
         if let Some(region) = topic_region(topic_arn) {
             request = request.config_override(
                 aws_sdk_sns::config::Builder::default().region(aws_sdk_sns::config::Region::new(region.to_owned())),
             );
         }
-        let out = request.send().await.map_err(|e| unavailable("ConfirmSubscription", e))?;
+        let out = request.send().await.map_err(|e| OpsError::sdk("ConfirmSubscription", e))?;
         Ok(out.subscription_arn.unwrap_or_default())
     }
 
     /// Publishes a notice to the ops topic; `Ok(false)` when none is configured.
-    pub async fn notify(&self, subject: &str, message: &str) -> Result<bool, StorageError> {
+    pub async fn notify(&self, subject: &str, message: &str) -> Result<bool, OpsError> {
         let Some(topic) = &self.ops_topic_arn else { return Ok(false) };
         // SNS subjects: at most 100 printable ASCII characters, no line breaks.
         let subject: String = subject.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(100).collect();
@@ -43,7 +41,7 @@ impl SnsOps {
             .message(message)
             .send()
             .await
-            .map_err(|e| unavailable("Publish", e))?;
+            .map_err(|e| OpsError::sdk("Publish", e))?;
         Ok(true)
     }
 }
