@@ -8,14 +8,18 @@
 //! - `drive`: the closed-loop driver and latency percentiles.
 //! - `fleet`: starts, kills and restarts `eventfleet` processes and samples their memory.
 //! - `prepare`: the traffic built and signed before the timed phase, and the generator's own CPU time.
-//! - `run`: the `run` command: load, chaos, verification, report.
+//! - `run`: the `run` command: starts the fleet, the load, chaos, and writes the report.
+//! - `send`: the timed phase, open or closed loop, with senders' retries and resends.
+//! - `checks`: after the run, nothing lost, nothing handled twice, nothing left in flight.
 //! - `baseline`: the plain axum server returning 200 that every figure is compared with.
 
 mod baseline;
+mod checks;
 mod drive;
 mod fleet;
 mod prepare;
 mod run;
+mod send;
 mod traffic;
 
 use std::net::SocketAddr;

@@ -2,6 +2,7 @@
 //! chaos (SIGKILL a random process every few seconds and restart it), then verification against the store and the
 //! Slack stub: every event answered 2xx completed exactly once, duplicates not handled again, nothing lost or left
 //! in flight. A plain axum baseline is driven by the same generator in the same run.
+//! The sending is [`crate::send`]'s, the checks after it [`crate::checks`]'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -10,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use eventfleet_schema::{EventId, Status, Step};
-use eventfleet_storage::{AuditQuery, EmbeddedOptions, EmbeddedStore};
+use eventfleet_storage::{EmbeddedOptions, EmbeddedStore};
 use eventfleet_workers::slack_stub::SlackStub;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -19,7 +19,10 @@ use serde::Serialize;
 use crate::drive::Latency;
 use crate::fleet::Fleet;
 use crate::prepare::Prepared;
-use crate::traffic::{ALARM_TOPIC, Planned, Request, Traffic, marker};
+use crate::traffic::{ALARM_TOPIC, Traffic};
+
+use crate::checks::{verify, wait_for_drain};
+use crate::send::{Outcome, generate};
 
 /// The test certificate and key the fleet is told to trust for the run (`EVENTFLEET_SNS_CERT_DIR`).
 const TEST_CERT: &str = include_str!("../../testdata/sns/SimpleNotificationService-eventfleet-test.pem");
@@ -129,18 +132,6 @@ pub struct Report {
     pub settings: serde_json::Value,
     /// The machine and versions.
     pub machine: serde_json::Value,
-}
-
-struct Outcome {
-    event_ids: Mutex<HashMap<u64, (EventId, &'static str, bool)>>,
-    statuses: Mutex<BTreeMap<String, u64>>,
-    latency: Mutex<Histogram<u64>>,
-    requests: AtomicU64,
-    resends: AtomicU64,
-    /// Events refused (4xx) or never answered 2xx after all retries.
-    unaccepted: AtomicU64,
-    /// Resends answered with another event id than the first delivery.
-    resend_mismatches: AtomicU64,
 }
 
 /// Runs the load test.
@@ -343,329 +334,8 @@ fn spawn_chaos_and_sampling(
     })
 }
 
-/// What the sending phase measured of itself.
-struct Generated {
-    /// Seconds of the timed phase.
-    load_secs: f64,
-    /// Events prepared before it.
-    prepared: usize,
-    /// Seconds the preparation took.
-    prepare_secs: f64,
-    /// CPU seconds the generator used during the timed phase.
-    cpu_secs: f64,
-}
-
-/// Prepares the traffic, then sends it: open loop at `rate`, or closed loop with `connections` senders.
-async fn generate(args: &RunArgs, base: &str, traffic: &Traffic, outcome: Arc<Outcome>) -> anyhow::Result<Generated> {
-    let (count, spacing) = match args.rate {
-        Some(rate) => {
-            let rate = rate.max(1);
-            (rate * args.duration.as_secs().max(1) + rate, Duration::from_secs_f64(1.0 / rate as f64))
-        }
-        None => {
-            let count = args.max_events.max(1);
-            (count, args.duration / u32::try_from(count).unwrap_or(u32::MAX))
-        }
-    };
-    let prepared = {
-        let traffic = traffic.clone();
-        Arc::new(tokio::task::spawn_blocking(move || Prepared::new(&traffic, count, spacing)).await?)
-    };
-    eprintln!("prepared {} events in {:.1} s", prepared.count, prepared.took.as_secs_f64());
-    let http =
-        reqwest::Client::builder().pool_max_idle_per_host(args.connections).timeout(Duration::from_secs(10)).build()?;
-    let cpu_before = crate::prepare::cpu_time();
-    let started = Instant::now();
-    let deadline = started + args.duration;
-    let slots = Arc::new(tokio::sync::Semaphore::new(args.connections));
-    let progress = tokio::spawn({
-        let outcome = outcome.clone();
-        async move {
-            let start = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let accepted = outcome.event_ids.lock().map(|m| m.len()).unwrap_or(0);
-                let sent = outcome.requests.load(Ordering::Relaxed);
-                eprintln!("t={:>4.0}s requests={sent} accepted={accepted}", start.elapsed().as_secs_f64());
-            }
-        }
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    match args.rate {
-        Some(rate) => {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            while Instant::now() < deadline {
-                let scheduled = tick.tick().await.into_std();
-                let permit = slots.clone().acquire_owned().await?;
-                let Some((n, planned)) = prepared.next() else { break };
-                let (http, base, outcome) = (http.clone(), base.to_owned(), outcome.clone());
-                tasks.spawn(async move {
-                    deliver(&http, &base, n, planned, scheduled, &outcome).await;
-                    drop(permit);
-                });
-                while tasks.try_join_next().is_some() {}
-            }
-        }
-        None => {
-            for _ in 0..args.connections {
-                let (http, base, outcome, prepared) =
-                    (http.clone(), base.to_owned(), outcome.clone(), prepared.clone());
-                tasks.spawn(async move {
-                    while Instant::now() < deadline {
-                        let Some((n, planned)) = prepared.next() else { break };
-                        deliver(&http, &base, n, planned, Instant::now(), &outcome).await;
-                    }
-                });
-            }
-        }
-    }
-    while tasks.join_next().await.is_some() {}
-    progress.abort();
-    let load_secs = started.elapsed().as_secs_f64();
-    if prepared.next().is_none() && load_secs + 0.5 < args.duration.as_secs_f64() {
-        eprintln!("all {} prepared events sent before the duration ran out: raise --max-events", prepared.count);
-    }
-    Ok(Generated {
-        load_secs,
-        prepared: prepared.count,
-        prepare_secs: prepared.took.as_secs_f64(),
-        cpu_secs: (crate::prepare::cpu_time().saturating_sub(cpu_before)).as_secs_f64(),
-    })
-}
-
-/// Sends one event (retrying as senders do on 5xx and connection errors), then its resend if any.
-async fn deliver(http: &reqwest::Client, base: &str, n: u64, planned: Planned, scheduled: Instant, outcome: &Outcome) {
-    let Planned { source, first, resend, posts } = planned;
-    if let Some(id) = send_with_retries(http, base, &first, scheduled, outcome).await {
-        if let Ok(mut ids) = outcome.event_ids.lock() {
-            ids.insert(n, (id, source, posts));
-        }
-        if let Some(again) = resend {
-            outcome.resends.fetch_add(1, Ordering::Relaxed);
-            match send_with_retries(http, base, &again, Instant::now(), outcome).await {
-                Some(dup) if dup == id => {}
-                Some(dup) => {
-                    outcome.resend_mismatches.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("resend of event {n} answered a different event id: {dup} vs {id}");
-                }
-                None => {
-                    outcome.unaccepted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    } else {
-        outcome.unaccepted.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-async fn send_with_retries(
-    http: &reqwest::Client,
-    base: &str,
-    req: &Request,
-    scheduled: Instant,
-    outcome: &Outcome,
-) -> Option<EventId> {
-    for attempt in 0..20u32 {
-        let mut builder =
-            http.post(format!("{base}{}", req.path)).header("content-type", req.content_type).body(req.body.clone());
-        for (k, v) in &req.headers {
-            builder = builder.header(*k, v);
-        }
-        let sent = if attempt == 0 { scheduled } else { Instant::now() };
-        outcome.requests.fetch_add(1, Ordering::Relaxed);
-        let answer = builder.send().await;
-        let micros = sent.elapsed().as_micros() as u64;
-        if let Ok(mut h) = outcome.latency.lock() {
-            h.saturating_record(micros.max(1));
-        }
-        let (status, id) = match answer {
-            Ok(resp) => {
-                let status = resp.status();
-                let body: Option<serde_json::Value> = resp.json().await.ok();
-                let id = body.as_ref().and_then(|b| b["event_id"].as_str()).and_then(EventId::parse);
-                (status.as_u16().to_string(), status.is_success().then_some(id).flatten())
-            }
-            Err(_) => ("error".to_owned(), None),
-        };
-        if let Ok(mut s) = outcome.statuses.lock() {
-            *s.entry(status.clone()).or_default() += 1;
-        }
-        if id.is_some() {
-            return id;
-        }
-        if !(status == "error" || status.starts_with('5') || status == "429") {
-            eprintln!("request to {} refused with {status}", req.path);
-            return None;
-        }
-        // The sender's retry, like Slack's and SNS's: after a pause, the same request.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    None
-}
-
-async fn wait_for_drain(store: &eventfleet_storage::Store, limit: Duration) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + limit;
-    let mut quiet = 0;
-    while Instant::now() < deadline {
-        let stats = store.queue.stats().await?;
-        if stats.waiting + stats.in_flight == 0 {
-            quiet += 1;
-            if quiet >= 3 {
-                return Ok(true);
-            }
-        } else {
-            quiet = 0;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Ok(false)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn verify(
-    args: &RunArgs,
-    store: &eventfleet_storage::Store,
-    stub: &SlackStub,
-    outcome: &Outcome,
-    baseline_rps: f64,
-    load_secs: f64,
-    drained: bool,
-    kills: u64,
-    fleet: &Arc<Mutex<Option<Fleet>>>,
-    generated: &Generated,
-) -> anyhow::Result<Report> {
-    let accepted: HashMap<u64, (EventId, &'static str, bool)> =
-        outcome.event_ids.lock().map(|m| m.clone()).unwrap_or_default();
-    let received = store.audit.query(&AuditQuery { step: Some(Step::Received), ..Default::default() }).await?;
-    let succeeded = store.audit.query(&AuditQuery { step: Some(Step::Succeeded), ..Default::default() }).await?;
-    let dead = store.audit.query(&AuditQuery { step: Some(Step::DeadLettered), ..Default::default() }).await?;
-    let mut first_received: HashMap<EventId, i64> = HashMap::new();
-    for e in &received {
-        first_received.entry(e.event_id).or_insert(e.at.as_millis());
-    }
-    let mut successes: HashMap<EventId, (u32, i64)> = HashMap::new();
-    for e in &succeeded {
-        let entry = successes.entry(e.event_id).or_insert((0, e.at.as_millis()));
-        entry.0 += 1;
-    }
-    let mut e2e = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
-    let (mut completed, mut lost, mut duplicate_completions) = (0u64, 0u64, 0u64);
-    let mut lost_examples = Vec::new();
-    let mut completed_without_audit = 0u64;
-    let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut first_at, mut last_at) = (i64::MAX, i64::MIN);
-    for (id, source, _) in accepted.values() {
-        *by_source.entry((*source).to_owned()).or_default() += 1;
-        match successes.get(id) {
-            Some((count, at)) => {
-                completed += 1;
-                if *count > 1 {
-                    duplicate_completions += 1;
-                }
-                if let Some(r) = first_received.get(id) {
-                    e2e.saturating_record((at - r).max(1) as u64);
-                    first_at = first_at.min(*r);
-                }
-                last_at = last_at.max(*at);
-            }
-            // No `succeeded` line: the idempotency record is the source of truth.
-            None if store.idempotency.find_by_event(*id).await?.is_some_and(|r| r.status == Status::Done) => {
-                completed += 1;
-                completed_without_audit += 1;
-            }
-            None => {
-                lost += 1;
-                if lost_examples.len() < 10 {
-                    let record = store.idempotency.find_by_event(*id).await?;
-                    let steps: Vec<String> =
-                        store.audit.history(*id).await?.iter().map(|e| format!("{}@{}", e.step, e.actor)).collect();
-                    lost_examples.push(serde_json::json!({
-                        "event_id": id, "source": source,
-                        "status": record.as_ref().map(|r| r.status.as_str()),
-                        "outcome": record.and_then(|r| r.outcome), "steps": steps,
-                    }));
-                }
-            }
-        }
-    }
-    // Effects: posts per marker, for events that post.
-    let mut posts: HashMap<u64, u64> = HashMap::new();
-    for p in stub.posted() {
-        let text = p["text"].as_str().unwrap_or("").to_owned() + &p["blocks"].to_string();
-        if let Some(m) = marker(&text) {
-            *posts.entry(m).or_default() += 1;
-        }
-    }
-    let duplicate_effects: u64 = posts.values().map(|c| c.saturating_sub(1)).sum();
-    let mut duplicate_examples = Vec::new();
-    let mut effects_beyond_attempts = 0u64;
-    for (n, (id, _, _)) in accepted.iter().filter(|(n, _)| posts.get(n).is_some_and(|c| *c > 1)) {
-        let attempts = store.audit.history(*id).await?.iter().filter(|e| e.step == Step::Started).count() as u64;
-        effects_beyond_attempts += posts[n].saturating_sub(attempts.max(1));
-    }
-    for (n, (id, _, _)) in accepted.iter().filter(|(n, _)| posts.get(n).is_some_and(|c| *c > 1)).take(10) {
-        let steps: Vec<String> =
-            store.audit.history(*id).await?.iter().map(|e| format!("{}@{}", e.step, e.actor)).collect();
-        duplicate_examples.push(serde_json::json!({ "marker": n, "event_id": id, "posts": posts[n], "steps": steps }));
-    }
-    let missing_effects = accepted.iter().filter(|(n, (_, _, p))| *p && !posts.contains_key(n)).count() as u64;
-    let stats = store.queue.stats().await?;
-    let left_in_flight = stats.waiting + stats.in_flight;
-    let span_secs = if last_at > first_at { (last_at - first_at) as f64 / 1000.0 } else { load_secs };
-    let requests = outcome.requests.load(Ordering::Relaxed) as f64;
-    let ingress_rps = requests / load_secs.max(0.001);
-    let latency = outcome.latency.lock().map(|h| Latency::from_micros(&h)).unwrap_or(Latency::zero());
-    let mut peak: BTreeMap<String, f64> = BTreeMap::new();
-    if let Ok(guard) = fleet.lock()
-        && let Some(f) = guard.as_ref()
-    {
-        for p in &f.procs {
-            let role = if p.name.starts_with("worker") { "worker" } else { p.name.as_str() };
-            let mib = p.peak_rss_kib as f64 / 1024.0;
-            let e = peak.entry(role.to_owned()).or_insert(0.0);
-            *e = e.max(mib);
-        }
-    }
-    Ok(Report {
-        accepted: accepted.len() as u64,
-        unaccepted: outcome.unaccepted.load(Ordering::Relaxed),
-        resend_mismatches: outcome.resend_mismatches.load(Ordering::Relaxed),
-        completed,
-        lost,
-        lost_examples,
-        completed_without_audit,
-        missing_effects,
-        duplicate_effects,
-        effects_beyond_attempts,
-        duplicate_examples,
-        duplicate_completions,
-        dead_lettered: dead.len() as u64,
-        left_in_flight: if drained { left_in_flight } else { left_in_flight.max(1) },
-        resends: outcome.resends.load(Ordering::Relaxed),
-        throughput_eps: completed as f64 / span_secs.max(0.001),
-        ingress_latency_ms: latency,
-        e2e_latency_ms: Latency::from_millis(&e2e),
-        baseline_rps,
-        ratio_to_baseline: if baseline_rps > 0.0 { ingress_rps / baseline_rps } else { 0.0 },
-        ingress_rps,
-        prepared_events: generated.prepared as u64,
-        prepare_secs: generated.prepare_secs,
-        generator_cpu_secs: generated.cpu_secs,
-        generator_cores: generated.cpu_secs / load_secs.max(0.001),
-        status_counts: outcome.statuses.lock().map(|s| s.clone()).unwrap_or_default(),
-        accepted_by_source: by_source,
-        kills,
-        peak_rss_mib: peak,
-        settings: serde_json::json!({
-            "duration_s": args.duration.as_secs(), "rate": args.rate, "chaos": args.chaos,
-            "workers": args.workers, "connections": args.connections, "target": args.target, "shape": args.shape,
-        }),
-        machine: machine(),
-    })
-}
-
-fn machine() -> serde_json::Value {
+/// The machine and versions the report was measured on.
+pub fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
         c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
     });
