@@ -129,7 +129,7 @@ impl Config {
             handler_timeout: secs(env.parse_in("EVENTFLEET_HANDLER_TIMEOUT_S", 20u64, 1..=43_200)?),
             drain_timeout: secs(env.parse_in("EVENTFLEET_DRAIN_TIMEOUT_S", 25u64, 0..=3_600)?),
             max_attempts: env.parse_in("EVENTFLEET_MAX_ATTEMPTS", 5u32, 1..=100)?,
-            max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", 50u32, 2..=1_000)?,
+            max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", eventfleet_storage::queue::DEFAULT_MAX_RECEIVE_COUNT, 2..=1_000)?,
             retry_base_delay: millis(env.parse_in("EVENTFLEET_RETRY_BASE_DELAY_MS", 1_000u64, 1..=3_600_000)?),
             retry_max_delay: millis(env.parse_in("EVENTFLEET_RETRY_MAX_DELAY_MS", 60_000u64, 1..=43_200_000)?),
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),

@@ -22,6 +22,11 @@ impl fmt::Display for MessageId {
     }
 }
 
+/// Receives after which the queue itself moves a message to the DLQ, unless configured otherwise (SQS
+/// `maxReceiveCount`): the one default of both backends, the workers and `EVENTFLEET_MAX_RECEIVE_COUNT`. Terraform's
+/// redrive policy is checked against the value the binary reports.
+pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 50;
+
 /// Proof of one receive of a message; needed to delete it or change its visibility. Only the latest receipt of
 /// a message is valid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -54,7 +54,7 @@ impl Default for WorkerConfig {
             handler_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(25),
             max_attempts: 5,
-            max_receive_count: 50,
+            max_receive_count: eventfleet_storage::queue::DEFAULT_MAX_RECEIVE_COUNT,
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(60),
             receive_wait: Duration::from_secs(5),

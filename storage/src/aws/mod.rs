@@ -112,7 +112,7 @@ impl AwsOptions {
     pub fn new(names: Names) -> Self {
         Self {
             names,
-            max_receive_count: 50,
+            max_receive_count: crate::queue::DEFAULT_MAX_RECEIVE_COUNT,
             audit_ttl: Duration::from_secs(90 * 24 * 3600),
             clock: Arc::new(SystemClock),
             request_observer: None,

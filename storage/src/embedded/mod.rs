@@ -62,7 +62,7 @@ pub struct EmbeddedOptions {
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
-            max_receive_count: 50,
+            max_receive_count: crate::queue::DEFAULT_MAX_RECEIVE_COUNT,
             dedup_window: Duration::from_secs(300),
             audit_ttl: Duration::from_secs(90 * 24 * 3600),
             poll_interval: Duration::from_millis(100),
