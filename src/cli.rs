@@ -23,12 +23,12 @@ pub struct Cli {
 pub enum Command {
     /// Ingress and workers in one process on the embedded backend.
     Dev {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Concurrent handlers.
-        #[arg(long, default_value_t = 8)]
-        workers: usize,
+        /// Address to listen on (default: `EVENTFLEET_LISTEN`, else 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Concurrent handlers (default: `EVENTFLEET_WORKER_CONCURRENCY`, else 8).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
     },
     /// The ingress service (configured by environment).
     Ingress {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use eventfleet_ingress::serve::Timeouts;
 use eventfleet_ingress::{IngressConfig, RateLimits};
 use eventfleet_storage::embedded::Durability;
 use eventfleet_workers::WorkerConfig;
@@ -43,6 +44,9 @@ pub struct Config {
     pub backend: Backend,
     /// `EVENTFLEET_LISTEN`.
     pub listen: Option<SocketAddr>,
+    /// `EVENTFLEET_WORKER_CONCURRENCY` when set (`worker.concurrency` holds the services' default otherwise;
+    /// `dev` has its own).
+    pub worker_concurrency: Option<usize>,
     /// `EVENTFLEET_METRICS_LISTEN`: where `eventfleet worker` serves `/metrics`.
     pub metrics_listen: SocketAddr,
     /// `EVENTFLEET_PUBLIC_URL`: the base URL senders use, for printed hook URLs.
@@ -123,13 +127,18 @@ impl Config {
             return Err(invalid("EVENTFLEET_PUBLIC_URL", url, "expected an http:// or https:// URL"));
         }
 
+        let worker_concurrency = env.parse_opt_in("EVENTFLEET_WORKER_CONCURRENCY", 1..=1024usize)?;
         let worker = WorkerConfig {
-            concurrency: env.parse_in("EVENTFLEET_WORKER_CONCURRENCY", 16usize, 1..=1024)?,
+            concurrency: worker_concurrency.unwrap_or(16),
             visibility_timeout: secs(env.parse_in("EVENTFLEET_VISIBILITY_TIMEOUT_S", 30u64, 1..=43_200)?),
             handler_timeout: secs(env.parse_in("EVENTFLEET_HANDLER_TIMEOUT_S", 20u64, 1..=43_200)?),
             drain_timeout: secs(env.parse_in("EVENTFLEET_DRAIN_TIMEOUT_S", 25u64, 0..=3_600)?),
             max_attempts: env.parse_in("EVENTFLEET_MAX_ATTEMPTS", 5u32, 1..=100)?,
-            max_receive_count: env.parse_in("EVENTFLEET_MAX_RECEIVE_COUNT", eventfleet_storage::queue::DEFAULT_MAX_RECEIVE_COUNT, 2..=1_000)?,
+            max_receive_count: env.parse_in(
+                "EVENTFLEET_MAX_RECEIVE_COUNT",
+                eventfleet_storage::queue::DEFAULT_MAX_RECEIVE_COUNT,
+                2..=1_000,
+            )?,
             retry_base_delay: millis(env.parse_in("EVENTFLEET_RETRY_BASE_DELAY_MS", 1_000u64, 1..=3_600_000)?),
             retry_max_delay: millis(env.parse_in("EVENTFLEET_RETRY_MAX_DELAY_MS", 60_000u64, 1..=43_200_000)?),
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
@@ -188,6 +197,11 @@ impl Config {
             sns_cert_dir,
             sns_cert_timeout: secs(env.parse_in("EVENTFLEET_SNS_CERT_TIMEOUT_S", 5u64, 1..=60)?),
             rate_limits,
+            timeouts: Timeouts {
+                read: secs(env.parse_in("EVENTFLEET_READ_TIMEOUT_S", 10u64, 1..=3_600)?),
+                idle: secs(env.parse_in("EVENTFLEET_IDLE_TIMEOUT_S", 75u64, 1..=3_600)?),
+                drain: worker.drain_timeout,
+            },
             ..IngressConfig::default()
         };
         let slack_api_url = env.text("EVENTFLEET_SLACK_API_URL").unwrap_or_else(|| "https://slack.com/api".into());
@@ -206,6 +220,7 @@ impl Config {
             aws,
             backend,
             listen: env.parse("EVENTFLEET_LISTEN")?,
+            worker_concurrency,
             metrics_listen: env
                 .parse("EVENTFLEET_METRICS_LISTEN")?
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9091))),
@@ -299,6 +314,18 @@ impl Env<'_> {
         self.text(name).map(|v| v.parse::<T>().map_err(|e| invalid(name, &v, &e.to_string()))).transpose()
     }
 
+    /// [`Env::parse_in`] without a default: `None` when unset.
+    fn parse_opt_in<T>(&self, name: &'static str, range: std::ops::RangeInclusive<T>) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display + Copy,
+        T::Err: std::fmt::Display,
+    {
+        match self.parse::<T>(name)? {
+            None => Ok(None),
+            Some(value) => self.parse_in(name, value, range).map(Some),
+        }
+    }
+
     fn parse_in<T>(&self, name: &'static str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
     where
         T: FromStr + PartialOrd + std::fmt::Display + Copy,
@@ -354,6 +381,25 @@ mod tests {
         assert_eq!(c.worker.drain_timeout, Duration::from_secs(25));
         assert_eq!(c.ingress.body_limit, 256 * 1024);
         assert_eq!(c.ingress.idempotency_horizon, Duration::from_secs(72 * 3600));
+        assert_eq!(c.ingress.timeouts.read, Duration::from_secs(10));
+        assert_eq!(c.ingress.timeouts.idle, Duration::from_secs(75));
+        assert_eq!(c.ingress.timeouts.drain, c.worker.drain_timeout, "the ingress drains as long as the workers");
+        assert_eq!((c.worker_concurrency, c.worker.concurrency), (None, 16));
+    }
+
+    #[test]
+    fn connection_deadlines_and_concurrency_are_read() {
+        let c = config(&[
+            ("EVENTFLEET_READ_TIMEOUT_S", "3"),
+            ("EVENTFLEET_IDLE_TIMEOUT_S", "120"),
+            ("EVENTFLEET_DRAIN_TIMEOUT_S", "12"),
+            ("EVENTFLEET_WORKER_CONCURRENCY", "3"),
+        ])
+        .unwrap();
+        assert_eq!(c.ingress.timeouts.read, Duration::from_secs(3));
+        assert_eq!(c.ingress.timeouts.idle, Duration::from_secs(120));
+        assert_eq!(c.ingress.timeouts.drain, Duration::from_secs(12));
+        assert_eq!((c.worker_concurrency, c.worker.concurrency), (Some(3), 3));
     }
 
     #[test]
@@ -374,6 +420,9 @@ mod tests {
             ("EVENTFLEET_TRUST_FORWARDED_FOR", "maybe"),
             ("EVENTFLEET_SLACK_API_URL", "slack.com/api"),
             ("EVENTFLEET_DRAIN_TIMEOUT_S", "2"),
+            ("EVENTFLEET_READ_TIMEOUT_S", "0"),
+            ("EVENTFLEET_IDLE_TIMEOUT_S", "soon"),
+            ("EVENTFLEET_WORKER_CONCURRENCY", "0"),
             ("EVENTFLEET_HOOK_CACHE_S", "301"),
         ];
         for (var, value) in cases {

@@ -30,6 +30,8 @@ pub struct IngressConfig {
     pub verify_clock: Arc<dyn Clock>,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// Connection deadlines and the drain deadline.
+    pub timeouts: crate::serve::Timeouts,
 }
 
 /// Request rate limits; zero turns one off.
@@ -80,6 +82,7 @@ impl Default for IngressConfig {
             sns_cert_timeout: Duration::from_secs(5),
             verify_clock: Arc::new(SystemClock),
             rate_limits: RateLimits::default(),
+            timeouts: crate::serve::Timeouts::default(),
         }
     }
 }

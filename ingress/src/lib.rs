@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
 //! - [`routes`]: one module per route family: [`routes::slack`], [`routes::hooks`], [`routes::sns`],
 //!   [`routes::health`].
+//! - [`serve`]: connection deadlines (idle, reading a request) and the drain deadline at shutdown.
 //! - [`run`]: serves the router on a listener until a shutdown token fires.
 //!
 //! Everything talks to storage through [`eventfleet_storage::Store`], so the ingress runs unchanged on either
@@ -24,6 +25,7 @@ pub mod error;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -82,7 +84,8 @@ pub fn router(store: Store, config: IngressConfig) -> Router {
     routes::router(AppState::new(store, config))
 }
 
-/// Serves the ingress on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
+/// Serves the ingress on `listener` until `shutdown` is cancelled, then finishes in-flight requests (for at most
+/// the drain deadline).
 pub async fn run(
     store: Store,
     config: IngressConfig,
@@ -113,8 +116,6 @@ pub async fn run_with_registry(
             }
         }
     });
-    let app = routes::router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let timeouts = state.config.timeouts;
+    serve::serve(listener, routes::router(state), timeouts, shutdown).await
 }

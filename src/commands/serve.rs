@@ -26,10 +26,18 @@ macro_rules! banner {
 }
 
 /// `eventfleet dev`: ingress and workers in one process on the embedded store.
-pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, workers: usize) -> anyhow::Result<ExitCode> {
-    config.worker.concurrency = workers.max(1);
+pub async fn dev(
+    mut config: Config,
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+    workers: Option<u16>,
+) -> anyhow::Result<ExitCode> {
+    // Before the banner: a supervisor may stop the process as soon as it reads it.
+    let shutdown = shutdown::on_signal();
+    let (listen, concurrency) = dev_settings(&config, listen, workers);
+    config.worker.concurrency = concurrency;
     let store = crate::backend::open(&config, data_dir).await?;
-    let listener = bind(config.listen.unwrap_or(listen)).await?;
+    let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
     let base = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let hook = demo_hook(&store, &config.default_channel).await?;
@@ -61,7 +69,6 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     banner!("  cargo run --release -- events show <event_id from the answer>");
     banner!("  cargo run --release -- outbox");
 
-    let shutdown = shutdown::on_signal();
     let slack = slack_sink(&config, data_dir)?;
     // One registry: the ingress's /metrics shows the workers' metrics too.
     let registry = SharedRegistry::default();
@@ -69,6 +76,14 @@ pub async fn dev(mut config: Config, data_dir: &Path, listen: SocketAddr, worker
     let workers = Workers { handlers: handlers(&config), slack, metrics };
     together(&config, store, workers, registry, listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `dev` listens and how many handlers it runs: a flag wins over its variable, which wins over `dev`'s
+/// own defaults (127.0.0.1:8080, 8 handlers: a laptop, not a service).
+fn dev_settings(config: &Config, listen: Option<SocketAddr>, workers: Option<u16>) -> (SocketAddr, usize) {
+    let listen = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let workers = workers.map(usize::from).or(config.worker_concurrency).unwrap_or(8);
+    (listen, workers)
 }
 
 /// What a worker pool runs with.
@@ -106,8 +121,9 @@ async fn together(
 pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let registry = SharedRegistry::default();
     let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
-    let listener = bind_service(&config, listen).await?;
+    // Before the address is printed: a supervisor may stop the process as soon as it reads it.
     let shutdown = shutdown::on_signal();
+    let listener = bind_service(&config, listen).await?;
     eventfleet_ingress::run_with_registry(opened.store.clone(), config.ingress.clone(), registry, listener, shutdown)
         .await
         .context("ingress server")?;
@@ -169,8 +185,9 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
 pub async fn serve(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let registry = SharedRegistry::default();
     let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
-    let listener = bind_service(&config, listen).await?;
+    // Before the address is printed: a supervisor may stop the process as soon as it reads it.
     let shutdown = shutdown::on_signal();
+    let listener = bind_service(&config, listen).await?;
     // One registry: the ingress's /metrics shows the workers' metrics too.
     let metrics = worker_metrics(&registry);
     let (handlers, publisher) = worker_parts(&config, &opened, &metrics, &shutdown).await;
@@ -299,4 +316,26 @@ fn dev_signing_secret(config: &Config, data_dir: &Path) -> anyhow::Result<String
     let secret = hex::encode(rand::random::<[u8; 16]>());
     std::fs::write(&path, &secret).with_context(|| format!("write {}", path.display()))?;
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        Config::from_lookup(|k| map.get(k).cloned()).unwrap()
+    }
+
+    #[test]
+    fn dev_flags_win_over_variables_which_win_over_dev_defaults() {
+        let none = config(&[]);
+        assert_eq!(dev_settings(&none, None, None), (SocketAddr::from(([127, 0, 0, 1], 8080)), 8));
+        let set = config(&[("EVENTFLEET_LISTEN", "127.0.0.1:9000"), ("EVENTFLEET_WORKER_CONCURRENCY", "3")]);
+        assert_eq!(dev_settings(&set, None, None), (SocketAddr::from(([127, 0, 0, 1], 9000)), 3));
+        let flag: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(dev_settings(&set, Some(flag), Some(5)), (flag, 5));
+    }
 }

@@ -1,5 +1,6 @@
 //! Ingress integration tests: the real router on 127.0.0.1:0 over the real embedded store.
 
+mod connections;
 mod hooks;
 mod openapi;
 mod robustness;
