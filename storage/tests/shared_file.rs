@@ -13,12 +13,12 @@ async fn two_openers_share_queue_and_claims() {
     let a = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
     let b = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
 
-    // A long poll on B sees a message sent through A (no in-process wake-up: B polls the file).
+    // A long poll on B sees a message sent through A (no in-process wake-up: B polls the file). Whether the
+    // send lands before B's first look or during its wait, B must get it.
     let poll = tokio::spawn({
         let b = b.clone();
         async move { b.queue.receive(10, Duration::from_secs(30), Duration::from_secs(10)).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let env = envelope(IdempotencyKey::from_raw("shared:1"), "g", "hello");
     a.queue.send_batch(vec![OutgoingMessage::first_delivery(env)]).await.unwrap()[0].clone().unwrap();
     let got = poll.await.unwrap().unwrap();

@@ -55,7 +55,7 @@ async fn cloudwatch_alarm_fixture_is_posted_once_with_the_expected_blocks() {
     })
     .await
     .expect("the alarm was posted");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.settled().await;
     assert_eq!(f.slack.posted().len(), 1, "posted once");
     let msg = &posted[0];
     assert_eq!(msg["channel"], "#alarms", "the topic's channel");
@@ -108,7 +108,7 @@ async fn channel_not_found_dead_letters_at_once() {
     f.slack.always("#gone", Reply::SlackError("channel_not_found"));
     let id = f.send(&hook, "nobody listens").await;
     f.wait_for(id, Step::DeadLettered).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.settled().await;
     assert_eq!(f.slack.requests("#gone"), 1, "no second attempt");
     let dead = f.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -262,7 +262,7 @@ async fn a_dead_letter_an_earlier_replay_already_sent_back_is_only_deleted() {
         f.store.dead_letters.list(&DeadLetterFilter::default()).await.unwrap().is_empty(),
         "the stale copy is gone"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.settled().await;
     assert_eq!(f.slack.requests("#gone-again"), 1, "not sent again");
     assert_eq!(f.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Dead, "records untouched");
     assert_eq!(f.steps(id).await.iter().filter(|s| **s == Step::Replayed).count(), 1, "no second replay line");

@@ -152,6 +152,17 @@ impl Fleet {
         self.store.audit.history(id).await.unwrap().iter().map(|e| e.step).collect()
     }
 
+    /// Waits until nothing is left to do: no message waiting (delayed retries included) and none in flight. After
+    /// this no handler can run again, so what was posted is all that will be.
+    pub async fn settled(&self) {
+        eventually(Duration::from_secs(20), || async {
+            let stats = self.store.queue.stats().await.unwrap();
+            (stats.waiting == 0 && stats.in_flight == 0).then_some(())
+        })
+        .await
+        .expect("the queue emptied");
+    }
+
     /// Waits until the event's trail has `step`.
     pub async fn wait_for(&self, id: EventId, step: Step) -> Vec<Step> {
         eventually(Duration::from_secs(20), || async {

@@ -68,9 +68,13 @@ async fn the_handler_span_joins_the_ingress_request_trace() {
     let id = f.send(&hook, "follow me").await;
     f.wait_for(id, Step::Succeeded).await;
     // The pool finishes the delivery (and its spans) right after the audit line.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    provider.force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
+    let spans = eventually(Duration::from_secs(10), || async {
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        spans.iter().any(|s| s.name == "worker.process").then_some(spans)
+    })
+    .await
+    .expect("the worker's spans finished");
     let find = |name: &str| {
         spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
             panic!("no span {name} among {:?}", spans.iter().map(|s| s.name.to_string()).collect::<Vec<_>>())
