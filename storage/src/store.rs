@@ -28,6 +28,26 @@ pub struct Store {
     pub backend: &'static str,
 }
 
+impl Store {
+    /// Every port served by one backend `B`.
+    pub fn of<B>(backend: Arc<B>, clock: Arc<dyn Clock>, name: &'static str) -> Self
+    where
+        B: Protocol + Queue + DeadLetters + Idempotency + AuditLog + RetryRecords + WebhookRegistry + 'static,
+    {
+        Store {
+            protocol: backend.clone(),
+            queue: backend.clone(),
+            dead_letters: backend.clone(),
+            idempotency: backend.clone(),
+            audit: backend.clone(),
+            retries: backend.clone(),
+            webhooks: backend,
+            clock,
+            backend: name,
+        }
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()

@@ -196,32 +196,17 @@ impl AuditLog for AwsStore {
             values.push((":until", ts(until)));
         }
         let filter = filters.join(" AND ");
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let mut req = self
-                .clients
-                .dynamodb
-                .scan()
-                .table_name(&self.names.audit_table)
-                .filter_expression(&filter)
-                .set_exclusive_start_key(start);
-            if filter.contains("#at") {
-                req = req.expression_attribute_names("#at", "at");
-            }
-            if filter.contains("#step") {
-                req = req.expression_attribute_names("#step", "step");
-            }
-            for (k, v) in &values {
-                req = req.expression_attribute_values(*k, v.clone());
-            }
-            let out = req.send().await.map_err(|e| unavailable("Scan audit", e))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
+        let mut scan = self.clients.dynamodb.scan().table_name(&self.names.audit_table).filter_expression(&filter);
+        if filter.contains("#at") {
+            scan = scan.expression_attribute_names("#at", "at");
         }
+        if filter.contains("#step") {
+            scan = scan.expression_attribute_names("#step", "step");
+        }
+        for (k, v) in values {
+            scan = scan.expression_attribute_values(k, v);
+        }
+        let items = super::item::scan_all(scan, "Scan audit").await?;
         let mut entries = self.live_entries(items, now)?;
         entries.sort_by_key(|e| e.at);
         if let Some(limit) = query.limit {

@@ -10,6 +10,19 @@ use crate::StorageError;
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
 
+/// Every item a scan finds, page after page (the SDK's paginator follows `LastEvaluatedKey`).
+pub(super) async fn scan_all(
+    scan: aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder,
+    what: &str,
+) -> Result<Vec<Item>, StorageError> {
+    let mut items = scan.into_paginator().items().send();
+    let mut out = Vec::new();
+    while let Some(item) = items.next().await {
+        out.push(item.map_err(|e| super::unavailable(what, e))?);
+    }
+    Ok(out)
+}
+
 pub fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }

@@ -225,17 +225,8 @@ impl AwsStore {
 
     /// Bundles the ports.
     pub fn into_store(self: Arc<Self>) -> Store {
-        Store {
-            protocol: self.clone(),
-            queue: self.clone(),
-            dead_letters: self.clone(),
-            idempotency: self.clone(),
-            audit: self.clone(),
-            retries: self.clone(),
-            webhooks: self.clone(),
-            clock: self.options.clock.clone(),
-            backend: "aws",
-        }
+        let clock = self.options.clock.clone();
+        Store::of(self, clock, "aws")
     }
 }
 

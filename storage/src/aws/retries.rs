@@ -109,31 +109,18 @@ impl RetryRecords for AwsStore {
     async fn list(&self, status: Option<RetryStatus>, limit: usize) -> Result<Vec<RetryRecord>> {
         // Failing events are few (a healthy fleet has almost none): a filtered scan serves operators.
         let now = self.now();
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let mut req = self
-                .clients
-                .dynamodb
-                .scan()
-                .table_name(&self.names.retries_table)
-                .filter_expression(if status.is_some() { "expires_at > :now AND #s = :s" } else { "expires_at > :now" })
-                .expression_attribute_values(":now", ts(now))
-                .set_exclusive_start_key(start);
-            if let Some(status) = status {
-                req = req
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_values(":s", s(status.as_str()));
-            }
-            let page = req.send().await.map_err(|e| unavailable("Scan retries", e))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(record(&item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
+        let mut scan = self
+            .clients
+            .dynamodb
+            .scan()
+            .table_name(&self.names.retries_table)
+            .filter_expression(if status.is_some() { "expires_at > :now AND #s = :s" } else { "expires_at > :now" })
+            .expression_attribute_values(":now", ts(now));
+        if let Some(status) = status {
+            scan = scan.expression_attribute_names("#s", "status").expression_attribute_values(":s", s(status.as_str()));
         }
+        let items = super::item::scan_all(scan, "Scan retries").await?;
+        let mut out = items.iter().map(record).collect::<Result<Vec<_>>>()?;
         out.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
         out.truncate(limit);
         Ok(out)

@@ -117,26 +117,9 @@ impl WebhookRegistry for AwsStore {
     }
 
     async fn list(&self) -> Result<Vec<Webhook>> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .clients
-                .dynamodb
-                .scan()
-                .table_name(&self.names.webhooks_table)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("Scan webhooks", e))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(hook(&item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let scan = self.clients.dynamodb.scan().table_name(&self.names.webhooks_table);
+        let items = super::item::scan_all(scan, "Scan webhooks").await?;
+        let mut out = items.iter().map(hook).collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.as_str().cmp(b.id.as_str())));
         Ok(out)
     }

@@ -125,17 +125,8 @@ impl EmbeddedStore {
 
     /// Every port of this store.
     pub fn into_store(self: Arc<Self>) -> Store {
-        Store {
-            protocol: self.clone(),
-            queue: self.clone(),
-            dead_letters: self.clone(),
-            idempotency: self.clone(),
-            audit: self.clone(),
-            retries: self.clone(),
-            webhooks: self.clone(),
-            clock: self.options.clock.clone(),
-            backend: "embedded",
-        }
+        let clock = self.options.clock.clone();
+        Store::of(self, clock, "embedded")
     }
 
     /// Deletes rows past their expiry (idempotency horizon, audit and retry TTL, dedup window). Reads already
