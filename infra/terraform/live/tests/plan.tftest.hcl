@@ -64,13 +64,13 @@ mock_provider "aws" {
 }
 
 variables {
-  region                   = "eu-west-1"
-  vpc_id                   = "vpc-1"
-  public_subnet_ids        = ["subnet-1", "subnet-2"]
-  private_subnet_ids       = ["subnet-3", "subnet-4"]
-  domain_name              = "events.example.com"
-  certificate_arn          = "arn:aws:acm:eu-west-1:123456789012:certificate/1"
-  image_tag                = "abc123"
+  region             = "eu-west-1"
+  vpc_id             = "vpc-1"
+  public_subnet_ids  = ["subnet-1", "subnet-2"]
+  private_subnet_ids = ["subnet-3", "subnet-4"]
+  domain_name        = "events.example.com"
+  certificate_arn    = "arn:aws:acm:eu-west-1:123456789012:certificate/1"
+  image_tag          = "abc123"
   # A placeholder name: a realistic path here reads as a high-entropy string to checkov's secrets scan (CKV_SECRET_6).
   slack_signing_secret_arn = "arn:aws:ssm:eu-west-1:123456789012:parameter/test"
   slack_bot_token_arn      = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:eventfleet/slack-bot-token-AbCdEf:token::"
