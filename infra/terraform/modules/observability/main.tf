@@ -155,14 +155,10 @@ locals {
       type = "alarm", x = 0, y = 18, width = 24, height = 3
       properties = {
         title = "Alarms"
-        alarms = [
-          aws_cloudwatch_metric_alarm.dead_letters.arn,
-          aws_cloudwatch_metric_alarm.oldest_message_age.arn,
-          aws_cloudwatch_metric_alarm.ingress_5xx_rate.arn,
-          aws_cloudwatch_metric_alarm.ingress_p95_latency.arn,
-          aws_cloudwatch_metric_alarm.ingress_unhealthy_targets.arn,
-          aws_cloudwatch_metric_alarm.workers_running.arn,
-        ]
+        alarms = concat(
+          [for a in aws_cloudwatch_metric_alarm.expression : a.arn],
+          [for a in aws_cloudwatch_metric_alarm.metric : a.arn],
+        )
       }
     },
   ]
@@ -175,178 +171,179 @@ resource "aws_cloudwatch_dashboard" "this" {
 
 # Alarms -----------------------------------------------------------------------------------------------------------
 
-# Visible plus in flight: `eventfleet dlq list|show|replay` read the DLQ by receiving its messages for a short
-# while, which must not flip the alarm to OK.
-resource "aws_cloudwatch_metric_alarm" "dead_letters" {
-  alarm_name          = "${var.name_prefix}-dlq-not-empty"
-  alarm_description   = "Events were dead-lettered. Runbook: docs/operations.md, \"The DLQ alarm fired\"."
-  evaluation_periods  = 1
+locals {
+  # Alarms on one metric. Every alarm notifies the alarm topic on ALARM and on OK.
+  metric_alarms = {
+    oldest_message_age = {
+      name        = "oldest-message-age"
+      description = "The oldest waiting event is older than ${var.oldest_message_age_threshold_seconds} s: workers are down, too few, or a message group is stuck. Runbook: docs/operations.md."
+      namespace   = "AWS/SQS"
+      metric      = "ApproximateAgeOfOldestMessage"
+      dimensions  = { QueueName = var.queue_name }
+      statistic   = "Maximum"
+      periods     = 5
+      comparison  = "GreaterThanThreshold"
+      threshold   = var.oldest_message_age_threshold_seconds
+      missing     = "notBreaching"
+    }
+    ingress_p95_latency = {
+      name        = "ingress-p95-latency"
+      description = "Ingress p95 response time above ${var.p95_latency_threshold_seconds} s for 5 minutes (Slack gives up after 3 s)."
+      namespace   = "AWS/ApplicationELB"
+      metric      = "TargetResponseTime"
+      dimensions  = { LoadBalancer = var.alb_arn_suffix }
+      statistic   = "p95"
+      periods     = 5
+      comparison  = "GreaterThanThreshold"
+      threshold   = var.p95_latency_threshold_seconds
+      missing     = "notBreaching"
+    }
+    ingress_unhealthy_targets = {
+      name        = "ingress-unhealthy-tasks"
+      description = "Ingress tasks fail the load balancer's GET /version health check."
+      namespace   = "AWS/ApplicationELB"
+      metric      = "UnHealthyHostCount"
+      dimensions  = { LoadBalancer = var.alb_arn_suffix, TargetGroup = var.target_group_arn_suffix }
+      statistic   = "Maximum"
+      periods     = 3
+      comparison  = "GreaterThanThreshold"
+      threshold   = 0
+      missing     = "notBreaching"
+    }
+    workers_running = {
+      name        = "workers-below-minimum"
+      description = "Fewer worker tasks running than the minimum for 5 minutes: tasks fail their health check or crash on start."
+      namespace   = "ECS/ContainerInsights"
+      metric      = "RunningTaskCount"
+      dimensions  = { ClusterName = var.cluster_name, ServiceName = var.worker_service_name }
+      statistic   = "Minimum"
+      periods     = 5
+      comparison  = "LessThanThreshold"
+      threshold   = var.worker_min_count
+      # No data means no task reports: as bad as none running.
+      missing = "breaching"
+    }
+  }
+
+  # Alarms on an expression over several metrics (each input summed or maximised over a minute).
+  expression_alarms = {
+    # Visible plus in flight: `eventfleet dlq list|show|replay` read the DLQ by receiving its messages for a
+    # short while, which must not flip the alarm to OK.
+    dead_letters = {
+      name        = "dlq-not-empty"
+      description = "Events were dead-lettered. Runbook: docs/operations.md, \"The DLQ alarm fired\"."
+      label       = "Messages on the DLQ"
+      expression  = "FILL(visible, 0) + FILL(in_flight, 0)"
+      periods     = 1
+      threshold   = 0
+      inputs = {
+        visible   = { namespace = "AWS/SQS", metric = "ApproximateNumberOfMessagesVisible", stat = "Maximum", dimensions = { QueueName = var.dead_letter_queue_name } }
+        in_flight = { namespace = "AWS/SQS", metric = "ApproximateNumberOfMessagesNotVisible", stat = "Maximum", dimensions = { QueueName = var.dead_letter_queue_name } }
+      }
+    }
+    ingress_5xx_rate = {
+      name        = "ingress-5xx-rate"
+      description = "More than ${var.error_rate_threshold_percent} % of ingress requests answered 5xx for 5 minutes (senders retry 503s, but the store or the tasks are failing)."
+      label       = "5xx rate (%)"
+      expression  = "100 * (FILL(target_5xx, 0) + FILL(elb_5xx, 0)) / requests"
+      periods     = 5
+      threshold   = var.error_rate_threshold_percent
+      inputs = {
+        target_5xx = { namespace = "AWS/ApplicationELB", metric = "HTTPCode_Target_5XX_Count", stat = "Sum", dimensions = { LoadBalancer = var.alb_arn_suffix } }
+        elb_5xx    = { namespace = "AWS/ApplicationELB", metric = "HTTPCode_ELB_5XX_Count", stat = "Sum", dimensions = { LoadBalancer = var.alb_arn_suffix } }
+        requests   = { namespace = "AWS/ApplicationELB", metric = "RequestCount", stat = "Sum", dimensions = { LoadBalancer = var.alb_arn_suffix } }
+      }
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "metric" {
+  for_each = local.metric_alarms
+
+  alarm_name          = "${var.name_prefix}-${each.value.name}"
+  alarm_description   = each.value.description
+  namespace           = each.value.namespace
+  metric_name         = each.value.metric
+  dimensions          = each.value.dimensions
+  statistic           = startswith(each.value.statistic, "p") ? null : each.value.statistic
+  extended_statistic  = startswith(each.value.statistic, "p") ? each.value.statistic : null
+  period              = 60
+  evaluation_periods  = each.value.periods
+  datapoints_to_alarm = each.value.periods
+  comparison_operator = each.value.comparison
+  threshold           = each.value.threshold
+  treat_missing_data  = each.value.missing
+  actions_enabled     = true
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "expression" {
+  for_each = local.expression_alarms
+
+  alarm_name          = "${var.name_prefix}-${each.value.name}"
+  alarm_description   = each.value.description
+  evaluation_periods  = each.value.periods
+  datapoints_to_alarm = each.value.periods
   comparison_operator = "GreaterThanThreshold"
-  threshold           = 0
+  threshold           = each.value.threshold
   treat_missing_data  = "notBreaching"
   actions_enabled     = true
   alarm_actions       = local.actions
   ok_actions          = local.actions
 
   metric_query {
-    id          = "dead_letters"
-    label       = "Messages on the DLQ"
-    expression  = "FILL(visible, 0) + FILL(in_flight, 0)"
+    id          = each.key
+    label       = each.value.label
+    expression  = each.value.expression
     return_data = true
   }
 
-  metric_query {
-    id = "visible"
-    metric {
-      namespace   = "AWS/SQS"
-      metric_name = "ApproximateNumberOfMessagesVisible"
-      dimensions  = { QueueName = var.dead_letter_queue_name }
-      stat        = "Maximum"
-      period      = 60
-    }
-  }
-
-  metric_query {
-    id = "in_flight"
-    metric {
-      namespace   = "AWS/SQS"
-      metric_name = "ApproximateNumberOfMessagesNotVisible"
-      dimensions  = { QueueName = var.dead_letter_queue_name }
-      stat        = "Maximum"
-      period      = 60
+  dynamic "metric_query" {
+    for_each = each.value.inputs
+    content {
+      id = metric_query.key
+      metric {
+        namespace   = metric_query.value.namespace
+        metric_name = metric_query.value.metric
+        dimensions  = metric_query.value.dimensions
+        stat        = metric_query.value.stat
+        period      = 60
+      }
     }
   }
 
   tags = var.tags
 }
 
-resource "aws_cloudwatch_metric_alarm" "oldest_message_age" {
-  alarm_name          = "${var.name_prefix}-oldest-message-age"
-  alarm_description   = "The oldest waiting event is older than ${var.oldest_message_age_threshold_seconds} s: workers are down, too few, or a message group is stuck. Runbook: docs/operations.md."
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateAgeOfOldestMessage"
-  dimensions          = { QueueName = var.queue_name }
-  statistic           = "Maximum"
-  period              = 60
-  evaluation_periods  = 5
-  datapoints_to_alarm = 5
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.oldest_message_age_threshold_seconds
-  treat_missing_data  = "notBreaching"
-  actions_enabled     = true
-  alarm_actions       = local.actions
-  ok_actions          = local.actions
-  tags                = var.tags
+# The alarms were one resource each before; existing deployments keep them (no destroy and re-create).
+moved {
+  from = aws_cloudwatch_metric_alarm.oldest_message_age
+  to   = aws_cloudwatch_metric_alarm.metric["oldest_message_age"]
 }
 
-resource "aws_cloudwatch_metric_alarm" "ingress_5xx_rate" {
-  alarm_name          = "${var.name_prefix}-ingress-5xx-rate"
-  alarm_description   = "More than ${var.error_rate_threshold_percent} % of ingress requests answered 5xx for 5 minutes (senders retry 503s, but the store or the tasks are failing)."
-  evaluation_periods  = 5
-  datapoints_to_alarm = 5
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.error_rate_threshold_percent
-  treat_missing_data  = "notBreaching"
-  actions_enabled     = true
-  alarm_actions       = local.actions
-  ok_actions          = local.actions
-
-  metric_query {
-    id          = "rate"
-    label       = "5xx rate (%)"
-    expression  = "100 * (FILL(target_5xx, 0) + FILL(elb_5xx, 0)) / requests"
-    return_data = true
-  }
-
-  metric_query {
-    id = "target_5xx"
-    metric {
-      namespace   = "AWS/ApplicationELB"
-      metric_name = "HTTPCode_Target_5XX_Count"
-      dimensions  = { LoadBalancer = var.alb_arn_suffix }
-      stat        = "Sum"
-      period      = 60
-    }
-  }
-
-  metric_query {
-    id = "elb_5xx"
-    metric {
-      namespace   = "AWS/ApplicationELB"
-      metric_name = "HTTPCode_ELB_5XX_Count"
-      dimensions  = { LoadBalancer = var.alb_arn_suffix }
-      stat        = "Sum"
-      period      = 60
-    }
-  }
-
-  metric_query {
-    id = "requests"
-    metric {
-      namespace   = "AWS/ApplicationELB"
-      metric_name = "RequestCount"
-      dimensions  = { LoadBalancer = var.alb_arn_suffix }
-      stat        = "Sum"
-      period      = 60
-    }
-  }
-
-  tags = var.tags
+moved {
+  from = aws_cloudwatch_metric_alarm.ingress_p95_latency
+  to   = aws_cloudwatch_metric_alarm.metric["ingress_p95_latency"]
 }
 
-resource "aws_cloudwatch_metric_alarm" "ingress_p95_latency" {
-  alarm_name          = "${var.name_prefix}-ingress-p95-latency"
-  alarm_description   = "Ingress p95 response time above ${var.p95_latency_threshold_seconds} s for 5 minutes (Slack gives up after 3 s)."
-  namespace           = "AWS/ApplicationELB"
-  metric_name         = "TargetResponseTime"
-  dimensions          = { LoadBalancer = var.alb_arn_suffix }
-  extended_statistic  = "p95"
-  period              = 60
-  evaluation_periods  = 5
-  datapoints_to_alarm = 5
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.p95_latency_threshold_seconds
-  treat_missing_data  = "notBreaching"
-  actions_enabled     = true
-  alarm_actions       = local.actions
-  ok_actions          = local.actions
-  tags                = var.tags
+moved {
+  from = aws_cloudwatch_metric_alarm.ingress_unhealthy_targets
+  to   = aws_cloudwatch_metric_alarm.metric["ingress_unhealthy_targets"]
 }
 
-resource "aws_cloudwatch_metric_alarm" "ingress_unhealthy_targets" {
-  alarm_name          = "${var.name_prefix}-ingress-unhealthy-tasks"
-  alarm_description   = "Ingress tasks fail the load balancer's GET /version health check."
-  namespace           = "AWS/ApplicationELB"
-  metric_name         = "UnHealthyHostCount"
-  dimensions          = { LoadBalancer = var.alb_arn_suffix, TargetGroup = var.target_group_arn_suffix }
-  statistic           = "Maximum"
-  period              = 60
-  evaluation_periods  = 3
-  datapoints_to_alarm = 3
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = 0
-  treat_missing_data  = "notBreaching"
-  actions_enabled     = true
-  alarm_actions       = local.actions
-  ok_actions          = local.actions
-  tags                = var.tags
+moved {
+  from = aws_cloudwatch_metric_alarm.workers_running
+  to   = aws_cloudwatch_metric_alarm.metric["workers_running"]
 }
 
-resource "aws_cloudwatch_metric_alarm" "workers_running" {
-  alarm_name          = "${var.name_prefix}-workers-below-minimum"
-  alarm_description   = "Fewer worker tasks running than the minimum for 5 minutes: tasks fail their health check or crash on start."
-  namespace           = "ECS/ContainerInsights"
-  metric_name         = "RunningTaskCount"
-  dimensions          = { ClusterName = var.cluster_name, ServiceName = var.worker_service_name }
-  statistic           = "Minimum"
-  period              = 60
-  evaluation_periods  = 5
-  datapoints_to_alarm = 5
-  comparison_operator = "LessThanThreshold"
-  threshold           = var.worker_min_count
-  treat_missing_data  = "breaching"
-  actions_enabled     = true
-  alarm_actions       = local.actions
-  ok_actions          = local.actions
-  tags                = var.tags
+moved {
+  from = aws_cloudwatch_metric_alarm.dead_letters
+  to   = aws_cloudwatch_metric_alarm.expression["dead_letters"]
+}
+
+moved {
+  from = aws_cloudwatch_metric_alarm.ingress_5xx_rate
+  to   = aws_cloudwatch_metric_alarm.expression["ingress_5xx_rate"]
 }
