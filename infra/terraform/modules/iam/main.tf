@@ -155,9 +155,18 @@ data "aws_iam_policy_document" "worker" {
     resources = [var.queue_kms_key_arn]
   }
 
+  # A receive reads every received message's record and retry record in one BatchGetItem; a success's DONE is
+  # a put batched (BatchWriteItem) with its audit line.
   statement {
-    sid       = "IdempotencyRecords"
-    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"]
+    sid = "IdempotencyRecords"
+    actions = [
+      "dynamodb:GetItem",
+      "dynamodb:BatchGetItem",
+      "dynamodb:PutItem",
+      "dynamodb:BatchWriteItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:Query",
+    ]
     resources = concat([var.table_arns.idempotency], var.idempotency_index_arns)
   }
 
@@ -169,7 +178,7 @@ data "aws_iam_policy_document" "worker" {
 
   statement {
     sid       = "RetryRecords"
-    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan"]
+    actions   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"]
     resources = [var.table_arns.retries]
   }
 
