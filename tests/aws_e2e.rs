@@ -216,6 +216,30 @@ impl Fleet {
 }
 
 /// A signed Slack `event_callback`.
+/// The IAM actions a task role's policy names (`data "aws_iam_policy_document" "<role>"` in the iam module).
+fn iam_actions(role: &str) -> std::collections::BTreeSet<String> {
+    let hcl =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/terraform/modules/iam/main.tf"))
+            .expect("the iam module");
+    let start = hcl.find(&format!("data \"aws_iam_policy_document\" \"{role}\" {{")).expect("the role's policy");
+    let block = &hcl[start..];
+    let block = &block[..block.find("\n}\n").expect("the end of the policy")];
+    block
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| ["sqs:", "dynamodb:", "sns:", "cloudwatch:"].iter().any(|p| s.starts_with(p)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The IAM action of an SDK request (`SQS:SendMessageBatch` needs `sqs:SendMessage`).
+fn iam_action(operation: &str) -> String {
+    let (service, name) = operation.split_once(':').expect("service:operation");
+    let name = name.strip_suffix("Batch").filter(|_| service == "SQS").unwrap_or(name);
+    format!("{}:{name}", service.to_lowercase())
+}
+
 fn slack_event_request(http: &reqwest::Client, base: &str, event_id: &str, channel: &str) -> reqwest::RequestBuilder {
     let body = json!({
         "type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": event_id,
@@ -423,6 +447,17 @@ async fn each_source_processed_once_duplicates_dropped_failures_dead_lettered_an
     assert!(sum("EventsDeadLettered").await.0 >= 1.0, "the dead letter is counted");
     assert!(sum("HandlerDuration").await.1 >= 5.0, "handler durations are published as statistic sets");
     assert!(sum("QueueDepth").await.1 >= 1.0, "queue depth is published");
+
+    // Every AWS operation each process made is one its task role allows (moto does not enforce IAM).
+    for (role, metrics) in [("ingress", format!("{}/metrics", fleet.base)), ("worker", fleet.worker_metrics.clone())] {
+        let allowed = iam_actions(role);
+        let made = fleet.aws_requests(&metrics).await;
+        assert!(!made.is_empty(), "the {role} made AWS requests");
+        for operation in made.keys() {
+            let action = iam_action(operation);
+            assert!(allowed.contains(&action), "the {role} made {operation}, which its role does not allow ({action})");
+        }
+    }
 
     let mut fleet = fleet;
     assert_eq!(terminate(&mut fleet.worker), Some(0));

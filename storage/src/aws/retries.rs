@@ -117,7 +117,8 @@ impl RetryRecords for AwsStore {
             .filter_expression(if status.is_some() { "expires_at > :now AND #s = :s" } else { "expires_at > :now" })
             .expression_attribute_values(":now", ts(now));
         if let Some(status) = status {
-            scan = scan.expression_attribute_names("#s", "status").expression_attribute_values(":s", s(status.as_str()));
+            scan =
+                scan.expression_attribute_names("#s", "status").expression_attribute_values(":s", s(status.as_str()));
         }
         let items = super::item::scan_all(scan, "Scan retries").await?;
         let mut out = items.iter().map(record).collect::<Result<Vec<_>>>()?;
