@@ -216,20 +216,23 @@ impl Fleet {
 }
 
 /// A signed Slack `event_callback`.
-/// The IAM actions a task role's policy names (`data "aws_iam_policy_document" "<role>"` in the iam module).
+/// The IAM actions a task role's policy names: its own document (`data "aws_iam_policy_document" "<role>"` in
+/// the iam module) and the `common` one every role's document starts from.
 fn iam_actions(role: &str) -> std::collections::BTreeSet<String> {
     let hcl =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/terraform/modules/iam/main.tf"))
             .expect("the iam module");
-    let start = hcl.find(&format!("data \"aws_iam_policy_document\" \"{role}\" {{")).expect("the role's policy");
-    let block = &hcl[start..];
-    let block = &block[..block.find("\n}\n").expect("the end of the policy")];
-    block
-        .split('"')
-        .skip(1)
-        .step_by(2)
+    let document = |name: &str| {
+        let start = hcl.find(&format!("data \"aws_iam_policy_document\" \"{name}\" {{")).expect("the policy");
+        let block = &hcl[start..];
+        block[..block.find("\n}\n").expect("the end of the policy")].to_owned()
+    };
+    let own = document(role);
+    assert!(own.contains("data.aws_iam_policy_document.common.json"), "the {role} policy starts from the common one");
+    [own, document("common")]
+        .iter()
+        .flat_map(|block| block.split('"').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
         .filter(|s| ["sqs:", "dynamodb:", "sns:", "cloudwatch:"].iter().any(|p| s.starts_with(p)))
-        .map(str::to_owned)
         .collect()
 }
 

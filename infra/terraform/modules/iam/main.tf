@@ -41,6 +41,34 @@ data "aws_iam_policy_document" "assume_ecs_tasks" {
   }
 }
 
+# What every role of the fleet needs: the queue's key, the tables' key (only through DynamoDB), and the oldest
+# message's age. Each role's policy starts from this one.
+data "aws_iam_policy_document" "common" {
+  statement {
+    sid       = "QueueKey"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [var.queue_kms_key_arn]
+  }
+
+  statement {
+    sid       = "OldestMessageAge"
+    actions   = ["cloudwatch:GetMetricStatistics"]
+    resources = ["*"] # no resource-level permissions; read-only (SQS's ApproximateAgeOfOldestMessage)
+  }
+
+  statement {
+    sid       = "TablesKeyThroughDynamoDb"
+    actions   = local.dynamodb_kms_actions
+    resources = [var.tables_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = [local.dynamodb_via_service]
+    }
+  }
+}
+
 # Ingress ----------------------------------------------------------------------------------------------------------
 
 resource "aws_iam_role" "ingress" {
@@ -51,6 +79,8 @@ resource "aws_iam_role" "ingress" {
 }
 
 data "aws_iam_policy_document" "ingress" {
+  source_policy_documents = [data.aws_iam_policy_document.common.json]
+
   statement {
     sid       = "EnqueueEvents"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
@@ -62,18 +92,6 @@ data "aws_iam_policy_document" "ingress" {
     sid       = "DeadLetterDepth"
     actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
     resources = [var.dead_letter_arn]
-  }
-
-  statement {
-    sid       = "OldestMessageAge"
-    actions   = ["cloudwatch:GetMetricStatistics"]
-    resources = ["*"] # no resource-level permissions; read-only (SQS's ApproximateAgeOfOldestMessage)
-  }
-
-  statement {
-    sid       = "QueueKey"
-    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
-    resources = [var.queue_kms_key_arn]
   }
 
   statement {
@@ -93,18 +111,6 @@ data "aws_iam_policy_document" "ingress" {
     actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     resources = [var.table_arns.webhooks]
   }
-
-  statement {
-    sid       = "TablesKeyThroughDynamoDb"
-    actions   = local.dynamodb_kms_actions
-    resources = [var.tables_kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = [local.dynamodb_via_service]
-    }
-  }
 }
 
 resource "aws_iam_role_policy" "ingress" {
@@ -123,6 +129,8 @@ resource "aws_iam_role" "worker" {
 }
 
 data "aws_iam_policy_document" "worker" {
+  source_policy_documents = [data.aws_iam_policy_document.common.json]
+
   statement {
     sid = "ConsumeEvents"
     actions = [
@@ -147,12 +155,6 @@ data "aws_iam_policy_document" "worker" {
       "sqs:GetQueueUrl",
     ]
     resources = [var.dead_letter_arn]
-  }
-
-  statement {
-    sid       = "QueueKey"
-    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
-    resources = [var.queue_kms_key_arn]
   }
 
   # A receive reads every received message's record and retry record in one BatchGetItem; a success's DONE is
@@ -188,17 +190,6 @@ data "aws_iam_policy_document" "worker" {
     resources = [var.table_arns.webhooks]
   }
 
-  statement {
-    sid       = "TablesKeyThroughDynamoDb"
-    actions   = local.dynamodb_kms_actions
-    resources = [var.tables_kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = [local.dynamodb_via_service]
-    }
-  }
 
   statement {
     sid       = "OpsNotifications"
@@ -216,12 +207,6 @@ data "aws_iam_policy_document" "worker" {
     sid       = "TopicsKey"
     actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
     resources = [var.topics_kms_key_arn]
-  }
-
-  statement {
-    sid       = "OldestMessageAge"
-    actions   = ["cloudwatch:GetMetricStatistics"]
-    resources = ["*"] # no resource-level permissions; read-only (SQS's ApproximateAgeOfOldestMessage)
   }
 
   statement {
@@ -246,6 +231,8 @@ resource "aws_iam_role_policy" "worker" {
 # Operators --------------------------------------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "operator" {
+  source_policy_documents = [data.aws_iam_policy_document.common.json]
+
   statement {
     sid       = "QueueStatusAndReplay"
     actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
@@ -265,18 +252,6 @@ data "aws_iam_policy_document" "operator" {
   }
 
   statement {
-    sid       = "QueueKey"
-    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
-    resources = [var.queue_kms_key_arn]
-  }
-
-  statement {
-    sid       = "OldestMessageAge"
-    actions   = ["cloudwatch:GetMetricStatistics"]
-    resources = ["*"] # no resource-level permissions; read-only
-  }
-
-  statement {
     sid = "Ledger"
     actions = [
       "dynamodb:DescribeTable",
@@ -288,18 +263,6 @@ data "aws_iam_policy_document" "operator" {
       "dynamodb:BatchWriteItem",
     ]
     resources = concat(values(var.table_arns), var.idempotency_index_arns)
-  }
-
-  statement {
-    sid       = "TablesKeyThroughDynamoDb"
-    actions   = local.dynamodb_kms_actions
-    resources = [var.tables_kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = [local.dynamodb_via_service]
-    }
   }
 }
 
