@@ -88,7 +88,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "state" {
 
 resource "aws_s3_bucket_logging" "state" {
   bucket        = aws_s3_bucket.state.id
-  target_bucket = aws_s3_bucket.access_logs.id
+  target_bucket = module.access_logs.id
   target_prefix = "state/"
 }
 
@@ -120,119 +120,60 @@ resource "aws_s3_bucket_policy" "state" {
 
 # Access-log bucket of the state bucket ------------------------------------------------------------------------------
 
-resource "aws_s3_bucket" "access_logs" {
-  #checkov:skip=CKV_AWS_18:This bucket is the access-log destination of the state bucket; logging it in turn would need yet another bucket.
-  #checkov:skip=CKV_AWS_145:S3 server access logs can only be delivered to a bucket encrypted with SSE-S3 (AES256), not SSE-KMS.
-  #checkov:skip=CKV_AWS_144:Access logs are diagnostic data with a fixed expiry; cross-region replication is not worth its cost here.
-  #checkov:skip=CKV2_AWS_62:Nothing consumes object events of access logs; they are read on demand.
-  bucket = "${var.state_bucket_name}-access-logs"
+module "access_logs" {
+  source = "../modules/log_bucket"
+
+  name           = "${var.state_bucket_name}-access-logs"
+  retention_days = var.access_log_retention_days
+
+  deliveries = [{
+    sid            = "S3LogsTheStateBucket"
+    principal_type = "Service"
+    principals     = ["logging.s3.amazonaws.com"]
+    prefix         = "state/"
+    conditions = [
+      { test = "ArnLike", variable = "aws:SourceArn", values = [aws_s3_bucket.state.arn] },
+      { test = "StringEquals", variable = "aws:SourceAccount", values = [local.account_id] },
+    ]
+  }]
 }
 
-resource "aws_s3_bucket_ownership_controls" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
+# These resources were this module's own before the log_bucket module; existing state moves, nothing is replaced.
+moved {
+  from = aws_s3_bucket.access_logs
+  to   = module.access_logs.aws_s3_bucket.this
 }
 
-resource "aws_s3_bucket_public_access_block" "access_logs" {
-  bucket                  = aws_s3_bucket.access_logs.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
+moved {
+  from = aws_s3_bucket_ownership_controls.access_logs
+  to   = module.access_logs.aws_s3_bucket_ownership_controls.this
 }
 
-resource "aws_s3_bucket_versioning" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-
-  versioning_configuration {
-    status = "Enabled"
-  }
+moved {
+  from = aws_s3_bucket_public_access_block.access_logs
+  to   = module.access_logs.aws_s3_bucket_public_access_block.this
 }
 
-resource "aws_s3_bucket_server_side_encryption_configuration" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-
-  rule {
-    apply_server_side_encryption_by_default {
-      sse_algorithm = "AES256"
-    }
-  }
+moved {
+  from = aws_s3_bucket_versioning.access_logs
+  to   = module.access_logs.aws_s3_bucket_versioning.this
 }
 
-resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-
-  rule {
-    id     = "expire"
-    status = "Enabled"
-
-    filter {}
-
-    expiration {
-      days = var.access_log_retention_days
-    }
-
-    noncurrent_version_expiration {
-      noncurrent_days = 7
-    }
-
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 1
-    }
-  }
+moved {
+  from = aws_s3_bucket_server_side_encryption_configuration.access_logs
+  to   = module.access_logs.aws_s3_bucket_server_side_encryption_configuration.this
 }
 
-data "aws_iam_policy_document" "access_logs" {
-  statement {
-    sid       = "S3LogsTheStateBucket"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.access_logs.arn}/state/*"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["logging.s3.amazonaws.com"]
-    }
-
-    condition {
-      test     = "ArnLike"
-      variable = "aws:SourceArn"
-      values   = [aws_s3_bucket.state.arn]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.access_logs.arn, "${aws_s3_bucket.access_logs.arn}/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
+moved {
+  from = aws_s3_bucket_lifecycle_configuration.access_logs
+  to   = module.access_logs.aws_s3_bucket_lifecycle_configuration.this
 }
 
-resource "aws_s3_bucket_policy" "access_logs" {
-  bucket     = aws_s3_bucket.access_logs.id
-  policy     = data.aws_iam_policy_document.access_logs.json
-  depends_on = [aws_s3_bucket_public_access_block.access_logs]
+moved {
+  from = aws_s3_bucket_policy.access_logs
+  to   = module.access_logs.aws_s3_bucket_policy.this
 }
+
 
 # Lock table -------------------------------------------------------------------------------------------------------
 

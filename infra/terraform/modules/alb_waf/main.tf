@@ -29,122 +29,66 @@ locals {
 
 # Access logs ------------------------------------------------------------------------------------------------------
 
-resource "aws_s3_bucket" "access_logs" {
-  #checkov:skip=CKV_AWS_145:ALB access logs can only be delivered to a bucket encrypted with SSE-S3 (AES256); SSE-KMS is not supported for this destination.
-  #checkov:skip=CKV_AWS_18:This bucket is itself a log destination; logging its accesses would need another log bucket, and so on.
-  #checkov:skip=CKV_AWS_144:Load balancer access logs are diagnostic data with a 90-day expiry; cross-region replication is not worth its cost here.
-  #checkov:skip=CKV2_AWS_62:Nothing consumes object-created events of access logs; they are read on demand (Athena, S3 Select).
-  bucket        = "${var.name}-alb-logs-${local.account_id}-${data.aws_region.current.name}"
-  force_destroy = false
-  tags          = var.tags
-}
+module "access_logs" {
+  source = "../log_bucket"
 
-resource "aws_s3_bucket_ownership_controls" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
+  name           = "${var.name}-alb-logs-${local.account_id}-${data.aws_region.current.name}"
+  retention_days = var.access_log_retention_days
+  tags           = var.tags
 
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
-}
-
-resource "aws_s3_bucket_public_access_block" "access_logs" {
-  bucket                  = aws_s3_bucket.access_logs.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-resource "aws_s3_bucket_versioning" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-
-  rule {
-    apply_server_side_encryption_by_default {
-      sse_algorithm = "AES256"
-    }
-  }
-}
-
-resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-
-  rule {
-    id     = "expire"
-    status = "Enabled"
-
-    filter {}
-
-    expiration {
-      days = var.access_log_retention_days
-    }
-
-    noncurrent_version_expiration {
-      noncurrent_days = 7
-    }
-
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 1
-    }
-  }
-}
-
-data "aws_iam_policy_document" "access_logs" {
   # Regions opened before August 2022 deliver as the regional ELB account; newer ones as the log-delivery service.
-  statement {
-    sid       = "ElbAccountDelivers"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.access_logs.arn}/${local.access_log_prefix}/AWSLogs/${local.account_id}/*"]
-
-    principals {
-      type        = "AWS"
-      identifiers = [data.aws_elb_service_account.current.arn]
-    }
-  }
-
-  statement {
-    sid       = "LogDeliveryServiceDelivers"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.access_logs.arn}/${local.access_log_prefix}/AWSLogs/${local.account_id}/*"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["logdelivery.elasticloadbalancing.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.access_logs.arn, "${aws_s3_bucket.access_logs.arn}/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
+  deliveries = [
+    {
+      sid            = "ElbAccountDelivers"
+      principal_type = "AWS"
+      principals     = [data.aws_elb_service_account.current.arn]
+      prefix         = "${local.access_log_prefix}/AWSLogs/${local.account_id}/"
+    },
+    {
+      sid            = "LogDeliveryServiceDelivers"
+      principal_type = "Service"
+      principals     = ["logdelivery.elasticloadbalancing.amazonaws.com"]
+      prefix         = "${local.access_log_prefix}/AWSLogs/${local.account_id}/"
+    },
+  ]
 }
 
-resource "aws_s3_bucket_policy" "access_logs" {
-  bucket = aws_s3_bucket.access_logs.id
-  policy = data.aws_iam_policy_document.access_logs.json
-
-  depends_on = [aws_s3_bucket_public_access_block.access_logs]
+# These resources were this module's own before the log_bucket module; existing state moves, nothing is replaced.
+moved {
+  from = aws_s3_bucket.access_logs
+  to   = module.access_logs.aws_s3_bucket.this
 }
+
+moved {
+  from = aws_s3_bucket_ownership_controls.access_logs
+  to   = module.access_logs.aws_s3_bucket_ownership_controls.this
+}
+
+moved {
+  from = aws_s3_bucket_public_access_block.access_logs
+  to   = module.access_logs.aws_s3_bucket_public_access_block.this
+}
+
+moved {
+  from = aws_s3_bucket_versioning.access_logs
+  to   = module.access_logs.aws_s3_bucket_versioning.this
+}
+
+moved {
+  from = aws_s3_bucket_server_side_encryption_configuration.access_logs
+  to   = module.access_logs.aws_s3_bucket_server_side_encryption_configuration.this
+}
+
+moved {
+  from = aws_s3_bucket_lifecycle_configuration.access_logs
+  to   = module.access_logs.aws_s3_bucket_lifecycle_configuration.this
+}
+
+moved {
+  from = aws_s3_bucket_policy.access_logs
+  to   = module.access_logs.aws_s3_bucket_policy.this
+}
+
 
 # Load balancer ----------------------------------------------------------------------------------------------------
 
@@ -190,14 +134,14 @@ resource "aws_lb" "this" {
   xff_header_processing_mode = "append"
 
   access_logs {
-    bucket  = aws_s3_bucket.access_logs.id
+    bucket  = module.access_logs.id
     prefix  = local.access_log_prefix
     enabled = true
   }
 
   tags = var.tags
 
-  depends_on = [aws_s3_bucket_policy.access_logs]
+  depends_on = [module.access_logs]
 }
 
 resource "aws_lb_target_group" "ingress" {

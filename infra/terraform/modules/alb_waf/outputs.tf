@@ -41,5 +41,5 @@ output "web_acl_arn" {
 
 output "access_log_bucket" {
   description = "Bucket holding the load balancer's access logs."
-  value       = aws_s3_bucket.access_logs.id
+  value       = module.access_logs.id
 }
