@@ -69,7 +69,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   }
 }
 
+module "tls_only" {
+  source    = "../tls_only"
+  actions   = ["s3:*"]
+  resources = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
+}
+
 data "aws_iam_policy_document" "this" {
+  source_policy_documents = [module.tls_only.json]
+
   dynamic "statement" {
     for_each = var.deliveries
     content {
@@ -93,23 +101,6 @@ data "aws_iam_policy_document" "this" {
     }
   }
 
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
 }
 
 resource "aws_s3_bucket_policy" "this" {

@@ -61,37 +61,23 @@ resource "aws_sqs_queue_redrive_allow_policy" "dead_letter" {
 }
 
 # Both queues refuse requests that do not use TLS. Access itself is granted by the task roles' IAM policies.
-data "aws_iam_policy_document" "tls_only" {
+module "tls_only" {
+  source = "../tls_only"
   for_each = {
     events       = aws_sqs_queue.this.arn
     dead_letters = aws_sqs_queue.dead_letter.arn
   }
 
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["sqs:*"]
-    resources = [each.value]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
+  actions   = ["sqs:*"]
+  resources = [each.value]
 }
 
 resource "aws_sqs_queue_policy" "events" {
   queue_url = aws_sqs_queue.this.id
-  policy    = data.aws_iam_policy_document.tls_only["events"].json
+  policy    = module.tls_only["events"].json
 }
 
 resource "aws_sqs_queue_policy" "dead_letters" {
   queue_url = aws_sqs_queue.dead_letter.id
-  policy    = data.aws_iam_policy_document.tls_only["dead_letters"].json
+  policy    = module.tls_only["dead_letters"].json
 }

@@ -11,7 +11,15 @@ resource "aws_sns_topic" "this" {
   tags              = var.tags
 }
 
+module "tls_only" {
+  source    = "../tls_only"
+  actions   = ["sns:Publish"]
+  resources = [aws_sns_topic.this.arn]
+}
+
 data "aws_iam_policy_document" "topic" {
+  source_policy_documents = [module.tls_only.json]
+
   statement {
     sid       = "AccountPublishesAndSubscribes"
     effect    = "Allow"
@@ -51,23 +59,6 @@ data "aws_iam_policy_document" "topic" {
     }
   }
 
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["sns:Publish"]
-    resources = [aws_sns_topic.this.arn]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
 }
 
 resource "aws_sns_topic_policy" "this" {
