@@ -16,7 +16,8 @@
 //!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
 //! - [`embedded`]: the zero-set-up backend on one SQLite file in WAL mode, with group commit.
-//! - [`aws`]: SQS FIFO, DynamoDB, SNS and CloudWatch behind the same ports.
+//! - [`aws`]: SQS FIFO and DynamoDB behind the same ports (SNS and CloudWatch publishing are not storage: the
+//!   binary's `aws_ops` does them with this backend's clients).
 //! - `conformance` (feature `conformance`): the generic suite every backend must pass, and the
 //!   [`conformance_suite!`] macro that instantiates it.
 //!

@@ -6,7 +6,9 @@
 //! - [`config`]: [`WorkerConfig`], the typed settings.
 //! - [`handler`]: the [`Handler`] trait, its errors ([`HandlerError`], retryable or permanent) and the
 //!   [`Registry`] that picks a handler by event kind.
-//! - [`handlers`]: the built-in handlers (hook payloads; unhandled kinds).
+//! - [`handlers`]: the built-in handlers: hook payloads and GitHub deliveries ([`handlers::hook`]), SNS messages,
+//!   CloudWatch alarms and subscription confirmations ([`handlers::sns`]), unhandled kinds
+//!   ([`handlers::unhandled`]).
 //! - [`slack`]: [`SlackSink`], where Slack messages go, and [`slack::DevOutbox`], the local outbox used when no
 //!   bot token is configured.
 //! - [`backoff`]: retry delays, exponential with full jitter, capped.
