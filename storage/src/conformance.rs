@@ -640,6 +640,27 @@ pub async fn a_release_gives_the_message_back_without_counting_an_attempt(h: &Ha
     assert!(h.steps(accepted.event_id()).await.contains(&Step::Released));
 }
 
+/// A success whose claim expired while it ran writes its `DONE` record for the worker's horizon
+/// (`EVENTFLEET_IDEMPOTENCY_HORIZON_H`), not a fixed one: redeliveries inside it are skipped, and the record goes
+/// when the operator said.
+pub async fn a_success_after_its_claim_expired_keeps_the_record_for_the_workers_horizon(h: &Harness) {
+    let a = Actor { visibility: Duration::from_secs(30), ..actor(5) };
+    let msg = h.message("horizon", "horizon");
+    let key = msg.envelope.idempotency_key().clone();
+    h.store.protocol.accept(msg, Duration::from_secs(2), "ingress:conformance").await.unwrap();
+    let got = h.deliver(&a).await;
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    h.advance(Duration::from_secs(3)).await;
+    assert!(h.store.idempotency.get(&key).await.unwrap().is_none(), "the claim expired while the handler ran");
+    let before = h.store.clock.now();
+    h.store.protocol.succeed(&got[0].message, 1, "posted", &a).await.unwrap();
+    let rec = h.store.idempotency.get(&key).await.unwrap().expect("the DONE record");
+    assert_eq!(rec.status, eventfleet_schema::Status::Done);
+    let kept = rec.expires_at.as_millis() - before.as_millis();
+    let horizon = a.horizon.as_millis() as i64;
+    assert!((horizon - 60_000..=horizon + 60_000).contains(&kept), "kept {kept} ms, the horizon is {horizon} ms");
+}
+
 /// An event's audit history comes back in the order it was written, across appends.
 pub async fn audit_history_in_order(h: &Harness) {
     let id = EventId::new();
@@ -799,6 +820,7 @@ macro_rules! conformance_suite {
             a_stopped_attempt_counts_until_the_attempts_are_used_up,
             a_dead_letter_is_recorded_and_its_replay_runs_as_a_first_attempt,
             a_release_gives_the_message_back_without_counting_an_attempt,
+            a_success_after_its_claim_expired_keeps_the_record_for_the_workers_horizon,
             a_busy_group_runs_in_order_with_each_success_starting_the_next,
             audit_history_in_order,
             retry_record_upsert,

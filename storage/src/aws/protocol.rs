@@ -304,7 +304,10 @@ fn done_item(
     let key = msg.envelope.idempotency_key();
     let mut item = match record {
         Some(r) => {
-            let mut item = new_item(key, Status::Done, r.event_id, r.first_seen, None, r.expires_at);
+            // The horizon runs from the first delivery; a claim that ran out while the handler ran is kept for a
+            // horizon from now (as a claim created now would be), not written already expired.
+            let expires = if r.expires_at > now { r.expires_at } else { now.plus(horizon) };
+            let mut item = new_item(key, Status::Done, r.event_id, r.first_seen, None, expires);
             item.insert("duplicate_count".into(), n(r.duplicate_count));
             item.insert("last_seen".into(), ts(now));
             item
