@@ -215,7 +215,6 @@ impl Fleet {
     }
 }
 
-/// A signed Slack `event_callback`.
 /// The IAM actions a task role's policy names: its own document (`data "aws_iam_policy_document" "<role>"` in
 /// the iam module) and the `common` one every role's document starts from.
 fn iam_actions(role: &str) -> std::collections::BTreeSet<String> {
@@ -243,6 +242,7 @@ fn iam_action(operation: &str) -> String {
     format!("{}:{name}", service.to_lowercase())
 }
 
+/// A signed Slack `event_callback`.
 fn slack_event_request(http: &reqwest::Client, base: &str, event_id: &str, channel: &str) -> reqwest::RequestBuilder {
     let body = json!({
         "type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": event_id,

@@ -1,24 +1,34 @@
 //! Serving the router with deadlines on every connection, so that a client that opens a connection and stalls
 //! cannot pin a file descriptor, and with a deadline on the drain at shutdown.
 //!
-//! A connection is in one of four phases, and each has its own deadline:
+//! A connection is in one of three phases, each with its own deadline:
 //!
 //! - **idle** (waiting for a request): closed after [`Timeouts::idle`] without a byte. Behind a load balancer
 //!   this must be longer than the balancer's own idle timeout (ALB: 60 s), or it closes connections the
 //!   balancer is about to reuse;
 //! - **reading** (from the first byte of a request until its body is read): closed after [`Timeouts::read`],
 //!   however slowly the bytes trickle in;
-//! - **handling**: no deadline here (the backend budget bounds it);
-//! - the answer sent, the connection is idle again.
+//! - **handling**: no deadline here (the backend budget bounds it); the answer ready, the connection is idle
+//!   again.
 //!
 //! hyper's own `header_read_timeout` starts when a connection becomes ready for a request, so it would also
-//! close idle keep-alive connections after the (short) header deadline; hence the phases here.
+//! close idle keep-alive connections after the (short) header deadline; hence the phases here. They are an
+//! HTTP/1 model, and the ingress serves HTTP/1 only (every sender speaks it; the ALB speaks it to its targets).
+//!
+//! A request whose body the handler did not read (a refusal before the body: 404, 429) is answered with
+//! `Connection: close`: the rest of its body would otherwise arrive after the answer and look like the start of
+//! another request.
+//!
+//! At shutdown the listener closes, idle connections close at once, and connections with a request in flight
+//! close after its answer; at the drain deadline whatever is left is cut, and `serve` returns only when every
+//! connection task has ended.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,10 +36,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use axum::serve::{IncomingStream, Listener};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
@@ -54,28 +68,72 @@ impl Default for Timeouts {
 }
 
 /// Serves `router` on `listener` until `shutdown`, then lets requests in flight finish for at most
-/// [`Timeouts::drain`].
+/// [`Timeouts::drain`]. Returns when every connection has ended.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let listener = Guarded { listener, timeouts };
-    let graceful = shutdown.clone();
-    let server = axum::serve(listener, MakeTracked { router }).with_graceful_shutdown(async move {
-        graceful.cancelled().await;
-    });
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(timeouts.drain).await;
-    };
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e, &shutdown).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        // Answers are small and written at once: no reason to hold them back.
+        let _ = stream.set_nodelay(true);
+        let connection = Arc::new(Connection { phase: Mutex::new(Phase::Idle { since: Instant::now() }) });
+        let timer = Box::pin(tokio::time::sleep_until(Instant::now() + timeouts.idle));
+        let io = GuardedIo { stream, connection: connection.clone(), timeouts, timer };
+        let service = Tracked { router: router.clone(), connection, peer };
+        let service = TowerToHyperService::new(
+            service.map_request(|req: axum::http::Request<hyper::body::Incoming>| req.map(Body::new)),
+        );
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+        let conn = graceful.watch(conn);
+        connections.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+        // Reap the connections that ended, so the set stays the size of the open ones.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
     tokio::select! {
-        served = server => served,
-        () = deadline => {
-            tracing::warn!(drain_s = timeouts.drain.as_secs(), "requests still in flight at the drain deadline; their connections are closed");
-            Ok(())
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(timeouts.drain) => {
+            tracing::warn!(
+                drain_s = timeouts.drain.as_secs(),
+                open = connections.len(),
+                "requests still in flight at the drain deadline; their connections are cut"
+            );
+            connections.abort_all();
         }
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// A failed accept: a connection that went away before it was accepted is nothing; anything else (out of file
+/// descriptors) is logged and the loop waits a moment rather than spinning on it.
+async fn accept_failed(e: io::Error, shutdown: &CancellationToken) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::warn!(error = %e, "accept failed; retrying in 1 s");
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        () = shutdown.cancelled() => {}
     }
 }
 
@@ -96,6 +154,15 @@ struct Connection {
 impl Connection {
     fn set(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    /// hyper has a request's head: it is being read since its first byte arrived, or since now when its bytes
+    /// came in while the connection was busy with the one before (pipelining).
+    fn request_started(&self) {
+        let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*phase, Phase::Reading { .. }) {
+            *phase = Phase::Reading { since: Instant::now() };
+        }
     }
 
     /// Bytes arrived: a request has begun if the connection was idle.
@@ -120,28 +187,6 @@ impl Connection {
             Phase::Reading { since } => Some(since + timeouts.read),
             Phase::Handling => None,
         }
-    }
-}
-
-/// A listener whose connections enforce the deadlines.
-struct Guarded {
-    listener: TcpListener,
-    timeouts: Timeouts,
-}
-
-impl Listener for Guarded {
-    type Io = GuardedIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr) = Listener::accept(&mut self.listener).await;
-        let connection = Arc::new(Connection { phase: Mutex::new(Phase::Idle { since: Instant::now() }) });
-        let timer = Box::pin(tokio::time::sleep_until(Instant::now() + self.timeouts.idle));
-        (GuardedIo { stream, connection, timeouts: self.timeouts, timer }, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
     }
 }
 
@@ -206,27 +251,6 @@ impl AsyncWrite for GuardedIo {
     }
 }
 
-/// Makes each connection's service, sharing its [`Connection`].
-#[derive(Clone)]
-struct MakeTracked {
-    router: Router,
-}
-
-impl Service<IncomingStream<'_, Guarded>> for MakeTracked {
-    type Response = Tracked;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Tracked, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, incoming: IncomingStream<'_, Guarded>) -> Self::Future {
-        let connection = incoming.io().connection.clone();
-        std::future::ready(Ok(Tracked { router: self.router.clone(), connection, peer: *incoming.remote_addr() }))
-    }
-}
-
 /// The router, telling the connection when a request's body is read and when its answer is ready; it also
 /// gives handlers the peer address (`ConnectInfo`), as `into_make_service_with_connect_info` would.
 #[derive(Clone)]
@@ -246,26 +270,33 @@ impl Service<Request> for Tracked {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        self.connection.request_started();
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(ConnectInfo(self.peer));
+        let read = Arc::new(AtomicBool::new(body.is_end_stream()));
         if body.is_end_stream() {
             self.connection.body_read();
         }
-        let body = Body::new(Watched { body, connection: self.connection.clone() });
+        let body = Body::new(Watched { body, connection: self.connection.clone(), read: read.clone() });
         let answer = self.router.clone().oneshot(Request::from_parts(parts, body));
         let connection = self.connection.clone();
         Box::pin(async move {
-            let response = answer.await;
+            let Ok(mut response) = answer.await;
+            if !read.load(Ordering::Acquire) {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             connection.set(Phase::Idle { since: Instant::now() });
-            response
+            Ok(response)
         })
     }
 }
 
-/// A request body that tells its connection when it has been read to the end, or dropped unread.
+/// A request body that tells its connection when it has been read to the end, or dropped unread; `read` says
+/// which of the two.
 struct Watched {
     body: Body,
     connection: Arc<Connection>,
+    read: Arc<AtomicBool>,
 }
 
 impl HttpBody for Watched {
@@ -277,7 +308,10 @@ impl HttpBody for Watched {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+        if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+            self.connection.body_read();
+        } else if matches!(polled, Poll::Ready(Some(Err(_)))) {
             self.connection.body_read();
         }
         polled

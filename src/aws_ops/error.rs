@@ -35,8 +35,8 @@ impl OpsError {
     /// Whether the service refused the request itself (a bad token, an unknown topic, no permission): the same
     /// request fails again, so it is not worth a retry. Throttling and server errors are worth one.
     pub fn is_refusal(&self) -> bool {
-        const REFUSALS: [&str; 5] =
-            ["InvalidParameter", "InvalidParameterValue", "NotFound", "AuthorizationError", "InvalidClientTokenId"];
+        // Not credential errors: credentials can be wrong for a moment (a rotation), and a retry then succeeds.
+        const REFUSALS: [&str; 4] = ["InvalidParameter", "InvalidParameterValue", "NotFound", "AuthorizationError"];
         self.code.as_deref().is_some_and(|code| REFUSALS.contains(&code))
     }
 }

@@ -160,7 +160,6 @@ moved {
   to   = module.access_logs.aws_s3_bucket_policy.this
 }
 
-
 # Lock table -------------------------------------------------------------------------------------------------------
 
 resource "aws_dynamodb_table" "lock" {

@@ -313,7 +313,8 @@ module "ingress" {
   cpu_architecture     = var.cpu_architecture
   container_ports      = [local.ingress_port]
   health_check_command = ["CMD", "curl", "-fsS", "-o", "/dev/null", "--max-time", "3", "http://127.0.0.1:${local.ingress_port}/health"]
-  stop_timeout_seconds = 30
+  # The ingress drains its requests in flight for drain_timeout_s too; ECS kills stopTimeout after SIGTERM.
+  stop_timeout_seconds = var.drain_timeout_s + 5
   task_role_arn        = module.iam.ingress_task_role_arn
 
   environment = merge(local.common_environment, local.otel_environment, {

@@ -233,7 +233,7 @@ variable "heartbeat_margin_s" {
 }
 
 variable "drain_timeout_s" {
-  description = "EVENTFLEET_DRAIN_TIMEOUT_S: on SIGTERM, how long in-flight handlers may finish. The worker's ECS stopTimeout is this plus 10 s (Fargate allows at most 120)."
+  description = "EVENTFLEET_DRAIN_TIMEOUT_S: on SIGTERM, how long in-flight handlers (workers) and requests (ingress) may finish. ECS stopTimeout is this plus 10 s for the worker, plus 5 s for the ingress (Fargate allows at most 120)."
   type        = number
   default     = 25
 

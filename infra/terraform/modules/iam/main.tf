@@ -190,7 +190,6 @@ data "aws_iam_policy_document" "worker" {
     resources = [var.table_arns.webhooks]
   }
 
-
   statement {
     sid       = "OpsNotifications"
     actions   = ["sns:Publish"]

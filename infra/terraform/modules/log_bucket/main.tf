@@ -100,7 +100,6 @@ data "aws_iam_policy_document" "this" {
       }
     }
   }
-
 }
 
 resource "aws_s3_bucket_policy" "this" {

@@ -58,7 +58,6 @@ data "aws_iam_policy_document" "topic" {
       }
     }
   }
-
 }
 
 resource "aws_sns_topic_policy" "this" {

@@ -104,7 +104,7 @@ impl InFlight {
     }
 
     #[cfg(test)]
-    pub(in crate::aws) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lock().held.len()
     }
 }
@@ -113,7 +113,7 @@ impl InFlight {
 mod tests {
     use super::*;
 
-    pub(in crate::aws) fn held(visibility: Duration) -> Held {
+    fn held(visibility: Duration) -> Held {
         Held {
             message_id: "m".into(),
             body: String::new(),
@@ -127,7 +127,7 @@ mod tests {
     }
 
     #[test]
-    pub(in crate::aws) fn in_flight_receipts_leave_when_given_back_or_expired() {
+    fn in_flight_receipts_leave_when_given_back_or_expired() {
         let in_flight = InFlight::default();
         in_flight.hold("given-back", held(Duration::from_secs(30)));
         in_flight.extend("given-back", Duration::ZERO);

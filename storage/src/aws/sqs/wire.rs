@@ -120,7 +120,7 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(in crate::aws) fn batches_hold_at_most_ten_entries_and_256_kib() {
+    fn batches_hold_at_most_ten_entries_and_256_kib() {
         let sizes = |chunks: Vec<&[usize]>| chunks.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
         let small = vec![100; 23];
         assert_eq!(sizes(batches(&small, |s| *s)).iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 3]);
@@ -137,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    pub(in crate::aws) fn bodies_escape_the_characters_sqs_refuses_and_decode_unchanged() {
+    fn bodies_escape_the_characters_sqs_refuses_and_decode_unchanged() {
         let text = "a\u{FFFE}b\u{FFFF}c\\\u{FFFE}";
         let body = sqs_safe(serde_json::to_string(&serde_json::json!({ "t": text })).unwrap());
         assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "{body}");
