@@ -43,10 +43,12 @@ pub async fn open(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
 struct RequestLabels {
     service: String,
     operation: String,
+    /// The tables, queues or topics the request named (`+`-joined), empty for none.
+    resource: String,
 }
 
 /// The store named by the configuration; on AWS, every SDK request is counted into `registry` as
-/// `eventfleet_aws_requests_total{service, operation}` when one is given.
+/// `eventfleet_aws_requests_total{service, operation, resource}` when one is given.
 pub async fn open_with_metrics(
     config: &Config,
     data_dir: &Path,
@@ -72,13 +74,16 @@ pub async fn open_with_metrics(
                 let requests = Family::<RequestLabels, Counter>::default();
                 registry.lock().unwrap_or_else(|p| p.into_inner()).register(
                     "eventfleet_aws_requests",
-                    "AWS API requests sent, by service and operation (retries included)",
+                    "AWS API requests sent, by service, operation and the table, queue or topic named (retries included)",
                     requests.clone(),
                 );
-                let observer: RequestObserver = Arc::new(move |service: &str, operation: &str| {
-                    requests
-                        .get_or_create(&RequestLabels { service: service.to_owned(), operation: operation.to_owned() })
-                        .inc();
+                let observer: RequestObserver = Arc::new(move |service: &str, operation: &str, resource: &str| {
+                    let labels = RequestLabels {
+                        service: service.to_owned(),
+                        operation: operation.to_owned(),
+                        resource: resource.to_owned(),
+                    };
+                    requests.get_or_create(&labels).inc();
                 });
                 options.request_observer = Some(observer);
             }

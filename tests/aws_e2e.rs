@@ -199,8 +199,17 @@ impl Fleet {
         }
     }
 
-    /// `eventfleet_aws_requests_total` of one process, by operation.
+    /// `eventfleet_aws_requests_total` of one process, by operation (summed over the resources named).
     async fn aws_requests(&self, metrics_url: &str) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for ((operation, _), n) in self.aws_requests_by_resource(metrics_url).await {
+            *out.entry(operation).or_default() += n;
+        }
+        out
+    }
+
+    /// The same by operation and the resources each request named (`+`-joined names, empty for none).
+    async fn aws_requests_by_resource(&self, metrics_url: &str) -> BTreeMap<(String, String), u64> {
         let text = self.http.get(metrics_url).send().await.unwrap().text().await.unwrap();
         let mut out = BTreeMap::new();
         for line in text.lines().filter(|l| l.starts_with("eventfleet_aws_requests_total{")) {
@@ -209,15 +218,17 @@ impl Fleet {
                 labels.split(',').find_map(|kv| kv.strip_prefix(&format!("{name}=\""))).unwrap().trim_end_matches('"')
             };
             let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-            out.insert(format!("{}:{}", label("service"), label("operation")), value as u64);
+            let operation = format!("{}:{}", label("service"), label("operation"));
+            *out.entry((operation, label("resource").to_owned())).or_default() += value as u64;
         }
         out
     }
 }
 
-/// The IAM actions a task role's policy names: its own document (`data "aws_iam_policy_document" "<role>"` in
-/// the iam module) and the `common` one every role's document starts from.
-fn iam_actions(role: &str) -> std::collections::BTreeSet<String> {
+/// The statements of a task role's policy: its own document (`data "aws_iam_policy_document" "<role>"` in the
+/// iam module) and the `common` one every role's document starts from; each as its actions and its text (where
+/// its resources are named).
+fn iam_statements(role: &str) -> Vec<(std::collections::BTreeSet<String>, String)> {
     let hcl =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/terraform/modules/iam/main.tf"))
             .expect("the iam module");
@@ -230,9 +241,37 @@ fn iam_actions(role: &str) -> std::collections::BTreeSet<String> {
     assert!(own.contains("data.aws_iam_policy_document.common.json"), "the {role} policy starts from the common one");
     [own, document("common")]
         .iter()
-        .flat_map(|block| block.split('"').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
-        .filter(|s| ["sqs:", "dynamodb:", "sns:", "cloudwatch:"].iter().any(|p| s.starts_with(p)))
+        .flat_map(|block| block.split("statement {").skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .map(|statement| {
+            let actions = statement
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .filter(|s| ["sqs:", "dynamodb:", "sns:", "cloudwatch:"].iter().any(|p| s.starts_with(p)))
+                .map(str::to_owned)
+                .collect();
+            (actions, statement)
+        })
         .collect()
+}
+
+/// How the iam module names a resource of the fleet (`<prefix>-idempotency` is `var.table_arns.idempotency`).
+fn policy_resource(prefix: &str, action: &str, name: &str) -> &'static str {
+    if name.is_empty() {
+        return "\"*\"";
+    }
+    match name.strip_prefix(&format!("{prefix}-")).unwrap_or_else(|| panic!("{name} is not the fleet's")) {
+        "idempotency" => "var.table_arns.idempotency",
+        "audit" => "var.table_arns.audit",
+        "retries" => "var.table_arns.retries",
+        "webhooks" => "var.table_arns.webhooks",
+        "events.fifo" => "var.queue_arn",
+        "events-dlq.fifo" => "var.dead_letter_arn",
+        // The ops topic stands in for the alarm topic here: confirmed as one of the topics the fleet takes in.
+        "ops" if action == "sns:ConfirmSubscription" => "var.confirm_subscription_topic_arns",
+        "ops" => "var.ops_topic_arn",
+        other => panic!("no policy resource known for {other}"),
+    }
 }
 
 /// The IAM action of an SDK request (`SQS:SendMessageBatch` needs `sqs:SendMessage`).
@@ -451,14 +490,21 @@ async fn each_source_processed_once_duplicates_dropped_failures_dead_lettered_an
     assert!(sum("HandlerDuration").await.1 >= 5.0, "handler durations are published as statistic sets");
     assert!(sum("QueueDepth").await.1 >= 1.0, "queue depth is published");
 
-    // Every AWS operation each process made is one its task role allows (moto does not enforce IAM).
+    // Every AWS request each process made, on every table, queue and topic it named, is one a statement of its
+    // task role allows (moto does not enforce IAM).
     for (role, metrics) in [("ingress", format!("{}/metrics", fleet.base)), ("worker", fleet.worker_metrics.clone())] {
-        let allowed = iam_actions(role);
-        let made = fleet.aws_requests(&metrics).await;
+        let statements = iam_statements(role);
+        let made = fleet.aws_requests_by_resource(&metrics).await;
         assert!(!made.is_empty(), "the {role} made AWS requests");
-        for operation in made.keys() {
+        for (operation, resources) in made.keys() {
             let action = iam_action(operation);
-            assert!(allowed.contains(&action), "the {role} made {operation}, which its role does not allow ({action})");
+            for name in resources.split('+') {
+                let resource = policy_resource(&fleet.prefix, &action, name);
+                assert!(
+                    statements.iter().any(|(actions, text)| actions.contains(&action) && text.contains(resource)),
+                    "the {role} made {operation} on {name:?}, which no statement of its role allows ({action} on {resource})"
+                );
+            }
         }
     }
 

@@ -77,7 +77,7 @@ mod sqs_limits {
         let names = Names::from_prefix(&format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
         provision::create(&Clients::new(&sdk, None), &names, max_receive_count, 30).await.expect("provision");
         let request_observer = counts.map(|counts| -> eventfleet_storage::aws::RequestObserver {
-            std::sync::Arc::new(move |_service: &str, operation: &str| {
+            std::sync::Arc::new(move |_service: &str, operation: &str, _resource: &str| {
                 *counts.lock().unwrap().entry(operation.to_owned()).or_default() += 1;
             })
         });

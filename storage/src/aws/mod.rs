@@ -42,8 +42,9 @@ pub use names::Names;
 
 use crate::{Clock, StorageError, Store, SystemClock};
 
-/// Called once per HTTP request an SDK client sends (retries included), with the service and operation.
-pub type RequestObserver = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// Called once per HTTP request an SDK client sends (retries included), with the service, the operation and the
+/// resources the request names (see [`resources_named`]).
+pub type RequestObserver = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
 
 /// An SDK interceptor counting requests: how the "AWS requests per event" figure is measured, and what the
 /// `eventfleet_aws_requests_total` metric counts.
@@ -70,15 +71,45 @@ impl Intercept for RequestCounter {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
-            (self.0)(meta.service(), meta.name());
+            let resources = context.request().body().bytes().map(resources_named).unwrap_or_default();
+            (self.0)(meta.service(), meta.name(), &resources);
         }
         Ok(())
     }
+}
+
+/// The tables, queues and topics a request's body names, sorted and joined with `+` (empty when it names none):
+/// DynamoDB's `TableName` or the tables of `RequestItems`, SQS's `QueueUrl` (its last segment) or `QueueName`
+/// (JSON bodies), SNS's `TopicArn` (its last segment; form bodies). What the per-resource request counts and the
+/// check of the task roles' permissions read.
+pub fn resources_named(body: &[u8]) -> String {
+    let mut names = std::collections::BTreeSet::new();
+    if let Ok(serde_json::Value::Object(json)) = serde_json::from_slice::<serde_json::Value>(body) {
+        for key in ["TableName", "QueueName"] {
+            if let Some(name) = json.get(key).and_then(|v| v.as_str()) {
+                names.insert(name.to_owned());
+            }
+        }
+        if let Some(url) = json.get("QueueUrl").and_then(|v| v.as_str()) {
+            names.insert(url.rsplit('/').next().unwrap_or(url).to_owned());
+        }
+        if let Some(tables) = json.get("RequestItems").and_then(|v| v.as_object()) {
+            names.extend(tables.keys().cloned());
+        }
+    } else if let Ok(text) = std::str::from_utf8(body) {
+        for pair in text.split('&') {
+            if let Some(arn) = pair.strip_prefix("TopicArn=") {
+                let arn = arn.replace("%3A", ":").replace("%3a", ":");
+                names.insert(arn.rsplit(':').next().unwrap_or(&arn).to_owned());
+            }
+        }
+    }
+    names.into_iter().collect::<Vec<_>>().join("+")
 }
 
 /// Settings of the aws backend.
@@ -235,4 +266,31 @@ impl AwsStore {
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(op: &str, e: E) -> StorageError {
     let message = format!("{op}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e));
     StorageError::Unavailable { message, source: Some(std::sync::Arc::new(e)) }
+}
+
+#[cfg(test)]
+mod request_counter_tests {
+    use super::resources_named;
+
+    #[test]
+    fn the_resources_a_request_names_are_read_from_its_body() {
+        assert_eq!(resources_named(br#"{"TableName":"fleet-idempotency","Key":{}}"#), "fleet-idempotency");
+        assert_eq!(
+            resources_named(br#"{"RequestItems":{"fleet-retries":{},"fleet-idempotency":{}}}"#),
+            "fleet-idempotency+fleet-retries"
+        );
+        assert_eq!(
+            resources_named(br#"{"QueueUrl":"http://127.0.0.1:5000/123456789012/fleet-events.fifo"}"#),
+            "fleet-events.fifo"
+        );
+        assert_eq!(resources_named(br#"{"QueueName":"fleet-events-dlq.fifo"}"#), "fleet-events-dlq.fifo");
+        assert_eq!(
+            resources_named(
+                b"Action=Publish&TopicArn=arn%3Aaws%3Asns%3Aus-east-1%3A123456789012%3Afleet-ops&Message=x"
+            ),
+            "fleet-ops"
+        );
+        assert_eq!(resources_named(b"Action=PutMetricData&Namespace=Eventfleet"), "");
+        assert_eq!(resources_named(&[0xbf, 0x01, 0xff]), "");
+    }
 }
