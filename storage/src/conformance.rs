@@ -659,6 +659,20 @@ pub async fn a_success_after_its_claim_expired_keeps_the_record_for_the_workers_
     let kept = rec.expires_at.as_millis() - before.as_millis();
     let horizon = a.horizon.as_millis() as i64;
     assert!((horizon - 60_000..=horizon + 60_000).contains(&kept), "kept {kept} ms, the horizon is {horizon} ms");
+
+    // The same for a dead letter.
+    let msg = h.message("horizon-dead", "horizon-dead");
+    let key = msg.envelope.idempotency_key().clone();
+    h.store.protocol.accept(msg, Duration::from_secs(2), "ingress:conformance").await.unwrap();
+    let got = h.deliver(&a).await;
+    h.advance(Duration::from_secs(3)).await;
+    let before = h.store.clock.now();
+    let failure = Failure { attempt: 1, error: "channel_not_found".into(), class: ErrorClass::Permanent };
+    h.store.protocol.dead_letter(&got[0].message, &failure, "channel_not_found", &a).await.unwrap();
+    let rec = h.store.idempotency.get(&key).await.unwrap().expect("the DEAD record");
+    assert_eq!(rec.status, eventfleet_schema::Status::Dead);
+    let kept = rec.expires_at.as_millis() - before.as_millis();
+    assert!((horizon - 60_000..=horizon + 60_000).contains(&kept), "kept {kept} ms, the horizon is {horizon} ms");
 }
 
 /// An event's audit history comes back in the order it was written, across appends.

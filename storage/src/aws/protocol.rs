@@ -255,7 +255,8 @@ impl AwsStore {
         Ok(starts)
     }
 
-    /// `DONE` or `DEAD` with the outcome, creating the record if its claim expired meanwhile.
+    /// `DONE` or `DEAD` with the outcome, creating the record if its claim expired meanwhile: a record that is
+    /// gone, or still stored but past its expiry (DynamoDB deletes expired items lazily), starts a horizon from now.
     async fn finish_record(
         &self,
         msg: &ReceivedMessage,
@@ -263,31 +264,41 @@ impl AwsStore {
         outcome: &str,
         horizon: Duration,
     ) -> Result<()> {
+        const KEEP: &str = "SET #s = :status, outcome = :outcome, last_seen = :now, event_id = if_not_exists(event_id, :e), \
+             first_seen = if_not_exists(first_seen, :now), duplicate_count = if_not_exists(duplicate_count, :zero), \
+             expires_at = if_not_exists(expires_at, :exp), #t = if_not_exists(#t, :ttl) REMOVE lease_until";
+        const FRESH: &str = "SET #s = :status, outcome = :outcome, last_seen = :now, event_id = :e, first_seen = :now, \
+             duplicate_count = :zero, expires_at = :exp, #t = :ttl REMOVE lease_until";
         let now = self.now();
         let expires = now.plus(horizon);
-        self.clients
-            .dynamodb
-            .update_item()
-            .table_name(&self.names.idempotency_table)
-            .key("key", s(msg.envelope.idempotency_key().as_str()))
-            .update_expression(
-                "SET #s = :status, outcome = :outcome, last_seen = :now, event_id = if_not_exists(event_id, :e), \
-                 first_seen = if_not_exists(first_seen, :now), duplicate_count = if_not_exists(duplicate_count, :zero), \
-                 expires_at = if_not_exists(expires_at, :exp), #t = if_not_exists(#t, :ttl) REMOVE lease_until",
-            )
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_names("#t", "ttl")
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":outcome", s(outcome))
-            .expression_attribute_values(":now", ts(now))
-            .expression_attribute_values(":e", s(msg.envelope.event_id().to_string()))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":exp", ts(expires))
-            .expression_attribute_values(":ttl", ttl(expires))
-            .send()
-            .await
-            .map_err(|e| unavailable("UpdateItem idempotency", e))?;
-        Ok(())
+        let update = |expression: &str| {
+            self.clients
+                .dynamodb
+                .update_item()
+                .table_name(&self.names.idempotency_table)
+                .key("key", s(msg.envelope.idempotency_key().as_str()))
+                .update_expression(expression)
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_names("#t", "ttl")
+                .expression_attribute_values(":status", s(status.as_str()))
+                .expression_attribute_values(":outcome", s(outcome))
+                .expression_attribute_values(":now", ts(now))
+                .expression_attribute_values(":e", s(msg.envelope.event_id().to_string()))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":exp", ts(expires))
+                .expression_attribute_values(":ttl", ttl(expires))
+        };
+        let kept =
+            update(KEEP).condition_expression("attribute_not_exists(expires_at) OR expires_at > :now").send().await;
+        match kept {
+            Ok(_) => Ok(()),
+            // Stored but expired: written as a record of this delivery, for a horizon from now.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                update(FRESH).send().await.map_err(|e| unavailable("UpdateItem idempotency", e))?;
+                Ok(())
+            }
+            Err(e) => Err(unavailable("UpdateItem idempotency", e)),
+        }
     }
 }
 
@@ -302,12 +313,11 @@ fn done_item(
     horizon: Duration,
 ) -> Item {
     let key = msg.envelope.idempotency_key();
-    let mut item = match record {
+    // The horizon runs from the first delivery; a claim that ran out while the handler ran is written as a record
+    // of this delivery, for a horizon from now (as the embedded store does), not already expired.
+    let mut item = match record.filter(|r| r.expires_at > now) {
         Some(r) => {
-            // The horizon runs from the first delivery; a claim that ran out while the handler ran is kept for a
-            // horizon from now (as a claim created now would be), not written already expired.
-            let expires = if r.expires_at > now { r.expires_at } else { now.plus(horizon) };
-            let mut item = new_item(key, Status::Done, r.event_id, r.first_seen, None, expires);
+            let mut item = new_item(key, Status::Done, r.event_id, r.first_seen, None, r.expires_at);
             item.insert("duplicate_count".into(), n(r.duplicate_count));
             item.insert("last_seen".into(), ts(now));
             item

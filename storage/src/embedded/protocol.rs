@@ -220,19 +220,7 @@ fn succeed_job(
         Err(StorageError::StaleReceipt) => false,
         Err(e) => return Err(e),
     };
-    let updated = conn
-        .prepare_cached(
-            "UPDATE idempotency SET status = 'DONE', outcome = ?2, last_seen = ?3, lease_until = NULL
-             WHERE key = ?1 AND expires_at > ?3",
-        )?
-        .execute(params![key, outcome, now])?;
-    if updated == 0 {
-        conn.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'DONE', ?2, ?3, ?3, 0, NULL, ?4, ?5)",
-            idempotency::COLUMNS
-        ))?
-        .execute(params![key, event_id.to_string(), now, outcome, now + w.horizon])?;
-    }
+    finish_record(conn, key, event_id, Status::Done, outcome, now, w.horizon)?;
     conn.prepare_cached(
         "UPDATE retries SET status = 'RESOLVED', next_attempt_at = NULL, updated_at = ?2
          WHERE event_id = ?1 AND status <> 'RESOLVED'",
@@ -245,6 +233,33 @@ fn succeed_job(
         s,
     )?;
     Ok(own)
+}
+
+/// `DONE` or `DEAD` with its outcome; a record whose claim expired meanwhile (gone, or still stored past its
+/// expiry) is written anew as this delivery's, for a horizon from now.
+fn finish_record(
+    conn: &Connection,
+    key: &str,
+    event_id: EventId,
+    status: Status,
+    outcome: &str,
+    now: i64,
+    horizon: i64,
+) -> Result<()> {
+    let updated = conn
+        .prepare_cached(
+            "UPDATE idempotency SET status = ?2, outcome = ?3, last_seen = ?4, lease_until = NULL
+             WHERE key = ?1 AND expires_at > ?4",
+        )?
+        .execute(params![key, status.as_str(), outcome, now])?;
+    if updated == 0 {
+        conn.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, ?2, ?3, ?4, ?4, 0, NULL, ?5, ?6)",
+            idempotency::COLUMNS
+        ))?
+        .execute(params![key, status.as_str(), event_id.to_string(), now, outcome, now + horizon])?;
+    }
+    Ok(())
 }
 
 fn set_status(conn: &Connection, key: &str, status: Status, now: i64, lease: Option<i64>) -> Result<()> {
@@ -360,8 +375,9 @@ impl Protocol for EmbeddedStore {
         reason: &str,
         actor: &Actor,
     ) -> Result<()> {
-        let (message, failure, reason, name, s, now) =
-            (message.clone(), failure.clone(), reason.to_owned(), actor.name.clone(), self.settings(), self.now());
+        let (message, failure, reason, w, s, now) =
+            (message.clone(), failure.clone(), reason.to_owned(), Worker::from(actor), self.settings(), self.now());
+        let name = w.name.clone();
         self.writer
             .submit_waking(move |conn| {
                 let (seq, group, head) = row_for_receipt(conn, &message.receipt)?;
@@ -369,11 +385,8 @@ impl Protocol for EmbeddedStore {
                 record.status = RetryStatus::Dead;
                 record.dead_reason = Some(reason.clone());
                 retries::upsert(conn, &record)?;
-                conn.prepare_cached(
-                    "UPDATE idempotency SET status = 'DEAD', outcome = ?2, last_seen = ?3, lease_until = NULL
-                     WHERE key = ?1",
-                )?
-                .execute(params![message.envelope.idempotency_key().as_str(), reason, now])?;
+                let key = message.envelope.idempotency_key().as_str();
+                finish_record(conn, key, event_id_of(&message), Status::Dead, &reason, now, w.horizon)?;
                 move_row_to_dlq(conn, seq, &group, head, &reason, now)?;
                 let detail =
                     serde_json::json!({ "attempt": failure.attempt, "reason": reason, "class": failure.class });
