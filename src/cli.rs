@@ -50,6 +50,12 @@ pub enum Command {
         #[command(subcommand)]
         command: HooksCommand,
     },
+    /// The schedules of `EVENTFLEET_SCHEDULES_FILE`.
+    Schedules {
+        /// What to do with schedules.
+        #[command(subcommand)]
+        command: SchedulesCommand,
+    },
     /// Audit trails of events.
     Events {
         /// What to do with events.
@@ -170,6 +176,13 @@ pub enum HookKindArg {
     Info,
 }
 
+/// `eventfleet schedules ...`
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Each schedule, its next tick, and its last tick's event and outcome.
+    List(JsonFlag),
+}
+
 /// `eventfleet events ...`
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
@@ -197,7 +210,7 @@ pub enum TablesCommand {
 /// Which dead letters: `--source --kind --error --since --until`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct DlqFilterArgs {
-    /// Source: slack, github, hook, sns.
+    /// Source: slack, github, hook, sns, schedule.
     #[arg(long)]
     pub source: Option<String>,
     /// Exact kind (`sns.cloudwatch_alarm`, `github.push`, ...).

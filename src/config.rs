@@ -187,6 +187,15 @@ impl Config {
             per_hook_per_second: env.parse_in("EVENTFLEET_RATE_LIMIT_PER_HOOK_RPS", 100u32, 0..=1_000_000)?,
             trust_forwarded_for: env.parse_bool("EVENTFLEET_TRUST_FORWARDED_FOR", false)?,
         };
+        // Read and validated whole here: a bad entry stops start-up with its name.
+        let schedules = match env.text("EVENTFLEET_SCHEDULES_FILE") {
+            None => Vec::new(),
+            Some(path) => {
+                eventfleet_ingress::schedule::Schedules::load(std::path::Path::new(&path))
+                    .map_err(|e| invalid("EVENTFLEET_SCHEDULES_FILE", &path, &e.to_string()))?
+                    .entries
+            }
+        };
         let ingress = IngressConfig {
             idempotency_horizon: secs(3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?),
             body_limit: env.parse_in("EVENTFLEET_BODY_LIMIT_BYTES", 256 * 1024usize, 1_024..=16 * 1024 * 1024)?,
@@ -202,6 +211,7 @@ impl Config {
                 idle: secs(env.parse_in("EVENTFLEET_IDLE_TIMEOUT_S", 75u64, 1..=3_600)?),
                 drain: worker.drain_timeout,
             },
+            schedules,
             ..IngressConfig::default()
         };
         let slack_api_url = env.text("EVENTFLEET_SLACK_API_URL").unwrap_or_else(|| "https://slack.com/api".into());

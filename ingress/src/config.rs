@@ -32,6 +32,8 @@ pub struct IngressConfig {
     pub rate_limits: RateLimits,
     /// Connection deadlines and the drain deadline.
     pub timeouts: crate::serve::Timeouts,
+    /// The schedules this process evaluates (`EVENTFLEET_SCHEDULES_FILE`); empty runs none.
+    pub schedules: Vec<crate::schedule::Schedule>,
 }
 
 /// Request rate limits; zero turns one off.
@@ -83,6 +85,7 @@ impl Default for IngressConfig {
             verify_clock: Arc::new(SystemClock),
             rate_limits: RateLimits::default(),
             timeouts: crate::serve::Timeouts::default(),
+            schedules: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
 //! - [`routes`]: one module per route family: [`routes::slack`], [`routes::hooks`], [`routes::sns`],
 //!   [`routes::health`].
+//! - [`schedule`]: the schedules file, and each tick accepted as an event through the same step.
 //! - [`serve`]: connection deadlines (idle, reading a request) and the drain deadline at shutdown.
 //! - [`run`]: serves the router on a listener until a shutdown token fires.
 //!
@@ -25,6 +26,7 @@ pub mod error;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
+pub mod schedule;
 pub mod serve;
 
 use std::sync::Arc;
@@ -116,6 +118,17 @@ pub async fn run_with_registry(
             }
         }
     });
+    // Every process with the schedules evaluates them; the protocol keeps one event per tick.
+    let schedules = match state.config.schedules.as_slice() {
+        [] => None,
+        entries => Some(tokio::spawn(schedule::run(state.clone(), entries.to_vec(), shutdown.clone()))),
+    };
     let timeouts = state.config.timeouts;
-    serve::serve(listener, routes::router(state), timeouts, shutdown).await
+    let served = serve::serve(listener, routes::router(state), timeouts, shutdown.clone()).await;
+    if let Some(schedules) = schedules {
+        // A tick being accepted finishes (within the backend budget); the loops stop at the token.
+        shutdown.cancel();
+        let _ = schedules.await;
+    }
+    served
 }

@@ -25,6 +25,16 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+/// `schedule` and `outcome` of a tick.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TickLabels {
+    /// The schedule's name (bounded: the schedules file's entries).
+    pub schedule: String,
+    /// `accepted` (this process made the tick's event), `duplicate` (another process had), `caught_up` (a
+    /// catch-up event), `missed` (ticks nobody ran in time), `failed` (an accept that is retried).
+    pub outcome: &'static str,
+}
+
 /// A registry shared by the components of one process.
 pub type SharedRegistry = Arc<Mutex<Registry>>;
 
@@ -49,6 +59,8 @@ pub struct Metrics {
     pub duplicates: Family<SourceLabels, Counter>,
     /// Seconds from claim to `ENQUEUED`.
     pub enqueue_seconds: Histogram,
+    /// Schedule ticks by schedule and outcome.
+    pub schedule_ticks: Family<TickLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -74,11 +86,18 @@ impl Metrics {
             "Time from idempotency claim to ENQUEUED",
             enqueue_seconds.clone(),
         );
-        Self { requests, accepted, duplicates, enqueue_seconds }
+        let schedule_ticks = Family::<TickLabels, Counter>::default();
+        registry.register("schedule_ticks", "Schedule ticks by schedule and outcome", schedule_ticks.clone());
+        Self { requests, accepted, duplicates, enqueue_seconds, schedule_ticks }
     }
 }
 
 impl Metrics {
+    /// Counts `n` ticks of a schedule with an outcome.
+    pub fn count_ticks(&self, schedule: &str, outcome: &'static str, n: u64) {
+        self.schedule_ticks.get_or_create(&TickLabels { schedule: schedule.to_owned(), outcome }).inc_by(n);
+    }
+
     /// Counts an accepted or duplicate event.
     pub fn count_event(&self, source: &str, duplicate: bool) {
         let labels = SourceLabels { source: source.to_owned() };

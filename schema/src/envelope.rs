@@ -134,12 +134,19 @@ pub enum Source {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hook_id: Option<HookId>,
     },
+    /// A tick of a schedule in the schedules file, made by every process that evaluates it (one event per tick:
+    /// the key is the schedule's name and the tick's time).
+    Schedule {
+        /// The schedule's name.
+        name: String,
+    },
 }
 
 impl Source {
-    /// The source's name as used in filters and metrics: `slack`, `github`, `hook`, `sns`.
+    /// The source's name as used in filters and metrics: `slack`, `github`, `hook`, `sns`, `schedule`.
     pub fn name(&self) -> &'static str {
         match self {
+            Source::Schedule { .. } => "schedule",
             Source::Slack { .. } => "slack",
             Source::Github { .. } => "github",
             Source::Hook { .. } => "hook",
@@ -152,7 +159,7 @@ impl Source {
         match self {
             Source::Github { hook_id, .. } | Source::Hook { hook_id } => Some(hook_id),
             Source::Sns { hook_id, .. } => hook_id.as_ref(),
-            Source::Slack { .. } => None,
+            Source::Slack { .. } | Source::Schedule { .. } => None,
         }
     }
 }
@@ -185,6 +192,9 @@ impl Kind {
     pub fn new(name: impl Into<String>) -> Self {
         Self(name.into())
     }
+
+    /// The prefix of every schedule tick's kind (`schedule.<name>` unless the schedule names another).
+    pub const SCHEDULE_PREFIX: &'static str = "schedule.";
 
     /// `github.<event>` for an `X-GitHub-Event` header value.
     pub fn github(event: &str) -> Self {
@@ -226,6 +236,8 @@ pub enum VerificationMethod {
     SnsV2,
     /// A hook without a secret: its unguessable URL is the only credential.
     HookUrl,
+    /// Made by the fleet itself from its schedules file: nothing outside sent it.
+    Schedule,
 }
 
 /// W3C trace context.

@@ -38,7 +38,7 @@ impl fmt::Display for EventId {
 /// The source-scoped native id of an event: two deliveries with the same key are the same event.
 ///
 /// Forms: `slack:{team}:{event_id}`, `github:{hook}:{delivery}`, `sns:{topic}:{message_id}`,
-/// `hook:{hook}:{idempotency-key or sha256(body)}`.
+/// `hook:{hook}:{idempotency-key or sha256(body)}`, `schedule:{name}:{tick}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct IdempotencyKey(String);
@@ -67,6 +67,12 @@ impl IdempotencyKey {
     /// A generic hook payload without an `Idempotency-Key`: the sha256 of the body.
     pub fn hook_body(hook: &HookId, body: &[u8]) -> Self {
         Self(format!("hook:{hook}:{}", hex::encode(Sha256::digest(body))))
+    }
+
+    /// A schedule's tick: `schedule:{name}:{tick}`, the tick an RFC 3339 UTC time to the second. Every process
+    /// evaluating the schedule makes the same key, so the protocol keeps one event per tick.
+    pub fn schedule(name: &str, tick: &str) -> Self {
+        Self(format!("schedule:{name}:{tick}"))
     }
 
     /// Wraps a key read back from storage or typed by an operator.

@@ -3,6 +3,7 @@
 mod dlq;
 mod events;
 mod hooks;
+mod schedules;
 mod serve;
 mod status;
 mod verify;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker => serve::worker(config, &data_dir).await,
         Command::Serve { listen } => serve::serve(config, &data_dir, listen).await,
         Command::Hooks { command } => hooks::run(&config, &data_dir, command).await,
+        Command::Schedules { command } => schedules::run(&config, &data_dir, command).await,
         Command::Events { command } => events::run(&config, &data_dir, command).await,
         Command::Dlq { command } => dlq::run(&config, &data_dir, command).await,
         Command::Outbox(flag) => status::outbox(&data_dir, flag.json),

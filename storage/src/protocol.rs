@@ -130,6 +130,16 @@ impl Failure {
     }
 }
 
+/// The detail of an event's `received` line, the same on every backend: its kind and source, and the schedule
+/// that made a tick.
+pub(crate) fn received_detail(envelope: &eventfleet_schema::Envelope) -> serde_json::Value {
+    let mut detail = serde_json::json!({ "kind": envelope.kind(), "source": envelope.source().name() });
+    if let eventfleet_schema::Source::Schedule { name } = envelope.source() {
+        detail["schedule"] = name.as_str().into();
+    }
+    detail
+}
+
 /// The steps of the protocol.
 #[async_trait]
 pub trait Protocol: Send + Sync {

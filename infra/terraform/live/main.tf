@@ -325,6 +325,9 @@ module "ingress" {
     EVENTFLEET_RATE_LIMIT_PER_IP          = tostring(var.waf_rate_limit_per_ip)
     EVENTFLEET_RATE_LIMIT_PER_IP_WINDOW_S = "300"
     EVENTFLEET_BODY_LIMIT_BYTES           = tostring(var.ingress_body_limit_bytes)
+    }, var.schedules_file == null ? {} : {
+    # Every ingress task evaluates the schedules; the idempotency table keeps one event per tick.
+    EVENTFLEET_SCHEDULES_FILE = var.schedules_file
   })
   secrets = {
     EVENTFLEET_SLACK_SIGNING_SECRET = var.slack_signing_secret_arn

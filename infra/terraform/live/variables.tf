@@ -323,6 +323,12 @@ variable "log_filter" {
   default     = "info"
 }
 
+variable "schedules_file" {
+  description = "EVENTFLEET_SCHEDULES_FILE of the ingress: the path of a schedules file inside the image (docs/configuration.md, \"Schedules\"); null runs no schedules."
+  type        = string
+  default     = null
+}
+
 variable "otel_exporter_otlp_endpoint" {
   description = "OTEL_EXPORTER_OTLP_ENDPOINT of both services: an HTTPS OTLP endpoint (the tasks may only open port 443, see task_egress_cidrs); null exports no traces."
   type        = string

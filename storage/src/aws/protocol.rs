@@ -45,7 +45,7 @@ impl AwsStore {
     async fn accept_lines(&self, message: &OutgoingMessage, event_id: EventId, first_seen: Timestamp, actor: &str) {
         let env = &message.envelope;
         let received = AuditEntry::new(event_id, first_seen, Step::Received, actor)
-            .with_detail(serde_json::json!({ "kind": env.kind(), "source": env.source().name() }));
+            .with_detail(crate::protocol::received_detail(env));
         let enqueued = AuditEntry::new(event_id, first_seen, Step::Enqueued, actor)
             .with_detail(serde_json::json!({ "dedup_id": message.dedup_id }));
         let table = &self.names.audit_table;

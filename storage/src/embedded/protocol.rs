@@ -103,7 +103,7 @@ fn accept_job(
     // may lag the envelope's wall clock: the trail keeps its order either way).
     let received_at = env.received_at().min(Timestamp::from_millis(now));
     let received = AuditEntry::new(event_id, received_at, Step::Received, actor)
-        .with_detail(serde_json::json!({ "kind": env.kind(), "source": env.source().name() }));
+        .with_detail(crate::protocol::received_detail(env));
     let enqueued = AuditEntry::new(event_id, Timestamp::from_millis(now), Step::Enqueued, actor)
         .with_detail(serde_json::json!({ "message_id": message_id, "dedup_id": message.dedup_id }));
     line(conn, received, s)?;

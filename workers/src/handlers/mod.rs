@@ -1,6 +1,7 @@
 //! The built-in handlers.
 
 pub mod hook;
+pub mod schedule;
 pub mod sns;
 pub mod unhandled;
 
@@ -12,7 +13,8 @@ use eventfleet_schema::Kind;
 use crate::Registry;
 
 /// The registry of built-in handlers: hook payloads and GitHub deliveries to the hook's channel; CloudWatch
-/// alarms and other SNS notifications to the hook's, topic's or default channel; SNS subscription changes.
+/// alarms and other SNS notifications to the hook's, topic's or default channel; SNS subscription changes;
+/// posting schedules' ticks to their channel.
 /// Slack events, commands and interactions, and anything else, are recorded as unhandled and completed; users
 /// extend the registry with [`Registry::register`].
 pub fn builtin(routing: sns::SnsRouting) -> Registry {
@@ -29,4 +31,5 @@ pub fn builtin_with(routing: sns::SnsRouting, confirmer: Arc<dyn sns::Subscripti
         .register(Kind::SNS_NOTIFICATION, Arc::new(sns::Notification(routing)))
         .register(Kind::SNS_SUBSCRIPTION_CONFIRMATION, Arc::new(sns::SubscriptionConfirmation::new(confirmer)))
         .register(Kind::SNS_UNSUBSCRIBE_CONFIRMATION, Arc::new(sns::UnsubscribeConfirmation))
+        .register(Kind::SCHEDULE_PREFIX, Arc::new(schedule::ScheduleTick))
 }
