@@ -69,6 +69,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The aws backend's settings (read whatever the backend; used when it is `aws`).
     pub aws: AwsSettings,
+    /// `EVENTFLEET_ROUTES_FILE`: the HTTP destinations, validated (their secrets read) at start-up.
+    pub routes: Vec<eventfleet_workers::destinations::Route>,
 }
 
 /// Settings of the aws backend. Region and credentials come from the standard AWS variables and chain.
@@ -226,8 +228,19 @@ impl Config {
             sns_topic_channels.push((topic.trim().to_owned(), channel.trim().to_owned()));
         }
         let aws = aws_settings(&env)?;
+        // Read and validated whole here, secrets included: a bad route stops start-up with its name.
+        let routes = match env.text("EVENTFLEET_ROUTES_FILE") {
+            None => Vec::new(),
+            Some(path) => eventfleet_workers::destinations::routes::load(
+                std::path::Path::new(&path),
+                &|name| lookup(name),
+                worker.handler_timeout,
+            )
+            .map_err(|e| invalid("EVENTFLEET_ROUTES_FILE", &path, &e.to_string()))?,
+        };
         Ok(Config {
             aws,
+            routes,
             backend,
             listen: env.parse("EVENTFLEET_LISTEN")?,
             worker_concurrency,

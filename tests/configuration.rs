@@ -67,3 +67,35 @@ fn dev_runs_the_configured_number_of_handlers_unless_the_flag_says_otherwise() {
         dev_banner(&["--listen", "127.0.0.1:0", "--workers", "5"], &[("EVENTFLEET_WORKER_CONCURRENCY", "3")]);
     assert!(from_flag[0].contains("ingress and 5 workers"), "{from_flag:?}");
 }
+
+#[test]
+fn a_bad_routes_file_stops_the_worker_naming_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    let head = "[[route]]\nname = \"bot\"\nmatch = { kind = \"github.*\" }\n";
+    let cases = [
+        (format!("{head}url = \"https://bot.internal/events\"\nretries = 3\n"), "unknown field `retries`"),
+        (format!("{head}url = \"bot.internal/events\"\n"), "not a URL"),
+        (format!("{head}url = \"https://bot.internal/events\"\nsecret_env = \"EVENTFLEET_TEST_UNSET\"\n"), "not set"),
+        (format!("{head}url = \"https://bot.internal/events\"\nsecret = \"whsec_inline\"\n"), "unknown field `secret`"),
+    ];
+    for (text, reason) in cases {
+        std::fs::write(&file, &text).unwrap();
+        for command in ["worker", "dev"] {
+            let out = eventfleet()
+                .args([command, "--data-dir"])
+                .arg(dir.path())
+                .env("EVENTFLEET_ROUTES_FILE", &file)
+                .env("EVENTFLEET_LISTEN", "127.0.0.1:0")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command} stopped for {text:?}");
+            assert!(stderr.contains("EVENTFLEET_ROUTES_FILE") && stderr.contains(reason), "{command}: {stderr}");
+            assert!(
+                text.contains("retries") || text.contains("secret =") || stderr.contains("route \"bot\""),
+                "{stderr}"
+            );
+        }
+    }
+}

@@ -50,6 +50,7 @@ pub async fn verify(
     kills: u64,
     fleet: &Arc<Mutex<Option<Fleet>>>,
     generated: &Generated,
+    receiver: Option<&crate::receiver::Receiver>,
 ) -> anyhow::Result<Report> {
     let accepted: HashMap<u64, (EventId, &'static str, bool)> =
         outcome.event_ids.lock().map(|m| m.clone()).unwrap_or_default();
@@ -125,6 +126,25 @@ pub async fn verify(
             store.audit.history(*id).await?.iter().map(|e| format!("{}@{}", e.step, e.actor)).collect();
         duplicate_examples.push(serde_json::json!({ "marker": n, "event_id": id, "posts": posts[n], "steps": steps }));
     }
+    // Deliveries to the destination, for the routed (GitHub) events: each completed one arrived, and none more
+    // often than its recorded attempts.
+    let (mut routed, mut deliveries, mut deliveries_missing, mut deliveries_beyond_attempts) = (0u64, 0u64, 0u64, 0u64);
+    if let Some(receiver) = receiver {
+        let by_id = receiver.deliveries();
+        deliveries = by_id.values().sum();
+        for (id, _, _) in accepted.values().filter(|(_, source, _)| *source == "github") {
+            routed += 1;
+            let got = by_id.get(&id.to_string()).copied().unwrap_or(0);
+            if got == 0 && successes.contains_key(id) {
+                deliveries_missing += 1;
+            }
+            if got > 1 {
+                let attempts =
+                    store.audit.history(*id).await?.iter().filter(|e| e.step == Step::Started).count() as u64;
+                deliveries_beyond_attempts += got.saturating_sub(attempts.max(1));
+            }
+        }
+    }
     let missing_effects = accepted.iter().filter(|(n, (_, _, p))| *p && !posts.contains_key(n)).count() as u64;
     let stats = store.queue.stats().await?;
     let left_in_flight = stats.waiting + stats.in_flight;
@@ -156,6 +176,10 @@ pub async fn verify(
         effects_beyond_attempts,
         duplicate_examples,
         duplicate_completions,
+        routed,
+        deliveries,
+        deliveries_missing,
+        deliveries_beyond_attempts,
         dead_lettered: dead.len() as u64,
         left_in_flight: if drained { left_in_flight } else { left_in_flight.max(1) },
         resends: outcome.resends.load(Ordering::Relaxed),
@@ -176,6 +200,7 @@ pub async fn verify(
         settings: serde_json::json!({
             "duration_s": args.duration.as_secs(), "rate": args.rate, "chaos": args.chaos,
             "workers": args.workers, "connections": args.connections, "target": args.target, "shape": args.shape,
+            "route": args.route,
         }),
         machine: machine(),
     })

@@ -10,6 +10,7 @@
 //! - `prepare`: the traffic built and signed before the timed phase, and the generator's own CPU time.
 //! - `run`: the `run` command: starts the fleet, the load, chaos, and writes the report.
 //! - `send`: the timed phase, open or closed loop, with senders' retries and resends.
+//! - `receiver`: the local HTTP destination of `--route`.
 //! - `checks`: after the run, nothing lost, nothing handled twice, nothing left in flight.
 //! - `baseline`: the plain axum server returning 200 that every figure is compared with.
 
@@ -18,6 +19,7 @@ mod checks;
 mod drive;
 mod fleet;
 mod prepare;
+mod receiver;
 mod run;
 mod send;
 mod traffic;
@@ -75,6 +77,10 @@ enum Command {
         /// `one-process` (`eventfleet serve`).
         #[arg(long, value_enum, default_value = "processes")]
         shape: run::Shape,
+        /// Also deliver the GitHub traffic to a local HTTP destination (a route with `also_builtin`) and check
+        /// each delivery arrived, none beyond its recorded attempts.
+        #[arg(long)]
+        route: bool,
     },
     /// Serve the baseline: a plain axum handler answering 200 to any POST.
     Baseline {
@@ -114,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             report,
             max_events,
             shape,
+            route,
         } => {
             let duration = parse_duration(&duration)?;
             let args = run::RunArgs {
@@ -131,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
                 report,
                 max_events: max_events.unwrap_or(12_000 * duration.as_secs().max(1)),
                 shape,
+                route,
             };
             let (report, ok) = run::run(args.clone()).await?;
             print_summary(&report, &args);
@@ -188,6 +196,12 @@ fn print_summary(r: &run::Report, args: &run::RunArgs) {
         "  duplicate effects {} (beyond recorded attempts: {})  duplicate completions {}  done without audit line {}",
         r.duplicate_effects, r.effects_beyond_attempts, r.duplicate_completions, r.completed_without_audit
     );
+    if args.route {
+        println!(
+            "  routed {}  deliveries {} (missing {}, beyond recorded attempts {})",
+            r.routed, r.deliveries, r.deliveries_missing, r.deliveries_beyond_attempts
+        );
+    }
     println!(
         "  throughput {:.0} events/s end to end; ingress {:.0} req/s; baseline {:.0} req/s; ratio {:.2}",
         r.throughput_eps, r.ingress_rps, r.baseline_rps, r.ratio_to_baseline

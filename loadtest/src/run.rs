@@ -54,6 +54,8 @@ pub struct RunArgs {
     pub max_events: u64,
     /// How the fleet started here runs: an ingress and `workers` worker processes, or one `eventfleet serve`.
     pub shape: Shape,
+    /// Route the GitHub traffic to a local HTTP destination too, and check its deliveries.
+    pub route: bool,
 }
 
 /// The two single-machine shapes of a fleet.
@@ -94,6 +96,14 @@ pub struct Report {
     pub duplicate_examples: Vec<serde_json::Value>,
     /// Events whose audit trail shows more than one success.
     pub duplicate_completions: u64,
+    /// `--route`: events the route matched (GitHub deliveries).
+    pub routed: u64,
+    /// `--route`: requests the destination received.
+    pub deliveries: u64,
+    /// `--route`: completed routed events the destination never received.
+    pub deliveries_missing: u64,
+    /// `--route`: deliveries beyond the attempts recorded for their event (a breach of the guarantee).
+    pub deliveries_beyond_attempts: u64,
     /// Events dead-lettered.
     pub dead_lettered: u64,
     /// Messages waiting or in flight after the drain.
@@ -138,6 +148,11 @@ pub struct Report {
 pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
     let work = tempfile::tempdir()?;
     let stub = SlackStub::start().await?;
+    let receiver = match (args.route, &args.target) {
+        (true, None) => Some(crate::receiver::Receiver::start().await?),
+        (true, Some(_)) => bail!("--route configures the fleet started here; it cannot be used with --target"),
+        (false, _) => None,
+    };
     let (mut fleet, base, data_dir) = match &args.target {
         Some(target) => {
             let dir = args.data_dir.clone().context("--target needs --data-dir (its store, for hooks and checks)")?;
@@ -148,7 +163,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
             std::fs::create_dir_all(&certs)?;
             std::fs::write(certs.join("SimpleNotificationService-eventfleet-test.pem"), TEST_CERT)?;
             let data = work.path().join("data");
-            let env = fleet_env(&stub.url, &certs);
+            let mut env = fleet_env(&stub.url, &certs);
+            if let Some(receiver) = &receiver {
+                let routes = work.path().join("routes.toml");
+                std::fs::write(&routes, receiver.routes_file())?;
+                env.insert("EVENTFLEET_ROUTES_FILE".into(), routes.display().to_string());
+                env.insert("EVENTFLEET_LOADTEST_ROUTE_SECRET".into(), crate::receiver::SECRET.into());
+            }
             let workers = if args.shape == Shape::OneProcess { 0 } else { args.workers };
             let fleet = Fleet::start(&data, env, workers)?;
             let base = fleet.base.clone();
@@ -210,6 +231,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
         kills.load(Ordering::Relaxed),
         &fleet_shared,
         &generated,
+        receiver.as_ref(),
     )
     .await?;
     if let Some(mut fleet) = fleet_shared.lock().ok().and_then(|mut f| f.take()) {
@@ -224,6 +246,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
         && report.missing_effects == 0
         && duplicates_ok
         && report.duplicate_completions == 0
+        && report.deliveries_missing == 0
+        && report.deliveries_beyond_attempts == 0
         && report.left_in_flight == 0;
     std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("write {}", args.report.display()))?;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use eventfleet_ingress::metrics::SharedRegistry;
 use eventfleet_schema::{HookId, HookKind, Webhook};
 use eventfleet_storage::Store;
+use eventfleet_workers::destinations::{DestinationMetrics, Destinations};
 use eventfleet_workers::handlers::sns::SnsRouting;
 use eventfleet_workers::slack::{DevOutbox, OUTBOX_FILE, SlackWebApi};
 use eventfleet_workers::{SlackSink, WorkerMetrics, handlers};
@@ -73,7 +74,7 @@ pub async fn dev(
     // One registry: the ingress's /metrics shows the workers' metrics too.
     let registry = SharedRegistry::default();
     let metrics = worker_metrics(&registry);
-    let workers = Workers { handlers: handlers(&config), slack, metrics };
+    let workers = Workers { handlers: with_destinations(handlers(&config), &config, &registry)?, slack, metrics };
     together(&config, store, workers, registry, listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -157,6 +158,7 @@ pub async fn worker(config: Config, data_dir: &Path) -> anyhow::Result<ExitCode>
     let shutdown = shutdown::on_signal();
     let metrics = worker_metrics(&registry);
     let (handlers, publisher) = worker_parts(&config, &opened, &metrics, &shutdown).await;
+    let handlers = with_destinations(handlers, &config, &registry)?;
     let slack = slack_sink(&config, data_dir)?;
     // Several workers on one host cannot all have the fixed port: a worker without metrics beats no worker.
     let metrics_at = match TcpListener::bind(config.metrics_listen).await {
@@ -191,6 +193,7 @@ pub async fn serve(config: Config, data_dir: &Path, listen: Option<SocketAddr>) 
     // One registry: the ingress's /metrics shows the workers' metrics too.
     let metrics = worker_metrics(&registry);
     let (handlers, publisher) = worker_parts(&config, &opened, &metrics, &shutdown).await;
+    let handlers = with_destinations(handlers, &config, &registry)?;
     let slack = slack_sink(&config, data_dir)?;
     let workers = Workers { handlers, slack, metrics };
     let summary = together(&config, opened.store.clone(), workers, registry, listener, shutdown).await?;
@@ -272,6 +275,27 @@ fn slack_sink(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn SlackS
 /// The built-in handlers with the configured SNS routing.
 fn handlers(config: &Config) -> eventfleet_workers::Registry {
     handlers::builtin(sns_routing(config))
+}
+
+/// The handlers with the routes of `EVENTFLEET_ROUTES_FILE` in front, their metrics in `registry`.
+fn with_destinations(
+    handlers: eventfleet_workers::Registry,
+    config: &Config,
+    registry: &SharedRegistry,
+) -> anyhow::Result<eventfleet_workers::Registry> {
+    if config.routes.is_empty() {
+        return Ok(handlers);
+    }
+    let metrics = {
+        let mut registry = registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        DestinationMetrics::register(&mut registry)
+    };
+    for route in &config.routes {
+        // The host only: a URL's query may carry a token.
+        tracing::info!(route = %route.name, host = route.url.host_str().unwrap_or_default(), also_builtin = route.also_builtin, "HTTP destination");
+    }
+    let destinations = Destinations::new(config.routes.clone(), metrics).context("HTTP client of the destinations")?;
+    Ok(handlers.with_destinations(Arc::new(destinations)))
 }
 
 fn sns_routing(config: &Config) -> SnsRouting {

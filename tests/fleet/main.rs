@@ -3,6 +3,7 @@
 
 mod attempts;
 mod delivery;
+mod destinations;
 mod observability;
 
 use std::future::Future;
@@ -71,6 +72,11 @@ impl Fleet {
 
     /// The same with these worker settings.
     pub async fn start_with(config: WorkerConfig) -> Self {
+        Self::start_routed(config, Vec::new()).await
+    }
+
+    /// The same with these routes to HTTP destinations in front of the built-in handlers.
+    pub async fn start_routed(config: WorkerConfig, routes: Vec<eventfleet_workers::destinations::Route>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // The queue's redrive follows the worker settings, as the binary sets it.
         let options = EmbeddedOptions { max_receive_count: config.max_receive_count, ..EmbeddedOptions::default() };
@@ -95,10 +101,14 @@ impl Fleet {
             shutdown.clone(),
         ));
         let api = SlackWebApi::new(&slack.url, "xoxb-test-token", config.handler_timeout).unwrap();
+        let destination_metrics =
+            eventfleet_workers::destinations::DestinationMetrics::register(&mut registry.lock().unwrap());
+        let destinations = eventfleet_workers::destinations::Destinations::new(routes, destination_metrics).unwrap();
         let handler_registry = handlers::builtin(SnsRouting {
             topic_channels: [("arn:aws:sns:us-east-1:123456789012:alarms".to_owned(), "#alarms".to_owned())].into(),
             default_channel: "#default".into(),
-        });
+        })
+        .with_destinations(Arc::new(destinations));
         let pool = tokio::spawn(eventfleet_workers::run_with_metrics(
             store.clone(),
             config,

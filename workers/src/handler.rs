@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use eventfleet_schema::{Envelope, ErrorClass};
 use eventfleet_storage::Store;
 
+use crate::destinations::Destinations;
 use crate::slack::{SlackError, SlackSink};
 
 /// What a handler gets besides the event.
@@ -78,6 +79,7 @@ pub struct Registry {
     prefixes: Vec<(String, Arc<dyn Handler>)>,
     fallback: Arc<dyn Handler>,
     on_dead_letter: Option<Arc<dyn DeadLetterNotifier>>,
+    destinations: Option<Arc<Destinations>>,
 }
 
 /// What operators are told when an event is dead-lettered.
@@ -106,13 +108,38 @@ pub trait DeadLetterNotifier: Send + Sync {
 impl Registry {
     /// A registry that sends everything to `fallback`.
     pub fn new(fallback: Arc<dyn Handler>) -> Self {
-        Self { exact: HashMap::new(), prefixes: Vec::new(), fallback, on_dead_letter: None }
+        Self { exact: HashMap::new(), prefixes: Vec::new(), fallback, on_dead_letter: None, destinations: None }
     }
 
     /// Tells `notifier` about every dead letter.
     pub fn on_dead_letter(mut self, notifier: Arc<dyn DeadLetterNotifier>) -> Self {
         self.on_dead_letter = Some(notifier);
         self
+    }
+
+    /// Sends the events a route matches to its HTTP destination, instead of (or, with `also_builtin`, before)
+    /// the handler of their kind.
+    pub fn with_destinations(mut self, destinations: Arc<Destinations>) -> Self {
+        self.destinations = Some(destinations).filter(|d| !d.is_empty());
+        self
+    }
+
+    /// Runs the work for an event: its route's destination when one matches (then, with `also_builtin`, the
+    /// handler of its kind too), else the handler of its kind.
+    pub async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+        let kind = envelope.kind().as_str();
+        let Some((destinations, route)) =
+            self.destinations.as_ref().and_then(|d| d.route_for(envelope).map(|route| (d, route)))
+        else {
+            return self.for_kind(kind).handle(ctx, envelope).await;
+        };
+        let delivered = destinations.deliver(route, ctx, envelope).await?;
+        if !route.also_builtin {
+            return Ok(delivered);
+        }
+        // A failure here retries the delivery too: receivers deduplicate by `webhook-id` (the event id).
+        let builtin = self.for_kind(kind).handle(ctx, envelope).await?;
+        Ok(format!("{delivered}; {builtin}"))
     }
 
     /// The dead-letter notifier, if any.

@@ -6,6 +6,7 @@
 //! - [`config`]: [`WorkerConfig`], the typed settings.
 //! - [`handler`]: the [`Handler`] trait, its errors ([`HandlerError`], retryable or permanent) and the
 //!   [`Registry`] that picks a handler by event kind.
+//! - [`destinations`]: routes that forward events to HTTP destinations, signed the Standard Webhooks way.
 //! - [`handlers`]: the built-in handlers: hook payloads and GitHub deliveries ([`handlers::hook`]), SNS messages,
 //!   CloudWatch alarms and subscription confirmations ([`handlers::sns`]), unhandled kinds
 //!   ([`handlers::unhandled`]).
@@ -21,6 +22,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod destinations;
 pub mod handler;
 pub mod handlers;
 pub mod metrics;

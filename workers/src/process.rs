@@ -196,11 +196,10 @@ impl Processor {
     async fn run_handler(&self, msg: &ReceivedMessage, attempt: u32) -> Result<String, HandlerError> {
         let ctx = HandlerContext { store: self.store.clone(), slack: self.slack.clone(), attempt };
         let kind = msg.envelope.kind().as_str();
-        let handler = self.registry.for_kind(kind);
         let span = tracing::info_span!("worker.handle", kind);
         let work = tokio::time::timeout(
             self.config.handler_timeout,
-            tracing::Instrument::instrument(handler.handle(&ctx, &msg.envelope), span),
+            tracing::Instrument::instrument(self.registry.handle(&ctx, &msg.envelope), span),
         );
         let heartbeat = self.heartbeat(msg);
         self.metrics.in_flight.inc();
