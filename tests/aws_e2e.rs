@@ -8,9 +8,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use eventfleet_verify::sign::slack as sign;
@@ -52,22 +51,7 @@ impl Drop for Fleet {
 
 /// Starts a process and returns the first `http://` URL on a stdout line containing `marker`.
 fn spawn(env: &[(String, String)], data: &Path, args: &[&str], marker: &'static str) -> (Child, String) {
-    let mut cmd = eventfleet();
-    cmd.args(args).arg("--data-dir").arg(data).envs(env.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn eventfleet");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(marker)
-                && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
-            {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{args:?} printed {marker:?}"));
-    (child, url)
+    support::spawn_marked(env, data, args, marker)
 }
 
 fn run_json(env: &[(String, String)], data: &Path, args: &[&str]) -> Value {

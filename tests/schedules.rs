@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventfleet_workers::slack_stub::SlackStub;
 use serde_json::Value;
-use support::{eventfleet, poll, spawn_listening, terminate};
+use support::{eventfleet, poll, spawn_listening, spawn_marked, terminate};
 
 const EVERY_SECOND: &str = r##"
 [[schedule]]
@@ -252,26 +252,6 @@ impl Drop for AwsFleet {
     }
 }
 
-fn spawn_with(env: &[(String, String)], data: &Path, args: &[&str], marker: &'static str) -> (Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut cmd = eventfleet();
-    cmd.args(args).arg("--data-dir").arg(data).envs(env.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(marker)
-                && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
-            {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{args:?} printed {marker:?}"));
-    (child, url)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_aws_ingress_processes_make_one_event_per_tick() {
     let endpoint = std::env::var("EVENTFLEET_TEST_AWS_ENDPOINT").expect(
@@ -308,9 +288,9 @@ async fn two_aws_ingress_processes_make_one_event_per_tick() {
     let mut fleet = AwsFleet { env, data, children: Vec::new() };
     let spawned = unix_now();
     let ingress_args = ["ingress", "--listen", "127.0.0.1:0"];
-    let (a, base_a) = spawn_with(&fleet.env, fleet.data.path(), &ingress_args, "listening on");
-    let (b, base_b) = spawn_with(&fleet.env, fleet.data.path(), &ingress_args, "listening on");
-    let (worker, _) = spawn_with(&fleet.env, fleet.data.path(), &["worker"], "worker started");
+    let (a, base_a) = spawn_marked(&fleet.env, fleet.data.path(), &ingress_args, "listening on");
+    let (b, base_b) = spawn_marked(&fleet.env, fleet.data.path(), &ingress_args, "listening on");
+    let (worker, _) = spawn_marked(&fleet.env, fleet.data.path(), &["worker"], "worker started");
     fleet.children.extend([a, b, worker]);
     let first = unix_now() + 2;
     poll(Duration::from_secs(40), || (unix_now() >= first + 20).then_some(())).unwrap();

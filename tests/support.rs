@@ -57,6 +57,27 @@ pub fn spawn_listening(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> 
     (child, base)
 }
 
+/// Starts a long-running command with `env` and returns the child and the first `http://` URL on a stdout line
+/// containing `marker` (`listening on`, `worker started`).
+pub fn spawn_marked(env: &[(String, String)], data_dir: &Path, args: &[&str], marker: &'static str) -> (Child, String) {
+    let mut cmd = eventfleet();
+    cmd.args(args).arg("--data-dir").arg(data_dir).envs(env.iter().map(|(k, v)| (k, v)));
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn eventfleet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(marker)
+                && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
+            {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{args:?} printed {marker:?}"));
+    (child, url)
+}
+
 /// Starts `eventfleet worker` and waits for its start line.
 pub fn spawn_worker(data_dir: &Path, env: &[(&str, &str)]) -> Child {
     let mut cmd = eventfleet();
