@@ -71,39 +71,32 @@ impl Fleet {
         let stub = SlackStub::start().await.unwrap();
         let data = tempfile::tempdir().unwrap();
         let prefix = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut env: Vec<(String, String)> = [
-            ("EVENTFLEET_BACKEND", "aws"),
-            ("EVENTFLEET_AWS_ENDPOINT_URL", endpoint().as_str()),
-            ("EVENTFLEET_NAME_PREFIX", prefix.as_str()),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_CONFIG_FILE", "/dev/null"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("EVENTFLEET_MAX_ATTEMPTS", &max_attempts.to_string()),
-            ("EVENTFLEET_MAX_RECEIVE_COUNT", &(2 * max_attempts).to_string()),
-            ("EVENTFLEET_SLACK_SIGNING_SECRET", SIGNING_SECRET),
-            ("EVENTFLEET_SLACK_BOT_TOKEN", "xoxb-e2e"),
-            ("EVENTFLEET_SLACK_API_URL", stub.url.as_str()),
-            ("EVENTFLEET_SNS_CERT_DIR", testdata("sns").to_str().unwrap()),
-            ("EVENTFLEET_VISIBILITY_TIMEOUT_S", "5"),
-            ("EVENTFLEET_HANDLER_TIMEOUT_S", "3"),
-            ("EVENTFLEET_RECEIVE_WAIT_S", "1"),
-            ("EVENTFLEET_DRAIN_TIMEOUT_S", "5"),
-            ("EVENTFLEET_RETRY_BASE_DELAY_MS", "200"),
-            ("EVENTFLEET_RETRY_MAX_DELAY_MS", "1000"),
-            ("EVENTFLEET_RATE_LIMIT_GLOBAL_RPS", "0"),
-            ("EVENTFLEET_RATE_LIMIT_PER_IP", "0"),
-            ("EVENTFLEET_RATE_LIMIT_PER_HOOK_RPS", "0"),
-            ("EVENTFLEET_CLOUDWATCH_INTERVAL_S", &cloudwatch_interval_s.to_string()),
-            // moto answers one request at a time and slows as a queue grows: a generous budget keeps its pauses
-            // from turning into 503s (which a sender would retry, blurring the count).
-            ("EVENTFLEET_BACKEND_BUDGET_MS", "20000"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let mut env = support::aws_env(&endpoint(), &prefix);
+        env.extend(
+            [
+                ("EVENTFLEET_MAX_ATTEMPTS", max_attempts.to_string().as_str()),
+                ("EVENTFLEET_MAX_RECEIVE_COUNT", (2 * max_attempts).to_string().as_str()),
+                ("EVENTFLEET_SLACK_SIGNING_SECRET", SIGNING_SECRET),
+                ("EVENTFLEET_SLACK_BOT_TOKEN", "xoxb-e2e"),
+                ("EVENTFLEET_SLACK_API_URL", stub.url.as_str()),
+                ("EVENTFLEET_SNS_CERT_DIR", testdata("sns").to_str().unwrap()),
+                ("EVENTFLEET_VISIBILITY_TIMEOUT_S", "5"),
+                ("EVENTFLEET_HANDLER_TIMEOUT_S", "3"),
+                ("EVENTFLEET_RECEIVE_WAIT_S", "1"),
+                ("EVENTFLEET_DRAIN_TIMEOUT_S", "5"),
+                ("EVENTFLEET_RETRY_BASE_DELAY_MS", "200"),
+                ("EVENTFLEET_RETRY_MAX_DELAY_MS", "1000"),
+                ("EVENTFLEET_RATE_LIMIT_GLOBAL_RPS", "0"),
+                ("EVENTFLEET_RATE_LIMIT_PER_IP", "0"),
+                ("EVENTFLEET_RATE_LIMIT_PER_HOOK_RPS", "0"),
+                ("EVENTFLEET_CLOUDWATCH_INTERVAL_S", cloudwatch_interval_s.to_string().as_str()),
+                // moto answers one request at a time and slows as a queue grows: a generous budget keeps its pauses
+                // from turning into 503s (which a sender would retry, blurring the count).
+                ("EVENTFLEET_BACKEND_BUDGET_MS", "20000"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
         let created = run_json(&env, data.path(), &["tables", "create"]);
         let ops_topic = created["created"]["ops_topic_arn"].as_str().expect("ops topic ARN").to_owned();
         env.extend([

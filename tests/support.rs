@@ -78,6 +78,25 @@ pub fn spawn_marked(env: &[(String, String)], data_dir: &Path, args: &[&str], ma
     (child, url)
 }
 
+/// The environment of a process on the aws backend against the emulator at `endpoint`, on the queues and tables
+/// of `prefix`, with no AWS configuration of the machine leaking in.
+pub fn aws_env(endpoint: &str, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("EVENTFLEET_BACKEND", "aws"),
+        ("EVENTFLEET_AWS_ENDPOINT_URL", endpoint),
+        ("EVENTFLEET_NAME_PREFIX", prefix),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// Starts `eventfleet worker` and waits for its start line.
 pub fn spawn_worker(data_dir: &Path, env: &[(&str, &str)]) -> Child {
     let mut cmd = eventfleet();

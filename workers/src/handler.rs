@@ -128,13 +128,13 @@ impl Registry {
     /// handler of its kind too), else the handler of its kind.
     pub async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
         let kind = envelope.kind().as_str();
-        let Some((destinations, route)) =
-            self.destinations.as_ref().and_then(|d| d.route_for(envelope).map(|route| (d, route)))
+        let Some((destinations, destination)) =
+            self.destinations.as_ref().and_then(|d| d.route_for(envelope).map(|destination| (d, destination)))
         else {
             return self.for_kind(kind).handle(ctx, envelope).await;
         };
-        let delivered = destinations.deliver(route, ctx, envelope).await?;
-        if !route.also_builtin {
+        let delivered = destinations.deliver(destination, ctx, envelope).await?;
+        if !destination.route.also_builtin {
             return Ok(delivered);
         }
         // A failure here retries the delivery too: receivers deduplicate by `webhook-id` (the event id).

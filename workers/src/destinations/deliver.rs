@@ -1,7 +1,6 @@
 //! One delivery to a destination: the envelope as JSON, signed the Standard Webhooks way, and its answer
 //! classified as success, retryable or permanent.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -70,9 +69,16 @@ impl DestinationMetrics {
     }
 }
 
+/// A route with its concurrency limit.
+pub struct Destination {
+    /// The route.
+    pub route: Route,
+    permits: Semaphore,
+}
+
 /// The routes, their HTTP client and their concurrency limits.
 pub struct Destinations {
-    routes: Vec<(Route, Arc<Semaphore>)>,
+    routes: Vec<Destination>,
     http: reqwest::Client,
     metrics: DestinationMetrics,
 }
@@ -101,13 +107,8 @@ impl Destinations {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("eventfleet/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let routes = routes
-            .into_iter()
-            .map(|r| {
-                let permits = Arc::new(Semaphore::new(r.concurrency));
-                (r, permits)
-            })
-            .collect();
+        let routes =
+            routes.into_iter().map(|route| Destination { permits: Semaphore::new(route.concurrency), route }).collect();
         Ok(Self { routes, http, metrics })
     }
 
@@ -117,25 +118,23 @@ impl Destinations {
     }
 
     /// The first route matching `envelope`.
-    pub fn route_for(&self, envelope: &Envelope) -> Option<&Route> {
-        self.routes.iter().map(|(r, _)| r).find(|r| r.matcher.matches(envelope))
+    pub fn route_for(&self, envelope: &Envelope) -> Option<&Destination> {
+        self.routes.iter().find(|d| d.route.matcher.matches(envelope))
     }
 
     /// Delivers `envelope` to `route`; a `slack.command` answered with JSON has that answer posted to the
     /// command's `response_url`. Returns the outcome for the trail.
     pub async fn deliver(
         &self,
-        route: &Route,
+        destination: &Destination,
         ctx: &HandlerContext,
         envelope: &Envelope,
     ) -> Result<String, HandlerError> {
-        let permits = self.routes.iter().find(|(r, _)| r.name == route.name).map(|(_, p)| p.clone());
+        let route = &destination.route;
         // Waiting for a permit holds this handler slot: the limit protects the destination, and the handler
         // timeout still bounds the wait.
-        let _permit = match &permits {
-            Some(p) => Some(p.acquire().await.map_err(|_| HandlerError::retryable("the worker is stopping"))?),
-            None => None,
-        };
+        let _permit =
+            destination.permits.acquire().await.map_err(|_| HandlerError::retryable("the worker is stopping"))?;
         let started = Instant::now();
         let result = self.post(route, ctx, envelope).await;
         let labels = DestinationLabels { destination: route.name.clone() };

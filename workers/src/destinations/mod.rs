@@ -10,5 +10,5 @@
 pub mod deliver;
 pub mod routes;
 
-pub use deliver::{DestinationMetrics, Destinations, sign};
+pub use deliver::{Destination, DestinationMetrics, Destinations, sign};
 pub use routes::{Match, Route, RoutesFileError, SigningKey};
