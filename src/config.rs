@@ -220,6 +220,8 @@ impl Config {
         if url::Url::parse(&slack_api_url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
             return Err(invalid("EVENTFLEET_SLACK_API_URL", &slack_api_url, "expected an http(s) URL"));
         }
+        let socket_mode = socket_mode(&env, &slack_api_url)?;
+        let ingress = IngressConfig { socket_mode, ..ingress };
         let mut sns_topic_channels = Vec::new();
         for pair in env.list("EVENTFLEET_SNS_TOPIC_CHANNELS").unwrap_or_default() {
             let Some((topic, channel)) = pair.split_once('=').filter(|(t, c)| !t.is_empty() && !c.is_empty()) else {
@@ -258,6 +260,29 @@ impl Config {
             worker,
         })
     }
+}
+
+/// Slack Socket Mode, on when `EVENTFLEET_SLACK_APP_TOKEN` is set.
+fn socket_mode(
+    env: &Env<'_>,
+    api_url: &str,
+) -> Result<Option<eventfleet_ingress::socket_mode::SocketModeConfig>, ConfigError> {
+    use eventfleet_ingress::socket_mode::{MAX_CONNECTIONS, SocketModeConfig};
+    let connections = env.parse_in("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", 2usize, 1..=MAX_CONNECTIONS)?;
+    let ping_timeout = secs(env.parse_in("EVENTFLEET_SLACK_SOCKET_PING_TIMEOUT_S", 30u64, 3..=600)?);
+    let Some(token) = env.text("EVENTFLEET_SLACK_APP_TOKEN") else {
+        return Ok(None);
+    };
+    if !token.starts_with("xapp-") {
+        // The value is a secret: never echoed.
+        return Err(invalid(
+            "EVENTFLEET_SLACK_APP_TOKEN",
+            "(hidden)",
+            "expected an app-level token (xapp-...), made under Basic Information > App-Level Tokens with the \
+             connections:write scope; a bot token (xoxb-) goes in EVENTFLEET_SLACK_BOT_TOKEN",
+        ));
+    }
+    Ok(Some(SocketModeConfig { app_token: token.into(), api_url: api_url.to_owned(), connections, ping_timeout }))
 }
 
 fn aws_settings(env: &Env<'_>) -> Result<AwsSettings, ConfigError> {
@@ -447,11 +472,25 @@ mod tests {
             ("EVENTFLEET_IDLE_TIMEOUT_S", "soon"),
             ("EVENTFLEET_WORKER_CONCURRENCY", "0"),
             ("EVENTFLEET_HOOK_CACHE_S", "301"),
+            ("EVENTFLEET_SLACK_APP_TOKEN", "xoxb-a-bot-token"),
+            ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "11"),
+            ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "0"),
+            ("EVENTFLEET_SLACK_SOCKET_PING_TIMEOUT_S", "1"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var).to_string();
             assert!(err.starts_with(var), "{err}");
         }
+        let err = config(&[("EVENTFLEET_SLACK_APP_TOKEN", "xoxb-secret-value")]).unwrap_err().to_string();
+        assert!(!err.contains("secret-value"), "a token is never echoed: {err}");
+        let socket =
+            config(&[("EVENTFLEET_SLACK_APP_TOKEN", "xapp-1-A1-2-abc"), ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "3")])
+                .unwrap()
+                .ingress
+                .socket_mode
+                .expect("socket mode on");
+        assert_eq!((socket.connections, socket.ping_timeout), (3, Duration::from_secs(30)));
+        assert!(config(&[]).unwrap().ingress.socket_mode.is_none());
         let err = config(&[("EVENTFLEET_RETRY_BASE_DELAY_MS", "5000"), ("EVENTFLEET_RETRY_MAX_DELAY_MS", "100")])
             .unwrap_err()
             .to_string();

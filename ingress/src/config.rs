@@ -34,6 +34,8 @@ pub struct IngressConfig {
     pub timeouts: crate::serve::Timeouts,
     /// The schedules this process evaluates (`EVENTFLEET_SCHEDULES_FILE`); empty runs none.
     pub schedules: Vec<crate::schedule::Schedule>,
+    /// Slack Socket Mode (`EVENTFLEET_SLACK_APP_TOKEN`); `None` opens no connection.
+    pub socket_mode: Option<crate::socket_mode::SocketModeConfig>,
 }
 
 /// Request rate limits; zero turns one off.
@@ -86,6 +88,7 @@ impl Default for IngressConfig {
             rate_limits: RateLimits::default(),
             timeouts: crate::serve::Timeouts::default(),
             schedules: Vec::new(),
+            socket_mode: None,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`routes`]: one module per route family: [`routes::slack`], [`routes::hooks`], [`routes::sns`],
 //!   [`routes::health`].
 //! - [`schedule`]: the schedules file, and each tick accepted as an event through the same step.
+//! - [`socket_mode`]: Slack Socket Mode connections, each envelope accepted through the same step and acked only
+//!   after it.
 //! - [`serve`]: connection deadlines (idle, reading a request) and the drain deadline at shutdown.
 //! - [`run`]: serves the router on a listener until a shutdown token fires.
 //!
@@ -28,6 +30,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod schedule;
 pub mod serve;
+pub mod socket_mode;
 
 use std::sync::Arc;
 
@@ -54,6 +57,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The registry `/metrics` renders (the ingress's metrics and whatever else the process registered).
     pub registry: metrics::SharedRegistry,
+    /// Socket Mode's state for `/ready`, when it is configured.
+    pub socket: Option<Arc<socket_mode::SocketStatus>>,
 }
 
 impl AppState {
@@ -70,7 +75,9 @@ impl AppState {
         };
         let certs = eventfleet_verify::sns::CertStore::new(config.sns_cert_dir.clone(), config.sns_cert_timeout);
         let limits = rate_limit::RateLimiters::new(&config.rate_limits);
+        let socket = config.socket_mode.as_ref().map(|s| Arc::new(socket_mode::SocketStatus::new(s.connections)));
         Self {
+            socket,
             store,
             config: Arc::new(config),
             certs: Arc::new(certs),
@@ -123,12 +130,13 @@ pub async fn run_with_registry(
         [] => None,
         entries => Some(tokio::spawn(schedule::run(state.clone(), entries.to_vec(), shutdown.clone()))),
     };
+    let socket = state.socket.is_some().then(|| tokio::spawn(socket_mode::run(state.clone(), shutdown.clone())));
     let timeouts = state.config.timeouts;
     let served = serve::serve(listener, routes::router(state), timeouts, shutdown.clone()).await;
-    if let Some(schedules) = schedules {
-        // A tick being accepted finishes (within the backend budget); the loops stop at the token.
-        shutdown.cancel();
-        let _ = schedules.await;
+    // A tick being accepted finishes (within the backend budget); Socket Mode acks what it accepted and closes.
+    shutdown.cancel();
+    for task in [schedules, socket].into_iter().flatten() {
+        let _ = task.await;
     }
     served
 }

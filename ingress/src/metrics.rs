@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,24 @@ pub struct TickLabels {
     pub outcome: &'static str,
 }
 
+/// `type` and `outcome` of a Socket Mode envelope.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnvelopeLabels {
+    /// `events_api`, `slash_commands`, `interactive`, `other`.
+    pub r#type: &'static str,
+    /// `accepted`, `duplicate`, `ignored` (acked without an event), `rejected` (malformed, acked), `failed` (not
+    /// acked: Slack redelivers).
+    pub outcome: &'static str,
+}
+
+/// Why a Socket Mode connection was replaced.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconnectLabels {
+    /// `refresh_requested`, `warning`, `lost`, `stale`, `too_many_websockets`, `open_failed`, or another reason
+    /// Slack gave.
+    pub reason: String,
+}
+
 /// A registry shared by the components of one process.
 pub type SharedRegistry = Arc<Mutex<Registry>>;
 
@@ -61,6 +80,14 @@ pub struct Metrics {
     pub enqueue_seconds: Histogram,
     /// Schedule ticks by schedule and outcome.
     pub schedule_ticks: Family<TickLabels, Counter>,
+    /// Socket Mode connections open (after `hello`).
+    pub socket_connections: Gauge,
+    /// Socket Mode envelopes by type and outcome.
+    pub socket_envelopes: Family<EnvelopeLabels, Counter>,
+    /// Socket Mode connections replaced, by reason.
+    pub socket_reconnects: Family<ReconnectLabels, Counter>,
+    /// Seconds from an envelope's arrival to its ack written.
+    pub socket_ack_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -88,7 +115,37 @@ impl Metrics {
         );
         let schedule_ticks = Family::<TickLabels, Counter>::default();
         registry.register("schedule_ticks", "Schedule ticks by schedule and outcome", schedule_ticks.clone());
-        Self { requests, accepted, duplicates, enqueue_seconds, schedule_ticks }
+        let socket_connections = Gauge::default();
+        let socket_envelopes = Family::<EnvelopeLabels, Counter>::default();
+        let socket_reconnects = Family::<ReconnectLabels, Counter>::default();
+        let socket_ack_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register("socket_connections", "Slack Socket Mode connections open", socket_connections.clone());
+        registry.register(
+            "socket_envelopes",
+            "Slack Socket Mode envelopes by type and outcome",
+            socket_envelopes.clone(),
+        );
+        registry.register(
+            "socket_reconnects",
+            "Slack Socket Mode connections replaced, by reason",
+            socket_reconnects.clone(),
+        );
+        registry.register(
+            "socket_ack_latency_seconds",
+            "Time from a Socket Mode envelope's arrival to its ack",
+            socket_ack_seconds.clone(),
+        );
+        Self {
+            requests,
+            accepted,
+            duplicates,
+            enqueue_seconds,
+            schedule_ticks,
+            socket_connections,
+            socket_envelopes,
+            socket_reconnects,
+            socket_ack_seconds,
+        }
     }
 }
 
@@ -96,6 +153,18 @@ impl Metrics {
     /// Counts `n` ticks of a schedule with an outcome.
     pub fn count_ticks(&self, schedule: &str, outcome: &'static str, n: u64) {
         self.schedule_ticks.get_or_create(&TickLabels { schedule: schedule.to_owned(), outcome }).inc_by(n);
+    }
+
+    /// Counts a Socket Mode envelope.
+    pub fn count_envelope(&self, kind: &'static str, outcome: &'static str) {
+        self.socket_envelopes.get_or_create(&EnvelopeLabels { r#type: kind, outcome }).inc();
+    }
+
+    /// Counts a replaced Socket Mode connection.
+    pub fn count_reconnect(&self, reason: &str) {
+        // Slack's reasons are a handful; anything longer is not one of them.
+        let reason = if reason.len() <= 40 { reason } else { "other" };
+        self.socket_reconnects.get_or_create(&ReconnectLabels { reason: reason.to_owned() }).inc();
     }
 
     /// Counts an accepted or duplicate event.

@@ -238,6 +238,9 @@ pub enum VerificationMethod {
     HookUrl,
     /// Made by the fleet itself from its schedules file: nothing outside sent it.
     Schedule,
+    /// Received over a Slack Socket Mode connection: the connection was opened with the app-level token over
+    /// TLS, so what arrives on it is Slack's (Socket Mode payloads carry no signature).
+    SlackSocketMode,
 }
 
 /// W3C trace context.

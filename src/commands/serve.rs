@@ -56,6 +56,9 @@ pub async fn dev(
     } else {
         banner!("  slack signing secret in use: {secret} (generated for this data directory)");
     }
+    if let Some(socket) = &config.ingress.socket_mode {
+        banner!("  slack socket mode {} connections, opened through {}", socket.connections, socket.api_url);
+    }
     match &config.slack_bot_token {
         Some(_) => banner!("  slack messages go to {}", config.slack_api_url),
         None => banner!("  slack messages go to the dev outbox: {}", outbox.display()),

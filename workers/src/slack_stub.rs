@@ -1,6 +1,10 @@
 //! A local stand-in for the Slack Web API (`POST /chat.postMessage`), the one external service the tests replace.
 //! It records every request it answers and can be told, per channel, to fail: an HTTP status, a Slack error
 //! (`channel_not_found`, `ratelimited` with `Retry-After`), or a slow answer. Feature `stub`.
+//!
+//! [`SlackStub::with_socket_mode`] also serves `apps.connections.open` and a Socket Mode server ([`socket`]).
+
+pub mod socket;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -50,8 +54,23 @@ pub struct SlackStub {
 impl SlackStub {
     /// Starts a stub on 127.0.0.1 on a free port, serving until the runtime stops.
     pub async fn start() -> std::io::Result<Self> {
+        Self::serve(axum::Router::new()).await
+    }
+
+    /// A stub that also plays Slack's Socket Mode: `apps.connections.open` on the same URL hands out connections
+    /// to the returned [`socket::SocketStub`].
+    pub async fn with_socket_mode() -> std::io::Result<(Self, socket::SocketStub)> {
+        let socket = socket::SocketStub::start().await?;
+        let extra = axum::Router::new()
+            .route("/apps.connections.open", post(socket::connections_open))
+            .with_state(socket.clone());
+        Ok((Self::serve(extra).await?, socket))
+    }
+
+    async fn serve(extra: axum::Router) -> std::io::Result<Self> {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let app = axum::Router::new().route("/chat.postMessage", post(post_message)).with_state(inner.clone());
+        let app =
+            axum::Router::new().route("/chat.postMessage", post(post_message)).with_state(inner.clone()).merge(extra);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move {

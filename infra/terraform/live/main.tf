@@ -328,10 +328,15 @@ module "ingress" {
     }, var.schedules_file == null ? {} : {
     # Every ingress task evaluates the schedules; the idempotency table keeps one event per tick.
     EVENTFLEET_SCHEDULES_FILE = var.schedules_file
+    }, var.slack_app_token_arn == null ? {} : {
+    # Each task opens its own connections; Slack sends each envelope to one of them.
+    EVENTFLEET_SLACK_SOCKET_CONNECTIONS = tostring(var.slack_socket_connections)
   })
-  secrets = {
+  secrets = merge({
     EVENTFLEET_SLACK_SIGNING_SECRET = var.slack_signing_secret_arn
-  }
+    }, var.slack_app_token_arn == null ? {} : {
+    EVENTFLEET_SLACK_APP_TOKEN = var.slack_app_token_arn
+  })
   secrets_kms_key_arns = var.secrets_kms_key_arns
 
   vpc_id             = var.vpc_id
@@ -434,6 +439,18 @@ resource "terraform_data" "retry_budget" {
     precondition {
       condition     = var.max_receive_count >= 2 * var.max_attempts
       error_message = "max_receive_count must be at least twice max_attempts: a message waiting behind a failing one of its group is received with it each time, so the queue's count runs ahead of its own attempts."
+    }
+  }
+}
+
+# Slack allows an app 10 Socket Mode connections in all; past them the tasks' slots wait on too_many_websockets.
+resource "terraform_data" "socket_mode_connections" {
+  input = { ingress_count = var.ingress_count, connections = var.slack_socket_connections }
+
+  lifecycle {
+    precondition {
+      condition     = var.slack_app_token_arn == null || var.ingress_count * var.slack_socket_connections <= 10
+      error_message = "ingress_count x slack_socket_connections must be at most 10: Slack allows an app 10 Socket Mode connections."
     }
   }
 }

@@ -261,6 +261,23 @@ variable "slack_bot_token_arn" {
   type        = string
 }
 
+variable "slack_app_token_arn" {
+  description = "ARN of the SSM SecureString parameter or Secrets Manager secret holding a Slack app-level token (xapp-, scope connections:write): set, the ingress tasks receive Slack over Socket Mode (EVENTFLEET_SLACK_APP_TOKEN). Null: HTTP only. Only the ARN enters the state."
+  type        = string
+  default     = null
+}
+
+variable "slack_socket_connections" {
+  description = "EVENTFLEET_SLACK_SOCKET_CONNECTIONS: Socket Mode connections per ingress task. Slack allows an app 10 in all, so ingress_count x this must be at most 10."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.slack_socket_connections >= 1 && var.slack_socket_connections <= 10
+    error_message = "slack_socket_connections must be 1 to 10 (Slack's limit per app)."
+  }
+}
+
 variable "secrets_kms_key_arns" {
   description = "Customer managed keys that encrypt those secrets; empty when they use the AWS managed aws/ssm or aws/secretsmanager key."
   type        = list(string)

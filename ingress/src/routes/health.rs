@@ -2,6 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
@@ -11,12 +13,22 @@ pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /ready`: the backend answers.
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /ready`: the backend answers and, with Socket Mode, at least one connection is open (503 with its state
+/// otherwise: the HTTP routes still serve).
+pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = tokio::time::timeout(state.config.backend_budget, state.store.queue.stats())
         .await
         .map_err(|_| ApiError::Unavailable("the event store did not answer in time".into()))??;
-    Ok(Json(json!({ "status": "ready", "backend": state.store.backend, "queue": stats })))
+    let mut body = json!({ "status": "ready", "backend": state.store.backend, "queue": stats });
+    let mut status = StatusCode::OK;
+    if let Some(socket) = &state.socket {
+        body["socket_mode"] = socket.report();
+        if !socket.ready() {
+            body["status"] = json!("socket_mode_down");
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
+    Ok((status, Json(body)).into_response())
 }
 
 /// `GET /version`: `{version, git_sha, backend}` (the ALB health check).

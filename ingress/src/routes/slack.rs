@@ -4,11 +4,15 @@
 //! Slack wants a 200 within 3 s; the accept path is bounded by the backend budget (2 s) and answers 503 rather
 //! than late. A retry (`X-Slack-Retry-Num`) of an accepted event is answered 200 as a duplicate.
 
+use std::collections::{BTreeMap, HashMap};
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use eventfleet_schema::{Body, EnvelopeV1, EventId, IdempotencyKey, Kind, Source, Verification, VerificationMethod};
+use eventfleet_schema::{
+    Body, EnvelopeV1, EventId, IdempotencyKey, Kind, Source, TraceContext, Verification, VerificationMethod,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -51,13 +55,89 @@ fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
     value.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 200)
 }
 
-/// What identifies a Slack delivery, read from its body.
-struct SlackIds<'a> {
-    team: &'a str,
+/// What identifies a Slack delivery, read from its body; the same whichever transport brought it (HTTP or Socket
+/// Mode), so a delivery over both is one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackIds {
+    team: String,
     /// `event_id`, or `trigger_id` for commands and interactions.
-    native_id: &'a str,
+    native_id: String,
     kind: &'static str,
-    channel: Option<&'a str>,
+    channel: Option<String>,
+}
+
+impl SlackIds {
+    /// An Events API `event_callback`.
+    pub fn event(json: &Value) -> Result<Self, ApiError> {
+        let team =
+            text(json, "/team_id").ok_or_else(|| ApiError::BadRequest("event_callback without team_id".into()))?;
+        let event_id =
+            text(json, "/event_id").ok_or_else(|| ApiError::BadRequest("event_callback without event_id".into()))?;
+        let channel = text(json, "/event/channel")
+            .or_else(|| text(json, "/event/item/channel"))
+            .or_else(|| text(json, "/event/channel/id"));
+        Ok(Self::new(team, event_id, Kind::SLACK_EVENT, channel))
+    }
+
+    /// A slash command's form fields.
+    pub fn command(form: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty() && v.len() <= 200);
+        let team = field("team_id").ok_or_else(|| ApiError::BadRequest("slash command without team_id".into()))?;
+        let trigger =
+            field("trigger_id").ok_or_else(|| ApiError::BadRequest("slash command without trigger_id".into()))?;
+        field("command").ok_or_else(|| ApiError::BadRequest("slash command without command".into()))?;
+        Ok(Self::new(team, trigger, Kind::SLACK_COMMAND, field("channel_id")))
+    }
+
+    /// An interaction's `payload` JSON (`raw` is its text, which keys interactions without a `trigger_id`).
+    pub fn interaction(json: &Value, raw: &str) -> Result<Self, ApiError> {
+        let team = text(json, "/team/id")
+            .or_else(|| text(json, "/user/team_id"))
+            .ok_or_else(|| ApiError::BadRequest("interaction without team.id".into()))?;
+        // Most interactions carry a trigger_id; the rest (view_closed, ...) are keyed by their content.
+        let native_id = match text(json, "/trigger_id") {
+            Some(trigger) => trigger.to_owned(),
+            None => hex::encode(Sha256::digest(raw.as_bytes())),
+        };
+        let channel = text(json, "/channel/id").or_else(|| text(json, "/view/id"));
+        Ok(Self::new(team, &native_id, Kind::SLACK_INTERACTION, channel))
+    }
+
+    fn new(team: &str, native_id: &str, kind: &'static str, channel: Option<&str>) -> Self {
+        Self { team: team.to_owned(), native_id: native_id.to_owned(), kind, channel: channel.map(str::to_owned) }
+    }
+
+    /// The kind (`slack.event`, `slack.command`, `slack.interaction`).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The envelope of this delivery: its key, group and source, the body as the HTTP route receives it.
+    pub fn envelope(
+        &self,
+        state: &AppState,
+        body: &[u8],
+        verification: Verification,
+        trace: Option<TraceContext>,
+        headers: BTreeMap<String, String>,
+    ) -> EnvelopeV1 {
+        let team = &self.team;
+        EnvelopeV1 {
+            event_id: EventId::new(),
+            idempotency_key: IdempotencyKey::slack(team, &self.native_id),
+            source: Source::Slack { team_id: team.clone() },
+            kind: Kind::new(self.kind),
+            message_group: match &self.channel {
+                Some(c) => format!("slack:{team}:{c}"),
+                None => format!("slack:{team}"),
+            },
+            received_at: state.store.clock.now(),
+            verification,
+            trace,
+            headers,
+            body: Body::from_bytes(body),
+        }
+    }
 }
 
 async fn enqueue(
@@ -65,26 +145,11 @@ async fn enqueue(
     headers: &HeaderMap,
     body: &[u8],
     verification: Verification,
-    ids: SlackIds<'_>,
+    ids: SlackIds,
 ) -> Result<Response, ApiError> {
-    let SlackIds { team, native_id, kind, channel } = ids;
-    let envelope = EnvelopeV1 {
-        event_id: EventId::new(),
-        idempotency_key: IdempotencyKey::slack(team, native_id),
-        source: Source::Slack { team_id: team.to_owned() },
-        kind: Kind::new(kind),
-        message_group: match channel {
-            Some(c) => format!("slack:{team}:{c}"),
-            None => format!("slack:{team}"),
-        },
-        received_at: state.store.clock.now(),
-        verification,
-        trace: trace_context(headers),
-        headers: kept_headers(headers, KEPT_HEADERS),
-        body: Body::from_bytes(body),
-    };
+    let envelope = ids.envelope(state, body, verification, trace_context(headers), kept_headers(headers, KEPT_HEADERS));
     let accepted = accept(state, envelope, Default::default()).await?;
-    if kind == Kind::SLACK_EVENT {
+    if ids.kind == Kind::SLACK_EVENT {
         return Ok(accepted.respond(StatusCode::OK));
     }
     // Slack reads a body on these routes as a reply (a message, a `response_action`): acknowledge with an empty
@@ -112,17 +177,7 @@ pub async fn events(
                 .ok_or_else(|| ApiError::BadRequest("url_verification without a challenge".into()))?;
             Ok(Json(serde_json::json!({ "challenge": challenge })).into_response())
         }
-        Some("event_callback") => {
-            let team =
-                text(&json, "/team_id").ok_or_else(|| ApiError::BadRequest("event_callback without team_id".into()))?;
-            let event_id = text(&json, "/event_id")
-                .ok_or_else(|| ApiError::BadRequest("event_callback without event_id".into()))?;
-            let channel = text(&json, "/event/channel")
-                .or_else(|| text(&json, "/event/item/channel"))
-                .or_else(|| text(&json, "/event/channel/id"));
-            let ids = SlackIds { team, native_id: event_id, kind: Kind::SLACK_EVENT, channel };
-            enqueue(&state, &headers, &body, verification, ids).await
-        }
+        Some("event_callback") => enqueue(&state, &headers, &body, verification, SlackIds::event(&json)?).await,
         Some(other) => {
             // app_rate_limited and future envelope types: acknowledged, nothing to do.
             tracing::info!(slack_type = other, "Slack envelope type acknowledged without processing");
@@ -140,13 +195,8 @@ pub async fn commands(
 ) -> Result<Response, ApiError> {
     let verification = verified(&state, &headers, &body)?;
     require_media(&headers, "application/x-www-form-urlencoded")?;
-    let form: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-    let field = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty() && v.len() <= 200);
-    let team = field("team_id").ok_or_else(|| ApiError::BadRequest("slash command without team_id".into()))?;
-    let trigger = field("trigger_id").ok_or_else(|| ApiError::BadRequest("slash command without trigger_id".into()))?;
-    field("command").ok_or_else(|| ApiError::BadRequest("slash command without command".into()))?;
-    let ids = SlackIds { team, native_id: trigger, kind: Kind::SLACK_COMMAND, channel: field("channel_id") };
-    enqueue(&state, &headers, &body, verification, ids).await
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    enqueue(&state, &headers, &body, verification, SlackIds::command(&form)?).await
 }
 
 /// `POST /slack/interactions`.
@@ -163,19 +213,5 @@ pub async fn interactions(
         .ok_or_else(|| ApiError::BadRequest("interaction without a payload field".into()))?;
     let json: Value =
         serde_json::from_str(&payload).map_err(|e| ApiError::BadRequest(format!("payload is not valid JSON: {e}")))?;
-    let team = text(&json, "/team/id")
-        .or_else(|| text(&json, "/user/team_id"))
-        .ok_or_else(|| ApiError::BadRequest("interaction without team.id".into()))?;
-    // Most interactions carry a trigger_id; the rest (view_closed, ...) are keyed by their content.
-    let digest;
-    let native_id = match text(&json, "/trigger_id") {
-        Some(trigger) => trigger,
-        None => {
-            digest = hex::encode(Sha256::digest(payload.as_bytes()));
-            &digest
-        }
-    };
-    let channel = text(&json, "/channel/id").or_else(|| text(&json, "/view/id"));
-    let ids = SlackIds { team, native_id, kind: Kind::SLACK_INTERACTION, channel };
-    enqueue(&state, &headers, &body, verification, ids).await
+    enqueue(&state, &headers, &body, verification, SlackIds::interaction(&json, &payload)?).await
 }

@@ -115,3 +115,15 @@ run "latest_tag_is_refused" {
 
   expect_failures = [var.image_tag]
 }
+
+run "socket_mode_within_slacks_connection_limit" {
+  command = plan
+
+  variables {
+    slack_app_token_arn      = "arn:aws:ssm:eu-west-1:123456789012:parameter/app"
+    ingress_count            = 6
+    slack_socket_connections = 2
+  }
+
+  expect_failures = [terraform_data.socket_mode_connections]
+}
