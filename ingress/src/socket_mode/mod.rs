@@ -144,43 +144,34 @@ async fn run_slot(shared: Arc<Shared>, slot: usize) {
         let reason = signal.reason().to_owned();
         tracing::info!(slot, connection = live.id, reason = %reason, "replacing the Socket Mode connection");
         shared.state.metrics.count_reconnect(&reason);
-        live = match signal {
-            Signal::Refresh(_) => {
-                // The old connection keeps taking envelopes until the new one has said hello.
-                let next = open_until_ok(&shared, slot, None).await;
-                live.retire().await;
-                match next {
-                    Some(next) => next,
-                    None => return,
-                }
-            }
+        if let Signal::Lost(why) = &signal {
+            tracing::warn!(slot, connection = live.id, why = %why, "Socket Mode connection lost");
+        }
+        let wait = match signal {
             Signal::LinkDisabled => {
                 stop_for_good(&shared, "Slack disabled Socket Mode for this app (link_disabled)".into());
                 live.retire().await;
                 return;
             }
-            Signal::TooMany => {
+            Signal::Refresh(_) => {
+                // The old connection keeps taking envelopes until the new one has said hello.
+                let next = open_until_ok(&shared, slot, None).await;
                 live.retire().await;
-                match open_until_ok(&shared, slot, Some(TOO_MANY_WAIT)).await {
-                    Some(next) => next,
+                match next {
+                    Some(next) => {
+                        live = next;
+                        continue;
+                    }
                     None => return,
                 }
             }
-            Signal::Lost(why) => {
-                tracing::warn!(slot, connection = live.id, why = %why, "Socket Mode connection lost");
-                live.retire().await;
-                match open_until_ok(&shared, slot, None).await {
-                    Some(next) => next,
-                    None => return,
-                }
-            }
-            Signal::Stale => {
-                live.retire().await;
-                match open_until_ok(&shared, slot, None).await {
-                    Some(next) => next,
-                    None => return,
-                }
-            }
+            Signal::TooMany => Some(TOO_MANY_WAIT),
+            Signal::Lost(_) | Signal::Stale => None,
+        };
+        live.retire().await;
+        live = match open_until_ok(&shared, slot, wait).await {
+            Some(next) => next,
+            None => return,
         };
     }
 }

@@ -114,9 +114,14 @@ impl Opener {
     /// A connection that has received `hello`.
     pub async fn open(&self) -> Result<Socket, OpenError> {
         let url = self.connection_url().await?;
+        self.connect(&url).await
+    }
+
+    /// The handshake with a URL `apps.connections.open` gave, then `hello`.
+    async fn connect(&self, url: &str) -> Result<Socket, OpenError> {
         let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
         let connect = tokio_tungstenite::connect_async_tls_with_config(
-            url.as_str(),
+            url,
             Some(config),
             true,
             Some(Connector::Rustls(self.tls.clone())),
@@ -195,4 +200,40 @@ async fn hello(socket: &mut Socket) -> Result<(), OpenError> {
         }
     }
     Err(OpenError::retry("the connection ended before hello"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opener() -> Opener {
+        let config = SocketModeConfig {
+            app_token: "xapp-1-test".into(),
+            api_url: "http://127.0.0.1:9/api/".into(),
+            connections: 1,
+            ping_timeout: Duration::from_secs(30),
+        };
+        Opener::new(&config).expect("the TLS settings build without a process-wide provider")
+    }
+
+    #[test]
+    fn the_open_url_is_under_the_api_url() {
+        assert_eq!(opener().open_url, "http://127.0.0.1:9/api/apps.connections.open");
+    }
+
+    /// The `wss://` path runs rustls with the named provider: a server that is not TLS is a retryable error,
+    /// never a panic about crypto providers.
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_retryable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let err = opener().connect(&format!("wss://{addr}/link/?ticket=1")).await.unwrap_err();
+        assert!(matches!(err, OpenError::Retry { .. }), "{err:?}");
+    }
 }
