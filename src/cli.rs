@@ -152,6 +152,20 @@ pub enum HooksCommand {
         /// Who creates it (default: `$USER`).
         #[arg(long, env = "USER", default_value = "operator")]
         by: String,
+        /// The hook's filter of GitHub deliveries.
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Set a hook's filter of GitHub deliveries (replacing the one it had), or remove it with `--clear`.
+    Filter {
+        /// Hook id.
+        id: String,
+        /// The new filter.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Remove the filter: every delivery is posted.
+        #[arg(long, conflicts_with_all = ["only", "skip"])]
+        clear: bool,
     },
     /// Every hook.
     List(JsonFlag),
@@ -165,6 +179,17 @@ pub enum HooksCommand {
         /// Hook id.
         id: String,
     },
+}
+
+/// A hook's filter: rules `event[.action][=outcome|outcome...]` (docs/operations.md, "GitHub messages").
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Post only GitHub deliveries matching this rule (repeatable), e.g. `workflow_run=failure|cancelled`.
+    #[arg(long = "only", value_name = "RULE")]
+    pub only: Vec<String>,
+    /// Never post GitHub deliveries matching this rule (repeatable), e.g. `pull_request.synchronize`.
+    #[arg(long = "skip", value_name = "RULE")]
+    pub skip: Vec<String>,
 }
 
 /// Hook kinds on the command line.

@@ -109,3 +109,34 @@ async fn serve_runs_ingress_and_workers_in_one_process() {
     assert_eq!(hooks.as_array().map(Vec::len), Some(1), "serve creates no demo hook: {hooks}");
     assert_eq!(terminate(&mut serve), Some(0), "SIGTERM drains and exits 0");
 }
+
+/// A hook's filter is set at `hooks create`, changed and removed with `hooks filter`, and shown by `hooks list`;
+/// a rule that does not parse is refused with the syntax, and nothing is created.
+#[test]
+fn hook_filters_are_set_changed_and_refused_when_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let args =
+        ["hooks", "create", "--name", "ci", "--channel", "#ci", "--secret", "--only", "workflow_run=failure|cancelled"];
+    let created: serde_json::Value = serde_json::from_str(&run_ok(data, &args)).unwrap();
+    assert_eq!(created["filter"]["only"][0], "workflow_run=failure|cancelled", "{created}");
+    let id = created["id"].as_str().unwrap();
+    let changed: serde_json::Value =
+        serde_json::from_str(&run_ok(data, &["hooks", "filter", id, "--skip", "pull_request.synchronize"])).unwrap();
+    assert_eq!(changed["filter"], serde_json::json!({"skip": ["pull_request.synchronize"]}), "{changed}");
+    let table = run_ok(data, &["hooks", "list"]);
+    assert!(table.contains("(skip pull_request.synchronize)"), "{table}");
+    let cleared: serde_json::Value = serde_json::from_str(&run_ok(data, &["hooks", "filter", id, "--clear"])).unwrap();
+    assert!(cleared["filter"].is_null(), "{cleared}");
+
+    let bad = support::run(data, &["hooks", "create", "--name", "x", "--channel", "#x", "--only", "Workflow Run"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("event[.action][=outcome|outcome...]"), "{stderr}");
+    let neither = support::run(data, &["hooks", "filter", id]);
+    assert!(!neither.status.success(), "a filter command without rules or --clear is refused");
+    let hooks: serde_json::Value = serde_json::from_str(&run_ok(data, &["hooks", "list", "--json"])).unwrap();
+    assert_eq!(hooks.as_array().map(Vec::len), Some(1), "the refused hook was not created: {hooks}");
+    let unknown = support::run(data, &["hooks", "filter", "hk_nope", "--clear"]);
+    assert!(!unknown.status.success());
+}

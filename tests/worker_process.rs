@@ -47,6 +47,7 @@ impl Setup {
             active: true,
             secret: None,
             invocation_count: 0,
+            filter: None,
             created_by: "test".into(),
             created_at: self.store.clock.now(),
         };

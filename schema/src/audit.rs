@@ -33,6 +33,8 @@ pub enum Step {
     SubscriptionConfirmed,
     /// An SNS unsubscribe confirmation arrived.
     UnsubscribeConfirmed,
+    /// The hook's filter kept the delivery from being posted (the detail names the rule).
+    Filtered,
 }
 
 impl Step {
@@ -51,6 +53,7 @@ impl Step {
             Step::Released => "released",
             Step::SubscriptionConfirmed => "subscription_confirmed",
             Step::UnsubscribeConfirmed => "unsubscribe_confirmed",
+            Step::Filtered => "filtered",
         }
     }
 

@@ -31,7 +31,7 @@ pub use ids::{DedupId, EventId, HookId, IdempotencyKey};
 pub use retry::{ErrorClass, RetryRecord, RetryStatus};
 pub use secret::Secret;
 pub use time::Timestamp;
-pub use webhook::{HookKind, Webhook};
+pub use webhook::{HookFilter, HookKind, Webhook};
 
 /// The JSON Schema of [`Envelope`], as checked in under `docs/schema/envelope.schema.json`.
 pub fn envelope_json_schema() -> String {

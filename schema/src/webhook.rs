@@ -52,8 +52,33 @@ pub struct Webhook {
     pub secret: Option<String>,
     /// Accepted invocations.
     pub invocation_count: u64,
+    /// What of its GitHub deliveries it posts; `None` posts every delivery. A filtered delivery is still
+    /// accepted, deduplicated and audited (`filtered`), only not posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<HookFilter>,
     /// Who created it.
     pub created_by: String,
     /// When.
     pub created_at: Timestamp,
+}
+
+/// A hook's filter of GitHub deliveries: rules `event[.action][=outcome|outcome…]` (`*` for any event), for
+/// example `workflow_run=failure|cancelled|timed_out` or `pull_request.opened`. A delivery is posted when it
+/// matches one of `only` (or `only` is empty) and none of `skip`. The outcome of a delivery is the run's or
+/// check's conclusion (its status until it completes) and a deployment status's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HookFilter {
+    /// Post only deliveries matching one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+    /// Never post deliveries matching one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<String>,
+}
+
+impl HookFilter {
+    /// A filter with no rules filters nothing.
+    pub fn is_empty(&self) -> bool {
+        self.only.is_empty() && self.skip.is_empty()
+    }
 }

@@ -1,13 +1,13 @@
-//! `eventfleet hooks create|list|enable|disable`.
+//! `eventfleet hooks create|list|enable|disable|filter`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use eventfleet_schema::{HookId, HookKind, Webhook};
+use eventfleet_schema::{HookFilter, HookId, HookKind, Webhook};
 use serde_json::json;
 
 use super::print_json;
-use crate::cli::{HookKindArg, HooksCommand};
+use crate::cli::{FilterArgs, HookKindArg, HooksCommand};
 use crate::config::Config;
 
 /// Runs a hooks command.
@@ -24,16 +24,20 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
             "kind": h.kind, "active": h.active, "invocation_count": h.invocation_count,
             "created_by": h.created_by, "created_at": h.created_at, "has_secret": h.secret.is_some(),
         });
+        if let Some(filter) = &h.filter {
+            v["filter"] = json!(filter);
+        }
         if let Some(secret) = &h.secret {
             v["secret"] = json!(secret);
         }
         v
     };
     match command {
-        HooksCommand::Create { name, channel, kind, secret, by } => {
+        HooksCommand::Create { name, channel, kind, secret, by, filter } => {
             if name.trim().is_empty() || channel.trim().is_empty() {
                 anyhow::bail!("--name and --channel must not be empty");
             }
+            let filter = parse_filter(filter)?;
             let hook = Webhook {
                 id: HookId::new(),
                 name,
@@ -45,6 +49,7 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
                 active: true,
                 secret: secret.then(|| hex::encode(rand::random::<[u8; 32]>())),
                 invocation_count: 0,
+                filter,
                 created_by: by,
                 created_at: store.clock.now(),
             };
@@ -68,8 +73,9 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
                 println!("{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  name", "id", "state", "kind", "channel", "calls");
                 for h in hooks {
                     let state = if h.active { "enabled" } else { "disabled" };
+                    let filter = h.filter.as_ref().map(describe).unwrap_or_default();
                     println!(
-                        "{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  {}",
+                        "{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  {}{filter}",
                         h.id,
                         state,
                         h.kind.as_str(),
@@ -79,6 +85,14 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
                     );
                 }
             }
+        }
+        HooksCommand::Filter { id, filter, clear } => {
+            let filter = parse_filter(filter)?;
+            if filter.is_none() && !clear {
+                anyhow::bail!("give --only or --skip rules, or --clear to remove the filter");
+            }
+            let h = store.webhooks.set_filter(&HookId::from_raw(id), filter.as_ref()).await?;
+            print_json(&json!({ "id": h.id, "filter": h.filter }))?;
         }
         HooksCommand::Enable { id } | HooksCommand::Disable { id } if id.trim().is_empty() => {
             anyhow::bail!("a hook id is required");
@@ -93,4 +107,23 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The filter of `--only`/`--skip`, each rule checked; `None` without rules.
+fn parse_filter(args: FilterArgs) -> anyhow::Result<Option<HookFilter>> {
+    let filter = HookFilter { only: args.only, skip: args.skip };
+    eventfleet_workers::github::filter::validate(&filter)?;
+    Ok((!filter.is_empty()).then_some(filter))
+}
+
+/// `  (only a or b; skip c)` for the hooks table.
+fn describe(filter: &HookFilter) -> String {
+    let mut parts = Vec::new();
+    if !filter.only.is_empty() {
+        parts.push(format!("only {}", filter.only.join(" or ")));
+    }
+    if !filter.skip.is_empty() {
+        parts.push(format!("skip {}", filter.skip.join(", ")));
+    }
+    format!("  ({})", parts.join("; "))
 }

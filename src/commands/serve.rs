@@ -321,6 +321,7 @@ async fn demo_hook(store: &Store, channel: &str) -> anyhow::Result<Webhook> {
         active: true,
         secret: None,
         invocation_count: 0,
+        filter: None,
         created_by: "eventfleet dev".into(),
         created_at: store.clock.now(),
     };

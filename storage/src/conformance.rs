@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventfleet_schema::{
-    AuditEntry, Body, DedupId, Envelope, EnvelopeV1, ErrorClass, EventId, HookId, HookKind, IdempotencyKey, Kind,
-    RetryRecord, RetryStatus, Source, Status, Step, Timestamp, Verification, VerificationMethod, Webhook,
+    AuditEntry, Body, DedupId, Envelope, EnvelopeV1, ErrorClass, EventId, HookFilter, HookId, HookKind, IdempotencyKey,
+    Kind, RetryRecord, RetryStatus, Source, Status, Step, Timestamp, Verification, VerificationMethod, Webhook,
 };
 
 use crate::{
@@ -758,9 +758,11 @@ pub async fn records_past_ttl_read_as_absent(h: &Harness) {
     }
 }
 
-/// The webhook registry: create, get, list, enable/disable, invocation count; duplicates and unknown ids fail.
+/// The webhook registry: create, get, list, enable/disable, filters, invocation count; duplicates and unknown ids
+/// fail.
 pub async fn webhook_registry(h: &Harness) {
     let hook = Webhook {
+        filter: None,
         id: HookId::new(),
         name: "alerts".into(),
         channel: "#ops".into(),
@@ -785,6 +787,23 @@ pub async fn webhook_registry(h: &Harness) {
         Err(StorageError::NotFound(_))
     ));
     assert_eq!(h.store.webhooks.get(&HookId::from_raw("hk_missing")).await.unwrap(), None);
+
+    // Filters: created with one, changed, removed; an empty filter is no filter.
+    let failures = HookFilter { only: vec!["workflow_run=failure|cancelled".into()], skip: vec!["push".into()] };
+    let filtered = Webhook { id: HookId::new(), filter: Some(failures.clone()), ..hook.clone() };
+    h.store.webhooks.create(&filtered).await.unwrap();
+    assert_eq!(h.store.webhooks.get(&filtered.id).await.unwrap().unwrap().filter, Some(failures));
+    let only_prs = HookFilter { only: vec!["pull_request.opened".into()], skip: Vec::new() };
+    let changed = h.store.webhooks.set_filter(&filtered.id, Some(&only_prs)).await.unwrap();
+    assert_eq!(changed.filter.as_ref(), Some(&only_prs));
+    assert_eq!(h.store.webhooks.get(&filtered.id).await.unwrap().unwrap().filter, Some(only_prs));
+    assert_eq!(h.store.webhooks.set_filter(&filtered.id, None).await.unwrap().filter, None);
+    assert_eq!(h.store.webhooks.get(&filtered.id).await.unwrap().unwrap().filter, None);
+    assert_eq!(h.store.webhooks.set_filter(&filtered.id, Some(&HookFilter::default())).await.unwrap().filter, None);
+    assert!(matches!(
+        h.store.webhooks.set_filter(&HookId::from_raw("hk_missing"), None).await,
+        Err(StorageError::NotFound(_))
+    ));
 }
 
 /// Stats count waiting, in-flight and dead messages and the oldest age.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventfleet_schema::{HookId, Webhook};
+use eventfleet_schema::{HookFilter, HookId, Webhook};
 use tokio::time::Instant;
 
 use crate::Result;
@@ -93,6 +93,11 @@ impl WebhookRegistry for CachedHooks {
     async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook> {
         self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.inner.set_active(id, active).await
+    }
+
+    async fn set_filter(&self, id: &HookId, filter: Option<&HookFilter>) -> Result<Webhook> {
+        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.inner.set_filter(id, filter).await
     }
 
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The webhook registry port.
 
 use async_trait::async_trait;
-use eventfleet_schema::{HookId, Webhook};
+use eventfleet_schema::{HookFilter, HookId, Webhook};
 
 use crate::Result;
 
@@ -19,6 +19,10 @@ pub trait WebhookRegistry: Send + Sync {
 
     /// Enables or disables a hook; returns it. Unknown id: [`crate::StorageError::NotFound`].
     async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook>;
+
+    /// Sets (or, with `None`, removes) a hook's filter; returns the hook. Unknown id:
+    /// [`crate::StorageError::NotFound`].
+    async fn set_filter(&self, id: &HookId, filter: Option<&HookFilter>) -> Result<Webhook>;
 
     /// Counts `count` accepted invocations.
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()>;

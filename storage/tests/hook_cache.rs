@@ -20,6 +20,7 @@ async fn store_with_hook() -> (tempfile::TempDir, Store, Webhook) {
         active: true,
         secret: None,
         invocation_count: 0,
+        filter: None,
         created_by: "test".into(),
         created_at: Timestamp::now_system(),
     };

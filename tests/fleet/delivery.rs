@@ -193,7 +193,60 @@ async fn github_deliveries_are_posted_with_their_event_name() {
     f.wait_for(id, Step::Succeeded).await;
     let posted = f.slack.posted();
     assert_eq!(posted[0]["channel"], "#gh");
-    assert!(posted[0]["text"].as_str().unwrap().starts_with("GitHub `ping` via test"));
+    assert!(posted[0]["text"].as_str().unwrap().starts_with(":ping_pong: GitHub hook is connected"), "{}", posted[0]);
+    assert!(posted[0]["blocks"].to_string().contains("`ping` via test"), "{}", posted[0]);
+}
+
+/// A GitHub `workflow_run` example from testdata/github with this conclusion.
+fn workflow_run(conclusion: &str) -> String {
+    let doc: Value = serde_json::from_slice(&std::fs::read(crate::testdata("github/examples.json")).unwrap()).unwrap();
+    let mut run = doc["examples"]["workflow_run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "completed")
+        .unwrap()
+        .clone();
+    run["workflow_run"]["status"] = "completed".into();
+    run["workflow_run"]["conclusion"] = conclusion.into();
+    run.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failures_only_hook_posts_the_failed_run_and_audits_the_successful_one_as_filtered() {
+    let f = Fleet::start().await;
+    let mut hook = f.hook("#ci").await;
+    let filter =
+        eventfleet_schema::HookFilter { only: vec!["workflow_run=failure|cancelled|timed_out".into()], skip: vec![] };
+    hook = f.store.webhooks.set_filter(&hook.id, Some(&filter)).await.unwrap();
+    let mut ids = Vec::new();
+    for (delivery, conclusion) in [("d-ok", "success"), ("d-bad", "failure")] {
+        let resp = f
+            .http
+            .post(format!("{}/hooks/{}", f.base, hook.id))
+            .header("content-type", "application/json")
+            .header("x-github-event", "workflow_run")
+            .header("x-github-delivery", delivery)
+            .body(workflow_run(conclusion))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "a filtered delivery is still accepted");
+        ids.push(EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap());
+    }
+    let ok_steps = f.wait_for(ids[0], Step::Succeeded).await;
+    f.wait_for(ids[1], Step::Succeeded).await;
+    let posted = f.slack.posted();
+    assert_eq!(posted.len(), 1, "only the failed run is posted: {posted:?}");
+    assert!(posted[0]["text"].as_str().unwrap().starts_with(":x: Workflow"), "{}", posted[0]);
+    assert!(ok_steps.contains(&Step::Filtered), "{ok_steps:?}");
+    let history = f.store.audit.history(ids[0]).await.unwrap();
+    let filtered = history.iter().find(|e| e.step == Step::Filtered).unwrap();
+    assert_eq!(filtered.detail["rule"], "only workflow_run=failure|cancelled|timed_out", "{}", filtered.detail);
+    assert_eq!(filtered.detail["outcome"], "success");
+    let record = f.store.idempotency.find_by_event(ids[0]).await.unwrap().unwrap();
+    assert!(record.outcome.unwrap().starts_with("filtered by hook test"));
+    assert!(!f.store.audit.history(ids[1]).await.unwrap().iter().any(|e| e.step == Step::Filtered));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

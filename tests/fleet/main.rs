@@ -130,6 +130,7 @@ impl Fleet {
             active: true,
             secret: None,
             invocation_count: 0,
+            filter: None,
             created_by: "test".into(),
             created_at: self.store.clock.now(),
         };

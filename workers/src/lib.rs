@@ -21,8 +21,10 @@
 //! - `slack_stub` (feature `stub`): a local Slack Web API stand-in for tests and the load generator.
 
 pub mod backoff;
+pub mod block_kit;
 pub mod config;
 pub mod destinations;
+pub mod github;
 pub mod handler;
 pub mod handlers;
 pub mod metrics;

@@ -67,6 +67,7 @@ impl Server {
             active: true,
             secret: secret.map(str::to_owned),
             invocation_count: 0,
+            filter: None,
             created_by: "test".into(),
             created_at: self.store.clock.now(),
         };

@@ -228,6 +228,7 @@ thread_local! {
                 active: true,
                 secret: None,
                 invocation_count: 0,
+                filter: None,
                 created_by: "fuzz".into(),
                 created_at: Timestamp::now_system(),
             };

@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use eventfleet_schema::{HookId, HookKind, Webhook};
+use eventfleet_schema::{HookFilter, HookId, HookKind, Webhook};
 
 use super::item::{Item, Reader, n, s, ts};
 use super::{AwsStore, unavailable};
@@ -26,7 +26,15 @@ fn item(h: &Webhook) -> Item {
     if let Some(secret) = &h.secret {
         item.insert("secret".into(), s(secret));
     }
+    if let Some(filter) = h.filter.as_ref().filter(|f| !f.is_empty()) {
+        item.insert("filter".into(), s(filter_json(filter)));
+    }
     item
+}
+
+fn filter_json(filter: &HookFilter) -> String {
+    // A struct of two string lists always serializes.
+    serde_json::to_string(filter).unwrap_or_default()
 }
 
 fn hook(item: &Item) -> Result<Webhook> {
@@ -42,6 +50,11 @@ fn hook(item: &Item) -> Result<Webhook> {
             .map_err(|_| StorageError::Corrupt("webhooks item: negative invocation_count".into()))?,
         created_by: r.str("created_by")?,
         created_at: r.ts("created_at")?,
+        filter: r
+            .opt_str("filter")?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| StorageError::Corrupt(format!("webhooks item: filter: {e}")))?,
     })
 }
 
@@ -60,6 +73,9 @@ impl AwsStore {
             .return_values(ReturnValue::AllNew);
         if update.contains("#active") {
             req = req.expression_attribute_names("#active", "active");
+        }
+        if update.contains("#filter") {
+            req = req.expression_attribute_names("#filter", "filter");
         }
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
@@ -126,6 +142,14 @@ impl WebhookRegistry for AwsStore {
 
     async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook> {
         hook(&self.update_hook(id, "SET #active = :a", vec![(":a", AttributeValue::Bool(active))]).await?)
+    }
+
+    async fn set_filter(&self, id: &HookId, filter: Option<&HookFilter>) -> Result<Webhook> {
+        let item = match filter.filter(|f| !f.is_empty()) {
+            Some(filter) => self.update_hook(id, "SET #filter = :f", vec![(":f", s(filter_json(filter)))]).await?,
+            None => self.update_hook(id, "REMOVE #filter", Vec::new()).await?,
+        };
+        hook(&item)
     }
 
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {

@@ -83,6 +83,10 @@ const MIGRATIONS: &[&str] = &[
         created_at        INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: a hook's filter of GitHub deliveries (JSON of `HookFilter`; NULL posts everything).
+    r#"
+    ALTER TABLE webhooks ADD COLUMN filter TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,14 +1,14 @@
 //! The webhook registry on SQLite.
 
 use async_trait::async_trait;
-use eventfleet_schema::{HookId, HookKind, Timestamp, Webhook};
+use eventfleet_schema::{HookFilter, HookId, HookKind, Timestamp, Webhook};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::EmbeddedStore;
 use crate::webhooks::WebhookRegistry;
 use crate::{Result, StorageError};
 
-const COLUMNS: &str = "id, name, channel, kind, active, secret, invocation_count, created_by, created_at";
+const COLUMNS: &str = "id, name, channel, kind, active, secret, invocation_count, created_by, created_at, filter";
 
 fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
     let kind: String = r.get(3)?;
@@ -28,18 +28,32 @@ fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
         invocation_count: r.get::<_, i64>(6)? as u64,
         created_by: r.get(7)?,
         created_at: Timestamp::from_millis(r.get(8)?),
+        filter: r
+            .get::<_, Option<String>>(9)?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?,
     })
+}
+
+fn filter_json(filter: Option<&HookFilter>) -> Result<Option<String>> {
+    filter
+        .filter(|f| !f.is_empty())
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StorageError::Invalid(format!("hook filter: {e}")))
 }
 
 #[async_trait]
 impl WebhookRegistry for EmbeddedStore {
     async fn create(&self, h: &Webhook) -> Result<()> {
         let h = h.clone();
+        let filter = filter_json(h.filter.as_ref())?;
         self.writer
             .submit(move |conn| {
                 let inserted = conn
                     .prepare_cached(&format!(
-                        "INSERT OR IGNORE INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                        "INSERT OR IGNORE INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                     ))?
                     .execute(params![
                         h.id.as_str(),
@@ -50,7 +64,8 @@ impl WebhookRegistry for EmbeddedStore {
                         h.secret,
                         h.invocation_count as i64,
                         h.created_by,
-                        h.created_at.as_millis()
+                        h.created_at.as_millis(),
+                        filter
                     ])?;
                 if inserted == 0 {
                     return Err(StorageError::Conflict(format!("hook {} exists", h.id)));
@@ -87,6 +102,19 @@ impl WebhookRegistry for EmbeddedStore {
             .submit(move |conn| {
                 conn.prepare_cached(&format!("UPDATE webhooks SET active = ?2 WHERE id = ?1 RETURNING {COLUMNS}"))?
                     .query_row(params![id, active], hook)
+                    .optional()?
+                    .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
+            })
+            .await
+    }
+
+    async fn set_filter(&self, id: &HookId, filter: Option<&HookFilter>) -> Result<Webhook> {
+        let id = id.as_str().to_owned();
+        let filter = filter_json(filter)?;
+        self.writer
+            .submit(move |conn| {
+                conn.prepare_cached(&format!("UPDATE webhooks SET filter = ?2 WHERE id = ?1 RETURNING {COLUMNS}"))?
+                    .query_row(params![id, filter], hook)
                     .optional()?
                     .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
             })

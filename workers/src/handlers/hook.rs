@@ -1,11 +1,16 @@
 //! Hook payloads (and GitHub deliveries) → the hook's Slack channel.
 //!
-//! A Slack message JSON (`text`, `blocks` or `attachments`) passes through; other JSON is shown pretty-printed
-//! in a code block; text is posted as text.
+//! A GitHub delivery is laid out by its event type ([`crate::github`]), after the hook's filter had its say (a
+//! filtered delivery is audited `filtered` with the rule, and not posted). A Slack message JSON (`text`,
+//! `blocks` or `attachments`) passes through; other JSON leads with its `title`, `message`, `summary`, `status`
+//! (or `description`) and lists its other top-level values, and is a code block only when it has none of
+//! those; text is posted as text.
 
 use async_trait::async_trait;
-use eventfleet_schema::{Envelope, HookKind};
+use eventfleet_schema::{AuditEntry, Envelope, HookKind, Step, Webhook};
+use serde_json::{Value, json};
 
+use crate::github::filter::{Decision, decide};
 use crate::slack::{SlackMessage, truncate};
 use crate::{Handler, HandlerContext, HandlerError};
 
@@ -31,6 +36,11 @@ impl Handler for HookPayload {
             .ok_or_else(|| HandlerError::Permanent(format!("hook {hook_id} no longer exists")))?;
         let body =
             envelope.as_v1().body.to_bytes().map_err(|e| HandlerError::Permanent(format!("undecodable body: {e}")))?;
+        if let Some(event) = envelope.kind().as_str().strip_prefix("github.")
+            && let Ok(payload) = serde_json::from_slice::<Value>(&body)
+        {
+            return github(ctx, envelope, &hook, event, &payload).await;
+        }
         let prefix = match (hook.kind, envelope.kind().as_str().strip_prefix("github.")) {
             (_, Some(event)) => format!("GitHub `{event}` via {}", hook.name),
             (HookKind::Alert, None) => format!(":rotating_light: {}", hook.name),
@@ -41,6 +51,34 @@ impl Handler for HookPayload {
         Ok(format!("posted to {} ({posted})", hook.channel))
     }
 }
+
+/// A GitHub delivery: filtered (audited, not posted), or laid out by its event type.
+async fn github(
+    ctx: &HandlerContext,
+    envelope: &Envelope,
+    hook: &Webhook,
+    event: &str,
+    payload: &Value,
+) -> Result<String, HandlerError> {
+    let action = payload.get("action").and_then(Value::as_str);
+    let outcome = crate::github::outcome(event, payload);
+    if let Some(filter) = &hook.filter
+        && let Decision::Filtered(rule) = decide(filter, event, action, outcome.as_deref())
+    {
+        let detail = json!({ "rule": rule, "event": event, "action": action, "outcome": outcome });
+        let entry =
+            AuditEntry::new(envelope.event_id(), ctx.store.clock.now(), Step::Filtered, "worker").with_detail(detail);
+        // The line is the trail's record of why nothing was posted: a failure to write it retries the attempt.
+        ctx.store.audit.append(vec![entry]).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))?;
+        return Ok(format!("filtered by hook {} ({rule}); not posted", hook.name));
+    }
+    let message = crate::github::message(&hook.channel, &hook.name, event, payload);
+    let posted = ctx.slack.post_message(envelope.event_id(), &message).await?;
+    Ok(format!("posted to {} ({posted})", hook.channel))
+}
+
+/// Top-level fields that say what a generic payload is about, in the order they lead the message.
+const LEAD_FIELDS: &[&str] = &["title", "message", "summary", "status", "description"];
 
 /// Builds the Slack message for a payload.
 pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
@@ -55,6 +93,9 @@ pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
                 attachments: obj.get("attachments").cloned(),
             };
         }
+        if let Some(text) = lead(prefix, obj) {
+            return SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None };
+        }
     }
     let text = match json {
         Some(value) => {
@@ -66,9 +107,48 @@ pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
     SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None }
 }
 
+/// A generic payload that says what it is about: its lead fields first, then its other top-level values as
+/// `key: value` lines (nested ones compacted), cut from the end. `None` when it has no lead field.
+fn lead(prefix: &str, obj: &serde_json::Map<String, Value>) -> Option<String> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        _ => None,
+    };
+    let leads: Vec<(&str, String)> =
+        LEAD_FIELDS.iter().filter_map(|k| obj.get(*k).and_then(scalar).map(|v| (*k, v))).collect();
+    if leads.is_empty() {
+        return None;
+    }
+    let mut out = format!("{prefix}\n");
+    for (key, value) in &leads {
+        match *key {
+            "title" => out.push_str(&format!("*{}*\n", truncate(value, 300, "…"))),
+            "status" => out.push_str(&format!("status: `{}`\n", truncate(value, 100, "…"))),
+            _ => out.push_str(&format!("{}\n", truncate(value, 1_000, "…"))),
+        }
+    }
+    for (key, value) in obj.iter().filter(|(k, _)| !LEAD_FIELDS.contains(&k.as_str())).take(20) {
+        let shown = scalar(value).unwrap_or_else(|| value.to_string());
+        out.push_str(&format!("• {key}: {}\n", truncate(&shown, 200, "…")));
+    }
+    Some(truncate(out.trim_end(), MAX_TEXT, "… (truncated)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generic_json_leads_with_what_it_is_about() {
+        let body = br#"{"details":{"host":"db-1","disk":"/var"},"status":"firing","message":"disk 95% full","zz":1}"#;
+        let m = render("#c", "ops", body);
+        assert!(m.text.starts_with("ops\ndisk 95% full\nstatus: `firing`\n"), "{}", m.text);
+        assert!(m.text.contains("• details: {\"disk\":\"/var\",\"host\":\"db-1\"}"), "{}", m.text);
+        assert!(!m.text.contains("```"), "no code block when the payload says what it is: {}", m.text);
+        let long = format!(r#"{{"title":"t","blob":"{}"}}"#, "x".repeat(10_000));
+        assert!(render("#c", "ops", long.as_bytes()).text.len() < 3_100);
+    }
 
     #[test]
     fn slack_json_passes_through() {
