@@ -66,6 +66,11 @@ impl Fleet {
     fn kill_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        self.restart();
+    }
+
+    /// The same command again on the same data directory and stub (the old process has exited).
+    fn restart(&mut self) {
         let (child, base) = spawn(self.command, self.dir.path(), &self.slack, self.connections, &self.extra);
         (self.child, self.base) = (child, base);
     }
@@ -310,7 +315,8 @@ async fn with_the_store_failing_nothing_is_acked_and_the_redelivery_is_enqueued_
     let ack = fleet.socket.acks(&envelope)[0].clone();
     let deliveries = fleet.socket.deliveries(&envelope);
     assert!(deliveries.len() > failed_deliveries, "acked on a redelivery after recovery");
-    assert!(deliveries.iter().filter(|d| d.at < ack.at).all(|d| d.retry_attempt < deliveries.len() as u64));
+    let acked_delivery = deliveries.iter().rev().find(|d| d.at <= ack.at).expect("a delivery before the ack");
+    assert!(acked_delivery.retry_attempt >= failed_deliveries as u64, "the ack answers a redelivery after recovery");
     let store = fleet.store();
     let queued = drain(&store).await;
     assert_eq!(queued.len(), 1, "enqueued once");
@@ -375,7 +381,7 @@ async fn a_refresh_requested_disconnect_mid_stream_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_before_the_acks_redelivers_to_the_restarted_ingress_and_each_event_is_handled_once() {
-    const N: usize = 100;
+    const N: usize = 200;
     // A message the killed worker had started comes back after its visibility timeout: keep it short.
     let mut fleet = Fleet::start("dev", 1, SHORT_LEASES).await;
     fleet.socket.set_redelivery(Duration::from_secs(1), 30);
@@ -383,7 +389,16 @@ async fn sigkill_before_the_acks_redelivers_to_the_restarted_ingress_and_each_ev
         (0..N).map(|i| fleet.socket.send("events_api", event(&format!("Ev0KILL{i:04}")))).collect();
     let some_acked = fleet.socket.wait_for(WAIT, |s| s.unacked().len() <= N - 5).await;
     assert!(some_acked, "the first acks arrived");
-    fleet.kill_and_restart();
+    // Hold the store's write lock from here to the kill, so envelopes are still in flight when it lands however
+    // fast this machine is; released with the connection after the kill.
+    let lock = rusqlite::Connection::open(fleet.dir.path().join("fleet.db")).unwrap();
+    lock.busy_timeout(Duration::from_secs(10)).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let child = &mut fleet.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(lock);
+    fleet.restart();
     let unacked_at_kill = fleet.socket.unacked().len();
     fleet.wait_connections(1).await;
     let all_acked = fleet.socket.wait_for(Duration::from_secs(60), |s| s.unacked().is_empty()).await;
@@ -424,7 +439,8 @@ async fn killed_after_the_enqueue_and_before_slack_saw_the_ack_the_redelivery_is
     let all_acked = fleet.socket.wait_for(Duration::from_secs(60), |s| s.unacked().is_empty()).await;
     assert!(all_acked, "every envelope acked after the restart: {} left", fleet.socket.unacked().len());
     assert!(envelopes.iter().all(|e| fleet.socket.deliveries(e).len() >= 2), "each was redelivered");
-    assert_eq!(fleet.envelopes("duplicate").await, N as u64, "each redelivery found its event durable");
+    // At least one per envelope: on a loaded machine a redelivery may also race the first ack.
+    assert!(fleet.envelopes("duplicate").await >= N as u64, "each redelivery found its event durable");
     for i in 0..N {
         let native = format!("Ev0LOST{i:04}");
         let steps = handled(&store, &native).await;
@@ -456,7 +472,9 @@ async fn link_disabled_stops_socket_mode_and_the_http_routes_keep_serving() {
     assert_eq!(status, 503, "{body}");
     assert!(body["socket_mode"]["stopped"].as_str().unwrap().contains("link_disabled"), "{body}");
     assert!(fleet.socket.wait_for(WAIT, |s| s.open_connections().is_empty()).await, "the connection closed");
-    assert_eq!(fleet.socket.connections_opened(), 1, "no reconnect after link_disabled");
+    // Longer than the first reconnect delay (0.5 s): a reconnect would show within it.
+    let reconnected = fleet.socket.wait_for(Duration::from_secs(3), |s| s.connections_opened() > 1).await;
+    assert!(!reconnected, "no reconnect after link_disabled");
     let answer = fleet.post_http(&event("Ev0OVERHTTP")).await;
     assert_eq!(answer.status(), 200, "the HTTP route still accepts");
 }

@@ -34,6 +34,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn sample_rss(&mut self) {
         if let Some(kib) = rss_kib(self.child.id(), "VmHWM:") {
             self.peak_rss_kib = self.peak_rss_kib.max(kib);

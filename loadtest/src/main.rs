@@ -13,6 +13,7 @@
 //! - `receiver`: the local HTTP destination of `--route`.
 //! - `checks`: after the run, nothing lost, nothing handled twice, nothing left in flight.
 //! - `baseline`: the plain axum server returning 200 that every figure is compared with.
+//! - `socket`: Slack Socket Mode envelopes through a local stub, against the same events over HTTP.
 
 mod baseline;
 mod checks;
@@ -22,6 +23,7 @@ mod prepare;
 mod receiver;
 mod run;
 mod send;
+mod socket;
 mod traffic;
 
 use std::net::SocketAddr;
@@ -88,6 +90,19 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Slack Socket Mode: envelopes from a local Socket Mode stub to `eventfleet serve` (embedded store),
+    /// then the same events over HTTP to the same process; prints one JSON report.
+    Socket {
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Socket Mode connections of the ingress.
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        /// Envelopes (and HTTP requests) in flight at most.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+    },
     /// Closed loop of signed Slack events against a target; prints one JSON report.
     Slack {
         /// Base URL of the target (`http://127.0.0.1:8080`); the path `/slack/events` is appended.
@@ -148,6 +163,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Baseline { listen } => baseline::serve(listen).await,
+        Command::Socket { duration, connections, window } => {
+            let report =
+                socket::run(Duration::from_secs(duration.max(1)), connections.clamp(1, 10), window.max(1)).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            anyhow::ensure!(report.lost == 0, "{} acked envelopes have no event on record", report.lost);
+            Ok(())
+        }
         Command::Slack { target, secret, duration, concurrency } => {
             let url = target.trim_end_matches('/').to_owned();
             // Built and signed before the timed phase (40,000 a second of the run, above what this machine

@@ -91,13 +91,16 @@ impl WebhookRegistry for CachedHooks {
     }
 
     async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook> {
+        let changed = self.inner.set_active(id, active).await;
+        // After the write: a read racing it would otherwise cache the old hook for the whole TTL.
         self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        self.inner.set_active(id, active).await
+        changed
     }
 
     async fn set_filter(&self, id: &HookId, filter: Option<&HookFilter>) -> Result<Webhook> {
+        let changed = self.inner.set_filter(id, filter).await;
         self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        self.inner.set_filter(id, filter).await
+        changed
     }
 
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {

@@ -234,6 +234,24 @@ async fn a_failures_only_hook_posts_the_failed_run_and_audits_the_successful_one
         assert_eq!(resp.status(), 202, "a filtered delivery is still accepted");
         ids.push(EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap());
     }
+    // GitHub's form content type carries the same JSON in `payload`: the filter applies to it too.
+    let form = format!(
+        "payload={}",
+        url::form_urlencoded::byte_serialize(workflow_run("success").as_bytes()).collect::<String>()
+    );
+    let resp = f
+        .http
+        .post(format!("{}/hooks/{}", f.base, hook.id))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-github-event", "workflow_run")
+        .header("x-github-delivery", "d-form")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let form_id = EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap();
+    assert!(f.wait_for(form_id, Step::Succeeded).await.contains(&Step::Filtered), "a form delivery is filtered too");
     let ok_steps = f.wait_for(ids[0], Step::Succeeded).await;
     f.wait_for(ids[1], Step::Succeeded).await;
     let posted = f.slack.posted();

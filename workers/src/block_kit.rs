@@ -25,9 +25,28 @@ pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// A link in mrkdwn; the label escaped, and `|` (which would end it) replaced.
+/// An `http(s)` URL fit for a link, else `None`: a payload's URL such as `!channel` would otherwise become
+/// `<!channel|…>`, which notifies the whole channel.
+pub fn safe_url(url: &str) -> Option<&str> {
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 2_000
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '|'));
+    ok.then_some(url)
+}
+
+/// A link in mrkdwn; the label escaped, and `|` (which would end it) replaced. A URL that is not `http(s)` leaves
+/// the label alone.
 pub fn link(url: &str, label: &str) -> String {
-    format!("<{}|{}>", url.replace(['<', '>', '|', ' '], ""), escape(label).replace('|', "¦"))
+    let label = escape(label).replace('|', "¦");
+    match safe_url(url) {
+        Some(url) => format!("<{url}|{label}>"),
+        None => label,
+    }
+}
+
+/// Inline code in mrkdwn: escaped, with no backtick to end it early.
+pub fn code(text: &str) -> String {
+    format!("`{}`", escape(text).replace('`', "'"))
 }
 
 /// A section of mrkdwn text, cut to the limit.
@@ -116,6 +135,9 @@ mod tests {
     fn escapes_and_links() {
         assert_eq!(escape("a < b & c > d"), "a &lt; b &amp; c &gt; d");
         assert_eq!(link("https://x/y", "a|b <c>"), "<https://x/y|a¦b &lt;c&gt;>");
+        assert_eq!(link("!channel", "open"), "open");
+        assert_eq!(link("https://x/<!channel>", "open"), "open");
+        assert_eq!(code("a`b<c"), "`a'b&lt;c`");
     }
 
     #[test]

@@ -134,6 +134,16 @@ fn a_push_lists_its_commits_and_an_alert_its_severity_and_package() {
 }
 
 #[test]
+fn urls_that_are_not_http_are_never_links() {
+    let mut status = example("deployment_status", "created");
+    status["deployment_status"]["log_url"] = "!channel".into();
+    status["deployment_status"]["state"] = "fail<!here>".into();
+    status["deployment_status"]["description"] = "<!everyone> see `this`".into();
+    let text = shown(&message("#ops", "ops", "deployment_status", &status));
+    assert!(!text.contains("<!"), "no special mention can be formed: {text}");
+}
+
+#[test]
 fn huge_and_hostile_fields_stay_within_the_limits() {
     let mut pr = example("pull_request", "opened");
     pr["pull_request"]["title"] = "<!channel> *bold* `tick` |pipe| ".repeat(500).into();

@@ -89,15 +89,16 @@ impl SlackIds {
         Ok(Self::new(team, trigger, Kind::SLACK_COMMAND, field("channel_id")))
     }
 
-    /// An interaction's `payload` JSON (`raw` is its text, which keys interactions without a `trigger_id`).
-    pub fn interaction(json: &Value, raw: &str) -> Result<Self, ApiError> {
+    /// An interaction's `payload` JSON. Interactions without a `trigger_id` are keyed by a digest of the JSON
+    /// in one canonical form (keys sorted), so the same payload over HTTP and Socket Mode has one key.
+    pub fn interaction(json: &Value) -> Result<Self, ApiError> {
         let team = text(json, "/team/id")
             .or_else(|| text(json, "/user/team_id"))
             .ok_or_else(|| ApiError::BadRequest("interaction without team.id".into()))?;
         // Most interactions carry a trigger_id; the rest (view_closed, ...) are keyed by their content.
         let native_id = match text(json, "/trigger_id") {
             Some(trigger) => trigger.to_owned(),
-            None => hex::encode(Sha256::digest(raw.as_bytes())),
+            None => hex::encode(Sha256::digest(json.to_string().as_bytes())),
         };
         let channel = text(json, "/channel/id").or_else(|| text(json, "/view/id"));
         Ok(Self::new(team, &native_id, Kind::SLACK_INTERACTION, channel))
@@ -213,5 +214,5 @@ pub async fn interactions(
         .ok_or_else(|| ApiError::BadRequest("interaction without a payload field".into()))?;
     let json: Value =
         serde_json::from_str(&payload).map_err(|e| ApiError::BadRequest(format!("payload is not valid JSON: {e}")))?;
-    enqueue(&state, &headers, &body, verification, SlackIds::interaction(&json, &payload)?).await
+    enqueue(&state, &headers, &body, verification, SlackIds::interaction(&json)?).await
 }

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::envelope::{Frame, Incoming, Plan, ack, parse, plan};
 use super::open::Socket;
-use crate::AppState;
 use crate::accept::accept;
+use crate::{ApiError, AppState};
 
 /// Envelopes of one connection being accepted at once; past it, reading waits (Slack redelivers what is not
 /// acked in time, so waiting loses nothing).
@@ -66,6 +66,8 @@ impl Signal {
 pub struct Live {
     /// A number for logs.
     pub id: u64,
+    /// When it said hello.
+    pub opened_at: Instant,
     /// What happened to it (one signal, then the channel closes when the connection has ended).
     pub signals: mpsc::Receiver<Signal>,
     retire: CancellationToken,
@@ -78,7 +80,7 @@ impl Live {
         let (signals_tx, signals) = mpsc::channel(4);
         let retire = CancellationToken::new();
         let task = tokio::spawn(serve(state, socket, id, ping_timeout, signals_tx, retire.clone()));
-        Self { id, signals, retire, task }
+        Self { id, opened_at: Instant::now(), signals, retire, task }
     }
 
     /// Lets the envelopes already read finish, acks them, closes; returns when the connection has ended.
@@ -128,7 +130,8 @@ async fn serve(
         status.closed();
     }
     if let Some(signal) = signal {
-        let _ = signals.send(signal).await;
+        // Never waits: the slot may be busy retiring this very connection.
+        let _ = signals.try_send(signal);
     }
 }
 
@@ -153,6 +156,9 @@ async fn run(
     let mut reading = true;
     let mut stop_reading_at: Option<tokio::time::Instant> = None;
     let mut ended: Option<Signal> = None;
+    let mut asked_to_go = false;
+    // A write that does not finish within the ping timeout means the peer stopped reading: the connection is dead.
+    let write_timeout = ping_timeout;
     loop {
         let retiring = stop_reading_at.is_some();
         if retiring && !reading && tasks.is_empty() && acks.is_empty() {
@@ -163,8 +169,8 @@ async fn run(
             // Acks first: an accepted envelope's ack never waits behind reading.
             biased;
             Some((text, received)) = acks.recv() => {
-                if let Err(e) = sink.send(Message::text(text)).await {
-                    ended = Some(Signal::Lost(format!("writing an ack: {e}")));
+                if let Err(signal) = write(&mut sink, Message::text(text), write_timeout, "an ack").await {
+                    ended = Some(signal);
                     break;
                 }
                 state.metrics.socket_ack_seconds.observe(received.elapsed().as_secs_f64());
@@ -211,9 +217,11 @@ async fn run(
                             "too_many_websockets" => Signal::TooMany,
                             _ => Signal::Refresh(reason),
                         };
-                        // The slot opens a replacement and then retires this one; reading goes on meanwhile.
-                        if signals.send(signal).await.is_err() {
-                            break;
+                        // The slot opens a replacement and then retires this one; reading goes on meanwhile. One
+                        // request is enough, and a full channel must never stop this loop.
+                        if !asked_to_go {
+                            asked_to_go = true;
+                            let _ = signals.try_send(signal);
                         }
                     }
                     Ok(Frame::Hello) => {}
@@ -222,14 +230,19 @@ async fn run(
                 }
             }
             _ = ping.tick() => {
+                // While reading waits (the in-flight limit, retiring) frames are not read, pongs included: that
+                // time says nothing of the connection.
+                if !(reading && permits.available_permits() > 0) {
+                    last_frame = Instant::now();
+                }
                 if last_frame.elapsed() > ping_timeout {
                     tracing::warn!(connection = id, silent_s = last_frame.elapsed().as_secs(),
                         "no frame from Slack within the ping timeout: the connection is half-open");
                     ended = Some(Signal::Stale);
                     break;
                 }
-                if let Err(e) = sink.send(Message::Ping(Default::default())).await {
-                    ended = Some(Signal::Lost(format!("writing a ping: {e}")));
+                if let Err(signal) = write(&mut sink, Message::Ping(Default::default()), write_timeout, "a ping").await {
+                    ended = Some(signal);
                     break;
                 }
             }
@@ -251,6 +264,20 @@ async fn run(
     ended
 }
 
+/// Writes one frame within `timeout`; how the connection ended when it could not.
+async fn write<S>(sink: &mut S, message: Message, timeout: Duration, what: &str) -> Result<(), Signal>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    match tokio::time::timeout(timeout, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Signal::Lost(format!("writing {what}: {e}"))),
+        // The peer stopped reading: the connection is as good as half-open.
+        Err(_) => Err(Signal::Stale),
+    }
+}
+
 /// Accepts one envelope and queues its ack; a backend failure queues none.
 async fn handle(state: &AppState, connection: u64, incoming: Incoming, acks: &mpsc::Sender<(String, Instant)>) {
     let received = Instant::now();
@@ -258,6 +285,11 @@ async fn handle(state: &AppState, connection: u64, incoming: Incoming, acks: &mp
         Ok(Plan::Accept(envelope)) => match accept(state, *envelope, Default::default()).await {
             Ok(accepted) if accepted.duplicate => Outcome::Duplicate,
             Ok(_) => Outcome::Accepted,
+            // What no redelivery can change (over HTTP a 4xx) is acked, or Slack would send it again for nothing.
+            Err(e) if !matches!(e, ApiError::Unavailable(_) | ApiError::Internal(_)) => {
+                tracing::warn!(connection, envelope_id = %incoming.envelope_id, error = %e, "envelope refused");
+                Outcome::Rejected
+            }
             Err(e) => {
                 tracing::warn!(connection, envelope_id = %incoming.envelope_id, retry_attempt = incoming.retry_attempt,
                     error = %e, "envelope not accepted; no ack, so Slack redelivers it");

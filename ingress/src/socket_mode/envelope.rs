@@ -125,10 +125,13 @@ pub fn plan(state: &AppState, incoming: &Incoming) -> Result<Plan, ApiError> {
             }
             let raw = incoming.payload.to_string();
             let body = form_urlencoded::Serializer::new(String::new()).append_pair("payload", &raw).finish();
-            (SlackIds::interaction(&incoming.payload, &raw)?, body.into_bytes(), "application/x-www-form-urlencoded")
+            (SlackIds::interaction(&incoming.payload)?, body.into_bytes(), "application/x-www-form-urlencoded")
         }
         other => return Ok(Plan::Ignore(format!("envelope type {other:?}"))),
     };
+    if body.len() > state.config.body_limit {
+        return Err(ApiError::PayloadTooLarge { limit: state.config.body_limit });
+    }
     let mut headers = BTreeMap::from([("content-type".to_owned(), media.to_owned())]);
     // The HTTP twin's retry headers, so a worker sees a redelivery the same way.
     if incoming.retry_attempt > 0 {

@@ -130,9 +130,24 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     while slots.join_next().await.is_some() {}
 }
 
+/// A connection that lived at least this long reset its slot's backoff; one that died sooner makes the next
+/// open wait (a peer that closes right after `hello` must not be reconnected at network speed).
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+fn backoff() -> backon::ExponentialBackoff {
+    // Jittered so that the slots of a fleet restarted together do not reconnect in step.
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Keeps one connection open.
 async fn run_slot(shared: Arc<Shared>, slot: usize) {
     let Some(mut live) = open_until_ok(&shared, slot, None).await else { return };
+    let mut short_lived = backoff();
     loop {
         let signal = tokio::select! {
             signal = live.signals.recv() => signal.unwrap_or_else(|| Signal::Lost("ended".into())),
@@ -166,7 +181,11 @@ async fn run_slot(shared: Arc<Shared>, slot: usize) {
                 }
             }
             Signal::TooMany => Some(TOO_MANY_WAIT),
-            Signal::Lost(_) | Signal::Stale => None,
+            Signal::Lost(_) | Signal::Stale if live.opened_at.elapsed() < HEALTHY_AFTER => short_lived.next(),
+            Signal::Lost(_) | Signal::Stale => {
+                short_lived = backoff();
+                None
+            }
         };
         live.retire().await;
         live = match open_until_ok(&shared, slot, wait).await {
@@ -184,13 +203,7 @@ async fn open_until_ok(shared: &Shared, slot: usize, first_wait: Option<Duration
     {
         return None;
     }
-    // Jittered so that the slots of a fleet restarted together do not reconnect in step.
-    let mut delays = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut delays = backoff();
     loop {
         let opened = tokio::select! {
             opened = shared.opener.open() => opened,

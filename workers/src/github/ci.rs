@@ -3,13 +3,14 @@
 
 use serde_json::Value;
 
-use super::{Summary, bold, duration, first_line, number, short_sha, state_marker, state_words, text};
+use super::{Summary, bold, code, duration, first_line, number, short_sha, state_marker, state_words, text};
 
 /// The state of a run, job, suite or check: its conclusion once it has one, else its status.
 fn state(v: &Value, object: &str) -> String {
-    text(v, &format!("/{object}/conclusion"))
+    let state = text(v, &format!("/{object}/conclusion"))
         .or_else(|| text(v, &format!("/{object}/status")))
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_else(|| "unknown".into());
+    super::escape(&state)
 }
 
 /// `workflow_run`: "Workflow *CI* #42 failed", the branch, the trigger, the duration, the head commit.
@@ -20,7 +21,7 @@ pub fn workflow_run(p: &Value) -> Summary {
     let mut details = Vec::new();
     let mut facts = Vec::new();
     if let Some(event) = text(p, "/workflow_run/event") {
-        facts.push(format!("triggered by `{event}`"));
+        facts.push(format!("triggered by {}", code(&event)));
     }
     if text(p, "/workflow_run/conclusion").is_some()
         && let Some(took) = duration(text(p, "/workflow_run/run_started_at"), text(p, "/workflow_run/updated_at"))
@@ -35,7 +36,7 @@ pub fn workflow_run(p: &Value) -> Summary {
     }
     if let Some(message) = text(p, "/workflow_run/head_commit/message") {
         let sha = text(p, "/workflow_run/head_sha").unwrap_or_default();
-        details.push(format!("`{}` {}", short_sha(&sha), first_line(&message, 200)));
+        details.push(format!("{} {}", short_sha(&sha), first_line(&message, 200)));
     }
     Summary {
         marker: state_marker(&state),
@@ -82,7 +83,7 @@ pub fn check_suite(p: &Value) -> Summary {
     let sha = text(p, "/check_suite/head_sha").unwrap_or_default();
     let mut details = Vec::new();
     if let Some(message) = text(p, "/check_suite/head_commit/message") {
-        details.push(format!("`{}` {}", short_sha(&sha), first_line(&message, 200)));
+        details.push(format!("{} {}", short_sha(&sha), first_line(&message, 200)));
     }
     if let Some(took) = duration(text(p, "/check_suite/created_at"), text(p, "/check_suite/updated_at"))
         && text(p, "/check_suite/conclusion").is_some()
@@ -119,7 +120,7 @@ pub fn check_run(p: &Value) -> Summary {
     if p["action"] == "requested_action"
         && let Some(action) = text(p, "/requested_action/identifier")
     {
-        details.push(format!("requested action `{action}`"));
+        details.push(format!("requested action {}", code(&action)));
     }
     details.extend(pull_requests(p, "/check_run/pull_requests"));
     Summary {

@@ -33,8 +33,12 @@ pub fn push(p: &Value) -> Summary {
             let author = c["author"]["username"].as_str().or_else(|| c["author"]["name"].as_str()).unwrap_or("");
             let line = first_line(c["message"].as_str().unwrap_or_default(), 120);
             match c["url"].as_str() {
-                Some(url) => format!("{} {line} — {}", super::link(url, short_sha(sha)), escape(author)),
-                None => format!("`{}` {line} — {}", short_sha(sha), escape(author)),
+                Some(url) => format!(
+                    "{} {line} — {}",
+                    super::link(url, &sha.chars().take(7).collect::<String>()),
+                    escape(author)
+                ),
+                None => format!("{} {line} — {}", short_sha(sha), escape(author)),
             }
         })
         .collect();
@@ -67,7 +71,7 @@ pub fn pull_request(p: &Value) -> Summary {
                 .unwrap_or_default();
             (":eyes:", format!("review requested{who}"))
         }
-        other => (":twisted_rightwards_arrows:", other.replace('_', " ")),
+        other => (":twisted_rightwards_arrows:", escape(&other.replace('_', " "))),
     };
     let num = number(p, "/pull_request/number").or_else(|| number(p, "/number")).unwrap_or_default();
     let title = text(p, "/pull_request/title").unwrap_or_default();
@@ -84,7 +88,7 @@ pub fn pull_request(p: &Value) -> Summary {
     if action == "labeled"
         && let Some(label) = text(p, "/label/name")
     {
-        details.push(format!("label `{}`", escape(&label)));
+        details.push(format!("label {}", super::code(&label)));
     }
     let reference = match (text(p, "/pull_request/head/ref"), text(p, "/pull_request/base/ref")) {
         (Some(head), Some(base)) => Some(format!("{head} → {base}")),
@@ -112,7 +116,7 @@ pub fn release(p: &Value) -> Summary {
     }
     Summary {
         marker: if action == "deleted" { ":wastebasket:" } else { ":package:" },
-        headline: format!("Release {} {}{pre}", bold(&name), action.replace('_', " ")),
+        headline: format!("Release {} {}{pre}", bold(&name), escape(&action.replace('_', " "))),
         url: text(p, "/release/html_url"),
         reference: Some(tag).filter(|t| !t.is_empty()),
         sender: text(p, "/sender/login").or_else(|| text(p, "/release/author/login")),
@@ -132,7 +136,7 @@ pub fn issues(p: &Value) -> Summary {
         "deleted" => ":wastebasket:",
         _ => ":memo:",
     };
-    let mut words = action.replace('_', " ");
+    let mut words = escape(&action.replace('_', " "));
     match action.as_str() {
         "assigned" | "unassigned" => {
             if let Some(who) = text(p, "/assignee/login") {
@@ -141,7 +145,7 @@ pub fn issues(p: &Value) -> Summary {
         }
         "labeled" | "unlabeled" => {
             if let Some(label) = text(p, "/label/name") {
-                words.push_str(&format!(" `{}`", escape(&label)));
+                words.push_str(&format!(" {}", super::code(&label)));
             }
         }
         "milestoned" | "demilestoned" => {
@@ -154,7 +158,7 @@ pub fn issues(p: &Value) -> Summary {
     let labels: Vec<String> = p
         .pointer("/issue/labels")
         .and_then(Value::as_array)
-        .map(|ls| ls.iter().filter_map(|l| l["name"].as_str()).take(10).map(|l| format!("`{}`", escape(l))).collect())
+        .map(|ls| ls.iter().filter_map(|l| l["name"].as_str()).take(10).map(super::code).collect())
         .unwrap_or_default();
     Summary {
         marker,

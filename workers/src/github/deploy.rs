@@ -7,11 +7,11 @@ use super::{Summary, bold, first_line, short_sha, state_marker, text};
 /// `deployment`: "Deployment of `main` to *production* created".
 pub fn deployment(p: &Value) -> Summary {
     let environment = text(p, "/deployment/environment").unwrap_or_else(|| "an environment".into());
-    let action = text(p, "/action").unwrap_or_else(|| "created".into());
+    let action = super::escape(&text(p, "/action").unwrap_or_else(|| "created".into()));
     let mut details = Vec::new();
     if let Some(sha) = text(p, "/deployment/sha") {
         let task = text(p, "/deployment/task").unwrap_or_else(|| "deploy".into());
-        details.push(format!("task `{task}` at `{}`", short_sha(&sha)));
+        details.push(format!("task {} at {}", super::code(&task), short_sha(&sha)));
     }
     if let Some(description) = text(p, "/deployment/description") {
         details.push(first_line(&description, 300));
@@ -42,14 +42,14 @@ pub fn deployment_status(p: &Value) -> Summary {
         "in_progress" => "is in progress".to_owned(),
         "queued" => "is queued".to_owned(),
         "pending" => "is pending".to_owned(),
-        other => other.replace('_', " "),
+        other => super::escape(&other.replace('_', " ")),
     };
     let mut details = Vec::new();
     if let Some(description) = text(p, "/deployment_status/description") {
         details.push(first_line(&description, 300));
     }
     if let Some(sha) = text(p, "/deployment/sha") {
-        details.push(format!("at `{}`", short_sha(&sha)));
+        details.push(format!("at {}", short_sha(&sha)));
     }
     let url = text(p, "/deployment_status/log_url")
         .or_else(|| text(p, "/deployment_status/target_url"))
@@ -65,17 +65,9 @@ pub fn deployment_status(p: &Value) -> Summary {
     }
 }
 
-/// The repository's deployments page (a deployment has no page of its own).
+/// The repository's deployments page (a deployment has no page of its own), the environment percent-encoded.
 fn deployments_url(p: &Value, environment: &str) -> Option<String> {
-    let repo = text(p, "/repository/html_url")?;
-    Some(format!("{repo}/deployments/{}", url_escape(environment)))
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let mut url = url::Url::parse(&text(p, "/repository/html_url")?).ok()?;
+    url.path_segments_mut().ok()?.pop_if_empty().push("deployments").push(environment);
+    Some(url.into())
 }

@@ -13,7 +13,7 @@ pub fn ping(p: &Value) -> Summary {
     let id = p["hook_id"].as_i64().or_else(|| p["hook"]["id"].as_i64()).map(|n| format!(" {n}")).unwrap_or_default();
     let mut details = Vec::new();
     if let Some(events) = p.pointer("/hook/events").and_then(Value::as_array) {
-        let names: Vec<String> = events.iter().filter_map(Value::as_str).take(20).map(|e| format!("`{e}`")).collect();
+        let names: Vec<String> = events.iter().filter_map(Value::as_str).take(20).map(super::code).collect();
         if !names.is_empty() {
             details.push(format!("sends {}", names.join(" ")));
         }
@@ -33,7 +33,8 @@ pub fn ping(p: &Value) -> Summary {
 
 /// Any other event: "GitHub `issue_comment` created: *Login fails*", linked to the thing it is about.
 pub fn other(event: &str, p: &Value) -> Summary {
-    let action = text(p, "/action").map(|a| format!(" {}", a.replace('_', " "))).unwrap_or_default();
+    let action = text(p, "/action").map(|a| format!(" {}", escape(&a.replace('_', " ")))).unwrap_or_default();
+    let event_code = super::code(event);
     // The thing the delivery is about: the object named like the event, else the first object with a page.
     let subject = p.get(event).filter(|v| v.is_object()).or_else(|| {
         p.as_object()?
@@ -57,8 +58,8 @@ pub fn other(event: &str, p: &Value) -> Summary {
     Summary {
         marker: ":information_source:",
         headline: match name {
-            Some(name) => format!("GitHub `{event}`{action}: {}", bold(name)),
-            None => format!("GitHub `{event}`{action}"),
+            Some(name) => format!("GitHub {event_code}{action}: {}", bold(name)),
+            None => format!("GitHub {event_code}{action}"),
         },
         url,
         details,

@@ -20,7 +20,8 @@ pub mod security;
 
 use serde_json::Value;
 
-use crate::block_kit::{self, escape, link};
+use crate::block_kit::{self, safe_url};
+pub(crate) use crate::block_kit::{code, escape, link};
 use crate::slack::{SlackMessage, truncate};
 
 /// What a delivery says, before it is laid out.
@@ -105,8 +106,8 @@ pub fn message(channel: &str, hook: &str, event: &str, payload: &Value) -> Slack
 
 /// Lays a summary out as Block Kit, within its limits, with a one-line `text` fallback.
 pub fn layout(channel: &str, hook: &str, s: &Summary) -> SlackMessage {
-    let headline = match &s.url {
-        Some(url) => format!("{} {}", s.marker, link_headline(url, &s.headline)),
+    let headline = match s.url.as_deref().and_then(safe_url) {
+        Some(url) => format!("{} {} · <{url}|open on GitHub>", s.marker, s.headline),
         None => format!("{} {}", s.marker, s.headline),
     };
     let mut context = Vec::new();
@@ -117,12 +118,12 @@ pub fn layout(channel: &str, hook: &str, s: &Summary) -> SlackMessage {
         });
     }
     if let Some(reference) = &s.reference {
-        context.push(format!("`{}`", escape(reference).replace('`', "'")));
+        context.push(code(reference));
     }
     if let Some(sender) = &s.sender {
         context.push(format!("by {}", escape(sender)));
     }
-    context.push(format!("`{}` via {}", s.event, escape(hook)));
+    context.push(format!("{} via {}", code(&s.event), escape(hook)));
     let mut blocks = vec![block_kit::section(&headline), block_kit::context(&context)];
     if !s.details.is_empty() {
         blocks.push(block_kit::section(&s.details.join("\n")));
@@ -141,11 +142,6 @@ pub fn layout(channel: &str, hook: &str, s: &Summary) -> SlackMessage {
         blocks: Some(Value::Array(blocks)),
         attachments: None,
     }
-}
-
-/// The headline with its first bold part turned into the link (so the whole line stays readable).
-fn link_headline(url: &str, headline: &str) -> String {
-    format!("{headline} · <{}|open on GitHub>", url.replace(['<', '>', '|', ' '], ""))
 }
 
 /// mrkdwn made plain for the notification text: no `*`. The escapes stay: Slack reads `text` as mrkdwn too,
@@ -187,9 +183,9 @@ pub(crate) fn first_line(text: &str, max: usize) -> String {
     escape(&truncate(line, max, "…"))
 }
 
-/// The first seven characters of a commit id.
-pub(crate) fn short_sha(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
+/// The first seven characters of a commit id, as inline code.
+pub(crate) fn short_sha(sha: &str) -> String {
+    code(&sha.chars().take(7).collect::<String>())
 }
 
 /// `12m 5s` between two RFC 3339 times, when both parse and the end is not before the start.

@@ -26,7 +26,7 @@ fn words(action: &str) -> String {
         "resolve" => "resolved".into(),
         "closed_by_user" => "closed".into(),
         "appeared_in_branch" => "appeared in a branch".into(),
-        other => other.replace('_', " "),
+        other => escape(&other.replace('_', " ")),
     }
 }
 
@@ -44,14 +44,14 @@ pub fn dependabot_alert(p: &Value) -> Summary {
     {
         let ecosystem = text(p, "/alert/security_vulnerability/package/ecosystem").unwrap_or_default();
         let range = text(p, "/alert/security_vulnerability/vulnerable_version_range").unwrap_or_default();
-        facts.push(format!("package `{}` {}", escape(&format!("{ecosystem}/{package}")), escape(&range)));
+        facts.push(format!("package {} {}", super::code(&format!("{ecosystem}/{package}")), escape(&range)));
     }
     if let Some(fixed) = text(p, "/alert/security_vulnerability/first_patched_version/identifier") {
-        facts.push(format!("patched in `{}`", escape(&fixed)));
+        facts.push(format!("patched in {}", super::code(&fixed)));
     }
     let mut details = vec![facts.join(" · ")];
     if let Some(manifest) = text(p, "/alert/dependency/manifest_path") {
-        details.push(format!("in `{}`", escape(&manifest)));
+        details.push(format!("in {}", super::code(&manifest)));
     }
     if let Some(id) = text(p, "/alert/security_advisory/cve_id").or_else(|| text(p, "/alert/security_advisory/ghsa_id"))
     {
@@ -79,7 +79,7 @@ pub fn code_scanning_alert(p: &Value) -> Summary {
     let num = number(p, "/alert/number").map(|n| format!(" #{n}")).unwrap_or_default();
     let mut facts = vec![format!("severity *{}*", escape(&severity))];
     if let Some(id) = text(p, "/alert/rule/id") {
-        facts.push(format!("rule `{}`", escape(&id)));
+        facts.push(format!("rule {}", super::code(&id)));
     }
     if let Some(tool) = text(p, "/alert/tool/name") {
         facts.push(format!("by {}", escape(&tool)));
@@ -89,7 +89,7 @@ pub fn code_scanning_alert(p: &Value) -> Summary {
     if let Some(path) = path {
         let line =
             number(p, "/alert/most_recent_instance/location/start_line").map(|l| format!(":{l}")).unwrap_or_default();
-        details.push(format!("at `{}{line}`", escape(&path)));
+        details.push(format!("at {}", super::code(&format!("{path}{line}"))));
     }
     let reference = text(p, "/ref")
         .or_else(|| text(p, "/alert/most_recent_instance/ref"))
@@ -113,7 +113,7 @@ pub fn secret_scanning_alert(p: &Value) -> Summary {
     let num = number(p, "/alert/number").map(|n| format!(" #{n}")).unwrap_or_default();
     let mut details = Vec::new();
     if let Some(resolution) = text(p, "/alert/resolution") {
-        details.push(format!("resolution `{}`", escape(&resolution)));
+        details.push(format!("resolution {}", super::code(&resolution)));
     }
     if p.pointer("/alert/push_protection_bypassed") == Some(&Value::Bool(true)) {
         details.push("pushed past push protection".into());
@@ -136,10 +136,10 @@ pub fn repository_vulnerability_alert(p: &Value) -> Summary {
     let severity = text(p, "/alert/severity").unwrap_or_else(|| "unknown".into());
     let mut facts = vec![format!("severity *{}*", escape(&severity))];
     if let Some(range) = text(p, "/alert/affected_range") {
-        facts.push(format!("affects `{}`", escape(&range)));
+        facts.push(format!("affects {}", super::code(&range)));
     }
     if let Some(fixed) = text(p, "/alert/fixed_in") {
-        facts.push(format!("fixed in `{}`", escape(&fixed)));
+        facts.push(format!("fixed in {}", super::code(&fixed)));
     }
     let mut details = vec![facts.join(" · ")];
     if let Some(id) = text(p, "/alert/external_identifier").or_else(|| text(p, "/alert/ghsa_id")) {
@@ -173,7 +173,7 @@ pub fn security_advisory(p: &Value) -> Summary {
                 .filter_map(|v| {
                     let name = v["package"]["name"].as_str()?;
                     let range = v["vulnerable_version_range"].as_str().unwrap_or_default();
-                    Some(format!("`{}` {}", escape(name), escape(range)))
+                    Some(format!("{} {}", super::code(name), escape(range)))
                 })
                 .collect()
         })

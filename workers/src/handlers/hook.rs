@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use eventfleet_schema::{AuditEntry, Envelope, HookKind, Step, Webhook};
 use serde_json::{Value, json};
 
+use crate::block_kit::{code, escape};
 use crate::github::filter::{Decision, decide};
 use crate::slack::{SlackMessage, truncate};
 use crate::{Handler, HandlerContext, HandlerError};
@@ -36,10 +37,14 @@ impl Handler for HookPayload {
             .ok_or_else(|| HandlerError::Permanent(format!("hook {hook_id} no longer exists")))?;
         let body =
             envelope.as_v1().body.to_bytes().map_err(|e| HandlerError::Permanent(format!("undecodable body: {e}")))?;
-        if let Some(event) = envelope.kind().as_str().strip_prefix("github.")
-            && let Ok(payload) = serde_json::from_slice::<Value>(&body)
-        {
-            return github(ctx, envelope, &hook, event, &payload).await;
+        if let Some(event) = envelope.kind().as_str().strip_prefix("github.") {
+            // GitHub sends JSON, or with the form content type the same JSON in a `payload` field.
+            let payload = serde_json::from_slice::<Value>(&body).ok().or_else(|| {
+                url::form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == "payload")
+                    .and_then(|(_, v)| serde_json::from_str(&v).ok())
+            });
+            return github(ctx, envelope, &hook, event, payload.as_ref(), &body).await;
         }
         let prefix = match (hook.kind, envelope.kind().as_str().strip_prefix("github.")) {
             (_, Some(event)) => format!("GitHub `{event}` via {}", hook.name),
@@ -58,10 +63,12 @@ async fn github(
     envelope: &Envelope,
     hook: &Webhook,
     event: &str,
-    payload: &Value,
+    payload: Option<&Value>,
+    body: &[u8],
 ) -> Result<String, HandlerError> {
-    let action = payload.get("action").and_then(Value::as_str);
-    let outcome = crate::github::outcome(event, payload);
+    // A body that is not JSON still meets the filter, on its event alone.
+    let action = payload.and_then(|p| p.get("action")).and_then(Value::as_str);
+    let outcome = payload.and_then(|p| crate::github::outcome(event, p));
     if let Some(filter) = &hook.filter
         && let Decision::Filtered(rule) = decide(filter, event, action, outcome.as_deref())
     {
@@ -72,7 +79,10 @@ async fn github(
         ctx.store.audit.append(vec![entry]).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))?;
         return Ok(format!("filtered by hook {} ({rule}); not posted", hook.name));
     }
-    let message = crate::github::message(&hook.channel, &hook.name, event, payload);
+    let message = match payload {
+        Some(payload) => crate::github::message(&hook.channel, &hook.name, event, payload),
+        None => render(&hook.channel, &format!("GitHub `{event}` via {}", hook.name), body),
+    };
     let posted = ctx.slack.post_message(envelope.event_id(), &message).await?;
     Ok(format!("posted to {} ({posted})", hook.channel))
 }
@@ -120,17 +130,18 @@ fn lead(prefix: &str, obj: &serde_json::Map<String, Value>) -> Option<String> {
     if leads.is_empty() {
         return None;
     }
+    // The payload's words are laid out as mrkdwn here (not in a code block): escaped.
     let mut out = format!("{prefix}\n");
     for (key, value) in &leads {
         match *key {
-            "title" => out.push_str(&format!("*{}*\n", truncate(value, 300, "…"))),
-            "status" => out.push_str(&format!("status: `{}`\n", truncate(value, 100, "…"))),
-            _ => out.push_str(&format!("{}\n", truncate(value, 1_000, "…"))),
+            "title" => out.push_str(&format!("*{}*\n", escape(&truncate(value, 300, "…")).replace('*', "∗"))),
+            "status" => out.push_str(&format!("status: {}\n", code(&truncate(value, 100, "…")))),
+            _ => out.push_str(&format!("{}\n", escape(&truncate(value, 1_000, "…")))),
         }
     }
     for (key, value) in obj.iter().filter(|(k, _)| !LEAD_FIELDS.contains(&k.as_str())).take(20) {
         let shown = scalar(value).unwrap_or_else(|| value.to_string());
-        out.push_str(&format!("• {key}: {}\n", truncate(&shown, 200, "…")));
+        out.push_str(&format!("• {}: {}\n", escape(key), escape(&truncate(&shown, 200, "…"))));
     }
     Some(truncate(out.trim_end(), MAX_TEXT, "… (truncated)"))
 }
@@ -145,6 +156,8 @@ mod tests {
         let m = render("#c", "ops", body);
         assert!(m.text.starts_with("ops\ndisk 95% full\nstatus: `firing`\n"), "{}", m.text);
         assert!(m.text.contains("• details: {\"disk\":\"/var\",\"host\":\"db-1\"}"), "{}", m.text);
+        let hostile = render("#c", "ops", br#"{"message":"<!channel> down","status":"a`b"}"#);
+        assert!(hostile.text.contains("&lt;!channel&gt; down") && hostile.text.contains("`a'b`"), "{}", hostile.text);
         assert!(!m.text.contains("```"), "no code block when the payload says what it is: {}", m.text);
         let long = format!(r#"{{"title":"t","blob":"{}"}}"#, "x".repeat(10_000));
         assert!(render("#c", "ops", long.as_bytes()).text.len() < 3_100);

@@ -73,6 +73,8 @@ struct Inner {
     open_error: Option<String>,
     ack_deadline: Duration,
     max_retries: u64,
+    /// Envelopes with at least one ack.
+    acked: u64,
 }
 
 /// A running Socket Mode stub.
@@ -99,6 +101,7 @@ impl SocketStub {
             open_error: None,
             ack_deadline: Duration::from_secs(3),
             max_retries: 3,
+            acked: 0,
         }));
         let stub = Self { ws_url, inner, changed: Arc::new(Notify::new()) };
         let accepting = stub.clone();
@@ -241,6 +244,17 @@ impl SocketStub {
         self.lock().envelopes.get(envelope_id).map(|s| s.acks.clone()).unwrap_or_default()
     }
 
+    /// Envelopes sent and envelopes acked at least once, counted as they happen (for load tests).
+    pub fn counts(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.order.len() as u64, inner.acked)
+    }
+
+    /// Wakes when a connection opens or closes, or an ack arrives.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
     /// Envelopes without an ack.
     pub fn unacked(&self) -> Vec<String> {
         let inner = self.lock();
@@ -343,8 +357,13 @@ impl SocketStub {
         if inner.connections.get(&connection).is_some_and(|c| c.lose_acks) {
             return;
         }
+        let mut first = false;
         if let Some(sent) = inner.envelopes.get_mut(&envelope_id) {
+            first = sent.acks.is_empty();
             sent.acks.push(Ack { connection, at: Instant::now(), wall: std::time::SystemTime::now() });
+        }
+        if first {
+            inner.acked += 1;
         }
         drop(inner);
         self.changed.notify_waiters();
