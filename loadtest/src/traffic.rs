@@ -91,9 +91,16 @@ impl Traffic {
     }
 
     fn github(&self, n: u64, resend: bool) -> Planned {
+        // A push as GitHub sends it (trimmed); the commit's message carries the marker into the formatted post.
+        let repo = format!("acme/service-{}", n % 16);
+        let sha = format!("{n:040x}");
         let body = serde_json::json!({
-            "marker": format!("lt-{n}"), "ref": "refs/heads/main",
-            "repository": {"full_name": format!("acme/service-{}", n % 16)}, "pusher": {"name": "loadtest"}
+            "ref": "refs/heads/main", "before": "0".repeat(40), "after": sha, "size": 1,
+            "compare": format!("https://github.com/{repo}/compare/{sha}"),
+            "commits": [{"id": sha, "message": format!("lt-{n} deploy"), "url": format!("https://github.com/{repo}/commit/{sha}"),
+                         "author": {"name": "Load Test", "username": "loadtest"}}],
+            "repository": {"full_name": repo, "html_url": format!("https://github.com/{repo}")},
+            "pusher": {"name": "loadtest"}, "sender": {"login": "loadtest"}
         })
         .to_string();
         let request = Request {
