@@ -85,6 +85,12 @@ impl IdempotencyKey {
         &self.0
     }
 
+    /// The sender's own id of the event: what follows the key's last `:` (Slack `event_id` or `trigger_id`,
+    /// `X-GitHub-Delivery`, SNS `MessageId`, a hook's `Idempotency-Key`, a tick). Operators search by it.
+    pub fn sender_id(&self) -> &str {
+        self.0.rsplit(':').next().unwrap_or(&self.0)
+    }
+
     /// The queue deduplication id of the first delivery of this key: sha256 of the key, hex (64 characters,
     /// inside SQS's 128-character limit whatever the key's length).
     pub fn dedup_id(&self) -> DedupId {

@@ -462,6 +462,35 @@ pub async fn racing_accepts_make_one_event_with_one_received_and_one_enqueued_li
     assert!(h.receive(10, VIS).await.is_empty(), "one message for twenty deliveries");
 }
 
+/// An event is found by the sender's own id, the key's text after its last `:`, whatever its prefix; an id that
+/// only begins or ends the same finds nothing.
+pub async fn an_event_is_found_by_the_senders_own_id(h: &Harness) {
+    let sender_id = format!("Ev{}", h.scope.replace(['_', '-'], ""));
+    let (accepted, _) = h.accept(&sender_id).await;
+    let other = IdempotencyKey::from_raw(format!("other:arn:aws:sns:eu-west-1:1:t:{sender_id}"));
+    let mut msg = OutgoingMessage::first_delivery(envelope(other.clone(), &h.group("other"), "other"));
+    msg.envelope.set_event_id(EventId::new());
+    let second = h.store.protocol.accept(msg, Duration::from_secs(3600), "ingress:conformance").await.unwrap();
+    // Indexes of a real DynamoDB table are eventually consistent: poll briefly.
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        found = h.store.idempotency.find_by_sender_id(&sender_id).await.unwrap();
+        if found.len() == 2 {
+            break;
+        }
+        h.advance(Duration::from_millis(100)).await;
+    }
+    let mut ids: Vec<EventId> = found.iter().map(|r| r.event_id).collect();
+    ids.sort();
+    let mut want = vec![accepted.event_id(), second.event_id()];
+    want.sort();
+    assert_eq!(ids, want, "{found:?}");
+    assert!(found.iter().any(|r| r.key == other));
+    let prefix = &sender_id[..sender_id.len() - 1];
+    assert!(h.store.idempotency.find_by_sender_id(prefix).await.unwrap().is_empty());
+    assert!(h.store.idempotency.find_by_sender_id(&sender_id[1..]).await.unwrap().is_empty());
+}
+
 /// The happy path: accepted, started as attempt 1, succeeded (DONE, deleted, its line); a later delivery of the
 /// same key is a duplicate, and a stray copy of the message on the queue is skipped without running.
 pub async fn a_delivery_starts_succeeds_and_a_copy_is_skipped(h: &Harness) {
@@ -849,6 +878,7 @@ macro_rules! conformance_suite {
             long_poll_returns_on_arrival_and_times_out_empty,
             racing_accepts_make_one_event_with_one_received_and_one_enqueued_line,
             a_delivery_starts_succeeds_and_a_copy_is_skipped,
+            an_event_is_found_by_the_senders_own_id,
             a_retry_hides_the_message_and_counts_the_attempt,
             a_stopped_attempt_counts_until_the_attempts_are_used_up,
             a_dead_letter_is_recorded_and_its_replay_runs_as_a_first_attempt,

@@ -6,6 +6,9 @@ use eventfleet_schema::{EventId, IdempotencyKey, IdempotencyRecord};
 
 use crate::Result;
 
+/// At most this many records answer one [`Idempotency::find_by_sender_id`].
+pub const SENDER_ID_MATCHES: usize = 20;
+
 /// Idempotency records, one per key, following [`eventfleet_schema::Status::can_become`].
 #[async_trait]
 pub trait Idempotency: Send + Sync {
@@ -20,4 +23,8 @@ pub trait Idempotency: Send + Sync {
 
     /// The record of an event id, unless absent or expired (operators look events up either way).
     async fn find_by_event(&self, event_id: EventId) -> Result<Option<IdempotencyRecord>>;
+    /// The live records whose key ends in this sender's own id ([`IdempotencyKey::sender_id`]: a Slack
+    /// `event_id`, an `X-GitHub-Delivery`, an SNS `MessageId`), newest first, at most [`SENDER_ID_MATCHES`].
+    /// Several sources may share an id, so there can be more than one.
+    async fn find_by_sender_id(&self, sender_id: &str) -> Result<Vec<IdempotencyRecord>>;
 }

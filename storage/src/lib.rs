@@ -46,7 +46,7 @@ pub use clock::{Clock, FixedClock, SystemClock, TokioClock};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;
-pub use idempotency::Idempotency;
+pub use idempotency::{Idempotency, SENDER_ID_MATCHES};
 pub use protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};
 pub use queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
 pub use retries::RetryRecords;

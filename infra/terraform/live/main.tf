@@ -128,11 +128,19 @@ module "idempotency_table" {
   name          = "${var.name_prefix}-idempotency"
   hash_key      = { name = "key", type = "S" }
   ttl_attribute = "ttl"
-  global_secondary_indexes = [{
-    name       = "by_event_id"
-    hash_key   = { name = "event_id", type = "S" }
-    projection = "ALL"
-  }]
+  global_secondary_indexes = [
+    {
+      name       = "by_event_id"
+      hash_key   = { name = "event_id", type = "S" }
+      projection = "ALL"
+    },
+    {
+      # Operators find an event by the sender's own id (the key's text after its last ':').
+      name       = "by_sender_id"
+      hash_key   = { name = "sender_id", type = "S" }
+      projection = "KEYS_ONLY"
+    },
+  ]
   kms_key_arn         = module.tables_key.arn
   deletion_protection = var.deletion_protection
   tags                = local.tags

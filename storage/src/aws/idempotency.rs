@@ -11,10 +11,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use eventfleet_schema::{EventId, IdempotencyKey, IdempotencyRecord, Status, Timestamp};
 
 use super::item::{Item, Reader, n, s, ts, ttl};
-use super::names::EVENT_ID_INDEX;
+use super::names::{EVENT_ID_INDEX, SENDER_ID_INDEX};
 use super::{AwsStore, unavailable};
 use crate::Result;
-use crate::idempotency::Idempotency;
+use crate::idempotency::{Idempotency, SENDER_ID_MATCHES};
 
 pub(super) fn record(item: &Item) -> Result<IdempotencyRecord> {
     let r = Reader::new(item, "idempotency");
@@ -43,6 +43,7 @@ pub(super) fn new_item(
         ("key".into(), s(key.as_str())),
         ("status".into(), s(status.as_str())),
         ("event_id".into(), s(event_id.to_string())),
+        ("sender_id".into(), s(key.sender_id())),
         ("first_seen".into(), ts(now)),
         ("last_seen".into(), ts(now)),
         ("duplicate_count".into(), n(0)),
@@ -217,5 +218,30 @@ impl Idempotency for AwsStore {
             }
         }
         Ok(records.into_iter().max_by_key(|r| r.first_seen))
+    }
+
+    async fn find_by_sender_id(&self, sender_id: &str) -> Result<Vec<IdempotencyRecord>> {
+        // The index holds keys only (and is eventually consistent): each match is read from the table.
+        let out = self
+            .clients
+            .dynamodb
+            .query()
+            .table_name(&self.names.idempotency_table)
+            .index_name(SENDER_ID_INDEX)
+            .key_condition_expression("sender_id = :id")
+            .expression_attribute_values(":id", s(sender_id))
+            .send()
+            .await
+            .map_err(|e| unavailable("Query idempotency by sender id", e))?;
+        let mut records = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            let Some(key) = item.get("key").and_then(|k| k.as_s().ok()) else { continue };
+            if let Some(rec) = self.get(&IdempotencyKey::from_raw(key.as_str())).await? {
+                records.push(rec);
+            }
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.first_seen));
+        records.truncate(SENDER_ID_MATCHES);
+        Ok(records)
     }
 }

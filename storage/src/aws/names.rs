@@ -5,6 +5,9 @@ use serde::Serialize;
 
 /// The idempotency table's index on `event_id` (`events show <event id>`).
 pub const EVENT_ID_INDEX: &str = "by_event_id";
+/// The idempotency table's index on `sender_id`, the key's text after its last `:` (find an event by the
+/// sender's own id). Keys only: the records are read from the table.
+pub const SENDER_ID_INDEX: &str = "by_sender_id";
 /// The TTL attribute every expiring table carries, in epoch seconds.
 pub const TTL_ATTRIBUTE: &str = "ttl";
 /// The CloudWatch namespace unless configured.
@@ -91,12 +94,20 @@ impl Names {
                     hash_key: s("key"),
                     range_key: None,
                     ttl_attribute: Some(TTL_ATTRIBUTE),
-                    global_secondary_indexes: vec![IndexDescription {
-                        name: EVENT_ID_INDEX,
-                        hash_key: s("event_id"),
-                        range_key: None,
-                        projection: "ALL",
-                    }],
+                    global_secondary_indexes: vec![
+                        IndexDescription {
+                            name: EVENT_ID_INDEX,
+                            hash_key: s("event_id"),
+                            range_key: None,
+                            projection: "ALL",
+                        },
+                        IndexDescription {
+                            name: SENDER_ID_INDEX,
+                            hash_key: s("sender_id"),
+                            range_key: None,
+                            projection: "KEYS_ONLY",
+                        },
+                    ],
                 },
                 TableDescription {
                     role: "audit",

@@ -265,10 +265,10 @@ impl AwsStore {
         horizon: Duration,
     ) -> Result<()> {
         const KEEP: &str = "SET #s = :status, outcome = :outcome, last_seen = :now, event_id = if_not_exists(event_id, :e), \
-             first_seen = if_not_exists(first_seen, :now), duplicate_count = if_not_exists(duplicate_count, :zero), \
+             sender_id = if_not_exists(sender_id, :sid), first_seen = if_not_exists(first_seen, :now), duplicate_count = if_not_exists(duplicate_count, :zero), \
              expires_at = if_not_exists(expires_at, :exp), #t = if_not_exists(#t, :ttl) REMOVE lease_until";
-        const FRESH: &str = "SET #s = :status, outcome = :outcome, last_seen = :now, event_id = :e, first_seen = :now, \
-             duplicate_count = :zero, expires_at = :exp, #t = :ttl REMOVE lease_until";
+        const FRESH: &str = "SET #s = :status, outcome = :outcome, last_seen = :now, event_id = :e, sender_id = :sid, \
+             first_seen = :now, duplicate_count = :zero, expires_at = :exp, #t = :ttl REMOVE lease_until";
         let now = self.now();
         let expires = now.plus(horizon);
         let update = |expression: &str| {
@@ -284,6 +284,7 @@ impl AwsStore {
                 .expression_attribute_values(":outcome", s(outcome))
                 .expression_attribute_values(":now", ts(now))
                 .expression_attribute_values(":e", s(msg.envelope.event_id().to_string()))
+                .expression_attribute_values(":sid", s(msg.envelope.idempotency_key().sender_id()))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":exp", ts(expires))
                 .expression_attribute_values(":ttl", ttl(expires))

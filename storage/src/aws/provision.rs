@@ -116,7 +116,7 @@ pub async fn create(
                 GlobalSecondaryIndex::builder()
                     .index_name(index.name)
                     .set_key_schema(Some(index_keys))
-                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .projection(Projection::builder().projection_type(ProjectionType::from(index.projection)).build())
                     .build()
                     .map_err(|e| StorageError::Invalid(e.to_string()))?,
             );

@@ -7,10 +7,14 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::EmbeddedStore;
 use crate::Result;
-use crate::idempotency::Idempotency;
+use crate::idempotency::{Idempotency, SENDER_ID_MATCHES};
 
 pub(super) const COLUMNS: &str =
     "key, status, event_id, first_seen, last_seen, duplicate_count, lease_until, outcome, expires_at";
+
+/// The key's text after its last `:` ([`IdempotencyKey::sender_id`]) in SQL: `rtrim` by every character but
+/// `:` leaves the key up to its last `:`. Migration 3 indexes this very expression; queries must spell it alike.
+pub(super) const SENDER_ID: &str = "substr(key, length(rtrim(key, replace(key, ':', ''))) + 1)";
 
 pub(super) fn record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
     let status: String = row.get(1)?;
@@ -68,6 +72,19 @@ impl Idempotency for EmbeddedStore {
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM idempotency WHERE event_id = ?1 AND expires_at > ?2"))?
                 .query_row(params![event_id.to_string(), now], record)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn find_by_sender_id(&self, sender_id: &str) -> Result<Vec<IdempotencyRecord>> {
+        let (sender_id, now) = (sender_id.to_owned(), self.now());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM idempotency WHERE {SENDER_ID} = ?1 AND expires_at > ?2
+                 ORDER BY first_seen DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![sender_id, now, SENDER_ID_MATCHES as i64], record)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -87,6 +87,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE webhooks ADD COLUMN filter TEXT;
     "#,
+    // 3: operators find an event by the sender's own id, the key's text after its last ':' (the expression is
+    // `idempotency::SENDER_ID`; an expression index covers the rows written before it too).
+    r#"
+    CREATE INDEX idempotency_sender ON idempotency (substr(key, length(rtrim(key, replace(key, ':', ''))) + 1));
+    "#,
 ];
 
 /// The schema version this build writes.
