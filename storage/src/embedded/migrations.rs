@@ -129,4 +129,19 @@ mod tests {
         conn.execute_batch(&format!("PRAGMA user_version = {}", CURRENT + 1)).unwrap();
         assert!(matches!(migrate(&mut conn), Err(StorageError::Invalid(_))));
     }
+
+    /// The sender-id lookup spells the indexed expression alike, so SQLite searches the index instead of
+    /// scanning the table.
+    #[test]
+    fn the_sender_id_lookup_uses_its_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT key FROM idempotency WHERE {} = ?1 AND expires_at > ?2",
+            super::super::idempotency::SENDER_ID
+        );
+        let plan: Vec<String> =
+            conn.prepare(&sql).unwrap().query_map(["m-1", "0"], |r| r.get(3)).unwrap().map(|r| r.unwrap()).collect();
+        assert!(plan.iter().any(|p| p.contains("USING INDEX idempotency_sender")), "{plan:?}");
+    }
 }
