@@ -491,6 +491,21 @@ pub async fn an_event_is_found_by_the_senders_own_id(h: &Harness) {
     assert!(h.store.idempotency.find_by_sender_id(&sender_id[1..]).await.unwrap().is_empty());
 }
 
+/// Many keys are read at once, in the order asked, absent ones as `None`, a key asked twice answered twice; more
+/// keys than one batched read holds are split.
+pub async fn many_records_are_read_at_once_in_the_order_asked(h: &Harness) {
+    let (a, _) = h.accept("many-a").await;
+    let (b, _) = h.accept("many-b").await;
+    let mut keys = vec![h.key("many-b"), h.key("many-absent"), h.key("many-a"), h.key("many-b")];
+    keys.extend((0..150).map(|i| h.key(&format!("many-none-{i}"))));
+    let got = h.store.idempotency.get_many(&keys).await.unwrap();
+    assert_eq!(got.len(), keys.len());
+    let ids: Vec<Option<EventId>> = got.iter().take(4).map(|r| r.as_ref().map(|r| r.event_id)).collect();
+    assert_eq!(ids, vec![Some(b.event_id()), None, Some(a.event_id()), Some(b.event_id())]);
+    assert!(got[4..].iter().all(Option::is_none));
+    assert!(h.store.idempotency.get_many(&[]).await.unwrap().is_empty());
+}
+
 /// The happy path: accepted, started as attempt 1, succeeded (DONE, deleted, its line); a later delivery of the
 /// same key is a duplicate, and a stray copy of the message on the queue is skipped without running.
 pub async fn a_delivery_starts_succeeds_and_a_copy_is_skipped(h: &Harness) {
@@ -879,6 +894,7 @@ macro_rules! conformance_suite {
             racing_accepts_make_one_event_with_one_received_and_one_enqueued_line,
             a_delivery_starts_succeeds_and_a_copy_is_skipped,
             an_event_is_found_by_the_senders_own_id,
+            many_records_are_read_at_once_in_the_order_asked,
             a_retry_hides_the_message_and_counts_the_attempt,
             a_stopped_attempt_counts_until_the_attempts_are_used_up,
             a_dead_letter_is_recorded_and_its_replay_runs_as_a_first_attempt,

@@ -21,6 +21,10 @@ pub trait Idempotency: Send + Sync {
     /// The record, unless absent or expired.
     async fn get(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>>;
 
+    /// The records of many keys at once, in the order asked (`None` where absent or expired): one batched read
+    /// per hundred keys on DynamoDB instead of a round trip per key.
+    async fn get_many(&self, keys: &[IdempotencyKey]) -> Result<Vec<Option<IdempotencyRecord>>>;
+
     /// The record of an event id, unless absent or expired (operators look events up either way).
     async fn find_by_event(&self, event_id: EventId) -> Result<Option<IdempotencyRecord>>;
     /// The live records whose key ends in this sender's own id ([`IdempotencyKey::sender_id`]: a Slack

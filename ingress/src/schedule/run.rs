@@ -24,6 +24,9 @@ pub const GRACE: Duration = Duration::from_secs(60);
 /// it, and beyond the idempotency horizon (whose records have expired), a schedule reads as new.
 pub const LOOK_BACK: usize = 1_000;
 
+/// Ticks looked up per read of the look-back (one `BatchGetItem` on DynamoDB).
+const LOOK_BACK_BATCH: usize = 100;
+
 /// The most ticks one late wake-up counts as missed (a per-second schedule suspended for a day).
 const MAX_LATE: usize = 100_000;
 
@@ -59,16 +62,20 @@ pub async fn look_back(
     horizon: Duration,
 ) -> Result<LookBack, StorageError> {
     let oldest = at - chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::MAX);
+    let ticks: Vec<DateTime<Utc>> =
+        schedule.ticks_back_from(at).take(limit).take_while(|tick| *tick >= oldest).collect();
     let mut missed = Vec::new();
-    for tick in schedule.ticks_back_from(at).take(limit) {
-        if tick < oldest {
-            break;
+    // A batch of keys per read: a new schedule looks back all `limit` ticks, one round trip each would take
+    // tens of seconds on DynamoDB.
+    for chunk in ticks.chunks(LOOK_BACK_BATCH) {
+        let keys: Vec<IdempotencyKey> =
+            chunk.iter().map(|tick| IdempotencyKey::schedule(&schedule.name, &tick_label(*tick))).collect();
+        for (tick, record) in chunk.iter().zip(store.idempotency.get_many(&keys).await?) {
+            if let Some(record) = record {
+                return Ok(LookBack { last: Some(LastTick { tick: *tick, record }), missed });
+            }
+            missed.push(*tick);
         }
-        let key = IdempotencyKey::schedule(&schedule.name, &tick_label(tick));
-        if let Some(record) = store.idempotency.get(&key).await? {
-            return Ok(LookBack { last: Some(LastTick { tick, record }), missed });
-        }
-        missed.push(tick);
     }
     Ok(LookBack { last: None, missed })
 }

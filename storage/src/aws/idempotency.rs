@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use eventfleet_schema::{EventId, IdempotencyKey, IdempotencyRecord, Status, Timestamp};
 
 use super::item::{Item, Reader, n, s, ts, ttl};
@@ -148,6 +150,38 @@ impl AwsStore {
     pub(super) async fn write_idempotency(&self, write: Write, now: Timestamp) -> Result<Conditional> {
         single(&self.clients.dynamodb, &self.names.idempotency_table, write, now).await
     }
+
+    /// One `BatchGetItem` of at most 100 distinct keys, strongly consistent, retrying the keys DynamoDB leaves
+    /// unprocessed under throttling.
+    async fn batch_get(&self, keys: &[&str]) -> Result<Vec<Item>> {
+        let table = &self.names.idempotency_table;
+        let mut pending: Vec<Item> = keys.iter().map(|k| Item::from([("key".to_owned(), s(*k))])).collect();
+        let mut items = Vec::new();
+        let mut delay = std::time::Duration::from_millis(20);
+        for attempt in 0.. {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(pending))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| crate::StorageError::Invalid(e.to_string()))?;
+            let out = (self.clients.dynamodb.batch_get_item())
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(|e| unavailable("BatchGetItem idempotency", e))?;
+            items.extend(out.responses.unwrap_or_default().remove(table).unwrap_or_default());
+            pending = (out.unprocessed_keys.unwrap_or_default().remove(table)).map(|ka| ka.keys).unwrap_or_default();
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == 5 {
+                return Err(crate::StorageError::unavailable("BatchGetItem idempotency: keys still unprocessed"));
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Ok(items)
+    }
 }
 
 pub(super) fn update(
@@ -197,6 +231,25 @@ impl Idempotency for AwsStore {
         live(out.item, now)?.as_ref().map(record).transpose()
     }
 
+    async fn get_many(&self, keys: &[IdempotencyKey]) -> Result<Vec<Option<IdempotencyRecord>>> {
+        let now = self.now();
+        let mut found: HashMap<String, IdempotencyRecord> = HashMap::new();
+        let mut unique: Vec<&str> = keys.iter().map(IdempotencyKey::as_str).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        // BatchGetItem takes at most 100 keys, and refuses a request that names one twice.
+        for chunk in unique.chunks(100) {
+            let items = self.batch_get(chunk).await?;
+            for item in items {
+                if let Some(item) = live(Some(item), now)? {
+                    let rec = record(&item)?;
+                    found.insert(rec.key.as_str().to_owned(), rec);
+                }
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(k.as_str()).cloned()).collect())
+    }
+
     async fn find_by_event(&self, event_id: EventId) -> Result<Option<IdempotencyRecord>> {
         let now = self.now();
         // A global secondary index is eventually consistent: fine for operators looking an event up.
@@ -233,13 +286,11 @@ impl Idempotency for AwsStore {
             .send()
             .await
             .map_err(|e| unavailable("Query idempotency by sender id", e))?;
-        let mut records = Vec::new();
-        for item in out.items.unwrap_or_default() {
-            let Some(key) = item.get("key").and_then(|k| k.as_s().ok()) else { continue };
-            if let Some(rec) = self.get(&IdempotencyKey::from_raw(key.as_str())).await? {
-                records.push(rec);
-            }
-        }
+        let keys: Vec<IdempotencyKey> = (out.items.unwrap_or_default().iter())
+            .filter_map(|item| item.get("key").and_then(|k| k.as_s().ok()))
+            .map(|k| IdempotencyKey::from_raw(k.as_str()))
+            .collect();
+        let mut records: Vec<IdempotencyRecord> = self.get_many(&keys).await?.into_iter().flatten().collect();
         records.sort_by_key(|r| std::cmp::Reverse(r.first_seen));
         records.truncate(SENDER_ID_MATCHES);
         Ok(records)

@@ -65,6 +65,13 @@ impl Idempotency for EmbeddedStore {
         self.read(move |conn| live(conn, &key, now)).await
     }
 
+    async fn get_many(&self, keys: &[IdempotencyKey]) -> Result<Vec<Option<IdempotencyRecord>>> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        let now = self.now();
+        // One read job: every key's lookup on the same connection, by the primary key.
+        self.read(move |conn| keys.iter().map(|k| live(conn, k, now)).collect()).await
+    }
+
     async fn find_by_event(&self, event_id: EventId) -> Result<Option<IdempotencyRecord>> {
         let now = self.now();
         self.read(move |conn| {
