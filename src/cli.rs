@@ -44,6 +44,13 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// The operator console: status, events, dead letters and hooks in a browser (its own listener, never the
+    /// public ingress port).
+    Console {
+        /// Address to listen on (default: `EVENTFLEET_CONSOLE_LISTEN`, else 127.0.0.1:9092).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// The webhook registry.
     Hooks {
         /// What to do with hooks.
@@ -213,7 +220,8 @@ pub enum SchedulesCommand {
 pub enum EventsCommand {
     /// An event's audit timeline and retry record.
     Show {
-        /// Event id or idempotency key.
+        /// Event id, idempotency key, or the sender's own id (Slack `event_id`, `X-GitHub-Delivery`, SNS
+        /// `MessageId`).
         id: String,
         /// Print JSON.
         #[arg(long)]
@@ -255,7 +263,7 @@ pub struct DlqFilterArgs {
 /// Dead letters named by id, or `--all`, or filters (what `replay` and `purge` act on).
 #[derive(Debug, Args, Clone, Default)]
 pub struct DlqSelection {
-    /// Dead-letter ids; or `--all`, or filters.
+    /// Dead-letter ids (or event ids, idempotency keys, senders' own ids); or `--all`, or filters.
     pub ids: Vec<String>,
     /// Every dead letter (with filters: every matching one).
     #[arg(long)]
@@ -282,7 +290,7 @@ pub enum DlqCommand {
     },
     /// One dead letter with its retry record and audit trail.
     Show {
-        /// Dead-letter id (from `dlq list`).
+        /// Dead-letter id (from `dlq list`), or an event id, idempotency key or sender's own id.
         id: String,
         /// Print JSON.
         #[arg(long)]

@@ -71,6 +71,19 @@ pub struct Config {
     pub aws: AwsSettings,
     /// `EVENTFLEET_ROUTES_FILE`: the HTTP destinations, validated (their secrets read) at start-up.
     pub routes: Vec<eventfleet_workers::destinations::Route>,
+    /// The operator console's settings (`eventfleet console`).
+    pub console: ConsoleConfig,
+}
+
+/// Settings of `eventfleet console`. Whether they suffice for the address it binds is checked when it starts.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// `EVENTFLEET_CONSOLE_LISTEN` (default 127.0.0.1:9092; `--listen` wins).
+    pub listen: SocketAddr,
+    /// `EVENTFLEET_CONSOLE_TOKEN`: exchanged for a session cookie at the login form.
+    pub token: Option<eventfleet_schema::Secret>,
+    /// `EVENTFLEET_CONSOLE_TRUST_ALB_OIDC`: the operator is who the ALB's `authenticate-oidc` says.
+    pub trust_alb_oidc: bool,
 }
 
 /// Settings of the aws backend. Region and credentials come from the standard AWS variables and chain.
@@ -258,7 +271,24 @@ impl Config {
             durability,
             ingress,
             worker,
+            console: ConsoleConfig {
+                listen: env
+                    .parse("EVENTFLEET_CONSOLE_LISTEN")?
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+                token: console_token(&env)?,
+                trust_alb_oidc: env.parse_bool("EVENTFLEET_CONSOLE_TRUST_ALB_OIDC", false)?,
+            },
         })
+    }
+}
+
+/// `EVENTFLEET_CONSOLE_TOKEN`, long enough not to be guessed at the login form.
+fn console_token(env: &Env<'_>) -> Result<Option<eventfleet_schema::Secret>, ConfigError> {
+    match env.text("EVENTFLEET_CONSOLE_TOKEN") {
+        Some(token) if token.len() < 16 => {
+            Err(invalid("EVENTFLEET_CONSOLE_TOKEN", "(hidden)", "must be at least 16 characters"))
+        }
+        token => Ok(token.map(Into::into)),
     }
 }
 

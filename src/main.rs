@@ -10,14 +10,20 @@
 //! - `shutdown`: SIGTERM / Ctrl-C → one cancellation token.
 //! - `telemetry`: logs to stderr, OpenTelemetry export when configured.
 //! - `commands`: one module per command family.
+//! - `console`: the operator console (`eventfleet console`), a web page on the same ports.
+//! - `lookup`: events and dead letters by the names operators know them by (CLI and console alike).
+//! - `when`: times as operators type them.
 
 mod aws_ops;
 mod backend;
 mod cli;
 mod commands;
 mod config;
+mod console;
+mod lookup;
 mod shutdown;
 mod telemetry;
+mod when;
 
 use clap::Parser;
 

@@ -58,6 +58,16 @@ async fn list_show_replay_and_purge_dead_letters() {
     let shown = json(&run_ok(data, &["dlq", "show", &id_a, "--json"]));
     assert_eq!(shown["dead_letter"]["reason"], "chat.postMessage: channel_not_found");
     assert_eq!(run(data, &["dlq", "show", "nope"]).status.code(), Some(1));
+    // Named as `events show` names it: by event id, idempotency key, or the sender's own id (the key's last part).
+    let event_a = gone[0]["event_id"].as_str().unwrap().to_owned();
+    for name in [event_a.as_str(), "hook:hk_cli:a", "a"] {
+        let by_name = json(&run_ok(data, &["dlq", "show", name, "--json"]));
+        assert_eq!(by_name["dead_letter"]["message_id"], id_a.as_str(), "dlq show {name}");
+    }
+    let dry_by_key = json(&run_ok(data, &["dlq", "replay", "hook:hk_cli:b", "--dry-run", "--json"]));
+    assert_eq!(dry_by_key["outcomes"].as_array().unwrap().len(), 1);
+    let shown = json(&run_ok(data, &["events", "show", "b", "--json"]));
+    assert_eq!(shown["idempotency"]["key"], "hook:hk_cli:b", "events show by the sender's own id");
 
     let dry = json(&run_ok(data, &["dlq", "replay", "--all", "--dry-run", "--json"]));
     assert_eq!(dry["outcomes"].as_array().unwrap().len(), 3);

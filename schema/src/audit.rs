@@ -35,6 +35,8 @@ pub enum Step {
     UnsubscribeConfirmed,
     /// The hook's filter kept the delivery from being posted (the detail names the rule).
     Filtered,
+    /// An operator deleted its dead letter for good (from the console).
+    Purged,
 }
 
 impl Step {
@@ -54,6 +56,7 @@ impl Step {
             Step::SubscriptionConfirmed => "subscription_confirmed",
             Step::UnsubscribeConfirmed => "unsubscribe_confirmed",
             Step::Filtered => "filtered",
+            Step::Purged => "purged",
         }
     }
 

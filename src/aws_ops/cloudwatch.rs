@@ -93,3 +93,50 @@ impl Publisher {
         Ok(())
     }
 }
+
+/// Reads the fleet's own metrics back (the console's rates): sums over a recent window.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    client: aws_sdk_cloudwatch::Client,
+    namespace: String,
+    fleet: String,
+}
+
+impl Reader {
+    /// A reader of `namespace`, dimension `Fleet=fleet`.
+    pub fn new(client: aws_sdk_cloudwatch::Client, namespace: &str, fleet: &str) -> Self {
+        Self { client, namespace: namespace.to_owned(), fleet: fleet.to_owned() }
+    }
+
+    /// The sum of each metric over the `window` before `now` (one `GetMetricData`), in the order asked.
+    pub async fn sums(
+        &self,
+        names: &[&str],
+        now: std::time::SystemTime,
+        window: std::time::Duration,
+    ) -> Result<Vec<f64>, OpsError> {
+        use aws_sdk_cloudwatch::primitives::DateTime;
+        use aws_sdk_cloudwatch::types::{Metric, MetricDataQuery, MetricStat};
+        let fleet = Dimension::builder().name("Fleet").value(&self.fleet).build();
+        let period = i32::try_from(window.as_secs()).unwrap_or(i32::MAX).max(60);
+        let mut request =
+            (self.client.get_metric_data()).start_time(DateTime::from(now - window)).end_time(DateTime::from(now));
+        for (i, name) in names.iter().enumerate() {
+            let metric = Metric::builder().namespace(&self.namespace).metric_name(*name).dimensions(fleet.clone());
+            let stat = MetricStat::builder().metric(metric.build()).period(period).stat("Sum").build();
+            request =
+                request.metric_data_queries(MetricDataQuery::builder().id(format!("m{i}")).metric_stat(stat).build());
+        }
+        let out = request.send().await.map_err(|e| OpsError::sdk("GetMetricData", e))?;
+        let results = out.metric_data_results.unwrap_or_default();
+        Ok((0..names.len())
+            .map(|i| {
+                let id = format!("m{i}");
+                (results.iter())
+                    .filter(|r| r.id.as_deref() == Some(id.as_str()))
+                    .flat_map(|r| r.values.clone().unwrap_or_default())
+                    .sum()
+            })
+            .collect())
+    }
+}

@@ -3,7 +3,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use eventfleet_schema::Timestamp;
@@ -41,27 +40,47 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
             }
         }
         DlqCommand::Show { id, json } => {
-            let Some(letter) = store.dead_letters.get(&MessageId(id.clone())).await? else {
-                eprintln!("no dead letter {id:?}");
+            let letters = crate::lookup::dead_letters(&store, &id).await?;
+            if letters.is_empty() {
+                eprintln!("no dead letter {id:?} (looked for a dead-letter id, event id, idempotency key, sender id)");
                 return Ok(ExitCode::FAILURE);
-            };
-            let event_id = letter.envelope.event_id();
-            let retry = store.retries.get(event_id).await?;
-            let steps = store.audit.history(event_id).await?;
+            }
+            let mut shown = Vec::new();
+            for letter in letters {
+                let event_id = letter.envelope.event_id();
+                let retry = store.retries.get(event_id).await?;
+                let steps = store.audit.history(event_id).await?;
+                shown.push((letter, retry, steps));
+            }
             if json {
-                print_json(&json!({ "dead_letter": letter, "retry": retry, "steps": steps }))?;
-            } else {
-                println!("dead letter {}", letter.message_id);
-                println!("  event     {event_id} ({})", letter.envelope.kind());
-                println!("  key       {}", letter.envelope.idempotency_key());
-                println!("  reason    {}", letter.reason);
-                println!("  at        {} after {} receives", letter.dead_lettered_at, letter.receive_count);
-                if let Some(r) = retry {
-                    println!("  attempts  {} (last error, {}: {})", r.attempts, r.error_class.as_str(), r.last_error);
+                let views: Vec<_> = (shown.iter())
+                    .map(|(letter, retry, steps)| json!({ "dead_letter": letter, "retry": retry, "steps": steps }))
+                    .collect();
+                // One match prints its object, as for a dead-letter id; a sender id shared by sources, a list.
+                match <[_; 1]>::try_from(views) {
+                    Ok([one]) => print_json(&one)?,
+                    Err(views) => print_json(&views)?,
                 }
-                println!("timeline:");
-                for s in steps {
-                    println!("  {}  {:<24} {}", s.at, s.step.as_str(), s.actor);
+            } else {
+                for (letter, retry, steps) in shown {
+                    let event_id = letter.envelope.event_id();
+                    println!("dead letter {}", letter.message_id);
+                    println!("  event     {event_id} ({})", letter.envelope.kind());
+                    println!("  key       {}", letter.envelope.idempotency_key());
+                    println!("  reason    {}", letter.reason);
+                    println!("  at        {} after {} receives", letter.dead_lettered_at, letter.receive_count);
+                    if let Some(r) = retry {
+                        println!(
+                            "  attempts  {} (last error, {}: {})",
+                            r.attempts,
+                            r.error_class.as_str(),
+                            r.last_error
+                        );
+                    }
+                    println!("timeline:");
+                    for s in steps {
+                        println!("  {}  {:<24} {}", s.at, s.step.as_str(), s.actor);
+                    }
                 }
             }
         }
@@ -129,10 +148,17 @@ async fn select(store: &Store, selection: &DlqSelection) -> anyhow::Result<Vec<D
     let DlqSelection { ids, all, filter } = selection;
     let (all, filter) = (*all, filter);
     if !ids.is_empty() {
-        let mut letters = Vec::with_capacity(ids.len());
+        let mut letters: Vec<DeadLetter> = Vec::with_capacity(ids.len());
         for id in ids {
-            let letter = store.dead_letters.get(&MessageId(id.clone())).await?;
-            letters.push(letter.with_context(|| format!("no dead letter {id:?}"))?);
+            let found = crate::lookup::dead_letters(store, id).await?;
+            if found.is_empty() {
+                bail!("no dead letter {id:?} (looked for a dead-letter id, event id, idempotency key, sender id)");
+            }
+            for letter in found {
+                if !letters.iter().any(|l| l.message_id == letter.message_id) {
+                    letters.push(letter);
+                }
+            }
         }
         // Replay in DLQ order whatever the order typed, so groups keep their order.
         letters.sort_by_key(|l| l.dead_lettered_at);
@@ -153,30 +179,10 @@ fn to_filter(args: &DlqFilterArgs, now: Timestamp) -> anyhow::Result<DeadLetterF
         source: args.source.clone(),
         kind: args.kind.clone(),
         error: args.error.clone(),
-        since: args.since.as_deref().map(|t| when(t, now)).transpose().context("--since")?,
-        until: args.until.as_deref().map(|t| when(t, now)).transpose().context("--until")?,
+        since: args.since.as_deref().map(|t| crate::when::parse(t, now)).transpose().context("--since")?,
+        until: args.until.as_deref().map(|t| crate::when::parse(t, now)).transpose().context("--until")?,
         limit: None,
     })
-}
-
-/// RFC 3339, Unix seconds, or an age (`90s`, `30m`, `2h`, `7d`) before now.
-fn when(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
-    let text = text.trim();
-    let unit = text.chars().last().unwrap_or(' ');
-    if let (Some(secs), true) = (
-        match unit {
-            's' => Some(1),
-            'm' => Some(60),
-            'h' => Some(3600),
-            'd' => Some(86_400),
-            _ => None,
-        },
-        text.len() > 1,
-    ) && let Ok(n) = text[..text.len() - 1].parse::<u64>()
-    {
-        return Ok(now.minus(Duration::from_secs(n.saturating_mul(secs))));
-    }
-    Ok(Timestamp::parse(text)?)
 }
 
 fn summary(l: &DeadLetter) -> serde_json::Value {

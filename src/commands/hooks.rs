@@ -34,25 +34,11 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
     };
     match command {
         HooksCommand::Create { name, channel, kind, secret, by, filter } => {
-            if name.trim().is_empty() || channel.trim().is_empty() {
-                anyhow::bail!("--name and --channel must not be empty");
-            }
-            let filter = parse_filter(filter)?;
-            let hook = Webhook {
-                id: HookId::new(),
-                name,
-                channel,
-                kind: match kind {
-                    HookKindArg::Alert => HookKind::Alert,
-                    HookKindArg::Info => HookKind::Info,
-                },
-                active: true,
-                secret: secret.then(|| hex::encode(rand::random::<[u8; 32]>())),
-                invocation_count: 0,
-                filter,
-                created_by: by,
-                created_at: store.clock.now(),
+            let kind = match kind {
+                HookKindArg::Alert => HookKind::Alert,
+                HookKindArg::Info => HookKind::Info,
             };
+            let hook = new_hook(&name, &channel, kind, secret, parse_filter(filter)?, by, store.clock.now())?;
             store.webhooks.create(&hook).await?;
             print_json(&view(&hook))?;
         }
@@ -107,6 +93,35 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new hook, enabled, with a fresh id and (when asked) a fresh secret: what `hooks create` and the console's
+/// form both register.
+pub(crate) fn new_hook(
+    name: &str,
+    channel: &str,
+    kind: HookKind,
+    with_secret: bool,
+    filter: Option<HookFilter>,
+    by: String,
+    now: eventfleet_schema::Timestamp,
+) -> anyhow::Result<Webhook> {
+    let (name, channel) = (name.trim(), channel.trim());
+    if name.is_empty() || channel.is_empty() {
+        anyhow::bail!("a hook needs a name and a channel");
+    }
+    Ok(Webhook {
+        id: HookId::new(),
+        name: name.to_owned(),
+        channel: channel.to_owned(),
+        kind,
+        active: true,
+        secret: with_secret.then(|| hex::encode(rand::random::<[u8; 32]>())),
+        invocation_count: 0,
+        filter,
+        created_by: by,
+        created_at: now,
+    })
 }
 
 /// The filter of `--only`/`--skip`, each rule checked; `None` without rules.

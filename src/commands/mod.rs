@@ -2,7 +2,7 @@
 
 mod dlq;
 mod events;
-mod hooks;
+pub(crate) mod hooks;
 mod schedules;
 mod serve;
 mod status;
@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingress { .. } => "eventfleet-ingress",
         Command::Worker => "eventfleet-worker",
         Command::Serve { .. } => "eventfleet",
+        Command::Console { .. } => "eventfleet-console",
         _ => "eventfleet-cli",
     };
     let _telemetry = crate::telemetry::init(
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingress { listen } => serve::ingress(config, &data_dir, listen).await,
         Command::Worker => serve::worker(config, &data_dir).await,
         Command::Serve { listen } => serve::serve(config, &data_dir, listen).await,
+        Command::Console { listen } => crate::console::run(config, &data_dir, listen).await,
         Command::Hooks { command } => hooks::run(&config, &data_dir, command).await,
         Command::Schedules { command } => schedules::run(&config, &data_dir, command).await,
         Command::Events { command } => events::run(&config, &data_dir, command).await,

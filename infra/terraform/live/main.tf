@@ -301,6 +301,7 @@ module "iam" {
   confirm_subscription_topic_arns = keys(local.sns_topic_channels)
   topics_kms_key_arn              = module.topics_key.arn
   metrics_namespace               = var.metrics_namespace
+  console_enabled                 = var.console != null
   tags                            = local.tags
 }
 

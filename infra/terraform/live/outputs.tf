@@ -110,3 +110,8 @@ output "operator_environment" {
     AWS_REGION             = var.region
   }
 }
+
+output "console_url" {
+  description = "The operator console (null when var.console is null)."
+  value       = var.console == null ? null : "https://${var.domain_name}:${var.console.listener_port}"
+}

@@ -395,3 +395,33 @@ variable "wait_for_steady_state" {
   type        = bool
   default     = true
 }
+
+# Console ----------------------------------------------------------------------------------------------------------
+
+variable "console" {
+  description = "The operator console behind the load balancer, signed in by authenticate-oidc; null (the default) for none. listener_port is its HTTPS port on the load balancer; allowed_cidrs the operators' networks; oidc the identity provider's endpoints and client id (its secret is console_oidc_client_secret)."
+  type = object({
+    listener_port = optional(number, 8443)
+    allowed_cidrs = list(string)
+    oidc = object({
+      issuer                 = string
+      authorization_endpoint = string
+      token_endpoint         = string
+      user_info_endpoint     = string
+      client_id              = string
+    })
+  })
+  default = null
+
+  validation {
+    condition     = var.console == null || (try(var.console.listener_port, 8443) != 443 && length(try(var.console.allowed_cidrs, [])) > 0)
+    error_message = "console.listener_port must not be 443 (the ingress's listener), and console.allowed_cidrs must name the operators' networks."
+  }
+}
+
+variable "console_oidc_client_secret" {
+  description = "Client secret of the console's OIDC client (the ALB's authenticate-oidc needs it in the clear; it is kept in the state, which the bootstrap encrypts)."
+  type        = string
+  default     = null
+  sensitive   = true
+}

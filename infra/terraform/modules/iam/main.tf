@@ -95,8 +95,9 @@ data "aws_iam_policy_document" "ingress" {
   }
 
   statement {
-    sid       = "ClaimAndMarkIdempotencyKeys"
-    actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"]
+    sid = "ClaimAndMarkIdempotencyKeys"
+    # BatchGetItem: a schedule's look-back for its last tick at start-up, 100 keys a request.
+    actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"]
     resources = [var.table_arns.idempotency]
   }
 
@@ -255,6 +256,7 @@ data "aws_iam_policy_document" "operator" {
     actions = [
       "dynamodb:DescribeTable",
       "dynamodb:GetItem",
+      "dynamodb:BatchGetItem",
       "dynamodb:Query",
       "dynamodb:Scan",
       "dynamodb:PutItem",
@@ -270,4 +272,35 @@ resource "aws_iam_policy" "operator" {
   description = "What `eventfleet dlq|events|hooks|status` need against the ${var.name_prefix} fleet; attach to the operators' role"
   policy      = data.aws_iam_policy_document.operator.json
   tags        = var.tags
+}
+
+# Console ----------------------------------------------------------------------------------------------------------
+
+# `eventfleet console` does what an operator does (the operator policy), and reads the fleet's own metrics for its
+# processed and failed rates.
+resource "aws_iam_role" "console" {
+  count = var.console_enabled ? 1 : 0
+
+  name               = "${var.name_prefix}-console-task"
+  description        = "eventfleet console: inspect, replay and purge dead letters, find events, manage hooks"
+  assume_role_policy = data.aws_iam_policy_document.assume_ecs_tasks.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "console" {
+  source_policy_documents = [data.aws_iam_policy_document.operator.json]
+
+  statement {
+    sid       = "FleetMetrics"
+    actions   = ["cloudwatch:GetMetricData"]
+    resources = ["*"] # no resource-level permissions; read-only
+  }
+}
+
+resource "aws_iam_role_policy" "console" {
+  count = var.console_enabled ? 1 : 0
+
+  name   = "eventfleet-console"
+  role   = aws_iam_role.console[0].id
+  policy = data.aws_iam_policy_document.console.json
 }

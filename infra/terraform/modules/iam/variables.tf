@@ -58,6 +58,12 @@ variable "metrics_namespace" {
   type        = string
 }
 
+variable "console_enabled" {
+  description = "Whether to make the console's task role."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags for the roles and the policy."
   type        = map(string)

@@ -1,0 +1,80 @@
+//! Replays started from the console run in the background (a large one at a rate takes minutes); their progress
+//! page polls them here. Kept in memory: a restarted console forgets the progress, not the replay, whose every
+//! step is in the audit trail.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use eventfleet_schema::Timestamp;
+use eventfleet_storage::{DeadLetter, Store};
+use eventfleet_workers::replay::{ReplayOptions, ReplayOutcome, replay};
+
+/// Finished jobs kept for their pages.
+const KEPT: usize = 50;
+
+/// One replay.
+#[derive(Debug, Default)]
+pub struct Job {
+    /// Who started it.
+    pub by: String,
+    /// When.
+    pub started_at: Option<Timestamp>,
+    /// Dead letters to replay.
+    pub total: usize,
+    /// Replayed so far.
+    pub done: usize,
+    /// Each one's outcome, once replayed.
+    pub outcomes: Vec<ReplayOutcome>,
+    /// Whether it has finished.
+    pub finished: bool,
+}
+
+/// The jobs of this console.
+#[derive(Default)]
+pub struct Jobs {
+    next: Mutex<u64>,
+    jobs: Mutex<BTreeMap<u64, Arc<Mutex<Job>>>>,
+}
+
+impl Jobs {
+    /// Starts replaying `letters` (in that order) and returns the job's number.
+    pub fn start(&self, store: Store, letters: Vec<DeadLetter>, options: ReplayOptions) -> u64 {
+        let id = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            *next += 1;
+            *next
+        };
+        let job = Arc::new(Mutex::new(Job {
+            by: options.by.clone(),
+            started_at: Some(store.clock.now()),
+            total: letters.len(),
+            ..Job::default()
+        }));
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            jobs.insert(id, job.clone());
+            while jobs.len() > KEPT {
+                jobs.pop_first();
+            }
+        }
+        tokio::spawn(async move {
+            let progress = job.clone();
+            let outcomes = replay(&store, &letters, &options, |done, _| {
+                progress.lock().unwrap_or_else(|e| e.into_inner()).done = done;
+            })
+            .await;
+            let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+            tracing::info!(job = id, by = %options.by, replayed = outcomes.len() - failed, failed, "console replay done");
+            let mut job = job.lock().unwrap_or_else(|e| e.into_inner());
+            job.done = outcomes.len();
+            job.outcomes = outcomes;
+            job.finished = true;
+        });
+        id
+    }
+
+    /// A job, by number.
+    pub fn get(&self, id: u64) -> Option<Arc<Mutex<Job>>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+}

@@ -1,0 +1,133 @@
+//! Who gets into the console, over plain HTTP (the browser test, tests/console.rs, covers the token login): it
+//! refuses to start beyond loopback without a way to know the operator; behind the ALB it takes the operator from
+//! the ALB's headers and refuses a request without them; every POST needs its CSRF token; bad form values are
+//! refused with 400, not acted on.
+
+mod support;
+
+use std::process::Stdio;
+
+use base64::Engine;
+use support::{eventfleet, spawn_marked, terminate};
+
+#[test]
+fn the_console_will_not_listen_beyond_loopback_without_access_control() {
+    let data = tempfile::tempdir().unwrap();
+    let out = eventfleet()
+        .args(["console", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("EVENTFLEET_CONSOLE_TOKEN") && stderr.contains("beyond loopback"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "it served nothing");
+
+    let short = eventfleet()
+        .args(["console", "--data-dir"])
+        .arg(data.path())
+        .env("EVENTFLEET_CONSOLE_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert!(stderr.contains("EVENTFLEET_CONSOLE_TOKEN") && stderr.contains("16 characters"), "{stderr}");
+    assert!(!stderr.contains("short"), "the token is not echoed: {stderr}");
+}
+
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap()[name.len() + 1..].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_the_alb_the_operator_is_the_oidc_identity_and_posts_need_their_csrf_token() {
+    let data = tempfile::tempdir().unwrap();
+    let env = vec![("EVENTFLEET_CONSOLE_TRUST_ALB_OIDC".to_owned(), "true".to_owned())];
+    let (mut console, base) =
+        spawn_marked(&env, data.path(), &["console", "--listen", "0.0.0.0:0"], "console listening");
+    let base = base.replace("0.0.0.0", "127.0.0.1");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    assert_eq!(http.get(format!("{base}/health")).send().await.unwrap().status(), 200);
+    let anonymous = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "no ALB identity headers: refused");
+    assert!(anonymous.text().await.unwrap().contains("ALB"));
+
+    // What the ALB adds after authenticate-oidc: the claims (a JWT; its payload read) and the subject.
+    let claims =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sub":"00u1","email":"dana@example.com"}"#);
+    let jwt = format!("eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln");
+    let page = http
+        .get(format!("{base}/hooks"))
+        .header("x-amzn-oidc-data", &jwt)
+        .header("x-amzn-oidc-identity", "00u1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let csrf = set_cookie(&page, "ef_csrf").expect("a CSRF cookie");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("dana@example.com"), "the operator is the e-mail claim");
+    assert!(html.contains(&format!("name=\"csrf\" value=\"{csrf}\"")), "forms carry the token");
+
+    let post = |path: &str, cookie: Option<&str>, form: Vec<(&str, &str)>| {
+        let mut req = http
+            .post(format!("{base}{path}"))
+            .header("x-amzn-oidc-data", &jwt)
+            .header("x-amzn-oidc-identity", "00u1")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url_encoded(&form));
+        if let Some(c) = cookie {
+            req = req.header("cookie", format!("ef_csrf={c}"));
+        }
+        req.send()
+    };
+    let create = vec![("name", "deploys"), ("channel", "#deploys"), ("kind", "info")];
+    assert_eq!(post("/hooks", None, create.clone()).await.unwrap().status(), 403, "no cookie, no field");
+    assert_eq!(post("/hooks", Some(&csrf), create.clone()).await.unwrap().status(), 403, "no field");
+    let mut wrong = create.clone();
+    wrong.push(("csrf", "0000000000000000000000000000000000000000000000000000000000000000"));
+    assert_eq!(post("/hooks", Some(&csrf), wrong).await.unwrap().status(), 403, "another token");
+    let listed = eventfleet().args(["hooks", "list", "--json", "--data-dir"]).arg(data.path()).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]", "nothing refused was acted on");
+
+    let mut good = create.clone();
+    good.push(("csrf", &csrf));
+    let created = post("/hooks", Some(&csrf), good).await.unwrap();
+    assert_eq!(created.status(), 200);
+    assert!(created.text().await.unwrap().contains("hook-url"));
+    let listed = eventfleet().args(["hooks", "list", "--json", "--data-dir"]).arg(data.path()).output().unwrap();
+    let hooks: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(hooks[0]["created_by"], "dana@example.com (console)", "{hooks}");
+
+    // Bad values are refused with 400 and change nothing.
+    let bad = [
+        ("/hooks", vec![("name", " "), ("channel", "#x")]),
+        ("/dlq/replay", vec![("scope", "filter")]),
+        ("/dlq/replay", vec![("scope", "filter"), ("confirm", "yes"), ("rate", "-1")]),
+        ("/dlq/preview", vec![("scope", "selected")]),
+        ("/dlq/preview", vec![("scope", "filter"), ("since", "last tuesday")]),
+    ];
+    for (path, mut form) in bad {
+        form.push(("csrf", &csrf));
+        let resp = post(path, Some(&csrf), form.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{path} {form:?}: {}", resp.text().await.unwrap());
+    }
+    assert_eq!(
+        http.get(format!("{base}/dlq/replays/999")).header("x-amzn-oidc-identity", "x").send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(terminate(&mut console), Some(0));
+}
+
+fn url_encoded(form: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish()
+}
