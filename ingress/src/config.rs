@@ -38,23 +38,24 @@ pub struct IngressConfig {
     pub socket_mode: Option<crate::socket_mode::SocketModeConfig>,
 }
 
-/// Request rate limits; zero turns one off.
+/// Budgets of failed requests (signatures that do not verify, unknown hooks: [`crate::rate_limit`]); zero turns
+/// one off. Verified requests never count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
-    /// Requests per second across all clients.
+    /// Failed requests per second across all clients.
     pub global_per_second: u32,
-    /// Requests per client IP per window.
+    /// Failed requests per client IP per window.
     pub per_ip: u32,
     /// The per-IP window.
     pub per_ip_window: Duration,
-    /// Requests per second per hook.
+    /// Failed requests per second per hook.
     pub per_hook_per_second: u32,
     /// Take the client IP from the last `X-Forwarded-For` entry (behind a load balancer that appends it).
     pub trust_forwarded_for: bool,
 }
 
 impl Default for RateLimits {
-    /// The seed WAF's limits: 500 req/s global, 1000 per IP per 5 minutes; 100 req/s per hook.
+    /// 500 failures/s in all, 1000 per IP per 5 minutes, 100/s per hook.
     fn default() -> Self {
         Self {
             global_per_second: 500,

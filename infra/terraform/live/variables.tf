@@ -135,7 +135,7 @@ variable "ingress_body_limit_bytes" {
 }
 
 variable "waf_rate_limit_per_ip" {
-  description = "Requests per client IP per 5 minutes before the WAF answers 429 (the ingress's own per-IP limit, EVENTFLEET_RATE_LIMIT_PER_IP, is set to the same number)."
+  description = "Requests per client IP per 5 minutes before the WAF answers 429, outside the sender paths (/hooks/, /slack/, /sns: there senders sign, and the ingress's own per-IP budget, EVENTFLEET_RATE_LIMIT_PER_IP, set to the same number, counts only requests that fail verification)."
   type        = number
   default     = 1000
 }

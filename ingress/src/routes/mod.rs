@@ -59,13 +59,19 @@ async fn not_found(State(state): State<AppState>) -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-/// Global and per-client rate limits, before any work is done for the request.
+/// Refuses a client that has used up a failure budget before any work is done for its request, and counts the
+/// request against the budgets when it fails ([`crate::rate_limit::is_failure`]).
 async fn limit_clients(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ip = client_ip(&state, &req);
     if let Err(limited) = state.limits.check_client(ip) {
         return limited.into_response();
     }
-    next.run(req).await
+    let hook = req.uri().path().strip_prefix("/hooks/").map(|h| h.trim_end_matches('/').to_owned());
+    let response = next.run(req).await;
+    if crate::rate_limit::is_failure(response.status()) {
+        state.limits.record_failure(ip, hook.as_deref());
+    }
+    response
 }
 
 /// Runs every request in a span (joined to the caller's trace when it sent a `traceparent`) and counts every

@@ -1,12 +1,12 @@
 //! Failure and abuse: a failing or locked store answers 503 on every sender route and marks nothing ENQUEUED;
-//! rate limits answer 429 with Retry-After; metrics move; arbitrary input never panics or 5xxs (but 503).
+//! failed requests use up a budget, then 429 with Retry-After (verified ones never count); metrics move; arbitrary input never panics or 5xxs (but 503).
 
 use std::time::Duration;
 
 use eventfleet_ingress::{IngressConfig, RateLimits};
 use eventfleet_schema::{IdempotencyKey, Status, Timestamp};
 use eventfleet_storage::{EmbeddedOptions, embedded::Durability};
-use eventfleet_verify::sign::slack as sign;
+use eventfleet_verify::sign::{hmac_sha256_hex, slack as sign};
 use proptest::prelude::*;
 use reqwest::StatusCode;
 
@@ -94,7 +94,7 @@ async fn a_locked_store_is_503_on_every_route_within_the_budget() {
 }
 
 #[tokio::test]
-async fn rate_limits_answer_429_with_retry_after() {
+async fn failures_use_up_a_budget_then_429_with_retry_after_and_verified_requests_never_count() {
     let s = Server::start_with(IngressConfig {
         rate_limits: RateLimits {
             global_per_second: 0,
@@ -106,19 +106,35 @@ async fn rate_limits_answer_429_with_retry_after() {
         ..test_config()
     })
     .await;
-    let hook = s.hook(None).await;
+    let hook = s.hook(Some("hook-secret")).await;
     let url = s.url(&format!("/hooks/{}", hook.id));
-    for i in 0..3 {
-        let resp = s.http.post(&url).body(format!("ok {i}")).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let signed = |body: &str| format!("sha256={}", hmac_sha256_hex(b"hook-secret", &[body.as_bytes()]));
+    let post = |body: String, signature: String| {
+        s.http.post(&url).header("content-type", "application/json").header("x-hub-signature-256", signature).body(body)
+    };
+    // Far more verified deliveries than the budget: none counts.
+    for i in 0..20 {
+        let body = format!(r#"{{"n":{i}}}"#);
+        let resp = post(body.clone(), signed(&body)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "verified delivery {i}");
     }
-    let resp = s.http.post(&url).body("one too many").send().await.unwrap();
+    // Three failures (a bad signature, an unknown hook) fit the budget; the fourth spends it.
+    for _ in 0..2 {
+        assert_eq!(post("{}".into(), "sha256=00".into()).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(s.http.post(s.url("/hooks/hk_nope")).body("{}").send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(post("{}".into(), "sha256=00".into()).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // From now on the client is refused before any work, a valid delivery too, until its budget refills.
+    let body = r#"{"n":"late"}"#.to_owned();
+    let resp = post(body.clone(), signed(&body)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry_after >= 1);
     assert_eq!(error_code(resp).await, "rate_limited");
     assert_eq!(s.http.get(s.url("/health")).send().await.unwrap().status(), StatusCode::OK, "probes are not limited");
+    assert_eq!(s.depth().await, 20, "only the verified deliveries were enqueued");
 
+    // A hook's budget: failures to one hook beyond it refuse the failing client; its verified deliveries still go.
     let s = Server::start_with(IngressConfig {
         rate_limits: RateLimits { per_hook_per_second: 1, ..RateLimits::off() },
         ..test_config()
@@ -126,8 +142,43 @@ async fn rate_limits_answer_429_with_retry_after() {
     .await;
     let hook = s.hook(None).await;
     let url = s.url(&format!("/hooks/{}", hook.id));
-    let statuses: Vec<u16> = futures_lite(&s, &url).await;
+    for i in 0..5 {
+        let resp = s.http.post(&url).body(format!("burst {i}")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    let statuses: Vec<u16> = futures_lite(&s, &s.url("/hooks/hk_gone")).await;
+    assert_eq!(statuses[0], 404);
     assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+/// GitHub does not retry a failed delivery: a burst of 300 valid deliveries to one hook, 16 at a time, with the
+/// default limits, is accepted whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_github_deliveries_to_one_hook_is_accepted_whole_with_default_limits() {
+    let s = Server::start_with(IngressConfig { rate_limits: RateLimits::default(), ..test_config() }).await;
+    let hook = s.hook(Some("gh-secret")).await;
+    let url = s.url(&format!("/hooks/{}", hook.id));
+    let sends = (0..300).map(|i| {
+        let body = format!(r#"{{"action":"completed","workflow_run":{{"id":{i}}}}}"#);
+        let signature = format!("sha256={}", hmac_sha256_hex(b"gh-secret", &[body.as_bytes()]));
+        s.http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-github-event", "workflow_run")
+            .header("x-github-delivery", format!("burst-{i}"))
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+    });
+    use futures_util::StreamExt;
+    let statuses: Vec<u16> = futures_util::stream::iter(sends)
+        .buffer_unordered(16)
+        .map(|r| r.map(|r| r.status().as_u16()).unwrap_or(0))
+        .collect()
+        .await;
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    assert_eq!(accepted, 300, "{:?}", statuses.iter().filter(|s| **s != 202).collect::<Vec<_>>());
+    assert_eq!(s.depth().await, 300);
 }
 
 async fn futures_lite(s: &Server, url: &str) -> Vec<u16> {

@@ -271,8 +271,10 @@ resource "aws_wafv2_web_acl" "this" {
     }
   }
 
-  # The same per-IP budget as the ingress's own limiter (EVENTFLEET_RATE_LIMIT_PER_IP over 5 minutes), enforced
-  # before a request costs a task anything.
+  # A per-IP budget, enforced before a request costs a task anything, outside the sender paths. On those, senders
+  # sign their requests and some cannot retry (GitHub never does; SNS gives up after its policy, and an alarm
+  # storm comes from a handful of AWS addresses), which the WAF cannot tell from a flood: there the ingress counts
+  # only what fails verification (EVENTFLEET_RATE_LIMIT_PER_IP and the other failure budgets).
   rule {
     name     = "rate-per-ip"
     priority = 20
@@ -290,6 +292,33 @@ resource "aws_wafv2_web_acl" "this" {
         limit                 = var.rate_limit_per_ip
         aggregate_key_type    = "IP"
         evaluation_window_sec = 300
+
+        scope_down_statement {
+          not_statement {
+            statement {
+              or_statement {
+                dynamic "statement" {
+                  for_each = local.sender_path_prefixes
+                  content {
+                    byte_match_statement {
+                      search_string         = statement.value
+                      positional_constraint = "STARTS_WITH"
+
+                      field_to_match {
+                        uri_path {}
+                      }
+
+                      text_transformation {
+                        priority = 0
+                        type     = "NONE"
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
       }
     }
 
