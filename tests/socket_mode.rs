@@ -385,15 +385,19 @@ async fn sigkill_before_the_acks_redelivers_to_the_restarted_ingress_and_each_ev
     // A message the killed worker had started comes back after its visibility timeout: keep it short.
     let mut fleet = Fleet::start("dev", 1, SHORT_LEASES).await;
     fleet.socket.set_redelivery(Duration::from_secs(1), 30);
-    let envelopes: Vec<String> =
-        (0..N).map(|i| fleet.socket.send("events_api", event(&format!("Ev0KILL{i:04}")))).collect();
-    let some_acked = fleet.socket.wait_for(WAIT, |s| s.unacked().len() <= N - 5).await;
-    assert!(some_acked, "the first acks arrived");
-    // Hold the store's write lock from here to the kill, so envelopes are still in flight when it lands however
-    // fast this machine is; released with the connection after the kill.
+    // The first few are acked; then the store's write lock is held from before the rest are sent until after
+    // the kill, so those are in flight when it lands however fast this machine is (released with the connection).
+    const FIRST: usize = 20;
+    let send = |i: usize| fleet.socket.send("events_api", event(&format!("Ev0KILL{i:04}")));
+    let mut envelopes: Vec<String> = (0..FIRST).map(send).collect();
+    let first_acked = fleet.socket.wait_for(WAIT, |s| s.unacked().is_empty()).await;
+    assert!(first_acked, "the first acks arrived");
     let lock = rusqlite::Connection::open(fleet.dir.path().join("fleet.db")).unwrap();
     lock.busy_timeout(Duration::from_secs(10)).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    envelopes.extend((FIRST..N).map(send));
+    let some_waiting = fleet.socket.wait_for(WAIT, |s| s.deliveries(envelopes.last().unwrap()).len() == 1).await;
+    assert!(some_waiting, "the rest were delivered to the ingress");
     let child = &mut fleet.child;
     child.kill().unwrap();
     child.wait().unwrap();

@@ -1,5 +1,5 @@
 //! The worker as a process: killed mid-handler, its message is redelivered after the visibility timeout and
-//! completed exactly once; on SIGTERM it lets in-flight handlers finish and exits 0 with nothing lost.
+//! completed exactly once, and a post Slack accepted before the kill is not made again; on SIGTERM it lets in-flight handlers finish and exits 0 with nothing lost.
 
 mod support;
 
@@ -111,6 +111,54 @@ async fn a_worker_killed_mid_handler_leads_to_one_completion_after_the_visibilit
     assert_eq!(terminate(&mut second), Some(0));
     let stats = s.store.queue.stats().await.unwrap();
     assert_eq!((stats.waiting, stats.in_flight, stats.dead_letters), (0, 0, 0));
+}
+
+/// SIGKILL between Slack accepting a post and the worker recording it: the post is in the channel, the event is
+/// not done. The next attempt finds the post by its metadata (the event id) and does not post again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_after_slack_accepted_its_post_does_not_post_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    s.stub.script("#landed", [Reply::Accepted(Duration::from_secs(60))]);
+    let id = s.event("#landed", "posted, then killed").await;
+    let env = s.worker_env();
+    let mut first = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("the post to land in the channel", async || s.stub.history("#landed").len() == 1).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let landed = s.stub.history("#landed");
+    assert_eq!(landed[0]["metadata"]["event_type"], "eventfleet_post");
+    assert_eq!(landed[0]["metadata"]["event_payload"]["event_id"], id.to_string(), "the post names its event");
+
+    let mut second = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("the next attempt to succeed", async || s.steps(id).await.contains(&Step::Succeeded)).await;
+    assert_eq!(s.stub.requests("#landed"), 1, "chat.postMessage was called once");
+    assert_eq!(s.stub.history("#landed").len(), 1, "one message in the channel");
+    assert!(s.stub.history_requests() >= 1, "the resumed attempt read the channel first");
+    let record = s.store.idempotency.find_by_event(id).await.unwrap().unwrap();
+    assert_eq!(record.status, Status::Done);
+    assert!(record.outcome.as_deref().unwrap_or("").contains("not posted again"), "{record:?}");
+    assert_eq!(terminate(&mut second), Some(0));
+}
+
+/// Without the history scopes the next attempt cannot tell whether the post landed: it posts again (at least
+/// once), and says why in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_history_scope_a_resumed_attempt_posts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    s.stub.refuse_history("missing_scope");
+    s.stub.script("#noscope", [Reply::Accepted(Duration::from_secs(60))]);
+    let id = s.event("#noscope", "posted, killed, no scope").await;
+    let env = s.worker_env();
+    let mut first = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("the post to land in the channel", async || s.stub.history("#noscope").len() == 1).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("the next attempt to succeed", async || s.steps(id).await.contains(&Step::Succeeded)).await;
+    assert_eq!(s.stub.requests("#noscope"), 2, "posted again: at least once");
+    assert_eq!(terminate(&mut second), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use eventfleet_schema::{Envelope, ErrorClass};
 use eventfleet_storage::Store;
 
 use crate::destinations::Destinations;
-use crate::slack::{SlackError, SlackSink};
+use crate::slack::{PostCheck, SlackError, SlackMessage, SlackSink};
 
 /// What a handler gets besides the event.
 #[derive(Clone)]
@@ -21,6 +21,26 @@ pub struct HandlerContext {
     /// The attempt, from 1: one more than the attempts recorded before (failures, and attempts whose worker died
     /// or lost its lease), reset by a replay. Above 1, an earlier attempt may have had its side effect.
     pub attempt: u32,
+}
+
+impl HandlerContext {
+    /// Posts the event's message, once. A first attempt posts; a later one (an earlier attempt may have posted
+    /// before it failed, timed out or its worker died) first looks for the event's post in the channel, and posts
+    /// only when it is not there. When the sink cannot tell (scopes not granted), it posts: at least once.
+    pub async fn post_once(&self, envelope: &Envelope, message: &SlackMessage) -> Result<String, SlackError> {
+        if self.attempt > 1 {
+            match self.slack.find_post(envelope.event_id(), &message.channel, envelope.received_at()).await? {
+                PostCheck::Posted(at) => {
+                    tracing::info!(channel = %message.channel, %at, "an earlier attempt posted this event: not posted again");
+                    return Ok(format!("{at}, by an earlier attempt: not posted again"));
+                }
+                PostCheck::NotPosted => {}
+                PostCheck::Unknown(why) => tracing::warn!(channel = %message.channel, %why,
+                    "cannot tell whether an earlier attempt posted this event: posting (at least once)"),
+            }
+        }
+        self.slack.post_message(envelope.event_id(), message).await
+    }
 }
 
 /// Why a handler failed, which decides between a retry and the dead-letter queue.

@@ -1,6 +1,9 @@
-//! A local stand-in for the Slack Web API (`POST /chat.postMessage`), the one external service the tests replace.
-//! It records every request it answers and can be told, per channel, to fail: an HTTP status, a Slack error
-//! (`channel_not_found`, `ratelimited` with `Retry-After`), or a slow answer. Feature `stub`.
+//! A local stand-in for the Slack Web API (`POST /chat.postMessage`, `GET /conversations.history` and
+//! `/conversations.list`), the one external service the tests replace. It records every request it answers and
+//! can be told, per channel, to fail: an HTTP status, a Slack error (`channel_not_found`, `ratelimited` with
+//! `Retry-After`), a slow answer, or an answer lost after the message landed. Like Slack, it gives each message a
+//! unique `ts`, answers with the channel's id, keeps each channel's messages with their metadata, and refuses
+//! history without its scope when told to. Feature `stub`.
 //!
 //! [`SlackStub::with_socket_mode`] also serves `apps.connections.open` and a Socket Mode server ([`socket`]).
 
@@ -11,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::Query;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 /// How the stub answers one request.
@@ -30,6 +34,9 @@ pub enum Reply {
     RateLimited(u64),
     /// Wait, then answer `{"ok": true}`.
     Slow(Duration),
+    /// The message lands in the channel at once, but the answer comes only after this long: what a worker that
+    /// dies (or times out) between Slack's acceptance and its own record of it sees.
+    Accepted(Duration),
 }
 
 #[derive(Default)]
@@ -41,6 +48,51 @@ struct Inner {
     /// Scripted answers per channel, used in order; then `always`, then `Ok`.
     script: HashMap<String, VecDeque<Reply>>,
     always: HashMap<String, Reply>,
+    /// Each channel's messages, by channel id, oldest first.
+    history: HashMap<String, Vec<Value>>,
+    /// Channel names seen in posts, to their ids.
+    names: HashMap<String, String>,
+    /// The last message's `ts`, in microseconds.
+    sequence: u64,
+    /// Every `conversations.history` request: (channel id, query).
+    history_requests: Vec<(String, HashMap<String, String>)>,
+    /// The error `conversations.*` answer with, when set (`missing_scope`).
+    history_error: Option<&'static str>,
+}
+
+impl Inner {
+    /// Lands a message in its channel: a unique `ts`, kept with its metadata. Returns (channel id, ts).
+    fn land(&mut self, channel: &str, body: &Value) -> (String, String) {
+        self.posted.push(body.clone());
+        // Slack's ts is the time the message landed, in microseconds, unique in its channel: so here, always rising.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.sequence = (now.as_micros() as u64).max(self.sequence + 1);
+        let ts = format!("{}.{:06}", self.sequence / 1_000_000, self.sequence % 1_000_000);
+        let id = channel_id(channel);
+        if id != channel {
+            self.names.insert(channel.trim_start_matches('#').to_owned(), id.clone());
+        }
+        let mut message = json!({"type": "message", "ts": ts, "text": body.get("text").cloned().unwrap_or_default()});
+        if let Some(metadata) = body.get("metadata") {
+            message["metadata"] = metadata.clone();
+        }
+        self.history.entry(id.clone()).or_default().push(message);
+        (id, ts)
+    }
+}
+
+/// The id Slack would give a channel named so (an id stays as it is).
+fn channel_id(channel: &str) -> String {
+    let is_id = channel.len() >= 9 && channel.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if is_id {
+        return channel.to_owned();
+    }
+    // FNV-1a: stable across runs, so a test can predict it.
+    let hash = channel
+        .trim_start_matches('#')
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("C{:010X}", hash % 0xFF_FFFF_FFFF)
 }
 
 /// A running stub.
@@ -69,8 +121,12 @@ impl SlackStub {
 
     async fn serve(extra: axum::Router) -> std::io::Result<Self> {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let app =
-            axum::Router::new().route("/chat.postMessage", post(post_message)).with_state(inner.clone()).merge(extra);
+        let app = axum::Router::new()
+            .route("/chat.postMessage", post(post_message))
+            .route("/conversations.history", get(history))
+            .route("/conversations.list", get(list))
+            .with_state(inner.clone())
+            .merge(extra);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move {
@@ -111,6 +167,22 @@ impl SlackStub {
         self.lock().posted.clone()
     }
 
+    /// The messages of a channel (by name or id), oldest first, as `conversations.history` has them.
+    pub fn history(&self, channel: &str) -> Vec<Value> {
+        self.lock().history.get(&channel_id(channel)).cloned().unwrap_or_default()
+    }
+
+    /// `conversations.history` requests received.
+    pub fn history_requests(&self) -> usize {
+        self.lock().history_requests.len()
+    }
+
+    /// Answers `conversations.history` and `conversations.list` with this Slack error from now on
+    /// (`missing_scope`: the app was not granted `channels:history`).
+    pub fn refuse_history(&self, error: &'static str) {
+        self.lock().history_error = Some(error);
+    }
+
     /// The `Authorization` headers seen.
     pub fn authorizations(&self) -> Vec<String> {
         self.lock().requests.iter().map(|(_, _, a)| a.clone()).collect()
@@ -131,14 +203,19 @@ async fn post_message(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap
         scripted.or_else(|| inner.always.get(&channel).cloned()).unwrap_or(Reply::Ok)
     };
     let ok = || {
-        inner.lock().unwrap_or_else(|p| p.into_inner()).posted.push(body.clone());
-        Json(json!({"ok": true, "channel": channel, "ts": "1700000000.000100"})).into_response()
+        let (id, ts) = inner.lock().unwrap_or_else(|p| p.into_inner()).land(&channel, &body);
+        Json(json!({"ok": true, "channel": id, "ts": ts})).into_response()
     };
     match reply {
         Reply::Ok => ok(),
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
             ok()
+        }
+        Reply::Accepted(d) => {
+            let (id, ts) = inner.lock().unwrap_or_else(|p| p.into_inner()).land(&channel, &body);
+            tokio::time::sleep(d).await;
+            Json(json!({"ok": true, "channel": id, "ts": ts})).into_response()
         }
         Reply::Http(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
         Reply::SlackError(code) => Json(json!({"ok": false, "error": code})).into_response(),
@@ -149,4 +226,48 @@ async fn post_message(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap
         )
             .into_response(),
     }
+}
+
+/// `GET /conversations.history`: the channel's messages newer than `oldest`, newest first, `limit` a page, paged
+/// by `cursor`; metadata only with `include_all_metadata=true`.
+async fn history(State(inner): State<Arc<Mutex<Inner>>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let channel = q.get("channel").cloned().unwrap_or_default();
+    inner.history_requests.push((channel.clone(), q.clone()));
+    if let Some(error) = inner.history_error {
+        return Json(json!({"ok": false, "error": error})).into_response();
+    }
+    let Some(messages) = inner.history.get(&channel) else {
+        return Json(json!({"ok": false, "error": "channel_not_found"})).into_response();
+    };
+    let oldest: f64 = q.get("oldest").and_then(|o| o.parse().ok()).unwrap_or(0.0);
+    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).clamp(1, 999);
+    let skip: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let with_metadata = q.get("include_all_metadata").is_some_and(|v| v == "true");
+    let newer: Vec<&Value> = (messages.iter().rev())
+        .filter(|m| m["ts"].as_str().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > oldest))
+        .collect();
+    let page: Vec<Value> = (newer.iter().skip(skip).take(limit))
+        .map(|m| {
+            let mut m = (*m).clone();
+            if !with_metadata && let Some(o) = m.as_object_mut() {
+                o.remove("metadata");
+            }
+            m
+        })
+        .collect();
+    let more = skip + page.len() < newer.len();
+    let next = if more { (skip + page.len()).to_string() } else { String::new() };
+    Json(json!({"ok": true, "messages": page, "has_more": more, "response_metadata": {"next_cursor": next}}))
+        .into_response()
+}
+
+/// `GET /conversations.list`: the channels posted to so far, by name and id.
+async fn list(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
+    let inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(error) = inner.history_error {
+        return Json(json!({"ok": false, "error": error})).into_response();
+    }
+    let channels: Vec<Value> = inner.names.iter().map(|(name, id)| json!({"id": id, "name": name})).collect();
+    Json(json!({"ok": true, "channels": channels, "response_metadata": {"next_cursor": ""}})).into_response()
 }

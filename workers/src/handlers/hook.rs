@@ -52,7 +52,7 @@ impl Handler for HookPayload {
             (HookKind::Info, None) => hook.name.clone(),
         };
         let message = render(&hook.channel, &prefix, &body);
-        let posted = ctx.slack.post_message(envelope.event_id(), &message).await?;
+        let posted = ctx.post_once(envelope, &message).await?;
         Ok(format!("posted to {} ({posted})", hook.channel))
     }
 }
@@ -83,7 +83,7 @@ async fn github(
         Some(payload) => crate::github::message(&hook.channel, &hook.name, event, payload),
         None => render(&hook.channel, &format!("GitHub `{event}` via {}", hook.name), body),
     };
-    let posted = ctx.slack.post_message(envelope.event_id(), &message).await?;
+    let posted = ctx.post_once(envelope, &message).await?;
     Ok(format!("posted to {} ({posted})", hook.channel))
 }
 

@@ -52,7 +52,7 @@ impl Handler for ScheduleTick {
             ));
         }
         let message = SlackMessage { channel: channel.clone(), text, blocks: None, attachments: None };
-        let posted = ctx.slack.post_message(envelope.event_id(), &message).await?;
+        let posted = ctx.post_once(envelope, &message).await?;
         Ok(format!("posted tick {} of {} to {channel} ({posted})", tick.tick, tick.schedule))
     }
 }

@@ -65,7 +65,7 @@ impl Handler for CloudWatchAlarm {
             .map_err(|e| HandlerError::Permanent(format!("alarm message is not JSON: {e}")))?;
         let channel = self.0.channel(ctx, envelope).await?;
         let message = alarm_message(&channel, &alarm);
-        let posted = ctx.slack.post_message(envelope.event_id(), &message).await?;
+        let posted = ctx.post_once(envelope, &message).await?;
         Ok(format!(
             "alarm {} {} posted to {channel} ({posted})",
             str_of(&alarm, "AlarmName"),
@@ -188,7 +188,7 @@ impl Handler for Notification {
         let channel = self.0.channel(ctx, envelope).await?;
         let topic = str_of(&sns, "TopicArn").rsplit(':').next().unwrap_or("");
         let message = notification_message(&channel, topic, str_of(&sns, "Subject"), str_of(&sns, "Message"));
-        let posted = ctx.slack.post_message(envelope.event_id(), &message).await?;
+        let posted = ctx.post_once(envelope, &message).await?;
         Ok(format!("notification posted to {channel} ({posted})"))
     }
 }
