@@ -339,6 +339,7 @@ fn aws_settings(env: &Env<'_>) -> Result<AwsSettings, ConfigError> {
         ("EVENTFLEET_AUDIT_TABLE", &mut names.audit_table),
         ("EVENTFLEET_RETRIES_TABLE", &mut names.retries_table),
         ("EVENTFLEET_WEBHOOKS_TABLE", &mut names.webhooks_table),
+        ("EVENTFLEET_ALARM_THREADS_TABLE", &mut names.alarm_threads_table),
         ("EVENTFLEET_CLOUDWATCH_NAMESPACE", &mut names.metrics_namespace),
     ] {
         if let Some(v) = env.text(var) {

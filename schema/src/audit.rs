@@ -29,6 +29,9 @@ pub enum Step {
     Replayed,
     /// A worker gave it back unstarted or unfinished (shutdown).
     Released,
+    /// A worker gave it back to run later, not as a failed attempt: Slack asked it to wait (`Retry-After`), or
+    /// its channel's posting pace had no slot yet. The detail says how long and why.
+    Deferred,
     /// An SNS subscription was confirmed.
     SubscriptionConfirmed,
     /// An SNS unsubscribe confirmation arrived.
@@ -53,6 +56,7 @@ impl Step {
             Step::DeadLettered => "dead_lettered",
             Step::Replayed => "replayed",
             Step::Released => "released",
+            Step::Deferred => "deferred",
             Step::SubscriptionConfirmed => "subscription_confirmed",
             Step::UnsubscribeConfirmed => "unsubscribe_confirmed",
             Step::Filtered => "filtered",

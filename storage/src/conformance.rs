@@ -684,6 +684,70 @@ pub async fn a_release_gives_the_message_back_without_counting_an_attempt(h: &Ha
     assert!(h.steps(accepted.event_id()).await.contains(&Step::Released));
 }
 
+/// A deferred delivery comes back after its delay as the same attempt, with a `deferred` line saying why.
+pub async fn a_deferral_hides_the_message_without_counting_an_attempt(h: &Harness) {
+    let a = actor(5);
+    let (accepted, _) = h.accept("defer").await;
+    let got = h.deliver(&a).await;
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    h.store.protocol.defer(&got[0].message, Duration::from_secs(2), "slack asked to wait", &a).await.unwrap();
+    assert!(h.receive(10, VIS).await.is_empty(), "hidden for the delay");
+    h.advance(Duration::from_secs(3)).await;
+    let got = h.deliver(&a).await;
+    assert_eq!(got.len(), 1, "visible after the delay");
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false }, "a deferral is not an attempt");
+    let trail = h.store.audit.history(accepted.event_id()).await.unwrap();
+    let deferred = trail.iter().find(|e| e.step == Step::Deferred).expect("a deferred line");
+    assert_eq!(deferred.detail["reason"], "slack asked to wait");
+    assert_eq!(deferred.detail["delay_ms"], 2000);
+}
+
+/// Alarm threads and channel states are written by compare-and-set: a stale version is a conflict, a missing
+/// row is version 0.
+pub async fn alarm_threads_are_compare_and_set(h: &Harness) {
+    let arn = format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:{}", EventId::new());
+    let threads = &h.store.alarm_threads;
+    assert_eq!(threads.thread(&arn).await.unwrap(), None);
+    let mut thread = crate::AlarmThread {
+        alarm_arn: arn.clone(),
+        name: "cpu-high".into(),
+        channel: "#alarms".into(),
+        message_ts: "1700000000.000100".into(),
+        thread_ts: "1700000000.000100".into(),
+        state: "ALARM".into(),
+        since: h.store.clock.now(),
+        transitions: 1,
+        flap_run: 1,
+        flap_ts: None,
+        last_event: EventId::new(),
+        updated_at: h.store.clock.now(),
+        version: 0,
+    };
+    let v1 = threads.put_thread(&thread).await.unwrap();
+    assert!(matches!(threads.put_thread(&thread).await, Err(StorageError::Conflict(_))), "version 0 exists now");
+    let stored = threads.thread(&arn).await.unwrap().expect("stored");
+    assert_eq!(stored.version, v1);
+    assert_eq!(stored, crate::AlarmThread { version: v1, ..thread.clone() });
+    thread.version = v1;
+    thread.state = "OK".into();
+    thread.transitions = 2;
+    let v2 = threads.put_thread(&thread).await.unwrap();
+    assert!(v2 > v1);
+    assert!(matches!(threads.put_thread(&thread).await, Err(StorageError::Conflict(_))), "a stale version");
+    assert_eq!(threads.thread(&arn).await.unwrap().unwrap().state, "OK");
+
+    let channel = format!("#c-{}", EventId::new());
+    assert_eq!(threads.channel(&channel).await.unwrap(), None);
+    let state = crate::ChannelState { channel: channel.clone(), window_alarms: 3, ..Default::default() };
+    let c1 = threads.put_channel(&state).await.unwrap();
+    // Two writers read the same version: the first wins, the second must read again.
+    let first = crate::ChannelState { version: c1, window_alarms: 4, ..state.clone() };
+    let second = crate::ChannelState { version: c1, window_alarms: 5, ..state.clone() };
+    threads.put_channel(&first).await.unwrap();
+    assert!(matches!(threads.put_channel(&second).await, Err(StorageError::Conflict(_))));
+    assert_eq!(threads.channel(&channel).await.unwrap().unwrap().window_alarms, 4);
+}
+
 /// A success whose claim expired while it ran writes its `DONE` record for the worker's horizon
 /// (`EVENTFLEET_IDEMPOTENCY_HORIZON_H`), not a fixed one: redeliveries inside it are skipped, and the record goes
 /// when the operator said.
@@ -899,6 +963,8 @@ macro_rules! conformance_suite {
             a_stopped_attempt_counts_until_the_attempts_are_used_up,
             a_dead_letter_is_recorded_and_its_replay_runs_as_a_first_attempt,
             a_release_gives_the_message_back_without_counting_an_attempt,
+            a_deferral_hides_the_message_without_counting_an_attempt,
+            alarm_threads_are_compare_and_set,
             a_success_after_its_claim_expired_keeps_the_record_for_the_workers_horizon,
             a_busy_group_runs_in_order_with_each_success_starting_the_next,
             audit_history_in_order,

@@ -11,7 +11,8 @@
 //!   each: [`queue`] (FIFO queue with
 //!   message groups, dedup, visibility, receive counts), [`dead_letters`] (inspect, redrive, purge the DLQ),
 //!   [`idempotency`] (read records, reopen one for a replay), [`audit`] (append-only timeline),
-//!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry).
+//!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry), [`alarm_threads`] (alarms'
+//!   Slack threads and channels' posting states).
 //! - [`hook_cache`]: [`hook_cache::CachedHooks`], a short-lived cache of hooks and their invocation counts in
 //!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
@@ -23,6 +24,7 @@
 //!
 //! No SQL or AWS type crosses a port: a backend's types stay inside its module.
 
+pub mod alarm_threads;
 pub mod audit;
 pub mod aws;
 pub mod clock;
@@ -40,6 +42,7 @@ pub mod webhooks;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use alarm_threads::{AlarmThread, AlarmThreads, ChannelState, Digest};
 pub use audit::{AuditLog, AuditQuery};
 pub use aws::{AwsOptions, AwsStore};
 pub use clock::{Clock, FixedClock, SystemClock, TokioClock};

@@ -192,4 +192,10 @@ pub trait Protocol: Send + Sync {
     /// Gives a message back at once without an attempt: a started one is un-started (its `released` line
     /// says so, and the next start does not count it as a stopped attempt); a waiting one is only made visible.
     async fn release(&self, message: &ReceivedMessage, started: bool, actor: &Actor) -> Result<()>;
+
+    /// Gives a started message back to run again after `delay`, without counting an attempt: the far end asked
+    /// to wait (Slack's `Retry-After`) or the handler's pace had no room yet. The `deferred` line says how long
+    /// and why; like `released`, the next start does not count it as a stopped attempt. The queue's own receive
+    /// limit still counts the receive.
+    async fn defer(&self, message: &ReceivedMessage, delay: Duration, reason: &str, actor: &Actor) -> Result<()>;
 }

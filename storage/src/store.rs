@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{AuditLog, Clock, DeadLetters, Idempotency, Protocol, Queue, RetryRecords, WebhookRegistry};
+use crate::{AlarmThreads, AuditLog, Clock, DeadLetters, Idempotency, Protocol, Queue, RetryRecords, WebhookRegistry};
 
 /// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone. The ingress and the workers
 /// drive events through [`Store::protocol`]; the table ports beneath it are for operators and tests.
@@ -22,6 +22,8 @@ pub struct Store {
     pub retries: Arc<dyn RetryRecords>,
     /// The webhook registry.
     pub webhooks: Arc<dyn WebhookRegistry>,
+    /// Alarms' Slack threads and channels' posting states.
+    pub alarm_threads: Arc<dyn AlarmThreads>,
     /// The time every component compares against.
     pub clock: Arc<dyn Clock>,
     /// `embedded` or `aws`, for `/version` and logs.
@@ -32,7 +34,15 @@ impl Store {
     /// Every port served by one backend `B`.
     pub fn of<B>(backend: Arc<B>, clock: Arc<dyn Clock>, name: &'static str) -> Self
     where
-        B: Protocol + Queue + DeadLetters + Idempotency + AuditLog + RetryRecords + WebhookRegistry + 'static,
+        B: Protocol
+            + Queue
+            + DeadLetters
+            + Idempotency
+            + AuditLog
+            + RetryRecords
+            + WebhookRegistry
+            + AlarmThreads
+            + 'static,
     {
         Store {
             protocol: backend.clone(),
@@ -41,7 +51,8 @@ impl Store {
             idempotency: backend.clone(),
             audit: backend.clone(),
             retries: backend.clone(),
-            webhooks: backend,
+            webhooks: backend.clone(),
+            alarm_threads: backend,
             clock,
             backend: name,
         }

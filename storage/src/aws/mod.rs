@@ -15,6 +15,7 @@
 //! in epoch seconds for DynamoDB TTL. DynamoDB deletes expired items lazily (within days), so every read
 //! filters on `expires_at` itself.
 
+mod alarm_threads;
 mod audit;
 mod batch;
 mod idempotency;

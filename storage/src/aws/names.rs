@@ -36,6 +36,8 @@ pub struct Names {
     pub retries_table: String,
     /// Webhook registry.
     pub webhooks_table: String,
+    /// Alarm threads and channels' posting states.
+    pub alarm_threads_table: String,
     /// The ops topic's name (`tables create` makes it).
     pub ops_topic: String,
     /// CloudWatch namespace.
@@ -55,6 +57,7 @@ impl Names {
             audit_table: format!("{prefix}-audit"),
             retries_table: format!("{prefix}-retries"),
             webhooks_table: format!("{prefix}-webhooks"),
+            alarm_threads_table: format!("{prefix}-alarm-threads"),
             ops_topic: format!("{prefix}-ops"),
             metrics_namespace: DEFAULT_NAMESPACE.to_owned(),
         }
@@ -131,6 +134,14 @@ impl Names {
                     hash_key: s("id"),
                     range_key: None,
                     ttl_attribute: None,
+                    global_secondary_indexes: vec![],
+                },
+                TableDescription {
+                    role: "alarm_threads",
+                    name: self.alarm_threads_table.clone(),
+                    hash_key: s("alarm_arn"),
+                    range_key: None,
+                    ttl_attribute: Some(TTL_ATTRIBUTE),
                     global_secondary_indexes: vec![],
                 },
             ],

@@ -163,6 +163,7 @@ impl AwsStore {
                     | Step::RetryScheduled
                     | Step::DeadLettered
                     | Step::Released
+                    | Step::Deferred
                     | Step::DuplicateDeliverySkipped
                     | Step::Replayed
             )
@@ -499,6 +500,14 @@ impl Protocol for AwsStore {
                 .await?;
         }
         self.change_visibility(&message.receipt, Duration::ZERO).await
+    }
+
+    async fn defer(&self, message: &ReceivedMessage, delay: Duration, reason: &str, actor: &Actor) -> Result<()> {
+        // As `release`: the line first, so a start that sees the message again finds the attempt undone.
+        let detail = serde_json::json!({ "delay_ms": delay.as_millis() as u64, "reason": reason });
+        let line = AuditEntry::new(message.envelope.event_id(), self.now(), Step::Deferred, &actor.name);
+        self.append(vec![line.with_detail(detail)]).await?;
+        self.change_visibility(&message.receipt, delay).await
     }
 }
 

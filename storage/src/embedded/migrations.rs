@@ -92,6 +92,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX idempotency_sender ON idempotency (substr(key, length(rtrim(key, replace(key, ':', ''))) + 1));
     "#,
+    // 4: alarm threads and channels' posting states (`alarm_threads`), versioned JSON documents.
+    r#"
+    CREATE TABLE alarm_threads (
+        alarm_arn   TEXT    PRIMARY KEY,                 -- an AlarmArn, or 'channel#<channel>'
+        version     INTEGER NOT NULL,
+        record      TEXT    NOT NULL,                    -- JSON of AlarmThread or ChannelState
+        updated_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -11,6 +11,7 @@
 //!   (`head = 1`, a partial index), only a visible head can be received, so one message per group is in flight
 //!   and order within a group is strict.
 
+mod alarm_threads;
 mod audit;
 mod dead_letters;
 mod idempotency;
@@ -136,7 +137,7 @@ impl EmbeddedStore {
         self.writer
             .submit(move |conn| {
                 let mut n = 0u64;
-                for table in ["idempotency", "audit", "retries", "dedup"] {
+                for table in ["idempotency", "audit", "retries", "dedup", "alarm_threads"] {
                     n += conn.prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?.execute([now])?
                         as u64;
                 }

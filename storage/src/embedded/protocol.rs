@@ -412,6 +412,23 @@ impl Protocol for EmbeddedStore {
             })
             .await
     }
+
+    async fn defer(&self, message: &ReceivedMessage, delay: Duration, reason: &str, actor: &Actor) -> Result<()> {
+        let (message, name, s, now) = (message.clone(), actor.name.clone(), self.settings(), self.now());
+        let detail = serde_json::json!({ "delay_ms": delay.as_millis() as u64, "reason": reason });
+        let visible_at = now.saturating_add(super::millis(delay));
+        self.writer
+            .submit_waking(move |conn| {
+                let (seq, _, _) = row_for_receipt(conn, &message.receipt)?;
+                conn.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1")?
+                    .execute(params![seq, visible_at])?;
+                set_status_if_processing(conn, message.envelope.idempotency_key(), now)?;
+                let entry = AuditEntry::new(event_id_of(&message), Timestamp::from_millis(now), Step::Deferred, &name);
+                line(conn, entry.with_detail(detail), s)?;
+                Ok(())
+            })
+            .await
+    }
 }
 
 fn set_status_if_processing(conn: &Connection, key: &IdempotencyKey, now: i64) -> Result<()> {
