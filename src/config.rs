@@ -59,6 +59,8 @@ pub struct Config {
     pub default_channel: String,
     /// `EVENTFLEET_SNS_TOPIC_CHANNELS`: topic ARN → channel.
     pub sns_topic_channels: Vec<(String, String)>,
+    /// `EVENTFLEET_ALARM_*`, `EVENTFLEET_SLACK_CHANNEL_*`: alarm threads, storms, flapping and the channels' pace.
+    pub alarms: eventfleet_workers::handlers::alarm::AlarmSettings,
     /// `EVENTFLEET_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
     /// `EVENTFLEET_SYNC`.
@@ -242,6 +244,15 @@ impl Config {
             };
             sns_topic_channels.push((topic.trim().to_owned(), channel.trim().to_owned()));
         }
+        let alarms = eventfleet_workers::handlers::alarm::AlarmSettings {
+            reopen_after: secs(env.parse_in("EVENTFLEET_ALARM_REOPEN_AFTER_S", 3_600u64, 0..=30 * 86_400)?),
+            storm_threshold: env.parse_in("EVENTFLEET_ALARM_STORM_THRESHOLD", 10u32, 0..=1_000)?,
+            storm_window: secs(env.parse_in("EVENTFLEET_ALARM_STORM_WINDOW_S", 30u64, 1..=3_600)?),
+            flap_replies: env.parse_in("EVENTFLEET_ALARM_FLAP_REPLIES", 3u32, 0..=100)?,
+            flap_window: secs(env.parse_in("EVENTFLEET_ALARM_FLAP_WINDOW_S", 600u64, 1..=86_400)?),
+            channel_interval: millis(env.parse_in("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", 1_000u64, 0..=60_000)?),
+            channel_burst: env.parse_in("EVENTFLEET_SLACK_CHANNEL_BURST", 3u32, 1..=100)?,
+        };
         let aws = aws_settings(&env)?;
         // Read and validated whole here, secrets included: a bad route stops start-up with its name.
         let routes = match env.text("EVENTFLEET_ROUTES_FILE") {
@@ -267,6 +278,7 @@ impl Config {
             slack_api_url,
             default_channel: env.text("EVENTFLEET_DEFAULT_CHANNEL").unwrap_or_else(|| "#eventfleet".into()),
             sns_topic_channels,
+            alarms,
             log_format,
             durability,
             ingress,
@@ -495,6 +507,9 @@ mod tests {
             ("EVENTFLEET_PUBLIC_URL", "ftp://x"),
             ("EVENTFLEET_HANDLER_TIMEOUT_S", "30"),
             ("EVENTFLEET_SNS_TOPIC_CHANNELS", "arn:aws:sns:x"),
+            ("EVENTFLEET_ALARM_STORM_WINDOW_S", "0"),
+            ("EVENTFLEET_SLACK_CHANNEL_BURST", "0"),
+            ("EVENTFLEET_ALARM_FLAP_REPLIES", "many"),
             ("EVENTFLEET_SNS_CERT_DIR", "/no/such/dir"),
             ("EVENTFLEET_TRUST_FORWARDED_FOR", "maybe"),
             ("EVENTFLEET_SLACK_API_URL", "slack.com/api"),

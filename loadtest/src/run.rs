@@ -261,6 +261,11 @@ fn fleet_env(slack_url: &str, certs: &std::path::Path) -> HashMap<String, String
         ("EVENTFLEET_SLACK_API_URL", slack_url.to_owned()),
         ("EVENTFLEET_SNS_CERT_DIR", certs.display().to_string()),
         ("EVENTFLEET_SNS_TOPIC_CHANNELS", format!("{ALARM_TOPIC}=#lt-alarms")),
+        // Alarms thread (each of the 32 alarm ARNs replies in its thread), but the stub has no rate limit to
+        // respect, and every event must make a post of its own to be counted: no pace, digest or flap collapse.
+        ("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", "0".to_owned()),
+        ("EVENTFLEET_ALARM_STORM_THRESHOLD", "0".to_owned()),
+        ("EVENTFLEET_ALARM_FLAP_REPLIES", "0".to_owned()),
         ("EVENTFLEET_RATE_LIMIT_GLOBAL_RPS", "0".to_owned()),
         ("EVENTFLEET_RATE_LIMIT_PER_IP", "0".to_owned()),
         ("EVENTFLEET_RATE_LIMIT_PER_HOOK_RPS", "0".to_owned()),

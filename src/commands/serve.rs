@@ -305,6 +305,7 @@ fn sns_routing(config: &Config) -> SnsRouting {
     SnsRouting {
         topic_channels: config.sns_topic_channels.iter().cloned().collect(),
         default_channel: config.default_channel.clone(),
+        alarms: config.alarms.clone(),
     }
 }
 

@@ -27,6 +27,9 @@ pub struct AlarmThread {
     pub name: String,
     /// Where it is shown.
     pub channel: String,
+    /// The channel's id as Slack answered the post (`chat.update` takes ids only).
+    #[serde(default)]
+    pub channel_id: String,
     /// The message that shows the alarm's state: the thread's parent, or its reply in a storm digest's thread.
     pub message_ts: String,
     /// The thread its transitions go to: `message_ts`, or the digest's when it is part of one.
@@ -54,6 +57,9 @@ pub struct AlarmThread {
 pub struct Digest {
     /// The digest message, once posted; `None` while the event that claimed it posts it.
     pub ts: Option<String>,
+    /// The channel's id, as Slack answered the digest's post.
+    #[serde(default)]
+    pub channel_id: String,
     /// The event that posts it.
     pub claimed_by: Option<EventId>,
     /// When it was claimed (a claim whose poster died is taken over after a while).
@@ -74,6 +80,21 @@ pub struct Digest {
     pub shown_total: u32,
 }
 
+/// An alarm posted alone in a storm window before its digest began: the digest's thread links back to it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EarlyAlarm {
+    /// Its name.
+    pub name: String,
+    /// Its message.
+    pub ts: String,
+    /// Its state then.
+    pub state: String,
+    /// Its metric namespace.
+    pub namespace: String,
+    /// Its account.
+    pub account: String,
+}
+
 /// A channel's alarm posting state.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChannelState {
@@ -87,8 +108,11 @@ pub struct ChannelState {
     pub window_start: Timestamp,
     /// New alarm threads opened in it.
     pub window_alarms: u32,
-    /// Threads opened alone in the window before a digest began: (alarm name, message ts).
-    pub early: Vec<(String, String)>,
+    /// Threads opened alone in the window before a digest began.
+    pub early: Vec<EarlyAlarm>,
+    /// Posts reserved in the pace, by event: it may post at that time (its message was hidden until then).
+    #[serde(default)]
+    pub reserved: Vec<(EventId, Timestamp)>,
     /// The storm digest, while a storm lasts.
     pub digest: Option<Digest>,
     /// When the last alarm thread was opened (a digest ends a window after it).

@@ -712,6 +712,7 @@ pub async fn alarm_threads_are_compare_and_set(h: &Harness) {
         alarm_arn: arn.clone(),
         name: "cpu-high".into(),
         channel: "#alarms".into(),
+        channel_id: "C0ALARMS01".into(),
         message_ts: "1700000000.000100".into(),
         thread_ts: "1700000000.000100".into(),
         state: "ALARM".into(),

@@ -42,7 +42,7 @@ pub mod webhooks;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use alarm_threads::{AlarmThread, AlarmThreads, ChannelState, Digest};
+pub use alarm_threads::{AlarmThread, AlarmThreads, ChannelState, Digest, EarlyAlarm};
 pub use audit::{AuditLog, AuditQuery};
 pub use aws::{AwsOptions, AwsStore};
 pub use clock::{Clock, FixedClock, SystemClock, TokioClock};

@@ -1,6 +1,7 @@
 //! Worker integration tests: the real pool, the real embedded store, the real ingress in front, and the local
 //! Slack stub as the only stand-in.
 
+mod alarms;
 mod attempts;
 mod delivery;
 mod destinations;
@@ -47,6 +48,14 @@ impl Drop for Fleet {
 /// The ingress's Slack signing secret.
 pub const SLACK_SECRET: &str = "worker-test-secret";
 
+/// Alarm threads as shipped, with a channel pace of one post per 100 ms (a test of the pace sets its own).
+pub fn alarm_settings() -> eventfleet_workers::handlers::alarm::AlarmSettings {
+    eventfleet_workers::handlers::alarm::AlarmSettings {
+        channel_interval: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
 /// Fast settings: millisecond backoffs, short polls.
 pub fn worker_config() -> WorkerConfig {
     WorkerConfig {
@@ -77,6 +86,19 @@ impl Fleet {
 
     /// The same with these routes to HTTP destinations in front of the built-in handlers.
     pub async fn start_routed(config: WorkerConfig, routes: Vec<eventfleet_workers::destinations::Route>) -> Self {
+        Self::start_full(config, routes, alarm_settings()).await
+    }
+
+    /// The same with these alarm settings.
+    pub async fn start_alarms(alarms: eventfleet_workers::handlers::alarm::AlarmSettings) -> Self {
+        Self::start_full(worker_config(), Vec::new(), alarms).await
+    }
+
+    async fn start_full(
+        config: WorkerConfig,
+        routes: Vec<eventfleet_workers::destinations::Route>,
+        alarms: eventfleet_workers::handlers::alarm::AlarmSettings,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // The queue's redrive follows the worker settings, as the binary sets it.
         let options = EmbeddedOptions { max_receive_count: config.max_receive_count, ..EmbeddedOptions::default() };
@@ -107,6 +129,7 @@ impl Fleet {
         let handler_registry = handlers::builtin(SnsRouting {
             topic_channels: [("arn:aws:sns:us-east-1:123456789012:alarms".to_owned(), "#alarms".to_owned())].into(),
             default_channel: "#default".into(),
+            alarms,
         })
         .with_destinations(Arc::new(destinations));
         let pool = tokio::spawn(eventfleet_workers::run_with_metrics(

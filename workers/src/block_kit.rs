@@ -147,6 +147,7 @@ mod tests {
             text: "t".into(),
             blocks: Some(Value::Array(vec![section("hi"), context(&["a".into()])])),
             attachments: None,
+            thread_ts: None,
         };
         assert!(problems(&ok).is_empty(), "{:?}", problems(&ok));
         let long = serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": "x".repeat(3001)}});

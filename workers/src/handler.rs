@@ -9,7 +9,7 @@ use eventfleet_schema::{Envelope, ErrorClass};
 use eventfleet_storage::Store;
 
 use crate::destinations::Destinations;
-use crate::slack::{PostCheck, SlackError, SlackMessage, SlackSink};
+use crate::slack::{PostCheck, PostMark, Posted, SlackError, SlackMessage, SlackSink};
 
 /// What a handler gets besides the event.
 #[derive(Clone)]
@@ -28,18 +28,32 @@ impl HandlerContext {
     /// before it failed, timed out or its worker died) first looks for the event's post in the channel, and posts
     /// only when it is not there. When the sink cannot tell (scopes not granted), it posts: at least once.
     pub async fn post_once(&self, envelope: &Envelope, message: &SlackMessage) -> Result<String, SlackError> {
+        let (posted, earlier) = self.post_part_once(envelope, &PostMark::post(envelope.event_id()), message).await?;
+        Ok(if earlier { format!("{posted}, by an earlier attempt: not posted again") } else { posted.to_string() })
+    }
+
+    /// [`HandlerContext::post_once`] for one of an event's posts (`mark`), in a thread when the message has a
+    /// `thread_ts`. Returns where it is, and whether an earlier attempt had posted it.
+    pub async fn post_part_once(
+        &self,
+        envelope: &Envelope,
+        mark: &PostMark,
+        message: &SlackMessage,
+    ) -> Result<(Posted, bool), SlackError> {
         if self.attempt > 1 {
-            match self.slack.find_post(envelope.event_id(), &message.channel, envelope.received_at()).await? {
-                PostCheck::Posted(at) => {
-                    tracing::info!(channel = %message.channel, %at, "an earlier attempt posted this event: not posted again");
-                    return Ok(format!("{at}, by an earlier attempt: not posted again"));
+            let thread = message.thread_ts.as_deref();
+            match self.slack.find_post(mark, &message.channel, thread, envelope.received_at()).await? {
+                PostCheck::Posted(ts) => {
+                    tracing::info!(channel = %message.channel, %ts, part = %mark.part,
+                        "an earlier attempt posted this: not posted again");
+                    return Ok((Posted { ts, channel: message.channel.clone() }, true));
                 }
                 PostCheck::NotPosted => {}
                 PostCheck::Unknown(why) => tracing::warn!(channel = %message.channel, %why,
                     "cannot tell whether an earlier attempt posted this event: posting (at least once)"),
             }
         }
-        self.slack.post_message(envelope.event_id(), message).await
+        Ok((self.slack.post_message(mark, message).await?, false))
     }
 }
 
@@ -57,13 +71,22 @@ pub enum HandlerError {
     /// Another attempt gets the same answer (`channel_not_found`, an invalid payload).
     #[error("{0}")]
     Permanent(String),
+    /// Not a failure: run again after `wait` without counting an attempt (Slack's `Retry-After`, or no room yet
+    /// in the channel's pace). Nothing was done that a rerun would repeat, or what was done is recorded.
+    #[error("deferred {} s: {reason}", wait.as_secs_f64())]
+    Deferred {
+        /// Why.
+        reason: String,
+        /// How long.
+        wait: Duration,
+    },
 }
 
 impl HandlerError {
     /// The stored class.
     pub fn class(&self) -> ErrorClass {
         match self {
-            HandlerError::Retryable { .. } => ErrorClass::Retryable,
+            HandlerError::Retryable { .. } | HandlerError::Deferred { .. } => ErrorClass::Retryable,
             HandlerError::Permanent(_) => ErrorClass::Permanent,
         }
     }
@@ -78,6 +101,9 @@ impl From<SlackError> for HandlerError {
     fn from(e: SlackError) -> Self {
         match e {
             SlackError::Retryable { message, retry_after } => HandlerError::Retryable { message, retry_after },
+            SlackError::RateLimited { message, retry_after } => {
+                HandlerError::Deferred { reason: message, wait: retry_after }
+            }
             SlackError::Permanent(message) => HandlerError::Permanent(message),
         }
     }

@@ -28,6 +28,8 @@ pub struct PoolSummary {
     pub dead_lettered: AtomicU64,
     /// Given back.
     pub released: AtomicU64,
+    /// Deferred (Slack's `Retry-After`, a channel's pace).
+    pub deferred: AtomicU64,
     /// Deliveries that hit a storage error (they reappear after the visibility timeout).
     pub storage_errors: AtomicU64,
     /// Whether the drain finished within its timeout.
@@ -42,6 +44,7 @@ impl PoolSummary {
             Disposition::RetryScheduled(_) => &self.retried,
             Disposition::DeadLettered => &self.dead_lettered,
             Disposition::Released => &self.released,
+            Disposition::Deferred(_) => &self.deferred,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -35,6 +35,8 @@ pub enum Disposition {
     DeadLettered,
     /// Given back unstarted (shutdown) or left to another worker's lease.
     Released,
+    /// Given back to run after the delay, not as an attempt (Slack's `Retry-After`, a channel's pace).
+    Deferred(Duration),
 }
 
 /// Everything a delivery needs.
@@ -62,6 +64,7 @@ impl Disposition {
             Disposition::RetryScheduled(_) => "retry_scheduled",
             Disposition::DeadLettered => "dead_lettered",
             Disposition::Released => "released",
+            Disposition::Deferred(_) => "deferred",
         }
     }
 }
@@ -229,7 +232,15 @@ impl Processor {
     /// A failed attempt: retried after a backoff, or dead-lettered when it is permanent or the last one.
     async fn fail(&self, msg: &ReceivedMessage, attempt: u32, err: HandlerError) -> Result<Disposition, StorageError> {
         // At the queue's own limit the next receive would move the message without our records: finish it here.
-        let last_attempt = attempt >= self.config.max_attempts || msg.receive_count >= self.config.max_receive_count;
+        let last_receive = msg.receive_count >= self.config.max_receive_count;
+        if let (HandlerError::Deferred { reason, wait }, false) = (&err, last_receive) {
+            // SQS holds a message for 12 h at most; a wait longer than a few minutes is a pause worth rereading.
+            let wait = (*wait).min(MAX_DEFERRAL);
+            self.store.protocol.defer(msg, wait, reason, &self.actor).await?;
+            tracing::info!(%reason, delay_ms = wait.as_millis() as u64, "deferred");
+            return Ok(Disposition::Deferred(wait));
+        }
+        let last_attempt = attempt >= self.config.max_attempts || last_receive;
         let failure = Failure { attempt, error: err.to_string(), class: err.class() };
         if let (HandlerError::Retryable { retry_after, .. }, false) = (&err, last_attempt) {
             let jittered = retry_delay(self.config.retry_base_delay, self.config.retry_max_delay, attempt);
@@ -242,6 +253,9 @@ impl Processor {
         let reason = match &err {
             HandlerError::Permanent(m) => m.clone(),
             HandlerError::Retryable { message, .. } => format!("gave up after {attempt} attempts: {message}"),
+            HandlerError::Deferred { reason, .. } => {
+                format!("deferred until the queue's receive limit ({} receives): {reason}", msg.receive_count)
+            }
         };
         self.store.protocol.dead_letter(msg, &failure, &reason, &self.actor).await?;
         self.announce_dead(msg, attempt, &reason, err.class()).await;
@@ -267,6 +281,9 @@ impl Processor {
         }
     }
 }
+
+/// The longest a deferral hides a message.
+const MAX_DEFERRAL: Duration = Duration::from_secs(15 * 60);
 
 /// The trace context a message carries in its attributes (injected by the ingress).
 fn remote_context(msg: &ReceivedMessage) -> Option<opentelemetry::Context> {

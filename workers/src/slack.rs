@@ -22,12 +22,62 @@ pub struct SlackMessage {
     /// Legacy attachments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachments: Option<serde_json::Value>,
+    /// The thread to reply in (its parent's `ts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_ts: Option<String>,
+}
+
+/// Which post of an event a message is: every post carries it in its metadata, so a later attempt can find the
+/// posts an earlier one made. An event makes one `post`; an alarm may also make a storm `digest`, a `flap`
+/// counter and `backlink:<alarm>` replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostMark {
+    /// The event.
+    pub event_id: EventId,
+    /// Which of its posts.
+    pub part: String,
+}
+
+impl PostMark {
+    /// The event's one post.
+    pub fn post(event_id: EventId) -> Self {
+        Self { event_id, part: "post".into() }
+    }
+
+    /// Another of its posts.
+    pub fn part(event_id: EventId, part: impl Into<String>) -> Self {
+        Self { event_id, part: part.into() }
+    }
+}
+
+/// Where a post landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    /// The message's `ts` (in the dev outbox, a unique one made up alike).
+    pub ts: String,
+    /// The channel's id when Slack said it, else the channel as given.
+    pub channel: String,
+}
+
+impl std::fmt::Display for Posted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ts {} in {}", self.ts, self.channel)
+    }
 }
 
 /// Why a post failed, classified for the retry decision.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlackError {
-    /// Timeouts, 5xx, rate limits: another attempt may succeed.
+    /// HTTP 429 or `ratelimited`: not a failure of the event; it waits `retry_after` (Slack's `Retry-After`, 1 s
+    /// when it gave none) and runs again.
+    #[error("slack: {message} (retry after {} s)", retry_after.as_secs_f64())]
+    RateLimited {
+        /// What happened.
+        message: String,
+        /// How long Slack asked to wait.
+        retry_after: std::time::Duration,
+    },
+    /// Timeouts, 5xx: another attempt may succeed.
     #[error("slack: {message}")]
     Retryable {
         /// What happened.
@@ -43,7 +93,7 @@ pub enum SlackError {
 /// Whether an event's message is already in its channel (what a later attempt asks before posting).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostCheck {
-    /// It is: this message `ts` (or outbox line) carries the event's id.
+    /// It is: the message with this `ts` carries the event's mark.
     Posted(String),
     /// It is not among the channel's messages since the event arrived.
     NotPosted,
@@ -57,14 +107,23 @@ pub const METADATA_EVENT_TYPE: &str = "eventfleet_post";
 /// Where Slack messages are posted.
 #[async_trait]
 pub trait SlackSink: Send + Sync {
-    /// Posts one message for an event, marked with its id; returns where it went (a message `ts` or an outbox
-    /// line).
-    async fn post_message(&self, event_id: EventId, message: &SlackMessage) -> Result<String, SlackError>;
+    /// Posts one message (a reply when it has a `thread_ts`), marked; returns where it landed.
+    async fn post_message(&self, mark: &PostMark, message: &SlackMessage) -> Result<Posted, SlackError>;
 
-    /// Whether a message for `event_id` was posted to `channel` at or after `since` (an earlier attempt's post
-    /// that landed before its worker died or its answer was lost).
-    async fn find_post(&self, event_id: EventId, channel: &str, since: Timestamp) -> Result<PostCheck, SlackError> {
-        let _ = (event_id, channel, since);
+    /// Replaces the message `ts` of `channel` (an id, as [`Posted::channel`] has it) with `message`
+    /// (`chat.update`).
+    async fn update_message(&self, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), SlackError>;
+
+    /// Whether a message with `mark` was posted to `channel` (in the thread `thread_ts`, when given) at or after
+    /// `since` (an earlier attempt's post that landed before its worker died or its answer was lost).
+    async fn find_post(
+        &self,
+        mark: &PostMark,
+        channel: &str,
+        thread_ts: Option<&str>,
+        since: Timestamp,
+    ) -> Result<PostCheck, SlackError> {
+        let _ = (mark, channel, thread_ts, since);
         Ok(PostCheck::Unknown("this sink keeps no history".into()))
     }
 }
@@ -76,8 +135,21 @@ pub struct OutboxEntry {
     pub at: Timestamp,
     /// The event that produced it.
     pub event_id: EventId,
+    /// Which of the event's posts ([`PostMark::part`]).
+    #[serde(default = "post_part")]
+    pub part: String,
+    /// The message's made-up `ts` (replies name it as `thread_ts`).
+    #[serde(default)]
+    pub ts: String,
+    /// For a `chat.update`: the `ts` of the message it replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<String>,
     /// The message that would have been posted.
     pub message: SlackMessage,
+}
+
+fn post_part() -> String {
+    "post".into()
 }
 
 /// The dev outbox: Slack messages appended as JSON lines to a file, one `write` each, so several processes can
@@ -86,6 +158,8 @@ pub struct OutboxEntry {
 pub struct DevOutbox {
     path: PathBuf,
     lock: Mutex<()>,
+    /// The last `ts` made, in microseconds: unique and rising, as Slack's are.
+    last_ts: std::sync::atomic::AtomicU64,
 }
 
 /// The outbox file name inside a data directory.
@@ -94,7 +168,7 @@ pub const OUTBOX_FILE: &str = "outbox.jsonl";
 impl DevOutbox {
     /// An outbox at `path` (created on first post).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), lock: Mutex::new(()) }
+        Self { path: path.into(), lock: Mutex::new(()), last_ts: Default::default() }
     }
 
     /// The file.
@@ -113,11 +187,22 @@ impl DevOutbox {
     }
 }
 
-#[async_trait]
-impl SlackSink for DevOutbox {
-    async fn post_message(&self, event_id: EventId, message: &SlackMessage) -> Result<String, SlackError> {
-        let entry = OutboxEntry { at: Timestamp::now_system(), event_id, message: message.clone() };
-        let mut line = serde_json::to_vec(&entry).map_err(|e| SlackError::Permanent(e.to_string()))?;
+impl DevOutbox {
+    fn next_ts(&self) -> String {
+        use std::sync::atomic::Ordering;
+        let now = Timestamp::now_system().as_millis().max(0) as u64 * 1000;
+        let mut last = self.last_ts.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.last_ts.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return format!("{}.{:06}", next / 1_000_000, next % 1_000_000),
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    async fn append(&self, entry: &OutboxEntry) -> Result<(), SlackError> {
+        let mut line = serde_json::to_vec(entry).map_err(|e| SlackError::Permanent(e.to_string()))?;
         line.push(b'\n');
         let _guard = self.lock.lock().await;
         let io = |e: std::io::Error| SlackError::Retryable {
@@ -130,17 +215,66 @@ impl SlackSink for DevOutbox {
         let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await.map_err(io)?;
         file.write_all(&line).await.map_err(io)?;
         file.flush().await.map_err(io)?;
-        Ok(format!("outbox:{}", self.path.display()))
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SlackSink for DevOutbox {
+    async fn post_message(&self, mark: &PostMark, message: &SlackMessage) -> Result<Posted, SlackError> {
+        let ts = self.next_ts();
+        let entry = OutboxEntry {
+            at: Timestamp::now_system(),
+            event_id: mark.event_id,
+            part: mark.part.clone(),
+            ts: ts.clone(),
+            updates: None,
+            message: message.clone(),
+        };
+        self.append(&entry).await?;
+        Ok(Posted { ts, channel: message.channel.clone() })
     }
 
-    async fn find_post(&self, event_id: EventId, channel: &str, _since: Timestamp) -> Result<PostCheck, SlackError> {
+    async fn update_message(&self, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), SlackError> {
         let entries = Self::read(&self.path).map_err(|e| SlackError::Retryable {
             message: format!("dev outbox {}: {e}", self.path.display()),
             retry_after: None,
         })?;
-        Ok(match entries.iter().any(|e| e.event_id == event_id && e.message.channel == channel) {
-            true => PostCheck::Posted(format!("outbox:{}", self.path.display())),
-            false => PostCheck::NotPosted,
+        let Some(original) = entries.iter().find(|e| e.ts == ts && e.updates.is_none()) else {
+            return Err(SlackError::Permanent("chat.update: message_not_found".into()));
+        };
+        let entry = OutboxEntry {
+            at: Timestamp::now_system(),
+            event_id: original.event_id,
+            part: original.part.clone(),
+            ts: self.next_ts(),
+            updates: Some(ts.to_owned()),
+            message: SlackMessage { channel: channel.to_owned(), ..message.clone() },
+        };
+        self.append(&entry).await
+    }
+
+    async fn find_post(
+        &self,
+        mark: &PostMark,
+        channel: &str,
+        thread_ts: Option<&str>,
+        _since: Timestamp,
+    ) -> Result<PostCheck, SlackError> {
+        let entries = Self::read(&self.path).map_err(|e| SlackError::Retryable {
+            message: format!("dev outbox {}: {e}", self.path.display()),
+            retry_after: None,
+        })?;
+        let found = entries.iter().find(|e| {
+            e.event_id == mark.event_id
+                && e.part == mark.part
+                && e.updates.is_none()
+                && e.message.channel == channel
+                && e.message.thread_ts.as_deref() == thread_ts
+        });
+        Ok(match found {
+            Some(e) => PostCheck::Posted(e.ts.clone()),
+            None => PostCheck::NotPosted,
         })
     }
 }
@@ -160,8 +294,7 @@ pub fn truncate(text: &str, max: usize, suffix: &str) -> String {
 
 /// Slack error codes where another attempt can succeed; every other `ok: false` answer is permanent
 /// (`channel_not_found`, `not_in_channel`, `invalid_blocks`, `invalid_auth`, `account_inactive`, ...).
-const RETRYABLE_ERRORS: &[&str] =
-    &["ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"];
+const RETRYABLE_ERRORS: &[&str] = &["internal_error", "fatal_error", "service_unavailable", "request_timeout"];
 
 /// The Slack Web API client for `chat.postMessage`.
 #[derive(Clone)]
@@ -210,22 +343,13 @@ impl SlackWebApi {
             })?;
         let status = response.status();
         let retry_after = retry_after(&response);
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Err(SlackError::Retryable { message: format!("{method}: HTTP {}", status.as_u16()), retry_after });
-        }
+        classify(method, status, retry_after, None)?;
         let body: serde_json::Value = response.json().await.map_err(|e| SlackError::Retryable {
             message: format!("{method}: unreadable answer (HTTP {}): {e}", status.as_u16()),
             retry_after: None,
         })?;
-        if body.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
-            return Ok(body);
-        }
-        let error = body.get("error").and_then(serde_json::Value::as_str).unwrap_or("unknown_error");
-        if RETRYABLE_ERRORS.contains(&error) {
-            Err(SlackError::Retryable { message: format!("{method}: {error}"), retry_after })
-        } else {
-            Err(SlackError::Permanent(format!("{method}: {error}")))
-        }
+        classify(method, status, retry_after, Some(&body))?;
+        Ok(body)
     }
 
     /// The id of a channel given by name or id; `None` when no channel the bot can see has that name.
@@ -297,67 +421,113 @@ fn retry_after(response: &reqwest::Response) -> Option<std::time::Duration> {
 }
 
 /// The metadata that marks a post as the event's.
-fn metadata(event_id: EventId) -> serde_json::Value {
-    serde_json::json!({ "event_type": METADATA_EVENT_TYPE, "event_payload": { "event_id": event_id.to_string() } })
+fn metadata(mark: &PostMark) -> serde_json::Value {
+    serde_json::json!({
+        "event_type": METADATA_EVENT_TYPE,
+        "event_payload": { "event_id": mark.event_id.to_string(), "part": mark.part },
+    })
 }
 
-#[async_trait]
-impl SlackSink for SlackWebApi {
-    async fn post_message(&self, event_id: EventId, message: &SlackMessage) -> Result<String, SlackError> {
-        let mut body = serde_json::to_value(message).map_err(|e| SlackError::Permanent(e.to_string()))?;
-        body["metadata"] = metadata(event_id);
-        let response = self
-            .http
-            .post(format!("{}/chat.postMessage", self.base))
+/// Whether a message read back from Slack carries `mark` (posts made before parts existed are `post`s).
+fn carries(message: &serde_json::Value, mark: &PostMark, event_id: &str) -> bool {
+    let meta = &message["metadata"];
+    meta["event_type"].as_str() == Some(METADATA_EVENT_TYPE)
+        && meta["event_payload"]["event_id"].as_str() == Some(event_id)
+        && meta["event_payload"]["part"].as_str().unwrap_or("post") == mark.part
+}
+
+/// Slack's answer classified: HTTP 429 and `ratelimited` wait; 5xx, timeouts and the retryable codes retry;
+/// every other `ok: false` is permanent.
+fn classify(
+    method: &str,
+    status: reqwest::StatusCode,
+    retry_after: Option<std::time::Duration>,
+    body: Option<&serde_json::Value>,
+) -> Result<(), SlackError> {
+    let wait = retry_after.unwrap_or(std::time::Duration::from_secs(1));
+    if status.as_u16() == 429 {
+        return Err(SlackError::RateLimited {
+            message: format!("{method}: rate limited (HTTP 429)"),
+            retry_after: wait,
+        });
+    }
+    if status.is_server_error() {
+        return Err(SlackError::Retryable { message: format!("{method}: HTTP {}", status.as_u16()), retry_after });
+    }
+    let Some(body) = body else { return Ok(()) };
+    if body.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
+        return Ok(());
+    }
+    let error = body.get("error").and_then(serde_json::Value::as_str).unwrap_or("unknown_error");
+    if matches!(error, "ratelimited" | "rate_limited") {
+        Err(SlackError::RateLimited { message: format!("{method}: {error}"), retry_after: wait })
+    } else if RETRYABLE_ERRORS.contains(&error) {
+        Err(SlackError::Retryable { message: format!("{method}: {error}"), retry_after })
+    } else {
+        Err(SlackError::Permanent(format!("{method}: {error}")))
+    }
+}
+
+impl SlackWebApi {
+    /// One Web API call by POST with a JSON body; its answer when `ok`.
+    async fn post_json(&self, method: &str, body: &serde_json::Value) -> Result<serde_json::Value, SlackError> {
+        let response = (self.http.post(format!("{}/{method}", self.base)))
             .bearer_auth(&self.token)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| SlackError::Retryable {
-                message: format!("chat.postMessage: {}", if e.is_timeout() { "timed out" } else { "request failed" }),
+                message: format!("{method}: {}", if e.is_timeout() { "timed out" } else { "request failed" }),
                 retry_after: None,
             })?;
         let status = response.status();
         let retry_after = retry_after(&response);
-        if status.as_u16() == 429 {
-            return Err(SlackError::Retryable {
-                message: "chat.postMessage: rate limited (HTTP 429)".into(),
-                retry_after,
-            });
-        }
-        if status.is_server_error() {
-            return Err(SlackError::Retryable {
-                message: format!("chat.postMessage: HTTP {}", status.as_u16()),
-                retry_after,
-            });
-        }
-        let body: serde_json::Value = response.json().await.map_err(|e| SlackError::Retryable {
-            message: format!("chat.postMessage: unreadable answer (HTTP {}): {e}", status.as_u16()),
+        classify(method, status, retry_after, None)?;
+        let answer: serde_json::Value = response.json().await.map_err(|e| SlackError::Retryable {
+            message: format!("{method}: unreadable answer (HTTP {}): {e}", status.as_u16()),
             retry_after: None,
         })?;
-        if body.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
-            if let Some(id) = body.get("channel").and_then(serde_json::Value::as_str) {
-                self.remember(&message.channel, id);
-            }
-            let ts = body.get("ts").and_then(serde_json::Value::as_str).unwrap_or("");
-            return Ok(format!("ts {ts}"));
-        }
-        let error = body.get("error").and_then(serde_json::Value::as_str).unwrap_or("unknown_error");
-        if RETRYABLE_ERRORS.contains(&error) {
-            Err(SlackError::Retryable { message: format!("chat.postMessage: {error}"), retry_after })
-        } else {
-            Err(SlackError::Permanent(format!("chat.postMessage: {error}")))
-        }
+        classify(method, status, retry_after, Some(&answer))?;
+        Ok(answer)
+    }
+}
+
+#[async_trait]
+impl SlackSink for SlackWebApi {
+    async fn post_message(&self, mark: &PostMark, message: &SlackMessage) -> Result<Posted, SlackError> {
+        let mut body = serde_json::to_value(message).map_err(|e| SlackError::Permanent(e.to_string()))?;
+        body["metadata"] = metadata(mark);
+        let answer = self.post_json("chat.postMessage", &body).await?;
+        let channel = answer.get("channel").and_then(serde_json::Value::as_str).unwrap_or(&message.channel);
+        self.remember(&message.channel, channel);
+        let ts = answer.get("ts").and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+        Ok(Posted { ts, channel: channel.to_owned() })
     }
 
-    /// Reads the channel's messages since the event arrived (`conversations.history` with
-    /// `include_all_metadata`, scopes `channels:history` and `groups:history`; a channel given by name is found
-    /// with `conversations.list`, scopes `channels:read` and `groups:read`). Without those scopes, or for a
-    /// channel the bot cannot read, the answer is [`PostCheck::Unknown`].
-    async fn find_post(&self, event_id: EventId, channel: &str, since: Timestamp) -> Result<PostCheck, SlackError> {
+    /// `chat.update` (scope `chat:write`, as posting): the channel must be an id; a name is looked up.
+    async fn update_message(&self, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), SlackError> {
+        let id = self.channel_id(channel).await?.unwrap_or_else(|| channel.to_owned());
+        let mut body = serde_json::json!({ "channel": id, "ts": ts, "text": message.text });
+        if let Some(blocks) = &message.blocks {
+            body["blocks"] = blocks.clone();
+        }
+        self.post_json("chat.update", &body).await.map(|_| ())
+    }
+
+    /// Reads the channel's messages since the event arrived (`conversations.history`, or `conversations.replies`
+    /// for a thread, with `include_all_metadata`; scopes `channels:history` and `groups:history`; a channel given
+    /// by name is found with `conversations.list`, scopes `channels:read` and `groups:read`). Without those
+    /// scopes, or for a channel the bot cannot read, the answer is [`PostCheck::Unknown`].
+    async fn find_post(
+        &self,
+        mark: &PostMark,
+        channel: &str,
+        thread_ts: Option<&str>,
+        since: Timestamp,
+    ) -> Result<PostCheck, SlackError> {
         let unknown = |e: SlackError| match e {
             SlackError::Permanent(why) => Ok(PostCheck::Unknown(why)),
-            retryable => Err(retryable),
+            waiting => Err(waiting),
         };
         let id = match self.channel_id(channel).await {
             Ok(Some(id)) => id,
@@ -366,7 +536,8 @@ impl SlackSink for SlackWebApi {
         };
         let oldest = since.minus(CLOCK_SLACK).as_millis().max(0);
         let oldest = format!("{}.{:03}000", oldest / 1000, oldest % 1000);
-        let wanted = event_id.to_string();
+        let wanted = mark.event_id.to_string();
+        let method = if thread_ts.is_some() { "conversations.replies" } else { "conversations.history" };
         let mut cursor = String::new();
         for _ in 0..HISTORY_PAGES {
             let mut query = vec![
@@ -375,19 +546,21 @@ impl SlackSink for SlackWebApi {
                 ("limit", "200".to_owned()),
                 ("include_all_metadata", "true".to_owned()),
             ];
+            if let Some(thread) = thread_ts {
+                query.push(("ts", thread.to_owned()));
+            }
             if !cursor.is_empty() {
                 query.push(("cursor", cursor.clone()));
             }
-            let page = match self.call("conversations.history", &query).await {
+            let page = match self.call(method, &query).await {
                 Ok(page) => page,
                 Err(e) => return unknown(e),
             };
-            let found = (page["messages"].as_array().into_iter().flatten()).find(|m| {
-                m["metadata"]["event_type"].as_str() == Some(METADATA_EVENT_TYPE)
-                    && m["metadata"]["event_payload"]["event_id"].as_str() == Some(wanted.as_str())
-            });
+            let found = (page["messages"].as_array().into_iter().flatten())
+                .filter(|m| thread_ts.is_none() || m["ts"].as_str() != thread_ts)
+                .find(|m| carries(m, mark, &wanted));
             if let Some(m) = found {
-                return Ok(PostCheck::Posted(format!("ts {}", m["ts"].as_str().unwrap_or(""))));
+                return Ok(PostCheck::Posted(m["ts"].as_str().unwrap_or("").to_owned()));
             }
             cursor = page["response_metadata"]["next_cursor"].as_str().unwrap_or("").to_owned();
             if cursor.is_empty() || page["has_more"].as_bool() == Some(false) {

@@ -1,9 +1,11 @@
-//! A local stand-in for the Slack Web API (`POST /chat.postMessage`, `GET /conversations.history` and
-//! `/conversations.list`), the one external service the tests replace. It records every request it answers and
+//! A local stand-in for the Slack Web API (`POST /chat.postMessage` and `/chat.update`, `GET
+//! /conversations.history`, `/conversations.replies` and `/conversations.list`), the one external service the
+//! tests replace. It records every request it answers and
 //! can be told, per channel, to fail: an HTTP status, a Slack error (`channel_not_found`, `ratelimited` with
 //! `Retry-After`), a slow answer, or an answer lost after the message landed. Like Slack, it gives each message a
-//! unique `ts`, answers with the channel's id, keeps each channel's messages with their metadata, and refuses
-//! history without its scope when told to. Feature `stub`.
+//! unique `ts`, answers with the channel's id, keeps each channel's messages with their metadata, puts a message
+//! with a `thread_ts` in that thread (not in the channel's history), updates a message in place given the
+//! channel's id and its `ts`, and refuses history without its scope when told to. Feature `stub`.
 //!
 //! [`SlackStub::with_socket_mode`] also serves `apps.connections.open` and a Socket Mode server ([`socket`]).
 
@@ -58,6 +60,12 @@ struct Inner {
     history_requests: Vec<(String, HashMap<String, String>)>,
     /// The error `conversations.*` answer with, when set (`missing_scope`).
     history_error: Option<&'static str>,
+    /// Thread replies by (channel id, thread ts), oldest first.
+    replies: HashMap<(String, String), Vec<Value>>,
+    /// Every `chat.update` accepted, in order.
+    updates: Vec<Value>,
+    /// When each post request arrived, by channel as given: (when, answered ok).
+    arrivals: Vec<(String, std::time::Instant, bool)>,
 }
 
 impl Inner {
@@ -73,11 +81,32 @@ impl Inner {
             self.names.insert(channel.trim_start_matches('#').to_owned(), id.clone());
         }
         let mut message = json!({"type": "message", "ts": ts, "text": body.get("text").cloned().unwrap_or_default()});
+        if let Some(blocks) = body.get("blocks") {
+            message["blocks"] = blocks.clone();
+        }
         if let Some(metadata) = body.get("metadata") {
             message["metadata"] = metadata.clone();
         }
-        self.history.entry(id.clone()).or_default().push(message);
+        match body.get("thread_ts").and_then(Value::as_str) {
+            Some(thread) => {
+                message["thread_ts"] = json!(thread);
+                self.replies.entry((id.clone(), thread.to_owned())).or_default().push(message);
+            }
+            None => self.history.entry(id.clone()).or_default().push(message),
+        }
         (id, ts)
+    }
+
+    /// The stored message `ts` of channel `id`: a parent or a reply.
+    fn message_mut(&mut self, id: &str, ts: &str) -> Option<&mut Value> {
+        let in_history = self.history.get(id).is_some_and(|h| h.iter().any(|m| m["ts"] == ts));
+        if in_history {
+            return self.history.get_mut(id)?.iter_mut().find(|m| m["ts"] == ts);
+        }
+        (self.replies.iter_mut())
+            .filter(|((channel, _), _)| channel == id)
+            .flat_map(|(_, replies)| replies.iter_mut())
+            .find(|m| m["ts"] == ts)
     }
 }
 
@@ -123,7 +152,9 @@ impl SlackStub {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new()
             .route("/chat.postMessage", post(post_message))
+            .route("/chat.update", post(update))
             .route("/conversations.history", get(history))
+            .route("/conversations.replies", get(replies))
             .route("/conversations.list", get(list))
             .with_state(inner.clone())
             .merge(extra);
@@ -172,6 +203,22 @@ impl SlackStub {
         self.lock().history.get(&channel_id(channel)).cloned().unwrap_or_default()
     }
 
+    /// The replies in the thread `thread_ts` of a channel (by name or id), oldest first.
+    pub fn replies(&self, channel: &str, thread_ts: &str) -> Vec<Value> {
+        self.lock().replies.get(&(channel_id(channel), thread_ts.to_owned())).cloned().unwrap_or_default()
+    }
+
+    /// Every `chat.update` accepted, in order (each with its `channel` id and `ts`).
+    pub fn updates(&self) -> Vec<Value> {
+        self.lock().updates.clone()
+    }
+
+    /// The `chat.postMessage` requests for `channel`, each with how long after the stub's start it arrived and
+    /// whether it was answered `ok`.
+    pub fn arrivals(&self, channel: &str) -> Vec<(std::time::Instant, bool)> {
+        self.lock().arrivals.iter().filter(|(c, _, _)| c == channel).map(|(_, at, ok)| (*at, *ok)).collect()
+    }
+
     /// `conversations.history` requests received.
     pub fn history_requests(&self) -> usize {
         self.lock().history_requests.len()
@@ -200,7 +247,10 @@ async fn post_message(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap
         let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.requests.push((channel.clone(), body.clone(), auth));
         let scripted = inner.script.get_mut(&channel).and_then(VecDeque::pop_front);
-        scripted.or_else(|| inner.always.get(&channel).cloned()).unwrap_or(Reply::Ok)
+        let reply = scripted.or_else(|| inner.always.get(&channel).cloned()).unwrap_or(Reply::Ok);
+        let ok = matches!(reply, Reply::Ok | Reply::Slow(_) | Reply::Accepted(_));
+        inner.arrivals.push((channel.clone(), std::time::Instant::now(), ok));
+        reply
     };
     let ok = || {
         let (id, ts) = inner.lock().unwrap_or_else(|p| p.into_inner()).land(&channel, &body);
@@ -226,6 +276,67 @@ async fn post_message(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap
         )
             .into_response(),
     }
+}
+
+/// `POST /chat.update`: replaces the text and blocks of the message `ts` in the channel `channel`, which must be
+/// an id as in Slack (a name is `channel_not_found`).
+async fn update(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let channel = body["channel"].as_str().unwrap_or("").to_owned();
+    let ts = body["ts"].as_str().unwrap_or("").to_owned();
+    if channel_id(&channel) != channel {
+        return Json(json!({"ok": false, "error": "channel_not_found"})).into_response();
+    }
+    let Some(message) = inner.message_mut(&channel, &ts) else {
+        return Json(json!({"ok": false, "error": "message_not_found"})).into_response();
+    };
+    message["text"] = body.get("text").cloned().unwrap_or_default();
+    match body.get("blocks") {
+        Some(blocks) => message["blocks"] = blocks.clone(),
+        None => {
+            if let Some(o) = message.as_object_mut() {
+                o.remove("blocks");
+            }
+        }
+    }
+    inner.updates.push(body);
+    Json(json!({"ok": true, "channel": channel, "ts": ts})).into_response()
+}
+
+/// `GET /conversations.replies`: the thread's parent, then its replies newer than `oldest`, paged as history.
+async fn replies(State(inner): State<Arc<Mutex<Inner>>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let channel = q.get("channel").cloned().unwrap_or_default();
+    let thread = q.get("ts").cloned().unwrap_or_default();
+    inner.history_requests.push((channel.clone(), q.clone()));
+    if let Some(error) = inner.history_error {
+        return Json(json!({"ok": false, "error": error})).into_response();
+    }
+    let parent = inner.message_mut(&channel, &thread).cloned();
+    let Some(parent) = parent else {
+        return Json(json!({"ok": false, "error": "thread_not_found"})).into_response();
+    };
+    let oldest: f64 = q.get("oldest").and_then(|o| o.parse().ok()).unwrap_or(0.0);
+    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).clamp(1, 999);
+    let skip: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let with_metadata = q.get("include_all_metadata").is_some_and(|v| v == "true");
+    let all: Vec<Value> = std::iter::once(parent)
+        .chain(inner.replies.get(&(channel, thread)).cloned().unwrap_or_default())
+        .filter(|m| m["ts"].as_str().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > oldest))
+        .collect();
+    let page: Vec<Value> = (all.iter().skip(skip).take(limit))
+        .map(|m| {
+            let mut m = m.clone();
+            if !with_metadata && let Some(o) = m.as_object_mut() {
+                o.remove("metadata");
+            }
+            m
+        })
+        .collect();
+    let more = skip + page.len() < all.len();
+    let next = if more { (skip + page.len()).to_string() } else { String::new() };
+    Json(json!({"ok": true, "messages": page, "has_more": more, "response_metadata": {"next_cursor": next}}))
+        .into_response()
 }
 
 /// `GET /conversations.history`: the channel's messages newer than `oldest`, newest first, `limit` a page, paged

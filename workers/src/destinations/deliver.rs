@@ -141,7 +141,7 @@ impl Destinations {
         self.metrics.seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => "delivered",
-            Err(HandlerError::Retryable { .. }) => "retryable",
+            Err(HandlerError::Retryable { .. } | HandlerError::Deferred { .. }) => "retryable",
             Err(HandlerError::Permanent(_)) => "permanent",
         };
         self.metrics.deliveries.get_or_create(&DeliveryLabels { destination: route.name.clone(), outcome }).inc();

@@ -141,6 +141,7 @@ pub fn layout(channel: &str, hook: &str, s: &Summary) -> SlackMessage {
         text: truncate(&fallback, 1_000, "…"),
         blocks: Some(Value::Array(blocks)),
         attachments: None,
+        thread_ts: None,
     }
 }
 

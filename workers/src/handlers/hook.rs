@@ -101,10 +101,17 @@ pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
                 text: obj.get("text").and_then(|t| t.as_str()).unwrap_or(prefix).to_owned(),
                 blocks: obj.get("blocks").cloned(),
                 attachments: obj.get("attachments").cloned(),
+                thread_ts: None,
             };
         }
         if let Some(text) = lead(prefix, obj) {
-            return SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None };
+            return SlackMessage {
+                channel: channel.to_owned(),
+                text,
+                blocks: None,
+                attachments: None,
+                thread_ts: None,
+            };
         }
     }
     let text = match json {
@@ -114,7 +121,7 @@ pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
         }
         None => format!("{prefix}\n{}", truncate(&String::from_utf8_lossy(body), MAX_TEXT, "… (truncated)")),
     };
-    SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None }
+    SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None, thread_ts: None }
 }
 
 /// A generic payload that says what it is about: its lead fields first, then its other top-level values as

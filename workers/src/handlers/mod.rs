@@ -1,5 +1,6 @@
 //! The built-in handlers.
 
+pub mod alarm;
 pub mod hook;
 pub mod schedule;
 pub mod sns;
@@ -27,7 +28,7 @@ pub fn builtin_with(routing: sns::SnsRouting, confirmer: Arc<dyn sns::Subscripti
     Registry::new(Arc::new(unhandled::Unhandled))
         .register(Kind::HOOK_PAYLOAD, hook.clone())
         .register("github.", hook)
-        .register(Kind::SNS_CLOUDWATCH_ALARM, Arc::new(sns::CloudWatchAlarm(routing.clone())))
+        .register(Kind::SNS_CLOUDWATCH_ALARM, Arc::new(alarm::CloudWatchAlarm(routing.clone())))
         .register(Kind::SNS_NOTIFICATION, Arc::new(sns::Notification(routing)))
         .register(Kind::SNS_SUBSCRIPTION_CONFIRMATION, Arc::new(sns::SubscriptionConfirmation::new(confirmer)))
         .register(Kind::SNS_UNSUBSCRIBE_CONFIRMATION, Arc::new(sns::UnsubscribeConfirmation))

@@ -51,7 +51,7 @@ impl Handler for ScheduleTick {
                 tick.schedule
             ));
         }
-        let message = SlackMessage { channel: channel.clone(), text, blocks: None, attachments: None };
+        let message = SlackMessage { channel: channel.clone(), text, blocks: None, attachments: None, thread_ts: None };
         let posted = ctx.post_once(envelope, &message).await?;
         Ok(format!("posted tick {} of {} to {channel} ({posted})", tick.tick, tick.schedule))
     }

@@ -15,17 +15,19 @@ use serde_json::{Value, json};
 use crate::slack::{SlackMessage, truncate};
 use crate::{Handler, HandlerContext, HandlerError};
 
-/// Where SNS messages go.
+/// Where SNS messages go, and how alarms thread there.
 #[derive(Debug, Clone, Default)]
 pub struct SnsRouting {
     /// Topic ARN → channel.
     pub topic_channels: HashMap<String, String>,
     /// Channel of topics without one.
     pub default_channel: String,
+    /// Alarm threads, storms, flapping and the channels' pace.
+    pub alarms: super::alarm::AlarmSettings,
 }
 
 impl SnsRouting {
-    async fn channel(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+    pub(crate) async fn channel(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
         let Source::Sns { topic_arn, hook_id } = envelope.source() else {
             return Err(HandlerError::Permanent("not an SNS event".into()));
         };
@@ -45,137 +47,13 @@ impl SnsRouting {
 }
 
 /// The SNS envelope body (`Message`, `Subject`, `SubscribeURL`...).
-fn sns_body(envelope: &Envelope) -> Result<Value, HandlerError> {
+pub(crate) fn sns_body(envelope: &Envelope) -> Result<Value, HandlerError> {
     let text = envelope.as_v1().body.as_text().ok_or_else(|| HandlerError::Permanent("SNS body is not text".into()))?;
     serde_json::from_str(text).map_err(|e| HandlerError::Permanent(format!("SNS body is not JSON: {e}")))
 }
 
-fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
+pub(crate) fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-/// CloudWatch alarm state changes.
-pub struct CloudWatchAlarm(pub SnsRouting);
-
-#[async_trait]
-impl Handler for CloudWatchAlarm {
-    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
-        let sns = sns_body(envelope)?;
-        let alarm: Value = serde_json::from_str(str_of(&sns, "Message"))
-            .map_err(|e| HandlerError::Permanent(format!("alarm message is not JSON: {e}")))?;
-        let channel = self.0.channel(ctx, envelope).await?;
-        let message = alarm_message(&channel, &alarm);
-        let posted = ctx.post_once(envelope, &message).await?;
-        Ok(format!(
-            "alarm {} {} posted to {channel} ({posted})",
-            str_of(&alarm, "AlarmName"),
-            str_of(&alarm, "NewStateValue")
-        ))
-    }
-}
-
-/// The state marker: an emoji and the state name, so the message reads right with or without emoji.
-pub fn state_marker(state: &str) -> &'static str {
-    match state {
-        "ALARM" => ":red_circle: ALARM",
-        "OK" => ":large_green_circle: OK",
-        "INSUFFICIENT_DATA" => ":white_circle: INSUFFICIENT_DATA",
-        _ => ":grey_question: UNKNOWN STATE",
-    }
-}
-
-/// The metric an alarm watches: namespace, name and dimensions, or the metric-math expressions.
-pub fn metric_description(trigger: &Value) -> String {
-    if let Some(metrics) = trigger.get("Metrics").and_then(Value::as_array) {
-        let parts: Vec<String> = metrics
-            .iter()
-            .map(|m| match m.get("Expression").and_then(Value::as_str) {
-                Some(expr) => format!("{} = `{expr}`", str_of(m, "Id")),
-                None => {
-                    let stat = m.get("MetricStat").unwrap_or(&Value::Null);
-                    let metric = stat.get("Metric").unwrap_or(&Value::Null);
-                    format!("{} = {}", str_of(m, "Id"), named_metric(metric))
-                }
-            })
-            .collect();
-        return parts.join("\n");
-    }
-    let mut text = named_metric(trigger);
-    let stat = trigger
-        .get("Statistic")
-        .and_then(Value::as_str)
-        .or_else(|| trigger.get("ExtendedStatistic").and_then(Value::as_str));
-    if let Some(stat) = stat {
-        text.push_str(&format!(
-            ", {} over {} s",
-            stat.to_lowercase(),
-            trigger.get("Period").and_then(Value::as_u64).unwrap_or(0)
-        ));
-    }
-    if let (Some(op), Some(threshold)) =
-        (trigger.get("ComparisonOperator").and_then(Value::as_str), trigger.get("Threshold"))
-    {
-        text.push_str(&format!(", {op} {threshold}"));
-    }
-    text
-}
-
-fn named_metric(metric: &Value) -> String {
-    let dims: Vec<String> = metric
-        .get("Dimensions")
-        .and_then(Value::as_array)
-        .map(|ds| {
-            ds.iter()
-                .map(|d| {
-                    let name = d.get("name").or_else(|| d.get("Name")).and_then(Value::as_str).unwrap_or("");
-                    let value = d.get("value").or_else(|| d.get("Value")).and_then(Value::as_str).unwrap_or("");
-                    format!("{name}={value}")
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let base = format!("{} {}", str_of(metric, "Namespace"), str_of(metric, "MetricName"));
-    if dims.is_empty() { base } else { format!("{base} ({})", dims.join(", ")) }
-}
-
-/// The CloudWatch console link of an alarm.
-pub fn console_link(alarm: &Value) -> String {
-    // The region code is in the ARN; the `Region` field is a display name ("US East (N. Virginia)").
-    let region = str_of(alarm, "AlarmArn").split(':').nth(3).filter(|r| !r.is_empty()).unwrap_or("us-east-1");
-    let name: String = url::form_urlencoded::byte_serialize(str_of(alarm, "AlarmName").as_bytes()).collect();
-    format!("https://console.aws.amazon.com/cloudwatch/home?region={region}#alarmsV2:alarm/{name}")
-}
-
-/// The Block Kit message of an alarm.
-pub fn alarm_message(channel: &str, alarm: &Value) -> SlackMessage {
-    let name = str_of(alarm, "AlarmName");
-    let state = str_of(alarm, "NewStateValue");
-    let marker = state_marker(state);
-    let reason = str_of(alarm, "NewStateReason");
-    let trigger = alarm.get("Trigger").unwrap_or(&Value::Null);
-    let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{} {name}", marker.split(' ').nth(1).unwrap_or(state)), 150, "…"), "emoji": true}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("{marker}  *{name}*")}}),
-    ];
-    let description = str_of(alarm, "AlarmDescription");
-    if !description.is_empty() {
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(description, 2900, "…")}}));
-    }
-    blocks.push(json!({"type": "section", "fields": [
-        {"type": "mrkdwn", "text": format!("*Reason*\n{}", truncate(reason, 1900, "…"))},
-        {"type": "mrkdwn", "text": format!("*State change*\n{} → {} at {}", str_of(alarm, "OldStateValue"), state, str_of(alarm, "StateChangeTime"))},
-        {"type": "mrkdwn", "text": format!("*Metric*\n{}", truncate(&metric_description(trigger), 1900, "…"))},
-        {"type": "mrkdwn", "text": format!("*Region*\n{} (account {})", str_of(alarm, "Region"), str_of(alarm, "AWSAccountId"))},
-    ]}));
-    blocks.push(json!({"type": "actions", "elements": [
-        {"type": "button", "text": {"type": "plain_text", "text": "Open in CloudWatch"}, "url": console_link(alarm)}
-    ]}));
-    SlackMessage {
-        channel: channel.to_owned(),
-        text: format!("{marker}: {name}: {}", truncate(reason, 300, "…")),
-        blocks: Some(Value::Array(blocks)),
-        attachments: None,
-    }
 }
 
 /// Every other SNS notification.
@@ -228,7 +106,7 @@ pub fn notification_message(channel: &str, topic: &str, subject: &str, body: &st
         }
         Err(_) => format!("*{title}*\n{}", truncate(body, 2900, "…")),
     };
-    SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None }
+    SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None, thread_ts: None }
 }
 
 /// How a subscription is confirmed: a GET of its `SubscribeURL` ([`UrlConfirmer`], the embedded backend), or the
@@ -330,17 +208,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metric_math_alarms_show_their_expressions() {
-        let trigger = json!({"Metrics": [
-            {"Id": "e1", "Expression": "m1 / m2 * 100", "Label": "error rate"},
-            {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "AWS/ApplicationELB", "MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": [{"name": "LoadBalancer", "value": "app/x"}]}}}
-        ]});
-        let text = metric_description(&trigger);
-        assert!(text.contains("e1 = `m1 / m2 * 100`"), "{text}");
-        assert!(text.contains("AWS/ApplicationELB HTTPCode_Target_5XX_Count (LoadBalancer=app/x)"), "{text}");
-    }
-
-    #[test]
     fn health_events_budgets_and_text_read_well() {
         let health = json!({"detail-type": "AWS Health Event", "source": "aws.health", "region": "eu-west-1",
             "detail": {"service": "EC2", "eventTypeCode": "AWS_EC2_OPERATIONAL_ISSUE", "statusCode": "open",
@@ -352,12 +219,5 @@ mod tests {
         assert!(m.text.starts_with("*AWS Budgets: monthly") && m.text.contains("Dear AWS Customer"));
         let m = notification_message("#c", "t", "", r#"{"a":1}"#);
         assert!(m.text.contains("```"));
-    }
-
-    #[test]
-    fn state_markers_are_distinct() {
-        assert_ne!(state_marker("ALARM"), state_marker("OK"));
-        assert!(state_marker("INSUFFICIENT_DATA").contains("INSUFFICIENT_DATA"));
-        assert!(state_marker("weird").contains("UNKNOWN"));
     }
 }

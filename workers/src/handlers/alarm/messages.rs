@@ -1,0 +1,399 @@
+//! The Block Kit messages of alarm threads: the parent (the alarm's current state), a thread reply per state
+//! change, the flapping counter, the storm digest and its back-links. Everything an alarm carries is escaped and
+//! cut to Slack's limits ([`crate::block_kit`]), composite, metric-math and anomaly-detection alarms alike.
+
+use eventfleet_schema::{EventId, Timestamp};
+use eventfleet_storage::Digest;
+use serde_json::{Value, json};
+
+use crate::block_kit::{MAX_HEADER_TEXT, code, context, escape, section};
+use crate::handlers::sns::str_of;
+use crate::slack::{SlackMessage, truncate};
+
+/// Children of a composite alarm named in its message.
+const MAX_CHILDREN: usize = 10;
+
+/// Alarm names listed in a digest.
+pub const DIGEST_NAMES: usize = 8;
+
+/// The state marker: an emoji and the state name, so the message reads right with or without emoji.
+pub fn state_marker(state: &str) -> &'static str {
+    match state {
+        "ALARM" => ":red_circle: ALARM",
+        "OK" => ":large_green_circle: OK",
+        "INSUFFICIENT_DATA" => ":white_circle: INSUFFICIENT_DATA",
+        _ => ":grey_question: UNKNOWN STATE",
+    }
+}
+
+/// The metric an alarm watches: namespace, name and dimensions, or the metric-math expressions (an anomaly
+/// detection band among them, named as the threshold).
+pub fn metric_description(trigger: &Value) -> String {
+    if let Some(metrics) = trigger.get("Metrics").and_then(Value::as_array) {
+        let band = str_of(trigger, "ThresholdMetricId");
+        let mut parts: Vec<String> = metrics
+            .iter()
+            .map(|m| {
+                let id = str_of(m, "Id");
+                let described = match m.get("Expression").and_then(Value::as_str) {
+                    Some(expr) => format!("{id} = {}", code(expr)),
+                    None => {
+                        let stat = m.get("MetricStat").unwrap_or(&Value::Null);
+                        let metric = stat.get("Metric").unwrap_or(&Value::Null);
+                        format!("{id} = {}", escape(&named_metric(metric)))
+                    }
+                };
+                if !band.is_empty() && id == band { format!("{described} (threshold band)") } else { described }
+            })
+            .collect();
+        if let Some(op) = trigger.get("ComparisonOperator").and_then(Value::as_str) {
+            parts.push(escape(op));
+        }
+        return parts.join("\n");
+    }
+    let mut text = escape(&named_metric(trigger));
+    let stat = trigger
+        .get("Statistic")
+        .and_then(Value::as_str)
+        .or_else(|| trigger.get("ExtendedStatistic").and_then(Value::as_str));
+    if let Some(stat) = stat {
+        text.push_str(&format!(
+            ", {} over {} s",
+            escape(&stat.to_lowercase()),
+            trigger.get("Period").and_then(Value::as_u64).unwrap_or(0)
+        ));
+    }
+    if let (Some(op), Some(threshold)) =
+        (trigger.get("ComparisonOperator").and_then(Value::as_str), trigger.get("Threshold"))
+    {
+        text.push_str(&format!(", {} {threshold}", escape(op)));
+    }
+    text
+}
+
+fn named_metric(metric: &Value) -> String {
+    let dims: Vec<String> = metric
+        .get("Dimensions")
+        .and_then(Value::as_array)
+        .map(|ds| {
+            ds.iter()
+                .map(|d| {
+                    let name = d.get("name").or_else(|| d.get("Name")).and_then(Value::as_str).unwrap_or("");
+                    let value = d.get("value").or_else(|| d.get("Value")).and_then(Value::as_str).unwrap_or("");
+                    format!("{name}={value}")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let base = format!("{} {}", str_of(metric, "Namespace"), str_of(metric, "MetricName"));
+    if dims.is_empty() { base } else { format!("{base} ({})", dims.join(", ")) }
+}
+
+/// The metric namespace of an alarm (`composite` for a composite alarm, the first metric's for metric math).
+pub fn namespace(alarm: &Value) -> String {
+    if alarm.get("AlarmRule").is_some() {
+        return "composite".into();
+    }
+    let trigger = alarm.get("Trigger").unwrap_or(&Value::Null);
+    let direct = str_of(trigger, "Namespace");
+    if !direct.is_empty() {
+        return direct.to_owned();
+    }
+    (trigger.get("Metrics").and_then(Value::as_array).into_iter().flatten())
+        .find_map(|m| m.pointer("/MetricStat/Metric/Namespace").and_then(Value::as_str))
+        .unwrap_or("metric math")
+        .to_owned()
+}
+
+/// The CloudWatch console link of an alarm.
+pub fn console_link(alarm: &Value) -> String {
+    // The region code is in the ARN; the `Region` field is a display name ("US East (N. Virginia)").
+    let region = str_of(alarm, "AlarmArn").split(':').nth(3).filter(|r| !r.is_empty()).unwrap_or("us-east-1");
+    let name: String = url::form_urlencoded::byte_serialize(str_of(alarm, "AlarmName").as_bytes()).collect();
+    format!("https://console.aws.amazon.com/cloudwatch/home?region={region}#alarmsV2:alarm/{name}")
+}
+
+/// A composite alarm's rule and the children that triggered it.
+fn composite(alarm: &Value) -> Option<String> {
+    let rule = alarm.get("AlarmRule").and_then(Value::as_str)?;
+    let children: Vec<&Value> =
+        alarm.get("TriggeringChildren").and_then(Value::as_array).map(|c| c.iter().collect()).unwrap_or_default();
+    let mut text = format!("*Rule*\n{}", code(&truncate(rule, 1_000, "…")));
+    if !children.is_empty() {
+        text.push_str("\n*Triggered by*");
+        for child in children.iter().take(MAX_CHILDREN) {
+            let arn = str_of(child, "Arn");
+            let name = arn.rsplit(':').next().unwrap_or(arn);
+            let state = child.pointer("/State/Value").and_then(Value::as_str).unwrap_or("");
+            text.push_str(&format!("\n• {} {}", escape(&truncate(name, 200, "…")), state_marker(state)));
+        }
+        if children.len() > MAX_CHILDREN {
+            text.push_str(&format!("\n• and {} more", children.len() - MAX_CHILDREN));
+        }
+    }
+    Some(text)
+}
+
+/// The blocks that describe an alarm's notification: its name and state, description, reason, change, metric
+/// (or a composite's rule and children), region, and a button to the console.
+fn alarm_blocks(alarm: &Value, with_header: bool) -> Vec<Value> {
+    let name = str_of(alarm, "AlarmName");
+    let state = str_of(alarm, "NewStateValue");
+    let marker = state_marker(state);
+    let reason = str_of(alarm, "NewStateReason");
+    let trigger = alarm.get("Trigger").unwrap_or(&Value::Null);
+    let mut blocks = Vec::new();
+    if with_header {
+        let word = marker.split(' ').nth(1).unwrap_or(state);
+        let header = truncate(&format!("{word} {name}"), MAX_HEADER_TEXT - 1, "…");
+        blocks.push(json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}));
+    }
+    blocks.push(section(&format!("{marker}  *{}*", escape(name))));
+    let description = str_of(alarm, "AlarmDescription");
+    if !description.is_empty() {
+        blocks.push(section(&escape(&truncate(description, 2_500, "…"))));
+    }
+    let what = match composite(alarm) {
+        Some(rule) => rule,
+        None => format!("*Metric*\n{}", metric_description(trigger)),
+    };
+    let field = |text: String| json!({"type": "mrkdwn", "text": truncate(&text, 1_990, "…")});
+    blocks.push(json!({"type": "section", "fields": [
+        field(format!("*Reason*\n{}", escape(&truncate(reason, 1_800, "…")))),
+        field(format!("*State change*\n{} → {} at {}", escape(str_of(alarm, "OldStateValue")), escape(state),
+            escape(str_of(alarm, "StateChangeTime")))),
+        field(what),
+        field(format!("*Region*\n{} (account {})", escape(str_of(alarm, "Region")), escape(str_of(alarm, "AWSAccountId")))),
+    ]}));
+    blocks.push(json!({"type": "actions", "elements": [
+        {"type": "button", "text": {"type": "plain_text", "text": "Open in CloudWatch"}, "url": console_link(alarm)}
+    ]}));
+    blocks
+}
+
+fn fallback(alarm: &Value) -> String {
+    let marker = state_marker(str_of(alarm, "NewStateValue"));
+    let name = str_of(alarm, "AlarmName");
+    let reason = str_of(alarm, "NewStateReason");
+    truncate(&format!("{marker}: {}: {}", escape(name), escape(&truncate(reason, 300, "…"))), 1_000, "…")
+}
+
+/// What the thread knows of the alarm, for the parent's state line.
+#[derive(Debug, Clone)]
+pub struct ThreadLine {
+    /// The current state.
+    pub state: String,
+    /// Since when.
+    pub since: Timestamp,
+    /// State changes in the thread.
+    pub transitions: u32,
+    /// The event that set the state.
+    pub event_id: EventId,
+}
+
+/// The parent message: the latest notification in full, with a line of the thread's state.
+pub fn parent(channel: &str, alarm: &Value, line: &ThreadLine) -> SlackMessage {
+    let mut blocks = alarm_blocks(alarm, true);
+    blocks.push(context(&[format!(
+        "{} since {} · {} state change{} · thread below · event `{}`",
+        state_marker(&line.state),
+        line.since,
+        line.transitions,
+        if line.transitions == 1 { "" } else { "s" },
+        line.event_id
+    )]));
+    SlackMessage {
+        channel: channel.to_owned(),
+        text: fallback(alarm),
+        blocks: Some(Value::Array(blocks)),
+        attachments: None,
+        thread_ts: None,
+    }
+}
+
+/// An alarm's own message in a storm digest's thread: the notification without its header.
+pub fn in_digest(channel: &str, digest_ts: &str, alarm: &Value, event_id: EventId) -> SlackMessage {
+    let mut blocks = alarm_blocks(alarm, false);
+    blocks.push(context(&[format!("part of the storm digest above · event `{event_id}`")]));
+    SlackMessage {
+        channel: channel.to_owned(),
+        text: fallback(alarm),
+        blocks: Some(Value::Array(blocks)),
+        attachments: None,
+        thread_ts: Some(digest_ts.to_owned()),
+    }
+}
+
+/// The thread reply of a state change.
+pub fn reply(channel: &str, thread_ts: &str, alarm: &Value, event_id: EventId) -> SlackMessage {
+    let name = escape(str_of(alarm, "AlarmName"));
+    let state = str_of(alarm, "NewStateValue");
+    let change = format!(
+        "{}  *{name}*: {} → {} at {}\n{}",
+        state_marker(state),
+        escape(str_of(alarm, "OldStateValue")),
+        escape(state),
+        escape(str_of(alarm, "StateChangeTime")),
+        escape(&truncate(str_of(alarm, "NewStateReason"), 2_000, "…"))
+    );
+    SlackMessage {
+        channel: channel.to_owned(),
+        text: fallback(alarm),
+        blocks: Some(json!([section(&change), context(&[format!("event `{event_id}`")])])),
+        attachments: None,
+        thread_ts: Some(thread_ts.to_owned()),
+    }
+}
+
+/// The reply that counts a flapping run, posted once and updated in place.
+pub fn flapping(
+    channel: &str,
+    thread_ts: &str,
+    alarm: &Value,
+    collapsed: u32,
+    window_min: u64,
+    event_id: EventId,
+) -> SlackMessage {
+    let name = escape(str_of(alarm, "AlarmName"));
+    let state = str_of(alarm, "NewStateValue");
+    let text = format!(
+        ":repeat: *{name}* is flapping: {collapsed} more state change{} collapsed here (each within {window_min} min of \
+         the one before). Now {} since {}. Replies resume once it settles.",
+        if collapsed == 1 { "" } else { "s" },
+        state_marker(state),
+        escape(str_of(alarm, "StateChangeTime")),
+    );
+    SlackMessage {
+        channel: channel.to_owned(),
+        text: format!("{name} is flapping: {collapsed} more state changes"),
+        blocks: Some(json!([section(&text), context(&[format!("latest event `{event_id}`")])])),
+        attachments: None,
+        thread_ts: Some(thread_ts.to_owned()),
+    }
+}
+
+/// The storm digest: how many alarms, by state, namespace and account, the first names.
+pub fn digest(channel: &str, d: &Digest, window_s: u64) -> SlackMessage {
+    let counts = |m: &std::collections::BTreeMap<String, u32>| {
+        let mut v: Vec<(&String, &u32)> = m.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let shown: Vec<String> = v.iter().take(10).map(|(k, n)| format!("{} {n}", escape(k))).collect();
+        let more = v.len().saturating_sub(10);
+        if more > 0 { format!("{} · {more} more", shown.join(" · ")) } else { shown.join(" · ") }
+    };
+    let states: Vec<String> = d.states.iter().map(|(s, n)| format!("{} {n}", state_marker(s))).collect();
+    let mut names: Vec<String> = d.names.iter().take(DIGEST_NAMES).map(|n| escape(&truncate(n, 150, "…"))).collect();
+    if d.total as usize > names.len() {
+        names.push(format!("and {} more", d.total as usize - names.len()));
+    }
+    let header = truncate(&format!("Alarm storm: {} alarms", d.total), MAX_HEADER_TEXT - 1, "…");
+    let blocks = json!([
+        {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}},
+        section(&format!("*States*  {}\n*Namespaces*  {}\n*Accounts*  {}", states.join(" · "), counts(&d.namespaces), counts(&d.accounts))),
+        section(&format!("*Alarms*  {}", names.join(", "))),
+        context(&[format!("More than the storm threshold of new alarms within {window_s} s: each alarm is in this \
+            thread, with its event id; its later state changes go there too.")]),
+    ]);
+    SlackMessage {
+        channel: channel.to_owned(),
+        text: format!(
+            "Alarm storm: {} alarms ({})",
+            d.total,
+            d.states.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", ")
+        ),
+        blocks: Some(blocks),
+        attachments: None,
+        thread_ts: None,
+    }
+}
+
+/// The digest thread's link to an alarm posted alone just before the storm began.
+pub fn backlink(channel: &str, digest_ts: &str, name: &str, state: &str, ts: &str) -> SlackMessage {
+    let text = format!(
+        "{}  *{}* was posted in the channel just before the storm began (message `{ts}`); its state changes go \
+         to its own thread.",
+        state_marker(state),
+        escape(name)
+    );
+    SlackMessage {
+        channel: channel.to_owned(),
+        text: format!("{name}: posted before the storm"),
+        blocks: Some(json!([section(&text)])),
+        attachments: None,
+        thread_ts: Some(digest_ts.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block_kit::problems;
+
+    fn check(m: &SlackMessage) {
+        assert!(problems(m).is_empty(), "{:?}", problems(m));
+    }
+
+    #[test]
+    fn metric_math_and_anomaly_alarms_show_their_expressions() {
+        let trigger = json!({"Metrics": [
+            {"Id": "e1", "Expression": "m1 / m2 * 100", "Label": "error rate"},
+            {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "AWS/ApplicationELB", "MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": [{"name": "LoadBalancer", "value": "app/x"}]}}}
+        ]});
+        let text = metric_description(&trigger);
+        assert!(text.contains("e1 = `m1 / m2 * 100`"), "{text}");
+        assert!(text.contains("AWS/ApplicationELB HTTPCode_Target_5XX_Count (LoadBalancer=app/x)"), "{text}");
+        let anomaly = json!({"ThresholdMetricId": "ad1", "ComparisonOperator": "GreaterThanUpperThreshold", "Metrics": [
+            {"Id": "m1", "MetricStat": {"Metric": {"Namespace": "AWS/Lambda", "MetricName": "Duration"}}},
+            {"Id": "ad1", "Expression": "ANOMALY_DETECTION_BAND(m1, 2)"}
+        ]});
+        let text = metric_description(&anomaly);
+        assert!(text.contains("ad1 = `ANOMALY_DETECTION_BAND(m1, 2)` (threshold band)"), "{text}");
+        assert!(text.contains("GreaterThanUpperThreshold"), "{text}");
+    }
+
+    #[test]
+    fn every_message_keeps_within_block_kit_limits_whatever_the_alarm_carries() {
+        let children: Vec<Value> = (0..300)
+            .map(|i| json!({"Arn": format!("arn:aws:cloudwatch:us-east-1:1:alarm:child-{i}-{}", "x".repeat(300)), "State": {"Value": "ALARM"}}))
+            .collect();
+        let huge = json!({
+            "AlarmName": format!("<!channel> {}", "n".repeat(500)), "AlarmDescription": "d&".repeat(4000),
+            "NewStateValue": "ALARM", "OldStateValue": "OK", "NewStateReason": "r".repeat(9000),
+            "StateChangeTime": "2026-12-01T00:00:00.000+0000", "Region": "EU (Ireland)", "AWSAccountId": "1",
+            "AlarmArn": "arn:aws:cloudwatch:eu-west-1:1:alarm:big", "AlarmRule": format!("ALARM({})", "y".repeat(5000)),
+            "TriggeringChildren": children,
+        });
+        let line = ThreadLine {
+            state: "ALARM".into(),
+            since: Timestamp::from_millis(0),
+            transitions: 9,
+            event_id: EventId::new(),
+        };
+        let p = parent("#c", &huge, &line);
+        check(&p);
+        let text = serde_json::to_string(&p.blocks).unwrap();
+        assert!(!text.contains("<!channel>"), "a name cannot notify the channel");
+        assert!(text.contains("child-0-") && text.contains("and 290 more"), "the triggering children are named");
+        check(&reply("#c", "1.1", &huge, EventId::new()));
+        check(&in_digest("#c", "1.1", &huge, EventId::new()));
+        check(&flapping("#c", "1.1", &huge, 7, 10, EventId::new()));
+        check(&backlink("#c", "1.1", &"z".repeat(5000), "OK", "1.2"));
+        let mut d = Digest { total: 500, ..Digest::default() };
+        for i in 0..500 {
+            *d.states.entry(["ALARM", "OK"][i % 2].into()).or_default() += 1;
+            *d.namespaces.entry(format!("NS/{i}")).or_default() += 1;
+            *d.accounts.entry(format!("{i:012}")).or_default() += 1;
+            d.names.push("q".repeat(400));
+        }
+        let m = digest("#c", &d, 30);
+        check(&m);
+        assert!(m.text.contains("500 alarms"));
+    }
+
+    #[test]
+    fn state_markers_are_distinct() {
+        assert_ne!(state_marker("ALARM"), state_marker("OK"));
+        assert!(state_marker("INSUFFICIENT_DATA").contains("INSUFFICIENT_DATA"));
+        assert!(state_marker("weird").contains("UNKNOWN"));
+    }
+}

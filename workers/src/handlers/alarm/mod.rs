@@ -1,0 +1,478 @@
+//! CloudWatch alarms as Slack threads that follow each alarm's life.
+//!
+//! - The first notification of an alarm (keyed by its `AlarmArn`) posts a message; later state changes reply in
+//!   its thread and update the message's state line (`chat.update`). A new ALARM after the alarm has been OK for
+//!   longer than [`AlarmSettings::reopen_after`] starts a new thread.
+//! - A storm (more than [`AlarmSettings::storm_threshold`] new alarm threads in one channel, each within
+//!   [`AlarmSettings::storm_window`] of the one before) becomes one digest message with the alarms in its thread;
+//!   the alarms posted alone just before it get a back-link there.
+//! - Flapping (more than [`AlarmSettings::flap_replies`] state changes, each within
+//!   [`AlarmSettings::flap_window`] of the one before) collapses into one reply that counts them, updated in
+//!   place.
+//! - Posts to a channel keep a pace of one per [`AlarmSettings::channel_interval`] with short bursts, shared by
+//!   the fleet through the store; a post without a slot, or in a channel Slack paused (`Retry-After`), is
+//!   deferred: its message is hidden until then, no handler waits.
+//!
+//! The thread's record is written after each post, and every post carries the event id and its part in its
+//! metadata, so an attempt after a crash finds what an earlier one did and does not post it again.
+
+pub mod channel;
+pub mod messages;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventfleet_schema::{Envelope, Timestamp};
+use eventfleet_storage::{AlarmThread, ChannelState, Digest, EarlyAlarm, StorageError};
+use serde_json::Value;
+
+use crate::handlers::sns::{SnsRouting, sns_body, str_of};
+use crate::slack::{PostMark, Posted, SlackError, SlackMessage};
+use crate::{Handler, HandlerContext, HandlerError};
+use channel::{Decision, Placement};
+use messages::ThreadLine;
+
+/// How alarms thread, storm and flap, and the pace of a channel's alarm posts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmSettings {
+    /// An alarm OK for longer than this starts a new thread on its next ALARM (`EVENTFLEET_ALARM_REOPEN_AFTER_S`).
+    pub reopen_after: Duration,
+    /// New alarm threads in one channel past which a storm digest begins; 0: never
+    /// (`EVENTFLEET_ALARM_STORM_THRESHOLD`).
+    pub storm_threshold: u32,
+    /// A storm lasts while new alarms come within this of each other (`EVENTFLEET_ALARM_STORM_WINDOW_S`).
+    pub storm_window: Duration,
+    /// Replies in a run of quick state changes before the rest collapse into a count; 0: never
+    /// (`EVENTFLEET_ALARM_FLAP_REPLIES`).
+    pub flap_replies: u32,
+    /// State changes within this of each other make a run (`EVENTFLEET_ALARM_FLAP_WINDOW_S`).
+    pub flap_window: Duration,
+    /// One alarm post per this much time in a channel; zero: no pace (`EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS`).
+    pub channel_interval: Duration,
+    /// Posts that may go at once before the pace applies (`EVENTFLEET_SLACK_CHANNEL_BURST`).
+    pub channel_burst: u32,
+}
+
+impl Default for AlarmSettings {
+    fn default() -> Self {
+        Self {
+            reopen_after: Duration::from_secs(3600),
+            storm_threshold: 10,
+            storm_window: Duration::from_secs(30),
+            flap_replies: 3,
+            flap_window: Duration::from_secs(600),
+            channel_interval: Duration::from_secs(1),
+            channel_burst: 3,
+        }
+    }
+}
+
+impl AlarmSettings {
+    /// Whether a channel's state is needed at all (pace or storms on).
+    fn channel_state_used(&self) -> bool {
+        !self.channel_interval.is_zero() || self.storm_threshold > 0
+    }
+}
+
+/// Compare-and-set tries before giving up on a contended channel state (the event is then retried).
+const CAS_TRIES: usize = 20;
+
+/// How often a digest's counts are refreshed at most (`chat.update` is limited per workspace).
+const DIGEST_REFRESH: Duration = Duration::from_secs(3);
+
+/// CloudWatch alarm state changes.
+pub struct CloudWatchAlarm(pub SnsRouting);
+
+/// One notification, as the thread needs it.
+struct Notice<'a> {
+    json: Value,
+    envelope: &'a Envelope,
+    key: String,
+    name: String,
+    state: String,
+    since: Timestamp,
+    channel: String,
+}
+
+fn store_error(what: &str) -> impl Fn(StorageError) -> HandlerError + '_ {
+    move |e| HandlerError::retryable(format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl Handler for CloudWatchAlarm {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+        let sns = sns_body(envelope)?;
+        let json: Value = serde_json::from_str(str_of(&sns, "Message"))
+            .map_err(|e| HandlerError::Permanent(format!("alarm message is not JSON: {e}")))?;
+        let channel = self.0.channel(ctx, envelope).await?;
+        let name = str_of(&json, "AlarmName").to_owned();
+        let key = match str_of(&json, "AlarmArn") {
+            "" => format!("{}:{}:{name}", str_of(&json, "AWSAccountId"), str_of(&json, "Region")),
+            arn => arn.to_owned(),
+        };
+        let state = str_of(&json, "NewStateValue").to_owned();
+        let since = parse_change_time(str_of(&json, "StateChangeTime")).unwrap_or(envelope.received_at());
+        let notice = Notice { json, envelope, key, name, state, since, channel };
+        let settings = &self.0.alarms;
+        let thread = ctx.store.alarm_threads.thread(&notice.key).await.map_err(store_error("read the alarm thread"))?;
+        let now = ctx.store.clock.now();
+        match thread {
+            Some(t) if t.last_event == envelope.event_id() => {
+                Ok(format!("alarm {} {} already in its thread {}", notice.name, notice.state, t.thread_ts))
+            }
+            Some(t)
+                if t.channel == notice.channel
+                    && !(notice.state == "ALARM"
+                        && t.state == "OK"
+                        && now.since(t.updated_at) > settings.reopen_after) =>
+            {
+                transition(ctx, settings, &notice, t).await
+            }
+            other => open(ctx, settings, &notice, other.map_or(0, |t| t.version)).await,
+        }
+    }
+}
+
+/// `2026-12-01T10:00:00.000+0000` (CloudWatch's offset has no colon).
+fn parse_change_time(text: &str) -> Option<Timestamp> {
+    let fixed = match text.len() {
+        28 if text.as_bytes()[23] == b'+' || text.as_bytes()[23] == b'-' => {
+            format!("{}:{}", &text[..26], &text[26..])
+        }
+        _ => text.to_owned(),
+    };
+    Timestamp::parse(&fixed).ok()
+}
+
+/// A Slack error, with a rate limit also pausing the channel for every worker (best effort).
+async fn slack_failed(ctx: &HandlerContext, settings: &AlarmSettings, channel: &str, e: SlackError) -> HandlerError {
+    if let (SlackError::RateLimited { retry_after, .. }, true) = (&e, settings.channel_state_used()) {
+        let until = ctx.store.clock.now().plus(*retry_after);
+        let paused = update_channel(ctx, channel, |state| {
+            state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+            true
+        })
+        .await;
+        if let Err(e) = paused {
+            tracing::warn!(error = %e, %channel, "could not record Slack's pause of the channel");
+        }
+    }
+    e.into()
+}
+
+/// Reads, changes and writes a channel's state until no other writer came in between.
+async fn update_channel(
+    ctx: &HandlerContext,
+    channel: &str,
+    mut change: impl FnMut(&mut ChannelState) -> bool,
+) -> Result<ChannelState, HandlerError> {
+    for _ in 0..CAS_TRIES {
+        let mut state = (ctx.store.alarm_threads.channel(channel).await)
+            .map_err(store_error("read the channel state"))?
+            .unwrap_or_else(|| ChannelState { channel: channel.to_owned(), ..Default::default() });
+        if !change(&mut state) {
+            return Ok(state);
+        }
+        match ctx.store.alarm_threads.put_channel(&state).await {
+            Ok(version) => return Ok(ChannelState { version, ..state }),
+            Err(StorageError::Conflict(_)) => continue,
+            Err(e) => return Err(store_error("write the channel state")(e)),
+        }
+    }
+    Err(HandlerError::retryable(format!("the state of {channel} kept changing under {CAS_TRIES} writes")))
+}
+
+/// Asks the channel for room to post; a wait becomes a deferral.
+async fn room(
+    ctx: &HandlerContext,
+    settings: &AlarmSettings,
+    notice: &Notice<'_>,
+    new_thread: bool,
+) -> Result<(Placement, ChannelState), HandlerError> {
+    if !settings.channel_state_used() {
+        return Ok((Placement::Alone, ChannelState::default()));
+    }
+    let event = notice.envelope.event_id();
+    let mut decision = Decision::Go(Placement::Alone);
+    let state = update_channel(ctx, &notice.channel, |state| {
+        decision = channel::decide(state, settings, event, new_thread, ctx.store.clock.now());
+        !matches!(decision, Decision::WaitUnchanged(..))
+    })
+    .await?;
+    match decision {
+        Decision::Go(placement) => Ok((placement, state)),
+        Decision::Wait(wait, reason) | Decision::WaitUnchanged(wait, reason) => {
+            Err(HandlerError::Deferred { reason: format!("{}: {reason}", notice.channel), wait })
+        }
+    }
+}
+
+/// Posts one part of the event, once.
+async fn post(
+    ctx: &HandlerContext,
+    settings: &AlarmSettings,
+    notice: &Notice<'_>,
+    part: &str,
+    message: &SlackMessage,
+) -> Result<Posted, HandlerError> {
+    let mark = PostMark::part(notice.envelope.event_id(), part);
+    match ctx.post_part_once(notice.envelope, &mark, message).await {
+        Ok((posted, _)) => Ok(posted),
+        Err(e) => Err(slack_failed(ctx, settings, &notice.channel, e).await),
+    }
+}
+
+/// Replaces a message; a failure other than a rate limit is logged, not fatal (the thread has the news).
+async fn update(
+    ctx: &HandlerContext,
+    settings: &AlarmSettings,
+    channel: &str,
+    ts: &str,
+    message: &SlackMessage,
+) -> Result<(), HandlerError> {
+    match ctx.slack.update_message(channel, ts, message).await {
+        Ok(()) => Ok(()),
+        Err(e @ SlackError::RateLimited { .. }) => Err(slack_failed(ctx, settings, channel, e).await),
+        Err(e) => {
+            tracing::warn!(error = %e, %channel, %ts, "could not update the message");
+            Ok(())
+        }
+    }
+}
+
+fn new_thread(notice: &Notice<'_>, posted: &Posted, thread_ts: &str, version: u64, now: Timestamp) -> AlarmThread {
+    AlarmThread {
+        alarm_arn: notice.key.clone(),
+        name: notice.name.clone(),
+        channel: notice.channel.clone(),
+        channel_id: posted.channel.clone(),
+        message_ts: posted.ts.clone(),
+        thread_ts: thread_ts.to_owned(),
+        state: notice.state.clone(),
+        since: notice.since,
+        transitions: 1,
+        // The opening post is no reply: a run counts replies.
+        flap_run: 0,
+        flap_ts: None,
+        last_event: notice.envelope.event_id(),
+        updated_at: now,
+        version,
+    }
+}
+
+async fn save(ctx: &HandlerContext, thread: &AlarmThread) -> Result<(), HandlerError> {
+    ctx.store.alarm_threads.put_thread(thread).await.map(|_| ()).map_err(store_error("write the alarm thread"))
+}
+
+fn count_into(d: &mut Digest, name: &str, state: &str, namespace: &str, account: &str) {
+    d.total += 1;
+    *d.states.entry(state.to_owned()).or_default() += 1;
+    *d.namespaces.entry(namespace.to_owned()).or_default() += 1;
+    *d.accounts.entry(account.to_owned()).or_default() += 1;
+    if d.names.len() < messages::DIGEST_NAMES {
+        d.names.push(name.to_owned());
+    }
+}
+
+/// A new thread: alone, or in the channel's storm digest.
+async fn open(
+    ctx: &HandlerContext,
+    settings: &AlarmSettings,
+    notice: &Notice<'_>,
+    version: u64,
+) -> Result<String, HandlerError> {
+    let event = notice.envelope.event_id();
+    let (placement, state) = room(ctx, settings, notice, true).await?;
+    let namespace = messages::namespace(&notice.json);
+    let account = str_of(&notice.json, "AWSAccountId").to_owned();
+    let line = ThreadLine { state: notice.state.clone(), since: notice.since, transitions: 1, event_id: event };
+    match placement {
+        Placement::Alone => {
+            let message = messages::parent(&notice.channel, &notice.json, &line);
+            let posted = post(ctx, settings, notice, "post", &message).await?;
+            let now = ctx.store.clock.now();
+            save(ctx, &new_thread(notice, &posted, &posted.ts, version, now)).await?;
+            if settings.storm_threshold > 0 {
+                let early = EarlyAlarm {
+                    name: notice.name.clone(),
+                    ts: posted.ts.clone(),
+                    state: notice.state.clone(),
+                    namespace,
+                    account,
+                };
+                let threshold = settings.storm_threshold as usize;
+                update_channel(ctx, &notice.channel, |s| {
+                    let add =
+                        s.digest.is_none() && s.early.len() < threshold && !s.early.iter().any(|e| e.ts == early.ts);
+                    if add {
+                        s.early.push(early.clone());
+                    }
+                    add
+                })
+                .await?;
+            }
+            Ok(format!("alarm {} {} opened a thread in {} ({posted})", notice.name, notice.state, notice.channel))
+        }
+        Placement::PostDigest => {
+            let digest = state.digest.clone().unwrap_or_default();
+            let digest_ts = match digest.ts.clone() {
+                Some(ts) => ts,
+                None => {
+                    let mut shown = digest.clone();
+                    for e in &state.early {
+                        count_into(&mut shown, &e.name, &e.state, &e.namespace, &e.account);
+                    }
+                    count_into(&mut shown, &notice.name, &notice.state, &namespace, &account);
+                    let message = messages::digest(&notice.channel, &shown, settings.storm_window.as_secs());
+                    let posted = post(ctx, settings, notice, "digest", &message).await?;
+                    let now = ctx.store.clock.now();
+                    let saved = update_channel(ctx, &notice.channel, |s| {
+                        let d = s.digest.get_or_insert_with(Digest::default);
+                        if d.ts.is_some() {
+                            return false;
+                        }
+                        *d = Digest {
+                            ts: Some(posted.ts.clone()),
+                            channel_id: posted.channel.clone(),
+                            shown_at: now,
+                            shown_total: shown.total,
+                            ..shown.clone()
+                        };
+                        true
+                    })
+                    .await?;
+                    saved.digest.and_then(|d| d.ts).unwrap_or(posted.ts)
+                }
+            };
+            // The alarms posted alone just before: a back-link each, removed from the list once posted.
+            for early in state.early.clone() {
+                let message = messages::backlink(&notice.channel, &digest_ts, &early.name, &early.state, &early.ts);
+                post(ctx, settings, notice, &format!("backlink:{}", early.ts), &message).await?;
+                update_channel(ctx, &notice.channel, |s| {
+                    let before = s.early.len();
+                    s.early.retain(|e| e.ts != early.ts);
+                    s.early.len() != before
+                })
+                .await?;
+            }
+            let message = messages::in_digest(&notice.channel, &digest_ts, &notice.json, event);
+            let posted = post(ctx, settings, notice, "post", &message).await?;
+            let now = ctx.store.clock.now();
+            save(ctx, &new_thread(notice, &posted, &digest_ts, version, now)).await?;
+            Ok(format!(
+                "alarm {} {} began the storm digest {digest_ts} in {} ({posted})",
+                notice.name, notice.state, notice.channel
+            ))
+        }
+        Placement::InDigest(digest_ts) => {
+            let message = messages::in_digest(&notice.channel, &digest_ts, &notice.json, event);
+            let posted = post(ctx, settings, notice, "post", &message).await?;
+            let now = ctx.store.clock.now();
+            save(ctx, &new_thread(notice, &posted, &digest_ts, version, now)).await?;
+            // Count it into the digest, and show the counts when they were last shown a while ago.
+            let mut refresh = None;
+            let counted = update_channel(ctx, &notice.channel, |s| {
+                let Some(d) = s.digest.as_mut().filter(|d| d.ts.as_deref() == Some(digest_ts.as_str())) else {
+                    return false;
+                };
+                count_into(d, &notice.name, &notice.state, &namespace, &account);
+                refresh = (now.since(d.shown_at) >= DIGEST_REFRESH).then(|| d.clone());
+                if let Some(d) = s.digest.as_mut().filter(|_| refresh.is_some()) {
+                    d.shown_at = now;
+                    d.shown_total = d.total;
+                }
+                true
+            })
+            .await;
+            match counted {
+                Ok(_) => {
+                    if let Some(d) = refresh {
+                        let message = messages::digest(&notice.channel, &d, settings.storm_window.as_secs());
+                        let channel =
+                            if d.channel_id.is_empty() { notice.channel.clone() } else { d.channel_id.clone() };
+                        update(ctx, settings, &channel, &digest_ts, &message).await?;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not count the alarm into its digest"),
+            }
+            Ok(format!(
+                "alarm {} {} posted in the storm digest {digest_ts} of {} ({posted})",
+                notice.name, notice.state, notice.channel
+            ))
+        }
+    }
+}
+
+/// A state change of an alarm with a thread: a reply (or the flapping count), and the state line updated.
+async fn transition(
+    ctx: &HandlerContext,
+    settings: &AlarmSettings,
+    notice: &Notice<'_>,
+    mut thread: AlarmThread,
+) -> Result<String, HandlerError> {
+    let event = notice.envelope.event_id();
+    let now = ctx.store.clock.now();
+    let quick = now.since(thread.updated_at) <= settings.flap_window;
+    let (flap_run, flap_ts) = if quick { (thread.flap_run + 1, thread.flap_ts.clone()) } else { (1, None) };
+    let collapse = settings.flap_replies > 0 && flap_run > settings.flap_replies;
+    let channel = if thread.channel_id.is_empty() { thread.channel.clone() } else { thread.channel_id.clone() };
+    let said = match (collapse, &flap_ts) {
+        (true, Some(ts)) => {
+            let collapsed = flap_run - settings.flap_replies;
+            let window = settings.flap_window.as_secs() / 60;
+            let message =
+                messages::flapping(&notice.channel, &thread.thread_ts, &notice.json, collapsed, window, event);
+            update(ctx, settings, &channel, ts, &message).await?;
+            format!("counted as flapping ({collapsed} collapsed) in {}", thread.thread_ts)
+        }
+        _ => {
+            room(ctx, settings, notice, false).await?;
+            let (part, message) = if collapse {
+                let window = settings.flap_window.as_secs() / 60;
+                ("flap", messages::flapping(&notice.channel, &thread.thread_ts, &notice.json, 1, window, event))
+            } else {
+                ("post", messages::reply(&notice.channel, &thread.thread_ts, &notice.json, event))
+            };
+            let posted = post(ctx, settings, notice, part, &message).await?;
+            if collapse {
+                thread.flap_ts = Some(posted.ts.clone());
+            }
+            format!("replied in {} ({posted})", thread.thread_ts)
+        }
+    };
+    if !collapse {
+        thread.flap_ts = None;
+    }
+    thread.flap_run = flap_run;
+    thread.transitions += 1;
+    thread.state = notice.state.clone();
+    thread.since = notice.since;
+    thread.last_event = event;
+    thread.updated_at = now;
+    let line = ThreadLine {
+        state: thread.state.clone(),
+        since: thread.since,
+        transitions: thread.transitions,
+        event_id: event,
+    };
+    let mut parent = messages::parent(&notice.channel, &notice.json, &line);
+    if thread.message_ts != thread.thread_ts {
+        // Its message is a reply in a storm digest's thread: keep it there.
+        parent.thread_ts = Some(thread.thread_ts.clone());
+    }
+    update(ctx, settings, &channel, &thread.message_ts, &parent).await?;
+    save(ctx, &thread).await?;
+    Ok(format!("alarm {} {} {said}; its message shows {}", notice.name, notice.state, thread.state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloudwatch_change_times_parse() {
+        let t = parse_change_time("2015-06-03T17:43:27.123+0000").unwrap();
+        assert_eq!(t, Timestamp::parse("2015-06-03T17:43:27.123Z").unwrap());
+        assert!(parse_change_time("garbage").is_none());
+    }
+}
