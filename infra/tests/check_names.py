@@ -606,6 +606,7 @@ def check(contract: dict, root_dir: Path) -> Report:
         ("EVENTFLEET_AUDIT_TABLE", "audit"),
         ("EVENTFLEET_RETRIES_TABLE", "retries"),
         ("EVENTFLEET_WEBHOOKS_TABLE", "webhooks"),
+        ("EVENTFLEET_ALARM_THREADS_TABLE", "alarm_threads"),
     ):
         if var_name in env.keys():
             report.same(var_name, tables_by_role.get(role), env.get(var_name))

@@ -213,8 +213,7 @@ impl SlackStub {
         self.lock().updates.clone()
     }
 
-    /// The `chat.postMessage` requests for `channel`, each with how long after the stub's start it arrived and
-    /// whether it was answered `ok`.
+    /// The `chat.postMessage` requests for `channel`: when each arrived, and whether it was answered `ok`.
     pub fn arrivals(&self, channel: &str) -> Vec<(std::time::Instant, bool)> {
         self.lock().arrivals.iter().filter(|(c, _, _)| c == channel).map(|(_, at, ok)| (*at, *ok)).collect()
     }

@@ -64,7 +64,7 @@ module "queue_key" {
 module "tables_key" {
   source      = "../modules/kms_key"
   alias       = "${var.name_prefix}-tables"
-  description = "eventfleet ${var.name_prefix}: DynamoDB tables (idempotency, audit, retries, webhooks)"
+  description = "eventfleet ${var.name_prefix}: DynamoDB tables (idempotency, audit, retries, webhooks, alarm threads)"
   tags        = local.tags
 }
 
@@ -175,6 +175,18 @@ module "webhooks_table" {
   name                = "${var.name_prefix}-webhooks"
   hash_key            = { name = "id", type = "S" }
   ttl_attribute       = null
+  kms_key_arn         = module.tables_key.arn
+  deletion_protection = var.deletion_protection
+  tags                = local.tags
+}
+
+module "alarm_threads_table" {
+  source = "../modules/dynamodb_table"
+
+  # Alarms' Slack threads (by AlarmArn) and channels' posting states (channel#<name>), versioned documents.
+  name                = "${var.name_prefix}-alarm-threads"
+  hash_key            = { name = "alarm_arn", type = "S" }
+  ttl_attribute       = "ttl"
   kms_key_arn         = module.tables_key.arn
   deletion_protection = var.deletion_protection
   tags                = local.tags
@@ -293,7 +305,8 @@ module "iam" {
     idempotency = module.idempotency_table.arn
     audit       = module.audit_table.arn
     retries     = module.retries_table.arn
-    webhooks    = module.webhooks_table.arn
+    webhooks      = module.webhooks_table.arn
+    alarm_threads = module.alarm_threads_table.arn
   }
   idempotency_index_arns          = module.idempotency_table.index_arns
   tables_kms_key_arn              = module.tables_key.arn

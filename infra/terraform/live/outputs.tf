@@ -68,7 +68,8 @@ output "table_names" {
     idempotency = module.idempotency_table.name
     audit       = module.audit_table.name
     retries     = module.retries_table.name
-    webhooks    = module.webhooks_table.name
+    webhooks      = module.webhooks_table.name
+    alarm_threads = module.alarm_threads_table.name
   }
 }
 

@@ -192,6 +192,12 @@ data "aws_iam_policy_document" "worker" {
   }
 
   statement {
+    sid       = "AlarmThreads"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem"]
+    resources = [var.table_arns.alarm_threads]
+  }
+
+  statement {
     sid       = "OpsNotifications"
     actions   = ["sns:Publish"]
     resources = [var.ops_topic_arn]

@@ -24,7 +24,8 @@ variable "table_arns" {
     idempotency = string
     audit       = string
     retries     = string
-    webhooks    = string
+    webhooks      = string
+    alarm_threads = string
   })
 }
 
