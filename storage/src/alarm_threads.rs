@@ -121,22 +121,48 @@ pub struct ChannelState {
     pub version: u64,
 }
 
-/// Alarm threads and channel posting states.
+/// Alarm threads and channel posting states. A backend stores versioned JSON documents by key
+/// ([`AlarmThreads::document`], [`AlarmThreads::put_document`]); the typed reads and writes are built on them.
 #[async_trait]
 pub trait AlarmThreads: Send + Sync {
+    /// The document at `key` (unexpired) with its version.
+    async fn document(&self, key: &str) -> Result<Option<(String, u64)>>;
+
+    /// Writes the document at `key` if its stored version is still `version` (0: none stored, or expired);
+    /// returns the new version. Another writer in between: [`crate::StorageError::Conflict`].
+    async fn put_document(&self, key: &str, json: String, version: u64) -> Result<u64>;
+
     /// An alarm's thread.
-    async fn thread(&self, alarm_arn: &str) -> Result<Option<AlarmThread>>;
+    async fn thread(&self, alarm_arn: &str) -> Result<Option<AlarmThread>> {
+        let found = self.document(alarm_arn).await?;
+        found.map(|(json, version)| decode(&json).map(|t| AlarmThread { version, ..t })).transpose()
+    }
 
     /// Writes a thread if its stored version is still `thread.version` (0: none stored); returns the new
     /// version. Another writer in between: [`crate::StorageError::Conflict`].
-    async fn put_thread(&self, thread: &AlarmThread) -> Result<u64>;
+    async fn put_thread(&self, thread: &AlarmThread) -> Result<u64> {
+        self.put_document(&thread.alarm_arn, encode(thread)?, thread.version).await
+    }
 
     /// A channel's posting state.
-    async fn channel(&self, channel: &str) -> Result<Option<ChannelState>>;
+    async fn channel(&self, channel: &str) -> Result<Option<ChannelState>> {
+        let found = self.document(&channel_key(channel)).await?;
+        found.map(|(json, version)| decode(&json).map(|c| ChannelState { version, ..c })).transpose()
+    }
 
     /// Writes a channel's state if its stored version is still `state.version`; returns the new version.
     /// Another writer in between: [`crate::StorageError::Conflict`].
-    async fn put_channel(&self, state: &ChannelState) -> Result<u64>;
+    async fn put_channel(&self, state: &ChannelState) -> Result<u64> {
+        self.put_document(&channel_key(&state.channel), encode(state)?, state.version).await
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| crate::StorageError::Corrupt(format!("alarm_threads record: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| crate::StorageError::Invalid(e.to_string()))
 }
 
 /// The row key of a channel's state (alarm rows are keyed by their ARN, which never starts so).

@@ -302,9 +302,9 @@ module "iam" {
   dead_letter_arn   = module.events_queue.dead_letter_arn
   queue_kms_key_arn = module.queue_key.arn
   table_arns = {
-    idempotency = module.idempotency_table.arn
-    audit       = module.audit_table.arn
-    retries     = module.retries_table.arn
+    idempotency   = module.idempotency_table.arn
+    audit         = module.audit_table.arn
+    retries       = module.retries_table.arn
     webhooks      = module.webhooks_table.arn
     alarm_threads = module.alarm_threads_table.arn
   }

@@ -65,9 +65,9 @@ output "queue_urls" {
 output "table_names" {
   description = "DynamoDB tables by role."
   value = {
-    idempotency = module.idempotency_table.name
-    audit       = module.audit_table.name
-    retries     = module.retries_table.name
+    idempotency   = module.idempotency_table.name
+    audit         = module.audit_table.name
+    retries       = module.retries_table.name
     webhooks      = module.webhooks_table.name
     alarm_threads = module.alarm_threads_table.name
   }

@@ -3,16 +3,15 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::item::{Item, Reader, n, s, ts, ttl};
 use super::{AwsStore, unavailable};
-use crate::alarm_threads::{AlarmThread, AlarmThreads, ChannelState, THREAD_TTL, channel_key};
+use crate::alarm_threads::{AlarmThreads, THREAD_TTL};
 use crate::{Result, StorageError};
 
-impl AwsStore {
-    async fn get_versioned<T: DeserializeOwned>(&self, key: String) -> Result<Option<(T, u64)>> {
+#[async_trait]
+impl AlarmThreads for AwsStore {
+    async fn document(&self, key: &str) -> Result<Option<(String, u64)>> {
         let out = (self.clients.dynamodb.get_item())
             .table_name(&self.names.alarm_threads_table)
             .key("alarm_arn", s(key))
@@ -26,19 +25,17 @@ impl AwsStore {
         if r.ts("expires_at")? <= self.now() {
             return Ok(None);
         }
-        let record = serde_json::from_str(&r.str("record")?)
-            .map_err(|e| StorageError::Corrupt(format!("alarm_threads item: record: {e}")))?;
+        let record = r.str("record")?;
         let version = u64::try_from(r.i64("version")?)
             .map_err(|_| StorageError::Corrupt("alarm_threads item: negative version".into()))?;
         Ok(Some((record, version)))
     }
 
-    async fn put_versioned<T: Serialize>(&self, key: String, record: &T, version: u64) -> Result<u64> {
-        let json = serde_json::to_string(record).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    async fn put_document(&self, key: &str, json: String, version: u64) -> Result<u64> {
         let now = self.now();
         let expires = now.plus(THREAD_TTL);
         let item = Item::from([
-            ("alarm_arn".into(), s(&key)),
+            ("alarm_arn".into(), s(key)),
             ("version".into(), n(version + 1)),
             ("record".into(), s(json)),
             ("updated_at".into(), ts(now)),
@@ -63,32 +60,5 @@ impl AwsStore {
             },
             Err(e) => Err(unavailable("PutItem alarm_threads", e)),
         }
-    }
-}
-
-#[async_trait]
-impl AlarmThreads for AwsStore {
-    async fn thread(&self, alarm_arn: &str) -> Result<Option<AlarmThread>> {
-        let found = self.get_versioned::<AlarmThread>(alarm_arn.to_owned()).await?;
-        Ok(found.map(|(mut t, version)| {
-            t.version = version;
-            t
-        }))
-    }
-
-    async fn put_thread(&self, thread: &AlarmThread) -> Result<u64> {
-        self.put_versioned(thread.alarm_arn.clone(), thread, thread.version).await
-    }
-
-    async fn channel(&self, channel: &str) -> Result<Option<ChannelState>> {
-        let found = self.get_versioned::<ChannelState>(channel_key(channel)).await?;
-        Ok(found.map(|(mut c, version)| {
-            c.version = version;
-            c
-        }))
-    }
-
-    async fn put_channel(&self, state: &ChannelState) -> Result<u64> {
-        self.put_versioned(channel_key(&state.channel), state, state.version).await
     }
 }

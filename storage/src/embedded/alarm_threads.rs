@@ -2,28 +2,27 @@
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use super::{EmbeddedStore, from_json, millis, to_json};
-use crate::alarm_threads::{AlarmThread, AlarmThreads, ChannelState, THREAD_TTL, channel_key};
+use super::{EmbeddedStore, millis};
+use crate::alarm_threads::{AlarmThreads, THREAD_TTL};
 use crate::{Result, StorageError};
 
-impl EmbeddedStore {
-    async fn get_versioned<T: DeserializeOwned + Send + 'static>(&self, key: String) -> Result<Option<(T, u64)>> {
-        let now = self.now();
+#[async_trait]
+impl AlarmThreads for EmbeddedStore {
+    async fn document(&self, key: &str) -> Result<Option<(String, u64)>> {
+        let (key, now) = (key.to_owned(), self.now());
         self.read(move |conn| {
             let row: Option<(String, i64)> = conn
                 .prepare_cached("SELECT record, version FROM alarm_threads WHERE alarm_arn = ?1 AND expires_at > ?2")?
                 .query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            row.map(|(json, version)| Ok((from_json(&json)?, version as u64))).transpose()
+            Ok(row.map(|(json, version)| (json, version as u64)))
         })
         .await
     }
 
-    async fn put_versioned<T: Serialize>(&self, key: String, record: &T, version: u64) -> Result<u64> {
-        let json = to_json(record)?;
+    async fn put_document(&self, key: &str, json: String, version: u64) -> Result<u64> {
+        let key = key.to_owned();
         let now = self.now();
         let expires = now.saturating_add(millis(THREAD_TTL));
         let (expected, next) = (version as i64, version as i64 + 1);
@@ -46,32 +45,5 @@ impl EmbeddedStore {
                 Ok(next as u64)
             })
             .await
-    }
-}
-
-#[async_trait]
-impl AlarmThreads for EmbeddedStore {
-    async fn thread(&self, alarm_arn: &str) -> Result<Option<AlarmThread>> {
-        let found = self.get_versioned::<AlarmThread>(alarm_arn.to_owned()).await?;
-        Ok(found.map(|(mut t, version)| {
-            t.version = version;
-            t
-        }))
-    }
-
-    async fn put_thread(&self, thread: &AlarmThread) -> Result<u64> {
-        self.put_versioned(thread.alarm_arn.clone(), thread, thread.version).await
-    }
-
-    async fn channel(&self, channel: &str) -> Result<Option<ChannelState>> {
-        let found = self.get_versioned::<ChannelState>(channel_key(channel)).await?;
-        Ok(found.map(|(mut c, version)| {
-            c.version = version;
-            c
-        }))
-    }
-
-    async fn put_channel(&self, state: &ChannelState) -> Result<u64> {
-        self.put_versioned(channel_key(&state.channel), state, state.version).await
     }
 }

@@ -21,9 +21,9 @@ variable "queue_kms_key_arn" {
 variable "table_arns" {
   description = "Table ARNs by role."
   type = object({
-    idempotency = string
-    audit       = string
-    retries     = string
+    idempotency   = string
+    audit         = string
+    retries       = string
     webhooks      = string
     alarm_threads = string
   })
