@@ -164,15 +164,16 @@ async fn always_retryable_failure_is_tried_max_receive_count_times_then_dead_let
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slack_ratelimited_waits_at_least_retry_after() {
+async fn slack_ratelimited_defers_at_least_retry_after_without_counting_an_attempt() {
     let f = Fleet::start().await;
     let hook = f.hook("#busy").await;
     f.slack.script("#busy", [Reply::RateLimited(1)]);
     let id = f.send(&hook, "hello").await;
     f.wait_for(id, Step::Succeeded).await;
     let history = f.store.audit.history(id).await.unwrap();
-    let scheduled = history.iter().find(|e| e.step == Step::RetryScheduled).unwrap();
-    assert!(scheduled.detail["delay_ms"].as_u64().unwrap() >= 1000, "{}", scheduled.detail);
+    let deferred = history.iter().find(|e| e.step == Step::Deferred).expect("a deferred line");
+    assert!(deferred.detail["delay_ms"].as_u64().unwrap() >= 1000, "{}", deferred.detail);
+    assert!(!history.iter().any(|e| e.step == Step::RetryScheduled), "a wait is not a failed attempt");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

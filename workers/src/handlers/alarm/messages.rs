@@ -118,19 +118,22 @@ fn composite(alarm: &Value) -> Option<String> {
     let rule = alarm.get("AlarmRule").and_then(Value::as_str)?;
     let children: Vec<&Value> =
         alarm.get("TriggeringChildren").and_then(Value::as_array).map(|c| c.iter().collect()).unwrap_or_default();
-    let mut text = format!("*Rule*\n{}", code(&truncate(rule, 1_000, "…")));
+    // The children first: a field holds 2,000 characters, and the names matter more than a long rule.
+    let mut text = String::new();
     if !children.is_empty() {
-        text.push_str("\n*Triggered by*");
+        text.push_str("*Triggered by*");
         for child in children.iter().take(MAX_CHILDREN) {
             let arn = str_of(child, "Arn");
             let name = arn.rsplit(':').next().unwrap_or(arn);
             let state = child.pointer("/State/Value").and_then(Value::as_str).unwrap_or("");
-            text.push_str(&format!("\n• {} {}", escape(&truncate(name, 200, "…")), state_marker(state)));
+            text.push_str(&format!("\n• {} {}", escape(&truncate(name, 100, "…")), state_marker(state)));
         }
         if children.len() > MAX_CHILDREN {
             text.push_str(&format!("\n• and {} more", children.len() - MAX_CHILDREN));
         }
+        text.push('\n');
     }
+    text.push_str(&format!("*Rule*\n{}", code(&truncate(rule, 300, "…"))));
     Some(text)
 }
 
@@ -265,7 +268,7 @@ pub fn flapping(
     );
     SlackMessage {
         channel: channel.to_owned(),
-        text: format!("{name} is flapping: {collapsed} more state changes"),
+        text: format!("{} is flapping: {collapsed} more state changes", truncate(&name, 300, "…")),
         blocks: Some(json!([section(&text), context(&[format!("latest event `{event_id}`")])])),
         attachments: None,
         thread_ts: Some(thread_ts.to_owned()),
@@ -313,11 +316,11 @@ pub fn backlink(channel: &str, digest_ts: &str, name: &str, state: &str, ts: &st
         "{}  *{}* was posted in the channel just before the storm began (message `{ts}`); its state changes go \
          to its own thread.",
         state_marker(state),
-        escape(name)
+        escape(&truncate(name, 1_000, "…"))
     );
     SlackMessage {
         channel: channel.to_owned(),
-        text: format!("{name}: posted before the storm"),
+        text: format!("{}: posted before the storm", truncate(name, 300, "…")),
         blocks: Some(json!([section(&text)])),
         attachments: None,
         thread_ts: Some(digest_ts.to_owned()),
@@ -372,7 +375,10 @@ mod tests {
         let p = parent("#c", &huge, &line);
         check(&p);
         let text = serde_json::to_string(&p.blocks).unwrap();
-        assert!(!text.contains("<!channel>"), "a name cannot notify the channel");
+        // Headers are plain text (no mentions); every mrkdwn text and the fallback escape it.
+        let mrkdwn = p.blocks.as_ref().unwrap().as_array().unwrap().iter().filter(|b| b["type"] == "section");
+        assert!(mrkdwn.map(|b| b.to_string()).all(|b| !b.contains("<!channel>")), "a name cannot notify the channel");
+        assert!(!p.text.contains("<!channel>"));
         assert!(text.contains("child-0-") && text.contains("and 290 more"), "the triggering children are named");
         check(&reply("#c", "1.1", &huge, EventId::new()));
         check(&in_digest("#c", "1.1", &huge, EventId::new()));
