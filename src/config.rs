@@ -59,7 +59,7 @@ pub struct Config {
     pub default_channel: String,
     /// `EVENTFLEET_SNS_TOPIC_CHANNELS`: topic ARN → channel.
     pub sns_topic_channels: Vec<(String, String)>,
-    /// `EVENTFLEET_ALARM_*`, `EVENTFLEET_SLACK_CHANNEL_*`: alarm threads, storms, flapping and the channels' pace.
+    /// `EVENTFLEET_ALARM_*`: alarm threads, storms and flapping.
     pub alarms: eventfleet_workers::handlers::alarm::AlarmSettings,
     /// `EVENTFLEET_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
@@ -161,6 +161,10 @@ impl Config {
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
             actor: actor("worker"),
             idempotency_horizon: secs(3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?),
+            channel_pace: eventfleet_workers::pace::ChannelPace {
+                interval: millis(env.parse_in("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", 1_000u64, 0..=60_000)?),
+                burst: env.parse_in("EVENTFLEET_SLACK_CHANNEL_BURST", 3u32, 1..=100)?,
+            },
         };
         if worker.retry_max_delay < worker.retry_base_delay {
             return Err(invalid(
@@ -250,8 +254,6 @@ impl Config {
             storm_window: secs(env.parse_in("EVENTFLEET_ALARM_STORM_WINDOW_S", 30u64, 1..=3_600)?),
             flap_replies: env.parse_in("EVENTFLEET_ALARM_FLAP_REPLIES", 3u32, 0..=100)?,
             flap_window: secs(env.parse_in("EVENTFLEET_ALARM_FLAP_WINDOW_S", 600u64, 1..=86_400)?),
-            channel_interval: millis(env.parse_in("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", 1_000u64, 0..=60_000)?),
-            channel_burst: env.parse_in("EVENTFLEET_SLACK_CHANNEL_BURST", 3u32, 1..=100)?,
         };
         let aws = aws_settings(&env)?;
         // Read and validated whole here, secrets included: a bad route stops start-up with its name.

@@ -164,6 +164,42 @@ async fn always_retryable_failure_is_tried_max_receive_count_times_then_dead_let
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_to_one_channel_keep_its_pace_across_hooks_without_holding_up_another_channel() {
+    let interval = Duration::from_secs(1);
+    let f = Fleet::start_with(WorkerConfig {
+        channel_pace: eventfleet_workers::pace::ChannelPace { interval, burst: 2 },
+        ..crate::worker_config()
+    })
+    .await;
+    // Two hooks to one channel are two message groups, handled at once: the pace is the channel's, not a hook's.
+    let (a, b, elsewhere) = (f.hook("#paced").await, f.hook("#paced").await, f.hook("#other").await);
+    let mut paced = Vec::new();
+    for i in 0..3 {
+        paced.push(f.send(&a, &format!("a{i}")).await);
+        paced.push(f.send(&b, &format!("b{i}")).await);
+    }
+    let other = f.send(&elsewhere, "other").await;
+    for id in paced.iter().chain([&other]) {
+        f.wait_for(*id, Step::Succeeded).await;
+    }
+    let posts = f.slack.arrivals("#paced");
+    assert_eq!(posts.len(), 6, "each posted once: {posts:?}");
+    assert!(posts.iter().all(|(_, ok)| *ok), "no 429 needed: {posts:?}");
+    // GCRA with a burst of 2: any three posts in a row span at least one interval (less a deferral's jitter).
+    for w in posts.windows(3) {
+        assert!(w[2].0.duration_since(w[0].0) >= interval * 8 / 10, "{:?}", w[2].0.duration_since(w[0].0));
+    }
+    assert!(f.slack.arrivals("#other")[0].0 < posts[5].0, "the other channel did not wait for this one");
+    let mut deferred = 0;
+    for id in &paced {
+        let trail = f.store.audit.history(*id).await.unwrap();
+        assert!(!trail.iter().any(|e| e.step == Step::RetryScheduled), "waiting for the pace is not a failure");
+        deferred += trail.iter().filter(|e| e.step == Step::Deferred).count();
+    }
+    assert!(deferred >= 1, "the posts past the burst waited as deferrals");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_ratelimited_defers_at_least_retry_after_without_counting_an_attempt() {
     let f = Fleet::start().await;
     let hook = f.hook("#busy").await;

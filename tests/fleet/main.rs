@@ -15,6 +15,7 @@ use eventfleet_ingress::{IngressConfig, RateLimits};
 use eventfleet_schema::{EventId, HookId, HookKind, Step, Webhook};
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
 use eventfleet_workers::handlers::sns::SnsRouting;
+use eventfleet_workers::pace::ChannelPace;
 use eventfleet_workers::slack::SlackWebApi;
 use eventfleet_workers::slack_stub::SlackStub;
 use eventfleet_workers::{WorkerConfig, handlers};
@@ -48,12 +49,9 @@ impl Drop for Fleet {
 /// The ingress's Slack signing secret.
 pub const SLACK_SECRET: &str = "worker-test-secret";
 
-/// Alarm threads as shipped, with a channel pace of one post per 100 ms (a test of the pace sets its own).
+/// Alarm threads as shipped.
 pub fn alarm_settings() -> eventfleet_workers::handlers::alarm::AlarmSettings {
-    eventfleet_workers::handlers::alarm::AlarmSettings {
-        channel_interval: Duration::from_millis(100),
-        ..Default::default()
-    }
+    eventfleet_workers::handlers::alarm::AlarmSettings::default()
 }
 
 /// Fast settings: millisecond backoffs, short polls.
@@ -70,6 +68,8 @@ pub fn worker_config() -> WorkerConfig {
         receive_wait: Duration::from_millis(500),
         actor: "worker@test".into(),
         idempotency_horizon: Duration::from_secs(3600),
+        // A channel's pace of one post per 100 ms, bursts of 3 (a test of the pace sets its own).
+        channel_pace: ChannelPace { interval: Duration::from_millis(100), burst: 3 },
     }
 }
 

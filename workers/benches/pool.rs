@@ -51,7 +51,10 @@ async fn fill(store: &Store) {
 
 /// Runs a pool until the queue is empty; returns the time it took.
 async fn drain(store: &Store, concurrency: usize) -> Duration {
-    let config = WorkerConfig { concurrency, receive_wait: Duration::from_millis(50), ..WorkerConfig::default() };
+    // No channel pace: the outbox is not Slack, and the pool is what is measured.
+    let channel_pace = eventfleet_workers::pace::ChannelPace { interval: Duration::ZERO, burst: 1 };
+    let config =
+        WorkerConfig { concurrency, receive_wait: Duration::from_millis(50), channel_pace, ..WorkerConfig::default() };
     let stop = CancellationToken::new();
     let outbox = Arc::new(DevOutbox::new(std::env::temp_dir().join("eventfleet-bench-outbox.jsonl")));
     let start = Instant::now();

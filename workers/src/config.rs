@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub actor: String,
     /// The idempotency horizon of a record a worker creates (the event's claim expired before it ran).
     pub idempotency_horizon: Duration,
+    /// The pace of Slack posts to one channel, shared by the fleet.
+    pub channel_pace: crate::pace::ChannelPace,
 }
 
 impl WorkerConfig {
@@ -60,6 +62,7 @@ impl Default for WorkerConfig {
             receive_wait: Duration::from_secs(5),
             actor: "worker".into(),
             idempotency_horizon: Duration::from_secs(72 * 3600),
+            channel_pace: crate::pace::ChannelPace::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use eventfleet_schema::{Envelope, ErrorClass};
 use eventfleet_storage::Store;
 
 use crate::destinations::Destinations;
+use crate::pace::ChannelPace;
 use crate::slack::{PostCheck, PostMark, Posted, SlackError, SlackMessage, SlackSink};
 
 /// What a handler gets besides the event.
@@ -21,37 +22,72 @@ pub struct HandlerContext {
     /// The attempt, from 1: one more than the attempts recorded before (failures, and attempts whose worker died
     /// or lost its lease), reset by a replay. Above 1, an earlier attempt may have had its side effect.
     pub attempt: u32,
+    /// The pace of posts to one channel, shared by the fleet.
+    pub pace: ChannelPace,
 }
 
 impl HandlerContext {
-    /// Posts the event's message, once. A first attempt posts; a later one (an earlier attempt may have posted
-    /// before it failed, timed out or its worker died) first looks for the event's post in the channel, and posts
-    /// only when it is not there. When the sink cannot tell (scopes not granted), it posts: at least once.
-    pub async fn post_once(&self, envelope: &Envelope, message: &SlackMessage) -> Result<String, SlackError> {
-        let (posted, earlier) = self.post_part_once(envelope, &PostMark::post(envelope.event_id()), message).await?;
-        Ok(if earlier { format!("{posted}, by an earlier attempt: not posted again") } else { posted.to_string() })
+    /// Posts the event's message, once, in the channel's pace. A first attempt posts; a later one (an earlier
+    /// attempt may have posted before it failed, timed out or its worker died) first looks for the event's post
+    /// in the channel, and posts only when it is not there. When the sink cannot tell (scopes not granted), it
+    /// posts: at least once. No slot in the pace, or Slack's `Retry-After`, defers the event.
+    pub async fn post_once(&self, envelope: &Envelope, message: &SlackMessage) -> Result<String, HandlerError> {
+        let mark = PostMark::post(envelope.event_id());
+        if let Some(ts) = self.earlier_post(envelope, &mark, message).await? {
+            return Ok(format!(
+                "{}, by an earlier attempt: not posted again",
+                Posted { ts, channel: message.channel.clone() }
+            ));
+        }
+        self.pace.room(&self.store, &message.channel, envelope.event_id()).await?;
+        match self.slack.post_message(&mark, message).await {
+            Ok(posted) => Ok(posted.to_string()),
+            Err(e) => {
+                if let SlackError::RateLimited { retry_after, .. } = &e {
+                    self.pace.pause(&self.store, &message.channel, *retry_after).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// On a later attempt, where an earlier attempt posted `mark`, if it did.
+    async fn earlier_post(
+        &self,
+        envelope: &Envelope,
+        mark: &PostMark,
+        message: &SlackMessage,
+    ) -> Result<Option<String>, SlackError> {
+        if self.attempt <= 1 {
+            return Ok(None);
+        }
+        let thread = message.thread_ts.as_deref();
+        match self.slack.find_post(mark, &message.channel, thread, envelope.received_at()).await? {
+            PostCheck::Posted(ts) => {
+                tracing::info!(channel = %message.channel, %ts, part = %mark.part,
+                    "an earlier attempt posted this: not posted again");
+                Ok(Some(ts))
+            }
+            PostCheck::NotPosted => Ok(None),
+            PostCheck::Unknown(why) => {
+                tracing::warn!(channel = %message.channel, %why,
+                    "cannot tell whether an earlier attempt posted this event: posting (at least once)");
+                Ok(None)
+            }
+        }
     }
 
     /// [`HandlerContext::post_once`] for one of an event's posts (`mark`), in a thread when the message has a
-    /// `thread_ts`. Returns where it is, and whether an earlier attempt had posted it.
+    /// `thread_ts`, without the pace (the caller took its turn). Returns where it is, and whether an earlier
+    /// attempt had posted it.
     pub async fn post_part_once(
         &self,
         envelope: &Envelope,
         mark: &PostMark,
         message: &SlackMessage,
     ) -> Result<(Posted, bool), SlackError> {
-        if self.attempt > 1 {
-            let thread = message.thread_ts.as_deref();
-            match self.slack.find_post(mark, &message.channel, thread, envelope.received_at()).await? {
-                PostCheck::Posted(ts) => {
-                    tracing::info!(channel = %message.channel, %ts, part = %mark.part,
-                        "an earlier attempt posted this: not posted again");
-                    return Ok((Posted { ts, channel: message.channel.clone() }, true));
-                }
-                PostCheck::NotPosted => {}
-                PostCheck::Unknown(why) => tracing::warn!(channel = %message.channel, %why,
-                    "cannot tell whether an earlier attempt posted this event: posting (at least once)"),
-            }
+        if let Some(ts) = self.earlier_post(envelope, mark, message).await? {
+            return Ok((Posted { ts, channel: message.channel.clone() }, true));
         }
         Ok((self.slack.post_message(mark, message).await?, false))
     }

@@ -12,6 +12,8 @@
 //!   ([`handlers::unhandled`]).
 //! - [`slack`]: [`SlackSink`], where Slack messages go, and [`slack::DevOutbox`], the local outbox used when no
 //!   bot token is configured.
+//! - [`pace`]: [`pace::ChannelPace`], the pace of posts to one Slack channel, shared by the fleet through the
+//!   store, and Slack's `Retry-After` as a pause of the channel.
 //! - [`backoff`]: retry delays, exponential with full jitter, capped.
 //! - [`process`]: one delivery: the start the receive made → handler → `succeed` / `retry` / `dead_letter`, each
 //!   one store step, with a heartbeat.
@@ -28,6 +30,7 @@ pub mod github;
 pub mod handler;
 pub mod handlers;
 pub mod metrics;
+pub mod pace;
 pub mod pool;
 pub mod process;
 pub mod replay;

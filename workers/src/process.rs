@@ -197,7 +197,12 @@ impl Processor {
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
     async fn run_handler(&self, msg: &ReceivedMessage, attempt: u32) -> Result<String, HandlerError> {
-        let ctx = HandlerContext { store: self.store.clone(), slack: self.slack.clone(), attempt };
+        let ctx = HandlerContext {
+            store: self.store.clone(),
+            slack: self.slack.clone(),
+            attempt,
+            pace: self.config.channel_pace,
+        };
         let kind = msg.envelope.kind().as_str();
         let span = tracing::info_span!("worker.handle", kind);
         let work = tokio::time::timeout(

@@ -9,15 +9,13 @@ use eventfleet_schema::{EventId, Timestamp};
 use eventfleet_storage::{ChannelState, Digest};
 
 use super::AlarmSettings;
+use crate::pace::{ChannelPace, Wait};
 
 /// A claimed digest whose poster went quiet this long is taken over (its worker died before posting it).
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long an event waits for another event's digest to be posted before looking again.
 pub const DIGEST_WAIT: Duration = Duration::from_secs(2);
-
-/// Reservations older than this are dropped: their events went elsewhere (replayed, dead-lettered).
-const RESERVATION_TTL: Duration = Duration::from_secs(600);
 
 /// Where a new alarm thread goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,22 +39,21 @@ pub enum Decision {
     WaitUnchanged(Duration, &'static str),
 }
 
-/// Decides a post of `posts` messages by `event` at `now`: whether Slack's pause holds it, whether it is its
-/// pace's turn (reserving a slot when not), and, for a new thread (`new_thread`), where it goes in a storm.
+/// Decides a post by `event` at `now`: whether Slack's pause holds it, where a new thread (`new_thread`) goes
+/// in a storm, and whether it is the pace's turn (reserving a slot when not).
 pub fn decide(
     state: &mut ChannelState,
     settings: &AlarmSettings,
+    pace: &ChannelPace,
     event: EventId,
     new_thread: bool,
     now: Timestamp,
 ) -> Decision {
-    if let Some(until) = state.paused_until.filter(|until| *until > now) {
-        return Decision::WaitUnchanged(until.since(now), "Slack asked this channel to wait (Retry-After)");
+    if let Some(Wait { wait, reason }) = ChannelPace::paused(state, now) {
+        return Decision::WaitUnchanged(wait, reason);
     }
-    state.reserved.retain(|(_, at)| now.since(*at) < RESERVATION_TTL);
-    let reserved = state.reserved.iter().position(|(e, _)| *e == event);
     // An event is counted into the storm window once: a reservation says it was.
-    if new_thread && reserved.is_none() && settings.storm_threshold > 0 {
+    if new_thread && !ChannelPace::has_reservation(state, event) && settings.storm_threshold > 0 {
         if now.since(state.last_alarm_at) > settings.storm_window {
             state.window_start = now;
             state.window_alarms = 0;
@@ -70,8 +67,9 @@ pub fn decide(
         Placement::Alone
     } else {
         match &mut state.digest {
-            Some(Digest { ts: Some(ts), .. }) => Placement::InDigest(ts.clone()),
+            // Its claimer comes back to PostDigest even once the digest is posted (a crash before the back-links).
             Some(d) if d.claimed_by == Some(event) => Placement::PostDigest,
+            Some(Digest { ts: Some(ts), .. }) => Placement::InDigest(ts.clone()),
             Some(d) if now.since(d.claimed_at) > CLAIM_TIMEOUT => {
                 d.claimed_by = Some(event);
                 d.claimed_at = now;
@@ -90,106 +88,60 @@ pub fn decide(
         Placement::PostDigest => 2 + state.early.len() as u32,
         _ => 1,
     };
-    match reserved {
-        Some(i) => {
-            let at = state.reserved[i].1;
-            if at > now.plus(Duration::from_millis(20)) {
-                return Decision::Wait(at.since(now), "waiting for its reserved slot in the channel's pace");
-            }
-            state.reserved.remove(i);
-            Decision::Go(placement)
-        }
-        None => match reserve(state, settings, event, posts, now) {
-            None => Decision::Go(placement),
-            Some(wait) => Decision::Wait(wait, "the channel's pace (about one post a second) has no slot yet"),
-        },
+    match pace.take(state, event, posts, now) {
+        None => Decision::Go(placement),
+        Some(Wait { wait, reason }) => Decision::Wait(wait, reason),
     }
-}
-
-/// GCRA over `next_slot`: `posts` messages may go now when the channel is at most `burst - 1` intervals ahead;
-/// else a slot is reserved for `event` and the wait until it returned.
-fn reserve(
-    state: &mut ChannelState,
-    settings: &AlarmSettings,
-    event: EventId,
-    posts: u32,
-    now: Timestamp,
-) -> Option<Duration> {
-    let interval = settings.channel_interval;
-    if interval.is_zero() {
-        return None;
-    }
-    let tat = state.next_slot.max(now);
-    let allowed_at = tat.minus(interval * settings.channel_burst.saturating_sub(1));
-    state.next_slot = tat.plus(interval * posts);
-    if allowed_at <= now {
-        return None;
-    }
-    state.reserved.push((event, allowed_at));
-    Some(allowed_at.since(now))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn settings() -> AlarmSettings {
-        AlarmSettings {
-            storm_threshold: 3,
-            channel_interval: Duration::from_secs(1),
-            channel_burst: 2,
-            ..AlarmSettings::default()
-        }
-    }
-
-    #[test]
-    fn the_pace_allows_a_burst_then_reserves_one_slot_a_second() {
-        let s = settings();
-        let mut state = ChannelState::default();
-        let t0 = Timestamp::from_millis(1_000_000);
-        let (a, b, c) = (EventId::new(), EventId::new(), EventId::new());
-        assert_eq!(decide(&mut state, &s, a, false, t0), Decision::Go(Placement::Alone));
-        assert_eq!(decide(&mut state, &s, b, false, t0), Decision::Go(Placement::Alone));
-        let Decision::Wait(wait, _) = decide(&mut state, &s, c, false, t0) else { panic!("the burst is spent") };
-        assert_eq!(wait, Duration::from_secs(1));
-        // Back early: still waiting, and the slot is not taken twice.
-        assert!(matches!(decide(&mut state, &s, c, false, t0.plus(Duration::from_millis(500))), Decision::Wait(..)));
-        assert_eq!(decide(&mut state, &s, c, false, t0.plus(wait)), Decision::Go(Placement::Alone));
-        assert!(state.reserved.is_empty());
-    }
+    const NO_PACE: ChannelPace = ChannelPace { interval: Duration::ZERO, burst: 1 };
 
     #[test]
     fn past_the_threshold_one_event_claims_the_digest_and_the_others_wait_for_it() {
-        let s = AlarmSettings { channel_interval: Duration::ZERO, ..settings() };
+        let s = AlarmSettings { storm_threshold: 3, ..AlarmSettings::default() };
         let mut state = ChannelState::default();
         let now = Timestamp::from_millis(5_000_000);
         for _ in 0..3 {
-            assert_eq!(decide(&mut state, &s, EventId::new(), true, now), Decision::Go(Placement::Alone));
+            assert_eq!(decide(&mut state, &s, &NO_PACE, EventId::new(), true, now), Decision::Go(Placement::Alone));
         }
         let claimer = EventId::new();
-        assert_eq!(decide(&mut state, &s, claimer, true, now), Decision::Go(Placement::PostDigest));
+        assert_eq!(decide(&mut state, &s, &NO_PACE, claimer, true, now), Decision::Go(Placement::PostDigest));
         let other = EventId::new();
-        assert!(matches!(decide(&mut state, &s, other, true, now), Decision::WaitUnchanged(..)));
+        assert!(matches!(decide(&mut state, &s, &NO_PACE, other, true, now), Decision::WaitUnchanged(..)));
         state.digest.as_mut().unwrap().ts = Some("1.000001".into());
-        assert_eq!(decide(&mut state, &s, other, true, now), Decision::Go(Placement::InDigest("1.000001".into())));
+        let placed = decide(&mut state, &s, &NO_PACE, other, true, now);
+        assert_eq!(placed, Decision::Go(Placement::InDigest("1.000001".into())));
         // A quiet window ends the storm.
         let later = now.plus(s.storm_window + Duration::from_secs(1));
-        assert_eq!(decide(&mut state, &s, EventId::new(), true, later), Decision::Go(Placement::Alone));
+        assert_eq!(decide(&mut state, &s, &NO_PACE, EventId::new(), true, later), Decision::Go(Placement::Alone));
         assert!(state.digest.is_none());
     }
 
     #[test]
-    fn a_pause_holds_every_post_until_it_ends() {
-        let s = settings();
+    fn an_alarm_waiting_for_its_slot_is_counted_into_the_storm_once() {
+        let s = AlarmSettings { storm_threshold: 3, ..AlarmSettings::default() };
+        let pace = ChannelPace { interval: Duration::from_secs(1), burst: 1 };
+        let mut state = ChannelState::default();
+        let now = Timestamp::from_millis(6_000_000);
+        assert_eq!(decide(&mut state, &s, &pace, EventId::new(), true, now), Decision::Go(Placement::Alone));
+        let waiting = EventId::new();
+        let Decision::Wait(wait, _) = decide(&mut state, &s, &pace, waiting, true, now) else { panic!("no slot") };
+        assert_eq!(state.window_alarms, 2);
+        assert_eq!(decide(&mut state, &s, &pace, waiting, true, now.plus(wait)), Decision::Go(Placement::Alone));
+        assert_eq!(state.window_alarms, 2, "its return is not a new alarm");
+    }
+
+    #[test]
+    fn a_pause_holds_alarm_posts_without_a_write() {
         let now = Timestamp::from_millis(9_000_000);
         let mut state = ChannelState { paused_until: Some(now.plus(Duration::from_secs(2))), ..Default::default() };
-        assert_eq!(
-            decide(&mut state, &s, EventId::new(), false, now),
-            Decision::WaitUnchanged(Duration::from_secs(2), "Slack asked this channel to wait (Retry-After)")
-        );
-        assert_eq!(
-            decide(&mut state, &s, EventId::new(), false, now.plus(Duration::from_secs(2))),
-            Decision::Go(Placement::Alone)
-        );
+        let decision =
+            decide(&mut state, &AlarmSettings::default(), &ChannelPace::default(), EventId::new(), true, now);
+        assert!(matches!(decision, Decision::WaitUnchanged(w, _) if w == Duration::from_secs(2)), "{decision:?}");
+        assert_eq!(state.window_alarms, 0);
     }
 }

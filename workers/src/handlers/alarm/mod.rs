@@ -9,9 +9,9 @@
 //! - Flapping (more than [`AlarmSettings::flap_replies`] state changes, each within
 //!   [`AlarmSettings::flap_window`] of the one before) collapses into one reply that counts them, updated in
 //!   place.
-//! - Posts to a channel keep a pace of one per [`AlarmSettings::channel_interval`] with short bursts, shared by
-//!   the fleet through the store; a post without a slot, or in a channel Slack paused (`Retry-After`), is
-//!   deferred: its message is hidden until then, no handler waits.
+//! - Posts keep the channel's pace ([`crate::pace`]), taken in the same write as the storm's count; a post
+//!   without a slot, or in a channel Slack paused (`Retry-After`), is deferred: its message is hidden until
+//!   then, no handler waits.
 //!
 //! The thread's record is written after each post, and every post carries the event id and its part in its
 //! metadata, so an attempt after a crash finds what an earlier one did and does not post it again.
@@ -27,12 +27,13 @@ use eventfleet_storage::{AlarmThread, ChannelState, Digest, EarlyAlarm, StorageE
 use serde_json::Value;
 
 use crate::handlers::sns::{SnsRouting, sns_body, str_of};
+use crate::pace::{ChannelPace, update_channel};
 use crate::slack::{PostMark, Posted, SlackError, SlackMessage};
 use crate::{Handler, HandlerContext, HandlerError};
 use channel::{Decision, Placement};
 use messages::ThreadLine;
 
-/// How alarms thread, storm and flap, and the pace of a channel's alarm posts.
+/// How alarms thread, storm and flap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlarmSettings {
     /// An alarm OK for longer than this starts a new thread on its next ALARM (`EVENTFLEET_ALARM_REOPEN_AFTER_S`).
@@ -47,10 +48,6 @@ pub struct AlarmSettings {
     pub flap_replies: u32,
     /// State changes within this of each other make a run (`EVENTFLEET_ALARM_FLAP_WINDOW_S`).
     pub flap_window: Duration,
-    /// One alarm post per this much time in a channel; zero: no pace (`EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS`).
-    pub channel_interval: Duration,
-    /// Posts that may go at once before the pace applies (`EVENTFLEET_SLACK_CHANNEL_BURST`).
-    pub channel_burst: u32,
 }
 
 impl Default for AlarmSettings {
@@ -61,21 +58,16 @@ impl Default for AlarmSettings {
             storm_window: Duration::from_secs(30),
             flap_replies: 3,
             flap_window: Duration::from_secs(600),
-            channel_interval: Duration::from_secs(1),
-            channel_burst: 3,
         }
     }
 }
 
 impl AlarmSettings {
     /// Whether a channel's state is needed at all (pace or storms on).
-    fn channel_state_used(&self) -> bool {
-        !self.channel_interval.is_zero() || self.storm_threshold > 0
+    fn channel_state_used(&self, pace: &ChannelPace) -> bool {
+        !pace.is_off() || self.storm_threshold > 0
     }
 }
-
-/// Compare-and-set tries before giving up on a contended channel state (the event is then retried).
-const CAS_TRIES: usize = 20;
 
 /// How often a digest's counts are refreshed at most (`chat.update` is limited per workspace).
 const DIGEST_REFRESH: Duration = Duration::from_secs(3);
@@ -145,41 +137,11 @@ fn parse_change_time(text: &str) -> Option<Timestamp> {
 }
 
 /// A Slack error, with a rate limit also pausing the channel for every worker (best effort).
-async fn slack_failed(ctx: &HandlerContext, settings: &AlarmSettings, channel: &str, e: SlackError) -> HandlerError {
-    if let (SlackError::RateLimited { retry_after, .. }, true) = (&e, settings.channel_state_used()) {
-        let until = ctx.store.clock.now().plus(*retry_after);
-        let paused = update_channel(ctx, channel, |state| {
-            state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
-            true
-        })
-        .await;
-        if let Err(e) = paused {
-            tracing::warn!(error = %e, %channel, "could not record Slack's pause of the channel");
-        }
+async fn slack_failed(ctx: &HandlerContext, channel: &str, e: SlackError) -> HandlerError {
+    if let SlackError::RateLimited { retry_after, .. } = &e {
+        ctx.pace.pause(&ctx.store, channel, *retry_after).await;
     }
     e.into()
-}
-
-/// Reads, changes and writes a channel's state until no other writer came in between.
-async fn update_channel(
-    ctx: &HandlerContext,
-    channel: &str,
-    mut change: impl FnMut(&mut ChannelState) -> bool,
-) -> Result<ChannelState, HandlerError> {
-    for _ in 0..CAS_TRIES {
-        let mut state = (ctx.store.alarm_threads.channel(channel).await)
-            .map_err(store_error("read the channel state"))?
-            .unwrap_or_else(|| ChannelState { channel: channel.to_owned(), ..Default::default() });
-        if !change(&mut state) {
-            return Ok(state);
-        }
-        match ctx.store.alarm_threads.put_channel(&state).await {
-            Ok(version) => return Ok(ChannelState { version, ..state }),
-            Err(StorageError::Conflict(_)) => continue,
-            Err(e) => return Err(store_error("write the channel state")(e)),
-        }
-    }
-    Err(HandlerError::retryable(format!("the state of {channel} kept changing under {CAS_TRIES} writes")))
 }
 
 /// Asks the channel for room to post; a wait becomes a deferral.
@@ -189,13 +151,13 @@ async fn room(
     notice: &Notice<'_>,
     new_thread: bool,
 ) -> Result<(Placement, ChannelState), HandlerError> {
-    if !settings.channel_state_used() {
+    if !settings.channel_state_used(&ctx.pace) {
         return Ok((Placement::Alone, ChannelState::default()));
     }
     let event = notice.envelope.event_id();
     let mut decision = Decision::Go(Placement::Alone);
-    let state = update_channel(ctx, &notice.channel, |state| {
-        decision = channel::decide(state, settings, event, new_thread, ctx.store.clock.now());
+    let state = update_channel(&ctx.store, &notice.channel, |state| {
+        decision = channel::decide(state, settings, &ctx.pace, event, new_thread, ctx.store.clock.now());
         !matches!(decision, Decision::WaitUnchanged(..))
     })
     .await?;
@@ -210,7 +172,6 @@ async fn room(
 /// Posts one part of the event, once.
 async fn post(
     ctx: &HandlerContext,
-    settings: &AlarmSettings,
     notice: &Notice<'_>,
     part: &str,
     message: &SlackMessage,
@@ -218,21 +179,15 @@ async fn post(
     let mark = PostMark::part(notice.envelope.event_id(), part);
     match ctx.post_part_once(notice.envelope, &mark, message).await {
         Ok((posted, _)) => Ok(posted),
-        Err(e) => Err(slack_failed(ctx, settings, &notice.channel, e).await),
+        Err(e) => Err(slack_failed(ctx, &notice.channel, e).await),
     }
 }
 
 /// Replaces a message; a failure other than a rate limit is logged, not fatal (the thread has the news).
-async fn update(
-    ctx: &HandlerContext,
-    settings: &AlarmSettings,
-    channel: &str,
-    ts: &str,
-    message: &SlackMessage,
-) -> Result<(), HandlerError> {
+async fn update(ctx: &HandlerContext, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), HandlerError> {
     match ctx.slack.update_message(channel, ts, message).await {
         Ok(()) => Ok(()),
-        Err(e @ SlackError::RateLimited { .. }) => Err(slack_failed(ctx, settings, channel, e).await),
+        Err(e @ SlackError::RateLimited { .. }) => Err(slack_failed(ctx, channel, e).await),
         Err(e) => {
             tracing::warn!(error = %e, %channel, %ts, "could not update the message");
             Ok(())
@@ -289,7 +244,7 @@ async fn open(
     match placement {
         Placement::Alone => {
             let message = messages::parent(&notice.channel, &notice.json, &line);
-            let posted = post(ctx, settings, notice, "post", &message).await?;
+            let posted = post(ctx, notice, "post", &message).await?;
             let now = ctx.store.clock.now();
             save(ctx, &new_thread(notice, &posted, &posted.ts, version, now)).await?;
             if settings.storm_threshold > 0 {
@@ -300,23 +255,34 @@ async fn open(
                     namespace,
                     account,
                 };
+                // Listed for a digest's back-links until the digest is posted; one posted since this alarm took
+                // its place gets the back-link from this event (its poster read the list before this was in it).
                 let threshold = settings.storm_threshold as usize;
-                update_channel(ctx, &notice.channel, |s| {
+                let mut digest_ts = None;
+                update_channel(&ctx.store, &notice.channel, |s| {
+                    digest_ts = s.digest.as_ref().and_then(|d| d.ts.clone());
                     let add =
-                        s.digest.is_none() && s.early.len() < threshold && !s.early.iter().any(|e| e.ts == early.ts);
+                        digest_ts.is_none() && s.early.len() < threshold && !s.early.iter().any(|e| e.ts == early.ts);
                     if add {
                         s.early.push(early.clone());
                     }
                     add
                 })
                 .await?;
+                if let Some(digest_ts) = digest_ts {
+                    let message =
+                        messages::backlink(&notice.channel, &digest_ts, &notice.name, &notice.state, &posted.ts);
+                    post(ctx, notice, &format!("backlink:{}", posted.ts), &message).await?;
+                }
             }
             Ok(format!("alarm {} {} opened a thread in {} ({posted})", notice.name, notice.state, notice.channel))
         }
         Placement::PostDigest => {
             let digest = state.digest.clone().unwrap_or_default();
-            let digest_ts = match digest.ts.clone() {
-                Some(ts) => ts,
+            // The back-links go to the alarms listed when the digest's ts was written: one listed later saw the
+            // ts and posts its own.
+            let (digest_ts, early) = match digest.ts.clone() {
+                Some(ts) => (ts, state.early.clone()),
                 None => {
                     let mut shown = digest.clone();
                     for e in &state.early {
@@ -324,9 +290,9 @@ async fn open(
                     }
                     count_into(&mut shown, &notice.name, &notice.state, &namespace, &account);
                     let message = messages::digest(&notice.channel, &shown, settings.storm_window.as_secs());
-                    let posted = post(ctx, settings, notice, "digest", &message).await?;
+                    let posted = post(ctx, notice, "digest", &message).await?;
                     let now = ctx.store.clock.now();
-                    let saved = update_channel(ctx, &notice.channel, |s| {
+                    let saved = update_channel(&ctx.store, &notice.channel, |s| {
                         let d = s.digest.get_or_insert_with(Digest::default);
                         if d.ts.is_some() {
                             return false;
@@ -341,14 +307,14 @@ async fn open(
                         true
                     })
                     .await?;
-                    saved.digest.and_then(|d| d.ts).unwrap_or(posted.ts)
+                    (saved.digest.and_then(|d| d.ts).unwrap_or(posted.ts), saved.early)
                 }
             };
             // The alarms posted alone just before: a back-link each, removed from the list once posted.
-            for early in state.early.clone() {
+            for early in early {
                 let message = messages::backlink(&notice.channel, &digest_ts, &early.name, &early.state, &early.ts);
-                post(ctx, settings, notice, &format!("backlink:{}", early.ts), &message).await?;
-                update_channel(ctx, &notice.channel, |s| {
+                post(ctx, notice, &format!("backlink:{}", early.ts), &message).await?;
+                update_channel(&ctx.store, &notice.channel, |s| {
                     let before = s.early.len();
                     s.early.retain(|e| e.ts != early.ts);
                     s.early.len() != before
@@ -356,7 +322,7 @@ async fn open(
                 .await?;
             }
             let message = messages::in_digest(&notice.channel, &digest_ts, &notice.json, event);
-            let posted = post(ctx, settings, notice, "post", &message).await?;
+            let posted = post(ctx, notice, "post", &message).await?;
             let now = ctx.store.clock.now();
             save(ctx, &new_thread(notice, &posted, &digest_ts, version, now)).await?;
             Ok(format!(
@@ -366,12 +332,12 @@ async fn open(
         }
         Placement::InDigest(digest_ts) => {
             let message = messages::in_digest(&notice.channel, &digest_ts, &notice.json, event);
-            let posted = post(ctx, settings, notice, "post", &message).await?;
+            let posted = post(ctx, notice, "post", &message).await?;
             let now = ctx.store.clock.now();
             save(ctx, &new_thread(notice, &posted, &digest_ts, version, now)).await?;
             // Count it into the digest, and show the counts when they were last shown a while ago.
             let mut refresh = None;
-            let counted = update_channel(ctx, &notice.channel, |s| {
+            let counted = update_channel(&ctx.store, &notice.channel, |s| {
                 let Some(d) = s.digest.as_mut().filter(|d| d.ts.as_deref() == Some(digest_ts.as_str())) else {
                     return false;
                 };
@@ -390,7 +356,7 @@ async fn open(
                         let message = messages::digest(&notice.channel, &d, settings.storm_window.as_secs());
                         let channel =
                             if d.channel_id.is_empty() { notice.channel.clone() } else { d.channel_id.clone() };
-                        update(ctx, settings, &channel, &digest_ts, &message).await?;
+                        update(ctx, &channel, &digest_ts, &message).await?;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not count the alarm into its digest"),
@@ -422,7 +388,7 @@ async fn transition(
             let window = settings.flap_window.as_secs() / 60;
             let message =
                 messages::flapping(&notice.channel, &thread.thread_ts, &notice.json, collapsed, window, event);
-            update(ctx, settings, &channel, ts, &message).await?;
+            update(ctx, &channel, ts, &message).await?;
             format!("counted as flapping ({collapsed} collapsed) in {}", thread.thread_ts)
         }
         _ => {
@@ -433,7 +399,7 @@ async fn transition(
             } else {
                 ("post", messages::reply(&notice.channel, &thread.thread_ts, &notice.json, event))
             };
-            let posted = post(ctx, settings, notice, part, &message).await?;
+            let posted = post(ctx, notice, part, &message).await?;
             if collapse {
                 thread.flap_ts = Some(posted.ts.clone());
             }
@@ -460,7 +426,7 @@ async fn transition(
         // Its message is a reply in a storm digest's thread: keep it there.
         parent.thread_ts = Some(thread.thread_ts.clone());
     }
-    update(ctx, settings, &channel, &thread.message_ts, &parent).await?;
+    update(ctx, &channel, &thread.message_ts, &parent).await?;
     save(ctx, &thread).await?;
     Ok(format!("alarm {} {} {said}; its message shows {}", notice.name, notice.state, thread.state))
 }
