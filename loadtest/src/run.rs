@@ -237,8 +237,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
     if let Some(mut fleet) = fleet_shared.lock().ok().and_then(|mut f| f.take()) {
         fleet.stop();
     }
-    // Without chaos nothing may be posted twice; under chaos a post may repeat only for a recorded attempt.
-    let duplicates_ok = if args.chaos { report.effects_beyond_attempts == 0 } else { report.duplicate_effects == 0 };
+    // Nothing may be posted twice, chaos or not: a resumed attempt finds its earlier post by its metadata.
+    let duplicates_ok = report.duplicate_effects == 0 && report.effects_beyond_attempts == 0;
     let ok = report.accepted > 0
         && report.unaccepted == 0
         && report.resend_mismatches == 0
