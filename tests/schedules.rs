@@ -103,7 +103,9 @@ fn assert_one_event_per_tick(env: &[(String, String)], data: &Path, first: i64, 
 async fn two_dev_processes_on_one_store_make_one_event_per_tick() {
     let data = tempfile::tempdir().unwrap();
     let file = write_schedules(data.path(), EVERY_SECOND);
-    let env = [("EVENTFLEET_SCHEDULES_FILE", file.as_str())];
+    // A tick a second to one channel is the channel pace's own rate: any jitter would defer a tick and its group
+    // fall behind. The pace has its own tests (tests/fleet); here each tick is what is counted.
+    let env = [("EVENTFLEET_SCHEDULES_FILE", file.as_str()), ("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", "0")];
     let args = ["dev", "--listen", "127.0.0.1:0", "--workers", "2"];
     let (mut a, base_a) = spawn_listening(data.path(), &args, &env);
     let (mut b, base_b) = spawn_listening(data.path(), &args, &env);
@@ -149,7 +151,9 @@ async fn after_downtime_skip_makes_no_catch_up_and_once_makes_one() {
         catch_up = "once"
         "##,
     );
-    let env = [("EVENTFLEET_SCHEDULES_FILE", file.as_str())];
+    // A tick a second to one channel is the channel pace's own rate: any jitter would defer a tick and its group
+    // fall behind. The pace has its own tests (tests/fleet); here each tick is what is counted.
+    let env = [("EVENTFLEET_SCHEDULES_FILE", file.as_str()), ("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", "0")];
     let args = ["dev", "--listen", "127.0.0.1:0", "--workers", "2"];
     let (mut first_run, _) = spawn_listening(data.path(), &args, &env);
     let up = unix_now();
@@ -283,6 +287,8 @@ async fn two_aws_ingress_processes_make_one_event_per_tick() {
             ("EVENTFLEET_SCHEDULES_FILE", file.as_str()),
             ("EVENTFLEET_RECEIVE_WAIT_S", "1"),
             ("EVENTFLEET_DRAIN_TIMEOUT_S", "5"),
+            // A tick a second is the channel pace's own rate (see the dev test above).
+            ("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", "0"),
             // moto answers one request at a time: a generous budget keeps its pauses from failing accepts.
             ("EVENTFLEET_BACKEND_BUDGET_MS", "20000"),
         ]

@@ -104,6 +104,9 @@ pub async fn run(
     run_with_registry(store, config, metrics::SharedRegistry::default(), listener, shutdown).await
 }
 
+/// After the HTTP drain, how long the schedules and Socket Mode may still take to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// [`run`], with the metrics registered into (and `/metrics` rendering) a shared registry.
 pub async fn run_with_registry(
     store: Store,
@@ -133,10 +136,21 @@ pub async fn run_with_registry(
     let socket = state.socket.is_some().then(|| tokio::spawn(socket_mode::run(state.clone(), shutdown.clone())));
     let timeouts = state.config.timeouts;
     let served = serve::serve(listener, routes::router(state), timeouts, shutdown.clone()).await;
-    // A tick being accepted finishes (within the backend budget); Socket Mode acks what it accepted and closes.
+    // A tick being accepted finishes; Socket Mode acks what it accepted and closes. They saw the shutdown when
+    // the HTTP drain began, so they get a short grace after it, no more: a backend slow enough to hold them past
+    // it would hold the process past its stop timeout (ECS kills 30 s after SIGTERM). Cutting them is a crash
+    // the protocol is built for: an unacknowledged Socket Mode envelope is redelivered, a tick is caught up.
     shutdown.cancel();
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     for task in [schedules, socket].into_iter().flatten() {
-        let _ = task.await;
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            abort.abort();
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "schedules or Socket Mode still busy after the drain: cut"
+            );
+        }
     }
     served
 }
