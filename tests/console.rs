@@ -208,7 +208,10 @@ async fn the_console_in_a_browser_on_the_aws_backend() {
         "EVENTFLEET_TEST_AWS_ENDPOINT is not set: run the tests through scripts/test, which starts moto server",
     );
     let prefix = format!("console-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let env = support::aws_env(&endpoint, &prefix);
+    let mut env = support::aws_env(&endpoint, &prefix);
+    // moto answers one request at a time and other suites share it: a generous budget keeps its pauses from
+    // turning the first delivery into a 503 (which Slack would retry; this test sends once).
+    env.push(("EVENTFLEET_BACKEND_BUDGET_MS".to_owned(), "20000".to_owned()));
     let data = tempfile::tempdir().unwrap();
     let created =
         eventfleet().args(["tables", "create", "--data-dir"]).arg(data.path()).envs(env.clone()).output().unwrap();
