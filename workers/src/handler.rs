@@ -42,13 +42,16 @@ impl HandlerContext {
         self.pace.room(&self.store, &message.channel, envelope.event_id()).await?;
         match self.slack.post_message(&mark, message).await {
             Ok(posted) => Ok(posted.to_string()),
-            Err(e) => {
-                if let SlackError::RateLimited { retry_after, .. } = &e {
-                    self.pace.pause(&self.store, &message.channel, *retry_after).await;
-                }
-                Err(e.into())
-            }
+            Err(e) => Err(self.slack_failed(&message.channel, e).await),
         }
+    }
+
+    /// A Slack error as the handler's, a rate limit also pausing `channel` for every worker (best effort).
+    pub async fn slack_failed(&self, channel: &str, e: SlackError) -> HandlerError {
+        if let SlackError::RateLimited { retry_after, .. } = &e {
+            self.pace.pause(&self.store, channel, *retry_after).await;
+        }
+        e.into()
     }
 
     /// On a later attempt, where an earlier attempt posted `mark`, if it did.

@@ -136,14 +136,6 @@ fn parse_change_time(text: &str) -> Option<Timestamp> {
     Timestamp::parse(&fixed).ok()
 }
 
-/// A Slack error, with a rate limit also pausing the channel for every worker (best effort).
-async fn slack_failed(ctx: &HandlerContext, channel: &str, e: SlackError) -> HandlerError {
-    if let SlackError::RateLimited { retry_after, .. } = &e {
-        ctx.pace.pause(&ctx.store, channel, *retry_after).await;
-    }
-    e.into()
-}
-
 /// Asks the channel for room to post; a wait becomes a deferral.
 async fn room(
     ctx: &HandlerContext,
@@ -179,7 +171,7 @@ async fn post(
     let mark = PostMark::part(notice.envelope.event_id(), part);
     match ctx.post_part_once(notice.envelope, &mark, message).await {
         Ok((posted, _)) => Ok(posted),
-        Err(e) => Err(slack_failed(ctx, &notice.channel, e).await),
+        Err(e) => Err(ctx.slack_failed(&notice.channel, e).await),
     }
 }
 
@@ -187,7 +179,7 @@ async fn post(
 async fn update(ctx: &HandlerContext, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), HandlerError> {
     match ctx.slack.update_message(channel, ts, message).await {
         Ok(()) => Ok(()),
-        Err(e @ SlackError::RateLimited { .. }) => Err(slack_failed(ctx, channel, e).await),
+        Err(e @ SlackError::RateLimited { .. }) => Err(ctx.slack_failed(channel, e).await),
         Err(e) => {
             tracing::warn!(error = %e, %channel, %ts, "could not update the message");
             Ok(())
