@@ -33,9 +33,30 @@ impl Opened {
     }
 }
 
-/// The store named by the configuration.
+/// The store named by the configuration, created when it does not exist yet (the services, `tables create`).
 pub async fn open(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
     Ok(open_with_metrics(config, data_dir, None).await?.store)
+}
+
+/// The store an operator command reads: on the embedded backend it must exist already, so that a mistyped
+/// `--data-dir` is an error instead of an empty fleet that looks healthy.
+pub async fn open_existing(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
+    require_store(config, data_dir)?;
+    open(config, data_dir).await
+}
+
+/// Fails unless `data_dir` holds an embedded store (on the aws backend there is nothing to check here).
+pub fn require_store(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
+    if config.backend == Backend::Embedded && !data_dir.join(eventfleet_storage::embedded::DB_FILE).is_file() {
+        bail!(
+            "no eventfleet store in {dir} (no {file} there). Point at the directory `eventfleet dev` or `serve` \
+             uses with --data-dir DIR or EVENTFLEET_DATA_DIR (default ./.eventfleet), or create one with \
+             `eventfleet tables create --data-dir {dir}`",
+            dir = data_dir.display(),
+            file = eventfleet_storage::embedded::DB_FILE,
+        );
+    }
+    Ok(())
 }
 
 /// Labels of `eventfleet_aws_requests_total`.

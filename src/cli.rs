@@ -5,12 +5,23 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Where the embedded store and the dev outbox live unless `--data-dir` or `EVENTFLEET_DATA_DIR` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./.eventfleet";
+
+/// A listen address: `HOST:PORT`, with an error that says so (a bare port is a common slip).
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| match text.trim().parse::<u16>() {
+        Ok(port) => format!("expected HOST:PORT, e.g. 127.0.0.1:{port} (or 0.0.0.0:{port} for every interface)"),
+        Err(_) => "expected HOST:PORT, e.g. 127.0.0.1:8080".to_owned(),
+    })
+}
+
 /// Event ingress and worker fleet for SRE teams.
 #[derive(Debug, Parser)]
 #[command(name = "eventfleet", version, about)]
 pub struct Cli {
     /// Directory of the embedded store and the dev outbox.
-    #[arg(long, global = true, env = "EVENTFLEET_DATA_DIR", default_value = "./.eventfleet")]
+    #[arg(long, global = true, env = "EVENTFLEET_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// What to do.
@@ -24,7 +35,7 @@ pub enum Command {
     /// Ingress and workers in one process on the embedded backend.
     Dev {
         /// Address to listen on (default: `EVENTFLEET_LISTEN`, else 127.0.0.1:8080).
-        #[arg(long)]
+        #[arg(long, value_parser = listen_addr)]
         listen: Option<SocketAddr>,
         /// Concurrent handlers (default: `EVENTFLEET_WORKER_CONCURRENCY`, else 8).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -33,7 +44,7 @@ pub enum Command {
     /// The ingress service (configured by environment).
     Ingress {
         /// Address to listen on (default: `EVENTFLEET_LISTEN`, else 0.0.0.0:8080).
-        #[arg(long)]
+        #[arg(long, value_parser = listen_addr)]
         listen: Option<SocketAddr>,
     },
     /// The worker service (configured by environment).
@@ -41,14 +52,14 @@ pub enum Command {
     /// Ingress and workers in one process, configured by environment: the production shape on one machine.
     Serve {
         /// Address to listen on (default: `EVENTFLEET_LISTEN`, else 0.0.0.0:8080).
-        #[arg(long)]
+        #[arg(long, value_parser = listen_addr)]
         listen: Option<SocketAddr>,
     },
     /// The operator console: status, events, dead letters and hooks in a browser (its own listener, never the
     /// public ingress port).
     Console {
         /// Address to listen on (default: `EVENTFLEET_CONSOLE_LISTEN`, else 127.0.0.1:9092).
-        #[arg(long)]
+        #[arg(long, value_parser = listen_addr)]
         listen: Option<SocketAddr>,
     },
     /// The webhook registry.
@@ -244,7 +255,7 @@ pub enum TablesCommand {
 #[derive(Debug, Args, Clone, Default)]
 pub struct DlqFilterArgs {
     /// Source: slack, github, hook, sns, schedule.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(eventfleet_schema::Source::NAMES))]
     pub source: Option<String>,
     /// Exact kind (`sns.cloudwatch_alarm`, `github.push`, ...).
     #[arg(long)]

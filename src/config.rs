@@ -130,6 +130,9 @@ impl Config {
                 return Err(invalid("EVENTFLEET_LOG_FORMAT", other, "expected `json` or `pretty`"));
             }
         };
+        if let Some(filter) = env.text("EVENTFLEET_LOG") {
+            check_log_filter(&filter).map_err(|why| invalid("EVENTFLEET_LOG", &filter, &why))?;
+        }
         let durability = match env.text("EVENTFLEET_SYNC").as_deref() {
             None | Some("full") => Durability::Full,
             Some("normal") => Durability::Normal,
@@ -184,8 +187,12 @@ impl Config {
             return Err(invalid(
                 "EVENTFLEET_MAX_RECEIVE_COUNT",
                 &worker.max_receive_count.to_string(),
-                "must be at least twice EVENTFLEET_MAX_ATTEMPTS: a message waiting behind a failing one of its \
-                 group is received with it each time, so the queue's count runs ahead of its own attempts",
+                &format!(
+                    "must be at least {} (twice EVENTFLEET_MAX_ATTEMPTS, {}): a message waiting behind a failing one \
+                     of its group is received with it each time, so the queue's count runs ahead of its own attempts",
+                    2 * worker.max_attempts,
+                    worker.max_attempts
+                ),
             ));
         }
         if worker.handler_timeout >= worker.visibility_timeout {
@@ -394,9 +401,10 @@ impl Env<'_> {
     fn parse_bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.text(name).as_deref() {
             None => Ok(default),
-            Some("true" | "1" | "yes") => Ok(true),
-            Some("false" | "0" | "no") => Ok(false),
-            Some(other) => Err(invalid(name, other, "expected true or false")),
+            // What the docs list, nothing else: `yes` or `on` read as true would be a guess.
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(other) => Err(invalid(name, other, "expected `true` or `false`")),
         }
     }
 
@@ -454,6 +462,25 @@ fn actor(role: &str) -> String {
     format!("{role}@{host}:{}", std::process::id())
 }
 
+/// `tracing` levels, as `EVENTFLEET_LOG` names them.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks an `EVENTFLEET_LOG` filter: comma-separated directives, each a level (`info`) or `target=level`
+/// (`eventfleet_storage=debug`). `EnvFilter` would take a misspelt level (`debg`) as a target's name and start
+/// with no logs at all, so a directive without `=` must be a level.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "{directive:?} is not a level: expected one of {} or TARGET=LEVEL (e.g. info,eventfleet_storage=debug)",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter).map(|_| ()).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -496,6 +523,19 @@ mod tests {
     }
 
     #[test]
+    fn errors_say_what_to_write_instead() {
+        let err = config(&[("EVENTFLEET_MAX_RECEIVE_COUNT", "6")]).unwrap_err().to_string();
+        assert!(err.contains("at least 10 (twice EVENTFLEET_MAX_ATTEMPTS, 5)"), "{err}");
+        let err = config(&[("EVENTFLEET_LOG", "debg")]).unwrap_err().to_string();
+        assert!(err.contains("\"debg\" is not a level") && err.contains("debug"), "{err}");
+        for fine in ["debug", "info,eventfleet_storage=debug", "WARN", "eventfleet_workers[worker.process]=trace"] {
+            config(&[("EVENTFLEET_LOG", fine)]).unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+        let c = config(&[("EVENTFLEET_CONSOLE_TRUST_ALB_OIDC", "true")]).unwrap();
+        assert!(c.console.trust_alb_oidc);
+    }
+
+    #[test]
     fn invalid_values_name_the_variable() {
         let cases = [
             ("EVENTFLEET_BACKEND", "postgres"),
@@ -524,6 +564,10 @@ mod tests {
             ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "11"),
             ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "0"),
             ("EVENTFLEET_SLACK_SOCKET_PING_TIMEOUT_S", "1"),
+            ("EVENTFLEET_LOG", "debg"),
+            ("EVENTFLEET_LOG", "info,eventfleet_storage=verbose"),
+            ("EVENTFLEET_CONSOLE_TRUST_ALB_OIDC", "yes"),
+            ("EVENTFLEET_CONSOLE_TRUST_ALB_OIDC", "1"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var).to_string();

@@ -17,7 +17,9 @@ pub struct EventMatch {
 }
 
 /// The events `text` names, newest first: an event id, else an idempotency key, else a sender's own id (which
-/// several sources may share). An event id whose record has expired still matches: its trail may remain.
+/// several sources may share). An event id whose record has expired still matches while its trail remains.
+/// A UUID that names no event is looked up as a key and a sender id too: `X-GitHub-Delivery` and SNS
+/// `MessageId`s are UUIDs as well.
 pub async fn events(store: &Store, text: &str) -> Result<Vec<EventMatch>, StorageError> {
     let text = text.trim();
     if text.is_empty() {
@@ -25,7 +27,9 @@ pub async fn events(store: &Store, text: &str) -> Result<Vec<EventMatch>, Storag
     }
     if let Some(event_id) = EventId::parse(text) {
         let record = store.idempotency.find_by_event(event_id).await?;
-        return Ok(vec![EventMatch { event_id, record }]);
+        if record.is_some() || !store.audit.history(event_id).await?.is_empty() {
+            return Ok(vec![EventMatch { event_id, record }]);
+        }
     }
     if let Some(record) = store.idempotency.get(&IdempotencyKey::from_raw(text)).await? {
         return Ok(vec![EventMatch { event_id: record.event_id, record: Some(record) }]);

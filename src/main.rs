@@ -14,6 +14,14 @@
 //! - `lookup`: events and dead letters by the names operators know them by (CLI and console alike).
 //! - `when`: times as operators type them.
 
+/// Prints a line of a command's output on stdout. A reader that went away (`eventfleet dlq show … | head`) ends
+/// the command quietly, as SIGPIPE ends other tools, instead of a panic with a backtrace.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
 mod aws_ops;
 mod backend;
 mod cli;
@@ -42,5 +50,18 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// What [`say!`] does: one line on stdout; exit 0 when the reader is gone, 1 on any other write error.
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
     }
 }

@@ -48,6 +48,7 @@ fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_the_alb_the_operator_is_the_oidc_identity_and_posts_need_their_csrf_token() {
     let data = tempfile::tempdir().unwrap();
+    assert!(eventfleet().args(["tables", "create", "--data-dir"]).arg(data.path()).output().unwrap().status.success());
     let env = vec![("EVENTFLEET_CONSOLE_TRUST_ALB_OIDC".to_owned(), "true".to_owned())];
     let (mut console, base) =
         spawn_marked(&env, data.path(), &["console", "--listen", "0.0.0.0:0"], "console listening");
@@ -77,6 +78,8 @@ async fn behind_the_alb_the_operator_is_the_oidc_identity_and_posts_need_their_c
     let html = page.text().await.unwrap();
     assert!(html.contains("dana@example.com"), "the operator is the e-mail claim");
     assert!(html.contains(&format!("name=\"csrf\" value=\"{csrf}\"")), "forms carry the token");
+    assert!(!html.contains("action=\"/logout\""), "no log-out where the console keeps no session: {html}");
+    assert!(html.contains("X-Hub-Signature-256"), "the hook form says how hooks verify: {html}");
 
     let post = |path: &str, cookie: Option<&str>, form: Vec<(&str, &str)>| {
         let mut req = http

@@ -48,6 +48,11 @@ async fn list_show_replay_and_purge_dead_letters() {
     let none = json(&run_ok(data, &["dlq", "list", "--until", "1h", "--json"]));
     assert!(none.as_array().unwrap().is_empty(), "nothing dead-lettered over an hour ago");
     let id_a = gone[0]["id"].as_str().unwrap().to_owned();
+    // The table names the event beside the dead letter's own id (they look alike; operators know the event).
+    let table = run_ok(data, &["dlq", "list", "--error", "CHANNEL_NOT_FOUND"]);
+    let row = table.lines().find(|l| l.starts_with(&id_a)).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(gone[0]["event_id"].as_str().unwrap()), "{table}");
+    assert!(table.lines().next().unwrap().contains("event id"), "{table}");
 
     let status = json(&run_ok(data, &["status", "--json"]));
     assert_eq!(status["queue"]["dead_letters"], 3);

@@ -68,6 +68,7 @@ fn handled_steps(data: &std::path::Path, event_id: &str) -> Option<Vec<String>> 
 #[test]
 fn unknown_event_and_bad_config_fail_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
+    run_ok(dir.path(), &["tables", "create"]);
     let out = run(dir.path(), &["events", "show", "0199a0a0-0000-7000-8000-000000000000"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no event"));

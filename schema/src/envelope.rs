@@ -143,6 +143,9 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source's name ([`Source::name`]), as filters accept them.
+    pub const NAMES: [&'static str; 5] = ["slack", "github", "hook", "sns", "schedule"];
+
     /// The source's name as used in filters and metrics: `slack`, `github`, `hook`, `sns`, `schedule`.
     pub fn name(&self) -> &'static str {
         match self {

@@ -16,7 +16,7 @@ use crate::config::Config;
 
 /// Runs a dlq command.
 pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let store = crate::backend::open(config, data_dir).await?;
+    let store = crate::backend::open_existing(config, data_dir).await?;
     match command {
         DlqCommand::List { filter, limit, json } => {
             let mut filter = to_filter(&filter, store.clock.now())?;
@@ -25,13 +25,21 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
             if json {
                 print_json(&letters.iter().map(summary).collect::<Vec<_>>())?;
             } else if letters.is_empty() {
-                println!("(no dead letters)");
+                say!("(no dead letters)");
             } else {
-                println!("{:<44}  {:<24}  {:<22}  reason", "id", "dead-lettered at", "kind");
+                // The event id beside the dead letter's own: the two look alike, and operators know the event.
+                say!(
+                    "{:<44}  {:<36}  {:<24}  {:<22}  reason",
+                    "dead-letter id",
+                    "event id",
+                    "dead-lettered at",
+                    "kind"
+                );
                 for l in &letters {
-                    println!(
-                        "{:<44}  {:<24}  {:<22}  {}",
+                    say!(
+                        "{:<44}  {:<36}  {:<24}  {:<22}  {}",
                         l.message_id,
+                        l.envelope.event_id(),
                         l.dead_lettered_at,
                         l.envelope.kind(),
                         l.reason
@@ -64,22 +72,17 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
             } else {
                 for (letter, retry, steps) in shown {
                     let event_id = letter.envelope.event_id();
-                    println!("dead letter {}", letter.message_id);
-                    println!("  event     {event_id} ({})", letter.envelope.kind());
-                    println!("  key       {}", letter.envelope.idempotency_key());
-                    println!("  reason    {}", letter.reason);
-                    println!("  at        {} after {} receives", letter.dead_lettered_at, letter.receive_count);
+                    say!("dead letter {}", letter.message_id);
+                    say!("  event     {event_id} ({})", letter.envelope.kind());
+                    say!("  key       {}", letter.envelope.idempotency_key());
+                    say!("  reason    {}", letter.reason);
+                    say!("  at        {} after {} receives", letter.dead_lettered_at, letter.receive_count);
                     if let Some(r) = retry {
-                        println!(
-                            "  attempts  {} (last error, {}: {})",
-                            r.attempts,
-                            r.error_class.as_str(),
-                            r.last_error
-                        );
+                        say!("  attempts  {} (last error, {}: {})", r.attempts, r.error_class.as_str(), r.last_error);
                     }
-                    println!("timeline:");
+                    say!("timeline:");
                     for s in steps {
-                        println!("  {}  {:<24} {}", s.at, s.step.as_str(), s.actor);
+                        say!("  {}  {:<24} {}", s.at, s.step.as_str(), s.actor);
                     }
                 }
             }
@@ -89,6 +92,10 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
                 bail!("--rate must be a positive number of replays per second");
             }
             let letters = select(&store, &selection).await?;
+            if letters.is_empty() && !json {
+                say!("(no dead letters match)");
+                return Ok(ExitCode::SUCCESS);
+            }
             let options = ReplayOptions { by, dry_run, rate };
             let show_progress = letters.len() > 1 && !json;
             let tty = std::io::stderr().is_terminal();
@@ -111,9 +118,9 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
             } else {
                 for o in &outcomes {
                     match (&o.error, &o.requeued_as, dry_run) {
-                        (Some(e), _, _) => println!("failed   {}  {}: {e}", o.dead_letter, o.event_id),
-                        (None, _, true) => println!("would replay {}  {}", o.dead_letter, o.event_id),
-                        (None, Some(new), false) => println!("replayed {}  {} as {new}", o.dead_letter, o.event_id),
+                        (Some(e), _, _) => say!("failed   {}  {}: {e}", o.dead_letter, o.event_id),
+                        (None, _, true) => say!("would replay {}  {}", o.dead_letter, o.event_id),
+                        (None, Some(new), false) => say!("replayed {}  {} as {new}", o.dead_letter, o.event_id),
                         (None, None, false) => {}
                     }
                 }
@@ -136,7 +143,7 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
             if json {
                 print_json(&json!({ "purged": deleted }))?;
             } else {
-                println!("purged {deleted} dead letters");
+                say!("purged {deleted} dead letters");
             }
         }
     }

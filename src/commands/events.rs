@@ -12,7 +12,7 @@ use crate::config::Config;
 /// Runs an events command.
 pub async fn run(config: &Config, data_dir: &Path, command: EventsCommand) -> anyhow::Result<ExitCode> {
     let EventsCommand::Show { id, json } = command;
-    let store = crate::backend::open(config, data_dir).await?;
+    let store = crate::backend::open_existing(config, data_dir).await?;
     let matches = crate::lookup::events(&store, &id).await?;
     let mut shown = Vec::new();
     for m in matches {
@@ -40,21 +40,21 @@ pub async fn run(config: &Config, data_dir: &Path, command: EventsCommand) -> an
         return Ok(ExitCode::SUCCESS);
     }
     for (m, steps, retry) in shown {
-        println!("event {}", m.event_id);
+        say!("event {}", m.event_id);
         if let Some(r) = &m.record {
-            println!("  key     {}", r.key);
-            println!("  status  {}  (duplicates: {})", r.status, r.duplicate_count);
+            say!("  key     {}", r.key);
+            say!("  status  {}  (duplicates: {})", r.status, r.duplicate_count);
             if let Some(outcome) = &r.outcome {
-                println!("  outcome {outcome}");
+                say!("  outcome {outcome}");
             }
         }
-        println!("timeline:");
+        say!("timeline:");
         for s in &steps {
             let detail = if s.detail.is_null() { String::new() } else { s.detail.to_string() };
-            println!("  {}  {:<26} {:<28} {detail}", s.at, s.step.as_str(), s.actor);
+            say!("  {}  {:<26} {:<28} {detail}", s.at, s.step.as_str(), s.actor);
         }
         if let Some(r) = &retry {
-            println!(
+            say!(
                 "retry: {} attempts, status {}, last error ({}): {}",
                 r.attempts,
                 r.status.as_str(),

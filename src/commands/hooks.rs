@@ -10,14 +10,35 @@ use super::print_json;
 use crate::cli::{FilterArgs, HookKindArg, HooksCommand};
 use crate::config::Config;
 
+/// The file in the data directory where `dev`, `serve` and `ingress` write the URL they serve on.
+pub(crate) const LISTEN_FILE: &str = "listening";
+
+/// The base of printed hook URLs: `EVENTFLEET_PUBLIC_URL`, else `EVENTFLEET_LISTEN`, else where the last
+/// process on this data directory served (its [`LISTEN_FILE`]), else the default `http://127.0.0.1:8080`.
+pub(crate) fn hook_base(config: &Config, data_dir: &Path) -> String {
+    let recorded = || {
+        let text = std::fs::read_to_string(data_dir.join(LISTEN_FILE)).ok()?;
+        Some(text.trim().to_owned()).filter(|t| t.starts_with("http://") || t.starts_with("https://"))
+    };
+    (config.public_url.clone())
+        .or_else(|| config.listen.map(|a| format!("http://{a}")))
+        .or_else(recorded)
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+}
+
 /// Runs a hooks command.
 pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> anyhow::Result<ExitCode> {
-    let store = crate::backend::open(config, data_dir).await?;
-    let base = config
-        .public_url
-        .clone()
-        .or_else(|| config.listen.map(|a| format!("http://{a}")))
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    // Creating a hook may come before the first `dev` (the store is made then, and said so); every other hooks
+    // command reads an existing store.
+    let store = if matches!(command, HooksCommand::Create { .. }) {
+        if crate::backend::require_store(config, data_dir).is_err() {
+            eprintln!("note: no store in {} yet: created one", data_dir.display());
+        }
+        crate::backend::open(config, data_dir).await?
+    } else {
+        crate::backend::open_existing(config, data_dir).await?
+    };
+    let base = hook_base(config, data_dir);
     let view = |h: &Webhook| {
         let mut v = json!({
             "id": h.id, "url": format!("{base}/hooks/{}", h.id), "name": h.name, "channel": h.channel,
@@ -56,11 +77,11 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
                     .collect();
                 print_json(&list)?;
             } else {
-                println!("{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  name", "id", "state", "kind", "channel", "calls");
+                say!("{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  name", "id", "state", "kind", "channel", "calls");
                 for h in hooks {
                     let state = if h.active { "enabled" } else { "disabled" };
                     let filter = h.filter.as_ref().map(describe).unwrap_or_default();
-                    println!(
+                    say!(
                         "{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  {}{filter}",
                         h.id,
                         state,

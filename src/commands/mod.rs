@@ -40,7 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schedules { command } => schedules::run(&config, &data_dir, command).await,
         Command::Events { command } => events::run(&config, &data_dir, command).await,
         Command::Dlq { command } => dlq::run(&config, &data_dir, command).await,
-        Command::Outbox(flag) => status::outbox(&data_dir, flag.json),
+        Command::Outbox(flag) => status::outbox(&config, &data_dir, flag.json),
         Command::Status(flag) => status::status(&config, &data_dir, flag.json).await,
         Command::Verify { command } => verify::run(command).await,
         Command::Tables { command: TablesCommand::Create } => tables_create(&config, &data_dir).await,
@@ -50,15 +50,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_json(&description)?;
             } else {
                 for q in &description.queues {
-                    println!("queue  {:<12} {}", q.role, q.name);
+                    say!("queue  {:<12} {}", q.role, q.name);
                 }
                 for t in &description.tables {
                     let range = t.range_key.as_ref().map_or(String::new(), |r| format!(", range {}", r.name));
                     let ttl = t.ttl_attribute.map_or(String::new(), |a| format!(", ttl {a}"));
-                    println!("table  {:<12} {} (hash {}{range}{ttl})", t.role, t.name, t.hash_key.name);
+                    say!("table  {:<12} {} (hash {}{range}{ttl})", t.role, t.name, t.hash_key.name);
                 }
                 for t in &description.topics {
-                    println!("topic  {:<12} {}", t.role, t.name);
+                    say!("topic  {:<12} {}", t.role, t.name);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -91,6 +91,6 @@ async fn tables_create(config: &Config, data_dir: &std::path::Path) -> anyhow::R
 
 /// Prints a value as one JSON document on stdout.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -27,7 +27,7 @@ pub async fn run(config: &Config, data_dir: &Path, command: SchedulesCommand) ->
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = crate::backend::open(config, data_dir).await?;
+    let store = crate::backend::open_existing(config, data_dir).await?;
     let now = DateTime::from_timestamp_millis(store.clock.now().as_millis()).unwrap_or_else(Utc::now);
     let mut rows = Vec::with_capacity(schedules.len());
     for s in schedules {
@@ -38,11 +38,11 @@ pub async fn run(config: &Config, data_dir: &Path, command: SchedulesCommand) ->
         print_json(&json!({ "schedules": rows }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<20} {:<18} {:<22} {:<22} {:<38} {:<8} outcome", "name", "cron", "next", "last", "event", "status");
+    say!("{:<20} {:<18} {:<22} {:<22} {:<38} {:<8} outcome", "name", "cron", "next", "last", "event", "status");
     for r in &rows {
         let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
         let last = &r["last"];
-        println!(
+        say!(
             "{:<20} {:<18} {:<22} {:<22} {:<38} {:<8} {}",
             text(&r["name"]),
             text(&r["cron"]),

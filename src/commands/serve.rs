@@ -41,6 +41,7 @@ pub async fn dev(
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
     let base = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    record_listen(&config, data_dir, addr);
     let hook = demo_hook(&store, &config.default_channel).await?;
     let from_env = config.ingress.slack_signing_secret.is_some();
     let secret = dev_signing_secret(&config, data_dir)?;
@@ -70,8 +71,14 @@ pub async fn dev(
         hook.id
     );
     banner!("then see it handled:");
-    banner!("  cargo run --release -- events show <event_id from the answer>");
-    banner!("  cargo run --release -- outbox");
+    // The next commands must read this store: name it unless it is the one they read by default.
+    let dir_flag = if data_dir == Path::new(crate::cli::DEFAULT_DATA_DIR) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", shell_word(&data_dir.display().to_string()))
+    };
+    banner!("  cargo run --release -- events show <event_id from the answer>{dir_flag}");
+    banner!("  cargo run --release -- outbox{dir_flag}");
 
     let slack = slack_sink(&config, data_dir)?;
     // One registry: the ingress's /metrics shows the workers' metrics too.
@@ -88,6 +95,27 @@ fn dev_settings(config: &Config, listen: Option<SocketAddr>, workers: Option<u16
     let listen = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let workers = workers.map(usize::from).or(config.worker_concurrency).unwrap_or(8);
     (listen, workers)
+}
+
+/// `word` quoted for a POSIX shell when it needs it, so a printed command can be pasted as it is.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@,".contains(&b)) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// Writes where this process serves into the data directory (embedded backend), so that `hooks create` and the
+/// console print hook URLs with the port in use when `EVENTFLEET_PUBLIC_URL` is not set. Best effort.
+fn record_listen(config: &Config, data_dir: &Path, addr: SocketAddr) {
+    if config.backend != crate::config::Backend::Embedded {
+        return;
+    }
+    let host = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+    if let Err(e) = std::fs::write(data_dir.join(crate::commands::hooks::LISTEN_FILE), format!("http://{host}\n")) {
+        tracing::warn!(error = %e, "could not record the listen address in the data directory");
+    }
 }
 
 /// What a worker pool runs with.
@@ -127,7 +155,7 @@ pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>
     let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
     // Before the address is printed: a supervisor may stop the process as soon as it reads it.
     let shutdown = shutdown::on_signal();
-    let listener = bind_service(&config, listen).await?;
+    let listener = bind_service(&config, data_dir, listen).await?;
     eventfleet_ingress::run_with_registry(opened.store.clone(), config.ingress.clone(), registry, listener, shutdown)
         .await
         .context("ingress server")?;
@@ -192,7 +220,7 @@ pub async fn serve(config: Config, data_dir: &Path, listen: Option<SocketAddr>) 
     let opened = crate::backend::open_with_metrics(&config, data_dir, Some(&registry)).await?;
     // Before the address is printed: a supervisor may stop the process as soon as it reads it.
     let shutdown = shutdown::on_signal();
-    let listener = bind_service(&config, listen).await?;
+    let listener = bind_service(&config, data_dir, listen).await?;
     // One registry: the ingress's /metrics shows the workers' metrics too.
     let metrics = worker_metrics(&registry);
     let (handlers, publisher) = worker_parts(&config, &opened, &metrics, &shutdown).await;
@@ -254,10 +282,11 @@ fn worker_metrics(registry: &SharedRegistry) -> WorkerMetrics {
 
 /// The listener of a production service: `--listen`, else `EVENTFLEET_LISTEN`, else 0.0.0.0:8080. The first
 /// stdout line names the bound address (port 0 picks one): scripts and tests read it.
-async fn bind_service(config: &Config, listen: Option<SocketAddr>) -> anyhow::Result<TcpListener> {
+async fn bind_service(config: &Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<TcpListener> {
     let addr = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
     let listener = bind(addr).await?;
     banner!("listening on http://{}", listener.local_addr()?);
+    record_listen(config, data_dir, listener.local_addr()?);
     Ok(listener)
 }
 

@@ -19,7 +19,7 @@ pub async fn status(config: &Config, data_dir: &Path, json: bool) -> anyhow::Res
     use eventfleet_schema::{RetryStatus, Step};
     use eventfleet_storage::{AuditQuery, DeadLetterFilter};
 
-    let store = crate::backend::open(config, data_dir).await?;
+    let store = crate::backend::open_existing(config, data_dir).await?;
     let now = store.clock.now();
     let stats = store.queue.stats().await?;
     let dead = store.dead_letters.list(&DeadLetterFilter::default()).await?;
@@ -52,36 +52,37 @@ pub async fn status(config: &Config, data_dir: &Path, json: bool) -> anyhow::Res
         return Ok(ExitCode::SUCCESS);
     }
     let age = stats.oldest_age_ms.map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
-    println!("backend          {}", store.backend);
-    println!("waiting          {}", stats.waiting);
-    println!("in flight        {}", stats.in_flight);
-    println!("oldest message   {age}");
-    println!("processed        {succeeded} in the last 5 min ({rate:.2}/s)");
-    println!("retrying         {retrying}");
-    println!("dead letters     {}", stats.dead_letters);
+    say!("backend          {}", store.backend);
+    say!("waiting          {}", stats.waiting);
+    say!("in flight        {}", stats.in_flight);
+    say!("oldest message   {age}");
+    say!("processed        {succeeded} in the last 5 min ({rate:.2}/s)");
+    say!("retrying         {retrying}");
+    say!("dead letters     {}", stats.dead_letters);
     for (reason, n) in &by_reason {
-        println!("  {n:>6}  {reason}");
+        say!("  {n:>6}  {reason}");
     }
     if !top_kinds.is_empty() {
-        println!("top failing kinds");
+        say!("top failing kinds");
         for (kind, n) in &top_kinds {
-            println!("  {n:>6}  {kind}");
+            say!("  {n:>6}  {kind}");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The dev outbox.
-pub fn outbox(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub fn outbox(config: &Config, data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    crate::backend::require_store(config, data_dir)?;
     let entries = DevOutbox::read(&data_dir.join(OUTBOX_FILE))?;
     if json {
         print_json(&entries)?;
     } else {
         for e in &entries {
-            println!("{}  {}  {}  {}", e.at, e.event_id, e.message.channel, e.message.text.replace('\n', " ⏎ "));
+            say!("{}  {}  {}  {}", e.at, e.event_id, e.message.channel, e.message.text.replace('\n', " ⏎ "));
         }
         if entries.is_empty() {
-            println!("(the dev outbox is empty)");
+            say!("(the dev outbox is empty)");
         }
     }
     Ok(ExitCode::SUCCESS)

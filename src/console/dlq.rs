@@ -98,7 +98,7 @@ pub async fn page(
         form.filters method="get" action="/dlq" {
             label { "Source"
                 select name="source" {
-                    @for s in ["", "slack", "github", "hook", "sns", "schedule"] {
+                    @for s in std::iter::once("").chain(eventfleet_schema::Source::NAMES) {
                         option value=(s) selected[filters.source == s] { (if s.is_empty() { "any" } else { s }) }
                     }
                 }
@@ -109,7 +109,7 @@ pub async fn page(
             label { "Until" input type="text" name="until" value=(filters.until); }
             button type="submit" { "Filter" }
         }
-        p #dlq-count { (letters.len()) " dead letters match" @if letters.len() > SHOWN { " (the oldest " (SHOWN) " shown)" } "." }
+        p #dlq-count { (letters.len()) (if letters.len() == 1 { " dead letter matches" } else { " dead letters match" }) @if letters.len() > SHOWN { " (the oldest " (SHOWN) " shown)" } "." }
         @if !letters.is_empty() {
             form method="post" action="/dlq/preview" {
                 (page::csrf_field(&csrf))
@@ -140,7 +140,7 @@ pub async fn page(
             }
         }
     };
-    page::frame("Dead letters", Section::DeadLetters, &operator.0, &csrf, body).into_response()
+    page::frame("Dead letters", Section::DeadLetters, &operator, &csrf, body).into_response()
 }
 
 /// The dead letters a form names: its `ids` (scope `selected`), or its filter (scope `filter`), oldest first.
@@ -191,7 +191,7 @@ pub async fn preview(
     let body = html! {
         section #replay-preview {
             p.lead { "Dry run: nothing has changed yet. A replay would put " strong #preview-count { (letters.len()) }
-                " dead letters back on the queue, each at the tail of its group, as a first attempt, audited as "
+                " " (letters_word(letters.len())) " back on the queue, each at the tail of its group, as a first attempt, audited as "
                 strong { (operator.actor()) } "." }
             @if !gone.is_empty() { p.warn { (gone.len()) " of the selected are no longer on the DLQ (replayed or purged meanwhile)." } }
             @if letters.is_empty() { p { "Nothing to replay." } a href="/dlq" { "Back to dead letters" } }
@@ -215,7 +215,7 @@ pub async fn preview(
                     label { "Rate (replays per second; empty for as fast as the store allows)"
                         input type="number" name="rate" min="0.1" max="1000" step="any" value="10"; }
                     label.confirm { input type="checkbox" name="confirm" value="yes" required;
-                        " Replay these " (letters.len()) " dead letters" }
+                        " Replay these " (letters.len()) " " (letters_word(letters.len())) }
                     div.actions {
                         button #confirm-replay type="submit" { "Replay " (letters.len()) }
                         a href="/dlq" { "Cancel" }
@@ -224,7 +224,7 @@ pub async fn preview(
             }
         }
     };
-    page::frame("Replay preview", Section::DeadLetters, &operator.0, &csrf, body).into_response()
+    page::frame("Replay preview", Section::DeadLetters, &operator, &csrf, body).into_response()
 }
 
 /// `POST /dlq/replay`: confirmed; starts the replay and shows its progress.
@@ -244,7 +244,7 @@ pub async fn replay(State(app): State<Shared>, operator: Operator, form: Form) -
     if letters.is_empty() {
         return bad_request("none of these dead letters is on the DLQ any more (replayed or purged meanwhile)");
     }
-    tracing::info!(operator = %operator.0, letters = letters.len(), ?rate, "console replay started");
+    tracing::info!(operator = %operator.name, letters = letters.len(), ?rate, "console replay started");
     let options = ReplayOptions { by: operator.actor(), dry_run: false, rate };
     let id = app.jobs.start(app.store.clone(), letters, options);
     Redirect::to(&format!("/dlq/replays/{id}")).into_response()
@@ -262,7 +262,7 @@ pub async fn progress(
         Err(r) => return r,
     };
     let body = html! { div #replay-progress { (panel) } };
-    page::frame("Replay", Section::DeadLetters, &operator.0, &csrf, body).into_response()
+    page::frame("Replay", Section::DeadLetters, &operator, &csrf, body).into_response()
 }
 
 /// `GET /dlq/replays/{id}/panel`: the progress alone, for the poll.
@@ -346,7 +346,7 @@ pub async fn purge(
     if form.get("confirm") != Some("yes") {
         let body = html! {
             section #purge-confirm {
-                p.lead { "Purge " strong #purge-count { (letters.len()) } " dead letters? They are deleted for good: \
+                p.lead { "Purge " strong #purge-count { (letters.len()) } " " (letters_word(letters.len())) "? They are deleted for good: \
                     they can no longer be replayed. Each event's trail records who purged it." }
                 @if !letters.is_empty() {
                     ul { @for l in letters.iter().take(20) { li { code { (l.envelope.event_id()) } " " (l.reason) } } }
@@ -363,7 +363,7 @@ pub async fn purge(
                 }
             }
         };
-        return page::frame("Purge dead letters", Section::DeadLetters, &operator.0, &csrf, body).into_response();
+        return page::frame("Purge dead letters", Section::DeadLetters, &operator, &csrf, body).into_response();
     }
     let ids: Vec<_> = letters.iter().map(|l| l.message_id.clone()).collect();
     let deleted = match app.store.dead_letters.delete(&ids).await {
@@ -380,8 +380,12 @@ pub async fn purge(
     if let Err(e) = app.store.audit.append(entries).await {
         tracing::warn!(error = %e, "purged dead letters, but their audit lines were not written");
     }
-    tracing::info!(operator = %operator.0, deleted, "console purge");
-    let body =
-        html! { p.lead #purged { "Purged " (deleted) " dead letters." } a href="/dlq" { "Back to dead letters" } };
-    page::frame("Purge dead letters", Section::DeadLetters, &operator.0, &csrf, body).into_response()
+    tracing::info!(operator = %operator.name, deleted, "console purge");
+    let body = html! { p.lead #purged { "Purged " (deleted) " " (letters_word(deleted as usize)) "." } a href="/dlq" { "Back to dead letters" } };
+    page::frame("Purge dead letters", Section::DeadLetters, &operator, &csrf, body).into_response()
+}
+
+/// "dead letter" or "dead letters", as `n` needs.
+fn letters_word(n: usize) -> &'static str {
+    if n == 1 { "dead letter" } else { "dead letters" }
 }

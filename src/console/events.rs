@@ -77,7 +77,7 @@ pub async fn page(
         }
         @for f in &found { (render(f, &csrf)) }
     };
-    page::frame("Find an event", Section::Events, &operator.0, &csrf, body).into_response()
+    page::frame("Find an event", Section::Events, &operator, &csrf, body).into_response()
 }
 
 fn render(f: &Found, csrf: &CsrfToken) -> Markup {

@@ -47,11 +47,11 @@ pub async fn page(State(app): State<Shared>, operator: Operator, Extension(csrf)
             label { "Kind"
                 select name="kind" { option value="info" { "info" } option value="alert" { "alert" } }
             }
-            label.check { input type="checkbox" name="secret" value="yes" checked; " Signed (a Standard Webhooks secret; GitHub's webhook secret)" }
+            label.check { input type="checkbox" name="secret" value="yes" checked; " Signed: senders sign with the secret as X-Hub-Signature-256 (GitHub's webhook secret)" }
             button type="submit" { "Create" }
         }
     };
-    page::frame("Hooks", Section::Hooks, &operator.0, &csrf, body).into_response()
+    page::frame("Hooks", Section::Hooks, &operator, &csrf, body).into_response()
 }
 
 /// `POST /hooks`: creates one and shows its secret, the only time it is shown.
@@ -77,9 +77,9 @@ pub async fn create(
     if let Err(e) = app.store.webhooks.create(&hook).await {
         return store_error(e);
     }
-    tracing::info!(operator = %operator.0, hook = %hook.id, "console: hook created");
+    tracing::info!(operator = %operator.name, hook = %hook.id, "console: hook created");
     let body = created(&app, &hook);
-    page::frame("Hook created", Section::Hooks, &operator.0, &csrf, body).into_response()
+    page::frame("Hook created", Section::Hooks, &operator, &csrf, body).into_response()
 }
 
 fn created(app: &Shared, hook: &Webhook) -> maud::Markup {
@@ -111,7 +111,7 @@ pub async fn disable(State(app): State<Shared>, operator: Operator, Path(id): Pa
 async fn set_active(app: &Shared, operator: &Operator, id: &str, active: bool) -> Response {
     match app.store.webhooks.set_active(&HookId::from_raw(id), active).await {
         Ok(h) => {
-            tracing::info!(operator = %operator.0, hook = %h.id, active, "console: hook state changed");
+            tracing::info!(operator = %operator.name, hook = %h.id, active, "console: hook state changed");
             Redirect::to("/hooks").into_response()
         }
         Err(e) => store_error(e),

@@ -54,14 +54,13 @@ type Shared = Arc<App>;
 pub async fn run(config: Config, data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let addr = listen.unwrap_or(config.console.listen);
     let access = access(&config, addr)?;
+    crate::backend::require_store(&config, data_dir)?;
     let opened = crate::backend::open_with_metrics(&config, data_dir, None).await?;
     let rates = match &opened.aws {
         Some(aws) => status::Rates::cloudwatch(&config, aws),
         None => status::Rates::Audit,
     };
-    let hook_base = (config.public_url.clone())
-        .or_else(|| config.listen.map(|a| format!("http://{a}")))
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let hook_base = crate::commands::hooks::hook_base(&config, data_dir);
     let app = Arc::new(App {
         store: opened.store.clone(),
         access,
@@ -163,12 +162,18 @@ fn now_secs(app: &App) -> i64 {
 }
 
 /// The operator of a request; pages without one send the browser to the login form.
-pub struct Operator(pub String);
+pub struct Operator {
+    /// Who.
+    pub name: String,
+    /// Whether the console's own session (token mode) identifies them, which they can end ("log out"); not so
+    /// on loopback or behind the ALB's sign-in.
+    pub has_session: bool,
+}
 
 impl Operator {
     /// What the console's audit lines say did it.
     fn actor(&self) -> String {
-        format!("{} (console)", self.0)
+        format!("{} (console)", self.name)
     }
 }
 
@@ -177,7 +182,7 @@ impl FromRequestParts<Shared> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
         match app.access.operator(&parts.headers, now_secs(app)) {
-            Ok(name) => Ok(Operator(name)),
+            Ok(name) => Ok(Operator { name, has_session: matches!(app.access, Access::Token { .. }) }),
             Err(Denied::NoSession) if parts.method == Method::GET && !parts.headers.contains_key("hx-request") => {
                 Err(Redirect::to("/login").into_response())
             }

@@ -33,7 +33,7 @@ fn head(title: &str) -> Markup {
 }
 
 /// A whole page: navigation, who is logged in, then `body`.
-pub fn frame(title: &str, section: Section, operator: &str, csrf: &CsrfToken, body: Markup) -> Markup {
+pub fn frame(title: &str, section: Section, operator: &super::Operator, csrf: &CsrfToken, body: Markup) -> Markup {
     let link = |s: Section, href: &str, label: &str| {
         html! { a href=(href) class=[(s == section).then_some("current")] { (label) } }
     };
@@ -50,10 +50,12 @@ pub fn frame(title: &str, section: Section, operator: &str, csrf: &CsrfToken, bo
                         (link(Section::DeadLetters, "/dlq", "Dead letters"))
                         (link(Section::Hooks, "/hooks", "Hooks"))
                     }
-                    span.operator { "operator: " strong #operator { (operator) } }
-                    form method="post" action="/logout" {
-                        (csrf_field(csrf))
-                        button.link type="submit" { "log out" }
+                    span.operator { "operator: " strong #operator { (operator.name) } }
+                    @if operator.has_session {
+                        form method="post" action="/logout" {
+                            (csrf_field(csrf))
+                            button.link type="submit" { "log out" }
+                        }
                     }
                 }
                 main { h1 { (title) } (body) }

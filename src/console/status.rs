@@ -166,7 +166,7 @@ pub async fn page(State(app): State<Shared>, operator: Operator, Extension(csrf)
             (render(&snap))
         }
     };
-    page::frame("Status", Section::Status, &operator.0, &csrf, body).into_response()
+    page::frame("Status", Section::Status, &operator, &csrf, body).into_response()
 }
 
 /// `GET /status/panel`: the figures alone, for the poll.
@@ -199,7 +199,8 @@ fn render(s: &Snapshot) -> Markup {
                                 span.label { "Processed, last " (minutes) " min" }
                                 span.figure #rate-processed { (processed) } span.muted { " " (per_sec(*processed)) }
                             }
-                            div.card class=[(*failed > 0).then_some("bad")] {
+                            // One class attribute: maud writes `class=[…]` as a second one, which browsers ignore.
+                            div class={ "card" @if *failed > 0 { " bad" } } {
                                 span.label { "Failed, last " (minutes) " min" }
                                 span.figure #rate-failed { (failed) } span.muted { " " (per_sec(*failed)) }
                             }

@@ -160,8 +160,18 @@ impl Schedules {
 
     /// Validates the text of a schedules file (`path` names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ScheduleFileError> {
-        let raw: RawFile = toml::from_str(text)
-            .map_err(|e| ScheduleFileError::Syntax { path: path.to_owned(), message: e.to_string().trim().into() })?;
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            // `[schedule]` (one table) for `[[schedule]]` (an entry of the array) is the usual slip; serde's
+            // "expected a sequence" does not say so.
+            let message = match toml::from_str::<toml::Table>(text) {
+                Ok(t) if t.get("schedule").is_some_and(toml::Value::is_table) => {
+                    "`[schedule]` declares a single table; each schedule is an entry of an array: write `[[schedule]]`"
+                        .to_owned()
+                }
+                _ => e.to_string().trim().to_owned(),
+            };
+            ScheduleFileError::Syntax { path: path.to_owned(), message }
+        })?;
         let mut seen = BTreeSet::new();
         let mut entries = Vec::with_capacity(raw.schedule.len());
         for (index, entry) in raw.schedule.into_iter().enumerate() {
@@ -196,7 +206,10 @@ fn validate(raw: RawSchedule) -> Result<Schedule, String> {
         ));
     }
     let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-    let cron = parser.parse(&raw.cron).map_err(|e| format!("cron {:?} is not valid: {e}", raw.cron))?;
+    let cron = parser.parse(&raw.cron).map_err(|e| match bad_field(&parser, &raw.cron) {
+        Some(field) => format!("cron {:?} is not valid: its {field} field: {e}", raw.cron),
+        None => format!("cron {:?} is not valid: {e}", raw.cron),
+    })?;
     let timezone = match &raw.timezone {
         None => chrono_tz::UTC,
         Some(tz) => chrono_tz::Tz::from_str(tz)
@@ -235,6 +248,24 @@ fn validate(raw: RawSchedule) -> Result<Schedule, String> {
         return Err(format!("cron {:?} never fires", schedule.expression));
     }
     Ok(schedule)
+}
+
+/// The field of a 5- or 6-field cron expression that makes it invalid: the first one whose replacement by `*`
+/// makes it parse (croner's errors do not say which field they are about).
+fn bad_field(parser: &CronParser, cron: &str) -> Option<&'static str> {
+    const FIVE: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+    const SIX: [&str; 6] = ["second", "minute", "hour", "day-of-month", "month", "day-of-week"];
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    let names: &[&'static str] = match fields.len() {
+        5 => &FIVE,
+        6 => &SIX,
+        _ => return None,
+    };
+    (0..fields.len()).find_map(|i| {
+        let mut fixed = fields.clone();
+        fixed[i] = "*";
+        parser.parse(&fixed.join(" ")).is_ok().then_some(names[i])
+    })
 }
 
 #[cfg(test)]
@@ -327,6 +358,16 @@ mod tests {
         assert!(kind.contains("schedule."), "{kind}");
         assert!(error("[[schedule]]\nname = \"a\"\ncron = \"* * * * *\"\ncatch_up = \"all\"\n").contains("catch_up"));
         assert!(error("[[schedule]\n").contains("not valid"));
+        let single = error("[schedule]\nname = \"a\"\ncron = \"* * * * *\"\n");
+        assert!(single.contains("write `[[schedule]]`"), "{single}");
+    }
+
+    #[test]
+    fn a_bad_cron_names_its_field() {
+        let hour = error("[[schedule]]\nname = \"a\"\ncron = \"0 61 * * *\"\nkind = \"schedule.a\"\n");
+        assert!(hour.contains("its hour field"), "{hour}");
+        let weekday = error("[[schedule]]\nname = \"a\"\ncron = \"0 0 9 * * MOX\"\nkind = \"schedule.a\"\n");
+        assert!(weekday.contains("its day-of-week field"), "{weekday}");
     }
 
     #[test]

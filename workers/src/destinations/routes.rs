@@ -184,8 +184,17 @@ pub fn parse(
     env: &dyn Fn(&str) -> Option<String>,
     handler_timeout: Duration,
 ) -> Result<Vec<Route>, RoutesFileError> {
-    let raw: RawFile = toml::from_str(text)
-        .map_err(|e| RoutesFileError::Syntax { path: path.to_owned(), message: e.to_string().trim().into() })?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        // `[route]` (one table) for `[[route]]` (an entry of the array) is the usual slip; serde's "expected a
+        // sequence" does not say so.
+        let message = match toml::from_str::<toml::Table>(text) {
+            Ok(t) if t.get("route").is_some_and(toml::Value::is_table) => {
+                "`[route]` declares a single table; each route is an entry of an array: write `[[route]]`".to_owned()
+            }
+            _ => e.to_string().trim().to_owned(),
+        };
+        RoutesFileError::Syntax { path: path.to_owned(), message }
+    })?;
     let mut routes: Vec<Route> = Vec::with_capacity(raw.route.len());
     for (index, entry) in raw.route.into_iter().enumerate() {
         let label = if entry.name.is_empty() { format!("#{}", index + 1) } else { format!("{:?}", entry.name) };
@@ -324,6 +333,8 @@ mod tests {
 
     #[test]
     fn bad_routes_are_refused_naming_the_route() {
+        let single = error("[route]\nname = \"bot\"\nmatch = { kind = \"*\" }\nurl = \"https://x\"\n");
+        assert!(single.contains("write `[[route]]`"), "{single}");
         let base = "[[route]]\nname = \"bot\"\nmatch = { kind = \"*\" }\n";
         let unknown = error(&format!("{base}url = \"https://x\"\nretries = 3\n"));
         assert!(unknown.contains("retries"), "{unknown}");
