@@ -1,4 +1,4 @@
-//! The command-line contract of DESIGN.md. `--data-dir` is global; every read command takes `--json`.
+//! The command-line contract (docs/operations.md). `--data-dir` is global; every read command takes `--json`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,11 +96,33 @@ pub enum Command {
     },
     /// Queue depth, in-flight, oldest message age, dead letters.
     Status(JsonFlag),
+    /// The Slack app this fleet needs.
+    Slack {
+        /// What to do.
+        #[command(subcommand)]
+        command: SlackCommand,
+    },
     /// Check a captured request's signature offline (body on stdin): exit 0 valid, 1 invalid with the reason.
     Verify {
         /// Which sender.
         #[command(subcommand)]
         command: VerifyCommand,
+    },
+}
+
+/// `eventfleet slack ...`
+#[derive(Debug, Subcommand)]
+pub enum SlackCommand {
+    /// Print the Slack app manifest (JSON) for "Create an app → From a manifest": the bot scopes the code
+    /// needs, the event, command and interactivity URLs from `EVENTFLEET_PUBLIC_URL`, or Socket Mode when
+    /// `EVENTFLEET_SLACK_APP_TOKEN` is set.
+    Manifest {
+        /// The app's and its bot user's name.
+        #[arg(long, default_value = "eventfleet")]
+        name: String,
+        /// The slash command.
+        #[arg(long, default_value = "/eventfleet")]
+        command: String,
     },
 }
 

@@ -1,4 +1,4 @@
-//! The ingress half of DESIGN.md's protocol: **never acknowledge what is not durable**.
+//! The ingress half of the protocol (docs/architecture.md, "accept"): **never acknowledge what is not durable**.
 //!
 //! Each verified event goes through one step, [`eventfleet_storage::Protocol::accept`], which the backend does
 //! as one unit of work (claim, enqueue, mark, the `received` and `enqueued` lines; or a duplicate counted and

@@ -7,7 +7,8 @@
 //! - [`body`]: [`body::RawBody`], the raw request bytes (signatures are checked on bytes, before parsing), with
 //!   the body limit and its 413.
 //! - Sender verification is [`eventfleet_verify`]'s, on the raw bytes.
-//! - [`accept`]: the ingress half of DESIGN.md's protocol: one `accept` step of the store, then the answer.
+//! - [`accept`]: the ingress half of the protocol (docs/architecture.md): one `accept` step of the store, then
+//!   the answer.
 //! - [`rate_limit`]: global, per-client and per-hook limits.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
 //! - [`routes`]: one module per route family: [`routes::slack`], [`routes::hooks`], [`routes::sns`],

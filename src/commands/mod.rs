@@ -5,6 +5,7 @@ mod events;
 pub(crate) mod hooks;
 mod schedules;
 mod serve;
+mod slack;
 mod status;
 mod verify;
 
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Outbox(flag) => status::outbox(&config, &data_dir, flag.json),
         Command::Status(flag) => status::status(&config, &data_dir, flag.json).await,
         Command::Verify { command } => verify::run(command).await,
+        Command::Slack { command } => slack::run(&config, command),
         Command::Tables { command: TablesCommand::Create } => tables_create(&config, &data_dir).await,
         Command::Tables { command: TablesCommand::Describe(flag) } => {
             let description = config.aws.names.describe(config.worker.max_receive_count);

@@ -1,4 +1,5 @@
-//! The protocol port: one operation per step of DESIGN.md's flow, each done by the backend as one unit of work.
+//! The protocol port: one operation per step of the flow in docs/architecture.md, each done by the backend as one
+//! unit of work.
 //!
 //! The ingress calls [`Protocol::accept`]; the workers [`Protocol::receive`] (which starts the deliveries it
 //! returns), then [`Protocol::succeed`], [`Protocol::retry`] or [`Protocol::dead_letter`] for each, and

@@ -7,9 +7,13 @@
 //! - [`handler`]: the [`Handler`] trait, its errors ([`HandlerError`], retryable or permanent) and the
 //!   [`Registry`] that picks a handler by event kind.
 //! - [`destinations`]: routes that forward events to HTTP destinations, signed the Standard Webhooks way.
-//! - [`handlers`]: the built-in handlers: hook payloads and GitHub deliveries ([`handlers::hook`]), SNS messages,
-//!   CloudWatch alarms and subscription confirmations ([`handlers::sns`]), unhandled kinds
-//!   ([`handlers::unhandled`]).
+//! - [`handlers`]: the built-in handlers: hook payloads and GitHub deliveries ([`handlers::hook`]); SNS
+//!   notifications and subscription confirmations ([`handlers::sns`]); CloudWatch alarms as Slack threads with
+//!   storm digests and flapping ([`handlers::alarm`]); posting schedules' ticks ([`handlers::schedule`]);
+//!   unhandled kinds ([`handlers::unhandled`]).
+//! - [`github`]: GitHub deliveries laid out by event type (CI runs, deployments, pushes, PRs, security alerts),
+//!   and hooks' filters of them.
+//! - [`block_kit`]: Block Kit limits and escaping, shared by every layout.
 //! - [`slack`]: [`SlackSink`], where Slack messages go, and [`slack::DevOutbox`], the local outbox used when no
 //!   bot token is configured.
 //! - [`pace`]: [`pace::ChannelPace`], the pace of posts to one Slack channel, shared by the fleet through the

@@ -1,4 +1,5 @@
-//! One delivery of one message: the worker half of DESIGN.md's protocol, one store step at a time.
+//! One delivery of one message: the worker half of the protocol (docs/architecture.md, "The protocol, step by
+//! step"), one store step at a time.
 //!
 //! The receive started the delivery (attempt number, lease, `started` line) → the handler (with a heartbeat and a
 //! timeout) → then one step of [`eventfleet_storage::Protocol`]:

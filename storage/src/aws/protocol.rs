@@ -1,5 +1,6 @@
-//! The protocol port on SQS FIFO and DynamoDB, in the fewest requests that keep DESIGN.md's guarantees
-//! (`docs/architecture.md` walks through every crash point).
+//! The protocol port on SQS FIFO and DynamoDB, in the fewest requests that keep the guarantees of
+//! `docs/architecture.md` ("Guarantees and their limits"; "The protocol, step by step" walks through every crash
+//! point).
 //!
 //! - **accept**: one conditional `PutItem` claims the key (`PENDING`); the message joins the next
 //!   `SendMessageBatch` (dedup id = sha256 of the key); the `received` and `enqueued` lines join the next
@@ -12,8 +13,10 @@
 //!   also reads its trail (`Query`) to see whether the attempt before it stopped without an outcome.
 //!   No `PROCESSING` write: SQS FIFO already keeps one message of a group in flight, and the visibility timeout
 //!   is the lease.
-//! - **succeed**: one `UpdateItem` to `DONE` (the decision), then the delete and the `succeeded` line in their
-//!   batches. **retry**: the retry record (`PutItem`), the visibility, the line. **dead_letter**: `DEAD` and the
+//! - **succeed**: `DONE` (the decision) as a plain put of the record the start read, in one `BatchWriteItem`
+//!   with the `succeeded` line (and the next message's `started` line, for `succeed_and_start`), shared with
+//!   whatever else finishes meanwhile; an `UpdateItem` only when the start read no record. Then the delete.
+//!   **retry**: the retry record (`PutItem`), the visibility, the line. **dead_letter**: `DEAD` and the
 //!   dead-letter record, then the move (DLQ send with the message id as dedup id, delete), then the line.
 
 use std::collections::HashMap;

@@ -6,7 +6,7 @@ use crate::StorageError;
 
 /// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
-    // 1: the queue, its dedup window, and the four tables of DESIGN.md.
+    // 1: the queue, its dedup window, and the four tables of docs/architecture.md ("Crates and ports").
     r#"
     CREATE TABLE messages (
         seq               INTEGER PRIMARY KEY AUTOINCREMENT,
