@@ -71,14 +71,9 @@ pub async fn dev(
         hook.id
     );
     banner!("then see it handled:");
-    // The next commands must read this store: name it unless it is the one they read by default.
-    let dir_flag = if data_dir == Path::new(crate::cli::DEFAULT_DATA_DIR) {
-        String::new()
-    } else {
-        format!(" --data-dir {}", shell_word(&data_dir.display().to_string()))
-    };
-    banner!("  cargo run --release -- events show <event_id from the answer>{dir_flag}");
-    banner!("  cargo run --release -- outbox{dir_flag}");
+    for step in next_steps(data_dir) {
+        banner!("  {step}");
+    }
 
     let slack = slack_sink(&config, data_dir)?;
     // One registry: the ingress's /metrics shows the workers' metrics too.
@@ -95,6 +90,20 @@ fn dev_settings(config: &Config, listen: Option<SocketAddr>, workers: Option<u16
     let listen = listen.or(config.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let workers = workers.map(usize::from).or(config.worker_concurrency).unwrap_or(8);
     (listen, workers)
+}
+
+/// The commands `dev` prints to see a first event handled. They must read this store: it is named unless it is
+/// the one they read by default.
+fn next_steps(data_dir: &Path) -> [String; 2] {
+    let dir_flag = if data_dir == Path::new(crate::cli::DEFAULT_DATA_DIR) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", shell_word(&data_dir.display().to_string()))
+    };
+    [
+        format!("cargo run --release -- events show <event_id from the answer>{dir_flag}"),
+        format!("cargo run --release -- outbox{dir_flag}"),
+    ]
 }
 
 /// `word` quoted for a POSIX shell when it needs it, so a printed command can be pasted as it is.
@@ -381,6 +390,15 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn the_printed_next_steps_name_a_data_directory_other_than_the_default() {
+        let default = next_steps(Path::new(crate::cli::DEFAULT_DATA_DIR));
+        assert!(default.iter().all(|s| !s.contains("--data-dir")), "{default:?}");
+        let other = next_steps(Path::new("/tmp/ef demo"));
+        assert!(other.iter().all(|s| s.ends_with(" --data-dir '/tmp/ef demo'")), "{other:?}");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
 
     fn config(vars: &[(&str, &str)]) -> Config {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
