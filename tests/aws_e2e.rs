@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
+use eventfleet_stubs::slack::{Reply, SlackStub};
 use eventfleet_verify::sign::slack as sign;
-use eventfleet_workers::slack_stub::{Reply, SlackStub};
 use serde_json::{Value, json};
 use support::{eventfleet, terminate};
 

@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use eventfleet_schema::Timestamp;
+use eventfleet_stubs::slack::SlackStub;
 use eventfleet_verify::sign::hmac_sha256_hex;
 use eventfleet_verify::sign::slack as sign;
-use eventfleet_workers::slack_stub::SlackStub;
 
 const SLACK_SECRET: &str = "slack-signing-SECRET-6f1c";
 const BOT_TOKEN: &str = "xoxb-BOT-TOKEN-SECRET-9a2e";

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use eventfleet_workers::slack_stub::SlackStub;
+use eventfleet_stubs::slack::SlackStub;
 use serde_json::Value;
 use support::{eventfleet, poll, spawn_listening, spawn_marked, terminate};
 

@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use eventfleet_schema::{EnvelopeV1, IdempotencyKey, Status, Step, VerificationMethod};
 use eventfleet_storage::Store;
 use eventfleet_storage::embedded::{EmbeddedOptions, EmbeddedStore};
-use eventfleet_workers::slack_stub::SlackStub;
-use eventfleet_workers::slack_stub::socket::SocketStub;
+use eventfleet_stubs::slack::SlackStub;
+use eventfleet_stubs::slack::socket::SocketStub;
 use serde_json::{Value, json};
 use support::spawn_listening;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use eventfleet_ingress::{IngressConfig, RateLimits};
 use eventfleet_schema::{EventId, HookId, HookKind, Status, Step, Webhook};
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
-use eventfleet_workers::slack_stub::{Reply, SlackStub};
+use eventfleet_stubs::slack::{Reply, SlackStub};
 use support::{spawn_worker, terminate};
 use tokio_util::sync::CancellationToken;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use eventfleet_schema::{EventId, Status, Step};
 use eventfleet_storage::AuditQuery;
-use eventfleet_workers::slack_stub::SlackStub;
+use eventfleet_stubs::slack::SlackStub;
 use hdrhistogram::Histogram;
 
 use crate::drive::Latency;

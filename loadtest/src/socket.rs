@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore};
-use eventfleet_workers::slack_stub::SlackStub;
+use eventfleet_stubs::slack::SlackStub;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 

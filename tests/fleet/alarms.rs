@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use eventfleet_schema::{EventId, Step, Timestamp};
+use eventfleet_stubs::slack::Reply;
 use eventfleet_workers::handlers::alarm::AlarmSettings;
-use eventfleet_workers::slack_stub::Reply;
 use serde_json::{Value, json};
 
 use crate::{Fleet, alarm_settings, eventually, testdata};

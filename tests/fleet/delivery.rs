@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use eventfleet_schema::{RetryStatus, Status, Step, Timestamp};
 use eventfleet_storage::DeadLetterFilter;
+use eventfleet_stubs::slack::Reply;
 use eventfleet_workers::WorkerConfig;
 use eventfleet_workers::replay::{ReplayOptions, replay};
-use eventfleet_workers::slack_stub::Reply;
 use serde_json::{Value, json};
 
 use eventfleet_schema::EventId;

@@ -14,10 +14,10 @@ use std::time::Duration;
 use eventfleet_ingress::{IngressConfig, RateLimits};
 use eventfleet_schema::{EventId, HookId, HookKind, Step, Webhook};
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
+use eventfleet_stubs::slack::SlackStub;
 use eventfleet_workers::handlers::sns::SnsRouting;
 use eventfleet_workers::pace::ChannelPace;
 use eventfleet_workers::slack::SlackWebApi;
-use eventfleet_workers::slack_stub::SlackStub;
 use eventfleet_workers::{WorkerConfig, handlers};
 use tokio_util::sync::CancellationToken;
 

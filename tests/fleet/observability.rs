@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use eventfleet_schema::Step;
-use eventfleet_workers::slack_stub::Reply;
+use eventfleet_stubs::slack::Reply;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;

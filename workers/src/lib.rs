@@ -24,7 +24,6 @@
 //! - [`metrics`]: [`WorkerMetrics`], the Prometheus metrics of the pool.
 //! - [`pool`]: [`run`], the receive loop with bounded concurrency and graceful shutdown.
 //! - [`replay`]: operator replay of dead letters.
-//! - `slack_stub` (feature `stub`): a local Slack Web API stand-in for tests and the load generator.
 
 pub mod backoff;
 pub mod block_kit;
@@ -39,8 +38,6 @@ pub mod pool;
 pub mod process;
 pub mod replay;
 pub mod slack;
-#[cfg(feature = "stub")]
-pub mod slack_stub;
 
 pub use config::WorkerConfig;
 pub use handler::{DeadLetterNotice, DeadLetterNotifier, Handler, HandlerContext, HandlerError, Registry};

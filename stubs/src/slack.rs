@@ -5,7 +5,7 @@
 //! `Retry-After`), a slow answer, or an answer lost after the message landed. Like Slack, it gives each message a
 //! unique `ts`, answers with the channel's id, keeps each channel's messages with their metadata, puts a message
 //! with a `thread_ts` in that thread (not in the channel's history), updates a message in place given the
-//! channel's id and its `ts`, and refuses history without its scope when told to. Feature `stub`.
+//! channel's id and its `ts`, and refuses history without its scope when told to.
 //!
 //! [`SlackStub::with_socket_mode`] also serves `apps.connections.open` and a Socket Mode server ([`socket`]).
 
