@@ -164,7 +164,7 @@ impl Config {
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
             actor: actor("worker"),
             idempotency_horizon: secs(3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?),
-            channel_pace: eventfleet_workers::pace::ChannelPace {
+            channel_pace: eventfleet_workers::slack::ChannelPace {
                 interval: millis(env.parse_in("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", 1_000u64, 0..=60_000)?),
                 burst: env.parse_in("EVENTFLEET_SLACK_CHANNEL_BURST", 3u32, 1..=100)?,
             },

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`time`]: [`Timestamp`], milliseconds since the Unix epoch, serialized as RFC 3339.
+//! - [`time`]: [`Timestamp`], milliseconds since the Unix epoch, serialized as RFC 3339; [`time::retry_after`],
+//!   the one reading of an HTTP `Retry-After`.
 //! - [`ids`]: [`EventId`] (UUIDv7, assigned at ingress), [`IdempotencyKey`] (source-scoped native id) and
 //!   [`DedupId`] (what the queue deduplicates on).
 //! - [`envelope`]: [`Envelope`], the queue message, versioned and serde-tagged so that messages written by an

@@ -62,6 +62,18 @@ impl Timestamp {
     }
 }
 
+/// How long an HTTP `Retry-After` value asks to wait at `now`: delay-seconds (`120`) or an HTTP-date (`Wed, 21
+/// Oct 2015 07:28:00 GMT`, a wait until then; a date already past is no wait). `None` when it is neither. The
+/// one parser for every caller: Slack's answers, HTTP destinations', Socket Mode's `apps.connections.open`.
+pub fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    Some(Timestamp(at.as_millisecond()).since(now))
+}
+
 /// A timestamp that is neither RFC 3339 nor whole Unix seconds.
 #[derive(Debug, thiserror::Error)]
 #[error("not an RFC 3339 time or Unix seconds: {0:?}")]
@@ -106,6 +118,17 @@ impl JsonSchema for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = Timestamp::parse("2015-10-21T07:27:00Z").unwrap();
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO), "past: no wait");
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
+    }
 
     #[test]
     fn round_trips_through_rfc3339() {

@@ -702,8 +702,7 @@ pub async fn a_deferral_hides_the_message_without_counting_an_attempt(h: &Harnes
     assert_eq!(deferred.detail["delay_ms"], 2000);
 }
 
-/// Alarm threads and channel states are written by compare-and-set: a stale version is a conflict, a missing
-/// row is version 0.
+/// Alarm threads are written by compare-and-set: a stale version is a conflict, a missing row is version 0.
 pub async fn alarm_threads_are_compare_and_set(h: &Harness) {
     let arn = format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:{}", EventId::new());
     let threads = &h.store.alarm_threads;
@@ -736,17 +735,24 @@ pub async fn alarm_threads_are_compare_and_set(h: &Harness) {
     assert!(v2 > v1);
     assert!(matches!(threads.put_thread(&thread).await, Err(StorageError::Conflict(_))), "a stale version");
     assert_eq!(threads.thread(&arn).await.unwrap().unwrap().state, "OK");
+}
 
+/// A channel's shared state is written by compare-and-set: of two writers that read one version, the first
+/// wins and the second must read again; a channel never written reads as none.
+pub async fn channel_states_are_compare_and_set(h: &Harness) {
+    let channels = &h.store.channels;
     let channel = format!("#c-{}", EventId::new());
-    assert_eq!(threads.channel(&channel).await.unwrap(), None);
-    let state = crate::ChannelState { channel: channel.clone(), window_alarms: 3, ..Default::default() };
-    let c1 = threads.put_channel(&state).await.unwrap();
-    // Two writers read the same version: the first wins, the second must read again.
+    assert_eq!(channels.channel(&channel).await.unwrap(), None);
+    let lane = crate::Lane { worker: "worker@a:1".into(), until: h.store.clock.now() };
+    let state =
+        crate::ChannelState { channel: channel.clone(), window_alarms: 3, lanes: vec![lane], ..Default::default() };
+    let c1 = channels.put_channel(&state).await.unwrap();
     let first = crate::ChannelState { version: c1, window_alarms: 4, ..state.clone() };
     let second = crate::ChannelState { version: c1, window_alarms: 5, ..state.clone() };
-    threads.put_channel(&first).await.unwrap();
-    assert!(matches!(threads.put_channel(&second).await, Err(StorageError::Conflict(_))));
-    assert_eq!(threads.channel(&channel).await.unwrap().unwrap().window_alarms, 4);
+    channels.put_channel(&first).await.unwrap();
+    assert!(matches!(channels.put_channel(&second).await, Err(StorageError::Conflict(_))));
+    let stored = channels.channel(&channel).await.unwrap().unwrap();
+    assert_eq!((stored.window_alarms, stored.lanes.len()), (4, 1));
 }
 
 /// A success whose claim expired while it ran writes its `DONE` record for the worker's horizon
@@ -966,6 +972,7 @@ macro_rules! conformance_suite {
             a_release_gives_the_message_back_without_counting_an_attempt,
             a_deferral_hides_the_message_without_counting_an_attempt,
             alarm_threads_are_compare_and_set,
+            channel_states_are_compare_and_set,
             a_success_after_its_claim_expired_keeps_the_record_for_the_workers_horizon,
             a_busy_group_runs_in_order_with_each_success_starting_the_next,
             audit_history_in_order,

@@ -12,7 +12,8 @@
 //!   message groups, dedup, visibility, receive counts), [`dead_letters`] (inspect, redrive, purge the DLQ),
 //!   [`idempotency`] (read records, reopen one for a replay), [`audit`] (append-only timeline),
 //!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry), [`alarm_threads`] (alarms'
-//!   Slack threads and channels' posting states).
+//!   Slack threads) and [`channels`] (a Slack channel's state shared by the fleet: Slack's pause, the workers
+//!   posting there, the alarm storm), both typed views of [`documents`] (versioned documents by key).
 //! - [`hook_cache`]: [`hook_cache::CachedHooks`], a short-lived cache of hooks and their invocation counts in
 //!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
@@ -27,8 +28,10 @@
 pub mod alarm_threads;
 pub mod audit;
 pub mod aws;
+pub mod channels;
 pub mod clock;
 pub mod dead_letters;
+pub mod documents;
 pub mod embedded;
 pub mod error;
 pub mod hook_cache;
@@ -42,11 +45,13 @@ pub mod webhooks;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use alarm_threads::{AlarmThread, AlarmThreads, ChannelState, Digest, EarlyAlarm};
+pub use alarm_threads::{AlarmThread, AlarmThreads};
 pub use audit::{AuditLog, AuditQuery};
 pub use aws::{AwsOptions, AwsStore};
+pub use channels::{ChannelState, Channels, Digest, EarlyAlarm, Lane};
 pub use clock::{Clock, FixedClock, SystemClock, TokioClock};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
+pub use documents::Documents;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;
 pub use idempotency::{Idempotency, SENDER_ID_MATCHES};

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::{AlarmThreads, AuditLog, Clock, DeadLetters, Idempotency, Protocol, Queue, RetryRecords, WebhookRegistry};
+use crate::{
+    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Documents, Idempotency, Protocol, Queue, RetryRecords,
+    WebhookRegistry,
+};
 
 /// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone. The ingress and the workers
 /// drive events through [`Store::protocol`]; the table ports beneath it are for operators and tests.
@@ -22,8 +25,10 @@ pub struct Store {
     pub retries: Arc<dyn RetryRecords>,
     /// The webhook registry.
     pub webhooks: Arc<dyn WebhookRegistry>,
-    /// Alarms' Slack threads and channels' posting states.
+    /// Alarms' Slack threads.
     pub alarm_threads: Arc<dyn AlarmThreads>,
+    /// Slack channels' shared posting states.
+    pub channels: Arc<dyn Channels>,
     /// The time every component compares against.
     pub clock: Arc<dyn Clock>,
     /// `embedded` or `aws`, for `/version` and logs.
@@ -41,7 +46,7 @@ impl Store {
             + AuditLog
             + RetryRecords
             + WebhookRegistry
-            + AlarmThreads
+            + Documents
             + 'static,
     {
         Store {
@@ -52,7 +57,8 @@ impl Store {
             audit: backend.clone(),
             retries: backend.clone(),
             webhooks: backend.clone(),
-            alarm_threads: backend,
+            alarm_threads: backend.clone(),
+            channels: backend,
             clock,
             backend: name,
         }

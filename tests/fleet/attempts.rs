@@ -11,8 +11,8 @@ use eventfleet_storage::conformance::envelope;
 use eventfleet_storage::{Delivery, EmbeddedOptions, EmbeddedStore, OutgoingMessage, ReceivedMessage, Start, Store};
 use eventfleet_workers::metrics::WorkerMetrics;
 use eventfleet_workers::process::{Disposition, Processor};
-use eventfleet_workers::slack::DevOutbox;
-use eventfleet_workers::{Handler, HandlerContext, HandlerError, Registry};
+use eventfleet_workers::slack::{DevOutbox, Egress};
+use eventfleet_workers::{Handler, HandlerContext, HandlerError, Ready, Registry};
 use tokio_util::sync::CancellationToken;
 
 use crate::worker_config;
@@ -22,10 +22,10 @@ struct FailsFirst(AtomicU32);
 
 #[async_trait]
 impl Handler for FailsFirst {
-    async fn handle(&self, _: &HandlerContext, _: &Envelope) -> Result<String, HandlerError> {
+    async fn handle(&self, _: &HandlerContext, _: &Envelope) -> Result<Ready<String>, HandlerError> {
         match self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
             Ok(_) => Err(HandlerError::retryable("still down")),
-            Err(_) => Ok("ok".into()),
+            Err(_) => Ok(Ready::Now("ok".into())),
         }
     }
 }
@@ -127,13 +127,15 @@ async fn give_back_untried(store: &Store, n: u32) {
 }
 
 fn processor(store: &Store, dir: &tempfile::TempDir, handler: Arc<FailsFirst>) -> Processor {
+    let actor = worker_config().protocol_actor();
+    let outbox = Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl")));
     Processor {
         store: store.clone(),
         registry: Registry::new(handler),
-        slack: Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl"))),
+        egress: Egress::new(outbox, worker_config().channel_pace, store, &actor.name),
         config: worker_config(),
         metrics: WorkerMetrics::unregistered(),
-        actor: worker_config().protocol_actor(),
+        actor,
     }
 }
 

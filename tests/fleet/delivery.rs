@@ -167,7 +167,7 @@ async fn always_retryable_failure_is_tried_max_receive_count_times_then_dead_let
 async fn posts_to_one_channel_keep_its_pace_across_hooks_without_holding_up_another_channel() {
     let interval = Duration::from_secs(1);
     let f = Fleet::start_with(WorkerConfig {
-        channel_pace: eventfleet_workers::pace::ChannelPace { interval, burst: 2 },
+        channel_pace: eventfleet_workers::slack::ChannelPace { interval, burst: 2 },
         ..crate::worker_config()
     })
     .await;

@@ -16,7 +16,7 @@ use eventfleet_schema::{EventId, HookId, HookKind, Step, Webhook};
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
 use eventfleet_stubs::slack::SlackStub;
 use eventfleet_workers::handlers::sns::SnsRouting;
-use eventfleet_workers::pace::ChannelPace;
+use eventfleet_workers::slack::ChannelPace;
 use eventfleet_workers::slack::SlackWebApi;
 use eventfleet_workers::{WorkerConfig, handlers};
 use tokio_util::sync::CancellationToken;

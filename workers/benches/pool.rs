@@ -15,7 +15,7 @@ use eventfleet_schema::{Envelope, EventId, IdempotencyKey};
 use eventfleet_storage::conformance::envelope;
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, OutgoingMessage, Store};
 use eventfleet_workers::slack::DevOutbox;
-use eventfleet_workers::{Handler, HandlerContext, HandlerError, Registry, WorkerConfig};
+use eventfleet_workers::{Handler, HandlerContext, HandlerError, Ready, Registry, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 const EVENTS: usize = 400;
@@ -25,8 +25,8 @@ struct NoOp;
 
 #[async_trait]
 impl Handler for NoOp {
-    async fn handle(&self, _ctx: &HandlerContext, _envelope: &Envelope) -> Result<String, HandlerError> {
-        Ok("noop".into())
+    async fn handle(&self, _ctx: &HandlerContext, _envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
+        Ok(Ready::Now("noop".into()))
     }
 }
 
@@ -52,7 +52,7 @@ async fn fill(store: &Store) {
 /// Runs a pool until the queue is empty; returns the time it took.
 async fn drain(store: &Store, concurrency: usize) -> Duration {
     // No channel pace: the outbox is not Slack, and the pool is what is measured.
-    let channel_pace = eventfleet_workers::pace::ChannelPace { interval: Duration::ZERO, burst: 1 };
+    let channel_pace = eventfleet_workers::slack::ChannelPace { interval: Duration::ZERO, burst: 1 };
     let config =
         WorkerConfig { concurrency, receive_wait: Duration::from_millis(50), channel_pace, ..WorkerConfig::default() };
     let stop = CancellationToken::new();

@@ -33,7 +33,7 @@ pub struct WorkerConfig {
     /// The idempotency horizon of a record a worker creates (the event's claim expired before it ran).
     pub idempotency_horizon: Duration,
     /// The pace of Slack posts to one channel, shared by the fleet.
-    pub channel_pace: crate::pace::ChannelPace,
+    pub channel_pace: crate::slack::ChannelPace,
 }
 
 impl WorkerConfig {
@@ -62,7 +62,7 @@ impl Default for WorkerConfig {
             receive_wait: Duration::from_secs(5),
             actor: "worker".into(),
             idempotency_horizon: Duration::from_secs(72 * 3600),
-            channel_pace: crate::pace::ChannelPace::default(),
+            channel_pace: crate::slack::ChannelPace::default(),
         }
     }
 }

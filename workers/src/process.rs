@@ -20,8 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerConfig;
 use crate::backoff::retry_delay;
-use crate::handler::{HandlerContext, HandlerError, Registry};
+use crate::handler::{HandlerContext, HandlerError};
 use crate::metrics::WorkerMetrics;
+use crate::registry::Registry;
+use crate::slack::Egress;
+use crate::wait::{Ready, Wait};
 
 /// How a delivery ended, for counters and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +49,8 @@ pub struct Processor {
     pub store: Store,
     /// Handlers by kind.
     pub registry: Registry,
-    /// Where Slack messages go.
-    pub slack: std::sync::Arc<dyn crate::SlackSink>,
+    /// Slack egress: this process's poster of every delivery.
+    pub egress: Egress,
     /// Settings.
     pub config: WorkerConfig,
     /// Metrics.
@@ -154,7 +157,8 @@ impl Processor {
             tracing::info!("replayed by an operator");
         }
         match self.run_handler(&msg, attempt).await {
-            Ok(outcome) => {
+            Ok(Ready::Wait(wait)) => self.wait(&msg, attempt, wait).await.map(|d| (d, None)),
+            Ok(Ready::Now(outcome)) => {
                 // DONE, the delete and the line are one step; the heartbeat keeps running while it is recorded
                 // so a slow store cannot let the message reappear meanwhile.
                 // The next message of the group starts in the same step, unless shutdown began.
@@ -197,13 +201,8 @@ impl Processor {
     }
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
-    async fn run_handler(&self, msg: &ReceivedMessage, attempt: u32) -> Result<String, HandlerError> {
-        let ctx = HandlerContext {
-            store: self.store.clone(),
-            slack: self.slack.clone(),
-            attempt,
-            pace: self.config.channel_pace,
-        };
+    async fn run_handler(&self, msg: &ReceivedMessage, attempt: u32) -> Result<Ready<String>, HandlerError> {
+        let ctx = HandlerContext { store: self.store.clone(), attempt, poster: self.egress.poster(attempt) };
         let kind = msg.envelope.kind().as_str();
         let span = tracing::info_span!("worker.handle", kind);
         let work = tokio::time::timeout(
@@ -235,17 +234,28 @@ impl Processor {
         }
     }
 
+    /// A handler that has to wait: the event is deferred (hidden for the wait, no attempt counted), unless the
+    /// queue's receive limit is reached, where waiting again would let the queue move it without our records.
+    async fn wait(&self, msg: &ReceivedMessage, attempt: u32, wait: Wait) -> Result<Disposition, StorageError> {
+        if msg.receive_count >= self.config.max_receive_count {
+            let reason =
+                format!("deferred until the queue's receive limit ({} receives): {}", msg.receive_count, wait.reason);
+            let failure = Failure { attempt, error: reason.clone(), class: ErrorClass::Retryable };
+            self.store.protocol.dead_letter(msg, &failure, &reason, &self.actor).await?;
+            self.announce_dead(msg, attempt, &reason, ErrorClass::Retryable).await;
+            return Ok(Disposition::DeadLettered);
+        }
+        // SQS holds a message for 12 h at most; a wait longer than a few minutes is a pause worth rereading.
+        let delay = wait.wait.min(MAX_DEFERRAL);
+        self.store.protocol.defer(msg, delay, &wait.reason, &self.actor).await?;
+        tracing::info!(reason = %wait.reason, delay_ms = delay.as_millis() as u64, "deferred");
+        Ok(Disposition::Deferred(delay))
+    }
+
     /// A failed attempt: retried after a backoff, or dead-lettered when it is permanent or the last one.
     async fn fail(&self, msg: &ReceivedMessage, attempt: u32, err: HandlerError) -> Result<Disposition, StorageError> {
         // At the queue's own limit the next receive would move the message without our records: finish it here.
         let last_receive = msg.receive_count >= self.config.max_receive_count;
-        if let (HandlerError::Deferred { reason, wait }, false) = (&err, last_receive) {
-            // SQS holds a message for 12 h at most; a wait longer than a few minutes is a pause worth rereading.
-            let wait = (*wait).min(MAX_DEFERRAL);
-            self.store.protocol.defer(msg, wait, reason, &self.actor).await?;
-            tracing::info!(%reason, delay_ms = wait.as_millis() as u64, "deferred");
-            return Ok(Disposition::Deferred(wait));
-        }
         let last_attempt = attempt >= self.config.max_attempts || last_receive;
         let failure = Failure { attempt, error: err.to_string(), class: err.class() };
         if let (HandlerError::Retryable { retry_after, .. }, false) = (&err, last_attempt) {
@@ -259,9 +269,6 @@ impl Processor {
         let reason = match &err {
             HandlerError::Permanent(m) => m.clone(),
             HandlerError::Retryable { message, .. } => format!("gave up after {attempt} attempts: {message}"),
-            HandlerError::Deferred { reason, .. } => {
-                format!("deferred until the queue's receive limit ({} receives): {reason}", msg.receive_count)
-            }
         };
         self.store.protocol.dead_letter(msg, &failure, &reason, &self.actor).await?;
         self.announce_dead(msg, attempt, &reason, err.class()).await;
@@ -274,7 +281,7 @@ impl Processor {
         self.metrics.dead_letters.get_or_create(&WorkerMetrics::kind(msg.envelope.kind().as_str())).inc();
         tracing::warn!(%reason, class = class.as_str(), "dead-lettered");
         if let Some(notifier) = self.registry.dead_letter_notifier() {
-            let notice = crate::handler::DeadLetterNotice {
+            let notice = crate::registry::DeadLetterNotice {
                 event_id: event_id.to_string(),
                 kind: msg.envelope.kind().as_str().to_owned(),
                 source: msg.envelope.source().name().to_owned(),

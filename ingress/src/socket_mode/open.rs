@@ -148,12 +148,9 @@ impl Opener {
             .map_err(|e| OpenError::retry(format!("apps.connections.open: {e}")))?;
         let status = response.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let after = response
-                .headers()
-                .get("retry-after")
+            let after = (response.headers().get("retry-after"))
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| eventfleet_schema::time::retry_after(v, eventfleet_schema::Timestamp::now_system()));
             return Err(OpenError::Retry { message: "apps.connections.open answered 429".into(), after });
         }
         if !status.is_success() {

@@ -1,4 +1,4 @@
-//! Alarm threads on DynamoDB: one item per document, put only when its version still matches.
+//! Documents (alarm threads, channel states) on DynamoDB: one item per document, put only when its version still matches.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
@@ -6,11 +6,11 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
 use super::item::{Item, Reader, n, s, ts, ttl};
 use super::{AwsStore, unavailable};
-use crate::alarm_threads::{AlarmThreads, THREAD_TTL};
+use crate::documents::{DOCUMENT_TTL, Documents};
 use crate::{Result, StorageError};
 
 #[async_trait]
-impl AlarmThreads for AwsStore {
+impl Documents for AwsStore {
     async fn document(&self, key: &str) -> Result<Option<(String, u64)>> {
         let out = (self.clients.dynamodb.get_item())
             .table_name(&self.names.alarm_threads_table)
@@ -33,7 +33,7 @@ impl AlarmThreads for AwsStore {
 
     async fn put_document(&self, key: &str, json: String, version: u64) -> Result<u64> {
         let now = self.now();
-        let expires = now.plus(THREAD_TTL);
+        let expires = now.plus(DOCUMENT_TTL);
         let item = Item::from([
             ("alarm_arn".into(), s(key)),
             ("version".into(), n(version + 1)),

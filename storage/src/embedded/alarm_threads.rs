@@ -1,14 +1,14 @@
-//! Alarm threads on SQLite: one row per document, written only when its version still matches.
+//! Documents (alarm threads, channel states) on SQLite: one row per document, written only when its version still matches.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::{EmbeddedStore, millis};
-use crate::alarm_threads::{AlarmThreads, THREAD_TTL};
+use crate::documents::{DOCUMENT_TTL, Documents};
 use crate::{Result, StorageError};
 
 #[async_trait]
-impl AlarmThreads for EmbeddedStore {
+impl Documents for EmbeddedStore {
     async fn document(&self, key: &str) -> Result<Option<(String, u64)>> {
         let (key, now) = (key.to_owned(), self.now());
         self.read(move |conn| {
@@ -24,7 +24,7 @@ impl AlarmThreads for EmbeddedStore {
     async fn put_document(&self, key: &str, json: String, version: u64) -> Result<u64> {
         let key = key.to_owned();
         let now = self.now();
-        let expires = now.saturating_add(millis(THREAD_TTL));
+        let expires = now.saturating_add(millis(DOCUMENT_TTL));
         let (expected, next) = (version as i64, version as i64 + 1);
         self.writer
             .submit(move |conn| {

@@ -141,7 +141,7 @@ impl Destinations {
         self.metrics.seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => "delivered",
-            Err(HandlerError::Retryable { .. } | HandlerError::Deferred { .. }) => "retryable",
+            Err(HandlerError::Retryable { .. }) => "retryable",
             Err(HandlerError::Permanent(_)) => "permanent",
         };
         self.metrics.deliveries.get_or_create(&DeliveryLabels { destination: route.name.clone(), outcome }).inc();
@@ -298,10 +298,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// `Retry-After` in seconds (the form destinations send); an HTTP date is not honoured (the usual backoff applies).
+/// A destination's `Retry-After` (seconds or an HTTP date), capped at [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    let value = headers.get("retry-after")?.to_str().ok()?;
+    let wait = eventfleet_schema::time::retry_after(value, eventfleet_schema::Timestamp::now_system())?;
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Reads at most [`MAX_ANSWER`] bytes of an answer.
@@ -343,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_seconds_and_capped() {
+    fn retry_after_is_seconds_or_a_date_and_capped() {
         let mut headers = reqwest::header::HeaderMap::new();
         assert_eq!(retry_after(&headers), None);
         headers.insert("retry-after", "7".parse().unwrap());
@@ -351,6 +352,8 @@ mod tests {
         headers.insert("retry-after", "999999".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
         headers.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO), "a date already past: no wait");
+        headers.insert("retry-after", "later".parse().unwrap());
         assert_eq!(retry_after(&headers), None);
     }
 

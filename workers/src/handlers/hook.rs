@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::block_kit::{code, escape};
 use crate::github::filter::{Decision, decide};
 use crate::slack::{SlackMessage, truncate};
+use crate::wait::Ready;
 use crate::{Handler, HandlerContext, HandlerError};
 
 /// Posts a hook's payload to its channel.
@@ -23,7 +24,7 @@ const MAX_TEXT: usize = 3_000;
 
 #[async_trait]
 impl Handler for HookPayload {
-    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         let hook_id = envelope
             .source()
             .hook_id()
@@ -52,8 +53,8 @@ impl Handler for HookPayload {
             (HookKind::Info, None) => hook.name.clone(),
         };
         let message = render(&hook.channel, &prefix, &body);
-        let posted = ctx.post_once(envelope, &message).await?;
-        Ok(format!("posted to {} ({posted})", hook.channel))
+        let posted = ready!(ctx.post_once(envelope, &message).await?);
+        Ok(Ready::Now(format!("posted to {} ({posted})", hook.channel)))
     }
 }
 
@@ -65,7 +66,7 @@ async fn github(
     event: &str,
     payload: Option<&Value>,
     body: &[u8],
-) -> Result<String, HandlerError> {
+) -> Result<Ready<String>, HandlerError> {
     // A body that is not JSON still meets the filter, on its event alone.
     let action = payload.and_then(|p| p.get("action")).and_then(Value::as_str);
     let outcome = payload.and_then(|p| crate::github::outcome(event, p));
@@ -77,14 +78,14 @@ async fn github(
             AuditEntry::new(envelope.event_id(), ctx.store.clock.now(), Step::Filtered, "worker").with_detail(detail);
         // The line is the trail's record of why nothing was posted: a failure to write it retries the attempt.
         ctx.store.audit.append(vec![entry]).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))?;
-        return Ok(format!("filtered by hook {} ({rule}); not posted", hook.name));
+        return Ok(Ready::Now(format!("filtered by hook {} ({rule}); not posted", hook.name)));
     }
     let message = match payload {
         Some(payload) => crate::github::message(&hook.channel, &hook.name, event, payload),
         None => render(&hook.channel, &format!("GitHub `{event}` via {}", hook.name), body),
     };
-    let posted = ctx.post_once(envelope, &message).await?;
-    Ok(format!("posted to {} ({posted})", hook.channel))
+    let posted = ready!(ctx.post_once(envelope, &message).await?);
+    Ok(Ready::Now(format!("posted to {} ({posted})", hook.channel)))
 }
 
 /// Top-level fields that say what a generic payload is about, in the order they lead the message.

@@ -1,6 +1,7 @@
 //! The built-in handlers.
 
 pub mod alarm;
+pub mod alarm_settings;
 pub mod hook;
 pub mod schedule;
 pub mod sns;

@@ -7,6 +7,7 @@ use eventfleet_schema::Envelope;
 use serde::Deserialize;
 
 use crate::slack::{SlackMessage, truncate};
+use crate::wait::Ready;
 use crate::{Handler, HandlerContext, HandlerError};
 
 /// The body of a tick, as the ingress's scheduler writes it.
@@ -32,14 +33,14 @@ pub struct ScheduleTick;
 
 #[async_trait]
 impl Handler for ScheduleTick {
-    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         let text = envelope.as_v1().body.as_text().unwrap_or_default();
         let tick: TickBody =
             serde_json::from_str(text).map_err(|e| HandlerError::Permanent(format!("not a schedule tick: {e}")))?;
         let (Some(channel), Some(text)) = (tick.channel, tick.text) else {
             tracing::info!(event_id = %envelope.event_id(), kind = %envelope.kind(), schedule = %tick.schedule,
                 "no handler for the schedule's kind; completed");
-            return Ok(format!("unhandled kind {}", envelope.kind()));
+            return Ok(Ready::Now(format!("unhandled kind {}", envelope.kind())));
         };
         let mut text = truncate(&text, MAX_TEXT, "… (truncated)");
         if tick.missed > 0 {
@@ -52,7 +53,7 @@ impl Handler for ScheduleTick {
             ));
         }
         let message = SlackMessage { channel: channel.clone(), text, blocks: None, attachments: None, thread_ts: None };
-        let posted = ctx.post_once(envelope, &message).await?;
-        Ok(format!("posted tick {} of {} to {channel} ({posted})", tick.tick, tick.schedule))
+        let posted = ready!(ctx.post_once(envelope, &message).await?);
+        Ok(Ready::Now(format!("posted tick {} of {} to {channel} ({posted})", tick.tick, tick.schedule)))
     }
 }

@@ -13,6 +13,7 @@ use eventfleet_schema::{AuditEntry, Envelope, Source, Step};
 use serde_json::{Value, json};
 
 use crate::slack::{SlackMessage, truncate};
+use crate::wait::Ready;
 use crate::{Handler, HandlerContext, HandlerError};
 
 /// Where SNS messages go, and how alarms thread there.
@@ -23,7 +24,7 @@ pub struct SnsRouting {
     /// Channel of topics without one.
     pub default_channel: String,
     /// Alarm threads, storms, flapping and the channels' pace.
-    pub alarms: super::alarm::AlarmSettings,
+    pub alarms: super::alarm_settings::AlarmSettings,
 }
 
 impl SnsRouting {
@@ -61,13 +62,13 @@ pub struct Notification(pub SnsRouting);
 
 #[async_trait]
 impl Handler for Notification {
-    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         let sns = sns_body(envelope)?;
         let channel = self.0.channel(ctx, envelope).await?;
         let topic = str_of(&sns, "TopicArn").rsplit(':').next().unwrap_or("");
         let message = notification_message(&channel, topic, str_of(&sns, "Subject"), str_of(&sns, "Message"));
-        let posted = ctx.post_once(envelope, &message).await?;
-        Ok(format!("notification posted to {channel} ({posted})"))
+        let posted = ready!(ctx.post_once(envelope, &message).await?);
+        Ok(Ready::Now(format!("notification posted to {channel} ({posted})")))
     }
 }
 
@@ -170,7 +171,7 @@ impl SubscriptionConfirmation {
 
 #[async_trait]
 impl Handler for SubscriptionConfirmation {
-    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         let sns = sns_body(envelope)?;
         let topic = str_of(&sns, "TopicArn").to_owned();
         let token = str_of(&sns, "Token");
@@ -179,7 +180,7 @@ impl Handler for SubscriptionConfirmation {
         }
         self.confirmer.confirm(&topic, token, str_of(&sns, "SubscribeURL")).await?;
         audit(ctx, envelope, Step::SubscriptionConfirmed, json!({ "topic": topic })).await;
-        Ok(format!("subscription to {topic} confirmed"))
+        Ok(Ready::Now(format!("subscription to {topic} confirmed")))
     }
 }
 
@@ -188,11 +189,11 @@ pub struct UnsubscribeConfirmation;
 
 #[async_trait]
 impl Handler for UnsubscribeConfirmation {
-    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         let sns = sns_body(envelope)?;
         let topic = str_of(&sns, "TopicArn").to_owned();
         audit(ctx, envelope, Step::UnsubscribeConfirmed, json!({ "topic": topic })).await;
-        Ok(format!("unsubscribed from {topic}"))
+        Ok(Ready::Now(format!("unsubscribed from {topic}")))
     }
 }
 

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use eventfleet_schema::Envelope;
 
+use crate::wait::Ready;
 use crate::{Handler, HandlerContext, HandlerError};
 
 /// Completes the event with the outcome `unhandled kind <kind>`.
@@ -11,8 +12,8 @@ pub struct Unhandled;
 
 #[async_trait]
 impl Handler for Unhandled {
-    async fn handle(&self, _ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+    async fn handle(&self, _ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         tracing::info!(event_id = %envelope.event_id(), kind = %envelope.kind(), "no handler for kind; completed");
-        Ok(format!("unhandled kind {}", envelope.kind()))
+        Ok(Ready::Now(format!("unhandled kind {}", envelope.kind())))
     }
 }

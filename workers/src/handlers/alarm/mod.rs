@@ -9,9 +9,9 @@
 //! - Flapping (more than [`AlarmSettings::flap_replies`] state changes, each within
 //!   [`AlarmSettings::flap_window`] of the one before) collapses into one reply that counts them, updated in
 //!   place.
-//! - Posts keep the channel's pace ([`crate::pace`]), taken in the same write as the storm's count; a post
-//!   without a slot, or in a channel Slack paused (`Retry-After`), is deferred: its message is hidden until
-//!   then, no handler waits.
+//! - Posts keep the channel's pace ([`crate::slack::pace`]), taken before the storm's count; a post without a
+//!   slot, or in a channel Slack paused (`Retry-After`), is deferred: its message is hidden until then, no
+//!   handler waits.
 //!
 //! The thread's record is written after each post, and every post carries the event id and its part in its
 //! metadata, so an attempt after a crash finds what an earlier one did and does not post it again.
@@ -26,48 +26,13 @@ use eventfleet_schema::{Envelope, Timestamp};
 use eventfleet_storage::{AlarmThread, ChannelState, Digest, EarlyAlarm, StorageError};
 use serde_json::Value;
 
+pub use crate::handlers::alarm_settings::AlarmSettings;
 use crate::handlers::sns::{SnsRouting, sns_body, str_of};
-use crate::pace::{ChannelPace, update_channel};
-use crate::slack::{PostMark, Posted, SlackError, SlackMessage};
+use crate::slack::{PostMark, Posted, SlackMessage};
+use crate::wait::{Ready, Wait};
 use crate::{Handler, HandlerContext, HandlerError};
-use channel::{Decision, Placement};
+use channel::{Decision, Placement, change_channel as update_channel};
 use messages::ThreadLine;
-
-/// How alarms thread, storm and flap.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlarmSettings {
-    /// An alarm OK for longer than this starts a new thread on its next ALARM (`EVENTFLEET_ALARM_REOPEN_AFTER_S`).
-    pub reopen_after: Duration,
-    /// New alarm threads in one channel past which a storm digest begins; 0: never
-    /// (`EVENTFLEET_ALARM_STORM_THRESHOLD`).
-    pub storm_threshold: u32,
-    /// A storm lasts while new alarms come within this of each other (`EVENTFLEET_ALARM_STORM_WINDOW_S`).
-    pub storm_window: Duration,
-    /// Replies in a run of quick state changes before the rest collapse into a count; 0: never
-    /// (`EVENTFLEET_ALARM_FLAP_REPLIES`).
-    pub flap_replies: u32,
-    /// State changes within this of each other make a run (`EVENTFLEET_ALARM_FLAP_WINDOW_S`).
-    pub flap_window: Duration,
-}
-
-impl Default for AlarmSettings {
-    fn default() -> Self {
-        Self {
-            reopen_after: Duration::from_secs(3600),
-            storm_threshold: 10,
-            storm_window: Duration::from_secs(30),
-            flap_replies: 3,
-            flap_window: Duration::from_secs(600),
-        }
-    }
-}
-
-impl AlarmSettings {
-    /// Whether a channel's state is needed at all (pace or storms on).
-    fn channel_state_used(&self, pace: &ChannelPace) -> bool {
-        !pace.is_off() || self.storm_threshold > 0
-    }
-}
 
 /// How often a digest's counts are refreshed at most (`chat.update` is limited per workspace).
 const DIGEST_REFRESH: Duration = Duration::from_secs(3);
@@ -92,7 +57,7 @@ fn store_error(what: &str) -> impl Fn(StorageError) -> HandlerError + '_ {
 
 #[async_trait]
 impl Handler for CloudWatchAlarm {
-    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<String, HandlerError> {
+    async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         let sns = sns_body(envelope)?;
         let json: Value = serde_json::from_str(str_of(&sns, "Message"))
             .map_err(|e| HandlerError::Permanent(format!("alarm message is not JSON: {e}")))?;
@@ -110,7 +75,7 @@ impl Handler for CloudWatchAlarm {
         let now = ctx.store.clock.now();
         match thread {
             Some(t) if t.last_event == envelope.event_id() => {
-                Ok(format!("alarm {} {} already in its thread {}", notice.name, notice.state, t.thread_ts))
+                Ok(Ready::Now(format!("alarm {} {} already in its thread {}", notice.name, notice.state, t.thread_ts)))
             }
             Some(t)
                 if t.channel == notice.channel
@@ -136,53 +101,64 @@ fn parse_change_time(text: &str) -> Option<Timestamp> {
     Timestamp::parse(&fixed).ok()
 }
 
-/// Asks the channel for room to post; a wait becomes a deferral.
+/// The event's place in the channel's storm (a new thread, storms on), then its turns in the channel's pace.
 async fn room(
     ctx: &HandlerContext,
     settings: &AlarmSettings,
     notice: &Notice<'_>,
     new_thread: bool,
-) -> Result<(Placement, ChannelState), HandlerError> {
-    if !settings.channel_state_used(&ctx.pace) {
-        return Ok((Placement::Alone, ChannelState::default()));
-    }
+) -> Result<Ready<(Placement, ChannelState)>, HandlerError> {
     let event = notice.envelope.event_id();
+    if !new_thread || settings.storm_threshold == 0 {
+        ready!(ctx.poster.take_turns(&notice.channel, event, 1).await);
+        return Ok(Ready::Now((Placement::Alone, ChannelState::default())));
+    }
+    // The storm first (an event waiting for the digest takes no turn meanwhile), then the turns it needs.
     let mut decision = Decision::Go(Placement::Alone);
     let state = update_channel(&ctx.store, &notice.channel, |state| {
-        decision = channel::decide(state, settings, &ctx.pace, event, new_thread, ctx.store.clock.now());
+        decision = channel::decide(state, settings, event, ctx.store.clock.now());
         !matches!(decision, Decision::WaitUnchanged(..))
     })
     .await?;
     match decision {
-        Decision::Go(placement) => Ok((placement, state)),
-        Decision::Wait(wait, reason) | Decision::WaitUnchanged(wait, reason) => {
-            Err(HandlerError::Deferred { reason: format!("{}: {reason}", notice.channel), wait })
+        Decision::Go(Placement::PostDigest) => {
+            // The digest and the back-links to the alarms posted alone before it.
+            ready!(ctx.poster.take_turns(&notice.channel, event, 1 + state.early.len() as u32).await);
+            Ok(Ready::Now((Placement::PostDigest, state)))
+        }
+        Decision::Go(placement) => {
+            ready!(ctx.poster.take_turns(&notice.channel, event, 1).await);
+            Ok(Ready::Now((placement, state)))
+        }
+        Decision::WaitUnchanged(wait, reason) => {
+            Ok(Ready::Wait(Wait { wait, reason: format!("{}: {reason}", notice.channel) }))
         }
     }
 }
 
-/// Posts one part of the event, once.
+/// Posts one part of the event, once (the caller took its turns).
 async fn post(
     ctx: &HandlerContext,
     notice: &Notice<'_>,
     part: &str,
     message: &SlackMessage,
-) -> Result<Posted, HandlerError> {
+) -> Result<Ready<Posted>, HandlerError> {
     let mark = PostMark::part(notice.envelope.event_id(), part);
-    match ctx.post_part_once(notice.envelope, &mark, message).await {
-        Ok((posted, _)) => Ok(posted),
-        Err(e) => Err(ctx.slack_failed(&notice.channel, e).await),
-    }
+    Ok(ctx.poster.post(&mark, notice.envelope.received_at(), message, false).await?.map(|(posted, _)| posted))
 }
 
 /// Replaces a message; a failure other than a rate limit is logged, not fatal (the thread has the news).
-async fn update(ctx: &HandlerContext, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), HandlerError> {
-    match ctx.slack.update_message(channel, ts, message).await {
-        Ok(()) => Ok(()),
-        Err(e @ SlackError::RateLimited { .. }) => Err(ctx.slack_failed(channel, e).await),
+async fn update(
+    ctx: &HandlerContext,
+    channel: &str,
+    ts: &str,
+    message: &SlackMessage,
+) -> Result<Ready<()>, HandlerError> {
+    match ctx.poster.update(channel, ts, message).await {
+        Ok(ready) => Ok(ready),
         Err(e) => {
             tracing::warn!(error = %e, %channel, %ts, "could not update the message");
-            Ok(())
+            Ok(Ready::Now(()))
         }
     }
 }
@@ -227,16 +203,16 @@ async fn open(
     settings: &AlarmSettings,
     notice: &Notice<'_>,
     version: u64,
-) -> Result<String, HandlerError> {
+) -> Result<Ready<String>, HandlerError> {
     let event = notice.envelope.event_id();
-    let (placement, state) = room(ctx, settings, notice, true).await?;
+    let (placement, state) = ready!(room(ctx, settings, notice, true).await?);
     let namespace = messages::namespace(&notice.json);
     let account = str_of(&notice.json, "AWSAccountId").to_owned();
     let line = ThreadLine { state: notice.state.clone(), since: notice.since, transitions: 1, event_id: event };
     match placement {
         Placement::Alone => {
             let message = messages::parent(&notice.channel, &notice.json, &line);
-            let posted = post(ctx, notice, "post", &message).await?;
+            let posted = ready!(post(ctx, notice, "post", &message).await?);
             let now = ctx.store.clock.now();
             save(ctx, &new_thread(notice, &posted, &posted.ts, version, now)).await?;
             if settings.storm_threshold > 0 {
@@ -264,10 +240,13 @@ async fn open(
                 if let Some(digest_ts) = digest_ts {
                     let message =
                         messages::backlink(&notice.channel, &digest_ts, &notice.name, &notice.state, &posted.ts);
-                    post(ctx, notice, &format!("backlink:{}", posted.ts), &message).await?;
+                    ready!(post(ctx, notice, &format!("backlink:{}", posted.ts), &message).await?);
                 }
             }
-            Ok(format!("alarm {} {} opened a thread in {} ({posted})", notice.name, notice.state, notice.channel))
+            Ok(Ready::Now(format!(
+                "alarm {} {} opened a thread in {} ({posted})",
+                notice.name, notice.state, notice.channel
+            )))
         }
         Placement::PostDigest => {
             let digest = state.digest.clone().unwrap_or_default();
@@ -282,7 +261,7 @@ async fn open(
                     }
                     count_into(&mut shown, &notice.name, &notice.state, &namespace, &account);
                     let message = messages::digest(&notice.channel, &shown, settings.storm_window.as_secs());
-                    let posted = post(ctx, notice, "digest", &message).await?;
+                    let posted = ready!(post(ctx, notice, "digest", &message).await?);
                     let now = ctx.store.clock.now();
                     let saved = update_channel(&ctx.store, &notice.channel, |s| {
                         let d = s.digest.get_or_insert_with(Digest::default);
@@ -305,7 +284,7 @@ async fn open(
             // The alarms posted alone just before: a back-link each, removed from the list once posted.
             for early in early {
                 let message = messages::backlink(&notice.channel, &digest_ts, &early.name, &early.state, &early.ts);
-                post(ctx, notice, &format!("backlink:{}", early.ts), &message).await?;
+                ready!(post(ctx, notice, &format!("backlink:{}", early.ts), &message).await?);
                 update_channel(&ctx.store, &notice.channel, |s| {
                     let before = s.early.len();
                     s.early.retain(|e| e.ts != early.ts);
@@ -314,17 +293,17 @@ async fn open(
                 .await?;
             }
             let message = messages::in_digest(&notice.channel, &digest_ts, &notice.json, event);
-            let posted = post(ctx, notice, "post", &message).await?;
+            let posted = ready!(post(ctx, notice, "post", &message).await?);
             let now = ctx.store.clock.now();
             save(ctx, &new_thread(notice, &posted, &digest_ts, version, now)).await?;
-            Ok(format!(
+            Ok(Ready::Now(format!(
                 "alarm {} {} began the storm digest {digest_ts} in {} ({posted})",
                 notice.name, notice.state, notice.channel
-            ))
+            )))
         }
         Placement::InDigest(digest_ts) => {
             let message = messages::in_digest(&notice.channel, &digest_ts, &notice.json, event);
-            let posted = post(ctx, notice, "post", &message).await?;
+            let posted = ready!(post(ctx, notice, "post", &message).await?);
             let now = ctx.store.clock.now();
             save(ctx, &new_thread(notice, &posted, &digest_ts, version, now)).await?;
             // Count it into the digest, and show the counts when they were last shown a while ago.
@@ -348,15 +327,15 @@ async fn open(
                         let message = messages::digest(&notice.channel, &d, settings.storm_window.as_secs());
                         let channel =
                             if d.channel_id.is_empty() { notice.channel.clone() } else { d.channel_id.clone() };
-                        update(ctx, &channel, &digest_ts, &message).await?;
+                        ready!(update(ctx, &channel, &digest_ts, &message).await?);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not count the alarm into its digest"),
             }
-            Ok(format!(
+            Ok(Ready::Now(format!(
                 "alarm {} {} posted in the storm digest {digest_ts} of {} ({posted})",
                 notice.name, notice.state, notice.channel
-            ))
+            )))
         }
     }
 }
@@ -367,7 +346,7 @@ async fn transition(
     settings: &AlarmSettings,
     notice: &Notice<'_>,
     mut thread: AlarmThread,
-) -> Result<String, HandlerError> {
+) -> Result<Ready<String>, HandlerError> {
     let event = notice.envelope.event_id();
     let now = ctx.store.clock.now();
     let quick = now.since(thread.updated_at) <= settings.flap_window;
@@ -380,18 +359,18 @@ async fn transition(
             let window = settings.flap_window.as_secs() / 60;
             let message =
                 messages::flapping(&notice.channel, &thread.thread_ts, &notice.json, collapsed, window, event);
-            update(ctx, &channel, ts, &message).await?;
+            ready!(update(ctx, &channel, ts, &message).await?);
             format!("counted as flapping ({collapsed} collapsed) in {}", thread.thread_ts)
         }
         _ => {
-            room(ctx, settings, notice, false).await?;
+            ready!(room(ctx, settings, notice, false).await?);
             let (part, message) = if collapse {
                 let window = settings.flap_window.as_secs() / 60;
                 ("flap", messages::flapping(&notice.channel, &thread.thread_ts, &notice.json, 1, window, event))
             } else {
                 ("post", messages::reply(&notice.channel, &thread.thread_ts, &notice.json, event))
             };
-            let posted = post(ctx, notice, part, &message).await?;
+            let posted = ready!(post(ctx, notice, part, &message).await?);
             if collapse {
                 thread.flap_ts = Some(posted.ts.clone());
             }
@@ -418,9 +397,9 @@ async fn transition(
         // Its message is a reply in a storm digest's thread: keep it there.
         parent.thread_ts = Some(thread.thread_ts.clone());
     }
-    update(ctx, &channel, &thread.message_ts, &parent).await?;
+    ready!(update(ctx, &channel, &thread.message_ts, &parent).await?);
     save(ctx, &thread).await?;
-    Ok(format!("alarm {} {} {said}; its message shows {}", notice.name, notice.state, thread.state))
+    Ok(Ready::Now(format!("alarm {} {} {said}; its message shows {}", notice.name, notice.state, thread.state)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,203 @@
+//! The poster: the one way a handler reaches Slack. Every post, thread reply and update goes through it, so the
+//! channel's pace, Slack's `Retry-After` and the exactly-once check cannot be skipped.
+//!
+//! - A post carries its [`PostMark`] (event id and part) in its metadata. A first attempt posts; a later one (an
+//!   earlier attempt may have posted before it failed, timed out or its worker died) first looks for the mark in
+//!   the channel or thread, and posts only when it is not there. When the sink cannot tell (scopes not
+//!   granted), it posts: at least once, logged.
+//! - A post takes its turn in the channel's lane ([`super::pace`]); no turn yet, or Slack's `429`, is a
+//!   [`Ready::Wait`]: the event is deferred, not failed. A `429` also pauses the channel for the fleet.
+
+use std::sync::Arc;
+
+use eventfleet_schema::{EventId, Timestamp};
+use eventfleet_storage::{ChannelState, Channels, Clock, Lane, StorageError, Store};
+
+use super::pace::{ChannelPace, LANE_TTL, Lanes};
+use super::{PostCheck, PostMark, Posted, SlackError, SlackMessage, SlackSink};
+use crate::wait::{Ready, Wait};
+
+/// Compare-and-set tries on a contended channel state before giving up (a renewal is retried later).
+const CAS_TRIES: usize = 10;
+
+/// What every delivery of a worker process posts through: the sink, this process's lanes, the channels' shared
+/// states. Cheap to clone.
+#[derive(Clone)]
+pub struct Egress {
+    sink: Arc<dyn SlackSink>,
+    lanes: Arc<Lanes>,
+    channels: Arc<dyn Channels>,
+    clock: Arc<dyn Clock>,
+    /// This process, as its lanes register in the channels' states (`worker@host:pid`).
+    worker: String,
+}
+
+impl Egress {
+    /// The egress of one worker process (`worker` names it in the channels' states).
+    pub fn new(sink: Arc<dyn SlackSink>, pace: ChannelPace, store: &Store, worker: &str) -> Self {
+        Self {
+            sink,
+            lanes: Arc::new(Lanes::new(pace)),
+            channels: store.channels.clone(),
+            clock: store.clock.clone(),
+            worker: worker.to_owned(),
+        }
+    }
+
+    /// The poster of one delivery: attempt `attempt` of its event.
+    pub fn poster(&self, attempt: u32) -> Poster {
+        Poster { egress: self.clone(), attempt }
+    }
+}
+
+/// The poster of one delivery.
+#[derive(Clone)]
+pub struct Poster {
+    egress: Egress,
+    attempt: u32,
+}
+
+impl Poster {
+    /// Posts the event's message once, in the channel's pace; returns what the trail says of it.
+    pub async fn post_once(
+        &self,
+        event: EventId,
+        received_at: Timestamp,
+        message: &SlackMessage,
+    ) -> Result<Ready<String>, SlackError> {
+        let mark = PostMark::post(event);
+        Ok(self.post(&mark, received_at, message, true).await?.map(|(posted, earlier)| {
+            if earlier { format!("{posted}, by an earlier attempt: not posted again") } else { posted.to_string() }
+        }))
+    }
+
+    /// Posts one of the event's messages (`mark`), in a thread when the message has a `thread_ts`, once.
+    /// `paced`: take a turn in the channel's pace first (else the caller took the turns with
+    /// [`Poster::take_turns`]). Returns where it is, and whether an earlier attempt had posted it.
+    pub async fn post(
+        &self,
+        mark: &PostMark,
+        received_at: Timestamp,
+        message: &SlackMessage,
+        paced: bool,
+    ) -> Result<Ready<(Posted, bool)>, SlackError> {
+        match self.earlier_post(mark, received_at, message).await {
+            Ok(Some(ts)) => return Ok(Ready::Now((Posted { ts, channel: message.channel.clone() }, true))),
+            Ok(None) => {}
+            // Reading the history was rate limited: the post waits too, rather than risk a second one.
+            Err(e) => return self.waited(&message.channel, e).await,
+        }
+        if paced && let Ready::Wait(wait) = self.take_turns(&message.channel, mark.event_id, 1).await {
+            return Ok(Ready::Wait(wait));
+        }
+        match self.egress.sink.post_message(mark, message).await {
+            Ok(posted) => Ok(Ready::Now((posted, false))),
+            Err(e) => self.waited(&message.channel, e).await,
+        }
+    }
+
+    /// Replaces the message `ts` of `channel` (`chat.update`; Slack limits it per workspace, not per channel, so
+    /// it takes no turn). A rate limit is a wait.
+    pub async fn update(&self, channel: &str, ts: &str, message: &SlackMessage) -> Result<Ready<()>, SlackError> {
+        match self.egress.sink.update_message(channel, ts, message).await {
+            Ok(()) => Ok(Ready::Now(())),
+            Err(e) => self.waited(channel, e).await,
+        }
+    }
+
+    /// Takes `posts` turns in `channel`'s pace for `event` at once (a message and the replies that follow it);
+    /// renews this process's place among the channel's posters when that is due.
+    pub async fn take_turns(&self, channel: &str, event: EventId, posts: u32) -> Ready<()> {
+        let now = self.egress.clock.now();
+        if self.egress.lanes.due_for_renewal(channel, now) {
+            self.renew(channel, now).await;
+        }
+        match self.egress.lanes.take(channel, event, posts, now) {
+            Ok(()) => Ready::Now(()),
+            Err(wait) => Ready::Wait(Wait { reason: format!("{channel}: {}", wait.reason), ..wait }),
+        }
+    }
+
+    /// A failed Slack call: a rate limit pauses the channel (here at once, for the fleet in its shared state)
+    /// and is a wait; anything else is the caller's error.
+    async fn waited<T>(&self, channel: &str, e: SlackError) -> Result<Ready<T>, SlackError> {
+        let SlackError::RateLimited { retry_after, message } = e else { return Err(e) };
+        let until = self.egress.clock.now().plus(retry_after);
+        if !self.egress.lanes.pace().is_off() {
+            self.egress.lanes.pause(channel, until);
+            let paused = self
+                .change_channel(channel, |state| {
+                    state.paused_until = state.paused_until.max(Some(until));
+                })
+                .await;
+            if let Err(e) = paused {
+                tracing::warn!(error = %e, %channel, "could not share Slack's pause of the channel");
+            }
+        }
+        Ok(Ready::Wait(Wait { wait: retry_after, reason: message }))
+    }
+
+    /// Registers (or renews) this process among `channel`'s posters, and learns the share and Slack's pause.
+    async fn renew(&self, channel: &str, now: Timestamp) {
+        let worker = self.egress.worker.clone();
+        let renewed = self
+            .change_channel(channel, |state| {
+                state.lanes.retain(|lane| lane.until > now && lane.worker != worker);
+                state.lanes.push(Lane { worker: worker.clone(), until: now.plus(LANE_TTL) });
+            })
+            .await;
+        match renewed {
+            Ok(state) => self.egress.lanes.renewed(channel, state.lanes.len() as u32, state.paused_until, now),
+            Err(e) => {
+                tracing::warn!(error = %e, %channel, "could not renew this worker's place in the channel's pace");
+                self.egress.lanes.renewal_failed(channel, now);
+            }
+        }
+    }
+
+    /// Reads, changes and writes a channel's shared state until no other writer came in between.
+    async fn change_channel(
+        &self,
+        channel: &str,
+        mut change: impl FnMut(&mut ChannelState),
+    ) -> Result<ChannelState, StorageError> {
+        for _ in 0..CAS_TRIES {
+            let mut state = (self.egress.channels.channel(channel).await?)
+                .unwrap_or_else(|| ChannelState { channel: channel.to_owned(), ..Default::default() });
+            change(&mut state);
+            match self.egress.channels.put_channel(&state).await {
+                Ok(version) => return Ok(ChannelState { version, ..state }),
+                Err(StorageError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::Conflict(format!("the state of {channel} kept changing under {CAS_TRIES} writes")))
+    }
+
+    /// On a later attempt, where an earlier attempt posted `mark`, if it did.
+    async fn earlier_post(
+        &self,
+        mark: &PostMark,
+        received_at: Timestamp,
+        message: &SlackMessage,
+    ) -> Result<Option<String>, SlackError> {
+        if self.attempt <= 1 {
+            return Ok(None);
+        }
+        let thread = message.thread_ts.as_deref();
+        match self.egress.sink.find_post(mark, &message.channel, thread, received_at).await {
+            Ok(PostCheck::Posted(ts)) => {
+                tracing::info!(channel = %message.channel, %ts, part = %mark.part,
+                    "an earlier attempt posted this: not posted again");
+                Ok(Some(ts))
+            }
+            Ok(PostCheck::NotPosted) => Ok(None),
+            Ok(PostCheck::Unknown(why)) => {
+                tracing::warn!(channel = %message.channel, %why,
+                    "cannot tell whether an earlier attempt posted this event: posting (at least once)");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
