@@ -1,5 +1,7 @@
 //! The worker as a process: killed mid-handler, its message is redelivered after the visibility timeout and
-//! completed exactly once, and a post Slack accepted before the kill is not made again; on SIGTERM it lets in-flight handlers finish and exits 0 with nothing lost.
+//! completed exactly once, and a post Slack accepted before the kill is not made again; on SIGTERM it lets
+//! in-flight handlers finish and exits 0 with nothing lost; three of them keep one channel's pace against
+//! Slack's limit.
 
 mod support;
 
@@ -181,4 +183,73 @@ async fn sigterm_lets_in_flight_handlers_finish_and_exits_zero() {
     assert_eq!(s.stub.posted().len(), 3);
     let stats = s.store.queue.stats().await.unwrap();
     assert_eq!((stats.waiting, stats.in_flight), (0, 0), "nothing lost or left invisible");
+}
+
+/// Three worker processes post to one channel against a stand-in that enforces Slack's limit (one post a second
+/// per channel, a short burst, 429 with Retry-After past it), with the default pace: every post lands once, in
+/// its group's order, and fewer than 5 % of the posts are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_keep_one_channels_pace_against_slacks_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    s.stub.enforce_limit(Duration::from_secs(1), 5);
+    const HOOKS: usize = 4;
+    const EACH: usize = 8;
+    let mut hooks = Vec::new();
+    for h in 0..HOOKS {
+        let hook = Webhook {
+            id: HookId::new(),
+            name: format!("hook{h}"),
+            channel: "#shared".into(),
+            kind: HookKind::Info,
+            active: true,
+            secret: None,
+            invocation_count: 0,
+            filter: None,
+            created_by: "test".into(),
+            created_at: s.store.clock.now(),
+        };
+        s.store.webhooks.create(&hook).await.unwrap();
+        hooks.push(hook);
+    }
+    let env: Vec<(&'static str, String)> = s
+        .worker_env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("EVENTFLEET_RETRY"))
+        .chain([("EVENTFLEET_WORKER_CONCURRENCY", "4".to_owned())])
+        .collect();
+    let mut workers: Vec<_> = (0..3).map(|_| spawn_worker(dir.path(), &env_refs(&env))).collect();
+    let mut ids = Vec::new();
+    for i in 0..EACH {
+        for hook in &hooks {
+            let text = format!("{}-{i:02}", hook.name);
+            let resp = s.http.post(format!("{}/hooks/{}", s.base, hook.id)).body(text).send().await.unwrap();
+            assert_eq!(resp.status(), 202);
+            let body: serde_json::Value = resp.json().await.unwrap();
+            ids.push(EventId::parse(body["event_id"].as_str().unwrap()).unwrap());
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    for id in &ids {
+        while !s.steps(*id).await.contains(&Step::Succeeded) {
+            assert!(tokio::time::Instant::now() < deadline, "event {id} not done: {:?}", s.steps(*id).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for w in &mut workers {
+        assert_eq!(terminate(w), Some(0));
+    }
+    // A hook's message is its name, then the payload: the payload's line names the post.
+    let texts: Vec<String> = (s.stub.history("#shared").iter())
+        .map(|m| m["text"].as_str().unwrap_or("").lines().last().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(texts.len(), HOOKS * EACH, "every post landed once: {texts:?}");
+    for hook in &hooks {
+        let mine: Vec<&String> = texts.iter().filter(|t| t.starts_with(&format!("{}-", hook.name))).collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("{}-{i:02}", hook.name)).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>(), "{} in its order", hook.name);
+    }
+    let (limited, requests) = (s.stub.limited(), s.stub.requests("#shared") as u64);
+    eprintln!("three workers, one channel: {requests} post requests, {limited} answered 429");
+    assert!(limited * 20 < requests, "{limited} of {requests} posts answered 429");
 }

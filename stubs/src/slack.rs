@@ -66,6 +66,36 @@ struct Inner {
     updates: Vec<Value>,
     /// When each post request arrived, by channel as given: (when, answered ok).
     arrivals: Vec<(String, std::time::Instant, bool)>,
+    /// Slack's limit of `chat.postMessage` per channel, when enforced.
+    limit: Option<Limit>,
+    /// Each channel's place in the limit (GCRA's theoretical arrival time), by channel id.
+    limit_tat: HashMap<String, std::time::Instant>,
+    /// Posts answered 429 by the limit.
+    limited: u64,
+}
+
+/// Slack's documented limit for `chat.postMessage`: about one message per second per channel, short bursts
+/// allowed; past it, `429` with `Retry-After`.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    interval: Duration,
+    burst: u32,
+}
+
+impl Inner {
+    /// Whether a post to channel `id` now is within the limit; else the whole seconds to wait (at least 1).
+    fn within_limit(&mut self, id: &str) -> Result<(), u64> {
+        let Some(Limit { interval, burst }) = self.limit else { return Ok(()) };
+        let now = std::time::Instant::now();
+        let tat = self.limit_tat.get(id).copied().unwrap_or(now).max(now);
+        let allowed_at = tat.checked_sub(interval * burst.saturating_sub(1)).unwrap_or(now);
+        if allowed_at > now {
+            self.limited += 1;
+            return Err((allowed_at - now).as_secs_f64().ceil().max(1.0) as u64);
+        }
+        self.limit_tat.insert(id.to_owned(), tat + interval);
+        Ok(())
+    }
 }
 
 impl Inner {
@@ -234,6 +264,18 @@ impl SlackStub {
         self.lock().requests.iter().map(|(_, _, a)| a.clone()).collect()
     }
 
+    /// Enforces Slack's limit on `chat.postMessage` from now on: per channel, one post per `interval` with
+    /// `burst` at once; past it the post is refused with `429` and `Retry-After` (whole seconds, at least 1), as
+    /// Slack does. Slack documents about one message per second per channel with short bursts.
+    pub fn enforce_limit(&self, interval: Duration, burst: u32) {
+        self.lock().limit = Some(Limit { interval, burst: burst.max(1) });
+    }
+
+    /// Posts the enforced limit answered `429`.
+    pub fn limited(&self) -> u64 {
+        self.lock().limited
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -246,7 +288,12 @@ async fn post_message(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap
         let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.requests.push((channel.clone(), body.clone(), auth));
         let scripted = inner.script.get_mut(&channel).and_then(VecDeque::pop_front);
-        let reply = scripted.or_else(|| inner.always.get(&channel).cloned()).unwrap_or(Reply::Ok);
+        let mut reply = scripted.or_else(|| inner.always.get(&channel).cloned()).unwrap_or(Reply::Ok);
+        if matches!(reply, Reply::Ok | Reply::Slow(_) | Reply::Accepted(_))
+            && let Err(secs) = inner.within_limit(&channel_id(&channel))
+        {
+            reply = Reply::RateLimited(secs);
+        }
         let ok = matches!(reply, Reply::Ok | Reply::Slow(_) | Reply::Accepted(_));
         inner.arrivals.push((channel.clone(), std::time::Instant::now(), ok));
         reply

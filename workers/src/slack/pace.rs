@@ -126,9 +126,14 @@ impl Lanes {
         self.with_lane(channel, |lane| lane.renew_at = now.plus(RENEW));
     }
 
-    /// Pauses `channel` in this process until `until` (Slack's `Retry-After`).
+    /// Pauses `channel` in this process until `until` (Slack's `Retry-After`). A `429` says the fleet posts
+    /// faster than the channel takes: the next post renews at once, to learn the share (a process that
+    /// registered when it was alone paces as if it still were until its next renewal).
     pub fn pause(&self, channel: &str, until: Timestamp) {
-        self.with_lane(channel, |lane| lane.paused_until = lane.paused_until.max(Some(until)));
+        self.with_lane(channel, |lane| {
+            lane.paused_until = lane.paused_until.max(Some(until));
+            lane.renew_at = Timestamp::default();
+        });
     }
 
     /// Takes the turn for `posts` messages of `event` in `channel` at `now`: its reserved slot when it has one and
