@@ -499,13 +499,26 @@ async fn each_source_processed_once_duplicates_dropped_failures_dead_lettered_an
 async fn aws_requests_per_event_on_the_happy_path() {
     const N: usize = 200;
     // CloudWatch publishing (once a minute, not per event) stays out of the count.
-    // No channel pace: 800 posts to one channel would take 800 s at Slack's, and the stub has no limit (the pace
-    // costs a read and a conditional write of the channel's row per post; see docs/benchmarks.md).
-    let fleet = Fleet::start(5, 3600, 0).await;
+    // No channel pace: 400 posts to one channel would take 400 s at Slack's, and each would wait for its turn
+    // (a deferral is a visibility change, a line and another receive); bursts folded into digests are what
+    // makes the default pace cheap here, and they are not built yet (docs/benchmarks.md). The report says so.
+    let channel_interval_ms = 0;
+    let fleet = Fleet::start(5, 3600, channel_interval_ms).await;
     // Ten hooks and ten Slack channels: ten message groups, so the worker runs events side by side.
     let hooks: Vec<String> = (0..10).map(|_| fleet.hook("#load")).collect();
     let ingress_metrics = format!("{}/metrics", fleet.base);
     let mut report = serde_json::Map::new();
+    report.insert(
+        "settings".into(),
+        json!({
+            "EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS": channel_interval_ms,
+            "defaults": channel_interval_ms == 1000,
+            "note": "the channel pace is off: 200 hook posts a round to one channel would be paced at one a second",
+            "events_per_round": N,
+            "hooks": 10,
+            "channel": "#load",
+        }),
+    );
     // Batches form when requests overlap: the same traffic at two concurrencies shows how the count falls with load.
     for (round, (source, concurrency)) in
         [("slack", 8), ("hook", 8), ("slack", 32), ("hook", 32)].into_iter().enumerate()
