@@ -40,8 +40,8 @@ pub(super) fn puts(client: aws_sdk_dynamodb::Client) -> Puts {
     })
 }
 
-/// Writes items in chunks of 25, retrying what DynamoDB leaves unprocessed with a short exponential backoff.
-async fn write_all(client: &aws_sdk_dynamodb::Client, mut items: Vec<(String, Item)>) -> Result<()> {
+/// Writes items in chunks of 25, resending what DynamoDB leaves unprocessed ([`super::unprocessed`]).
+pub(super) async fn write_all(client: &aws_sdk_dynamodb::Client, mut items: Vec<(String, Item)>) -> Result<()> {
     // DynamoDB refuses a whole batch that names one key twice; the same line written by two racing deliveries
     // (the accept's lines have fixed keys) is one item.
     let mut unique: Vec<(String, Item)> = Vec::with_capacity(items.len());
@@ -59,28 +59,17 @@ async fn write_all(client: &aws_sdk_dynamodb::Client, mut items: Vec<(String, It
                 .map_err(|e| StorageError::Invalid(e.to_string()))?;
             pending.entry(table.clone()).or_default().push(WriteRequest::builder().put_request(put).build());
         }
-        let mut delay = Duration::from_millis(50);
-        for attempt in 0.. {
-            let out = client
-                .batch_write_item()
+        super::unprocessed::until_processed("BatchWriteItem", pending, |pending| async move {
+            let out = (client.batch_write_item())
                 .set_request_items(Some(pending))
                 .send()
                 .await
                 .map_err(|e| unavailable("BatchWriteItem", e))?;
-            pending = out.unprocessed_items.unwrap_or_default();
-            pending.retain(|_, requests| !requests.is_empty());
-            if pending.is_empty() {
-                break;
-            }
-            if attempt == 5 {
-                let left: usize = pending.values().map(Vec::len).sum();
-                return Err(StorageError::unavailable(format!(
-                    "BatchWriteItem: {left} items still unprocessed after retries"
-                )));
-            }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
+            let mut left = out.unprocessed_items.unwrap_or_default();
+            left.retain(|_, requests| !requests.is_empty());
+            Ok(((), left))
+        })
+        .await?;
     }
     Ok(())
 }

@@ -155,32 +155,25 @@ impl AwsStore {
     /// unprocessed under throttling.
     async fn batch_get(&self, keys: &[&str]) -> Result<Vec<Item>> {
         let table = &self.names.idempotency_table;
-        let mut pending: Vec<Item> = keys.iter().map(|k| Item::from([("key".to_owned(), s(*k))])).collect();
-        let mut items = Vec::new();
-        let mut delay = std::time::Duration::from_millis(20);
-        for attempt in 0.. {
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(pending))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| crate::StorageError::Invalid(e.to_string()))?;
-            let out = (self.clients.dynamodb.batch_get_item())
-                .request_items(table, request)
+        let keys: Vec<Item> = keys.iter().map(|k| Item::from([("key".to_owned(), s(*k))])).collect();
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| crate::StorageError::Invalid(e.to_string()))?;
+        let first = std::collections::HashMap::from([(table.clone(), request)]);
+        let dynamodb = &self.clients.dynamodb;
+        let parts = super::unprocessed::until_processed("BatchGetItem idempotency", first, |pending| async move {
+            let out = (dynamodb.batch_get_item())
+                .set_request_items(Some(pending))
                 .send()
                 .await
                 .map_err(|e| unavailable("BatchGetItem idempotency", e))?;
-            items.extend(out.responses.unwrap_or_default().remove(table).unwrap_or_default());
-            pending = (out.unprocessed_keys.unwrap_or_default().remove(table)).map(|ka| ka.keys).unwrap_or_default();
-            if pending.is_empty() {
-                break;
-            }
-            if attempt == 5 {
-                return Err(crate::StorageError::unavailable("BatchGetItem idempotency: keys still unprocessed"));
-            }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
-        Ok(items)
+            let items = out.responses.unwrap_or_default().remove(table).unwrap_or_default();
+            Ok((items, out.unprocessed_keys.unwrap_or_default()))
+        })
+        .await?;
+        Ok(parts.into_iter().flatten().collect())
     }
 }
 

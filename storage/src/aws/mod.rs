@@ -25,6 +25,7 @@ mod protocol;
 pub mod provision;
 mod retries;
 mod sqs;
+mod unprocessed;
 mod webhooks;
 
 use std::fmt;

@@ -97,39 +97,31 @@ impl AwsStore {
                 events.push(event);
             }
         }
-        let mut request = HashMap::from([
-            (idem.clone(), KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build()),
-            (retries.clone(), KeysAndAttributes::builder().set_keys(Some(events)).consistent_read(true).build()),
+        let invalid = |e: aws_sdk_dynamodb::error::BuildError| StorageError::Invalid(e.to_string());
+        let first = HashMap::from([
+            (
+                idem.clone(),
+                KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(invalid)?,
+            ),
+            (
+                retries.clone(),
+                KeysAndAttributes::builder().set_keys(Some(events)).consistent_read(true).build().map_err(invalid)?,
+            ),
         ]);
-        let (mut idem_items, mut retry_items) = (Vec::new(), Vec::new());
-        let mut delay = Duration::from_millis(20);
-        for attempt in 0.. {
-            let mut pending = HashMap::new();
-            for (table, ka) in request {
-                let ka = ka.map_err(|e| StorageError::Invalid(e.to_string()))?;
-                pending.insert(table, ka);
-            }
-            let out = self
-                .clients
-                .dynamodb
-                .batch_get_item()
+        let dynamodb = &self.clients.dynamodb;
+        let parts = super::unprocessed::until_processed("BatchGetItem", first, |pending| async move {
+            let out = (dynamodb.batch_get_item())
                 .set_request_items(Some(pending))
                 .send()
                 .await
                 .map_err(|e| unavailable("BatchGetItem", e))?;
-            let mut responses = out.responses.unwrap_or_default();
+            Ok((out.responses.unwrap_or_default(), out.unprocessed_keys.unwrap_or_default()))
+        })
+        .await?;
+        let (mut idem_items, mut retry_items) = (Vec::new(), Vec::new());
+        for mut responses in parts {
             idem_items.extend(responses.remove(idem).unwrap_or_default());
             retry_items.extend(responses.remove(retries).unwrap_or_default());
-            let left = out.unprocessed_keys.unwrap_or_default();
-            if left.is_empty() {
-                break;
-            }
-            if attempt == 5 {
-                return Err(StorageError::unavailable("BatchGetItem: keys still unprocessed after retries"));
-            }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-            request = left.into_iter().map(|(t, ka)| (t, Ok(ka))).collect();
         }
         let mut records = HashMap::new();
         for item in idem_items {
