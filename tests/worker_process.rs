@@ -253,3 +253,68 @@ async fn three_workers_keep_one_channels_pace_against_slacks_limit() {
     eprintln!("three workers, one channel: {requests} post requests, {limited} answered 429");
     assert!(limited * 20 < requests, "{limited} of {requests} posts answered 429");
 }
+
+/// A GitHub `workflow_run` delivery of run 4242 (from testdata/github's example), with this status.
+fn workflow_run(action: &str, status: &str, conclusion: Option<&str>) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/github/examples.json");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut run = doc["examples"]["workflow_run"][0].clone();
+    run["action"] = action.into();
+    run["workflow_run"]["id"] = 4242.into();
+    run["workflow_run"]["status"] = status.into();
+    run["workflow_run"]["conclusion"] = conclusion.map_or(serde_json::Value::Null, serde_json::Value::from);
+    run.to_string()
+}
+
+/// SIGKILL between Slack accepting the update of a living message and the worker recording it: the message
+/// shows the update, the event is not done. The next attempt finds the update's mark on the message and does
+/// not update again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_after_slack_accepted_its_update_does_not_update_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let hook = Webhook {
+        id: HookId::new(),
+        name: "ci".into(),
+        channel: "#runs".into(),
+        kind: HookKind::Info,
+        active: true,
+        secret: None,
+        invocation_count: 0,
+        filter: None,
+        created_by: "test".into(),
+        created_at: s.store.clock.now(),
+    };
+    s.store.webhooks.create(&hook).await.unwrap();
+    let send = async |delivery: &str, body: String| {
+        let resp = (s.http.post(format!("{}/hooks/{}", s.base, hook.id)))
+            .header("content-type", "application/json")
+            .header("x-github-event", "workflow_run")
+            .header("x-github-delivery", delivery)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        EventId::parse(resp.json::<serde_json::Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap()
+    };
+    let env = s.worker_env();
+    let mut first = spawn_worker(dir.path(), &env_refs(&env));
+    let requested = send("run-requested", workflow_run("requested", "queued", None)).await;
+    s.wait("the run's message", async || s.steps(requested).await.contains(&Step::Succeeded)).await;
+    assert_eq!(s.stub.history("#runs").len(), 1);
+    s.stub.script(&s.stub.channel_id("#runs"), [Reply::Accepted(Duration::from_secs(60))]);
+    let completed = send("run-completed", workflow_run("completed", "completed", Some("success"))).await;
+    s.wait("the update to land", async || s.stub.updates().len() == 1).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let shown = &s.stub.history("#runs")[0];
+    assert!(shown["text"].as_str().unwrap().contains("succeeded"), "the message shows the update: {shown}");
+    assert_eq!(shown["metadata"]["event_payload"]["event_id"], completed.to_string(), "the update names its event");
+
+    let mut second = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("the next attempt to succeed", async || s.steps(completed).await.contains(&Step::Succeeded)).await;
+    assert_eq!(s.stub.updates().len(), 1, "chat.update was called once");
+    assert_eq!(s.stub.history("#runs").len(), 1, "still one message");
+    assert_eq!(terminate(&mut second), Some(0));
+}

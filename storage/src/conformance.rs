@@ -755,6 +755,34 @@ pub async fn channel_states_are_compare_and_set(h: &Harness) {
     assert_eq!((stored.window_alarms, stored.lanes.len()), (4, 1));
 }
 
+/// A living message is written by compare-and-set: a stale version is a conflict, a missing one is version 0,
+/// and what it shows round-trips.
+pub async fn living_messages_are_compare_and_set(h: &Harness) {
+    let key = format!("#ci#run:octo/repo:{}", EventId::new());
+    assert_eq!(h.store.living.living(&key).await.unwrap(), None);
+    let mut message = crate::LivingMessage {
+        key: key.clone(),
+        channel: "#ci".into(),
+        channel_id: "C0CI000001".into(),
+        ts: "1700000000.000100".into(),
+        state: serde_json::json!({"head": {"headline": "Workflow *CI* #1 is running"}, "parts": []}),
+        last_event: EventId::new(),
+        pending_reply: Some("failed".into()),
+        updated_at: h.store.clock.now(),
+        version: 0,
+    };
+    let v1 = h.store.living.put_living(&message).await.unwrap();
+    assert!(matches!(h.store.living.put_living(&message).await, Err(StorageError::Conflict(_))), "exists now");
+    let stored = h.store.living.living(&key).await.unwrap().expect("stored");
+    assert_eq!(stored, crate::LivingMessage { version: v1, ..message.clone() });
+    message.version = v1;
+    message.pending_reply = None;
+    let v2 = h.store.living.put_living(&message).await.unwrap();
+    assert!(v2 > v1);
+    assert!(matches!(h.store.living.put_living(&message).await, Err(StorageError::Conflict(_))), "a stale version");
+    assert_eq!(h.store.living.living(&key).await.unwrap().unwrap().pending_reply, None);
+}
+
 /// A success whose claim expired while it ran writes its `DONE` record for the worker's horizon
 /// (`EVENTFLEET_IDEMPOTENCY_HORIZON_H`), not a fixed one: redeliveries inside it are skipped, and the record goes
 /// when the operator said.
@@ -973,6 +1001,7 @@ macro_rules! conformance_suite {
             a_deferral_hides_the_message_without_counting_an_attempt,
             alarm_threads_are_compare_and_set,
             channel_states_are_compare_and_set,
+            living_messages_are_compare_and_set,
             a_success_after_its_claim_expired_keeps_the_record_for_the_workers_horizon,
             a_busy_group_runs_in_order_with_each_success_starting_the_next,
             audit_history_in_order,

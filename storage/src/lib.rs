@@ -13,7 +13,8 @@
 //!   [`idempotency`] (read records, reopen one for a replay), [`audit`] (append-only timeline),
 //!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry), [`alarm_threads`] (alarms'
 //!   Slack threads) and [`channels`] (a Slack channel's state shared by the fleet: Slack's pause, the workers
-//!   posting there, the alarm storm), both typed views of [`documents`] (versioned documents by key).
+//!   posting there, the alarm storm) and [`living`] (messages that follow a GitHub run, deployment or pull
+//!   request), typed views of [`documents`] (versioned documents by key).
 //! - [`hook_cache`]: [`hook_cache::CachedHooks`], a short-lived cache of hooks and their invocation counts in
 //!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
@@ -36,6 +37,7 @@ pub mod embedded;
 pub mod error;
 pub mod hook_cache;
 pub mod idempotency;
+pub mod living;
 pub mod protocol;
 pub mod queue;
 pub mod retries;
@@ -55,6 +57,7 @@ pub use documents::Documents;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;
 pub use idempotency::{Idempotency, SENDER_ID_MATCHES};
+pub use living::{LivingMessage, LivingMessages};
 pub use protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};
 pub use queue::{MessageId, OutgoingMessage, Queue, QueueStats, ReceiptHandle, ReceivedMessage};
 pub use retries::RetryRecords;

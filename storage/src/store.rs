@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Documents, Idempotency, Protocol, Queue, RetryRecords,
-    WebhookRegistry,
+    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Documents, Idempotency, LivingMessages, Protocol, Queue,
+    RetryRecords, WebhookRegistry,
 };
 
 /// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone. The ingress and the workers
@@ -29,6 +29,8 @@ pub struct Store {
     pub alarm_threads: Arc<dyn AlarmThreads>,
     /// Slack channels' shared posting states.
     pub channels: Arc<dyn Channels>,
+    /// Messages that follow a GitHub run, deployment or pull request.
+    pub living: Arc<dyn LivingMessages>,
     /// The time every component compares against.
     pub clock: Arc<dyn Clock>,
     /// `embedded` or `aws`, for `/version` and logs.
@@ -58,7 +60,8 @@ impl Store {
             retries: backend.clone(),
             webhooks: backend.clone(),
             alarm_threads: backend.clone(),
-            channels: backend,
+            channels: backend.clone(),
+            living: backend,
             clock,
             backend: name,
         }

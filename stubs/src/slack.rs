@@ -271,6 +271,11 @@ impl SlackStub {
         self.lock().limit = Some(Limit { interval, burst: burst.max(1) });
     }
 
+    /// The id this stub gives the channel named `channel` (scripts for `chat.update` name channels by id).
+    pub fn channel_id(&self, channel: &str) -> String {
+        channel_id(channel)
+    }
+
     /// Posts the enforced limit answered `429`.
     pub fn limited(&self) -> u64 {
         self.lock().limited
@@ -327,8 +332,38 @@ async fn post_message(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap
 /// `POST /chat.update`: replaces the text and blocks of the message `ts` in the channel `channel`, which must be
 /// an id as in Slack (a name is `channel_not_found`).
 async fn update(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
-    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
     let channel = body["channel"].as_str().unwrap_or("").to_owned();
+    // Scripted answers for updates are by channel id, as updates name it.
+    let scripted =
+        inner.lock().unwrap_or_else(|p| p.into_inner()).script.get_mut(&channel).and_then(VecDeque::pop_front);
+    match scripted {
+        Some(Reply::Accepted(delay)) => {
+            let answer = apply_update(&inner, &channel, &body);
+            tokio::time::sleep(delay).await;
+            answer
+        }
+        Some(Reply::RateLimited(secs)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs.to_string())],
+            Json(json!({"ok": false, "error": "ratelimited"})),
+        )
+            .into_response(),
+        Some(Reply::SlackError(code)) => Json(json!({"ok": false, "error": code})).into_response(),
+        Some(Reply::Http(code)) => {
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }
+        Some(Reply::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            apply_update(&inner, &channel, &body)
+        }
+        Some(Reply::Ok) | None => apply_update(&inner, &channel, &body),
+    }
+}
+
+/// Replaces the message in place, as `chat.update` does.
+fn apply_update(inner: &Arc<Mutex<Inner>>, channel: &str, body: &Value) -> Response {
+    let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let channel = channel.to_owned();
     let ts = body["ts"].as_str().unwrap_or("").to_owned();
     if channel_id(&channel) != channel {
         return Json(json!({"ok": false, "error": "channel_not_found"})).into_response();
@@ -345,7 +380,11 @@ async fn update(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>)
             }
         }
     }
-    inner.updates.push(body);
+    // The update's metadata replaces the message's, as in Slack.
+    if let Some(metadata) = body.get("metadata") {
+        message["metadata"] = metadata.clone();
+    }
+    inner.updates.push(body.clone());
     Json(json!({"ok": true, "channel": channel, "ts": ts})).into_response()
 }
 
@@ -385,8 +424,9 @@ async fn replies(State(inner): State<Arc<Mutex<Inner>>>, Query(q): Query<HashMap
         .into_response()
 }
 
-/// `GET /conversations.history`: the channel's messages newer than `oldest`, newest first, `limit` a page, paged
-/// by `cursor`; metadata only with `include_all_metadata=true`.
+/// `GET /conversations.history`: the channel's messages between `oldest` and `latest` (excluding both, unless
+/// `inclusive=true`), newest first, `limit` a page, paged by `cursor`; metadata only with
+/// `include_all_metadata=true`.
 async fn history(State(inner): State<Arc<Mutex<Inner>>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
     let channel = q.get("channel").cloned().unwrap_or_default();
@@ -398,11 +438,14 @@ async fn history(State(inner): State<Arc<Mutex<Inner>>>, Query(q): Query<HashMap
         return Json(json!({"ok": false, "error": "channel_not_found"})).into_response();
     };
     let oldest: f64 = q.get("oldest").and_then(|o| o.parse().ok()).unwrap_or(0.0);
+    let latest: f64 = q.get("latest").and_then(|o| o.parse().ok()).unwrap_or(f64::MAX);
+    let inclusive = q.get("inclusive").is_some_and(|v| v == "true" || v == "1");
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).clamp(1, 999);
     let skip: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
     let with_metadata = q.get("include_all_metadata").is_some_and(|v| v == "true");
+    let within = |t: f64| if inclusive { t >= oldest && t <= latest } else { t > oldest && t < latest };
     let newer: Vec<&Value> = (messages.iter().rev())
-        .filter(|m| m["ts"].as_str().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > oldest))
+        .filter(|m| m["ts"].as_str().and_then(|t| t.parse::<f64>().ok()).is_some_and(within))
         .collect();
     let page: Vec<Value> = (newer.iter().skip(skip).take(limit))
         .map(|m| {

@@ -375,3 +375,113 @@ async fn a_dead_letter_an_earlier_replay_already_sent_back_is_only_deleted() {
     assert_eq!(f.store.idempotency.find_by_event(id).await.unwrap().unwrap().status, Status::Dead, "records untouched");
     assert_eq!(f.steps(id).await.iter().filter(|s| **s == Step::Replayed).count(), 1, "no second replay line");
 }
+
+/// A GitHub example delivery of `event` from testdata/github (the first with `action`, if given), made the
+/// delivery of run `run` (and job `job`) of the repository.
+fn github_example(event: &str, action: Option<&str>) -> Value {
+    let doc: Value = serde_json::from_slice(&std::fs::read(crate::testdata("github/examples.json")).unwrap()).unwrap();
+    doc["examples"][event]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| action.is_none_or(|a| e["action"] == a))
+        .unwrap_or_else(|| panic!("no {event} example with action {action:?}"))
+        .clone()
+}
+
+/// What GitHub sends for one workflow run with two jobs: the run requested, each job queued, in progress and
+/// completed, the run in progress, then completed with `conclusion`.
+fn run_deliveries(run: i64, conclusion: &str) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    let run_delivery = |action: &str, status: &str, conclusion: Option<&str>| {
+        let mut d = github_example("workflow_run", None);
+        d["action"] = action.into();
+        d["workflow_run"]["id"] = run.into();
+        d["workflow_run"]["run_number"] = run.into();
+        d["workflow_run"]["status"] = status.into();
+        d["workflow_run"]["conclusion"] = conclusion.map_or(Value::Null, Value::from);
+        ("workflow_run", d)
+    };
+    out.push(run_delivery("requested", "queued", None));
+    // GitHub's examples come from several repositories: every delivery of this run names the run's.
+    let repository = github_example("workflow_run", None)["repository"].clone();
+    for (job, name) in [(run * 10 + 1, "build"), (run * 10 + 2, "test")] {
+        for (action, status, job_conclusion) in [
+            ("queued", "queued", None),
+            ("in_progress", "in_progress", None),
+            ("completed", "completed", Some("success")),
+        ] {
+            let mut d = github_example("workflow_job", None);
+            d["action"] = action.into();
+            d["workflow_job"]["id"] = job.into();
+            d["workflow_job"]["run_id"] = run.into();
+            d["workflow_job"]["name"] = name.into();
+            d["workflow_job"]["status"] = status.into();
+            let failed = name == "test" && conclusion == "failure";
+            let c = job_conclusion.map(|c| if failed { "failure" } else { c });
+            d["workflow_job"]["conclusion"] = c.map_or(Value::Null, Value::from);
+            d["repository"] = repository.clone();
+            out.push(("workflow_job", d));
+        }
+    }
+    out.push(run_delivery("in_progress", "in_progress", None));
+    out.push(run_delivery("completed", "completed", Some(conclusion)));
+    out
+}
+
+/// Five workflow runs, sent as the `workflow_run` and `workflow_job` deliveries GitHub sends for them, are five
+/// messages in the channel, each updated in place to its run's final conclusion and listing its jobs; the
+/// failed runs have a thread reply for the failed job and for the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_workflow_runs_are_five_living_messages_showing_their_conclusions() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#ci").await;
+    let runs: Vec<(i64, &str)> =
+        vec![(9001, "success"), (9002, "failure"), (9003, "success"), (9004, "cancelled"), (9005, "failure")];
+    let mut ids = Vec::new();
+    for (n, (run, conclusion)) in runs.iter().enumerate() {
+        for (i, (event, body)) in run_deliveries(*run, conclusion).into_iter().enumerate() {
+            let resp = f
+                .http
+                .post(format!("{}/hooks/{}", f.base, hook.id))
+                .header("content-type", "application/json")
+                .header("x-github-event", event)
+                .header("x-github-delivery", format!("run-{n}-{i}"))
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 202);
+            ids.push(EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap());
+        }
+    }
+    for id in &ids {
+        f.wait_for(*id, Step::Succeeded).await;
+    }
+    let messages = f.slack.history("#ci");
+    assert_eq!(
+        messages.len(),
+        runs.len(),
+        "one message per run: {:?}",
+        messages.iter().map(|m| &m["text"]).collect::<Vec<_>>()
+    );
+    for (run, conclusion) in &runs {
+        let shown = messages
+            .iter()
+            .find(|m| m["text"].as_str().unwrap().contains(&format!("#{run}")))
+            .unwrap_or_else(|| panic!("run {run} has a message: {messages:?}"));
+        let words = match *conclusion {
+            "success" => "succeeded",
+            "failure" => "failed",
+            _ => "was cancelled",
+        };
+        let text = shown["text"].as_str().unwrap();
+        assert!(text.contains(words), "run {run} shows its conclusion {conclusion}: {text}");
+        let blocks = shown["blocks"].to_string();
+        assert!(blocks.contains("build") && blocks.contains("test"), "its jobs are listed: {blocks}");
+        let replies = f.slack.replies("#ci", shown["ts"].as_str().unwrap());
+        let expected = if *conclusion == "failure" { 2 } else { 0 };
+        assert_eq!(replies.len(), expected, "run {run}: a reply for the failed job and the failed run: {replies:?}");
+    }
+    assert!(f.slack.updates().len() >= runs.len() * 8, "later deliveries update the message in place");
+}

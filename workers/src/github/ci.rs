@@ -39,7 +39,7 @@ pub fn workflow_run(p: &Value) -> Summary {
         details.push(format!("{} {}", short_sha(&sha), first_line(&message, 200)));
     }
     Summary {
-        marker: state_marker(&state),
+        marker: state_marker(&state).into(),
         headline: format!("Workflow {}{num} {}", bold(&name), state_words(&state)),
         url: text(p, "/workflow_run/html_url"),
         reference: text(p, "/workflow_run/head_branch"),
@@ -67,7 +67,7 @@ pub fn workflow_job(p: &Value) -> Summary {
         facts.push(format!("runner {}", super::escape(&runner)));
     }
     Summary {
-        marker: state_marker(&state),
+        marker: state_marker(&state).into(),
         headline: format!("Job {}{of} {}", bold(&name), state_words(&state)),
         url: text(p, "/workflow_job/html_url"),
         reference: text(p, "/workflow_job/head_branch"),
@@ -94,7 +94,7 @@ pub fn check_suite(p: &Value) -> Summary {
     // A suite has no page of its own: its commit's checks.
     let url = text(p, "/repository/html_url").filter(|_| !sha.is_empty()).map(|r| format!("{r}/commit/{sha}/checks"));
     Summary {
-        marker: state_marker(&state),
+        marker: state_marker(&state).into(),
         headline: format!("Checks of {} {}", bold(&app), state_words(&state)),
         url,
         reference: text(p, "/check_suite/head_branch"),
@@ -124,7 +124,7 @@ pub fn check_run(p: &Value) -> Summary {
     }
     details.extend(pull_requests(p, "/check_run/pull_requests"));
     Summary {
-        marker: state_marker(&state),
+        marker: state_marker(&state).into(),
         headline: format!("Check {} {}", bold(&name), state_words(&state)),
         url: text(p, "/check_run/html_url").or_else(|| text(p, "/check_run/details_url")),
         reference: text(p, "/check_run/check_suite/head_branch"),

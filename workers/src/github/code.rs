@@ -46,7 +46,7 @@ pub fn push(p: &Value) -> Summary {
         details.push(format!("… and {} more", count - COMMITS_SHOWN));
     }
     Summary {
-        marker,
+        marker: marker.into(),
         headline: headline[..1].to_uppercase() + &headline[1..],
         url: text(p, "/compare").or_else(|| text(p, "/head_commit/url")),
         reference: Some(name).filter(|n| !n.is_empty()),
@@ -95,7 +95,7 @@ pub fn pull_request(p: &Value) -> Summary {
         (head, base) => head.or(base),
     };
     Summary {
-        marker,
+        marker: marker.into(),
         headline: format!("PR #{num} {} {words}{draft}", bold(&title)),
         url: text(p, "/pull_request/html_url"),
         reference,
@@ -115,7 +115,7 @@ pub fn release(p: &Value) -> Summary {
         details.push(first_line(&body, 300));
     }
     Summary {
-        marker: if action == "deleted" { ":wastebasket:" } else { ":package:" },
+        marker: (if action == "deleted" { ":wastebasket:" } else { ":package:" }).into(),
         headline: format!("Release {} {}{pre}", bold(&name), escape(&action.replace('_', " "))),
         url: text(p, "/release/html_url"),
         reference: Some(tag).filter(|t| !t.is_empty()),
@@ -161,7 +161,7 @@ pub fn issues(p: &Value) -> Summary {
         .map(|ls| ls.iter().filter_map(|l| l["name"].as_str()).take(10).map(super::code).collect())
         .unwrap_or_default();
     Summary {
-        marker,
+        marker: marker.into(),
         headline: format!("Issue #{num} {} {words}", bold(&title)),
         url: text(p, "/issue/html_url"),
         details: if labels.is_empty() { Vec::new() } else { vec![format!("labels {}", labels.join(" "))] },

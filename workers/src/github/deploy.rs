@@ -18,7 +18,7 @@ pub fn deployment(p: &Value) -> Summary {
     }
     let reference = text(p, "/deployment/ref");
     Summary {
-        marker: ":rocket:",
+        marker: ":rocket:".into(),
         headline: format!("Deployment to {} {action}", bold(&environment)),
         url: deployments_url(p, &environment),
         sender: text(p, "/deployment/creator/login"),
@@ -56,7 +56,7 @@ pub fn deployment_status(p: &Value) -> Summary {
         .or_else(|| text(p, "/deployment_status/environment_url"))
         .or_else(|| deployments_url(p, &environment));
     Summary {
-        marker: state_marker(&state),
+        marker: state_marker(&state).into(),
         headline: format!("Deployment to {} {words}", bold(&environment)),
         url,
         reference: text(p, "/deployment/ref"),

@@ -22,7 +22,7 @@ pub fn ping(p: &Value) -> Summary {
         details.push(format!("_{}_", escape(&zen)));
     }
     Summary {
-        marker: ":ping_pong:",
+        marker: ":ping_pong:".into(),
         headline: format!("GitHub hook{id} is connected"),
         url: text(p, "/repository/html_url").or_else(|| text(p, "/organization/html_url")),
         repository: text(p, "/repository/full_name").or_else(|| text(p, "/organization/login")),
@@ -56,7 +56,7 @@ pub fn other(event: &str, p: &Value) -> Summary {
         details.push(super::first_line(body, 300));
     }
     Summary {
-        marker: ":information_source:",
+        marker: ":information_source:".into(),
         headline: match name {
             Some(name) => format!("GitHub {event_code}{action}: {}", bold(name)),
             None => format!("GitHub {event_code}{action}"),

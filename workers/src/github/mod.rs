@@ -8,6 +8,7 @@
 //!   `repository_vulnerability_alert`, `security_advisory`.
 //! - [`generic`]: `ping`, and every other event type from the fields deliveries share (never a JSON dump).
 //! - [`filter`]: a hook's rules on event, action and outcome.
+//! - [`living`]: a workflow run, deployment or pull request as one message updated in place.
 //!
 //! Payload fields are read leniently: a field GitHub leaves out is left out of the message, never an error.
 
@@ -16,8 +17,12 @@ pub mod code;
 pub mod deploy;
 pub mod filter;
 pub mod generic;
+pub mod living;
 pub mod security;
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::block_kit::{self, safe_url};
@@ -25,10 +30,10 @@ pub(crate) use crate::block_kit::{code, escape, link};
 use crate::slack::{SlackMessage, truncate};
 
 /// What a delivery says, before it is laid out.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// An emoji for the state (`:x:`, `:white_check_mark:`, …).
-    pub marker: &'static str,
+    pub marker: Cow<'static, str>,
     /// What happened, in mrkdwn (names escaped), e.g. "Workflow *CI* #42 failed".
     pub headline: String,
     /// The thing on GitHub.

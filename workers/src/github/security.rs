@@ -58,7 +58,7 @@ pub fn dependabot_alert(p: &Value) -> Summary {
         details.push(escape(&id));
     }
     Summary {
-        marker: if resolved(&action) { ":white_check_mark:" } else { severity_marker(&severity) },
+        marker: (if resolved(&action) { ":white_check_mark:" } else { severity_marker(&severity) }).into(),
         headline: format!("Dependabot alert{num} {}: {}", words(&action), bold(&summary)),
         url: text(p, "/alert/html_url"),
         details,
@@ -95,7 +95,7 @@ pub fn code_scanning_alert(p: &Value) -> Summary {
         .or_else(|| text(p, "/alert/most_recent_instance/ref"))
         .map(|r| r.strip_prefix("refs/heads/").map(str::to_owned).unwrap_or(r));
     Summary {
-        marker: if resolved(&action) { ":white_check_mark:" } else { severity_marker(&severity) },
+        marker: (if resolved(&action) { ":white_check_mark:" } else { severity_marker(&severity) }).into(),
         headline: format!("Code scanning alert{num} {}: {}", words(&action), bold(&rule)),
         url: text(p, "/alert/html_url"),
         reference,
@@ -121,7 +121,7 @@ pub fn secret_scanning_alert(p: &Value) -> Summary {
     let url = text(p, "/alert/html_url")
         .or_else(|| text(p, "/repository/html_url").map(|r| format!("{r}/security/secret-scanning")));
     Summary {
-        marker: if resolved(&action) { ":white_check_mark:" } else { ":rotating_light:" },
+        marker: (if resolved(&action) { ":white_check_mark:" } else { ":rotating_light:" }).into(),
         headline: format!("Secret scanning alert{num} {}: {}", words(&action), bold(&kind)),
         url,
         details,
@@ -149,7 +149,7 @@ pub fn repository_vulnerability_alert(p: &Value) -> Summary {
         .map(|r| format!("{r}/security/dependabot"))
         .or_else(|| text(p, "/alert/external_reference"));
     Summary {
-        marker: if resolved(&action) { ":white_check_mark:" } else { severity_marker(&severity) },
+        marker: (if resolved(&action) { ":white_check_mark:" } else { severity_marker(&severity) }).into(),
         headline: format!("Vulnerability in {} {}", bold(&package), words(&action)),
         url,
         details,
@@ -187,7 +187,7 @@ pub fn security_advisory(p: &Value) -> Summary {
     let url = text(p, "/security_advisory/html_url")
         .or_else(|| ghsa.as_ref().map(|g| format!("https://github.com/advisories/{g}")));
     Summary {
-        marker: if action == "withdrawn" { ":white_circle:" } else { severity_marker(&severity) },
+        marker: (if action == "withdrawn" { ":white_circle:" } else { severity_marker(&severity) }).into(),
         headline: format!("Security advisory {}: {}", words(&action), bold(&summary)),
         url,
         reference: ghsa,

@@ -80,6 +80,12 @@ async fn github(
         ctx.store.audit.append(vec![entry]).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))?;
         return Ok(Ready::Now(format!("filtered by hook {} ({rule}); not posted", hook.name)));
     }
+    // A run, a deployment or a pull request is one message, updated as its deliveries arrive.
+    if let Some(payload) = payload
+        && let Some(subject) = crate::github::living::subject(event, payload)
+    {
+        return crate::github::living::deliver(ctx, envelope, hook, event, payload, &subject).await;
+    }
     let message = match payload {
         Some(payload) => crate::github::message(&hook.channel, &hook.name, event, payload),
         None => render(&hook.channel, &format!("GitHub `{event}` via {}", hook.name), body),
@@ -163,7 +169,11 @@ mod tests {
         let body = br#"{"details":{"host":"db-1","disk":"/var"},"status":"firing","message":"disk 95% full","zz":1}"#;
         let m = render("#c", "ops", body);
         assert!(m.text.starts_with("ops\ndisk 95% full\nstatus: `firing`\n"), "{}", m.text);
-        assert!(m.text.contains("• details: {\"disk\":\"/var\",\"host\":\"db-1\"}"), "{}", m.text);
+        assert!(
+            m.text.contains("• details: {\"host\":\"db-1\",\"disk\":\"/var\"}"),
+            "in the payload's order: {}",
+            m.text
+        );
         let hostile = render("#c", "ops", br#"{"message":"<!channel> down","status":"a`b"}"#);
         assert!(hostile.text.contains("&lt;!channel&gt; down") && hostile.text.contains("`a'b`"), "{}", hostile.text);
         assert!(!m.text.contains("```"), "no code block when the payload says what it is: {}", m.text);

@@ -118,23 +118,43 @@ impl SlackSink for DevOutbox {
         Ok(Posted { ts, channel: message.channel.clone() })
     }
 
-    async fn update_message(&self, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), SlackError> {
+    async fn update_message(
+        &self,
+        mark: &PostMark,
+        channel: &str,
+        ts: &str,
+        message: &SlackMessage,
+    ) -> Result<(), SlackError> {
         let entries = Self::read(&self.path).map_err(|e| SlackError::Retryable {
             message: format!("dev outbox {}: {e}", self.path.display()),
             retry_after: None,
         })?;
-        let Some(original) = entries.iter().find(|e| e.ts == ts && e.updates.is_none()) else {
+        if !entries.iter().any(|e| e.ts == ts && e.updates.is_none()) {
             return Err(SlackError::Permanent("chat.update: message_not_found".into()));
-        };
+        }
+        // The update's line names the event that made it, as its metadata does in Slack.
         let entry = OutboxEntry {
             at: Timestamp::now_system(),
-            event_id: original.event_id,
-            part: original.part.clone(),
+            event_id: mark.event_id,
+            part: mark.part.clone(),
             ts: self.next_ts(),
             updates: Some(ts.to_owned()),
             message: SlackMessage { channel: channel.to_owned(), ..message.clone() },
         };
         self.append(&entry).await
+    }
+
+    async fn find_update(&self, mark: &PostMark, _channel: &str, ts: &str) -> Result<PostCheck, SlackError> {
+        let entries = Self::read(&self.path).map_err(|e| SlackError::Retryable {
+            message: format!("dev outbox {}: {e}", self.path.display()),
+            retry_after: None,
+        })?;
+        // The message as it stands is its last update.
+        let last = entries.iter().rev().find(|e| e.updates.as_deref() == Some(ts));
+        Ok(match last {
+            Some(e) if e.event_id == mark.event_id && e.part == mark.part => PostCheck::Posted(ts.to_owned()),
+            _ => PostCheck::NotPosted,
+        })
     }
 
     async fn find_post(

@@ -97,9 +97,29 @@ impl Poster {
     }
 
     /// Replaces the message `ts` of `channel` (`chat.update`; Slack limits it per workspace, not per channel, so
-    /// it takes no turn). A rate limit is a wait.
-    pub async fn update(&self, channel: &str, ts: &str, message: &SlackMessage) -> Result<Ready<()>, SlackError> {
-        match self.egress.sink.update_message(channel, ts, message).await {
+    /// it takes no turn), once: the update carries `mark`, and a later attempt first asks whether the message
+    /// already carries it. A rate limit is a wait.
+    pub async fn update(
+        &self,
+        mark: &PostMark,
+        channel: &str,
+        ts: &str,
+        message: &SlackMessage,
+    ) -> Result<Ready<()>, SlackError> {
+        if self.attempt > 1 {
+            match self.egress.sink.find_update(mark, channel, ts).await {
+                Ok(PostCheck::Posted(_)) => {
+                    tracing::info!(%channel, %ts, part = %mark.part, "an earlier attempt made this update: not again");
+                    return Ok(Ready::Now(()));
+                }
+                Ok(PostCheck::NotPosted) => {}
+                Ok(PostCheck::Unknown(why)) => {
+                    tracing::warn!(%channel, %ts, %why, "cannot tell whether an earlier attempt made this update: updating");
+                }
+                Err(e) => return self.waited(channel, e).await,
+            }
+        }
+        match self.egress.sink.update_message(mark, channel, ts, message).await {
             Ok(()) => Ok(Ready::Now(())),
             Err(e) => self.waited(channel, e).await,
         }

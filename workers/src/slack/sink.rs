@@ -14,7 +14,22 @@ pub trait SlackSink: Send + Sync {
 
     /// Replaces the message `ts` of `channel` (an id, as [`Posted::channel`] has it) with `message`
     /// (`chat.update`).
-    async fn update_message(&self, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), SlackError>;
+    /// The update carries `mark` in the message's metadata, so a later attempt can tell it was made
+    /// ([`SlackSink::find_update`]).
+    async fn update_message(
+        &self,
+        mark: &PostMark,
+        channel: &str,
+        ts: &str,
+        message: &SlackMessage,
+    ) -> Result<(), SlackError>;
+
+    /// Whether the message `ts` of `channel` carries `mark`: the update `mark` names was made (an earlier
+    /// attempt's, that landed before its worker died or its answer was lost).
+    async fn find_update(&self, mark: &PostMark, channel: &str, ts: &str) -> Result<PostCheck, SlackError> {
+        let _ = (mark, channel, ts);
+        Ok(PostCheck::Unknown("this sink keeps no history".into()))
+    }
 
     /// Whether a message with `mark` was posted to `channel` (in the thread `thread_ts`, when given) at or after
     /// `since` (an earlier attempt's post that landed before its worker died or its answer was lost).

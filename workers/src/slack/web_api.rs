@@ -214,14 +214,53 @@ impl SlackSink for SlackWebApi {
         Ok(Posted { ts, channel: channel.to_owned() })
     }
 
-    /// `chat.update` (scope `chat:write`, as posting): the channel must be an id; a name is looked up.
-    async fn update_message(&self, channel: &str, ts: &str, message: &SlackMessage) -> Result<(), SlackError> {
+    /// `chat.update` (scope `chat:write`, as posting): the channel must be an id; a name is looked up. The
+    /// message's metadata becomes the update's mark.
+    async fn update_message(
+        &self,
+        mark: &PostMark,
+        channel: &str,
+        ts: &str,
+        message: &SlackMessage,
+    ) -> Result<(), SlackError> {
         let id = self.channel_id(channel).await?.unwrap_or_else(|| channel.to_owned());
-        let mut body = serde_json::json!({ "channel": id, "ts": ts, "text": message.text });
+        let mut body = serde_json::json!({ "channel": id, "ts": ts, "text": message.text, "metadata": metadata(mark) });
         if let Some(blocks) = &message.blocks {
             body["blocks"] = blocks.clone();
         }
         self.post_json("chat.update", &body).await.map(|_| ())
+    }
+
+    /// Reads the message itself (`conversations.history` from and to its `ts`, with `include_all_metadata`;
+    /// the scopes of [`SlackSink::find_post`]). A reply in a thread is not in the history: unknown.
+    async fn find_update(&self, mark: &PostMark, channel: &str, ts: &str) -> Result<PostCheck, SlackError> {
+        let unknown = |e: SlackError| match e {
+            SlackError::Permanent(why) => Ok(PostCheck::Unknown(why)),
+            waiting => Err(waiting),
+        };
+        let id = match self.channel_id(channel).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Ok(PostCheck::Unknown(format!("no channel {channel} in conversations.list"))),
+            Err(e) => return unknown(e),
+        };
+        let query = [
+            ("channel", id),
+            ("latest", ts.to_owned()),
+            ("oldest", ts.to_owned()),
+            ("inclusive", "true".to_owned()),
+            ("limit", "1".to_owned()),
+            ("include_all_metadata", "true".to_owned()),
+        ];
+        let page = match self.call("conversations.history", &query).await {
+            Ok(page) => page,
+            Err(e) => return unknown(e),
+        };
+        let found = (page["messages"].as_array().into_iter().flatten()).find(|m| m["ts"].as_str() == Some(ts));
+        Ok(match found {
+            Some(m) if carries(m, mark, &mark.event_id.to_string()) => PostCheck::Posted(ts.to_owned()),
+            Some(_) => PostCheck::NotPosted,
+            None => PostCheck::Unknown(format!("message {ts} is not in the history of {channel}")),
+        })
     }
 
     /// Reads the channel's messages since the event arrived (`conversations.history`, or `conversations.replies`

@@ -147,14 +147,17 @@ async fn post(
     Ok(ctx.poster.post(&mark, notice.envelope.received_at(), message, false).await?.map(|(posted, _)| posted))
 }
 
-/// Replaces a message; a failure other than a rate limit is logged, not fatal (the thread has the news).
+/// Replaces a message, once for this event; a failure other than a rate limit is logged, not fatal (the thread
+/// has the news).
 async fn update(
     ctx: &HandlerContext,
+    notice: &Notice<'_>,
     channel: &str,
     ts: &str,
     message: &SlackMessage,
 ) -> Result<Ready<()>, HandlerError> {
-    match ctx.poster.update(channel, ts, message).await {
+    let mark = PostMark::part(notice.envelope.event_id(), format!("update:{ts}"));
+    match ctx.poster.update(&mark, channel, ts, message).await {
         Ok(ready) => Ok(ready),
         Err(e) => {
             tracing::warn!(error = %e, %channel, %ts, "could not update the message");
@@ -327,7 +330,7 @@ async fn open(
                         let message = messages::digest(&notice.channel, &d, settings.storm_window.as_secs());
                         let channel =
                             if d.channel_id.is_empty() { notice.channel.clone() } else { d.channel_id.clone() };
-                        ready!(update(ctx, &channel, &digest_ts, &message).await?);
+                        ready!(update(ctx, notice, &channel, &digest_ts, &message).await?);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not count the alarm into its digest"),
@@ -359,7 +362,7 @@ async fn transition(
             let window = settings.flap_window.as_secs() / 60;
             let message =
                 messages::flapping(&notice.channel, &thread.thread_ts, &notice.json, collapsed, window, event);
-            ready!(update(ctx, &channel, ts, &message).await?);
+            ready!(update(ctx, notice, &channel, ts, &message).await?);
             format!("counted as flapping ({collapsed} collapsed) in {}", thread.thread_ts)
         }
         _ => {
@@ -397,7 +400,7 @@ async fn transition(
         // Its message is a reply in a storm digest's thread: keep it there.
         parent.thread_ts = Some(thread.thread_ts.clone());
     }
-    ready!(update(ctx, &channel, &thread.message_ts, &parent).await?);
+    ready!(update(ctx, notice, &channel, &thread.message_ts, &parent).await?);
     save(ctx, &thread).await?;
     Ok(Ready::Now(format!("alarm {} {} {said}; its message shows {}", notice.name, notice.state, thread.state)))
 }
