@@ -243,3 +243,27 @@ fn render(s: &Snapshot) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(failed: u64) -> Snapshot {
+        Snapshot {
+            backend: "embedded",
+            at: Timestamp::from_millis(1_000),
+            queue: Ok(QueueStats::default()),
+            rates: Ok((10, failed)),
+            dead: Arc::new(Ok(DeadBreakdown::default())),
+        }
+    }
+
+    #[test]
+    fn the_failed_card_is_marked_bad_with_one_class_attribute() {
+        let bad = render(&snapshot(2)).into_string();
+        assert!(bad.contains(r#"<div class="card bad">"#), "{bad}");
+        assert!(!bad.contains(r#"class="card" class="#), "a second class attribute is ignored by browsers: {bad}");
+        let fine = render(&snapshot(0)).into_string();
+        assert!(!fine.contains("card bad"), "{fine}");
+    }
+}
