@@ -60,11 +60,15 @@ pub async fn post_hook(
 
     let github_event = header(&headers, "x-github-event");
     let github_delivery = header(&headers, "x-github-delivery");
+    let mut group = format!("hook:{hook_id}");
     let (source, kind, key) = match (github_event, github_delivery) {
         (Some(event), Some(delivery)) => {
             let delivery = native_id(delivery, "X-GitHub-Delivery")?;
             if event.is_empty() || event.len() > 64 || !event.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(ApiError::BadRequest("malformed X-GitHub-Event header".into()));
+            }
+            if let Some(repository) = github_repository(&body) {
+                group = github_group(&hook_id, &repository);
             }
             (
                 Source::Github { hook_id: hook_id.clone(), delivery: delivery.to_owned() },
@@ -87,7 +91,7 @@ pub async fn post_hook(
         idempotency_key: key,
         source,
         kind,
-        message_group: format!("hook:{hook_id}"),
+        message_group: group,
         received_at: now,
         verification: Verification { method, verified_at: now },
         trace: trace_context(&headers),
@@ -97,6 +101,37 @@ pub async fn post_hook(
     let response = accept(&state, envelope, BTreeMap::new()).await?.respond(StatusCode::ACCEPTED);
     count_invocation(&state, &hook_id, is_duplicate(&response)).await;
     Ok(response)
+}
+
+/// The repository a GitHub delivery is about (`repository.full_name`), from a JSON body or the form content
+/// type's `payload` field; `None` for organisation-wide events and bodies that are not GitHub's JSON.
+fn github_repository(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Delivery {
+        repository: Option<Repository>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Repository {
+        full_name: String,
+    }
+    let parsed = serde_json::from_slice::<Delivery>(body).ok().or_else(|| {
+        let payload = form_urlencoded::parse(body).find(|(k, _)| k == "payload")?.1;
+        serde_json::from_str::<Delivery>(&payload).ok()
+    });
+    parsed?.repository.map(|r| r.full_name).filter(|name| !name.is_empty())
+}
+
+/// The message group of a hook's GitHub deliveries about `repository`: one per repository, so one busy
+/// repository does not hold up another's deliveries, while each repository's (a run's, a pull request's) stay in
+/// order. A name that would not fit SQS's group id (128 printable characters) is hashed.
+pub(crate) fn github_group(hook_id: &HookId, repository: &str) -> String {
+    let group = format!("github:{hook_id}:{repository}");
+    if group.len() <= 128 && group.bytes().all(|b| b.is_ascii_graphic()) {
+        return group;
+    }
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(repository.as_bytes()));
+    format!("github:{hook_id}:{}", &digest[..32])
 }
 
 /// Counts an accepted, non-duplicate invocation. A lost count is not worth failing an accepted event over.

@@ -94,6 +94,54 @@ async fn idempotency_key_header_and_github_delivery_key_the_event() {
     assert_eq!(queued[1].envelope.kind().as_str(), "github.push");
 }
 
+/// A hook's GitHub deliveries are ordered per repository (a message group each, JSON or form-encoded alike), so
+/// one busy repository does not hold up another; deliveries without a repository, and other payloads, keep the
+/// hook's own group.
+#[tokio::test]
+async fn github_deliveries_are_grouped_by_repository() {
+    let s = Server::start().await;
+    let hook = s.hook(None).await;
+    let url = s.url(&format!("/hooks/{}", hook.id));
+    let long = format!("octo-org/{}", "r".repeat(120));
+    let bodies = [
+        ("d-1", "application/json", r#"{"repository":{"full_name":"octo-org/api"}}"#.to_owned()),
+        ("d-2", "application/json", r#"{"repository":{"full_name":"octo-org/web"}}"#.to_owned()),
+        (
+            "d-3",
+            "application/x-www-form-urlencoded",
+            format!(
+                "payload={}",
+                form_urlencoded::byte_serialize(br#"{"repository":{"full_name":"octo-org/api"}}"#).collect::<String>()
+            ),
+        ),
+        ("d-4", "application/json", r#"{"organization":{"login":"octo-org"}}"#.to_owned()),
+        ("d-5", "application/json", format!(r#"{{"repository":{{"full_name":"{long}"}}}}"#)),
+    ];
+    for (delivery, content_type, body) in bodies {
+        let resp = (s.http.post(&url))
+            .header("content-type", content_type)
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    let generic = s.http.post(&url).body("plain").send().await.unwrap();
+    assert_eq!(generic.status(), StatusCode::ACCEPTED);
+    let mut groups: Vec<String> = s.drain().await.iter().map(|m| m.envelope.message_group().to_owned()).collect();
+    groups.sort();
+    let api = format!("github:{}:octo-org/api", hook.id);
+    let web = format!("github:{}:octo-org/web", hook.id);
+    let own = format!("hook:{}", hook.id);
+    assert_eq!(groups.iter().filter(|g| **g == api).count(), 2, "{groups:?}");
+    assert_eq!(groups.iter().filter(|g| **g == web).count(), 1, "{groups:?}");
+    assert_eq!(groups.iter().filter(|g| **g == own).count(), 2, "no repository, and a plain payload: {groups:?}");
+    let hashed = groups.iter().find(|g| g.starts_with("github:") && *g != &api && *g != &web).expect("the long one");
+    assert!(hashed.len() <= 128 && !hashed.contains("rrrr"), "{hashed}");
+}
+
 #[tokio::test]
 async fn unknown_or_disabled_hook_is_404_json() {
     let s = Server::start().await;

@@ -3,9 +3,9 @@
 //! failed run or job, a failed deployment, a merge). Keyed by the GitHub ids in the payload and the channel; the
 //! state lives behind the [`eventfleet_storage::LivingMessages`] port.
 //!
-//! Deliveries of one hook are one message group, so one thing's deliveries apply one at a time, in order. Every
-//! post and update carries the event's mark: an attempt after a crash finds what an earlier one did (the post in
-//! the channel, the update on the message) and does not do it again.
+//! A hook's deliveries about one repository are one message group, so one thing's deliveries apply one at a
+//! time, in order. Every post and update carries the event's mark: an attempt after a crash finds what an
+//! earlier one did (the post in the channel, the update on the message) and does not do it again.
 
 use eventfleet_schema::{Envelope, Webhook};
 use eventfleet_storage::{LivingMessage, StorageError};
