@@ -78,9 +78,10 @@ pub struct ChannelState {
     /// The workers posting to the channel lately: each paces itself at one share of the channel's rate.
     #[serde(default)]
     pub lanes: Vec<Lane>,
-    /// The alarms counted into the current window (an alarm that waits and comes back is counted once).
+    /// The alarms counted into the current window, and when (an alarm that waits and comes back is counted
+    /// once; entries older than any wait are dropped, so a channel that never goes quiet keeps a short list).
     #[serde(default)]
-    pub counted: Vec<EventId>,
+    pub counted: Vec<(EventId, Timestamp)>,
     /// The storm digest, while a storm lasts.
     pub digest: Option<Digest>,
     /// When the last alarm thread was opened (a digest ends a window after it).

@@ -199,3 +199,21 @@ async fn a_reply_whose_answer_was_lost_is_not_posted_twice() {
     let steps = f.steps(recovered).await;
     assert!(steps.contains(&Step::RetryScheduled), "the first attempt timed out: {steps:?}");
 }
+
+/// A state change whose state-line update Slack answers 429: the reply is recorded before the update, so the
+/// event's return (a deferral counts no attempt) updates the state line and does not reply again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_state_line_update_does_not_repeat_the_reply() {
+    let f = Fleet::start().await;
+    done(&f, publish(&f, &alarm(ALARMS_TOPIC, "api-5xx-429", "OK", "ALARM")).await).await;
+    let parent = f.slack.history("#alarms").into_iter().find(|m| m["text"].as_str().unwrap().contains("api-5xx-429"));
+    let parent = parent.expect("the alarm's message");
+    f.slack.script(&f.slack.channel_id("#alarms"), [Reply::RateLimited(1)]);
+    let ok = publish(&f, &alarm(ALARMS_TOPIC, "api-5xx-429", "ALARM", "OK")).await;
+    let steps = f.wait_for(ok, Step::Succeeded).await;
+    assert!(steps.contains(&Step::Deferred), "the 429 deferred the event: {steps:?}");
+    let replies = f.slack.replies("#alarms", &ts(&parent));
+    assert_eq!(replies.len(), 1, "one reply for the change: {replies:?}");
+    let shown = f.slack.history("#alarms").into_iter().find(|m| m["ts"] == parent["ts"]).unwrap();
+    assert!(shown["blocks"].to_string().contains("OK"), "the state line shows OK: {shown}");
+}

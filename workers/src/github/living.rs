@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{Summary, layout, number, state_marker, state_words, summarize, text};
 use crate::block_kit;
-use crate::slack::{PostMark, SlackMessage, truncate};
+use crate::slack::{PostMark, SlackError, SlackMessage, truncate};
 use crate::wait::Ready;
 use crate::{HandlerContext, HandlerError};
 
@@ -189,8 +189,19 @@ pub async fn deliver(
         }
         Some(m) => {
             let mark = PostMark::part(event_id, "update");
-            ready!(ctx.poster.update(&mark, &m.channel_id, &m.ts, &message).await?);
-            (m.channel_id, m.ts, m.version, "updated")
+            match ctx.poster.update(&mark, &m.channel_id, &m.ts, &message, false).await {
+                Ok(ready) => {
+                    ready!(ready);
+                    (m.channel_id, m.ts, m.version, "updated")
+                }
+                // Someone deleted the message: the thing goes on in a new one.
+                Err(SlackError::Permanent(why)) if why.contains("message_not_found") => {
+                    let mark = PostMark::part(event_id, "repost");
+                    let (posted, _) = ready!(ctx.poster.post(&mark, received, &message, true).await?);
+                    (posted.channel, posted.ts, m.version, "posted again (its message was deleted)")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     let mut living = LivingMessage {

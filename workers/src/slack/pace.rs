@@ -29,11 +29,15 @@ pub const WARM: Duration = Duration::from_secs(10);
 /// How often a warm lane renews its registration (and rereads the share and the pause).
 pub const RENEW: Duration = Duration::from_secs(10);
 
+/// How soon a lane whose share is still changing renews.
+pub const UNSETTLED_RENEW: Duration = Duration::from_secs(2);
+
 /// A registration counts this long after its last renewal.
 pub const LANE_TTL: Duration = Duration::from_secs(30);
 
-/// Reservations older than this are dropped: their events went elsewhere (another process, a replay).
-const RESERVATION_TTL: Duration = Duration::from_secs(600);
+/// A reservation is dropped this long after its slot: its event came back to another process (a deferred
+/// message goes to whichever worker receives it), was replayed or dead-lettered.
+const RESERVATION_TTL: Duration = Duration::from_secs(10);
 
 /// Waiting posts a lane keeps slots for; past it a post waits for the backlog without one (and competes again
 /// when it returns). A channel this far behind is a quarter of an hour late at Slack's pace anyway.
@@ -76,6 +80,10 @@ struct Lane {
     share: u32,
     /// The registration holds until then; renew after.
     renew_at: Timestamp,
+    /// Registered in the channel's shared state at least once.
+    registered: bool,
+    /// The last two renewals saw the same share: the lane renews at the slower pace.
+    settled: bool,
     /// The last post (or reservation).
     last_post: Timestamp,
     /// Events holding a slot, and when.
@@ -106,18 +114,37 @@ impl Lanes {
         f(lane)
     }
 
-    /// Whether this process should register (or renew) in `channel`'s shared state before posting at `now`: it
-    /// posted there within [`WARM`] and its registration is due.
-    pub fn due_for_renewal(&self, channel: &str, now: Timestamp) -> bool {
-        !self.pace.is_off() && self.with_lane(channel, |lane| now.since(lane.last_post) < WARM && lane.renew_at <= now)
+    /// Whether this delivery should register (or renew) this process in `channel`'s shared state before posting
+    /// at `now`: the lane posted within [`WARM`] and its registration is due. Claimed under the lane's lock, so
+    /// of the deliveries posting to a channel at once one renews.
+    pub fn claim_renewal(&self, channel: &str, now: Timestamp) -> bool {
+        !self.pace.is_off()
+            && self.with_lane(channel, |lane| {
+                let due = now.since(lane.last_post) < WARM && lane.renew_at <= now;
+                if due {
+                    lane.renew_at = now.plus(RENEW);
+                }
+                due
+            })
+    }
+
+    /// Slack's pause of `channel` at `now`, if one holds it in this process.
+    pub fn paused(&self, channel: &str, now: Timestamp) -> Option<Wait> {
+        let until = self.with_lane(channel, |lane| lane.paused_until).filter(|until| *until > now)?;
+        Some(Wait { wait: until.since(now), reason: "Slack asked this channel to wait (Retry-After)".into() })
     }
 
     /// What the shared state said at a renewal: `share` processes post there, Slack's pause (if any).
     pub fn renewed(&self, channel: &str, share: u32, paused_until: Option<Timestamp>, now: Timestamp) {
         self.with_lane(channel, |lane| {
-            lane.share = share.max(1);
+            let share = share.max(1);
+            // Posters join a busy channel together: until two renewals agree on the share, the lane looks again
+            // soon, so that the first to register does not pace as if it were alone for long.
+            lane.settled = lane.registered && lane.share == share;
+            lane.registered = true;
+            lane.share = share;
             lane.paused_until = lane.paused_until.max(paused_until);
-            lane.renew_at = now.plus(RENEW);
+            lane.renew_at = now.plus(if lane.settled { RENEW } else { UNSETTLED_RENEW });
         });
     }
 
@@ -245,6 +272,7 @@ mod tests {
         let lanes = Lanes::new(ChannelPace { interval: Duration::from_secs(1), burst: 3 });
         let now = Timestamp::from_millis(4_000_000);
         lanes.renewed("#c", 3, None, now);
+        lanes.renewed("#c", 3, None, now);
         assert_eq!(lanes.take("#c", EventId::new(), 1, now), Ok(()), "its one post of the burst");
         let wait = lanes.take("#c", EventId::new(), 1, now).expect_err("a third of the rate").wait;
         assert_eq!(wait, Duration::from_secs(3));
@@ -254,12 +282,16 @@ mod tests {
     fn only_a_warm_lane_renews_and_not_before_its_time() {
         let lanes = Lanes::new(PACE);
         let now = Timestamp::from_millis(5_000_000);
-        assert!(!lanes.due_for_renewal("#quiet", now), "a channel never posted to costs nothing");
+        assert!(!lanes.claim_renewal("#quiet", now), "a channel never posted to costs nothing");
         lanes.take("#c", EventId::new(), 1, now).unwrap();
-        assert!(lanes.due_for_renewal("#c", now.plus(Duration::from_secs(1))));
-        lanes.renewed("#c", 2, None, now);
-        assert!(!lanes.due_for_renewal("#c", now.plus(Duration::from_secs(5))));
-        assert!(!lanes.due_for_renewal("#c", now.plus(WARM + RENEW)), "cold again: no renewal");
+        let soon = now.plus(Duration::from_secs(1));
+        assert!(lanes.claim_renewal("#c", soon));
+        assert!(!lanes.claim_renewal("#c", soon), "one delivery renews; the others post on");
+        lanes.renewed("#c", 2, None, soon);
+        assert!(lanes.claim_renewal("#c", soon.plus(UNSETTLED_RENEW)), "a first registration looks again soon");
+        lanes.renewed("#c", 2, None, soon.plus(UNSETTLED_RENEW));
+        assert!(!lanes.claim_renewal("#c", now.plus(Duration::from_secs(5))));
+        assert!(!lanes.claim_renewal("#c", now.plus(WARM + RENEW)), "cold again: no renewal");
     }
 
     #[test]

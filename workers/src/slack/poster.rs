@@ -35,12 +35,15 @@ pub struct Egress {
 impl Egress {
     /// The egress of one worker process (`worker` names it in the channels' states).
     pub fn new(sink: Arc<dyn SlackSink>, pace: ChannelPace, store: &Store, worker: &str) -> Self {
+        // A random part: two processes with one name (no HOSTNAME, the same pid in two containers) must count
+        // as two posters.
+        let worker = format!("{worker}#{:08x}", rand::random::<u32>());
         Self {
             sink,
             lanes: Arc::new(Lanes::new(pace)),
             channels: store.channels.clone(),
             clock: store.clock.clone(),
-            worker: worker.to_owned(),
+            worker,
         }
     }
 
@@ -81,32 +84,38 @@ impl Poster {
         message: &SlackMessage,
         paced: bool,
     ) -> Result<Ready<(Posted, bool)>, SlackError> {
+        // The turn first: a channel Slack paused is not read either (the history read is a call in it too).
+        if paced && let Ready::Wait(wait) = self.take_turns(&message.channel, mark.event_id, 1).await {
+            return Ok(Ready::Wait(wait));
+        }
+        if !paced && let Some(wait) = self.egress.lanes.paused(&message.channel, self.egress.clock.now()) {
+            return Ok(Ready::Wait(Wait { reason: format!("{}: {}", message.channel, wait.reason), ..wait }));
+        }
         match self.earlier_post(mark, received_at, message).await {
             Ok(Some(ts)) => return Ok(Ready::Now((Posted { ts, channel: message.channel.clone() }, true))),
             Ok(None) => {}
             // Reading the history was rate limited: the post waits too, rather than risk a second one.
-            Err(e) => return self.waited(&message.channel, e).await,
-        }
-        if paced && let Ready::Wait(wait) = self.take_turns(&message.channel, mark.event_id, 1).await {
-            return Ok(Ready::Wait(wait));
+            Err(e) => return self.waited(&message.channel, e, true).await,
         }
         match self.egress.sink.post_message(mark, message).await {
             Ok(posted) => Ok(Ready::Now((posted, false))),
-            Err(e) => self.waited(&message.channel, e).await,
+            Err(e) => self.waited(&message.channel, e, true).await,
         }
     }
 
     /// Replaces the message `ts` of `channel` (`chat.update`; Slack limits it per workspace, not per channel, so
-    /// it takes no turn), once: the update carries `mark`, and a later attempt first asks whether the message
-    /// already carries it. A rate limit is a wait.
+    /// it takes no turn and a `429` pauses no channel), once: the update carries `mark`, and a later attempt (or
+    /// a caller that knows it may have made it, `checked`) first asks whether the message already carries it. A
+    /// rate limit is a wait.
     pub async fn update(
         &self,
         mark: &PostMark,
         channel: &str,
         ts: &str,
         message: &SlackMessage,
+        checked: bool,
     ) -> Result<Ready<()>, SlackError> {
-        if self.attempt > 1 {
+        if self.attempt > 1 || checked {
             match self.egress.sink.find_update(mark, channel, ts).await {
                 Ok(PostCheck::Posted(_)) => {
                     tracing::info!(%channel, %ts, part = %mark.part, "an earlier attempt made this update: not again");
@@ -116,12 +125,12 @@ impl Poster {
                 Ok(PostCheck::Unknown(why)) => {
                     tracing::warn!(%channel, %ts, %why, "cannot tell whether an earlier attempt made this update: updating");
                 }
-                Err(e) => return self.waited(channel, e).await,
+                Err(e) => return self.waited(channel, e, false).await,
             }
         }
         match self.egress.sink.update_message(mark, channel, ts, message).await {
             Ok(()) => Ok(Ready::Now(())),
-            Err(e) => self.waited(channel, e).await,
+            Err(e) => self.waited(channel, e, false).await,
         }
     }
 
@@ -129,7 +138,7 @@ impl Poster {
     /// renews this process's place among the channel's posters when that is due.
     pub async fn take_turns(&self, channel: &str, event: EventId, posts: u32) -> Ready<()> {
         let now = self.egress.clock.now();
-        if self.egress.lanes.due_for_renewal(channel, now) {
+        if self.egress.lanes.claim_renewal(channel, now) {
             self.renew(channel, now).await;
         }
         match self.egress.lanes.take(channel, event, posts, now) {
@@ -138,12 +147,12 @@ impl Poster {
         }
     }
 
-    /// A failed Slack call: a rate limit pauses the channel (here at once, for the fleet in its shared state)
-    /// and is a wait; anything else is the caller's error.
-    async fn waited<T>(&self, channel: &str, e: SlackError) -> Result<Ready<T>, SlackError> {
+    /// A failed Slack call: a rate limit is a wait, and (a post's, `pause`) pauses the channel here at once and
+    /// for the fleet in its shared state; anything else is the caller's error.
+    async fn waited<T>(&self, channel: &str, e: SlackError, pause: bool) -> Result<Ready<T>, SlackError> {
         let SlackError::RateLimited { retry_after, message } = e else { return Err(e) };
         let until = self.egress.clock.now().plus(retry_after);
-        if !self.egress.lanes.pace().is_off() {
+        if pause && !self.egress.lanes.pace().is_off() {
             self.egress.lanes.pause(channel, until);
             let paused = self
                 .change_channel(channel, |state| {

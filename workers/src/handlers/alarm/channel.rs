@@ -46,7 +46,9 @@ pub fn decide(state: &mut ChannelState, settings: &AlarmSettings, event: EventId
     if let Some(until) = state.paused_until.filter(|until| *until > now) {
         return Decision::WaitUnchanged(until.since(now), "Slack asked this channel to wait (Retry-After)");
     }
-    if !state.counted.contains(&event) {
+    // An alarm comes back within a wait (at most a deferral's 15 minutes): older entries are no one's.
+    state.counted.retain(|(_, at)| now.since(*at) <= COUNTED_FOR);
+    if !state.counted.iter().any(|(e, _)| *e == event) {
         if now.since(state.last_alarm_at) > settings.storm_window {
             state.window_start = now;
             state.window_alarms = 0;
@@ -56,7 +58,7 @@ pub fn decide(state: &mut ChannelState, settings: &AlarmSettings, event: EventId
         }
         state.window_alarms += 1;
         state.last_alarm_at = now;
-        state.counted.push(event);
+        state.counted.push((event, now));
     }
     let placement = match &mut state.digest {
         // Its claimer comes back to PostDigest even once the digest is posted (a crash before the back-links).
@@ -101,6 +103,9 @@ pub async fn change_channel(
     }
     Err(HandlerError::retryable(format!("the state of {channel} kept changing under {CAS_TRIES} writes")))
 }
+
+/// How long an alarm stays counted into a window: longer than any deferral (15 min).
+const COUNTED_FOR: Duration = Duration::from_secs(20 * 60);
 
 /// Compare-and-set tries before giving up on a contended channel state (the event is then retried).
 const CAS_TRIES: usize = 20;

@@ -75,6 +75,10 @@ impl Handler for CloudWatchAlarm {
         let now = ctx.store.clock.now();
         match thread {
             Some(t) if t.last_event == envelope.event_id() => {
+                // Recorded by this event before: its state line update may not have been made (a wait, a crash).
+                if t.transitions > 1 {
+                    ready!(show_state(ctx, &notice, &t, true).await?);
+                }
                 Ok(Ready::Now(format!("alarm {} {} already in its thread {}", notice.name, notice.state, t.thread_ts)))
             }
             Some(t)
@@ -122,8 +126,8 @@ async fn room(
     .await?;
     match decision {
         Decision::Go(Placement::PostDigest) => {
-            // The digest and the back-links to the alarms posted alone before it.
-            ready!(ctx.poster.take_turns(&notice.channel, event, 1 + state.early.len() as u32).await);
+            // The digest, the back-links to the alarms posted alone before it, and its own reply.
+            ready!(ctx.poster.take_turns(&notice.channel, event, 2 + state.early.len() as u32).await);
             Ok(Ready::Now((Placement::PostDigest, state)))
         }
         Decision::Go(placement) => {
@@ -155,9 +159,10 @@ async fn update(
     channel: &str,
     ts: &str,
     message: &SlackMessage,
+    checked: bool,
 ) -> Result<Ready<()>, HandlerError> {
     let mark = PostMark::part(notice.envelope.event_id(), format!("update:{ts}"));
-    match ctx.poster.update(&mark, channel, ts, message).await {
+    match ctx.poster.update(&mark, channel, ts, message, checked).await {
         Ok(ready) => Ok(ready),
         Err(e) => {
             tracing::warn!(error = %e, %channel, %ts, "could not update the message");
@@ -330,7 +335,7 @@ async fn open(
                         let message = messages::digest(&notice.channel, &d, settings.storm_window.as_secs());
                         let channel =
                             if d.channel_id.is_empty() { notice.channel.clone() } else { d.channel_id.clone() };
-                        ready!(update(ctx, notice, &channel, &digest_ts, &message).await?);
+                        ready!(update(ctx, notice, &channel, &digest_ts, &message, false).await?);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not count the alarm into its digest"),
@@ -362,7 +367,7 @@ async fn transition(
             let window = settings.flap_window.as_secs() / 60;
             let message =
                 messages::flapping(&notice.channel, &thread.thread_ts, &notice.json, collapsed, window, event);
-            ready!(update(ctx, notice, &channel, ts, &message).await?);
+            ready!(update(ctx, notice, &channel, ts, &message, false).await?);
             format!("counted as flapping ({collapsed} collapsed) in {}", thread.thread_ts)
         }
         _ => {
@@ -389,20 +394,34 @@ async fn transition(
     thread.since = notice.since;
     thread.last_event = event;
     thread.updated_at = now;
+    // The reply (or the count) is recorded before the state line is updated, which may wait (a `429`): the
+    // event's return finds its own thread record and only updates the state line, never replying twice.
+    save(ctx, &thread).await?;
+    ready!(show_state(ctx, notice, &thread, false).await?);
+    Ok(Ready::Now(format!("alarm {} {} {said}; its message shows {}", notice.name, notice.state, thread.state)))
+}
+
+/// Updates the alarm's message to the thread's state (`checked`: ask Slack first whether this event's update is
+/// on it already, as an event that comes back after recording its thread does).
+async fn show_state(
+    ctx: &HandlerContext,
+    notice: &Notice<'_>,
+    thread: &AlarmThread,
+    checked: bool,
+) -> Result<Ready<()>, HandlerError> {
     let line = ThreadLine {
         state: thread.state.clone(),
         since: thread.since,
         transitions: thread.transitions,
-        event_id: event,
+        event_id: notice.envelope.event_id(),
     };
     let mut parent = messages::parent(&notice.channel, &notice.json, &line);
     if thread.message_ts != thread.thread_ts {
         // Its message is a reply in a storm digest's thread: keep it there.
         parent.thread_ts = Some(thread.thread_ts.clone());
     }
-    ready!(update(ctx, notice, &channel, &thread.message_ts, &parent).await?);
-    save(ctx, &thread).await?;
-    Ok(Ready::Now(format!("alarm {} {} {said}; its message shows {}", notice.name, notice.state, thread.state)))
+    let channel = if thread.channel_id.is_empty() { thread.channel.clone() } else { thread.channel_id.clone() };
+    update(ctx, notice, &channel, &thread.message_ts, &parent, checked).await
 }
 
 #[cfg(test)]
