@@ -71,6 +71,14 @@ impl DevOutbox {
 }
 
 impl DevOutbox {
+    /// Every entry, a read failure as a retryable error.
+    fn entries(&self) -> Result<Vec<OutboxEntry>, SlackError> {
+        Self::read(&self.path).map_err(|e| SlackError::Retryable {
+            message: format!("dev outbox {}: {e}", self.path.display()),
+            retry_after: None,
+        })
+    }
+
     fn next_ts(&self) -> String {
         use std::sync::atomic::Ordering;
         let now = Timestamp::now_system().as_millis().max(0) as u64 * 1000;
@@ -125,10 +133,7 @@ impl SlackSink for DevOutbox {
         ts: &str,
         message: &SlackMessage,
     ) -> Result<(), SlackError> {
-        let entries = Self::read(&self.path).map_err(|e| SlackError::Retryable {
-            message: format!("dev outbox {}: {e}", self.path.display()),
-            retry_after: None,
-        })?;
+        let entries = self.entries()?;
         if !entries.iter().any(|e| e.ts == ts && e.updates.is_none()) {
             return Err(SlackError::Permanent("chat.update: message_not_found".into()));
         }
@@ -145,10 +150,7 @@ impl SlackSink for DevOutbox {
     }
 
     async fn find_update(&self, mark: &PostMark, _channel: &str, ts: &str) -> Result<PostCheck, SlackError> {
-        let entries = Self::read(&self.path).map_err(|e| SlackError::Retryable {
-            message: format!("dev outbox {}: {e}", self.path.display()),
-            retry_after: None,
-        })?;
+        let entries = self.entries()?;
         // The message as it stands is its last update.
         let last = entries.iter().rev().find(|e| e.updates.as_deref() == Some(ts));
         Ok(match last {
@@ -164,10 +166,7 @@ impl SlackSink for DevOutbox {
         thread_ts: Option<&str>,
         _since: Timestamp,
     ) -> Result<PostCheck, SlackError> {
-        let entries = Self::read(&self.path).map_err(|e| SlackError::Retryable {
-            message: format!("dev outbox {}: {e}", self.path.display()),
-            retry_after: None,
-        })?;
+        let entries = self.entries()?;
         let found = entries.iter().find(|e| {
             e.event_id == mark.event_id
                 && e.part == mark.part

@@ -46,15 +46,20 @@ impl SlackWebApi {
 
     /// One Web API call by GET (`conversations.*`), its JSON answer when `ok`; Slack's error code otherwise.
     async fn call(&self, method: &str, query: &[(&str, String)]) -> Result<serde_json::Value, SlackError> {
-        let response = (self.http.get(format!("{}/{method}", self.base)))
-            .bearer_auth(&self.token)
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| SlackError::Retryable {
-                message: format!("{method}: {}", if e.is_timeout() { "timed out" } else { "request failed" }),
-                retry_after: None,
-            })?;
+        self.send(method, self.http.get(format!("{}/{method}", self.base)).query(query)).await
+    }
+
+    /// One Web API call by POST with a JSON body; its answer when `ok`.
+    async fn post_json(&self, method: &str, body: &serde_json::Value) -> Result<serde_json::Value, SlackError> {
+        self.send(method, self.http.post(format!("{}/{method}", self.base)).json(body)).await
+    }
+
+    /// Sends a call with the bot token; its answer classified ([`classify`]).
+    async fn send(&self, method: &str, request: reqwest::RequestBuilder) -> Result<serde_json::Value, SlackError> {
+        let response = (request.bearer_auth(&self.token).send().await).map_err(|e| SlackError::Retryable {
+            message: format!("{method}: {}", if e.is_timeout() { "timed out" } else { "request failed" }),
+            retry_after: None,
+        })?;
         let status = response.status();
         let retry_after = retry_after(&response);
         classify(method, status, retry_after, None)?;
@@ -175,30 +180,6 @@ fn classify(
         Err(SlackError::Retryable { message: format!("{method}: {error}"), retry_after })
     } else {
         Err(SlackError::Permanent(format!("{method}: {error}")))
-    }
-}
-
-impl SlackWebApi {
-    /// One Web API call by POST with a JSON body; its answer when `ok`.
-    async fn post_json(&self, method: &str, body: &serde_json::Value) -> Result<serde_json::Value, SlackError> {
-        let response = (self.http.post(format!("{}/{method}", self.base)))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| SlackError::Retryable {
-                message: format!("{method}: {}", if e.is_timeout() { "timed out" } else { "request failed" }),
-                retry_after: None,
-            })?;
-        let status = response.status();
-        let retry_after = retry_after(&response);
-        classify(method, status, retry_after, None)?;
-        let answer: serde_json::Value = response.json().await.map_err(|e| SlackError::Retryable {
-            message: format!("{method}: unreadable answer (HTTP {}): {e}", status.as_u16()),
-            retry_after: None,
-        })?;
-        classify(method, status, retry_after, Some(&answer))?;
-        Ok(answer)
     }
 }
 
