@@ -16,6 +16,15 @@ fn listen_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// A JSON pointer (RFC 6901): empty for the whole document is no use as a group key, so `/` and a name at least.
+fn json_pointer(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.len() < 2 || !text.starts_with('/') || text.len() > 200 {
+        return Err("expected a JSON pointer like /service or /labels/team (RFC 6901, at most 200 characters)".into());
+    }
+    Ok(text.to_owned())
+}
+
 /// Event ingress and worker fleet for SRE teams.
 #[derive(Debug, Parser)]
 #[command(name = "eventfleet", version, about)]
@@ -195,6 +204,21 @@ pub enum HooksCommand {
         /// The hook's filter of GitHub deliveries.
         #[command(flatten)]
         filter: FilterArgs,
+        /// A JSON pointer (like `/service`) into its JSON payloads: payloads with the same value there run in
+        /// order, different values side by side (default: all of the hook's payloads in one order).
+        #[arg(long, value_name = "POINTER", value_parser = json_pointer)]
+        group_key: Option<String>,
+    },
+    /// Set a hook's group key (a JSON pointer into its payloads), or remove it with `--clear`.
+    GroupKey {
+        /// Hook id.
+        id: String,
+        /// The JSON pointer, like `/service` or `/labels/team`.
+        #[arg(value_parser = json_pointer, conflicts_with = "clear")]
+        pointer: Option<String>,
+        /// Remove the group key: every payload of the hook in one order again.
+        #[arg(long)]
+        clear: bool,
     },
     /// Set a hook's filter of GitHub deliveries (replacing the one it had), or remove it with `--clear`.
     Filter {

@@ -115,3 +115,27 @@ async fn a_github_delivery_id_finds_its_event_and_hook_urls_name_the_port_in_use
     assert!(shown["idempotency"]["key"].as_str().unwrap().ends_with(&delivery));
     assert_eq!(terminate(&mut dev), Some(0));
 }
+
+#[test]
+fn a_hooks_group_key_is_set_shown_cleared_and_refused_when_not_a_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let created: serde_json::Value = serde_json::from_str(&run_ok(
+        data,
+        &["hooks", "create", "--name", "deploys", "--channel", "#d", "--group-key", "/service"],
+    ))
+    .unwrap();
+    assert_eq!(created["group_key"], "/service");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let changed: serde_json::Value =
+        serde_json::from_str(&run_ok(data, &["hooks", "group-key", &id, "/team"])).unwrap();
+    assert_eq!(changed["group_key"], "/team");
+    let cleared: serde_json::Value =
+        serde_json::from_str(&run_ok(data, &["hooks", "group-key", &id, "--clear"])).unwrap();
+    assert!(cleared["group_key"].is_null(), "{cleared}");
+    let bad = run(data, &["hooks", "group-key", &id, "service"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("JSON pointer"), "{}", stderr(&bad));
+    let neither = run(data, &["hooks", "group-key", &id]);
+    assert!(!neither.status.success() && stderr(&neither).contains("--clear"), "{}", stderr(&neither));
+}

@@ -50,6 +50,7 @@ impl Setup {
             secret: None,
             invocation_count: 0,
             filter: None,
+            group_key: None,
             created_by: "test".into(),
             created_at: self.store.clock.now(),
         };
@@ -206,6 +207,7 @@ async fn three_workers_keep_one_channels_pace_against_slacks_limit() {
             secret: None,
             invocation_count: 0,
             filter: None,
+            group_key: None,
             created_by: "test".into(),
             created_at: s.store.clock.now(),
         };
@@ -282,6 +284,7 @@ async fn a_worker_killed_after_slack_accepted_its_update_does_not_update_twice()
         secret: None,
         invocation_count: 0,
         filter: None,
+        group_key: None,
         created_by: "test".into(),
         created_at: s.store.clock.now(),
     };

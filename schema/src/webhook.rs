@@ -56,6 +56,10 @@ pub struct Webhook {
     /// accepted, deduplicated and audited (`filtered`), only not posted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<HookFilter>,
+    /// A JSON pointer (`/service`) into its generic JSON payloads whose value orders them: payloads with the same
+    /// value run in order, different values side by side. `None`: every payload of the hook in one order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_key: Option<String>,
     /// Who created it.
     pub created_by: String,
     /// When.

@@ -48,18 +48,22 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
         if let Some(filter) = &h.filter {
             v["filter"] = json!(filter);
         }
+        if let Some(group_key) = &h.group_key {
+            v["group_key"] = json!(group_key);
+        }
         if let Some(secret) = &h.secret {
             v["secret"] = json!(secret);
         }
         v
     };
     match command {
-        HooksCommand::Create { name, channel, kind, secret, by, filter } => {
+        HooksCommand::Create { name, channel, kind, secret, by, filter, group_key } => {
             let kind = match kind {
                 HookKindArg::Alert => HookKind::Alert,
                 HookKindArg::Info => HookKind::Info,
             };
-            let hook = new_hook(&name, &channel, kind, secret, parse_filter(filter)?, by, store.clock.now())?;
+            let mut hook = new_hook(&name, &channel, kind, secret, parse_filter(filter)?, by, store.clock.now())?;
+            hook.group_key = group_key;
             store.webhooks.create(&hook).await?;
             print_json(&view(&hook))?;
         }
@@ -101,6 +105,13 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
             let h = store.webhooks.set_filter(&HookId::from_raw(id), filter.as_ref()).await?;
             print_json(&json!({ "id": h.id, "filter": h.filter }))?;
         }
+        HooksCommand::GroupKey { id, pointer, clear } => {
+            if pointer.is_none() && !clear {
+                anyhow::bail!("give a JSON pointer (like /service), or --clear to remove the group key");
+            }
+            let h = store.webhooks.set_group_key(&HookId::from_raw(id), pointer.as_deref()).await?;
+            print_json(&json!({ "id": h.id, "group_key": h.group_key }))?;
+        }
         HooksCommand::Enable { id } | HooksCommand::Disable { id } if id.trim().is_empty() => {
             anyhow::bail!("a hook id is required");
         }
@@ -140,6 +151,7 @@ pub(crate) fn new_hook(
         secret: with_secret.then(|| hex::encode(rand::random::<[u8; 32]>())),
         invocation_count: 0,
         filter,
+        group_key: None,
         created_by: by,
         created_at: now,
     })

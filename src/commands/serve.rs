@@ -361,6 +361,7 @@ async fn demo_hook(store: &Store, channel: &str) -> anyhow::Result<Webhook> {
         secret: None,
         invocation_count: 0,
         filter: None,
+        group_key: None,
         created_by: "eventfleet dev".into(),
         created_at: store.clock.now(),
     };

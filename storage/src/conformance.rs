@@ -906,6 +906,7 @@ pub async fn records_past_ttl_read_as_absent(h: &Harness) {
 pub async fn webhook_registry(h: &Harness) {
     let hook = Webhook {
         filter: None,
+        group_key: None,
         id: HookId::new(),
         name: "alerts".into(),
         channel: "#ops".into(),
@@ -945,6 +946,19 @@ pub async fn webhook_registry(h: &Harness) {
     assert_eq!(h.store.webhooks.set_filter(&filtered.id, Some(&HookFilter::default())).await.unwrap().filter, None);
     assert!(matches!(
         h.store.webhooks.set_filter(&HookId::from_raw("hk_missing"), None).await,
+        Err(StorageError::NotFound(_))
+    ));
+
+    // Group keys: created with one, changed, removed.
+    let keyed = Webhook { id: HookId::new(), group_key: Some("/service".into()), ..hook.clone() };
+    h.store.webhooks.create(&keyed).await.unwrap();
+    assert_eq!(h.store.webhooks.get(&keyed.id).await.unwrap().unwrap().group_key.as_deref(), Some("/service"));
+    let changed = h.store.webhooks.set_group_key(&keyed.id, Some("/labels/team")).await.unwrap();
+    assert_eq!(changed.group_key.as_deref(), Some("/labels/team"));
+    assert_eq!(h.store.webhooks.set_group_key(&keyed.id, None).await.unwrap().group_key, None);
+    assert_eq!(h.store.webhooks.get(&keyed.id).await.unwrap().unwrap().group_key, None);
+    assert!(matches!(
+        h.store.webhooks.set_group_key(&HookId::from_raw("hk_missing"), None).await,
         Err(StorageError::NotFound(_))
     ));
 }

@@ -103,6 +103,12 @@ impl WebhookRegistry for CachedHooks {
         changed
     }
 
+    async fn set_group_key(&self, id: &HookId, group_key: Option<&str>) -> Result<Webhook> {
+        let changed = self.inner.set_group_key(id, group_key).await;
+        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        changed
+    }
+
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default() += count;
         Ok(())

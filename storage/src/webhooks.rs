@@ -24,6 +24,10 @@ pub trait WebhookRegistry: Send + Sync {
     /// [`crate::StorageError::NotFound`].
     async fn set_filter(&self, id: &HookId, filter: Option<&HookFilter>) -> Result<Webhook>;
 
+    /// Sets (or, with `None`, removes) a hook's group key (a JSON pointer); returns the hook. Unknown id:
+    /// [`crate::StorageError::NotFound`].
+    async fn set_group_key(&self, id: &HookId, group_key: Option<&str>) -> Result<Webhook>;
+
     /// Counts `count` accepted invocations.
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()>;
 }

@@ -21,6 +21,7 @@ async fn store_with_hook() -> (tempfile::TempDir, Store, Webhook) {
         secret: None,
         invocation_count: 0,
         filter: None,
+        group_key: None,
         created_by: "test".into(),
         created_at: Timestamp::now_system(),
     };

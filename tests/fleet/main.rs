@@ -154,6 +154,7 @@ impl Fleet {
             secret: None,
             invocation_count: 0,
             filter: None,
+            group_key: None,
             created_by: "test".into(),
             created_at: self.store.clock.now(),
         };

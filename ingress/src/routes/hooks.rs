@@ -81,6 +81,9 @@ pub async fn post_hook(
                 Some(k) => IdempotencyKey::hook(&hook_id, native_id(k, "Idempotency-Key")?),
                 None => IdempotencyKey::hook_body(&hook_id, &body),
             };
+            if let Some(value) = hook.group_key.as_deref().and_then(|pointer| group_value(&body, pointer)) {
+                group = keyed_group(&hook_id, &value);
+            }
             (Source::Hook { hook_id: hook_id.clone() }, Kind::new(Kind::HOOK_PAYLOAD), key)
         }
     };
@@ -121,17 +124,37 @@ fn github_repository(body: &[u8]) -> Option<String> {
     parsed?.repository.map(|r| r.full_name).filter(|name| !name.is_empty())
 }
 
-/// The message group of a hook's GitHub deliveries about `repository`: one per repository, so one busy
-/// repository does not hold up another's deliveries, while each repository's (a run's, a pull request's) stay in
-/// order. A name that would not fit SQS's group id (128 printable characters) is hashed.
-pub(crate) fn github_group(hook_id: &HookId, repository: &str) -> String {
-    let group = format!("github:{hook_id}:{repository}");
+/// The value at `pointer` in a JSON payload, when it is a string, a number or a boolean (a payload without it, or
+/// not JSON, keeps the hook's own group).
+fn group_value(body: &[u8], pointer: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match json.pointer(pointer)? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// The message group of a hook's payloads whose group key says `value`.
+fn keyed_group(hook_id: &HookId, value: &str) -> String {
+    bounded_group(format!("hook:{hook_id}:{value}"), || format!("hook:{hook_id}:"), value)
+}
+
+/// `group` when it fits SQS's group id (128 printable characters), else `prefix()` and a digest of `value`.
+fn bounded_group(group: String, prefix: impl Fn() -> String, value: &str) -> String {
     if group.len() <= 128 && group.bytes().all(|b| b.is_ascii_graphic()) {
         return group;
     }
     use sha2::Digest as _;
-    let digest = hex::encode(sha2::Sha256::digest(repository.as_bytes()));
-    format!("github:{hook_id}:{}", &digest[..32])
+    let digest = hex::encode(sha2::Sha256::digest(value.as_bytes()));
+    format!("{}{}", prefix(), &digest[..32])
+}
+
+/// The message group of a hook's GitHub deliveries about `repository`: one per repository, so one busy
+/// repository does not hold up another's deliveries, while each repository's (a run's, a pull request's) stay in
+/// order. A name that would not fit SQS's group id (128 printable characters) is hashed.
+fn github_group(hook_id: &HookId, repository: &str) -> String {
+    bounded_group(format!("github:{hook_id}:{repository}"), || format!("github:{hook_id}:"), repository)
 }
 
 /// Counts an accepted, non-duplicate invocation. A lost count is not worth failing an accepted event over.

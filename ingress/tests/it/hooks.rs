@@ -291,3 +291,30 @@ async fn raw_request(base: &str, request: &[u8]) -> String {
     let _ = conn.read_to_end(&mut answer).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// A hook with a group key orders its JSON payloads by the value at that pointer: one group per value, and the
+/// hook's own group for payloads without it (or not JSON).
+#[tokio::test]
+async fn a_group_key_orders_payloads_by_their_value() {
+    let s = Server::start().await;
+    let hook = s.hook(None).await;
+    s.store.webhooks.set_group_key(&hook.id, Some("/service")).await.unwrap();
+    let url = s.url(&format!("/hooks/{}", hook.id));
+    for body in [
+        r#"{"service":"api","n":1}"#,
+        r#"{"service":"web","n":2}"#,
+        r#"{"service":"api","n":3}"#,
+        r#"{"service":7}"#,
+        r#"{"other":true}"#,
+        "not json",
+    ] {
+        let resp = s.http.post(&url).header("content-type", "text/plain").body(body).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    let groups: Vec<String> = s.drain().await.iter().map(|m| m.envelope.message_group().to_owned()).collect();
+    let count = |g: String| groups.iter().filter(|x| **x == g).count();
+    assert_eq!(count(format!("hook:{}:api", hook.id)), 2, "{groups:?}");
+    assert_eq!(count(format!("hook:{}:web", hook.id)), 1, "{groups:?}");
+    assert_eq!(count(format!("hook:{}:7", hook.id)), 1, "{groups:?}");
+    assert_eq!(count(format!("hook:{}", hook.id)), 2, "without the field, or not JSON: {groups:?}");
+}

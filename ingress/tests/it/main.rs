@@ -68,6 +68,7 @@ impl Server {
             secret: secret.map(str::to_owned),
             invocation_count: 0,
             filter: None,
+            group_key: None,
             created_by: "test".into(),
             created_at: self.store.clock.now(),
         };

@@ -280,6 +280,7 @@ thread_local! {
                 secret: None,
                 invocation_count: 0,
                 filter: None,
+                group_key: None,
                 created_by: "fuzz".into(),
                 created_at: Timestamp::now_system(),
             };

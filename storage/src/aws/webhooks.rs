@@ -29,6 +29,9 @@ fn item(h: &Webhook) -> Item {
     if let Some(filter) = h.filter.as_ref().filter(|f| !f.is_empty()) {
         item.insert("filter".into(), s(filter_json(filter)));
     }
+    if let Some(group_key) = &h.group_key {
+        item.insert("group_key".into(), s(group_key));
+    }
     item
 }
 
@@ -55,6 +58,7 @@ fn hook(item: &Item) -> Result<Webhook> {
             .map(|json| serde_json::from_str(&json))
             .transpose()
             .map_err(|e| StorageError::Corrupt(format!("webhooks item: filter: {e}")))?,
+        group_key: r.opt_str("group_key")?,
     })
 }
 
@@ -76,6 +80,9 @@ impl AwsStore {
         }
         if update.contains("#filter") {
             req = req.expression_attribute_names("#filter", "filter");
+        }
+        if update.contains("#group_key") {
+            req = req.expression_attribute_names("#group_key", "group_key");
         }
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
@@ -148,6 +155,14 @@ impl WebhookRegistry for AwsStore {
         let item = match filter.filter(|f| !f.is_empty()) {
             Some(filter) => self.update_hook(id, "SET #filter = :f", vec![(":f", s(filter_json(filter)))]).await?,
             None => self.update_hook(id, "REMOVE #filter", Vec::new()).await?,
+        };
+        hook(&item)
+    }
+
+    async fn set_group_key(&self, id: &HookId, group_key: Option<&str>) -> Result<Webhook> {
+        let item = match group_key {
+            Some(key) => self.update_hook(id, "SET #group_key = :g", vec![(":g", s(key))]).await?,
+            None => self.update_hook(id, "REMOVE #group_key", Vec::new()).await?,
         };
         hook(&item)
     }

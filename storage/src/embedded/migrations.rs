@@ -102,6 +102,10 @@ const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 5: a hook's group key (a JSON pointer into its payloads).
+    r#"
+    ALTER TABLE webhooks ADD COLUMN group_key TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

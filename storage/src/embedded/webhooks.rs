@@ -8,7 +8,8 @@ use super::EmbeddedStore;
 use crate::webhooks::WebhookRegistry;
 use crate::{Result, StorageError};
 
-const COLUMNS: &str = "id, name, channel, kind, active, secret, invocation_count, created_by, created_at, filter";
+const COLUMNS: &str =
+    "id, name, channel, kind, active, secret, invocation_count, created_by, created_at, filter, group_key";
 
 fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
     let kind: String = r.get(3)?;
@@ -33,6 +34,7 @@ fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
             .map(|json| serde_json::from_str(&json))
             .transpose()
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?,
+        group_key: r.get(10)?,
     })
 }
 
@@ -53,7 +55,7 @@ impl WebhookRegistry for EmbeddedStore {
             .submit(move |conn| {
                 let inserted = conn
                     .prepare_cached(&format!(
-                        "INSERT OR IGNORE INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                        "INSERT OR IGNORE INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                     ))?
                     .execute(params![
                         h.id.as_str(),
@@ -65,7 +67,8 @@ impl WebhookRegistry for EmbeddedStore {
                         h.invocation_count as i64,
                         h.created_by,
                         h.created_at.as_millis(),
-                        filter
+                        filter,
+                        h.group_key
                     ])?;
                 if inserted == 0 {
                     return Err(StorageError::Conflict(format!("hook {} exists", h.id)));
@@ -115,6 +118,19 @@ impl WebhookRegistry for EmbeddedStore {
             .submit(move |conn| {
                 conn.prepare_cached(&format!("UPDATE webhooks SET filter = ?2 WHERE id = ?1 RETURNING {COLUMNS}"))?
                     .query_row(params![id, filter], hook)
+                    .optional()?
+                    .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
+            })
+            .await
+    }
+
+    async fn set_group_key(&self, id: &HookId, group_key: Option<&str>) -> Result<Webhook> {
+        let id = id.as_str().to_owned();
+        let group_key = group_key.map(str::to_owned);
+        self.writer
+            .submit(move |conn| {
+                conn.prepare_cached(&format!("UPDATE webhooks SET group_key = ?2 WHERE id = ?1 RETURNING {COLUMNS}"))?
+                    .query_row(params![id, group_key], hook)
                     .optional()?
                     .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
             })
