@@ -40,10 +40,11 @@ async fn setup(data: &std::path::Path) -> Setup {
 }
 
 impl Setup {
-    async fn event(&self, channel: &str, text: &str) -> EventId {
+    /// Registers an info hook named `name` posting to `channel`.
+    async fn hook(&self, name: &str, channel: &str) -> Webhook {
         let hook = Webhook {
             id: HookId::new(),
-            name: text.into(),
+            name: name.into(),
             channel: channel.into(),
             kind: HookKind::Info,
             active: true,
@@ -55,6 +56,11 @@ impl Setup {
             created_at: self.store.clock.now(),
         };
         self.store.webhooks.create(&hook).await.unwrap();
+        hook
+    }
+
+    async fn event(&self, channel: &str, text: &str) -> EventId {
+        let hook = self.hook(text, channel).await;
         let resp =
             self.http.post(format!("{}/hooks/{}", self.base, hook.id)).body(text.to_owned()).send().await.unwrap();
         assert_eq!(resp.status(), 202);
@@ -198,21 +204,7 @@ async fn three_workers_keep_one_channels_pace_against_slacks_limit() {
     const EACH: usize = 12;
     let mut hooks = Vec::new();
     for h in 0..HOOKS {
-        let hook = Webhook {
-            id: HookId::new(),
-            name: format!("hook{h}"),
-            channel: "#shared".into(),
-            kind: HookKind::Info,
-            active: true,
-            secret: None,
-            invocation_count: 0,
-            filter: None,
-            group_key: None,
-            created_by: "test".into(),
-            created_at: s.store.clock.now(),
-        };
-        s.store.webhooks.create(&hook).await.unwrap();
-        hooks.push(hook);
+        hooks.push(s.hook(&format!("hook{h}"), "#shared").await);
     }
     let env: Vec<(&'static str, String)> = s
         .worker_env()
@@ -275,20 +267,7 @@ fn workflow_run(action: &str, status: &str, conclusion: Option<&str>) -> String 
 async fn a_worker_killed_after_slack_accepted_its_update_does_not_update_twice() {
     let dir = tempfile::tempdir().unwrap();
     let s = setup(dir.path()).await;
-    let hook = Webhook {
-        id: HookId::new(),
-        name: "ci".into(),
-        channel: "#runs".into(),
-        kind: HookKind::Info,
-        active: true,
-        secret: None,
-        invocation_count: 0,
-        filter: None,
-        group_key: None,
-        created_by: "test".into(),
-        created_at: s.store.clock.now(),
-    };
-    s.store.webhooks.create(&hook).await.unwrap();
+    let hook = s.hook("ci", "#runs").await;
     let send = async |delivery: &str, body: String| {
         let resp = (s.http.post(format!("{}/hooks/{}", s.base, hook.id)))
             .header("content-type", "application/json")
