@@ -106,10 +106,28 @@ impl SlackWebApi {
         Ok(None)
     }
 
+    /// The id of `channel` for a read of its history; the answer to give instead when it cannot be read.
+    async fn readable(&self, channel: &str) -> Result<String, Result<PostCheck, SlackError>> {
+        match self.channel_id(channel).await {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(Ok(PostCheck::Unknown(format!("no channel {channel} in conversations.list")))),
+            Err(e) => Err(unknown(e)),
+        }
+    }
+
     fn remember(&self, channel: &str, id: &str) {
         if channel != id && is_channel_id(id) {
             self.channel_ids.lock().unwrap_or_else(|e| e.into_inner()).insert(channel.to_owned(), id.to_owned());
         }
+    }
+}
+
+/// A read of the history that failed: a permanent error (a scope not granted, a channel the bot cannot read) means
+/// the sink cannot tell; a rate limit or a transient error is the caller's to wait out.
+fn unknown(e: SlackError) -> Result<PostCheck, SlackError> {
+    match e {
+        SlackError::Permanent(why) => Ok(PostCheck::Unknown(why)),
+        waiting => Err(waiting),
     }
 }
 
@@ -215,14 +233,9 @@ impl SlackSink for SlackWebApi {
     /// Reads the message itself (`conversations.history` from and to its `ts`, with `include_all_metadata`;
     /// the scopes of [`SlackSink::find_post`]). A reply in a thread is not in the history: unknown.
     async fn find_update(&self, mark: &PostMark, channel: &str, ts: &str) -> Result<PostCheck, SlackError> {
-        let unknown = |e: SlackError| match e {
-            SlackError::Permanent(why) => Ok(PostCheck::Unknown(why)),
-            waiting => Err(waiting),
-        };
-        let id = match self.channel_id(channel).await {
-            Ok(Some(id)) => id,
-            Ok(None) => return Ok(PostCheck::Unknown(format!("no channel {channel} in conversations.list"))),
-            Err(e) => return unknown(e),
+        let id = match self.readable(channel).await {
+            Ok(id) => id,
+            Err(answer) => return answer,
         };
         let query = [
             ("channel", id),
@@ -255,14 +268,9 @@ impl SlackSink for SlackWebApi {
         thread_ts: Option<&str>,
         since: Timestamp,
     ) -> Result<PostCheck, SlackError> {
-        let unknown = |e: SlackError| match e {
-            SlackError::Permanent(why) => Ok(PostCheck::Unknown(why)),
-            waiting => Err(waiting),
-        };
-        let id = match self.channel_id(channel).await {
-            Ok(Some(id)) => id,
-            Ok(None) => return Ok(PostCheck::Unknown(format!("no channel {channel} in conversations.list"))),
-            Err(e) => return unknown(e),
+        let id = match self.readable(channel).await {
+            Ok(id) => id,
+            Err(answer) => return answer,
         };
         let oldest = since.minus(CLOCK_SLACK).as_millis().max(0);
         let oldest = format!("{}.{:03}000", oldest / 1000, oldest % 1000);
