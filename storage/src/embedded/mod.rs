@@ -50,7 +50,7 @@ pub struct EmbeddedOptions {
     pub dedup_window: Duration,
     /// Audit entries expire after this long.
     pub audit_ttl: Duration,
-    /// How often a long poll looks for messages sent by other processes.
+    /// How often a busy long poll looks for messages sent by other processes (an idle one backs off to 1 s).
     pub poll_interval: Duration,
     /// Most requests in one group commit.
     pub max_batch: usize,

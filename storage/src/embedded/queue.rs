@@ -280,6 +280,10 @@ fn seq_of(receipt: &ReceiptHandle) -> i64 {
     receipt.0.split_once(':').and_then(|(seq, _)| seq.parse().ok()).unwrap_or(i64::MAX)
 }
 
+/// The longest a long poll waits between looks for other processes' sends and expired visibilities once it has
+/// found nothing for a while (a message sent by another process then waits up to this long on an idle fleet).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
 /// What a receive needs to know of the store's settings.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ReceiveLimits {
@@ -295,7 +299,9 @@ impl EmbeddedStore {
     /// The long poll: runs `job` (a receive) in the writer until it returns something or `wait` is over. Between
     /// tries it sleeps until a commit of this process may have made a message receivable, or for the poll
     /// interval; a poll then only reads (is any group's head visible?), so an idle poller writes nothing and
-    /// wakes nobody. Other processes' sends and expired visibilities are found by that poll.
+    /// wakes nobody. Other processes' sends and expired visibilities are found by that poll. Each empty poll
+    /// doubles the interval, up to [`IDLE_POLL`]: an idle process hardly wakes, a busy one looks every
+    /// `poll_interval`.
     pub(super) async fn long_poll<T, F>(&self, wait: Duration, job: F) -> Result<Vec<T>>
     where
         T: Send + 'static,
@@ -303,6 +309,7 @@ impl EmbeddedStore {
     {
         let deadline = tokio::time::Instant::now() + wait;
         let mut look = true;
+        let mut interval = self.options.poll_interval;
         loop {
             // Created before looking, so a commit in between is not missed (`notify_waiters` reaches every
             // `Notified` created before it, polled or not).
@@ -321,8 +328,9 @@ impl EmbeddedStore {
             }
             look = tokio::select! {
                 _ = changed => true,
-                _ = tokio::time::sleep(left.min(self.options.poll_interval)) => self.receivable().await?,
+                _ = tokio::time::sleep(left.min(interval)) => self.receivable().await?,
             };
+            interval = if look { self.options.poll_interval } else { (interval * 2).min(IDLE_POLL.max(interval)) };
         }
     }
 
