@@ -1003,7 +1003,6 @@ macro_rules! conformance_suite {
             delete_removes_the_message,
             redrive_to_dlq_after_max_receive_count,
             dead_letters_list_redrive_and_purge,
-            long_poll_returns_on_arrival_and_times_out_empty,
             racing_accepts_make_one_event_with_one_received_and_one_enqueued_line,
             a_delivery_starts_succeeds_and_a_copy_is_skipped,
             an_event_is_found_by_the_senders_own_id,
@@ -1025,6 +1024,9 @@ macro_rules! conformance_suite {
             stats_count_depths,
             receive_batch_size_is_one_to_ten
         );
+        // Timed against a thread that commits on the real clock: a paused clock would jump to the deadline
+        // while the send commits, so this one always runs on the real clock (3 s).
+        $crate::conformance_suite!(@each $setup, false, long_poll_returns_on_arrival_and_times_out_empty);
     };
     (@each $setup:path, $paused:tt, $($name:ident),* $(,)?) => {
         $(
