@@ -167,6 +167,7 @@ impl Config {
             channel_pace: eventfleet_workers::slack::ChannelPace {
                 interval: millis(env.parse_in("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", 1_000u64, 0..=60_000)?),
                 burst: env.parse_in("EVENTFLEET_SLACK_CHANNEL_BURST", 3u32, 1..=100)?,
+                digests: env.parse_bool("EVENTFLEET_SLACK_DIGESTS", true)?,
             },
         };
         if worker.retry_max_delay < worker.retry_base_delay {

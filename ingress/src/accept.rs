@@ -12,7 +12,6 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventfleet_schema::{Envelope, EnvelopeV1, EventId};
 use eventfleet_storage::OutgoingMessage;
-use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
 
@@ -36,19 +35,7 @@ impl Accepted {
     }
 }
 
-/// The longest message group kept as is (SQS allows 128 characters).
-const MAX_GROUP: usize = 128;
-
-/// A message group safe on every backend: printable ASCII up to 128 characters as is, anything else replaced by
-/// `g:` and its sha256 (same input, same group).
-pub fn message_group(raw: &str) -> String {
-    let printable = raw.bytes().all(|b| b.is_ascii_graphic());
-    if printable && !raw.is_empty() && raw.len() <= MAX_GROUP {
-        raw.to_owned()
-    } else {
-        format!("g:{}", hex::encode(Sha256::digest(raw.as_bytes())))
-    }
-}
+pub use eventfleet_schema::message_group;
 
 /// Runs the protocol for one verified event, within the configured backend budget.
 pub async fn accept(

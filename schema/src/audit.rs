@@ -40,6 +40,8 @@ pub enum Step {
     Filtered,
     /// An operator deleted its dead letter for good (from the console).
     Purged,
+    /// Its post was in a channel's burst digest, posted then (the detail says where).
+    Digested,
 }
 
 impl Step {
@@ -61,6 +63,7 @@ impl Step {
             Step::UnsubscribeConfirmed => "unsubscribe_confirmed",
             Step::Filtered => "filtered",
             Step::Purged => "purged",
+            Step::Digested => "digested",
         }
     }
 

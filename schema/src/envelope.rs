@@ -105,6 +105,21 @@ pub struct EnvelopeV1 {
     pub body: Body,
 }
 
+/// The longest message group kept as is (SQS allows 128 characters).
+const MAX_GROUP: usize = 128;
+
+/// A message group safe on every backend: printable ASCII up to 128 characters as is, anything else replaced by
+/// `g:` and its sha256 (same input, same group).
+pub fn message_group(raw: &str) -> String {
+    use sha2::Digest as _;
+    let printable = raw.bytes().all(|b| b.is_ascii_graphic());
+    if printable && !raw.is_empty() && raw.len() <= MAX_GROUP {
+        raw.to_owned()
+    } else {
+        format!("g:{}", hex::encode(sha2::Sha256::digest(raw.as_bytes())))
+    }
+}
+
 /// The sender of an event, with its identifiers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -140,16 +155,23 @@ pub enum Source {
         /// The schedule's name.
         name: String,
     },
+    /// A channel's burst digest to post: made by the worker that folded the digest's first post (the posts that
+    /// came faster than the channel's pace), so that the digest has a durable owner of its own.
+    Digest {
+        /// The Slack channel, as configured.
+        channel: String,
+    },
 }
 
 impl Source {
     /// Every source's name ([`Source::name`]), as filters accept them.
-    pub const NAMES: [&'static str; 5] = ["slack", "github", "hook", "sns", "schedule"];
+    pub const NAMES: [&'static str; 6] = ["slack", "github", "hook", "sns", "schedule", "digest"];
 
-    /// The source's name as used in filters and metrics: `slack`, `github`, `hook`, `sns`, `schedule`.
+    /// The source's name as used in filters and metrics: `slack`, `github`, `hook`, `sns`, `schedule`, `digest`.
     pub fn name(&self) -> &'static str {
         match self {
             Source::Schedule { .. } => "schedule",
+            Source::Digest { .. } => "digest",
             Source::Slack { .. } => "slack",
             Source::Github { .. } => "github",
             Source::Hook { .. } => "hook",
@@ -162,7 +184,7 @@ impl Source {
         match self {
             Source::Github { hook_id, .. } | Source::Hook { hook_id } => Some(hook_id),
             Source::Sns { hook_id, .. } => hook_id.as_ref(),
-            Source::Slack { .. } | Source::Schedule { .. } => None,
+            Source::Slack { .. } | Source::Schedule { .. } | Source::Digest { .. } => None,
         }
     }
 }
@@ -195,6 +217,9 @@ impl Kind {
     pub fn new(name: impl Into<String>) -> Self {
         Self(name.into())
     }
+
+    /// A channel's burst digest to post.
+    pub const DIGEST_FLUSH: &'static str = "digest.flush";
 
     /// The prefix of every schedule tick's kind (`schedule.<name>` unless the schedule names another).
     pub const SCHEDULE_PREFIX: &'static str = "schedule.";
@@ -241,6 +266,8 @@ pub enum VerificationMethod {
     HookUrl,
     /// Made by the fleet itself from its schedules file: nothing outside sent it.
     Schedule,
+    /// Made by the workers themselves (a channel's digest): nothing outside sent it.
+    Fleet,
     /// Received over a Slack Socket Mode connection: the connection was opened with the app-level token over
     /// TLS, so what arrives on it is Slack's (Socket Mode payloads carry no signature).
     SlackSocketMode,

@@ -38,7 +38,7 @@ impl fmt::Display for EventId {
 /// The source-scoped native id of an event: two deliveries with the same key are the same event.
 ///
 /// Forms: `slack:{team}:{event_id}`, `github:{hook}:{delivery}`, `sns:{topic}:{message_id}`,
-/// `hook:{hook}:{idempotency-key or sha256(body)}`, `schedule:{name}:{tick}`.
+/// `hook:{hook}:{idempotency-key or sha256(body)}`, `schedule:{name}:{tick}`, `digest:{channel}:{first event}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct IdempotencyKey(String);
@@ -73,6 +73,12 @@ impl IdempotencyKey {
     /// evaluating the schedule makes the same key, so the protocol keeps one event per tick.
     pub fn schedule(name: &str, tick: &str) -> Self {
         Self(format!("schedule:{name}:{tick}"))
+    }
+
+    /// A channel's burst digest, named by the channel and the first event folded into it: the worker that folds
+    /// it (again, after a crash) makes the same key, so the digest has one flush event.
+    pub fn digest(channel: &str, first: &EventId) -> Self {
+        Self(format!("digest:{channel}:{first}"))
     }
 
     /// Wraps a key read back from storage or typed by an operator.

@@ -26,7 +26,9 @@ pub mod time;
 pub mod webhook;
 
 pub use audit::{AuditEntry, Step};
-pub use envelope::{Body, Envelope, EnvelopeV1, Kind, Source, TraceContext, Verification, VerificationMethod};
+pub use envelope::{
+    Body, Envelope, EnvelopeV1, Kind, Source, TraceContext, Verification, VerificationMethod, message_group,
+};
 pub use idempotency::{IdempotencyRecord, Status};
 pub use ids::{DedupId, EventId, HookId, IdempotencyKey};
 pub use retry::{ErrorClass, RetryRecord, RetryStatus};

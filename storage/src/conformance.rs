@@ -783,6 +783,45 @@ pub async fn living_messages_are_compare_and_set(h: &Harness) {
     assert_eq!(h.store.living.living(&key).await.unwrap().unwrap().pending_reply, None);
 }
 
+/// A channel's digests are written by compare-and-set, and say which digest holds an event.
+pub async fn digests_are_compare_and_set(h: &Harness) {
+    let channel = format!("#{}", h.group("burst"));
+    assert_eq!(h.store.digests.digest(&channel).await.unwrap(), None);
+    let item = |title: &str| crate::DigestItem {
+        event_id: EventId::new(),
+        from: "hook deploys".into(),
+        title: title.into(),
+        at: h.store.clock.now(),
+    };
+    let (first, second, third) = (item("one"), item("two"), item("three"));
+    let mut digest = crate::ChannelDigest {
+        channel: channel.clone(),
+        seq: 1,
+        opened_at: h.store.clock.now(),
+        items: vec![first.clone(), second.clone()],
+        closed: Vec::new(),
+        version: 0,
+    };
+    let v1 = h.store.digests.put_digest(&digest).await.unwrap();
+    assert!(matches!(h.store.digests.put_digest(&digest).await, Err(StorageError::Conflict(_))), "exists now");
+    let stored = h.store.digests.digest(&channel).await.unwrap().expect("stored");
+    assert_eq!(stored, crate::ChannelDigest { version: v1, ..digest.clone() });
+    assert_eq!(stored.first_of(first.event_id), Some((1, first.event_id)));
+    assert_eq!(stored.first_of(second.event_id), Some((1, first.event_id)));
+    // A flush closes digest 1; the next fold opens digest 2.
+    digest.version = v1;
+    digest.closed.push(crate::ClosedDigest { seq: 1, items: std::mem::take(&mut digest.items) });
+    digest.seq = 2;
+    digest.items.push(third.clone());
+    let v2 = h.store.digests.put_digest(&digest).await.unwrap();
+    assert!(v2 > v1);
+    assert!(matches!(h.store.digests.put_digest(&digest).await, Err(StorageError::Conflict(_))), "a stale version");
+    let stored = h.store.digests.digest(&channel).await.unwrap().unwrap();
+    assert_eq!(stored.first_of(second.event_id), Some((1, first.event_id)), "in the closed digest");
+    assert_eq!(stored.first_of(third.event_id), Some((2, third.event_id)));
+    assert_eq!(stored.first_of(EventId::new()), None);
+}
+
 /// A success whose claim expired while it ran writes its `DONE` record for the worker's horizon
 /// (`EVENTFLEET_IDEMPOTENCY_HORIZON_H`), not a fixed one: redeliveries inside it are skipped, and the record goes
 /// when the operator said.
@@ -1015,6 +1054,7 @@ macro_rules! conformance_suite {
             alarm_threads_are_compare_and_set,
             channel_states_are_compare_and_set,
             living_messages_are_compare_and_set,
+            digests_are_compare_and_set,
             a_success_after_its_claim_expired_keeps_the_record_for_the_workers_horizon,
             a_busy_group_runs_in_order_with_each_success_starting_the_next,
             audit_history_in_order,

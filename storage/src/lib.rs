@@ -13,8 +13,8 @@
 //!   [`idempotency`] (read records, reopen one for a replay), [`audit`] (append-only timeline),
 //!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry), [`alarm_threads`] (alarms'
 //!   Slack threads) and [`channels`] (a Slack channel's state shared by the fleet: Slack's pause, the workers
-//!   posting there, the alarm storm) and [`living`] (messages that follow a GitHub run, deployment or pull
-//!   request), typed views of [`documents`] (versioned documents by key).
+//!   posting there, the alarm storm), [`living`] (messages that follow a GitHub run, deployment or pull
+//!   request) and [`digests`] (a channel's burst digest: the posts folded while it had no slot), typed views of [`documents`] (versioned documents by key).
 //! - [`hook_cache`]: [`hook_cache::CachedHooks`], a short-lived cache of hooks and their invocation counts in
 //!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
@@ -32,6 +32,7 @@ pub mod aws;
 pub mod channels;
 pub mod clock;
 pub mod dead_letters;
+pub mod digests;
 pub mod documents;
 pub mod embedded;
 pub mod error;
@@ -53,6 +54,7 @@ pub use aws::{AwsOptions, AwsStore};
 pub use channels::{ChannelState, Channels, Digest, EarlyAlarm, Lane};
 pub use clock::{Clock, FixedClock, SystemClock, TokioClock};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
+pub use digests::{ChannelDigest, ClosedDigest, DigestItem, Digests};
 pub use documents::Documents;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;

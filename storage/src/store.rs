@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Documents, Idempotency, LivingMessages, Protocol, Queue,
-    RetryRecords, WebhookRegistry,
+    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Digests, Documents, Idempotency, LivingMessages, Protocol,
+    Queue, RetryRecords, WebhookRegistry,
 };
 
 /// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone. The ingress and the workers
@@ -31,6 +31,8 @@ pub struct Store {
     pub channels: Arc<dyn Channels>,
     /// Messages that follow a GitHub run, deployment or pull request.
     pub living: Arc<dyn LivingMessages>,
+    /// Channels' burst digests.
+    pub digests: Arc<dyn Digests>,
     /// The time every component compares against.
     pub clock: Arc<dyn Clock>,
     /// `embedded` or `aws`, for `/version` and logs.
@@ -61,7 +63,8 @@ impl Store {
             webhooks: backend.clone(),
             alarm_threads: backend.clone(),
             channels: backend.clone(),
-            living: backend,
+            living: backend.clone(),
+            digests: backend,
             clock,
             backend: name,
         }

@@ -167,7 +167,7 @@ async fn always_retryable_failure_is_tried_max_receive_count_times_then_dead_let
 async fn posts_to_one_channel_keep_its_pace_across_hooks_without_holding_up_another_channel() {
     let interval = Duration::from_secs(1);
     let f = Fleet::start_with(WorkerConfig {
-        channel_pace: eventfleet_workers::slack::ChannelPace { interval, burst: 2 },
+        channel_pace: eventfleet_workers::slack::ChannelPace { interval, burst: 2, digests: false },
         ..crate::worker_config()
     })
     .await;
@@ -484,4 +484,66 @@ async fn five_workflow_runs_are_five_living_messages_showing_their_conclusions()
         assert_eq!(replies.len(), expected, "run {run}: a reply for the failed job and the failed run: {replies:?}");
     }
     assert!(f.slack.updates().len() >= runs.len() * 8, "later deliveries update the message in place");
+}
+
+/// The defaults: Slack's pace (one post a second, bursts of three) with digests on, against a stand-in that
+/// enforces Slack's limit.
+async fn fleet_with_defaults() -> Fleet {
+    let f = Fleet::start_with(WorkerConfig {
+        channel_pace: eventfleet_workers::slack::ChannelPace::default(),
+        ..crate::worker_config()
+    })
+    .await;
+    f.slack.enforce_limit(Duration::from_secs(1), 3);
+    f
+}
+
+/// How many of the channel's top-level messages (and their blocks) say `text`.
+fn mentions(messages: &[Value], text: &str) -> usize {
+    messages.iter().filter(|m| m.to_string().contains(text)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_to_one_hook_becomes_a_few_messages_with_every_payload_in_them_and_a_quiet_channel_waits_for_nothing()
+{
+    let f = fleet_with_defaults().await;
+    let (hook, quiet) = (f.hook("#burst").await, f.hook("#quiet").await);
+    let lone = f.send(&quiet, "all quiet").await;
+    let alerts: Vec<String> = (0..40).map(|i| format!("alert {i:02} on db-{i}")).collect();
+    let ids = futures_util::future::join_all(alerts.iter().map(|text| f.send(&hook, text))).await;
+    // Within 15 s every payload is in the channel, in at most four top-level messages.
+    let channel = eventually(Duration::from_secs(15), || async {
+        let history = f.slack.history("#burst");
+        alerts.iter().all(|a| mentions(&history, a) > 0).then_some(history)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not every payload reached #burst in 15 s: {:?}", f.slack.history("#burst")));
+    assert!(channel.len() <= 4, "{} top-level messages: {channel:?}", channel.len());
+    f.settled().await;
+    let posted: Vec<Value> = f.slack.posted().into_iter().filter(|p| p["channel"] == "#burst").collect();
+    for alert in &alerts {
+        assert_eq!(mentions(&posted, alert), 1, "{alert} posted once, in its own message or a digest");
+    }
+    assert_eq!(f.slack.limited(), 0, "the pace kept Slack's limit: no 429");
+    // Each trail says where its payload went: posted, or folded and then in the digest at its ts.
+    let mut folded = 0;
+    for id in &ids {
+        let record = f.store.idempotency.find_by_event(*id).await.unwrap().expect("its record");
+        let outcome = record.outcome.unwrap_or_default();
+        let trail = f.store.audit.history(*id).await.unwrap();
+        if outcome.contains("folded into digest") {
+            folded += 1;
+            let line = trail.iter().find(|e| e.step == Step::Digested).expect("a digested line");
+            let ts = line.detail["ts"].as_str().unwrap();
+            assert!(channel.iter().any(|m| m["ts"] == ts), "the digest is in the channel: {}", line.detail);
+        } else {
+            assert!(outcome.contains("ts "), "posted on its own: {outcome}");
+        }
+        assert!(!trail.iter().any(|e| e.step == Step::RetryScheduled), "a burst is not a failure");
+    }
+    assert!(folded >= 36, "the posts past the burst were folded ({folded})");
+    // The lone payload on a quiet channel was posted as itself, not folded.
+    let quiet_outcome = f.store.idempotency.find_by_event(lone).await.unwrap().unwrap().outcome.unwrap();
+    assert!(quiet_outcome.contains("ts "), "{quiet_outcome}");
+    assert_eq!(mentions(&f.slack.history("#quiet"), "all quiet"), 1);
 }

@@ -68,8 +68,9 @@ pub fn worker_config() -> WorkerConfig {
         receive_wait: Duration::from_millis(500),
         actor: "worker@test".into(),
         idempotency_horizon: Duration::from_secs(3600),
-        // A channel's pace of one post per 100 ms, bursts of 3 (a test of the pace sets its own).
-        channel_pace: ChannelPace { interval: Duration::from_millis(100), burst: 3 },
+        // A channel's pace of one post per 100 ms, bursts of 3, every post its own message (the tests of the pace
+        // and of digests set their own).
+        channel_pace: ChannelPace { interval: Duration::from_millis(100), burst: 3, digests: false },
     }
 }
 

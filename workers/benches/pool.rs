@@ -52,7 +52,7 @@ async fn fill(store: &Store) {
 /// Runs a pool until the queue is empty; returns the time it took.
 async fn drain(store: &Store, concurrency: usize) -> Duration {
     // No channel pace: the outbox is not Slack, and the pool is what is measured.
-    let channel_pace = eventfleet_workers::slack::ChannelPace { interval: Duration::ZERO, burst: 1 };
+    let channel_pace = eventfleet_workers::slack::ChannelPace { interval: Duration::ZERO, burst: 1, digests: false };
     let config =
         WorkerConfig { concurrency, receive_wait: Duration::from_millis(50), channel_pace, ..WorkerConfig::default() };
     let stop = CancellationToken::new();

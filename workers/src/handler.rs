@@ -23,9 +23,16 @@ pub struct HandlerContext {
 }
 
 impl HandlerContext {
-    /// Posts the event's message once, in its channel's pace; the outcome for the trail, or a wait.
-    pub async fn post_once(&self, envelope: &Envelope, message: &SlackMessage) -> Result<Ready<String>, HandlerError> {
-        Ok(self.poster.post_once(envelope.event_id(), envelope.received_at(), message).await?)
+    /// Posts the event's message once, in its channel's pace, or folds it into the channel's burst digest when
+    /// the channel has no slot ([`crate::digest`]; `line` is what the digest says of it); the outcome for the
+    /// trail, or a wait.
+    pub async fn post_or_fold(
+        &self,
+        envelope: &Envelope,
+        line: crate::digest::Line,
+        message: &SlackMessage,
+    ) -> Result<Ready<String>, HandlerError> {
+        crate::digest::post_or_fold(self, envelope, line, message).await
     }
 }
 

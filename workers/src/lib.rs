@@ -14,12 +14,14 @@
 //! - [`handlers`]: the built-in handlers: hook payloads and GitHub deliveries ([`handlers::hook`]); SNS
 //!   notifications and subscription confirmations ([`handlers::sns`]); CloudWatch alarms as Slack threads with
 //!   storm digests and flapping ([`handlers::alarm`]); posting schedules' ticks ([`handlers::schedule`]);
-//!   unhandled kinds ([`handlers::unhandled`]).
+//!   posting channels' burst digests ([`handlers::digest`]); unhandled kinds ([`handlers::unhandled`]).
 //! - [`github`]: GitHub deliveries laid out by event type (CI runs, deployments, pushes, PRs, security alerts),
 //!   and hooks' filters of them.
 //! - [`block_kit`]: Block Kit limits and escaping, shared by every layout.
 //! - [`slack`]: Slack egress, one owner: the [`slack::Poster`] handlers post, reply and update through (once
 //!   each, in the channel's pace), the [`SlackSink`] port with the Web API client and the dev outbox.
+//! - [`digest`]: burst digests: a post that finds no slot in its channel's pace is folded into the channel's
+//!   digest, which its own flush event posts at the next slot.
 //! - [`backoff`]: retry delays, exponential with full jitter, capped.
 //! - [`process`]: one delivery: the start the receive made → handler → `succeed` / `retry` / `dead_letter`, each
 //!   one store step, with a heartbeat.
@@ -41,6 +43,7 @@ pub mod backoff;
 pub mod block_kit;
 pub mod config;
 pub mod destinations;
+pub mod digest;
 pub mod github;
 pub mod handler;
 pub mod handlers;

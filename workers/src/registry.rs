@@ -68,8 +68,13 @@ impl Registry {
     /// handler of its kind too), else the handler of its kind.
     pub async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         let kind = envelope.kind().as_str();
-        let Some((destinations, destination)) =
-            self.destinations.as_ref().and_then(|d| d.route_for(envelope).map(|destination| (d, destination)))
+        // A digest flush is the fleet's own post, not an event of the team's: no route takes it.
+        let routed = !matches!(envelope.source(), eventfleet_schema::Source::Digest { .. });
+        let Some((destinations, destination)) = self
+            .destinations
+            .as_ref()
+            .filter(|_| routed)
+            .and_then(|d| d.route_for(envelope).map(|destination| (d, destination)))
         else {
             return self.for_kind(kind).handle(ctx, envelope).await;
         };

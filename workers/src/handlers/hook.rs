@@ -11,6 +11,7 @@ use eventfleet_schema::{AuditEntry, Envelope, HookKind, Step, Webhook};
 use serde_json::{Value, json};
 
 use crate::block_kit::{code, escape};
+use crate::digest::Line;
 use crate::github::filter::{Decision, decide};
 use crate::slack::{SlackMessage, truncate};
 use crate::wait::Ready;
@@ -53,7 +54,8 @@ impl Handler for HookPayload {
             (HookKind::Info, None) => hook.name.clone(),
         };
         let message = render(&hook.channel, &prefix, &body);
-        let posted = ready!(ctx.post_once(envelope, &message).await?);
+        let line = Line::new(format!("hook {}", hook.name), &message.text, &prefix);
+        let posted = ready!(ctx.post_or_fold(envelope, line, &message).await?);
         Ok(Ready::Now(format!("posted to {} ({posted})", hook.channel)))
     }
 }
@@ -90,7 +92,8 @@ async fn github(
         Some(payload) => crate::github::message(&hook.channel, &hook.name, event, payload),
         None => render(&hook.channel, &format!("GitHub `{event}` via {}", hook.name), body),
     };
-    let posted = ready!(ctx.post_once(envelope, &message).await?);
+    let line = Line::new(format!("GitHub {event} via {}", hook.name), &message.text, "");
+    let posted = ready!(ctx.post_or_fold(envelope, line, &message).await?);
     Ok(Ready::Now(format!("posted to {} ({posted})", hook.channel)))
 }
 

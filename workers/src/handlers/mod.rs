@@ -2,6 +2,7 @@
 
 pub mod alarm;
 pub mod alarm_settings;
+pub mod digest;
 pub mod hook;
 pub mod schedule;
 pub mod sns;
@@ -16,7 +17,7 @@ use crate::Registry;
 
 /// The registry of built-in handlers: hook payloads and GitHub deliveries to the hook's channel; CloudWatch
 /// alarms and other SNS notifications to the hook's, topic's or default channel; SNS subscription changes;
-/// posting schedules' ticks to their channel.
+/// posting schedules' ticks to their channel; posting channels' burst digests.
 /// Slack events, commands and interactions, and anything else, are recorded as unhandled and completed; users
 /// extend the registry with [`Registry::register`].
 pub fn builtin(routing: sns::SnsRouting) -> Registry {
@@ -34,4 +35,5 @@ pub fn builtin_with(routing: sns::SnsRouting, confirmer: Arc<dyn sns::Subscripti
         .register(Kind::SNS_SUBSCRIPTION_CONFIRMATION, Arc::new(sns::SubscriptionConfirmation::new(confirmer)))
         .register(Kind::SNS_UNSUBSCRIBE_CONFIRMATION, Arc::new(sns::UnsubscribeConfirmation))
         .register(Kind::SCHEDULE_PREFIX, Arc::new(schedule::ScheduleTick))
+        .register(Kind::DIGEST_FLUSH, Arc::new(digest::DigestFlush))
 }

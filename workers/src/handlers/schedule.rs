@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use eventfleet_schema::Envelope;
 use serde::Deserialize;
 
+use crate::digest::Line;
 use crate::slack::{SlackMessage, truncate};
 use crate::wait::Ready;
 use crate::{Handler, HandlerContext, HandlerError};
@@ -53,7 +54,8 @@ impl Handler for ScheduleTick {
             ));
         }
         let message = SlackMessage { channel: channel.clone(), text, blocks: None, attachments: None, thread_ts: None };
-        let posted = ready!(ctx.post_once(envelope, &message).await?);
+        let line = Line::new(format!("schedule {}", tick.schedule), &message.text, "");
+        let posted = ready!(ctx.post_or_fold(envelope, line, &message).await?);
         Ok(Ready::Now(format!("posted tick {} of {} to {channel} ({posted})", tick.tick, tick.schedule)))
     }
 }

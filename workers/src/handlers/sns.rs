@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use eventfleet_schema::{AuditEntry, Envelope, Source, Step};
 use serde_json::{Value, json};
 
+use crate::digest::Line;
 use crate::slack::{SlackMessage, truncate};
 use crate::wait::Ready;
 use crate::{Handler, HandlerContext, HandlerError};
@@ -67,7 +68,8 @@ impl Handler for Notification {
         let channel = self.0.channel(ctx, envelope).await?;
         let topic = str_of(&sns, "TopicArn").rsplit(':').next().unwrap_or("");
         let message = notification_message(&channel, topic, str_of(&sns, "Subject"), str_of(&sns, "Message"));
-        let posted = ready!(ctx.post_once(envelope, &message).await?);
+        let line = Line::new(format!("SNS {topic}"), &message.text, "");
+        let posted = ready!(ctx.post_or_fold(envelope, line, &message).await?);
         Ok(Ready::Now(format!("notification posted to {channel} ({posted})")))
     }
 }

@@ -54,11 +54,14 @@ pub struct ChannelPace {
     pub interval: Duration,
     /// Posts that may go at once before the pace applies (`EVENTFLEET_SLACK_CHANNEL_BURST`).
     pub burst: u32,
+    /// A post that finds no slot is folded into the channel's digest (posted at the next slot) rather than
+    /// waiting for a slot of its own (`EVENTFLEET_SLACK_DIGESTS`).
+    pub digests: bool,
 }
 
 impl Default for ChannelPace {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(1), burst: 3 }
+        Self { interval: Duration::from_secs(1), burst: 3, digests: true }
     }
 }
 
@@ -175,6 +178,28 @@ impl Lanes {
         taken
     }
 
+    /// Takes a turn for one post of `event` in `channel` at `now` if the lane has a free slot (or the event's
+    /// reserved one has come); else says how long the channel is behind, reserving nothing: the post is folded
+    /// into the channel's digest instead of waiting ([`super::digest`]).
+    pub fn try_take(&self, channel: &str, event: EventId, now: Timestamp) -> Result<(), Wait> {
+        if self.pace.is_off() {
+            return Ok(());
+        }
+        let taken = self.with_lane(channel, |lane| {
+            let mut tried = lane.clone();
+            let taken = take(self.pace, &mut tried, event, 1, now);
+            // Keep the turn taken; a reservation made instead is undone (nothing waits for it).
+            if taken.is_ok() {
+                *lane = tried;
+            } else {
+                lane.last_post = now;
+            }
+            taken
+        });
+        self.forget_idle(now);
+        taken
+    }
+
     fn forget_idle(&self, now: Timestamp) {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         if lanes.len() > 256 {
@@ -229,7 +254,7 @@ fn take(pace: ChannelPace, lane: &mut Lane, event: EventId, posts: u32, now: Tim
 mod tests {
     use super::*;
 
-    const PACE: ChannelPace = ChannelPace { interval: Duration::from_secs(1), burst: 2 };
+    const PACE: ChannelPace = ChannelPace { interval: Duration::from_secs(1), burst: 2, digests: true };
 
     #[test]
     fn the_pace_allows_a_burst_then_reserves_one_slot_a_second() {
@@ -269,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_share_of_the_fleet_slows_the_lane_to_its_part() {
-        let lanes = Lanes::new(ChannelPace { interval: Duration::from_secs(1), burst: 3 });
+        let lanes = Lanes::new(ChannelPace { interval: Duration::from_secs(1), burst: 3, digests: true });
         let now = Timestamp::from_millis(4_000_000);
         lanes.renewed("#c", 3, None, now);
         lanes.renewed("#c", 3, None, now);
@@ -296,7 +321,7 @@ mod tests {
 
     #[test]
     fn no_pace_lets_every_post_go() {
-        let lanes = Lanes::new(ChannelPace { interval: Duration::ZERO, burst: 1 });
+        let lanes = Lanes::new(ChannelPace { interval: Duration::ZERO, burst: 1, digests: false });
         let now = Timestamp::from_millis(3_000_000);
         assert!((0..100).all(|_| lanes.take("#c", EventId::new(), 1, now).is_ok()));
     }

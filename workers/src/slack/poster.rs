@@ -134,6 +134,30 @@ impl Poster {
         }
     }
 
+    /// A turn for one post of `event` in `channel` if the channel has a free slot now; else how far behind the
+    /// channel is, with nothing reserved (the caller folds the post into the channel's digest instead of
+    /// waiting, [`crate::digest`]).
+    pub async fn try_turn(&self, channel: &str, event: EventId) -> Ready<()> {
+        let now = self.egress.clock.now();
+        if self.egress.lanes.claim_renewal(channel, now) {
+            self.renew(channel, now).await;
+        }
+        match self.egress.lanes.try_take(channel, event, now) {
+            Ok(()) => Ready::Now(()),
+            Err(wait) => Ready::Wait(Wait { reason: format!("{channel}: {}", wait.reason), ..wait }),
+        }
+    }
+
+    /// The channels' pace this process keeps.
+    pub fn pace(&self) -> ChannelPace {
+        self.egress.lanes.pace()
+    }
+
+    /// This process, as it names itself in the channels' states and the trails it writes.
+    pub fn worker(&self) -> &str {
+        &self.egress.worker
+    }
+
     /// Takes `posts` turns in `channel`'s pace for `event` at once (a message and the replies that follow it);
     /// renews this process's place among the channel's posters when that is due.
     pub async fn take_turns(&self, channel: &str, event: EventId, posts: u32) -> Ready<()> {

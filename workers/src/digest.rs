@@ -1,0 +1,358 @@
+//! Burst digests: posts that come faster than their channel's pace are folded into one message, never flooded and
+//! never dropped.
+//!
+//! - **Fold.** A post that finds a free slot in its channel's pace goes at once (a quiet channel never waits). One
+//!   that finds none is added to the channel's open digest ([`eventfleet_storage::Digests`], one compare-and-set
+//!   write) and its event completes at once: its message group goes on, and its outcome names the digest.
+//! - **Flush.** The first post folded into a digest also accepts a flush event (source `digest`, key
+//!   `digest:<channel>:<first event>`, its own message group): the digest's durable owner, with the retries, trail
+//!   and dead letters of any event. It waits one pace interval for the burst to gather and for its slot, closes
+//!   the digest (later posts open the next), posts it once (its mark is the flush event's), writes a `digested`
+//!   line in the trail of every post in it, and clears it.
+//! - **Once.** A later attempt of a post first looks for it in the channel's digests and in its own trail, so a
+//!   post folded before its worker died is not folded or posted again.
+//!
+//! docs/architecture.md ("Egress") has the crash points.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use eventfleet_schema::{
+    AuditEntry, Body, Envelope, EnvelopeV1, EventId, IdempotencyKey, Kind, Source, Step, Verification,
+    VerificationMethod, message_group,
+};
+use eventfleet_storage::{ChannelDigest, ClosedDigest, DigestItem, OutgoingMessage, StorageError};
+use serde_json::{Value, json};
+
+use crate::block_kit::{MAX_BLOCKS, MAX_SECTION_TEXT, code, context, escape, section};
+use crate::slack::{PostMark, SlackMessage, truncate};
+use crate::wait::{Ready, Wait};
+use crate::{HandlerContext, HandlerError};
+
+/// Posts in one digest at most; the next fold opens another (a digest stays one readable message).
+pub const MAX_ITEMS: usize = 100;
+
+/// A post's headline in a digest is cut to this many bytes.
+const MAX_TITLE: usize = 200;
+
+/// Compare-and-set tries on a channel's digests before the attempt fails (and retries).
+const CAS_TRIES: usize = 20;
+
+/// How long a flush event's key is remembered (the first post's later attempts accept it again within minutes).
+const FLUSH_HORIZON: Duration = Duration::from_secs(24 * 3600);
+
+/// What a digest says of one post: where it came from and its headline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Where it came from, as the digest counts it (`hook deploys`, `GitHub push via ci`).
+    pub from: String,
+    /// Its headline.
+    pub title: String,
+}
+
+impl Line {
+    /// A post from `from` whose headline is the first line of `text` that says something (not `skip`, not a code
+    /// fence).
+    pub fn new(from: impl Into<String>, text: &str, skip: &str) -> Self {
+        let title = text
+            .lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty() && *line != skip && !line.starts_with("```"))
+            .unwrap_or(skip);
+        Self { from: from.into(), title: truncate(title, MAX_TITLE, "…") }
+    }
+}
+
+/// Posts the event's message once, in its channel's pace; when the channel has no slot, folds it into the
+/// channel's digest instead (with digests on). Returns the outcome for the trail, or a wait.
+pub async fn post_or_fold(
+    ctx: &HandlerContext,
+    envelope: &Envelope,
+    line: Line,
+    message: &SlackMessage,
+) -> Result<Ready<String>, HandlerError> {
+    let poster = &ctx.poster;
+    let event = envelope.event_id();
+    if !poster.pace().digests || poster.pace().is_off() || message.thread_ts.is_some() {
+        return Ok(poster.post_once(event, envelope.received_at(), message).await?);
+    }
+    let channel = &message.channel;
+    if ctx.attempt > 1
+        && let Some(earlier) = folded_before(ctx, channel, event).await?
+    {
+        return Ok(Ready::Now(earlier));
+    }
+    match poster.try_turn(channel, event).await {
+        Ready::Now(()) => {
+            let posted = ready!(poster.post(&PostMark::post(event), envelope.received_at(), message, false).await?);
+            Ok(Ready::Now(match posted {
+                (posted, true) => format!("{posted}, by an earlier attempt: not posted again"),
+                (posted, false) => posted.to_string(),
+            }))
+        }
+        Ready::Wait(behind) => fold(ctx, channel, event, line, &behind).await.map(Ready::Now),
+    }
+}
+
+/// Where an earlier attempt folded the event, if it did: in a digest not posted yet (its flush is made sure of),
+/// or in one posted (the `digested` line of its trail).
+async fn folded_before(ctx: &HandlerContext, channel: &str, event: EventId) -> Result<Option<String>, HandlerError> {
+    let digests = ctx.store.digests.digest(channel).await.map_err(store_error)?;
+    if let Some((seq, first)) = digests.as_ref().and_then(|d| d.first_of(event)) {
+        if first == event {
+            ensure_flush(ctx, channel, event, seq).await?;
+        }
+        return Ok(Some(format!("folded into digest {seq} of {channel} by an earlier attempt")));
+    }
+    let trail = ctx.store.audit.history(event).await.map_err(store_error)?;
+    Ok(trail
+        .iter()
+        .find(|entry| entry.step == Step::Digested)
+        .map(|entry| format!("in a digest of {channel} posted before ({}): not posted again", entry.detail)))
+}
+
+/// Adds the post to the channel's open digest (a full one is closed for its flush and the next opened); the first
+/// post of a digest makes sure of its flush event.
+async fn fold(
+    ctx: &HandlerContext,
+    channel: &str,
+    event: EventId,
+    line: Line,
+    behind: &Wait,
+) -> Result<String, HandlerError> {
+    let now = ctx.store.clock.now();
+    let item = DigestItem { event_id: event, from: line.from, title: line.title, at: now };
+    let (seq, first) = change(ctx, channel, |digest| {
+        if digest.first_of(event).is_none() {
+            if digest.items.len() >= MAX_ITEMS {
+                let items = std::mem::take(&mut digest.items);
+                digest.closed.push(ClosedDigest { seq: digest.seq, items });
+                digest.seq += 1;
+            }
+            if digest.items.is_empty() {
+                digest.opened_at = now;
+            }
+            digest.items.push(item.clone());
+        }
+        digest.first_of(event)
+    })
+    .await?
+    .ok_or_else(|| HandlerError::retryable("the post was not in the digest after folding it"))?;
+    if first == event {
+        ensure_flush(ctx, channel, event, seq).await?;
+    }
+    tracing::debug!(%channel, seq, reason = %behind.reason, "folded a post into the channel's digest");
+    let key = IdempotencyKey::digest(channel, &first);
+    Ok(format!("folded into digest {seq} of {channel} (the channel had no slot; its flush: {key})"))
+}
+
+/// Accepts the flush event of digest `seq`, named by its first post (a second accept is a duplicate).
+async fn ensure_flush(ctx: &HandlerContext, channel: &str, first: EventId, seq: u64) -> Result<(), HandlerError> {
+    let now = ctx.store.clock.now();
+    let envelope = EnvelopeV1 {
+        event_id: EventId::new(),
+        idempotency_key: IdempotencyKey::digest(channel, &first),
+        source: Source::Digest { channel: channel.to_owned() },
+        kind: Kind::new(Kind::DIGEST_FLUSH),
+        message_group: message_group(&format!("digest:{channel}")),
+        received_at: now,
+        verification: Verification { method: VerificationMethod::Fleet, verified_at: now },
+        trace: None,
+        headers: BTreeMap::from([("content-type".to_owned(), "application/json".to_owned())]),
+        body: Body::Utf8(json!({ "channel": channel, "seq": seq, "first": first }).to_string()),
+    };
+    let message = OutgoingMessage::first_delivery(Envelope::V1(envelope));
+    ctx.store.protocol.accept(message, FLUSH_HORIZON, ctx.poster.worker()).await.map_err(store_error)?;
+    Ok(())
+}
+
+/// Posts digest `seq` of the flush event's channel: after one pace interval from its first post and in the
+/// channel's pace, closed first (later posts open the next), once, then a `digested` line in each post's trail,
+/// then cleared.
+pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
+    let Source::Digest { channel } = envelope.source() else {
+        return Err(HandlerError::Permanent("a digest flush from another source".into()));
+    };
+    let body = envelope.as_v1().body.to_bytes().map_err(|e| HandlerError::Permanent(format!("body: {e}")))?;
+    let seq = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b.get("seq").and_then(Value::as_u64))
+        .ok_or_else(|| HandlerError::Permanent("a digest flush without its digest's number".into()))?;
+    let Some(digest) = ctx.store.digests.digest(channel).await.map_err(store_error)? else {
+        return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
+    };
+    let open = digest.seq == seq && !digest.items.is_empty();
+    if !open && !digest.closed.iter().any(|c| c.seq == seq) {
+        return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
+    }
+    let now = ctx.store.clock.now();
+    let due = digest.opened_at.plus(ctx.poster.pace().interval);
+    if open && due > now {
+        return Ok(Ready::Wait(Wait {
+            wait: due.since(now),
+            reason: format!("{channel}: the digest gathers the burst for one pace interval"),
+        }));
+    }
+    ready!(ctx.poster.take_turns(channel, envelope.event_id(), 1).await);
+    if open {
+        change(ctx, channel, |digest| {
+            if digest.seq == seq && !digest.items.is_empty() {
+                let items = std::mem::take(&mut digest.items);
+                digest.closed.push(ClosedDigest { seq, items });
+                digest.seq += 1;
+            }
+            Some(())
+        })
+        .await?;
+    }
+    let closed = ctx.store.digests.digest(channel).await.map_err(store_error)?;
+    let Some(items) = closed.and_then(|d| d.closed.into_iter().find(|c| c.seq == seq)).map(|c| c.items) else {
+        return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
+    };
+    let message = layout(channel, &items);
+    let mark = PostMark::part(envelope.event_id(), "digest");
+    let (posted, earlier) = ready!(ctx.poster.post(&mark, envelope.received_at(), &message, false).await?);
+    let detail = json!({ "channel": channel, "ts": posted.ts, "digest": seq, "flush": envelope.event_id() });
+    let at = ctx.store.clock.now();
+    let lines: Vec<AuditEntry> = items
+        .iter()
+        .map(|item| AuditEntry::new(item.event_id, at, Step::Digested, ctx.poster.worker()).with_detail(detail.clone()))
+        .collect();
+    ctx.store.audit.append(lines).await.map_err(store_error)?;
+    change(ctx, channel, |digest| {
+        digest.closed.retain(|c| c.seq != seq);
+        Some(())
+    })
+    .await?;
+    let by = if earlier { ", by an earlier attempt: not posted again" } else { "" };
+    Ok(Ready::Now(format!("posted digest {seq} of {channel} with {} posts ({posted}{by})", items.len())))
+}
+
+/// Reads, changes (`change` returns what to answer, or `None` to write nothing) and writes a channel's digests
+/// until no other writer came in between.
+async fn change<T>(
+    ctx: &HandlerContext,
+    channel: &str,
+    mut change: impl FnMut(&mut ChannelDigest) -> Option<T>,
+) -> Result<Option<T>, HandlerError> {
+    for _ in 0..CAS_TRIES {
+        let stored = ctx.store.digests.digest(channel).await.map_err(store_error)?;
+        let mut digest = stored.clone().unwrap_or_else(|| ChannelDigest {
+            channel: channel.to_owned(),
+            seq: 1,
+            ..Default::default()
+        });
+        let answer = change(&mut digest);
+        if stored.as_ref() == Some(&digest) {
+            return Ok(answer);
+        }
+        match ctx.store.digests.put_digest(&digest).await {
+            Ok(_) => return Ok(answer),
+            Err(StorageError::Conflict(_)) => continue,
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(HandlerError::retryable(format!("the digests of {channel} kept changing under {CAS_TRIES} writes")))
+}
+
+fn store_error(e: StorageError) -> HandlerError {
+    HandlerError::retryable(format!("store: {e}"))
+}
+
+/// The digest message: what came (counts by where from), then a line per post with its event id, in sections
+/// within Block Kit's limits.
+pub fn layout(channel: &str, items: &[DigestItem]) -> SlackMessage {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for item in items {
+        *counts.entry(item.from.as_str()).or_default() += 1;
+    }
+    let mut by_count: Vec<(&str, usize)> = counts.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let summary = by_count.iter().map(|(from, n)| format!("{n} from {}", escape(from))).collect::<Vec<_>>().join(" · ");
+    let posts = if items.len() == 1 { "1 post".to_owned() } else { format!("{} posts", items.len()) };
+    let head = format!(":card_index_dividers: *{posts} came faster than this channel takes them*: {summary}");
+    let mut blocks = vec![section(&head)];
+    let mut chunk = String::new();
+    let mut shown = 0;
+    for item in items {
+        let line = format!("• *{}*: {} {}\n", escape(&item.from), item.title, code(&item.event_id.to_string()));
+        if chunk.len() + line.len() > MAX_SECTION_TEXT - 1 {
+            if blocks.len() + 2 >= MAX_BLOCKS {
+                break;
+            }
+            blocks.push(section(chunk.trim_end()));
+            chunk.clear();
+        }
+        chunk.push_str(&line);
+        shown += 1;
+    }
+    if !chunk.is_empty() {
+        blocks.push(section(chunk.trim_end()));
+    }
+    let mut notes = vec!["Each post's trail: `eventfleet events show <event id>`".to_owned()];
+    if shown < items.len() {
+        notes.insert(0, format!("{} more not shown: their trails say this digest", items.len() - shown));
+    }
+    blocks.push(context(&notes));
+    let text = truncate(&format!("{posts} in one digest: {}", by_count_text(&by_count)), 300, "…");
+    SlackMessage {
+        channel: channel.to_owned(),
+        text,
+        blocks: Some(Value::Array(blocks)),
+        attachments: None,
+        thread_ts: None,
+    }
+}
+
+fn by_count_text(by_count: &[(&str, usize)]) -> String {
+    by_count.iter().map(|(from, n)| format!("{n} from {from}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use eventfleet_schema::Timestamp;
+
+    use super::*;
+    use crate::block_kit::problems;
+
+    fn item(from: &str, title: &str) -> DigestItem {
+        DigestItem { event_id: EventId::new(), from: from.into(), title: title.into(), at: Timestamp::from_millis(1) }
+    }
+
+    #[test]
+    fn a_digest_counts_by_where_from_and_lists_every_post_with_its_event() {
+        let items: Vec<DigestItem> = (0..37)
+            .map(|i| item("hook deploys", &format!("*Disk {i} full*")))
+            .chain((0..3).map(|i| item("GitHub push via ci", &format!("push {i}"))))
+            .collect();
+        let message = layout("#ops", &items);
+        assert!(problems(&message).is_empty(), "{:?}", problems(&message));
+        let shown = message.blocks.as_ref().unwrap().to_string();
+        assert!(shown.contains("40 posts came faster"), "{shown}");
+        assert!(shown.contains("37 from hook deploys · 3 from GitHub push via ci"), "{shown}");
+        for item in &items {
+            assert!(shown.contains(&item.event_id.to_string()), "every post is listed with its event id");
+        }
+        assert!(message.text.starts_with("40 posts in one digest: 37 from hook deploys, 3 from GitHub push via ci"));
+    }
+
+    #[test]
+    fn the_most_a_digest_holds_stays_within_block_kit_limits() {
+        let long = "x".repeat(MAX_TITLE);
+        let items: Vec<DigestItem> = (0..MAX_ITEMS).map(|_| item(&"h".repeat(80), &long)).collect();
+        let message = layout("#ops", &items);
+        assert!(problems(&message).is_empty(), "{:?}", problems(&message));
+        let shown = message.blocks.as_ref().unwrap().to_string();
+        assert!(items.iter().all(|i| shown.contains(&i.event_id.to_string())), "a full digest shows every post");
+        let hostile = layout("#ops", &[item("<!channel>", "t")]);
+        assert!(!hostile.blocks.unwrap().to_string().contains("<!channel>"), "where-from is escaped");
+    }
+
+    #[test]
+    fn a_line_is_the_first_thing_the_post_says() {
+        assert_eq!(Line::new("h", "ops\n*Disk full*\nstatus: `firing`", "ops").title, "*Disk full*");
+        assert_eq!(Line::new("h", "ops\n```\n{}\n```", "ops").title, "{}");
+        assert_eq!(Line::new("h", "", "ops").title, "ops");
+        assert!(Line::new("h", &"é".repeat(500), "").title.len() <= MAX_TITLE + "…".len());
+    }
+}
