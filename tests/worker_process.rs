@@ -210,7 +210,8 @@ async fn three_workers_keep_one_channels_pace_against_slacks_limit() {
         .worker_env()
         .into_iter()
         .filter(|(k, _)| !k.starts_with("EVENTFLEET_RETRY"))
-        .chain([("EVENTFLEET_WORKER_CONCURRENCY", "4".to_owned())])
+        // The pace itself is under test: every post its own message (digests would fold the waiting ones).
+        .chain([("EVENTFLEET_WORKER_CONCURRENCY", "4".to_owned()), ("EVENTFLEET_SLACK_DIGESTS", "false".to_owned())])
         .collect();
     let mut workers: Vec<_> = (0..3).map(|_| spawn_worker(dir.path(), &env_refs(&env))).collect();
     let mut ids = Vec::new();
@@ -298,5 +299,52 @@ async fn a_worker_killed_after_slack_accepted_its_update_does_not_update_twice()
     s.wait("the next attempt to succeed", async || s.steps(completed).await.contains(&Step::Succeeded)).await;
     assert_eq!(s.stub.updates().len(), 1, "chat.update was called once");
     assert_eq!(s.stub.history("#runs").len(), 1, "still one message");
+    assert_eq!(terminate(&mut second), Some(0));
+}
+
+/// SIGKILL between Slack accepting a burst digest and the worker recording it: the digest is in the channel, its
+/// flush event is not done. The next attempt finds the digest by its mark and does not post it again; every post
+/// folded into it has its `digested` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_after_slack_accepted_a_digest_does_not_post_it_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let hook = s.hook("deploys", "#digest").await;
+    // The default pace: three posts go at once, the two after them are folded; the digest's post lands, and its
+    // answer never comes before the kill.
+    s.stub.script("#digest", [Reply::Ok, Reply::Ok, Reply::Ok, Reply::Accepted(Duration::from_secs(60))]);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let resp =
+            (s.http.post(format!("{}/hooks/{}", s.base, hook.id))).body(format!("payload {i}")).send().await.unwrap();
+        assert_eq!(resp.status(), 202);
+        ids.push(
+            EventId::parse(resp.json::<serde_json::Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap(),
+        );
+    }
+    let env = s.worker_env();
+    let mut first = spawn_worker(dir.path(), &env_refs(&env));
+    let is_digest = |m: &serde_json::Value| m["text"].as_str().unwrap_or("").contains("in one digest");
+    s.wait("the digest to land", async || s.stub.history("#digest").iter().any(is_digest)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let flush_key = eventfleet_schema::IdempotencyKey::digest("#digest", &ids[3]);
+    let flush = s.store.idempotency.get(&flush_key).await.unwrap().expect("the flush event of the digest");
+    assert_ne!(flush.status, Status::Done, "killed before its success was recorded");
+
+    let mut second = spawn_worker(dir.path(), &env_refs(&env));
+    s.wait("the flush to succeed", async || {
+        s.store.idempotency.get(&flush_key).await.unwrap().is_some_and(|r| r.status == Status::Done)
+    })
+    .await;
+    let history = s.stub.history("#digest");
+    assert_eq!(history.iter().filter(|m| is_digest(m)).count(), 1, "one digest in the channel: {history:?}");
+    assert_eq!(history.len(), 4, "three posts and the digest: {history:?}");
+    assert_eq!(s.stub.requests("#digest"), 4, "chat.postMessage was called once for the digest");
+    let outcome = s.store.idempotency.get(&flush_key).await.unwrap().unwrap().outcome.unwrap_or_default();
+    assert!(outcome.contains("not posted again"), "{outcome}");
+    for id in &ids[3..] {
+        assert!(s.steps(*id).await.contains(&Step::Digested), "{id} has its digested line");
+    }
     assert_eq!(terminate(&mut second), Some(0));
 }

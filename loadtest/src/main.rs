@@ -83,6 +83,13 @@ enum Command {
         /// each delivery arrived, none beyond its recorded attempts.
         #[arg(long)]
         route: bool,
+        /// The fleet started here runs with its default settings (the channel pace, burst digests, alarm storms
+        /// and flapping, the worker's concurrency and timeouts), and the Slack stand-in enforces Slack's limit
+        /// (one post a second per channel, bursts of 3, 429 with `Retry-After` past it). Without it, the fleet
+        /// runs without a pace against a stand-in without limits, every event a post of its own: a measure of
+        /// the fleet, not of Slack's rate.
+        #[arg(long)]
+        defaults: bool,
     },
     /// Serve the baseline: a plain axum handler answering 200 to any POST.
     Baseline {
@@ -136,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
             max_events,
             shape,
             route,
+            defaults,
         } => {
             let duration = parse_duration(&duration)?;
             let args = run::RunArgs {
@@ -154,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
                 max_events: max_events.unwrap_or(12_000 * duration.as_secs().max(1)),
                 shape,
                 route,
+                defaults,
             };
             let (report, ok) = run::run(args.clone()).await?;
             print_summary(&report, &args);
@@ -205,10 +214,11 @@ fn print_summary(r: &run::Report, args: &run::RunArgs) {
     let l = &r.ingress_latency_ms;
     let e = &r.e2e_latency_ms;
     println!(
-        "eventfleet load test: {} s, rate {}, chaos {}",
+        "eventfleet load test: {} s, rate {}, chaos {}, {}",
         args.duration.as_secs(),
         args.rate.map_or("max".into(), |n| n.to_string()),
-        args.chaos
+        args.chaos,
+        if args.defaults { "default settings, Slack's limit enforced" } else { "no pace, Slack without limits" }
     );
     println!(
         "  accepted {}  completed {}  lost {}  left in flight {}  dead-lettered {}  unaccepted {}  resend mismatches {}",
@@ -217,6 +227,10 @@ fn print_summary(r: &run::Report, args: &run::RunArgs) {
     println!(
         "  duplicate effects {} (beyond recorded attempts: {})  duplicate completions {}  done without audit line {}",
         r.duplicate_effects, r.effects_beyond_attempts, r.duplicate_completions, r.completed_without_audit
+    );
+    println!(
+        "  missing effects {}  Slack messages {}  answered 429 {}  alarms counted as flapping {}",
+        r.missing_effects, r.slack_posts, r.slack_429, r.collapsed
     );
     if args.route {
         println!(

@@ -56,6 +56,8 @@ pub struct RunArgs {
     pub shape: Shape,
     /// Route the GitHub traffic to a local HTTP destination too, and check its deliveries.
     pub route: bool,
+    /// The fleet started here keeps its default settings, against a stand-in that enforces Slack's limit.
+    pub defaults: bool,
 }
 
 /// The two single-machine shapes of a fleet.
@@ -87,6 +89,12 @@ pub struct Report {
     pub lost_examples: Vec<serde_json::Value>,
     /// Completed events that should have posted to Slack but did not.
     pub missing_effects: u64,
+    /// Alarms counted as flapping in their thread rather than posted (with `--defaults`).
+    pub collapsed: u64,
+    /// Messages the Slack stand-in accepted (posts, replies, digests).
+    pub slack_posts: u64,
+    /// Posts the stand-in answered 429 (with `--defaults`, it enforces Slack's limit).
+    pub slack_429: u64,
     /// Slack posts beyond one per event.
     pub duplicate_effects: u64,
     /// Posts beyond the number of attempts the audit trail records for their event: a breach of the guarantee
@@ -148,6 +156,9 @@ pub struct Report {
 pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
     let work = tempfile::tempdir()?;
     let stub = SlackStub::start().await?;
+    if args.defaults {
+        stub.enforce_limit(Duration::from_secs(1), 3);
+    }
     let receiver = match (args.route, &args.target) {
         (true, None) => Some(crate::receiver::Receiver::start().await?),
         (true, Some(_)) => bail!("--route configures the fleet started here; it cannot be used with --target"),
@@ -163,7 +174,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
             std::fs::create_dir_all(&certs)?;
             std::fs::write(certs.join("SimpleNotificationService-eventfleet-test.pem"), TEST_CERT)?;
             let data = work.path().join("data");
-            let mut env = fleet_env(&stub.url, &certs);
+            let mut env = fleet_env(&stub.url, &certs, args.defaults);
             if let Some(receiver) = &receiver {
                 let routes = work.path().join("routes.toml");
                 std::fs::write(&routes, receiver.routes_file())?;
@@ -254,15 +265,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
     Ok((report, ok))
 }
 
-fn fleet_env(slack_url: &str, certs: &std::path::Path) -> HashMap<String, String> {
-    [
+fn fleet_env(slack_url: &str, certs: &std::path::Path, defaults: bool) -> HashMap<String, String> {
+    let wiring = [
         ("EVENTFLEET_SLACK_SIGNING_SECRET", SLACK_SECRET.to_owned()),
         ("EVENTFLEET_SLACK_BOT_TOKEN", "xoxb-loadtest".to_owned()),
         ("EVENTFLEET_SLACK_API_URL", slack_url.to_owned()),
         ("EVENTFLEET_SNS_CERT_DIR", certs.display().to_string()),
         ("EVENTFLEET_SNS_TOPIC_CHANNELS", format!("{ALARM_TOPIC}=#lt-alarms")),
-        // Alarms thread (each of the 32 alarm ARNs replies in its thread), but the stub has no rate limit to
-        // respect, and every event must make a post of its own to be counted: no pace, digest or flap collapse.
+        ("EVENTFLEET_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+        ("EVENTFLEET_LOG", "warn".to_owned()),
+    ];
+    // Alarms thread (each of the 32 alarm ARNs replies in its thread), but the stub has no rate limit to
+    // respect, and every event must make a post of its own to be counted: no pace, digest or flap collapse.
+    let tuned = [
         ("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", "0".to_owned()),
         ("EVENTFLEET_ALARM_STORM_THRESHOLD", "0".to_owned()),
         ("EVENTFLEET_ALARM_FLAP_REPLIES", "0".to_owned()),
@@ -274,12 +289,9 @@ fn fleet_env(slack_url: &str, certs: &std::path::Path) -> HashMap<String, String
         ("EVENTFLEET_VISIBILITY_TIMEOUT_S", "10".to_owned()),
         ("EVENTFLEET_HANDLER_TIMEOUT_S", "5".to_owned()),
         ("EVENTFLEET_DRAIN_TIMEOUT_S", "5".to_owned()),
-        ("EVENTFLEET_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
-        ("EVENTFLEET_LOG", "warn".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    ];
+    let tuned = if defaults { &[][..] } else { &tuned[..] };
+    wiring.iter().chain(tuned).map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
 }
 
 /// A generic hook, and a GitHub hook with its secret.

@@ -181,11 +181,18 @@ pub fn slack_event(secret: &str, n: u64, ts: i64) -> Request {
     }
 }
 
-/// The marker number in a posted Slack message, if any.
-pub fn marker(text: &str) -> Option<u64> {
-    let at = text.find("lt-")?;
-    let digits: String = text[at + 3..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+/// The marker numbers in a posted Slack message (a digest or a storm's summary names several).
+pub fn markers(text: &str) -> Vec<u64> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("lt-") {
+        rest = &rest[at + 3..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse() {
+            found.push(n);
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -194,8 +201,8 @@ mod tests {
 
     #[test]
     fn markers_parse_from_posted_text() {
-        assert_eq!(marker("lt-42 deploy finished"), Some(42));
-        assert_eq!(marker(":red_circle: ALARM: lt-7: Threshold"), Some(7));
-        assert_eq!(marker("nothing here"), None);
+        assert_eq!(markers("lt-42 deploy finished"), [42]);
+        assert_eq!(markers(":red_circle: ALARM: lt-7: Threshold, lt-9"), [7, 9]);
+        assert!(markers("nothing here, lt-x").is_empty());
     }
 }

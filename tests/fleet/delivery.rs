@@ -504,8 +504,7 @@ fn mentions(messages: &[Value], text: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_to_one_hook_becomes_a_few_messages_with_every_payload_in_them_and_a_quiet_channel_waits_for_nothing()
-{
+async fn a_burst_to_one_hook_becomes_a_few_messages_with_every_payload_in_them_and_a_quiet_channel_waits_for_nothing() {
     let f = fleet_with_defaults().await;
     let (hook, quiet) = (f.hook("#burst").await, f.hook("#quiet").await);
     let lone = f.send(&quiet, "all quiet").await;

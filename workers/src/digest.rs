@@ -210,7 +210,7 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
     };
     let message = layout(channel, &items);
-    let mark = PostMark::part(envelope.event_id(), "digest");
+    let mark = PostMark::part(envelope.event_id(), "burst");
     let (posted, earlier) = ready!(ctx.poster.post(&mark, envelope.received_at(), &message, false).await?);
     let detail = json!({ "channel": channel, "ts": posted.ts, "digest": seq, "flush": envelope.event_id() });
     let at = ctx.store.clock.now();
