@@ -107,7 +107,8 @@ pub async fn verify(
         }
     }
     // Effects: posts per marker, for events that post. A burst digest lists its posts by event id; an alarm
-    // storm's digest, flap counter and back-links name alarms already posted in their own replies.
+    // storm's digest and back-links name alarms already posted in their own replies. (A flap counter is the post
+    // of the event that started it: counted.)
     let by_event: HashMap<EventId, u64> = accepted.iter().map(|(n, (id, _, _))| (*id, *n)).collect();
     let mut posts: HashMap<u64, u64> = HashMap::new();
     let slack_posts = stub.posted();
@@ -116,7 +117,7 @@ pub async fn verify(
         let text = p["text"].as_str().unwrap_or("").to_owned() + &p["blocks"].to_string();
         let shown: HashSet<u64> = match part {
             "burst" => text.split('`').filter_map(EventId::parse).filter_map(|id| by_event.get(&id).copied()).collect(),
-            "digest" | "flap" => HashSet::new(),
+            "digest" => HashSet::new(),
             part if part.starts_with("backlink") => HashSet::new(),
             _ => markers(&text).into_iter().collect(),
         };
@@ -156,13 +157,16 @@ pub async fn verify(
         }
     }
     // An alarm counted as flapping has no post of its own: its thread's counter says it (defaults only).
-    let (mut missing_effects, mut collapsed) = (0u64, 0u64);
+    let (mut missing_effects, mut collapsed, mut missing_examples) = (0u64, 0u64, Vec::new());
     for (_, (id, _, _)) in accepted.iter().filter(|(n, (_, _, p))| *p && !posts.contains_key(n)) {
         let outcome = store.idempotency.find_by_event(*id).await?.and_then(|r| r.outcome).unwrap_or_default();
         if args.defaults && outcome.contains("counted as flapping") {
             collapsed += 1;
         } else {
             missing_effects += 1;
+            if missing_examples.len() < 10 {
+                missing_examples.push(serde_json::json!({ "event_id": id, "outcome": outcome }));
+            }
         }
     }
     let stats = store.queue.stats().await?;
@@ -191,6 +195,7 @@ pub async fn verify(
         lost_examples,
         completed_without_audit,
         missing_effects,
+        missing_examples,
         collapsed,
         slack_posts: slack_posts.len() as u64,
         slack_429: stub.limited(),

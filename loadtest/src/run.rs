@@ -89,6 +89,8 @@ pub struct Report {
     pub lost_examples: Vec<serde_json::Value>,
     /// Completed events that should have posted to Slack but did not.
     pub missing_effects: u64,
+    /// Some of them, with their outcomes.
+    pub missing_examples: Vec<serde_json::Value>,
     /// Alarms counted as flapping in their thread rather than posted (with `--defaults`).
     pub collapsed: u64,
     /// Messages the Slack stand-in accepted (posts, replies, digests).

@@ -21,7 +21,9 @@ fn checked_in_envelope_schema_is_current() {
 fn schema_names_every_source_and_the_version_tag() {
     let schema: serde_json::Value = serde_json::from_str(&eventfleet_schema::envelope_json_schema()).unwrap();
     let text = schema.to_string();
-    for needle in ["\"slack\"", "\"github\"", "\"hook\"", "\"sns\"", "\"schedule\"", "\"version\"", "traceparent"] {
+    for needle in
+        ["\"slack\"", "\"github\"", "\"hook\"", "\"sns\"", "\"schedule\"", "\"digest\"", "\"version\"", "traceparent"]
+    {
         assert!(text.contains(needle), "schema lacks {needle}");
     }
 }

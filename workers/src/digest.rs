@@ -35,8 +35,14 @@ pub const MAX_ITEMS: usize = 100;
 /// A post's headline in a digest is cut to this many bytes.
 const MAX_TITLE: usize = 200;
 
-/// Compare-and-set tries on a channel's digests before the attempt fails (and retries).
+/// Compare-and-set tries on a channel's digests before the attempt fails (and retries), a few ms apart.
 const CAS_TRIES: usize = 20;
+
+/// Full digests a channel keeps waiting for their flush at most (each about 30 KB of the channel's document).
+pub const MAX_CLOSED: usize = 3;
+
+/// A digest whose first post was folded this long ago should have been flushed: a fold makes sure of its flush.
+const FLUSH_OVERDUE: Duration = Duration::from_secs(30);
 
 /// How long a flush event's key is remembered (the first post's later attempts accept it again within minutes).
 const FLUSH_HORIZON: Duration = Duration::from_secs(24 * 3600);
@@ -77,10 +83,14 @@ pub async fn post_or_fold(
         return Ok(poster.post_once(event, envelope.received_at(), message).await?);
     }
     let channel = &message.channel;
-    if ctx.attempt > 1
-        && let Some(earlier) = folded_before(ctx, channel, event).await?
-    {
-        return Ok(Ready::Now(earlier));
+    if ctx.attempt > 1 {
+        if let Some(earlier) = folded_before(ctx, channel, event).await? {
+            return Ok(Ready::Now(earlier));
+        }
+        // An earlier attempt may have posted it as itself: folding it now would show it twice.
+        if let Some(ts) = poster.posted_before(&PostMark::post(event), envelope.received_at(), message, false).await? {
+            return Ok(Ready::Now(format!("ts {ts} in {channel}, by an earlier attempt: not posted again")));
+        }
     }
     match poster.try_turn(channel, event).await {
         Ready::Now(()) => {
@@ -90,7 +100,7 @@ pub async fn post_or_fold(
                 (posted, false) => posted.to_string(),
             }))
         }
-        Ready::Wait(behind) => fold(ctx, channel, event, line, &behind).await.map(Ready::Now),
+        Ready::Wait(behind) => fold(ctx, channel, event, line, &behind).await,
     }
 }
 
@@ -112,19 +122,24 @@ async fn folded_before(ctx: &HandlerContext, channel: &str, event: EventId) -> R
 }
 
 /// Adds the post to the channel's open digest (a full one is closed for its flush and the next opened); the first
-/// post of a digest makes sure of its flush event.
+/// post of a digest makes sure of its flush event, and any post of a digest whose flush is overdue. A channel
+/// with [`MAX_CLOSED`] full digests waiting folds no more: the post waits.
 async fn fold(
     ctx: &HandlerContext,
     channel: &str,
     event: EventId,
     line: Line,
     behind: &Wait,
-) -> Result<String, HandlerError> {
+) -> Result<Ready<String>, HandlerError> {
     let now = ctx.store.clock.now();
     let item = DigestItem { event_id: event, from: line.from, title: line.title, at: now };
-    let (seq, first) = change(ctx, channel, |digest| {
+    let overdue_at = now.minus(FLUSH_OVERDUE);
+    let folded = change(ctx, channel, |digest| {
         if digest.first_of(event).is_none() {
             if digest.items.len() >= MAX_ITEMS {
+                if digest.closed.len() >= MAX_CLOSED {
+                    return None;
+                }
                 let items = std::mem::take(&mut digest.items);
                 digest.closed.push(ClosedDigest { seq: digest.seq, items });
                 digest.seq += 1;
@@ -134,16 +149,36 @@ async fn fold(
             }
             digest.items.push(item.clone());
         }
-        digest.first_of(event)
+        let (seq, first) = digest.first_of(event)?;
+        // Digests whose flush should have run by now: their first post may have died between its fold and its
+        // flush's accept (dead-lettered on its last attempt), so any fold makes sure of their flush again.
+        let open = (digest.opened_at < overdue_at).then(|| (digest.seq, digest.items.first()));
+        let closed = digest.closed.iter().map(|c| (c.seq, c.items.first()));
+        let overdue: Vec<(u64, EventId)> = open
+            .into_iter()
+            .chain(closed)
+            .filter_map(|(seq, first)| first.filter(|f| f.at < overdue_at).map(|f| (seq, f.event_id)))
+            .collect();
+        Some((seq, first, overdue))
     })
-    .await?
-    .ok_or_else(|| HandlerError::retryable("the post was not in the digest after folding it"))?;
+    .await?;
+    let Some((seq, first, overdue)) = folded else {
+        // The channel has the most digests waiting to be posted (Slack paused it, or their flushes fail): the post
+        // waits for a slot of its own rather than grow them past what one document holds.
+        return Ok(Ready::Wait(Wait {
+            wait: behind.wait.max(Duration::from_secs(1)),
+            reason: format!("{channel}: the channel's digests are full; waiting for them to be posted"),
+        }));
+    };
     if first == event {
         ensure_flush(ctx, channel, event, seq).await?;
     }
+    for (seq, first) in overdue.into_iter().filter(|(_, f)| *f != event) {
+        ensure_flush(ctx, channel, first, seq).await?;
+    }
     tracing::debug!(%channel, seq, reason = %behind.reason, "folded a post into the channel's digest");
     let key = IdempotencyKey::digest(channel, &first);
-    Ok(format!("folded into digest {seq} of {channel} (the channel had no slot; its flush: {key})"))
+    Ok(Ready::Now(format!("folded into digest {seq} of {channel} (the channel had no slot; its flush: {key})")))
 }
 
 /// Accepts the flush event of digest `seq`, named by its first post (a second accept is a duplicate).
@@ -174,15 +209,19 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         return Err(HandlerError::Permanent("a digest flush from another source".into()));
     };
     let body = envelope.as_v1().body.to_bytes().map_err(|e| HandlerError::Permanent(format!("body: {e}")))?;
-    let seq = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|b| b.get("seq").and_then(Value::as_u64))
-        .ok_or_else(|| HandlerError::Permanent("a digest flush without its digest's number".into()))?;
+    let body: Value = serde_json::from_slice(&body).map_err(|e| HandlerError::Permanent(format!("body: {e}")))?;
+    let (Some(seq), Some(first)) =
+        (body.get("seq").and_then(Value::as_u64), body.get("first").and_then(Value::as_str).and_then(EventId::parse))
+    else {
+        return Err(HandlerError::Permanent("a digest flush without its digest's number and first post".into()));
+    };
+    // A digest is known by its first post (its number starts again when the channel's document expires).
+    let starts = |items: &[DigestItem]| items.first().is_some_and(|item| item.event_id == first);
     let Some(digest) = ctx.store.digests.digest(channel).await.map_err(store_error)? else {
         return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
     };
-    let open = digest.seq == seq && !digest.items.is_empty();
-    if !open && !digest.closed.iter().any(|c| c.seq == seq) {
+    let open = starts(&digest.items);
+    if !open && !digest.closed.iter().any(|c| starts(&c.items)) {
         return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
     }
     let now = ctx.store.clock.now();
@@ -196,9 +235,9 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
     ready!(ctx.poster.take_turns(channel, envelope.event_id(), 1).await);
     if open {
         change(ctx, channel, |digest| {
-            if digest.seq == seq && !digest.items.is_empty() {
+            if starts(&digest.items) {
                 let items = std::mem::take(&mut digest.items);
-                digest.closed.push(ClosedDigest { seq, items });
+                digest.closed.push(ClosedDigest { seq: digest.seq, items });
                 digest.seq += 1;
             }
             Some(())
@@ -206,12 +245,22 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         .await?;
     }
     let closed = ctx.store.digests.digest(channel).await.map_err(store_error)?;
-    let Some(items) = closed.and_then(|d| d.closed.into_iter().find(|c| c.seq == seq)).map(|c| c.items) else {
+    let Some(items) = closed.and_then(|d| d.closed.into_iter().find(|c| starts(&c.items))).map(|c| c.items) else {
         return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
     };
     let message = layout(channel, &items);
     let mark = PostMark::part(envelope.event_id(), "burst");
-    let (posted, earlier) = ready!(ctx.poster.post(&mark, envelope.received_at(), &message, false).await?);
+    // A replayed flush runs as attempt 1 but may have posted before it was dead-lettered: look first, always
+    // (a later attempt's post looks by itself).
+    let before = if ctx.attempt <= 1 {
+        ctx.poster.posted_before(&mark, envelope.received_at(), &message, true).await?
+    } else {
+        None
+    };
+    let (posted, earlier) = match before {
+        Some(ts) => (crate::slack::Posted { ts, channel: channel.clone() }, true),
+        None => ready!(ctx.poster.post(&mark, envelope.received_at(), &message, false).await?),
+    };
     let detail = json!({ "channel": channel, "ts": posted.ts, "digest": seq, "flush": envelope.event_id() });
     let at = ctx.store.clock.now();
     let lines: Vec<AuditEntry> = items
@@ -220,7 +269,7 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         .collect();
     ctx.store.audit.append(lines).await.map_err(store_error)?;
     change(ctx, channel, |digest| {
-        digest.closed.retain(|c| c.seq != seq);
+        digest.closed.retain(|c| !starts(&c.items));
         Some(())
     })
     .await?;
@@ -248,7 +297,10 @@ async fn change<T>(
         }
         match ctx.store.digests.put_digest(&digest).await {
             Ok(_) => return Ok(answer),
-            Err(StorageError::Conflict(_)) => continue,
+            Err(StorageError::Conflict(_)) => {
+                // Folds of one burst from several handlers meet here: spread their next tries.
+                tokio::time::sleep(Duration::from_millis(rand::random_range(2..=30))).await;
+            }
             Err(e) => return Err(store_error(e)),
         }
     }
@@ -275,7 +327,7 @@ pub fn layout(channel: &str, items: &[DigestItem]) -> SlackMessage {
     let mut chunk = String::new();
     let mut shown = 0;
     for item in items {
-        let line = format!("• *{}*: {} {}\n", escape(&item.from), item.title, code(&item.event_id.to_string()));
+        let line = format!("• *{}*: {} {}\n", escape(&item.from), whole(&item.title), code(&item.event_id.to_string()));
         if chunk.len() + line.len() > MAX_SECTION_TEXT - 1 {
             if blocks.len() + 2 >= MAX_BLOCKS {
                 break;
@@ -305,7 +357,17 @@ pub fn layout(channel: &str, items: &[DigestItem]) -> SlackMessage {
 }
 
 fn by_count_text(by_count: &[(&str, usize)]) -> String {
-    by_count.iter().map(|(from, n)| format!("{n} from {from}")).collect::<Vec<_>>().join(", ")
+    by_count.iter().map(|(from, n)| format!("{n} from {}", escape(from))).collect::<Vec<_>>().join(", ")
+}
+
+/// A headline fit for one line of mrkdwn: no code fence, and a link or mention cut off by the headline's limit
+/// (`<https://…` without its `>`) dropped, so it cannot swallow the lines after it.
+fn whole(title: &str) -> String {
+    let title = title.replace("```", "");
+    match (title.rfind('<'), title.rfind('>')) {
+        (Some(open), close) if close.is_none_or(|close| close < open) => title[..open].trim_end().to_owned(),
+        _ => title,
+    }
 }
 
 #[cfg(test)]
@@ -354,5 +416,10 @@ mod tests {
         assert_eq!(Line::new("h", "ops\n```\n{}\n```", "ops").title, "{}");
         assert_eq!(Line::new("h", "", "ops").title, "ops");
         assert!(Line::new("h", &"é".repeat(500), "").title.len() <= MAX_TITLE + "…".len());
+        assert_eq!(
+            whole("see <https://example.com/a|the run> and <https://exa…"),
+            "see <https://example.com/a|the run> and"
+        );
+        assert_eq!(whole("```code"), "code");
     }
 }

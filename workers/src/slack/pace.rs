@@ -188,11 +188,10 @@ impl Lanes {
         let taken = self.with_lane(channel, |lane| {
             let mut tried = lane.clone();
             let taken = take(self.pace, &mut tried, event, 1, now);
-            // Keep the turn taken; a reservation made instead is undone (nothing waits for it).
+            // Keep the turn taken; a reservation made instead is undone (nothing waits for it), and a post folded
+            // rather than made does not make this process one of the channel's posters.
             if taken.is_ok() {
                 *lane = tried;
-            } else {
-                lane.last_post = now;
             }
             taken
         });

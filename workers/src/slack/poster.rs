@@ -91,7 +91,7 @@ impl Poster {
         if !paced && let Some(wait) = self.egress.lanes.paused(&message.channel, self.egress.clock.now()) {
             return Ok(Ready::Wait(Wait { reason: format!("{}: {}", message.channel, wait.reason), ..wait }));
         }
-        match self.earlier_post(mark, received_at, message).await {
+        match self.posted_before(mark, received_at, message, false).await {
             Ok(Some(ts)) => return Ok(Ready::Now((Posted { ts, channel: message.channel.clone() }, true))),
             Ok(None) => {}
             // Reading the history was rate limited: the post waits too, rather than risk a second one.
@@ -227,14 +227,17 @@ impl Poster {
         Err(StorageError::Conflict(format!("the state of {channel} kept changing under {CAS_TRIES} writes")))
     }
 
-    /// On a later attempt, where an earlier attempt posted `mark`, if it did.
-    async fn earlier_post(
+    /// Where an earlier attempt posted `mark`, if it did: asked on a later attempt only, or always (`force`: a
+    /// replayed event starts again at attempt 1, and a digest's flush may have posted before it was
+    /// dead-lettered).
+    pub async fn posted_before(
         &self,
         mark: &PostMark,
         received_at: Timestamp,
         message: &SlackMessage,
+        force: bool,
     ) -> Result<Option<String>, SlackError> {
-        if self.attempt <= 1 {
+        if self.attempt <= 1 && !force {
             return Ok(None);
         }
         let thread = message.thread_ts.as_deref();
