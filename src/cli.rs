@@ -208,6 +208,19 @@ pub enum HooksCommand {
         /// order, different values side by side (default: all of the hook's payloads in one order).
         #[arg(long, value_name = "POINTER", value_parser = json_pointer)]
         group_key: Option<String>,
+        /// Post GitHub runs, deployments and pull requests as a message per delivery, as other GitHub events
+        /// are (default: one message each, updated in place as its deliveries arrive).
+        #[arg(long)]
+        per_delivery: bool,
+    },
+    /// How a hook posts GitHub runs, deployments and pull requests: `living` (one message each, updated in place;
+    /// the default) or `per-delivery` (a message per delivery).
+    Messages {
+        /// Hook id.
+        id: String,
+        /// `living` or `per-delivery`.
+        #[arg(value_enum)]
+        messages: MessagesArg,
     },
     /// Set a hook's group key (a JSON pointer into its payloads), or remove it with `--clear`.
     GroupKey {
@@ -254,6 +267,15 @@ pub struct FilterArgs {
     /// Never post GitHub deliveries matching this rule (repeatable), e.g. `pull_request.synchronize`.
     #[arg(long = "skip", value_name = "RULE")]
     pub skip: Vec<String>,
+}
+
+/// How a hook posts GitHub runs, deployments and pull requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MessagesArg {
+    /// One message each, updated in place.
+    Living,
+    /// A message per delivery.
+    PerDelivery,
 }
 
 /// Hook kinds on the command line.

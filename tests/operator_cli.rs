@@ -117,6 +117,32 @@ async fn a_github_delivery_id_finds_its_event_and_hook_urls_name_the_port_in_use
 }
 
 #[test]
+fn a_hook_posts_github_runs_as_living_messages_unless_told_a_message_per_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let living: serde_json::Value =
+        serde_json::from_str(&run_ok(data, &["hooks", "create", "--name", "ci", "--channel", "#ci"])).unwrap();
+    assert_eq!(living["messages"], "living", "the default");
+    let each: serde_json::Value = serde_json::from_str(&run_ok(
+        data,
+        &["hooks", "create", "--name", "ci-each", "--channel", "#ci", "--per-delivery"],
+    ))
+    .unwrap();
+    assert_eq!(each["messages"], "per-delivery");
+    let id = living["id"].as_str().unwrap().to_owned();
+    let changed: serde_json::Value =
+        serde_json::from_str(&run_ok(data, &["hooks", "messages", &id, "per-delivery"])).unwrap();
+    assert_eq!(changed["messages"], "per-delivery");
+    let back: serde_json::Value = serde_json::from_str(&run_ok(data, &["hooks", "messages", &id, "living"])).unwrap();
+    assert_eq!(back["messages"], "living");
+    let bad = run(data, &["hooks", "messages", &id, "threads"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("per-delivery"), "the choices are named: {}", stderr(&bad));
+    let missing = run(data, &["hooks", "messages", "hk_missing", "living"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+}
+
+#[test]
 fn a_hooks_group_key_is_set_shown_cleared_and_refused_when_not_a_pointer() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();

@@ -52,6 +52,7 @@ impl Setup {
             invocation_count: 0,
             filter: None,
             group_key: None,
+            per_delivery: false,
             created_by: "test".into(),
             created_at: self.store.clock.now(),
         };

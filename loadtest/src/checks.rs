@@ -156,11 +156,18 @@ pub async fn verify(
             }
         }
     }
-    // An alarm counted as flapping has no post of its own: its thread's counter says it (defaults only).
+    // An alarm counted as flapping has no post of its own: its effect is the update of its thread's counter,
+    // which carries its mark (found even when an earlier attempt made it and the next found it done).
+    let counted: HashSet<String> = stub
+        .updates()
+        .iter()
+        .filter(|u| u["text"].as_str().is_some_and(|t| t.contains(" is flapping: ")))
+        .filter_map(|u| u["metadata"]["event_payload"]["event_id"].as_str().map(str::to_owned))
+        .collect();
     let (mut missing_effects, mut collapsed, mut missing_examples) = (0u64, 0u64, Vec::new());
     for (_, (id, _, _)) in accepted.iter().filter(|(n, (_, _, p))| *p && !posts.contains_key(n)) {
         let outcome = store.idempotency.find_by_event(*id).await?.and_then(|r| r.outcome).unwrap_or_default();
-        if args.defaults && outcome.contains("counted as flapping") {
+        if counted.contains(&id.to_string()) {
             collapsed += 1;
         } else {
             missing_effects += 1;

@@ -231,7 +231,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
 
     eprintln!("load done; waiting for the queue to drain");
     let store = EmbeddedStore::open_dir(&data_dir, EmbeddedOptions::default())?.into_store();
-    let drained = wait_for_drain(&store, Duration::from_secs(180)).await?;
+    // With the defaults a backlog drains at Slack's pace (a channel takes a digest of at most 100 posts a second),
+    // not at the fleet's: it gets longer to drain.
+    let drain_limit = Duration::from_secs(if args.defaults { 900 } else { 180 });
+    let drained = wait_for_drain(&store, drain_limit).await?;
 
     let report = verify(
         &args,

@@ -60,6 +60,10 @@ pub struct Webhook {
     /// value run in order, different values side by side. `None`: every payload of the hook in one order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_key: Option<String>,
+    /// GitHub runs, deployments and pull requests as a message per delivery, as other GitHub events are, instead
+    /// of one living message each, updated in place (the default, `false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_delivery: bool,
     /// Who created it.
     pub created_by: String,
     /// When.

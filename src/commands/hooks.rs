@@ -7,7 +7,7 @@ use eventfleet_schema::{HookFilter, HookId, HookKind, Webhook};
 use serde_json::json;
 
 use super::print_json;
-use crate::cli::{FilterArgs, HookKindArg, HooksCommand};
+use crate::cli::{FilterArgs, HookKindArg, HooksCommand, MessagesArg};
 use crate::config::Config;
 
 /// The file in the data directory where `dev`, `serve` and `ingress` write the URL they serve on.
@@ -51,19 +51,21 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
         if let Some(group_key) = &h.group_key {
             v["group_key"] = json!(group_key);
         }
+        v["messages"] = json!(messages(h));
         if let Some(secret) = &h.secret {
             v["secret"] = json!(secret);
         }
         v
     };
     match command {
-        HooksCommand::Create { name, channel, kind, secret, by, filter, group_key } => {
+        HooksCommand::Create { name, channel, kind, secret, by, filter, group_key, per_delivery } => {
             let kind = match kind {
                 HookKindArg::Alert => HookKind::Alert,
                 HookKindArg::Info => HookKind::Info,
             };
             let mut hook = new_hook(&name, &channel, kind, secret, parse_filter(filter)?, by, store.clock.now())?;
             hook.group_key = group_key;
+            hook.per_delivery = per_delivery;
             store.webhooks.create(&hook).await?;
             print_json(&view(&hook))?;
         }
@@ -84,7 +86,10 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
                 say!("{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  name", "id", "state", "kind", "channel", "calls");
                 for h in hooks {
                     let state = if h.active { "enabled" } else { "disabled" };
-                    let filter = h.filter.as_ref().map(describe).unwrap_or_default();
+                    let mut filter = h.filter.as_ref().map(describe).unwrap_or_default();
+                    if h.per_delivery {
+                        filter.push_str("  (a message per GitHub delivery)");
+                    }
                     say!(
                         "{:<36}  {:<8}  {:<6}  {:<20}  {:>8}  {}{filter}",
                         h.id,
@@ -111,6 +116,10 @@ pub async fn run(config: &Config, data_dir: &Path, command: HooksCommand) -> any
             }
             let h = store.webhooks.set_group_key(&HookId::from_raw(id), pointer.as_deref()).await?;
             print_json(&json!({ "id": h.id, "group_key": h.group_key }))?;
+        }
+        HooksCommand::Messages { id, messages: choice } => {
+            let h = store.webhooks.set_per_delivery(&HookId::from_raw(id), choice == MessagesArg::PerDelivery).await?;
+            print_json(&json!({ "id": h.id, "messages": messages(&h) }))?;
         }
         HooksCommand::Enable { id } | HooksCommand::Disable { id } if id.trim().is_empty() => {
             anyhow::bail!("a hook id is required");
@@ -152,9 +161,15 @@ pub(crate) fn new_hook(
         invocation_count: 0,
         filter,
         group_key: None,
+        per_delivery: false,
         created_by: by,
         created_at: now,
     })
+}
+
+/// How the hook posts GitHub runs, deployments and pull requests, as `hooks` commands say it.
+fn messages(h: &Webhook) -> &'static str {
+    if h.per_delivery { "per-delivery" } else { "living" }
 }
 
 /// The filter of `--only`/`--skip`, each rule checked; `None` without rules.

@@ -362,6 +362,7 @@ async fn demo_hook(store: &Store, channel: &str) -> anyhow::Result<Webhook> {
         invocation_count: 0,
         filter: None,
         group_key: None,
+        per_delivery: false,
         created_by: "eventfleet dev".into(),
         created_at: store.clock.now(),
     };

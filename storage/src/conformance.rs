@@ -946,6 +946,7 @@ pub async fn webhook_registry(h: &Harness) {
     let hook = Webhook {
         filter: None,
         group_key: None,
+        per_delivery: false,
         id: HookId::new(),
         name: "alerts".into(),
         channel: "#ops".into(),
@@ -998,6 +999,19 @@ pub async fn webhook_registry(h: &Harness) {
     assert_eq!(h.store.webhooks.get(&keyed.id).await.unwrap().unwrap().group_key, None);
     assert!(matches!(
         h.store.webhooks.set_group_key(&HookId::from_raw("hk_missing"), None).await,
+        Err(StorageError::NotFound(_))
+    ));
+
+    // A message per GitHub delivery: created with it, turned off, on again.
+    let each = Webhook { id: HookId::new(), per_delivery: true, ..hook.clone() };
+    h.store.webhooks.create(&each).await.unwrap();
+    assert!(h.store.webhooks.get(&each.id).await.unwrap().unwrap().per_delivery);
+    assert!(!h.store.webhooks.set_per_delivery(&each.id, false).await.unwrap().per_delivery);
+    assert!(!h.store.webhooks.get(&each.id).await.unwrap().unwrap().per_delivery);
+    assert!(h.store.webhooks.set_per_delivery(&each.id, true).await.unwrap().per_delivery);
+    assert!(!h.store.webhooks.get(&keyed.id).await.unwrap().unwrap().per_delivery, "living messages by default");
+    assert!(matches!(
+        h.store.webhooks.set_per_delivery(&HookId::from_raw("hk_missing"), true).await,
         Err(StorageError::NotFound(_))
     ));
 }

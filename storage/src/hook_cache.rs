@@ -109,6 +109,12 @@ impl WebhookRegistry for CachedHooks {
         changed
     }
 
+    async fn set_per_delivery(&self, id: &HookId, per_delivery: bool) -> Result<Webhook> {
+        let changed = self.inner.set_per_delivery(id, per_delivery).await;
+        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        changed
+    }
+
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default() += count;
         Ok(())

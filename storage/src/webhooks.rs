@@ -28,6 +28,10 @@ pub trait WebhookRegistry: Send + Sync {
     /// [`crate::StorageError::NotFound`].
     async fn set_group_key(&self, id: &HookId, group_key: Option<&str>) -> Result<Webhook>;
 
+    /// Sets whether a hook posts GitHub runs, deployments and pull requests as a message per delivery (`true`)
+    /// or one living message each; returns the hook. Unknown id: [`crate::StorageError::NotFound`].
+    async fn set_per_delivery(&self, id: &HookId, per_delivery: bool) -> Result<Webhook>;
+
     /// Counts `count` accepted invocations.
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()>;
 }

@@ -22,6 +22,7 @@ async fn store_with_hook() -> (tempfile::TempDir, Store, Webhook) {
         invocation_count: 0,
         filter: None,
         group_key: None,
+        per_delivery: false,
         created_by: "test".into(),
         created_at: Timestamp::now_system(),
     };

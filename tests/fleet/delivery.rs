@@ -433,6 +433,32 @@ fn run_deliveries(run: i64, conclusion: &str) -> Vec<(&'static str, Value)> {
 /// messages in the channel, each updated in place to its run's final conclusion and listing its jobs; the
 /// failed runs have a thread reply for the failed job and for the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_asked_for_a_message_per_delivery_posts_each_delivery_of_a_run() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#ci-each").await;
+    f.store.webhooks.set_per_delivery(&hook.id, true).await.unwrap();
+    let deliveries = run_deliveries(9100, "failure");
+    let mut ids = Vec::new();
+    for (i, (event, body)) in deliveries.iter().enumerate() {
+        let resp = (f.http.post(format!("{}/hooks/{}", f.base, hook.id)))
+            .header("content-type", "application/json")
+            .header("x-github-event", *event)
+            .header("x-github-delivery", format!("each-{i}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        ids.push(EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap());
+    }
+    for id in &ids {
+        f.wait_for(*id, Step::Succeeded).await;
+    }
+    assert_eq!(f.slack.history("#ci-each").len(), deliveries.len(), "a message per delivery");
+    assert!(f.slack.updates().is_empty(), "nothing updated in place");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_workflow_runs_are_five_living_messages_showing_their_conclusions() {
     let f = Fleet::start().await;
     let hook = f.hook("#ci").await;

@@ -156,6 +156,7 @@ impl Fleet {
             invocation_count: 0,
             filter: None,
             group_key: None,
+            per_delivery: false,
             created_by: "test".into(),
             created_at: self.store.clock.now(),
         };

@@ -281,6 +281,7 @@ thread_local! {
                 invocation_count: 0,
                 filter: None,
                 group_key: None,
+                per_delivery: false,
                 created_by: "fuzz".into(),
                 created_at: Timestamp::now_system(),
             };

@@ -32,6 +32,9 @@ fn item(h: &Webhook) -> Item {
     if let Some(group_key) = &h.group_key {
         item.insert("group_key".into(), s(group_key));
     }
+    if h.per_delivery {
+        item.insert("per_delivery".into(), AttributeValue::Bool(true));
+    }
     item
 }
 
@@ -59,6 +62,7 @@ fn hook(item: &Item) -> Result<Webhook> {
             .transpose()
             .map_err(|e| StorageError::Corrupt(format!("webhooks item: filter: {e}")))?,
         group_key: r.opt_str("group_key")?,
+        per_delivery: matches!(item.get("per_delivery"), Some(AttributeValue::Bool(true))),
     })
 }
 
@@ -163,6 +167,15 @@ impl WebhookRegistry for AwsStore {
         let item = match group_key {
             Some(key) => self.update_hook(id, "SET #group_key = :g", vec![(":g", s(key))]).await?,
             None => self.update_hook(id, "REMOVE #group_key", Vec::new()).await?,
+        };
+        hook(&item)
+    }
+
+    async fn set_per_delivery(&self, id: &HookId, per_delivery: bool) -> Result<Webhook> {
+        let item = if per_delivery {
+            self.update_hook(id, "SET per_delivery = :p", vec![(":p", AttributeValue::Bool(true))]).await?
+        } else {
+            self.update_hook(id, "REMOVE per_delivery", Vec::new()).await?
         };
         hook(&item)
     }

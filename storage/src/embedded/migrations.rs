@@ -106,6 +106,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE webhooks ADD COLUMN group_key TEXT;
     "#,
+    // 6: a hook's choice of a message per GitHub delivery instead of living messages.
+    r#"
+    ALTER TABLE webhooks ADD COLUMN per_delivery INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -8,8 +8,7 @@ use super::EmbeddedStore;
 use crate::webhooks::WebhookRegistry;
 use crate::{Result, StorageError};
 
-const COLUMNS: &str =
-    "id, name, channel, kind, active, secret, invocation_count, created_by, created_at, filter, group_key";
+const COLUMNS: &str = "id, name, channel, kind, active, secret, invocation_count, created_by, created_at, filter, group_key, per_delivery";
 
 fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
     let kind: String = r.get(3)?;
@@ -35,6 +34,7 @@ fn hook(r: &Row<'_>) -> rusqlite::Result<Webhook> {
             .transpose()
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?,
         group_key: r.get(10)?,
+        per_delivery: r.get(11)?,
     })
 }
 
@@ -55,7 +55,7 @@ impl WebhookRegistry for EmbeddedStore {
             .submit(move |conn| {
                 let inserted = conn
                     .prepare_cached(&format!(
-                        "INSERT OR IGNORE INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                        "INSERT OR IGNORE INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                     ))?
                     .execute(params![
                         h.id.as_str(),
@@ -68,7 +68,8 @@ impl WebhookRegistry for EmbeddedStore {
                         h.created_by,
                         h.created_at.as_millis(),
                         filter,
-                        h.group_key
+                        h.group_key,
+                        h.per_delivery
                     ])?;
                 if inserted == 0 {
                     return Err(StorageError::Conflict(format!("hook {} exists", h.id)));
@@ -133,6 +134,20 @@ impl WebhookRegistry for EmbeddedStore {
                     .query_row(params![id, group_key], hook)
                     .optional()?
                     .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
+            })
+            .await
+    }
+
+    async fn set_per_delivery(&self, id: &HookId, per_delivery: bool) -> Result<Webhook> {
+        let id = id.as_str().to_owned();
+        self.writer
+            .submit(move |conn| {
+                conn.prepare_cached(&format!(
+                    "UPDATE webhooks SET per_delivery = ?2 WHERE id = ?1 RETURNING {COLUMNS}"
+                ))?
+                .query_row(params![id, per_delivery], hook)
+                .optional()?
+                .ok_or_else(|| StorageError::NotFound(format!("hook {id}")))
             })
             .await
     }

@@ -82,8 +82,9 @@ async fn github(
         ctx.store.audit.append(vec![entry]).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))?;
         return Ok(Ready::Now(format!("filtered by hook {} ({rule}); not posted", hook.name)));
     }
-    // A run, a deployment or a pull request is one message, updated as its deliveries arrive.
-    if let Some(payload) = payload
+    // A run, a deployment or a pull request is one message, updated as its deliveries arrive (unless the hook
+    // asked for a message per delivery).
+    if let Some(payload) = payload.filter(|_| !hook.per_delivery)
         && let Some(subject) = crate::github::living::subject(event, payload)
     {
         return crate::github::living::deliver(ctx, envelope, hook, event, payload, &subject).await;
