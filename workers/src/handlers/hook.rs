@@ -4,7 +4,8 @@
 //! filtered delivery is audited `filtered` with the rule, and not posted). A Slack message JSON (`text`,
 //! `blocks` or `attachments`) passes through; other JSON leads with its `title`, `message`, `summary`, `status`
 //! (or `description`) and lists its other top-level values, and is a code block only when it has none of
-//! those; text is posted as text.
+//! those; text is posted as text. The sender's words are escaped, never read as mentions or links (a Slack
+//! message JSON is the sender's own markup and passes through).
 
 use async_trait::async_trait;
 use eventfleet_schema::{AuditEntry, Envelope, HookKind, Step, Webhook};
@@ -126,11 +127,12 @@ pub fn render(channel: &str, prefix: &str, body: &[u8]) -> SlackMessage {
         }
     }
     let text = match json {
+        // The sender's words are shown, not read as markup: a `<!channel>` in a payload notifies nobody.
         Some(value) => {
             let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
-            format!("{prefix}\n```\n{}\n```", truncate(&pretty, MAX_TEXT, "… (truncated)"))
+            format!("{prefix}\n```\n{}\n```", escape(&truncate(&pretty, MAX_TEXT, "… (truncated)")))
         }
-        None => format!("{prefix}\n{}", truncate(&String::from_utf8_lossy(body), MAX_TEXT, "… (truncated)")),
+        None => format!("{prefix}\n{}", escape(&truncate(&String::from_utf8_lossy(body), MAX_TEXT, "… (truncated)"))),
     };
     SlackMessage { channel: channel.to_owned(), text, blocks: None, attachments: None, thread_ts: None }
 }
@@ -197,6 +199,8 @@ mod tests {
         let m = render("#c", "p", br#"{"a":1}"#);
         assert_eq!(m.text, "p\n```\n{\n  \"a\": 1\n}\n```");
         assert_eq!(render("#c", "p", b"disk full").text, "p\ndisk full");
+        assert_eq!(render("#c", "p", b"<!channel> down & out").text, "p\n&lt;!channel&gt; down &amp; out");
+        assert!(render("#c", "p", br#"{"a":"<!here>"}"#).text.contains("&lt;!here&gt;"), "in a code block too");
     }
 
     #[test]
