@@ -432,26 +432,6 @@ fn run_deliveries(run: i64, conclusion: &str) -> Vec<(&'static str, Value)> {
 /// Five workflow runs, sent as the `workflow_run` and `workflow_job` deliveries GitHub sends for them, are five
 /// messages in the channel, each updated in place to its run's final conclusion and listing its jobs; the
 /// failed runs have a thread reply for the failed job and for the run.
-/// Sends a GitHub delivery to a hook; returns its event id.
-async fn send_github(
-    f: &Fleet,
-    hook: &eventfleet_schema::Webhook,
-    event: &str,
-    delivery: &str,
-    body: &Value,
-) -> EventId {
-    let resp = (f.http.post(format!("{}/hooks/{}", f.base, hook.id)))
-        .header("content-type", "application/json")
-        .header("x-github-event", event)
-        .header("x-github-delivery", delivery)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_that_asked_for_a_message_per_delivery_posts_each_delivery_of_a_run() {
     let f = Fleet::start().await;
@@ -460,7 +440,7 @@ async fn a_hook_that_asked_for_a_message_per_delivery_posts_each_delivery_of_a_r
     let deliveries = run_deliveries(9100, "failure");
     let mut ids = Vec::new();
     for (i, (event, body)) in deliveries.iter().enumerate() {
-        ids.push(send_github(&f, &hook, event, &format!("each-{i}"), body).await);
+        ids.push(f.send_github(&hook, event, &format!("each-{i}"), body).await);
     }
     for id in &ids {
         f.wait_for(*id, Step::Succeeded).await;
@@ -478,7 +458,7 @@ async fn five_workflow_runs_are_five_living_messages_showing_their_conclusions()
     let mut ids = Vec::new();
     for (n, (run, conclusion)) in runs.iter().enumerate() {
         for (i, (event, body)) in run_deliveries(*run, conclusion).into_iter().enumerate() {
-            ids.push(send_github(&f, &hook, event, &format!("run-{n}-{i}"), &body).await);
+            ids.push(f.send_github(&hook, event, &format!("run-{n}-{i}"), &body).await);
         }
     }
     for id in &ids {

@@ -152,18 +152,7 @@ fn verified_by_standardwebhooks(requests: &[Got]) -> Result<(), String> {
 }
 
 async fn github_delivery(f: &Fleet, hook: &eventfleet_schema::Webhook, delivery: &str) -> EventId {
-    let resp = f
-        .http
-        .post(format!("{}/hooks/{}", f.base, hook.id))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", delivery)
-        .body(r#"{"ref":"refs/heads/main","after":"c0ffee"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    EventId::parse(resp.json::<Value>().await.unwrap()["event_id"].as_str().unwrap()).unwrap()
+    f.send_github(hook, "push", delivery, &serde_json::json!({"ref": "refs/heads/main", "after": "c0ffee"})).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,6 +179,22 @@ impl Fleet {
         EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
     }
 
+    /// Sends a GitHub delivery (`X-GitHub-Event: event`, `X-GitHub-Delivery: delivery`) to a hook; returns its
+    /// event id.
+    pub async fn send_github(&self, hook: &Webhook, event: &str, delivery: &str, body: &serde_json::Value) -> EventId {
+        let resp = (self.http.post(format!("{}/hooks/{}", self.base, hook.id)))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
+    }
+
     /// The Prometheus text of the shared registry.
     pub fn metrics(&self) -> String {
         eventfleet_ingress::metrics::render(&self.registry)
