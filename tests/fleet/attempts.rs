@@ -133,6 +133,7 @@ fn processor(store: &Store, dir: &tempfile::TempDir, handler: Arc<FailsFirst>) -
         store: store.clone(),
         registry: Registry::new(handler),
         egress: Egress::new(outbox, worker_config().channel_pace, store, &actor.name),
+        folds: Arc::default(),
         config: worker_config(),
         metrics: WorkerMetrics::unregistered(),
         actor,

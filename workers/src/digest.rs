@@ -14,7 +14,8 @@
 //!
 //! docs/architecture.md ("Egress") has the crash points.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventfleet_schema::{
@@ -23,6 +24,7 @@ use eventfleet_schema::{
 };
 use eventfleet_storage::{ChannelDigest, ClosedDigest, DigestItem, OutgoingMessage, StorageError};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 use crate::block_kit::{MAX_BLOCKS, MAX_SECTION_TEXT, code, context, escape, section};
 use crate::slack::{PostMark, SlackMessage, truncate};
@@ -133,35 +135,7 @@ async fn fold(
 ) -> Result<Ready<String>, HandlerError> {
     let now = ctx.store.clock.now();
     let item = DigestItem { event_id: event, from: line.from, title: line.title, at: now };
-    let overdue_at = now.minus(FLUSH_OVERDUE);
-    let folded = change(ctx, channel, |digest| {
-        if digest.first_of(event).is_none() {
-            if digest.items.len() >= MAX_ITEMS {
-                if digest.closed.len() >= MAX_CLOSED {
-                    return None;
-                }
-                let items = std::mem::take(&mut digest.items);
-                digest.closed.push(ClosedDigest { seq: digest.seq, items });
-                digest.seq += 1;
-            }
-            if digest.items.is_empty() {
-                digest.opened_at = now;
-            }
-            digest.items.push(item.clone());
-        }
-        let (seq, first) = digest.first_of(event)?;
-        // Digests whose flush should have run by now: their first post may have died between its fold and its
-        // flush's accept (dead-lettered on its last attempt), so any fold makes sure of their flush again.
-        let open = (digest.opened_at < overdue_at).then(|| (digest.seq, digest.items.first()));
-        let closed = digest.closed.iter().map(|c| (c.seq, c.items.first()));
-        let overdue: Vec<(u64, EventId)> = open
-            .into_iter()
-            .chain(closed)
-            .filter_map(|(seq, first)| first.filter(|f| f.at < overdue_at).map(|f| (seq, f.event_id)))
-            .collect();
-        Some((seq, first, overdue))
-    })
-    .await?;
+    let folded = ctx.folds.fold(ctx, channel, item).await?;
     let Some((seq, first, overdue)) = folded else {
         // The channel has the most digests waiting to be posted (Slack paused it, or their flushes fail): the post
         // waits for a slot of its own rather than grow them past what one document holds.
@@ -179,6 +153,145 @@ async fn fold(
     tracing::debug!(%channel, seq, reason = %behind.reason, "folded a post into the channel's digest");
     let key = IdempotencyKey::digest(channel, &first);
     Ok(Ready::Now(format!("folded into digest {seq} of {channel} (the channel had no slot; its flush: {key})")))
+}
+
+/// Where a fold put its post: the digest's number, its first post, and the flushes of the channel that are
+/// overdue (digest number, first post).
+type Folded = (u64, EventId, Vec<(u64, EventId)>);
+
+/// Adds `item` to the channel's open digest, closing a full one first; `None` when the channel has the most
+/// closed digests waiting. A post already in a digest is not added again.
+fn add(digest: &mut ChannelDigest, item: &DigestItem) -> Option<Folded> {
+    let (event, now) = (item.event_id, item.at);
+    let overdue_at = now.minus(FLUSH_OVERDUE);
+    if digest.first_of(event).is_none() {
+        if digest.items.len() >= MAX_ITEMS {
+            if digest.closed.len() >= MAX_CLOSED {
+                return None;
+            }
+            let items = std::mem::take(&mut digest.items);
+            digest.closed.push(ClosedDigest { seq: digest.seq, items });
+            digest.seq += 1;
+        }
+        if digest.items.is_empty() {
+            digest.opened_at = now;
+        }
+        digest.items.push(item.clone());
+    }
+    let (seq, first) = digest.first_of(event)?;
+    // Digests whose flush should have run by now: their first post may have died between its fold and its
+    // flush's accept (dead-lettered on its last attempt), so any fold makes sure of their flush again.
+    let open = (digest.opened_at < overdue_at).then(|| (digest.seq, digest.items.first()));
+    let closed = digest.closed.iter().map(|c| (c.seq, c.items.first()));
+    let overdue: Vec<(u64, EventId)> = open
+        .into_iter()
+        .chain(closed)
+        .filter_map(|(seq, first)| first.filter(|f| f.at < overdue_at).map(|f| (seq, f.event_id)))
+        .collect();
+    Some((seq, first, overdue))
+}
+
+/// This process's folds, by channel. Folds that come while one write of the channel's digests is in flight
+/// share the next write (no fold waits for others to join: a burst to one hook is one message group, whose
+/// folds come one after another), and the document is kept as last written, so a burst costs a few conditional writes and
+/// no reads (on DynamoDB two requests per fold before). The compare-and-set still guards every write: another
+/// process's fold or a flush in between is a conflict, and the batch rereads and applies again.
+#[derive(Default)]
+pub struct Folds {
+    channels: Mutex<HashMap<String, Arc<ChannelFolds>>>,
+}
+
+#[derive(Default)]
+struct ChannelFolds {
+    /// Folds waiting for the next write, each with where its answer goes.
+    waiting: Mutex<Vec<(DigestItem, oneshot::Sender<Option<Folded>>)>>,
+    /// Held by the fold that writes; the channel's digests as this process last read or wrote them.
+    writer: tokio::sync::Mutex<Option<ChannelDigest>>,
+}
+
+impl std::fmt::Debug for Folds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Folds").finish_non_exhaustive()
+    }
+}
+
+impl Folds {
+    /// Adds `item` to `channel`'s open digest, in one write with the other folds of this process waiting for it.
+    async fn fold(
+        &self,
+        ctx: &HandlerContext,
+        channel: &str,
+        item: DigestItem,
+    ) -> Result<Option<Folded>, HandlerError> {
+        let folds = {
+            let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            if channels.len() > 256 {
+                channels.retain(|_, folds| Arc::strong_count(folds) > 1);
+            }
+            channels.entry(channel.to_owned()).or_default().clone()
+        };
+        let (tx, mut rx) = oneshot::channel();
+        folds.waiting.lock().unwrap_or_else(|p| p.into_inner()).push((item, tx));
+        let mut cached = folds.writer.lock().await;
+        // The fold that held the writer before may have written this one with its own.
+        if let Ok(answer) = rx.try_recv() {
+            return Ok(answer);
+        }
+        let batch = std::mem::take(&mut *folds.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        let items: Vec<&DigestItem> = batch.iter().map(|(item, _)| item).collect();
+        let answers = match write_batch(ctx, channel, &mut cached, &items).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                *cached = None;
+                return Err(e);
+            }
+        };
+        for ((_, tx), answer) in batch.into_iter().zip(answers) {
+            let _ = tx.send(answer);
+        }
+        drop(cached);
+        // Ours was in the batch (it was waiting before the writer was taken); a batch that failed dropped the
+        // senders of the others, whose folds fail and are retried.
+        rx.await.map_err(|_| HandlerError::retryable(format!("the fold into {channel}'s digest was not written")))
+    }
+}
+
+/// Writes `items` into the channel's digests in one compare-and-set, from the cached copy when there is one (a
+/// conflict rereads).
+async fn write_batch(
+    ctx: &HandlerContext,
+    channel: &str,
+    cached: &mut Option<ChannelDigest>,
+    items: &[&DigestItem],
+) -> Result<Vec<Option<Folded>>, HandlerError> {
+    for _ in 0..CAS_TRIES {
+        let stored = match cached.take() {
+            Some(digest) => Some(digest),
+            None => ctx.store.digests.digest(channel).await.map_err(store_error)?,
+        };
+        let mut digest = stored.clone().unwrap_or_else(|| ChannelDigest {
+            channel: channel.to_owned(),
+            seq: 1,
+            ..Default::default()
+        });
+        let answers: Vec<Option<Folded>> = items.iter().map(|item| add(&mut digest, item)).collect();
+        if stored.as_ref() == Some(&digest) {
+            *cached = stored;
+            return Ok(answers);
+        }
+        match ctx.store.digests.put_digest(&digest).await {
+            Ok(version) => {
+                *cached = Some(ChannelDigest { version, ..digest });
+                return Ok(answers);
+            }
+            Err(StorageError::Conflict(_)) => {
+                // Another process folded or a flush closed a digest: reread, after a few ms to spread the tries.
+                tokio::time::sleep(Duration::from_millis(rand::random_range(2..=30))).await;
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(HandlerError::retryable(format!("the digests of {channel} kept changing under {CAS_TRIES} writes")))
 }
 
 /// Accepts the flush event of digest `seq`, named by its first post (a second accept is a duplicate).
@@ -379,6 +492,49 @@ mod tests {
 
     fn item(from: &str, title: &str) -> DigestItem {
         DigestItem { event_id: EventId::new(), from: from.into(), title: title.into(), at: Timestamp::from_millis(1) }
+    }
+
+    fn context(dir: &tempfile::TempDir) -> Arc<HandlerContext> {
+        let store = eventfleet_storage::EmbeddedStore::open_dir(dir.path(), Default::default()).unwrap().into_store();
+        let outbox = Arc::new(crate::slack::DevOutbox::new(dir.path().join("outbox.jsonl")));
+        let egress = crate::slack::Egress::new(outbox, Default::default(), &store, "test");
+        Arc::new(HandlerContext { store, attempt: 1, poster: egress.poster(1), folds: Arc::default() })
+    }
+
+    #[tokio::test]
+    async fn folds_that_come_together_share_a_write_and_none_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let now = ctx.store.clock.now();
+        let events: Vec<EventId> = (0..40).map(|_| EventId::new()).collect();
+        let mut folds = tokio::task::JoinSet::new();
+        for event in events.clone() {
+            let ctx = ctx.clone();
+            let item = DigestItem { event_id: event, from: "hook h".into(), title: "t".into(), at: now };
+            folds.spawn(async move { ctx.folds.fold(&ctx, "#c", item).await });
+        }
+        let first = events[0];
+        while let Some(folded) = folds.join_next().await {
+            let (seq, digest_first, _) = folded.unwrap().unwrap().expect("room in the digest");
+            assert_eq!((seq, digest_first), (1, first), "one digest, opened by the first fold");
+        }
+        let digest = ctx.store.digests.digest("#c").await.unwrap().unwrap();
+        let folded: Vec<EventId> = digest.items.iter().map(|item| item.event_id).collect();
+        assert_eq!(folded, events, "every post once, in the order they came");
+        assert!(digest.version < 10, "40 folds at once share their writes: {} writes", digest.version);
+
+        // Another process (or a flush) writes in between: this process's copy is stale, and the next fold rereads
+        // rather than overwrite what the other wrote.
+        let mut other = digest.clone();
+        let theirs = EventId::new();
+        other.items.push(DigestItem { event_id: theirs, from: "elsewhere".into(), title: "t".into(), at: now });
+        ctx.store.digests.put_digest(&other).await.unwrap();
+        let ours = EventId::new();
+        let item = DigestItem { event_id: ours, from: "hook h".into(), title: "t".into(), at: now };
+        assert!(ctx.folds.fold(&ctx, "#c", item).await.unwrap().is_some());
+        let digest = ctx.store.digests.digest("#c").await.unwrap().unwrap();
+        assert!(digest.first_of(theirs).is_some() && digest.first_of(ours).is_some(), "both folds kept");
+        assert_eq!(digest.items.len(), 42);
     }
 
     #[test]

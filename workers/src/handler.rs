@@ -20,6 +20,8 @@ pub struct HandlerContext {
     pub attempt: u32,
     /// The only way to Slack: posts, replies and updates, once each, in the channel's pace.
     pub poster: Poster,
+    /// This process's folds into burst digests, which share their writes.
+    pub folds: std::sync::Arc<crate::digest::Folds>,
 }
 
 impl HandlerContext {

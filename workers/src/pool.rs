@@ -80,7 +80,8 @@ pub async fn run_with_metrics(
     let drain_timeout = config.drain_timeout;
     let actor = config.protocol_actor();
     let egress = crate::slack::Egress::new(slack, config.channel_pace, &store, &actor.name);
-    let processor = Arc::new(Processor { store: store.clone(), registry, egress, config, metrics, actor });
+    let processor =
+        Arc::new(Processor { store: store.clone(), registry, egress, folds: Arc::default(), config, metrics, actor });
     let cfg = &processor.config;
 
     loop {

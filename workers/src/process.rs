@@ -11,6 +11,7 @@
 //! The store decides what a start means (already done, a dead-lettering to finish, attempts used up), so the
 //! worker has no gaps between calls to make up for.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerConfig;
 use crate::backoff::retry_delay;
+use crate::digest::Folds;
 use crate::handler::{HandlerContext, HandlerError};
 use crate::metrics::WorkerMetrics;
 use crate::registry::Registry;
@@ -51,6 +53,8 @@ pub struct Processor {
     pub registry: Registry,
     /// Slack egress: this process's poster of every delivery.
     pub egress: Egress,
+    /// This process's folds into burst digests.
+    pub folds: Arc<Folds>,
     /// Settings.
     pub config: WorkerConfig,
     /// Metrics.
@@ -202,7 +206,12 @@ impl Processor {
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
     async fn run_handler(&self, msg: &ReceivedMessage, attempt: u32) -> Result<Ready<String>, HandlerError> {
-        let ctx = HandlerContext { store: self.store.clone(), attempt, poster: self.egress.poster(attempt) };
+        let ctx = HandlerContext {
+            store: self.store.clone(),
+            attempt,
+            poster: self.egress.poster(attempt),
+            folds: self.folds.clone(),
+        };
         let kind = msg.envelope.kind().as_str();
         let span = tracing::info_span!("worker.handle", kind);
         let work = tokio::time::timeout(
