@@ -118,3 +118,147 @@ async fn the_receives_of_a_failing_head_are_not_counted_on_the_messages_behind_i
     let started = trail.iter().find(|e| e.step == Step::Started).unwrap();
     assert_eq!(started.detail["receive"], 1, "counted once, when it started: {trail:?}");
 }
+
+/// Power loss: the machine keeps what was synced and nothing after. The store's sync hook copies the database and
+/// its WAL at the start of every sync, while no batch is being written, and keeps the copy once the sync is done:
+/// exactly what a machine that lost power from then until the next sync is done would find. Accepts and completions run from many tasks while the writer pipelines its
+/// batches; at a moment under load the power is "cut" (no copy is kept after it), and every accept and every completion
+/// answered before that moment must be in the last copy, opened as a store. Fails if a request is answered before
+/// the sync that covers its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answered_accept_and_completion_survives_power_loss() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use eventfleet_storage::embedded::SyncPoint;
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = tempfile::tempdir().unwrap();
+    // The copy of the files at a sync's start becomes what survives once that sync is done, unless the power was
+    // cut before: `cut` and the answers read at the cut are taken under the same lock as that promotion.
+    let power = Arc::new(Mutex::new(false));
+    let syncing = Arc::new(AtomicBool::new(false));
+    let images = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hook = {
+        let (db, image, power, images, syncing) =
+            (dir.path().join("fleet.db"), image.path().to_owned(), power.clone(), images.clone(), syncing.clone());
+        let (pending, durable) = (image.join("pending"), image.join("durable"));
+        eventfleet_storage::embedded::SyncHook(Arc::new(move |point| match point {
+            SyncPoint::Start => {
+                syncing.store(true, Ordering::SeqCst);
+                std::fs::create_dir_all(&pending).unwrap();
+                for suffix in ["", "-wal"] {
+                    let from = format!("{}{suffix}", db.display());
+                    if std::path::Path::new(&from).exists() {
+                        std::fs::copy(&from, pending.join(format!("fleet.db{suffix}"))).unwrap();
+                    }
+                }
+            }
+            SyncPoint::Done => {
+                let cut = power.lock().unwrap();
+                syncing.store(false, Ordering::SeqCst);
+                if !*cut {
+                    let _ = std::fs::remove_dir_all(&durable);
+                    std::fs::rename(&pending, &durable).unwrap();
+                    images.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }))
+    };
+    let options = EmbeddedOptions { sync_hook: Some(hook), ..EmbeddedOptions::default() };
+    let store = EmbeddedStore::open_dir(dir.path(), options).unwrap().into_store();
+    let actor = Actor {
+        name: "worker".into(),
+        visibility: Duration::from_secs(30),
+        max_attempts: 5,
+        horizon: Duration::from_secs(3600),
+    };
+    let accepted: Arc<Mutex<Vec<IdempotencyKey>>> = Arc::default();
+    let completed: Arc<Mutex<Vec<IdempotencyKey>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for sender in 0..32 {
+        let (store, accepted, stop) = (store.clone(), accepted.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let key = IdempotencyKey::from_raw(format!("k:{sender}:{i}"));
+                let env = envelope(key.clone(), &format!("g{}", i % 8), "power");
+                let horizon = Duration::from_secs(3600);
+                if store.protocol.accept(OutgoingMessage::first_delivery(env), horizon, "ingress").await.is_ok() {
+                    accepted.lock().unwrap().push(key);
+                }
+                i += 1;
+            }
+        });
+    }
+    for _ in 0..4 {
+        let (store, completed, stop, actor) = (store.clone(), completed.clone(), stop.clone(), actor.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                // One at a time: each is its group's head, so it starts at once.
+                for delivery in store.protocol.receive(1, Duration::from_millis(50), &actor).await.unwrap() {
+                    let Start::Run { attempt, .. } = delivery.start else { continue };
+                    let msg = &delivery.message;
+                    if store.protocol.succeed(msg, attempt, "done", &actor).await.is_ok() {
+                        completed.lock().unwrap().push(msg.envelope.idempotency_key().clone());
+                    }
+                }
+            }
+        });
+    }
+    // Under load, past a few hundred answers and many syncs: what was answered so far, then the power goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while accepted.lock().unwrap().len() < 3_000 || completed.lock().unwrap().len() < 300 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the load made too little progress: {} accepts, {} completions, {} syncs",
+            accepted.lock().unwrap().len(),
+            completed.lock().unwrap().len(),
+            images.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The power goes while a sync is under way (the moment an early answer would be caught out).
+    let (answered_accepts, answered_completions) = loop {
+        {
+            let mut cut = power.lock().unwrap();
+            if syncing.load(Ordering::SeqCst) {
+                *cut = true;
+                break (accepted.lock().unwrap().clone(), completed.lock().unwrap().clone());
+            }
+        }
+        tokio::task::yield_now().await;
+    };
+    stop.store(true, Ordering::SeqCst);
+    while tasks.join_next().await.is_some() {}
+    drop(store);
+    assert!(images.load(Ordering::SeqCst) > 10, "the load ran through many syncs");
+
+    // The machine comes back with the files of the last sync.
+    let survived =
+        EmbeddedStore::open_dir(image.path().join("durable"), EmbeddedOptions::default()).unwrap().into_store();
+    let mut lost_accepts = Vec::new();
+    for key in &answered_accepts {
+        if survived.idempotency.get(key).await.unwrap().is_none() {
+            lost_accepts.push(key.as_str().to_owned());
+        }
+    }
+    let mut lost_completions = Vec::new();
+    for key in &answered_completions {
+        let record = survived.idempotency.get(key).await.unwrap();
+        if record.map(|r| r.status) != Some(Status::Done) {
+            lost_completions.push(key.as_str().to_owned());
+        }
+    }
+    assert!(
+        lost_accepts.is_empty() && lost_completions.is_empty(),
+        "answered but lost with the power: {} of {} accepts ({:?}…), {} of {} completions ({:?}…)",
+        lost_accepts.len(),
+        answered_accepts.len(),
+        lost_accepts.iter().take(3).collect::<Vec<_>>(),
+        lost_completions.len(),
+        answered_completions.len(),
+        lost_completions.iter().take(3).collect::<Vec<_>>(),
+    );
+}

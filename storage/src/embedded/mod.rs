@@ -35,10 +35,33 @@ use writer::Writer;
 /// How hard a commit is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// `synchronous=FULL`: a commit survives power loss. The default: an acknowledged event must survive.
+    /// A request is answered once its commit is synced to disk: it survives power loss. The default: an
+    /// acknowledged event must survive. The sync runs beside the next batch ([`writer`]).
     Full,
-    /// `synchronous=NORMAL`: survives a process crash, may lose the last commits on power loss.
+    /// Answered once committed, never synced by us (`synchronous=NORMAL`): survives a process crash, may lose the
+    /// last commits on power loss.
     Normal,
+}
+
+/// Runs at the start of every sync of the WAL, while no batch is being written, and again once the sync is done,
+/// before its requests are answered. The power-loss test copies the files at the start and keeps the copy once
+/// the sync is done: what a machine that lost power from then on would find.
+#[derive(Clone)]
+pub struct SyncHook(pub Arc<dyn Fn(SyncPoint) + Send + Sync>);
+
+/// Where a sync is, for a [`SyncHook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPoint {
+    /// About to sync; the writer is held between batches.
+    Start,
+    /// Synced; its requests are about to be answered.
+    Done,
+}
+
+impl std::fmt::Debug for SyncHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncHook")
+    }
 }
 
 /// Settings of the embedded store.
@@ -58,6 +81,8 @@ pub struct EmbeddedOptions {
     pub durability: Durability,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// Tests: called at the start of every sync ([`SyncHook`]).
+    pub sync_hook: Option<SyncHook>,
 }
 
 impl Default for EmbeddedOptions {
@@ -70,6 +95,7 @@ impl Default for EmbeddedOptions {
             max_batch: 1024,
             durability: Durability::Full,
             clock: Arc::new(SystemClock),
+            sync_hook: None,
         }
     }
 }
@@ -101,11 +127,18 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StorageError::unavailable_from(format!("create {}", dir.display()), e))?;
         }
-        let mut write_conn = connect(&path, &options)?;
+        let mut write_conn = connect(&path)?;
         migrations::migrate(&mut write_conn)?;
-        let read_conn = connect(&path, &options)?;
+        let read_conn = connect(&path)?;
         let queue_changed = Arc::new(Notify::new());
-        let writer = Writer::spawn(write_conn, options.max_batch, Arc::clone(&queue_changed))?;
+        let writer = Writer::spawn(
+            write_conn,
+            &path,
+            options.max_batch,
+            Arc::clone(&queue_changed),
+            options.durability,
+            options.sync_hook.clone(),
+        )?;
         Ok(Arc::new(Self { path, writer, reader: Arc::new(Mutex::new(read_conn)), queue_changed, options }))
     }
 
@@ -166,7 +199,7 @@ impl EmbeddedStore {
     }
 }
 
-fn connect(path: &Path, options: &EmbeddedOptions) -> Result<Connection, StorageError> {
+fn connect(path: &Path) -> Result<Connection, StorageError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -178,15 +211,13 @@ fn connect(path: &Path, options: &EmbeddedOptions) -> Result<Connection, Storage
     // Every statement of this module is prepared once per connection; the default cache of 16 is smaller than
     // that set, and re-preparing (parse and plan) dominated the writer's time under load.
     conn.set_prepared_statement_cache_capacity(128);
-    let sync = match options.durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
+    // Commits are not synced by SQLite: with `Durability::Full` the writer's flusher syncs the WAL and answers
+    // only then ([`writer`]); checkpoints still sync the WAL before and the database after.
     // Every write job runs in a savepoint, whose statement journal SQLite keeps in a temporary file by default:
     // a profile under load showed the writer thread in pwrite() for it. In memory it costs no syscall.
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;"
-    ))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+    )?;
     Ok(conn)
 }
 

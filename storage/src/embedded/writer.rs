@@ -1,13 +1,23 @@
 //! The group-commit writer: one thread per process owns the write connection; every write request waiting when
 //! it wakes goes into one transaction, each in its own savepoint so one request's failure does not undo the
 //! others, and the answers are sent only after the commit is durable.
+//!
+//! **Pipelined sync.** With [`Durability::Full`] the connection commits with `synchronous=NORMAL` (the commit
+//! is written to the WAL, not synced) and hands the batch to a flusher thread, which syncs the WAL file and only
+//! then answers every batch that committed before its sync began; meanwhile the writer runs the next batch.
+//! A commit in WAL mode is durable once the WAL is synced past it (recovery replays the WAL's valid commit frames),
+//! so an answered request survives power loss as with `synchronous=FULL`, and the writer never waits for the disk.
+//! docs/architecture.md ("The embedded store's commits") has the argument and the crash points.
 
-use std::sync::Arc;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
+use super::{Durability, SyncHook, SyncPoint};
 use crate::StorageError;
 
 /// One write request.
@@ -59,17 +69,53 @@ where
     }
 }
 
-/// Handle to the writer thread. Dropping it stops the thread once queued jobs are done.
+/// A committed batch: each job with why it failed, if it did, waiting to be answered.
+type Committed = Vec<(Box<dyn Job>, Option<StorageError>)>;
+
+/// Where the writer sends committed batches.
+enum Answers {
+    /// Answered at once ([`Durability::Normal`]: the commit is not synced at all).
+    Now,
+    /// Answered by the flusher once a sync of the WAL covers them.
+    AfterSync(mpsc::Sender<Committed>),
+}
+
+/// Handle to the writer thread. Dropping it stops the thread once queued jobs are done (and the flusher once
+/// their answers are sent).
 pub(super) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl Writer {
-    pub(super) fn spawn(conn: Connection, max_batch: usize, committed: Arc<Notify>) -> Result<Self, StorageError> {
+    /// Starts the writer on `conn` (the database at `db`), with a flusher when `durability` is full. `hook`
+    /// (tests) runs at the start of every sync with the writer held between batches.
+    pub(super) fn spawn(
+        conn: Connection,
+        db: &Path,
+        max_batch: usize,
+        committed: Arc<Notify>,
+        durability: Durability,
+        hook: Option<SyncHook>,
+    ) -> Result<Self, StorageError> {
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
+        // Held by the writer for each batch and by the flusher while the hook runs: the hook sees the files
+        // between commits.
+        let between_batches = Arc::new(Mutex::new(()));
+        let answers = match durability {
+            Durability::Normal => Answers::Now,
+            Durability::Full => {
+                let (to_flusher, batches) = mpsc::channel::<Committed>();
+                let flusher = Flusher { wal: wal_path(db), file: None, hook, between_batches: between_batches.clone() };
+                std::thread::Builder::new()
+                    .name("eventfleet-sqlite-flusher".into())
+                    .spawn(move || flusher.run(batches))
+                    .map_err(|e| StorageError::unavailable_from("spawn flusher thread", e))?;
+                Answers::AfterSync(to_flusher)
+            }
+        };
         std::thread::Builder::new()
             .name("eventfleet-sqlite-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1), committed))
+            .spawn(move || run(conn, rx, max_batch.max(1), committed, answers, between_batches))
             .map_err(|e| StorageError::unavailable_from("spawn writer thread", e))?;
         Ok(Self { jobs })
     }
@@ -106,7 +152,14 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, max_batch: usize, committed: Arc<Notify>) {
+fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Box<dyn Job>>,
+    max_batch: usize,
+    committed: Arc<Notify>,
+    answers: Answers,
+    between_batches: Arc<Mutex<()>>,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -117,21 +170,38 @@ fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, max_batch: usize, com
             }
         }
         let wake = batch.iter().any(|job| job.wakes_receivers());
-        commit_batch(&conn, &mut batch);
+        let done = {
+            let _held = between_batches.lock().unwrap_or_else(|p| p.into_inner());
+            commit_batch(&conn, &mut batch)
+        };
+        // Readers may see the commit now; a receive is itself a write, answered only once its commit (and so
+        // every commit before it) is synced.
         if wake {
             committed.notify_waiters();
+        }
+        match &answers {
+            Answers::Now => deliver(done, None),
+            Answers::AfterSync(flusher) => {
+                if let Err(mpsc::SendError(done)) = flusher.send(done) {
+                    deliver(done, Some(&StorageError::unavailable("the flusher thread stopped")));
+                }
+            }
         }
     }
 }
 
-/// Runs one batch in one transaction, then answers every job.
-fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+/// Answers every job of a batch (`failed`: the sync that should have covered them failed).
+fn deliver(done: Committed, failed: Option<&StorageError>) {
+    for (job, error) in done {
+        job.deliver(failed.or(error.as_ref()));
+    }
+}
+
+/// Runs one batch in one transaction; returns each job with its error, to be answered once the commit is durable.
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Committed {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StorageError::from(e);
-        for job in batch.drain(..) {
-            job.deliver(Some(&err));
-        }
-        return;
+        return batch.drain(..).map(|job| (job, Some(err.clone()))).collect();
     }
     let mut own_errors: Vec<Option<StorageError>> = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
@@ -151,8 +221,79 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
         let _ = conn.execute_batch("ROLLBACK");
         StorageError::from(e)
     });
-    for (job, own_error) in batch.drain(..).zip(own_errors) {
-        job.deliver(commit_error.as_ref().or(own_error.as_ref()));
+    batch.drain(..).zip(own_errors).map(|(job, own_error)| (job, commit_error.clone().or(own_error))).collect()
+}
+
+/// The WAL file of the database at `db` (SQLite's name for it).
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The flusher: syncs the WAL and answers the batches the sync covers.
+struct Flusher {
+    wal: PathBuf,
+    /// The WAL file as opened, reopened when SQLite made a new one (the last connection of a process that closed
+    /// removes it; the next write creates it again).
+    file: Option<File>,
+    hook: Option<SyncHook>,
+    between_batches: Arc<Mutex<()>>,
+}
+
+impl Flusher {
+    fn run(mut self, batches: mpsc::Receiver<Committed>) {
+        while let Ok(first) = batches.recv() {
+            // Every batch received here committed before this sync begins: the sync covers them all.
+            let mut covered = vec![first];
+            covered.extend(batches.try_iter());
+            if let Some(hook) = &self.hook {
+                let _held = self.between_batches.lock().unwrap_or_else(|p| p.into_inner());
+                (hook.0)(SyncPoint::Start);
+            }
+            let synced = self.sync();
+            match (&synced, &self.hook) {
+                (Err(e), _) => {
+                    tracing::error!(error = %e, "syncing the WAL failed: the requests it covered are answered with an error");
+                }
+                (Ok(()), Some(hook)) => (hook.0)(SyncPoint::Done),
+                (Ok(()), None) => {}
+            }
+            for done in covered {
+                deliver(done, synced.as_ref().err());
+            }
+        }
+    }
+
+    /// Syncs the WAL file's data (its size included) to disk; the first time a WAL file is seen, its directory
+    /// entry too (SQLite syncs neither with `synchronous=NORMAL`).
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let io =
+            |what: &str, e: std::io::Error| StorageError::unavailable_from(format!("{what} {}", self.wal.display()), e);
+        let current = match std::fs::metadata(&self.wal) {
+            Ok(current) => current,
+            // No WAL file: SQLite checkpointed it into the database and removed it, syncing the database first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("stat", e)),
+        };
+        let same = match &self.file {
+            Some(file) => {
+                use std::os::unix::fs::MetadataExt;
+                file.metadata().map(|open| open.ino() == current.ino() && open.dev() == current.dev()).unwrap_or(false)
+            }
+            None => false,
+        };
+        if !same {
+            let file = File::open(&self.wal).map_err(|e| io("open", e))?;
+            if let Some(dir) = self.wal.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync the directory of", e))?;
+            }
+            self.file = Some(file);
+        }
+        match &self.file {
+            Some(file) => file.sync_data().map_err(|e| io("sync", e)),
+            None => Ok(()),
+        }
     }
 }
 
