@@ -110,6 +110,14 @@ async fn behind_the_alb_the_operator_is_the_oidc_identity_and_posts_need_their_c
     let listed = eventfleet().args(["hooks", "list", "--json", "--data-dir"]).arg(data.path()).output().unwrap();
     let hooks: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(hooks[0]["created_by"], "dana@example.com (console)", "{hooks}");
+    assert_eq!(hooks[0]["messages"], "living", "a hook posts GitHub runs as living messages unless asked: {hooks}");
+    let hook_id = hooks[0]["id"].as_str().unwrap().to_owned();
+    let messages_path = format!("/hooks/{hook_id}/messages");
+    let changed = post(&messages_path, Some(&csrf), vec![("messages", "per-delivery"), ("csrf", &csrf)]).await.unwrap();
+    assert_eq!(changed.status(), 303, "{}", changed.text().await.unwrap());
+    let listed = eventfleet().args(["hooks", "list", "--json", "--data-dir"]).arg(data.path()).output().unwrap();
+    let hooks: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(hooks[0]["messages"], "per-delivery", "{hooks}");
 
     // Bad values are refused with 400 and change nothing.
     let bad = [
@@ -118,12 +126,19 @@ async fn behind_the_alb_the_operator_is_the_oidc_identity_and_posts_need_their_c
         ("/dlq/replay", vec![("scope", "filter"), ("confirm", "yes"), ("rate", "-1")]),
         ("/dlq/preview", vec![("scope", "selected")]),
         ("/dlq/preview", vec![("scope", "filter"), ("since", "last tuesday")]),
+        (messages_path.as_str(), vec![("messages", "sometimes")]),
+        (messages_path.as_str(), vec![]),
     ];
     for (path, mut form) in bad {
         form.push(("csrf", &csrf));
         let resp = post(path, Some(&csrf), form.clone()).await.unwrap();
         assert_eq!(resp.status(), 400, "{path} {form:?}: {}", resp.text().await.unwrap());
     }
+    let listed = eventfleet().args(["hooks", "list", "--json", "--data-dir"]).arg(data.path()).output().unwrap();
+    let hooks: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(hooks[0]["messages"], "per-delivery", "a refused change changed nothing: {hooks}");
+    let unknown = post("/hooks/hk_nosuchhook/messages", Some(&csrf), vec![("messages", "living"), ("csrf", &csrf)]);
+    assert_eq!(unknown.await.unwrap().status(), 404, "no such hook");
     assert_eq!(
         http.get(format!("{base}/dlq/replays/999")).header("x-amzn-oidc-identity", "x").send().await.unwrap().status(),
         404

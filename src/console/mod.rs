@@ -120,6 +120,7 @@ fn router(app: Shared) -> Router {
         .route("/hooks", get(hooks::page).post(hooks::create))
         .route("/hooks/{id}/enable", post(hooks::enable))
         .route("/hooks/{id}/disable", post(hooks::disable))
+        .route("/hooks/{id}/messages", post(hooks::messages))
         .route("/login", get(login_page).post(login))
         // For the load balancer's and the container's health checks: no operator needed, nothing revealed.
         .route("/health", get(|| async { "ok" }))

@@ -178,6 +178,10 @@ try {
   await page.locator(`tr[data-hook-id="${hookId}"] button`, { hasText: 'Enable' }).click();
   await page.locator(`tr[data-hook-id="${hookId}"] td.state`, { hasText: 'enabled' }).waitFor();
   check(true, 'and enabled again');
+  check((await hookRow.locator('td.messages').textContent()).includes('living'), 'GitHub runs post as living messages');
+  await hookRow.locator('td.messages button', { hasText: 'One per delivery' }).click();
+  await page.locator(`tr[data-hook-id="${hookId}"] td.messages button`, { hasText: 'Make living' }).waitFor();
+  check(true, 'the hook is switched to a message per delivery');
 
   check(errors.length === 0, `no script or CSP errors in the browser (${errors.join('; ')})`);
   console.log(`EVENT_ID=${eventId} PURGED_EVENT_ID=${purgeId} HOOK_ID=${hookId}`);

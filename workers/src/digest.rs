@@ -538,6 +538,52 @@ mod tests {
     }
 
     #[test]
+    fn a_full_digest_closes_for_its_flush_and_a_channel_with_the_most_waiting_folds_no_more() {
+        let now = Timestamp::from_millis(10_000_000);
+        let at = |event_id| DigestItem { event_id, from: "h".into(), title: "t".into(), at: now };
+        let mut digest = ChannelDigest { channel: "#c".into(), seq: 1, ..Default::default() };
+        let first = EventId::new();
+        assert_eq!(add(&mut digest, &at(first)).map(|(seq, f, _)| (seq, f)), Some((1, first)));
+        for _ in 1..MAX_ITEMS {
+            assert_eq!(add(&mut digest, &at(EventId::new())).map(|(seq, ..)| seq), Some(1));
+        }
+        // The 101st opens digest 2; digest 1 waits, closed, for its flush.
+        let next = EventId::new();
+        assert_eq!(add(&mut digest, &at(next)).map(|(seq, f, _)| (seq, f)), Some((2, next)));
+        assert_eq!(digest.closed.iter().map(|c| (c.seq, c.items.len())).collect::<Vec<_>>(), [(1, MAX_ITEMS)]);
+        assert_eq!(
+            add(&mut digest, &at(first)).map(|(seq, ..)| seq),
+            Some(1),
+            "a post folded before is not added again"
+        );
+        while digest.closed.len() < MAX_CLOSED || digest.items.len() < MAX_ITEMS {
+            add(&mut digest, &at(EventId::new())).expect("room until the most digests wait");
+        }
+        let unchanged = digest.clone();
+        assert_eq!(add(&mut digest, &at(EventId::new())), None, "full: the post waits for a slot instead");
+        assert_eq!(digest, unchanged, "and nothing is written");
+    }
+
+    #[test]
+    fn a_fold_names_the_digests_whose_flush_is_overdue() {
+        let opened = Timestamp::from_millis(20_000_000);
+        let item = |at| DigestItem { event_id: EventId::new(), from: "h".into(), title: "t".into(), at };
+        let mut digest = ChannelDigest { channel: "#c".into(), seq: 7, ..Default::default() };
+        let first = item(opened);
+        add(&mut digest, &first).unwrap();
+        let soon = opened.plus(FLUSH_OVERDUE - Duration::from_secs(1));
+        assert_eq!(add(&mut digest, &item(soon)).unwrap().2, [], "its flush still has time");
+        let late = opened.plus(FLUSH_OVERDUE + Duration::from_secs(1));
+        let (seq, by, overdue) = add(&mut digest, &item(late)).unwrap();
+        assert_eq!((seq, by), (7, first.event_id));
+        assert_eq!(
+            overdue,
+            [(7, first.event_id)],
+            "the first post died before its flush was accepted: make sure of it"
+        );
+    }
+
+    #[test]
     fn a_digest_counts_by_where_from_and_lists_every_post_with_its_event() {
         let items: Vec<DigestItem> = (0..37)
             .map(|i| item("hook deploys", &format!("*Disk {i} full*")))
