@@ -265,9 +265,9 @@ async fn write_batch(
     items: &[&DigestItem],
 ) -> Result<Vec<Option<Folded>>, HandlerError> {
     for _ in 0..CAS_TRIES {
-        let stored = match cached.take() {
-            Some(digest) => Some(digest),
-            None => ctx.store.digests.digest(channel).await.map_err(store_error)?,
+        let (stored, from_cache) = match cached.take() {
+            Some(digest) => (Some(digest), true),
+            None => (ctx.store.digests.digest(channel).await.map_err(store_error)?, false),
         };
         let mut digest = stored.clone().unwrap_or_else(|| ChannelDigest {
             channel: channel.to_owned(),
@@ -276,6 +276,11 @@ async fn write_batch(
         });
         let answers: Vec<Option<Folded>> = items.iter().map(|item| add(&mut digest, item)).collect();
         if stored.as_ref() == Some(&digest) {
+            // Nothing to write, so no compare-and-set checks the copy: a cached one may be stale (a flush emptied
+            // the digests this process last saw full), so only a fresh read answers.
+            if from_cache {
+                continue;
+            }
             *cached = stored;
             return Ok(answers);
         }
@@ -535,6 +540,28 @@ mod tests {
         let digest = ctx.store.digests.digest("#c").await.unwrap().unwrap();
         assert!(digest.first_of(theirs).is_some() && digest.first_of(ours).is_some(), "both folds kept");
         assert_eq!(digest.items.len(), 42);
+    }
+
+    #[tokio::test]
+    async fn a_process_that_saw_the_digests_full_folds_again_once_they_were_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let now = ctx.store.clock.now();
+        let item = || DigestItem { event_id: EventId::new(), from: "h".into(), title: "t".into(), at: now };
+        let mut full = None;
+        for _ in 0..(MAX_CLOSED + 1) * MAX_ITEMS + 1 {
+            full = Some(ctx.folds.fold(&ctx, "#c", item()).await.unwrap());
+        }
+        assert_eq!(full, Some(None), "the channel's digests are full: the post waits");
+        // The flushes post and clear them, in another process.
+        let mut flushed = ctx.store.digests.digest("#c").await.unwrap().unwrap();
+        flushed.closed.clear();
+        flushed.items.clear();
+        ctx.store.digests.put_digest(&flushed).await.unwrap();
+        assert!(
+            ctx.folds.fold(&ctx, "#c", item()).await.unwrap().is_some(),
+            "this process does not go on seeing them full"
+        );
     }
 
     #[test]
