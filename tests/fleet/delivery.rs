@@ -524,6 +524,7 @@ async fn a_burst_to_one_hook_becomes_a_few_messages_with_every_payload_in_them_a
     .await
     .unwrap_or_else(|| panic!("not every payload reached #burst in 15 s: {:?}", f.slack.history("#burst")));
     assert!(channel.len() <= 4, "{} top-level messages: {channel:?}", channel.len());
+    eprintln!("a burst of 40 to one hook: {} top-level messages", channel.len());
     f.settled().await;
     let posted: Vec<Value> = f.slack.posted().into_iter().filter(|p| p["channel"] == "#burst").collect();
     for alert in &alerts {

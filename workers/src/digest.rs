@@ -94,6 +94,15 @@ pub async fn post_or_fold(
             return Ok(Ready::Now(format!("ts {ts} in {channel}, by an earlier attempt: not posted again")));
         }
     }
+    // This process folded into the channel within a pace interval: its digest is still gathering, so this post
+    // joins it rather than take a slot that just came free. It keeps a message group's posts in order (the
+    // group's earlier post is in that digest) and keeps processes that have not yet learnt their share of the
+    // channel from posting on top of each other.
+    let now = ctx.store.clock.now();
+    if ctx.folds.folded_lately(channel, now, poster.pace().interval) {
+        let behind = Wait { wait: poster.pace().interval, reason: "the channel's digest is gathering".into() };
+        return fold(ctx, channel, event, line, &behind).await;
+    }
     match poster.try_turn(channel, event).await {
         Ready::Now(()) => {
             let posted = ready!(poster.post(&PostMark::post(event), envelope.received_at(), message, false).await?);
@@ -203,6 +212,8 @@ pub struct Folds {
 
 #[derive(Default)]
 struct ChannelFolds {
+    /// When this process last folded a post into the channel's digest.
+    last_fold: Mutex<Option<eventfleet_schema::Timestamp>>,
     /// Folds waiting for the next write, each with where its answer goes.
     waiting: Mutex<Vec<(DigestItem, oneshot::Sender<Option<Folded>>)>>,
     /// Held by the fold that writes; the channel's digests as this process last read or wrote them.
@@ -216,6 +227,13 @@ impl std::fmt::Debug for Folds {
 }
 
 impl Folds {
+    /// Whether this process folded a post into `channel`'s digest within `within` of `now`.
+    fn folded_lately(&self, channel: &str, now: eventfleet_schema::Timestamp, within: Duration) -> bool {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let last = channels.get(channel).and_then(|folds| *folds.last_fold.lock().unwrap_or_else(|p| p.into_inner()));
+        last.is_some_and(|at| now.since(at) < within)
+    }
+
     /// Adds `item` to `channel`'s open digest, in one write with the other folds of this process waiting for it.
     async fn fold(
         &self,
@@ -231,7 +249,12 @@ impl Folds {
             channels.entry(channel.to_owned()).or_default().clone()
         };
         let (tx, mut rx) = oneshot::channel();
+        let at = item.at;
         folds.waiting.lock().unwrap_or_else(|p| p.into_inner()).push((item, tx));
+        {
+            let mut last = folds.last_fold.lock().unwrap_or_else(|p| p.into_inner());
+            *last = (*last).max(Some(at));
+        }
         let mut cached = folds.writer.lock().await;
         // The fold that held the writer before may have written this one with its own.
         if let Ok(answer) = rx.try_recv() {

@@ -227,7 +227,10 @@ fn take(pace: ChannelPace, lane: &mut Lane, event: EventId, posts: u32, now: Tim
     }
     let share = lane.share.max(1);
     let interval = pace.interval * share;
-    let burst = (pace.burst / share).max(1);
+    // Until two registrations agree on the share, this process cannot know who else posts to the channel:
+    // processes starting on one channel together would each take the whole of Slack's burst. One post goes at
+    // once (a quiet channel waits for nothing); the rest wait for the pace, or fold into a digest.
+    let burst = if lane.settled { (pace.burst / share).max(1) } else { 1 };
     let tat = lane.tat.max(now);
     let allowed_at = tat.minus(interval * (burst - 1));
     lane.last_post = now;
@@ -259,6 +262,9 @@ mod tests {
     fn the_pace_allows_a_burst_then_reserves_one_slot_a_second() {
         let lanes = Lanes::new(PACE);
         let t0 = Timestamp::from_millis(1_000_000);
+        // Two registrations that agree: this process posts alone (until then it takes no burst).
+        lanes.renewed("#c", 1, None, t0);
+        lanes.renewed("#c", 1, None, t0);
         let (a, b, c) = (EventId::new(), EventId::new(), EventId::new());
         assert_eq!(lanes.take("#c", a, 1, t0), Ok(()));
         assert_eq!(lanes.take("#c", b, 1, t0), Ok(()));
@@ -268,6 +274,24 @@ mod tests {
         assert!(lanes.take("#c", c, 1, t0.plus(Duration::from_millis(500))).is_err());
         assert_eq!(lanes.take("#c", c, 1, t0.plus(wait)), Ok(()));
         assert_eq!(lanes.take("#other", EventId::new(), 1, t0), Ok(()), "another channel has its own lane");
+    }
+
+    #[test]
+    fn a_lane_whose_share_is_not_settled_posts_one_at_once_whatever_the_burst() {
+        let lanes = Lanes::new(ChannelPace { interval: Duration::from_secs(1), burst: 3, digests: true });
+        let now = Timestamp::from_millis(6_000_000);
+        assert_eq!(lanes.try_take("#new", EventId::new(), now), Ok(()), "a quiet channel's post goes at once");
+        assert!(lanes.try_take("#new", EventId::new(), now).is_err(), "other processes may be starting on it too");
+        lanes.renewed("#new", 1, None, now);
+        let soon = now.plus(Duration::from_secs(1));
+        assert_eq!(lanes.try_take("#new", EventId::new(), soon), Ok(()));
+        assert!(lanes.try_take("#new", EventId::new(), soon).is_err(), "registered once: the share may still grow");
+        lanes.renewed("#new", 1, None, soon);
+        let later = now.plus(Duration::from_secs(4));
+        assert!(
+            (0..3).all(|_| lanes.try_take("#new", EventId::new(), later).is_ok()),
+            "alone once registered: the burst"
+        );
     }
 
     #[test]
