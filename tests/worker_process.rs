@@ -195,20 +195,28 @@ async fn sigterm_lets_in_flight_handlers_finish_and_exits_zero() {
     assert_eq!((stats.waiting, stats.in_flight), (0, 0), "nothing lost or left invisible");
 }
 
+/// Hooks in the three-workers tests, and the payloads each sends.
+const HOOKS: usize = 4;
+const EACH: usize = 12;
+
+/// [`HOOKS`] hooks posting to `#shared`, against a stand-in that enforces one post a second there with `burst`.
+async fn hooks_on_one_limited_channel(dir: &std::path::Path, burst: u32) -> (Setup, Vec<Webhook>) {
+    let s = setup(dir).await;
+    s.stub.enforce_limit(Duration::from_secs(1), burst);
+    let mut hooks = Vec::new();
+    for h in 0..HOOKS {
+        hooks.push(s.hook(&format!("hook{h}"), "#shared").await);
+    }
+    (s, hooks)
+}
+
 /// Three worker processes post to one channel against a stand-in that enforces Slack's limit (one post a second
 /// per channel, a short burst, 429 with Retry-After past it), with the default pace: every post lands once, in
 /// its group's order, and fewer than 5 % of the posts are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_keep_one_channels_pace_against_slacks_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let s = setup(dir.path()).await;
-    s.stub.enforce_limit(Duration::from_secs(1), 5);
-    const HOOKS: usize = 4;
-    const EACH: usize = 12;
-    let mut hooks = Vec::new();
-    for h in 0..HOOKS {
-        hooks.push(s.hook(&format!("hook{h}"), "#shared").await);
-    }
+    let (s, hooks) = hooks_on_one_limited_channel(dir.path(), 5).await;
     let env: Vec<(&'static str, String)> = s
         .worker_env()
         .into_iter()
@@ -258,14 +266,7 @@ async fn three_workers_keep_one_channels_pace_against_slacks_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_with_digests_post_every_payload_once_in_order_against_slacks_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let s = setup(dir.path()).await;
-    s.stub.enforce_limit(Duration::from_secs(1), 3);
-    const HOOKS: usize = 4;
-    const EACH: usize = 12;
-    let mut hooks = Vec::new();
-    for h in 0..HOOKS {
-        hooks.push(s.hook(&format!("hook{h}"), "#shared").await);
-    }
+    let (s, hooks) = hooks_on_one_limited_channel(dir.path(), 3).await;
     let env: Vec<(&'static str, String)> = s
         .worker_env()
         .into_iter()
