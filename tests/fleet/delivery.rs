@@ -123,7 +123,8 @@ async fn channel_not_found_dead_letters_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_retryable_failure_is_tried_max_receive_count_times_then_dead_lettered_and_replay_recovers_it() {
-    let f = Fleet::start().await;
+    // Retries, not the pace, are under test: a retry 20 ms after a post may not wait for the channel's next slot.
+    let f = Fleet::start_with(WorkerConfig { channel_pace: crate::no_pace(), ..crate::worker_config() }).await;
     let hook = f.hook("#down").await;
     let other = f.hook("#fine").await;
     f.slack.always("#down", Reply::Http(503));

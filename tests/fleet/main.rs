@@ -74,6 +74,11 @@ pub fn worker_config() -> WorkerConfig {
     }
 }
 
+/// No channel pace, for tests of something else that a post waiting for its slot would blur.
+pub fn no_pace() -> ChannelPace {
+    ChannelPace { interval: Duration::ZERO, burst: 1, digests: false }
+}
+
 impl Fleet {
     /// Starts ingress, workers and the Slack stub on a fresh store.
     pub async fn start() -> Self {
