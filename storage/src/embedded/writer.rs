@@ -72,12 +72,19 @@ where
 /// A committed batch: each job with why it failed, if it did, waiting to be answered.
 type Committed = Vec<(Box<dyn Job>, Option<StorageError>)>;
 
+/// A committed batch on its way to the flusher, and whether it changed anything (an idle long poll's look
+/// changes nothing: it needs no sync of its own).
+struct ToSync {
+    done: Committed,
+    changed: bool,
+}
+
 /// Where the writer sends committed batches.
 enum Answers {
     /// Answered at once ([`Durability::Normal`]: the commit is not synced at all).
     Now,
     /// Answered by the flusher once a sync of the WAL covers them.
-    AfterSync(mpsc::Sender<Committed>),
+    AfterSync(mpsc::Sender<ToSync>),
 }
 
 /// Handle to the writer thread. Dropping it stops the thread once queued jobs are done (and the flusher once
@@ -104,7 +111,7 @@ impl Writer {
         let answers = match durability {
             Durability::Normal => Answers::Now,
             Durability::Full => {
-                let (to_flusher, batches) = mpsc::channel::<Committed>();
+                let (to_flusher, batches) = mpsc::channel::<ToSync>();
                 let flusher = Flusher { wal: wal_path(db), file: None, hook, between_batches: between_batches.clone() };
                 std::thread::Builder::new()
                     .name("eventfleet-sqlite-flusher".into())
@@ -170,10 +177,12 @@ fn run(
             }
         }
         let wake = batch.iter().any(|job| job.wakes_receivers());
+        let before = conn.total_changes();
         let done = {
             let _held = between_batches.lock().unwrap_or_else(|p| p.into_inner());
             commit_batch(&conn, &mut batch)
         };
+        let changed = conn.total_changes() != before;
         // Readers may see the commit now; a receive is itself a write, answered only once its commit (and so
         // every commit before it) is synced.
         if wake {
@@ -182,8 +191,8 @@ fn run(
         match &answers {
             Answers::Now => deliver(done, None),
             Answers::AfterSync(flusher) => {
-                if let Err(mpsc::SendError(done)) = flusher.send(done) {
-                    deliver(done, Some(&StorageError::unavailable("the flusher thread stopped")));
+                if let Err(mpsc::SendError(batch)) = flusher.send(ToSync { done, changed }) {
+                    deliver(batch.done, Some(&StorageError::unavailable("the flusher thread stopped")));
                 }
             }
         }
@@ -242,11 +251,19 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn run(mut self, batches: mpsc::Receiver<Committed>) {
+    fn run(mut self, batches: mpsc::Receiver<ToSync>) {
         while let Ok(first) = batches.recv() {
             // Every batch received here committed before this sync begins: the sync covers them all.
             let mut covered = vec![first];
             covered.extend(batches.try_iter());
+            // Batches that changed nothing are answered without a sync: every batch before them was synced and
+            // answered first (this thread takes them in order), so what they read is on disk.
+            if !covered.iter().any(|batch| batch.changed) {
+                for batch in covered {
+                    deliver(batch.done, None);
+                }
+                continue;
+            }
             if let Some(hook) = &self.hook {
                 let _held = self.between_batches.lock().unwrap_or_else(|p| p.into_inner());
                 (hook.0)(SyncPoint::Start);
@@ -259,8 +276,8 @@ impl Flusher {
                 (Ok(()), Some(hook)) => (hook.0)(SyncPoint::Done),
                 (Ok(()), None) => {}
             }
-            for done in covered {
-                deliver(done, synced.as_ref().err());
+            for batch in covered {
+                deliver(batch.done, synced.as_ref().err());
             }
         }
     }
