@@ -30,6 +30,19 @@ impl Handler for FailsFirst {
     }
 }
 
+/// Panics on its first run (a bug in a handler), then succeeds.
+struct PanicsFirst(AtomicU32);
+
+#[async_trait]
+impl Handler for PanicsFirst {
+    async fn handle(&self, _: &HandlerContext, _: &Envelope) -> Result<Ready<String>, HandlerError> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("a handler bug");
+        }
+        Ok(Ready::Now("ok".into()))
+    }
+}
+
 /// Receives and starts one delivery, as the pool does.
 async fn deliver_one(store: &Store) -> Delivery {
     let actor = worker_config().protocol_actor();
@@ -104,6 +117,21 @@ async fn a_failure_at_the_queues_own_receive_limit_is_dead_lettered_with_its_rec
     assert_eq!(store.dead_letters.list(&Default::default()).await.unwrap().len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_fails_its_attempt_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, event_id, _) = one_message(&dir, "panics").await;
+    let processor = processor(&store, &dir, Arc::new(PanicsFirst(AtomicU32::new(0))));
+    let never = CancellationToken::new();
+    let first = processor.process(deliver_one(&store).await, &never).await.unwrap();
+    assert!(matches!(first, Disposition::RetryScheduled(_)), "the panic is a failed attempt: {first:?}");
+    let record = store.retries.get(event_id).await.unwrap().unwrap();
+    assert_eq!((record.attempts, record.status), (1, RetryStatus::Active));
+    assert!(record.last_error.contains("a handler bug"), "{record:?}");
+    assert_eq!(processor.process(deliver_one(&store).await, &never).await.unwrap(), Disposition::Succeeded);
+    assert_eq!(store.idempotency.find_by_event(event_id).await.unwrap().unwrap().status, Status::Done);
+}
+
 /// A fresh store (its redrive as the worker settings say) with one message of a group queued; returns it with
 /// its envelope's event id and key.
 async fn one_message(dir: &tempfile::TempDir, name: &str) -> (Store, eventfleet_schema::EventId, IdempotencyKey) {
@@ -126,7 +154,7 @@ async fn give_back_untried(store: &Store, n: u32) {
     }
 }
 
-fn processor(store: &Store, dir: &tempfile::TempDir, handler: Arc<FailsFirst>) -> Processor {
+fn processor(store: &Store, dir: &tempfile::TempDir, handler: Arc<dyn Handler>) -> Processor {
     let actor = worker_config().protocol_actor();
     let outbox = Arc::new(DevOutbox::new(dir.path().join("outbox.jsonl")));
     Processor {

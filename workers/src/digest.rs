@@ -256,9 +256,12 @@ impl Folds {
             *last = (*last).max(Some(at));
         }
         let mut cached = folds.writer.lock().await;
-        // The fold that held the writer before may have written this one with its own.
-        if let Ok(answer) = rx.try_recv() {
-            return Ok(answer);
+        // The fold that held the writer before may have taken this one into its batch: written (the answer is
+        // here) or failed (its sender is gone). Only a fold still waiting is in the batch this one writes.
+        match rx.try_recv() {
+            Ok(answer) => return Ok(answer),
+            Err(oneshot::error::TryRecvError::Closed) => return Err(not_written(channel)),
+            Err(oneshot::error::TryRecvError::Empty) => {}
         }
         let batch = std::mem::take(&mut *folds.waiting.lock().unwrap_or_else(|p| p.into_inner()));
         let items: Vec<&DigestItem> = batch.iter().map(|(item, _)| item).collect();
@@ -275,8 +278,13 @@ impl Folds {
         drop(cached);
         // Ours was in the batch (it was waiting before the writer was taken); a batch that failed dropped the
         // senders of the others, whose folds fail and are retried.
-        rx.await.map_err(|_| HandlerError::retryable(format!("the fold into {channel}'s digest was not written")))
+        rx.await.map_err(|_| not_written(channel))
     }
+}
+
+/// A fold taken into a batch that failed (or whose writer was cancelled by its timeout): retried.
+fn not_written(channel: &str) -> HandlerError {
+    HandlerError::retryable(format!("the fold into {channel}'s digest was not written"))
 }
 
 /// Writes `items` into the channel's digests in one compare-and-set, from the cached copy when there is one (a
@@ -515,6 +523,8 @@ fn whole(title: &str) -> String {
 mod tests {
     use eventfleet_schema::Timestamp;
 
+    use eventfleet_schema::ErrorClass;
+
     use super::*;
     use crate::block_kit::problems;
 
@@ -563,6 +573,38 @@ mod tests {
         let digest = ctx.store.digests.digest("#c").await.unwrap().unwrap();
         assert!(digest.first_of(theirs).is_some() && digest.first_of(ours).is_some(), "both folds kept");
         assert_eq!(digest.items.len(), 42);
+    }
+
+    #[tokio::test]
+    async fn a_fold_whose_batch_failed_under_another_writer_is_retried_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let channel = ctx.folds.channels.lock().unwrap().entry("#c".to_owned()).or_default().clone();
+        // Another fold holds the writer; ours queues behind it.
+        let writer = channel.writer.lock().await;
+        let fold = tokio::spawn({
+            let ctx = ctx.clone();
+            let item = DigestItem {
+                event_id: EventId::new(),
+                from: "hook h".into(),
+                title: "t".into(),
+                at: ctx.store.clock.now(),
+            };
+            async move { ctx.folds.fold(&ctx, "#c", item).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while channel.waiting.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the fold never queued");
+            tokio::task::yield_now().await;
+        }
+        // That writer took ours into its batch and failed (a store error, or its handler's timeout): the batch's
+        // senders are dropped before the writer is let go.
+        drop(std::mem::take(&mut *channel.waiting.lock().unwrap()));
+        drop(writer);
+        let result = fold.await.expect("the fold does not panic");
+        let error = result.expect_err("a fold that was not written says so");
+        assert_eq!(error.class(), ErrorClass::Retryable, "{error}");
+        assert!(ctx.store.digests.digest("#c").await.unwrap().is_none(), "nothing was written for it");
     }
 
     #[tokio::test]

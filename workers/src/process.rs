@@ -17,6 +17,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use eventfleet_schema::ErrorClass;
 use eventfleet_storage::{Actor, Delivery, Failure, ReceivedMessage, Start, StorageError, Store};
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerConfig;
@@ -214,10 +215,15 @@ impl Processor {
         };
         let kind = msg.envelope.kind().as_str();
         let span = tracing::info_span!("worker.handle", kind);
-        let work = tokio::time::timeout(
-            self.config.handler_timeout,
-            tracing::Instrument::instrument(self.registry.handle(&ctx, &msg.envelope), span),
-        );
+        // A handler that panics fails its attempt like any other error (retried, then dead-lettered): the panic
+        // must not end the chain it runs in, which would leave the group's later messages held until they time out.
+        let handled = std::panic::AssertUnwindSafe(self.registry.handle(&ctx, &msg.envelope)).catch_unwind();
+        let handled = async move {
+            handled.await.unwrap_or_else(|panic| {
+                Err(HandlerError::retryable(format!("handler panicked: {}", panic_text(&*panic))))
+            })
+        };
+        let work = tokio::time::timeout(self.config.handler_timeout, tracing::Instrument::instrument(handled, span));
         let heartbeat = self.heartbeat(msg);
         self.metrics.in_flight.inc();
         let started = std::time::Instant::now();
@@ -315,4 +321,13 @@ fn remote_context(msg: &ReceivedMessage) -> Option<opentelemetry::Context> {
         &msg.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::HashMap<_, _>>(),
     );
     opentelemetry::trace::TraceContextExt::span(&cx).span_context().is_valid().then_some(cx)
+}
+
+/// What a panic said, when it said it with a string (as `panic!` and `expect` do).
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
