@@ -241,13 +241,7 @@ impl Folds {
         channel: &str,
         item: DigestItem,
     ) -> Result<Option<Folded>, HandlerError> {
-        let folds = {
-            let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-            if channels.len() > 256 {
-                channels.retain(|_, folds| Arc::strong_count(folds) > 1);
-            }
-            channels.entry(channel.to_owned()).or_default().clone()
-        };
+        let folds = self.channel(channel);
         let (tx, mut rx) = oneshot::channel();
         let at = item.at;
         folds.waiting.lock().unwrap_or_else(|p| p.into_inner()).push((item, tx));
@@ -264,8 +258,8 @@ impl Folds {
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
         let batch = std::mem::take(&mut *folds.waiting.lock().unwrap_or_else(|p| p.into_inner()));
-        let items: Vec<&DigestItem> = batch.iter().map(|(item, _)| item).collect();
-        let answers = match write_batch(ctx, channel, &mut cached, &items).await {
+        let apply = |digest: &mut ChannelDigest| batch.iter().map(|(item, _)| add(digest, item)).collect::<Vec<_>>();
+        let answers = match write(ctx, channel, &mut cached, apply).await {
             Ok(answers) => answers,
             Err(e) => {
                 *cached = None;
@@ -282,19 +276,46 @@ impl Folds {
     }
 }
 
+impl Folds {
+    /// Applies `apply` to `channel`'s digests and writes them, in turn with this process's folds (a flush that
+    /// went around them would lose every compare-and-set to a burst's back-to-back fold writes).
+    async fn change<T>(
+        &self,
+        ctx: &HandlerContext,
+        channel: &str,
+        apply: impl FnMut(&mut ChannelDigest) -> T,
+    ) -> Result<T, HandlerError> {
+        let folds = self.channel(channel);
+        let mut cached = folds.writer.lock().await;
+        let result = write(ctx, channel, &mut cached, apply).await;
+        if result.is_err() {
+            *cached = None;
+        }
+        result
+    }
+
+    fn channel(&self, channel: &str) -> Arc<ChannelFolds> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if channels.len() > 256 {
+            channels.retain(|_, folds| Arc::strong_count(folds) > 1);
+        }
+        channels.entry(channel.to_owned()).or_default().clone()
+    }
+}
+
 /// A fold taken into a batch that failed (or whose writer was cancelled by its timeout): retried.
 fn not_written(channel: &str) -> HandlerError {
     HandlerError::retryable(format!("the fold into {channel}'s digest was not written"))
 }
 
-/// Writes `items` into the channel's digests in one compare-and-set, from the cached copy when there is one (a
-/// conflict rereads).
-async fn write_batch(
+/// Applies `apply` to the channel's digests and writes them in one compare-and-set, from the cached copy when
+/// there is one (a conflict rereads).
+async fn write<T>(
     ctx: &HandlerContext,
     channel: &str,
     cached: &mut Option<ChannelDigest>,
-    items: &[&DigestItem],
-) -> Result<Vec<Option<Folded>>, HandlerError> {
+    mut apply: impl FnMut(&mut ChannelDigest) -> T,
+) -> Result<T, HandlerError> {
     for _ in 0..CAS_TRIES {
         let (stored, from_cache) = match cached.take() {
             Some(digest) => (Some(digest), true),
@@ -305,23 +326,24 @@ async fn write_batch(
             seq: 1,
             ..Default::default()
         });
-        let answers: Vec<Option<Folded>> = items.iter().map(|item| add(&mut digest, item)).collect();
-        if stored.as_ref() == Some(&digest) {
+        let before = digest.clone();
+        let answer = apply(&mut digest);
+        if digest == before {
             // Nothing to write, so no compare-and-set checks the copy: a cached one may be stale (a flush emptied
             // the digests this process last saw full), so only a fresh read answers.
             if from_cache {
                 continue;
             }
             *cached = stored;
-            return Ok(answers);
+            return Ok(answer);
         }
         match ctx.store.digests.put_digest(&digest).await {
             Ok(version) => {
                 *cached = Some(ChannelDigest { version, ..digest });
-                return Ok(answers);
+                return Ok(answer);
             }
             Err(StorageError::Conflict(_)) => {
-                // Another process folded or a flush closed a digest: reread, after a few ms to spread the tries.
+                // Another process folded or flushed: reread, after a few ms to spread the tries.
                 tokio::time::sleep(Duration::from_millis(rand::random_range(2..=30))).await;
             }
             Err(e) => return Err(store_error(e)),
@@ -382,19 +404,15 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         }));
     }
     ready!(ctx.poster.take_turns(channel, envelope.event_id(), 1).await);
-    if open {
-        change(ctx, channel, |digest| {
-            if starts(&digest.items) {
-                let items = std::mem::take(&mut digest.items);
-                digest.closed.push(ClosedDigest { seq: digest.seq, items });
-                digest.seq += 1;
-            }
-            Some(())
-        })
-        .await?;
-    }
-    let closed = ctx.store.digests.digest(channel).await.map_err(store_error)?;
-    let Some(items) = closed.and_then(|d| d.closed.into_iter().find(|c| starts(&c.items))).map(|c| c.items) else {
+    let closed = ctx.folds.change(ctx, channel, |digest| {
+        if starts(&digest.items) {
+            let items = std::mem::take(&mut digest.items);
+            digest.closed.push(ClosedDigest { seq: digest.seq, items });
+            digest.seq += 1;
+        }
+        digest.closed.iter().find(|c| starts(&c.items)).map(|c| c.items.clone())
+    });
+    let Some(items) = closed.await? else {
         return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
     };
     let message = layout(channel, &items);
@@ -417,43 +435,9 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         .map(|item| AuditEntry::new(item.event_id, at, Step::Digested, ctx.poster.worker()).with_detail(detail.clone()))
         .collect();
     ctx.store.audit.append(lines).await.map_err(store_error)?;
-    change(ctx, channel, |digest| {
-        digest.closed.retain(|c| !starts(&c.items));
-        Some(())
-    })
-    .await?;
+    ctx.folds.change(ctx, channel, |digest| digest.closed.retain(|c| !starts(&c.items))).await?;
     let by = if earlier { ", by an earlier attempt: not posted again" } else { "" };
     Ok(Ready::Now(format!("posted digest {seq} of {channel} with {} posts ({posted}{by})", items.len())))
-}
-
-/// Reads, changes (`change` returns what to answer, or `None` to write nothing) and writes a channel's digests
-/// until no other writer came in between.
-async fn change<T>(
-    ctx: &HandlerContext,
-    channel: &str,
-    mut change: impl FnMut(&mut ChannelDigest) -> Option<T>,
-) -> Result<Option<T>, HandlerError> {
-    for _ in 0..CAS_TRIES {
-        let stored = ctx.store.digests.digest(channel).await.map_err(store_error)?;
-        let mut digest = stored.clone().unwrap_or_else(|| ChannelDigest {
-            channel: channel.to_owned(),
-            seq: 1,
-            ..Default::default()
-        });
-        let answer = change(&mut digest);
-        if stored.as_ref() == Some(&digest) {
-            return Ok(answer);
-        }
-        match ctx.store.digests.put_digest(&digest).await {
-            Ok(_) => return Ok(answer),
-            Err(StorageError::Conflict(_)) => {
-                // Folds of one burst from several handlers meet here: spread their next tries.
-                tokio::time::sleep(Duration::from_millis(rand::random_range(2..=30))).await;
-            }
-            Err(e) => return Err(store_error(e)),
-        }
-    }
-    Err(HandlerError::retryable(format!("the digests of {channel} kept changing under {CAS_TRIES} writes")))
 }
 
 fn store_error(e: StorageError) -> HandlerError {
