@@ -64,6 +64,10 @@ pub async fn run(
 /// How often the queue gauges are refreshed.
 const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
+/// How often they are refreshed while the queue is empty and the pool receives nothing: an idle worker should not
+/// wake to count an empty queue (a receive that finds work refreshes them at once).
+const GAUGE_REFRESH_IDLE: Duration = Duration::from_secs(30);
+
 /// Runs the worker pool, recording into `metrics`.
 pub async fn run_with_metrics(
     store: Store,
@@ -74,7 +78,8 @@ pub async fn run_with_metrics(
     shutdown: CancellationToken,
 ) -> Arc<PoolSummary> {
     let summary = Arc::new(PoolSummary::default());
-    tokio::spawn(refresh_gauges(store.clone(), metrics.clone(), shutdown.clone()));
+    let work_came = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(refresh_gauges(store.clone(), metrics.clone(), work_came.clone(), shutdown.clone()));
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
@@ -135,6 +140,9 @@ pub async fn run_with_metrics(
                 Some(chain) => chain.push(delivery),
                 None => chains.push(vec![delivery]),
             }
+        }
+        if !chains.is_empty() {
+            work_came.notify_one();
         }
         for chain in chains {
             let chain_permits: Vec<_> = permits.drain(..chain.len().min(permits.len())).collect();
@@ -232,16 +240,28 @@ async fn release_late(
 }
 
 /// Keeps the queue gauges current while the pool runs.
-async fn refresh_gauges(store: Store, metrics: WorkerMetrics, shutdown: CancellationToken) {
+async fn refresh_gauges(
+    store: Store,
+    metrics: WorkerMetrics,
+    received: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     loop {
+        let mut every = GAUGE_REFRESH;
         if let Ok(stats) = store.queue.stats().await {
             metrics.queue_depth.set(stats.waiting as i64);
             metrics.queue_in_flight.set(stats.in_flight as i64);
             metrics.dlq_depth.set(stats.dead_letters as i64);
             metrics.oldest_message_age_seconds.set(stats.oldest_age_ms.map_or(0, |ms| (ms / 1000) as i64));
+            if stats.waiting == 0 && stats.in_flight == 0 {
+                every = GAUGE_REFRESH_IDLE;
+            }
         }
+        // A receive since the last refresh leaves a permit: an idle period ends with a refresh at once.
+        let idle = every == GAUGE_REFRESH_IDLE;
         tokio::select! {
-            _ = tokio::time::sleep(GAUGE_REFRESH) => {}
+            _ = tokio::time::sleep(every) => {}
+            _ = received.notified(), if idle => {}
             _ = shutdown.cancelled() => return,
         }
     }

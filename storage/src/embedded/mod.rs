@@ -23,6 +23,7 @@ mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,8 +106,12 @@ pub struct EmbeddedStore {
     path: PathBuf,
     writer: Writer,
     reader: Arc<Mutex<Connection>>,
+    /// The long polls' idle look ([`queue`]), apart from `reader` so that a long read never holds it up.
+    poller: Mutex<Connection>,
     /// Woken after every commit so in-process long polls return at once.
     queue_changed: Arc<Notify>,
+    /// The interval an idle long poll had reached when it ended, in ms: the next goes on from it.
+    idle_poll_ms: AtomicU64,
     options: EmbeddedOptions,
 }
 
@@ -130,6 +135,9 @@ impl EmbeddedStore {
         let mut write_conn = connect(&path)?;
         migrations::migrate(&mut write_conn)?;
         let read_conn = connect(&path)?;
+        let poll_conn = connect(&path)?;
+        // The idle look runs on the async thread that asked: it must never wait for a lock.
+        poll_conn.busy_handler(None)?;
         let queue_changed = Arc::new(Notify::new());
         let writer = Writer::spawn(
             write_conn,
@@ -139,7 +147,16 @@ impl EmbeddedStore {
             options.durability,
             options.sync_hook.clone(),
         )?;
-        Ok(Arc::new(Self { path, writer, reader: Arc::new(Mutex::new(read_conn)), queue_changed, options }))
+        Ok(Arc::new(Self {
+            path,
+            writer,
+            reader: Arc::new(Mutex::new(read_conn)),
+            poller: Mutex::new(poll_conn),
+            queue_changed,
+            // A store opens idle: its first long poll looks with a read.
+            idle_poll_ms: AtomicU64::new(queue::IDLE_POLL.as_millis() as u64),
+            options,
+        }))
     }
 
     /// Opens `<dir>/fleet.db`.

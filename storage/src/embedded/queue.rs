@@ -1,6 +1,7 @@
 //! The queue port on SQLite, keeping the SQS FIFO rules the workers rely on.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -282,7 +283,7 @@ fn seq_of(receipt: &ReceiptHandle) -> i64 {
 
 /// The longest a long poll waits between looks for other processes' sends and expired visibilities once it has
 /// found nothing for a while (a message sent by another process then waits up to this long on an idle fleet).
-const IDLE_POLL: Duration = Duration::from_secs(1);
+pub(super) const IDLE_POLL: Duration = Duration::from_secs(2);
 
 /// What a receive needs to know of the store's settings.
 #[derive(Debug, Clone, Copy)]
@@ -301,49 +302,67 @@ impl EmbeddedStore {
     /// interval; a poll then only reads (is any group's head visible?), so an idle poller writes nothing and
     /// wakes nobody. Other processes' sends and expired visibilities are found by that poll. Each empty poll
     /// doubles the interval, up to [`IDLE_POLL`]: an idle process hardly wakes, a busy one looks every
-    /// `poll_interval`.
+    /// `poll_interval`. The interval outlives the call: the next long poll of an idle store goes on at it, and
+    /// starts with a read rather than a receive in the writer.
     pub(super) async fn long_poll<T, F>(&self, wait: Duration, job: F) -> Result<Vec<T>>
     where
         T: Send + 'static,
         F: Fn(&Connection, i64) -> Result<Vec<T>> + Clone + Send + 'static,
     {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut look = true;
-        let mut interval = self.options.poll_interval;
+        let busy = self.options.poll_interval;
+        let mut interval = Duration::from_millis(self.idle_poll_ms.load(Ordering::Relaxed)).max(busy);
+        // `None`: look with a read first (the store was idle when the last poll ended).
+        let mut look = (interval <= busy).then_some(true);
         loop {
             // Created before looking, so a commit in between is not missed (`notify_waiters` reaches every
             // `Notified` created before it, polled or not).
             let changed = self.queue_changed.notified();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            // The last look at the deadline goes through the writer whatever the read said: it is ordered after
-            // every send already submitted, so a message sent before the deadline is never answered with empty.
-            if look || left.is_zero() {
+            let look_now = if left.is_zero() {
+                // The last look must not answer empty while a send submitted before it is on its way: one still
+                // in the writer is waited for by a receive there (ordered after it); with none pending, every
+                // send submitted so far has committed, and a read sees them.
+                self.writer.waking_pending() || self.receivable()
+            } else {
+                match look {
+                    Some(look) => look,
+                    None => self.receivable(),
+                }
+            };
+            if look_now {
                 let now = self.now();
                 let job = job.clone();
                 let got = self.writer.submit(move |conn| job(conn, now)).await?;
                 if !got.is_empty() || left.is_zero() {
+                    let next = if got.is_empty() { interval } else { busy };
+                    self.idle_poll_ms.store(next.as_millis() as u64, Ordering::Relaxed);
                     return Ok(got);
                 }
+            } else if left.is_zero() {
+                self.idle_poll_ms.store(interval.as_millis() as u64, Ordering::Relaxed);
+                return Ok(Vec::new());
             }
-            look = tokio::select! {
+            let woken = tokio::select! {
                 _ = changed => true,
-                _ = tokio::time::sleep(left.min(interval)) => self.receivable().await?,
+                _ = tokio::time::sleep(left.min(interval)) => self.receivable(),
             };
-            interval = if look { self.options.poll_interval } else { (interval * 2).min(IDLE_POLL.max(interval)) };
+            look = Some(woken);
+            interval = if woken { busy } else { (interval * 2).min(IDLE_POLL.max(interval)) };
         }
     }
 
-    /// Whether some group's head is visible now (a read: no write lock, no commit).
-    async fn receivable(&self) -> Result<bool> {
-        let now = self.now();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = 'main' AND head = 1 AND visible_at <= ?1)",
-                )?
-                .query_row([now], |r| r.get(0))?)
-        })
-        .await
+    /// Whether some group's head is visible now: one index probe, run here rather than on the blocking pool. On
+    /// an idle store this look is most of what wakes the process, and a hop to a pool thread and back tripled the
+    /// threads it woke. It never waits: while another look holds the connection, or the file is locked, or the
+    /// read fails, the answer is "look", and the receive in the writer decides (and reports a real error).
+    fn receivable(&self) -> bool {
+        let Ok(conn) = self.poller.try_lock() else { return true };
+        conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = 'main' AND head = 1 AND visible_at <= ?1)",
+        )
+        .and_then(|mut statement| statement.query_row([self.now()], |r| r.get(0)))
+        .unwrap_or(true)
     }
 }
 
@@ -447,16 +466,16 @@ impl Queue for EmbeddedStore {
     async fn stats(&self) -> Result<QueueStats> {
         let now = self.now();
         self.read(move |conn| {
-            let (waiting, in_flight, oldest, dead): (i64, i64, Option<i64>, i64) = conn.query_row(
-                "SELECT
+            let (waiting, in_flight, oldest, dead): (i64, i64, Option<i64>, i64) = conn
+                .prepare_cached(
+                    "SELECT
                     COALESCE(SUM(queue = 'main' AND NOT (receive_count > 0 AND visible_at > ?1)), 0),
                     COALESCE(SUM(queue = 'main' AND receive_count > 0 AND visible_at > ?1), 0),
                     MIN(CASE WHEN queue = 'main' THEN sent_at END),
                     COALESCE(SUM(queue = 'dlq'), 0)
                  FROM messages",
-                [now],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?;
+                )?
+                .query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             Ok(QueueStats {
                 waiting: waiting as u64,
                 in_flight: in_flight as u64,

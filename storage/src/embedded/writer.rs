@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -91,6 +92,14 @@ enum Answers {
 /// their answers are sent).
 pub(super) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Writes that wake long polls, submitted and not yet committed and announced.
+    waking: Arc<AtomicUsize>,
+}
+
+/// How the writer tells long polls of a commit that may have made a message receivable.
+struct Wakes {
+    committed: Arc<Notify>,
+    pending: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -120,11 +129,19 @@ impl Writer {
                 Answers::AfterSync(to_flusher)
             }
         };
+        let waking = Arc::new(AtomicUsize::new(0));
+        let wakes = Wakes { committed, pending: waking.clone() };
         std::thread::Builder::new()
             .name("eventfleet-sqlite-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1), committed, answers, between_batches))
+            .spawn(move || run(conn, rx, max_batch.max(1), wakes, answers, between_batches))
             .map_err(|e| StorageError::unavailable_from("spawn writer thread", e))?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, waking })
+    }
+
+    /// Whether a write that wakes long polls is submitted and not yet committed: while none is, what a read sees
+    /// is every such write submitted so far.
+    pub(super) fn waking_pending(&self) -> bool {
+        self.waking.load(Ordering::Acquire) > 0
     }
 
     /// Runs `work` inside the next group commit and answers once that commit is durable. Its commit wakes no
@@ -154,7 +171,15 @@ impl Writer {
     {
         let (answer, rx) = oneshot::channel();
         let job = TypedJob { work: Some(work), wakes, result: None, answer };
-        self.jobs.send(Box::new(job)).map_err(|_| StorageError::unavailable("writer thread stopped"))?;
+        if wakes {
+            self.waking.fetch_add(1, Ordering::AcqRel);
+        }
+        if self.jobs.send(Box::new(job)).is_err() {
+            if wakes {
+                self.waking.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(StorageError::unavailable("writer thread stopped"));
+        }
         rx.await.map_err(|_| StorageError::unavailable("writer thread stopped"))?
     }
 }
@@ -163,7 +188,7 @@ fn run(
     conn: Connection,
     rx: mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
-    committed: Arc<Notify>,
+    wakes: Wakes,
     answers: Answers,
     between_batches: Arc<Mutex<()>>,
 ) {
@@ -176,7 +201,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let wake = batch.iter().any(|job| job.wakes_receivers());
+        let waking = batch.iter().filter(|job| job.wakes_receivers()).count();
         let before = conn.total_changes();
         let done = {
             let _held = between_batches.lock().unwrap_or_else(|p| p.into_inner());
@@ -185,8 +210,9 @@ fn run(
         let changed = conn.total_changes() != before;
         // Readers may see the commit now; a receive is itself a write, answered only once its commit (and so
         // every commit before it) is synced.
-        if wake {
-            committed.notify_waiters();
+        if waking > 0 {
+            wakes.committed.notify_waiters();
+            wakes.pending.fetch_sub(waking, Ordering::AcqRel);
         }
         match &answers {
             Answers::Now => deliver(done, None),
