@@ -274,9 +274,7 @@ impl Folds {
         // senders of the others, whose folds fail and are retried.
         rx.await.map_err(|_| not_written(channel))
     }
-}
 
-impl Folds {
     /// Applies `apply` to `channel`'s digests and writes them, in turn with this process's folds (a flush that
     /// went around them would lose every compare-and-set to a burst's back-to-back fold writes).
     async fn change<T>(
