@@ -65,7 +65,7 @@ pub async fn run(
 const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
 /// How often they are refreshed while the queue is empty and the pool receives nothing: an idle worker should not
-/// wake to count an empty queue (a receive that finds work refreshes them at once).
+/// wake to count an empty queue (a receive that finds work ends the wait).
 const GAUGE_REFRESH_IDLE: Duration = Duration::from_secs(30);
 
 /// Runs the worker pool, recording into `metrics`.
@@ -239,29 +239,34 @@ async fn release_late(
     release(&processor, deliveries.into_iter(), &summary).await;
 }
 
-/// Keeps the queue gauges current while the pool runs.
+/// Keeps the queue gauges current while the pool runs: every [`GAUGE_REFRESH`], or while the queue is empty and
+/// idle every [`GAUGE_REFRESH_IDLE`] and once work comes (never more often than every `GAUGE_REFRESH`: each
+/// refresh counts the whole queue).
 async fn refresh_gauges(
     store: Store,
     metrics: WorkerMetrics,
-    received: Arc<tokio::sync::Notify>,
+    work_came: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let mut every = GAUGE_REFRESH;
+        let mut idle = false;
         if let Ok(stats) = store.queue.stats().await {
             metrics.queue_depth.set(stats.waiting as i64);
             metrics.queue_in_flight.set(stats.in_flight as i64);
             metrics.dlq_depth.set(stats.dead_letters as i64);
             metrics.oldest_message_age_seconds.set(stats.oldest_age_ms.map_or(0, |ms| (ms / 1000) as i64));
-            if stats.waiting == 0 && stats.in_flight == 0 {
-                every = GAUGE_REFRESH_IDLE;
+            idle = stats.waiting == 0 && stats.in_flight == 0;
+        }
+        if idle {
+            // A receive with work since the last refresh left a permit: the idle wait ends at once.
+            tokio::select! {
+                _ = tokio::time::sleep(GAUGE_REFRESH_IDLE - GAUGE_REFRESH) => {}
+                _ = work_came.notified() => {}
+                _ = shutdown.cancelled() => return,
             }
         }
-        // A receive since the last refresh leaves a permit: an idle period ends with a refresh at once.
-        let idle = every == GAUGE_REFRESH_IDLE;
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = received.notified(), if idle => {}
+            _ = tokio::time::sleep(GAUGE_REFRESH) => {}
             _ = shutdown.cancelled() => return,
         }
     }

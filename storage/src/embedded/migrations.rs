@@ -162,4 +162,15 @@ mod tests {
             conn.prepare(&sql).unwrap().query_map(["m-1", "0"], |r| r.get(3)).unwrap().map(|r| r.unwrap()).collect();
         assert!(plan.iter().any(|p| p.contains("USING INDEX idempotency_sender")), "{plan:?}");
     }
+
+    /// The long poll's idle look probes the heads' partial index, not every queued message.
+    #[test]
+    fn the_idle_look_uses_the_heads_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", super::super::queue::IDLE_LOOK);
+        let plan: Vec<String> =
+            conn.prepare(&sql).unwrap().query_map([0], |r| r.get(3)).unwrap().map(|r| r.unwrap()).collect();
+        assert!(plan.iter().any(|p| p.contains("INDEX messages_heads")), "{plan:?}");
+    }
 }
