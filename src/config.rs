@@ -169,6 +169,11 @@ impl Config {
                 burst: env.parse_in("EVENTFLEET_SLACK_CHANNEL_BURST", 3u32, 1..=100)?,
                 digests: env.parse_bool("EVENTFLEET_SLACK_DIGESTS", true)?,
             },
+            teams: {
+                let names = env.list("EVENTFLEET_TEAMS_CHANNELS").unwrap_or_default();
+                eventfleet_workers::teams::TeamsWebhooks::load(&names, &|name| lookup(name))
+                    .map_err(|why| invalid("EVENTFLEET_TEAMS_CHANNELS", &names.join(","), &why))?
+            },
         };
         if worker.retry_max_delay < worker.retry_base_delay {
             return Err(invalid(
@@ -263,6 +268,18 @@ impl Config {
             flap_replies: env.parse_in("EVENTFLEET_ALARM_FLAP_REPLIES", 3u32, 0..=100)?,
             flap_window: secs(env.parse_in("EVENTFLEET_ALARM_FLAP_WINDOW_S", 600u64, 1..=86_400)?),
         };
+        let default_channel = env.text("EVENTFLEET_DEFAULT_CHANNEL").unwrap_or_else(|| "#eventfleet".into());
+        // Every channel list named here must parse, and name only Teams channels that have a webhook.
+        let teams = &worker.teams;
+        check_channels("EVENTFLEET_DEFAULT_CHANNEL", &default_channel, teams)?;
+        for (_, channel) in &sns_topic_channels {
+            check_channels("EVENTFLEET_SNS_TOPIC_CHANNELS", channel, teams)?;
+        }
+        for schedule in &ingress.schedules {
+            if let eventfleet_ingress::schedule::Action::Post { channel, .. } = &schedule.action {
+                check_channels("EVENTFLEET_SCHEDULES_FILE", channel, teams)?;
+            }
+        }
         let aws = aws_settings(&env)?;
         // Read and validated whole here, secrets included: a bad route stops start-up with its name.
         let routes = match env.text("EVENTFLEET_ROUTES_FILE") {
@@ -286,7 +303,7 @@ impl Config {
             public_url,
             slack_bot_token: env.text("EVENTFLEET_SLACK_BOT_TOKEN").map(Into::into),
             slack_api_url,
-            default_channel: env.text("EVENTFLEET_DEFAULT_CHANNEL").unwrap_or_else(|| "#eventfleet".into()),
+            default_channel,
             sns_topic_channels,
             alarms,
             log_format,
@@ -302,6 +319,26 @@ impl Config {
             },
         })
     }
+}
+
+/// A channel list (`#ops+teams:oncall`) that parses and names only configured Teams channels.
+fn check_channels(
+    var: &'static str,
+    channel: &str,
+    teams: &eventfleet_workers::teams::TeamsWebhooks,
+) -> Result<(), ConfigError> {
+    let targets = eventfleet_workers::targets::Targets::parse(channel).map_err(|why| invalid(var, channel, &why))?;
+    if let Some(name) = targets.teams.iter().find(|name| !teams.has(name)) {
+        return Err(invalid(
+            var,
+            channel,
+            &format!(
+                "the Teams channel {name} is not in EVENTFLEET_TEAMS_CHANNELS (list it there and set {})",
+                eventfleet_workers::teams::url_variable(name)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `EVENTFLEET_CONSOLE_TOKEN`, long enough not to be guessed at the login form.

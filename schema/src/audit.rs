@@ -42,6 +42,9 @@ pub enum Step {
     Purged,
     /// Its post was in a channel's burst digest, posted then (the detail says where).
     Digested,
+    /// Its message reached one of its chats (a Teams channel, or the Slack channel beside one): the detail names
+    /// the target, so a later run does not post there again.
+    Sent,
 }
 
 impl Step {
@@ -64,6 +67,7 @@ impl Step {
             Step::Filtered => "filtered",
             Step::Purged => "purged",
             Step::Digested => "digested",
+            Step::Sent => "sent",
         }
     }
 

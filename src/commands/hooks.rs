@@ -151,6 +151,8 @@ pub(crate) fn new_hook(
     if name.is_empty() || channel.is_empty() {
         anyhow::bail!("a hook needs a name and a channel");
     }
+    // `#ops`, `teams:oncall` or both (`#ops+teams:oncall`); a Teams channel's webhook URL is the workers' setting.
+    eventfleet_workers::targets::Targets::parse(channel).map_err(|why| anyhow::anyhow!("channel: {why}"))?;
     Ok(Webhook {
         id: HookId::new(),
         name: name.to_owned(),

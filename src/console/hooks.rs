@@ -59,7 +59,7 @@ pub async fn page(State(app): State<Shared>, operator: Operator, Extension(csrf)
         form.create method="post" action="/hooks" {
             (page::csrf_field(&csrf))
             label { "Name" input type="text" name="name" required; }
-            label { "Slack channel" input type="text" name="channel" placeholder="#alerts" required; }
+            label { "Channel (Slack, Teams or both: #alerts+teams:oncall)" input type="text" name="channel" placeholder="#alerts" required; }
             label { "Kind"
                 select name="kind" { option value="info" { "info" } option value="alert" { "alert" } }
             }

@@ -6,5 +6,8 @@
 //!
 //! - [`slack`]: the Slack Web API ([`slack::SlackStub`]: posts, updates, threads, history, scripted failures)
 //!   and Socket Mode ([`slack::socket`]).
+//! - [`teams`]: Microsoft Teams' incoming webhooks ([`teams::TeamsStub`]: cards, 28 KB, 4 a second, scripted
+//!   answers).
 
 pub mod slack;
+pub mod teams;

@@ -6,6 +6,7 @@ mod attempts;
 mod delivery;
 mod destinations;
 mod observability;
+mod teams;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +72,7 @@ pub fn worker_config() -> WorkerConfig {
         // A channel's pace of one post per 100 ms, bursts of 3, every post its own message (the tests of the pace
         // and of digests set their own).
         channel_pace: ChannelPace { interval: Duration::from_millis(100), burst: 3, digests: false },
+        teams: Default::default(),
     }
 }
 
@@ -133,7 +135,12 @@ impl Fleet {
             eventfleet_workers::destinations::DestinationMetrics::register(&mut registry.lock().unwrap());
         let destinations = eventfleet_workers::destinations::Destinations::new(routes, destination_metrics).unwrap();
         let handler_registry = handlers::builtin(SnsRouting {
-            topic_channels: [("arn:aws:sns:us-east-1:123456789012:alarms".to_owned(), "#alarms".to_owned())].into(),
+            topic_channels: [
+                ("arn:aws:sns:us-east-1:123456789012:alarms".to_owned(), "#alarms".to_owned()),
+                ("arn:aws:sns:us-east-1:123456789012:teams".to_owned(), "teams:ops".to_owned()),
+                ("arn:aws:sns:us-east-1:123456789012:both".to_owned(), "#both+teams:ops".to_owned()),
+            ]
+            .into(),
             default_channel: "#default".into(),
             alarms,
         })

@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     pub idempotency_horizon: Duration,
     /// The pace of Slack posts to one channel, shared by the fleet.
     pub channel_pace: crate::slack::ChannelPace,
+    /// The Teams channels' webhooks (`EVENTFLEET_TEAMS_CHANNELS`).
+    pub teams: crate::teams::TeamsWebhooks,
 }
 
 impl WorkerConfig {
@@ -63,6 +65,7 @@ impl Default for WorkerConfig {
             actor: "worker".into(),
             idempotency_horizon: Duration::from_secs(72 * 3600),
             channel_pace: crate::slack::ChannelPace::default(),
+            teams: crate::teams::TeamsWebhooks::default(),
         }
     }
 }

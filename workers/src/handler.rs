@@ -25,16 +25,16 @@ pub struct HandlerContext {
 }
 
 impl HandlerContext {
-    /// Posts the event's message once, in its channel's pace, or folds it into the channel's burst digest when
-    /// the channel has no slot ([`crate::digest`]; `line` is what the digest says of it); the outcome for the
-    /// trail, or a wait.
+    /// Posts the event's message once to each target of its channel ([`crate::targets`]): to Slack in the
+    /// channel's pace, or folded into the channel's burst digest when the channel has no slot ([`crate::digest`];
+    /// `line` is what the digest says of it), to Teams as a card. The outcome for the trail, or a wait.
     pub async fn post_or_fold(
         &self,
         envelope: &Envelope,
         line: crate::digest::Line,
         message: &SlackMessage,
     ) -> Result<Ready<String>, HandlerError> {
-        crate::digest::post_or_fold(self, envelope, line, message).await
+        crate::targets::post(self, envelope, line, message).await
     }
 }
 
@@ -78,6 +78,20 @@ impl From<SlackError> for HandlerError {
                 HandlerError::Retryable { message, retry_after: Some(retry_after) }
             }
             SlackError::Permanent(message) => HandlerError::Permanent(message),
+        }
+    }
+}
+
+impl From<crate::teams::TeamsError> for HandlerError {
+    fn from(e: crate::teams::TeamsError) -> Self {
+        use crate::teams::TeamsError;
+        match &e {
+            // The poster turns a rate limit into a wait; here it retries after it.
+            TeamsError::RateLimited { retry_after, .. } => {
+                HandlerError::Retryable { message: e.to_string(), retry_after: Some(*retry_after) }
+            }
+            TeamsError::Retryable { .. } => HandlerError::retryable(e.to_string()),
+            TeamsError::Permanent { .. } => HandlerError::Permanent(e.to_string()),
         }
     }
 }

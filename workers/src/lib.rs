@@ -20,6 +20,9 @@
 //! - [`block_kit`]: Block Kit limits and escaping, shared by every layout.
 //! - [`slack`]: Slack egress, one owner: the [`slack::Poster`] handlers post, reply and update through (once
 //!   each, in the channel's pace), the [`SlackSink`] port with the Web API client and the dev outbox.
+//! - [`targets`]: an event's chats (`#ops+teams:oncall`), each posted to once.
+//! - [`teams`]: Microsoft Teams egress: the Teams layout of every message as an Adaptive Card, and the webhook
+//!   client within Teams' limits, reached through the [`slack::Poster`] like Slack.
 //! - [`digest`]: burst digests: a post that finds no slot in its channel's pace is folded into the channel's
 //!   digest, which its own flush event posts at the next slot.
 //! - [`backoff`]: retry delays, exponential with full jitter, capped.
@@ -53,6 +56,8 @@ pub mod process;
 pub mod registry;
 pub mod replay;
 pub mod slack;
+pub mod targets;
+pub mod teams;
 pub mod wait;
 
 pub use config::WorkerConfig;

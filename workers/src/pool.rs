@@ -84,7 +84,8 @@ pub async fn run_with_metrics(
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
     let actor = config.protocol_actor();
-    let egress = crate::slack::Egress::new(slack, config.channel_pace, &store, &actor.name);
+    let teams = Arc::new(crate::teams::Teams::new(config.teams.clone(), config.handler_timeout));
+    let egress = crate::slack::Egress::new(slack, config.channel_pace, &store, &actor.name).with_teams(teams);
     let processor =
         Arc::new(Processor { store: store.clone(), registry, egress, folds: Arc::default(), config, metrics, actor });
     let cfg = &processor.config;

@@ -43,6 +43,23 @@ pub fn subject(event: &str, payload: &Value) -> Option<Subject> {
     Some(Subject { key: format!("{kind}:{repo}:{id}") })
 }
 
+/// Whether a delivery of a living subject is one a chat that cannot update its messages (Teams) shows: a run
+/// that completed, a deployment's final status, a pull request opened, reopened, ready, merged or closed, a
+/// submitted review. Runs' jobs and in-progress states are left to the run's completion.
+pub fn worth_a_card(event: &str, payload: &Value) -> bool {
+    let action = text(payload, "/action").unwrap_or_default();
+    match event {
+        "workflow_run" => action == "completed",
+        "deployment_status" => matches!(
+            text(payload, "/deployment_status/state").as_deref(),
+            Some("success" | "failure" | "error" | "inactive")
+        ),
+        "pull_request" => matches!(action.as_str(), "opened" | "reopened" | "ready_for_review" | "closed"),
+        "pull_request_review" => action == "submitted",
+        _ => false,
+    }
+}
+
 /// What a living message shows, accumulated from its deliveries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Life {

@@ -88,7 +88,22 @@ async fn github(
     if let Some(payload) = payload.filter(|_| !hook.per_delivery)
         && let Some(subject) = crate::github::living::subject(event, payload)
     {
-        return crate::github::living::deliver(ctx, envelope, hook, event, payload, &subject).await;
+        // Teams cannot update a message: it gets a card of the deliveries that end or turn something (a run that
+        // completed, a deployment's final status, a pull request opened, merged or closed, a review).
+        let targets = crate::targets::targets(&hook.channel)?;
+        let mut said = Vec::new();
+        if !targets.teams.is_empty() && crate::github::living::worth_a_card(event, payload) {
+            let message = crate::github::message(&hook.channel, &hook.name, event, payload);
+            said.push(ready!(crate::targets::teams(ctx, envelope, &targets.teams, &message).await?));
+        }
+        if let Some(slack) = targets.slack {
+            let hook = Webhook { channel: slack, ..hook.clone() };
+            said.push(ready!(crate::github::living::deliver(ctx, envelope, &hook, event, payload, &subject).await?));
+        }
+        if said.is_empty() {
+            said.push(format!("{event}: not a delivery Teams gets a card of"));
+        }
+        return Ok(Ready::Now(said.join("; ")));
     }
     let message = match payload {
         Some(payload) => crate::github::message(&hook.channel, &hook.name, event, payload),

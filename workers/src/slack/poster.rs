@@ -30,6 +30,8 @@ pub struct Egress {
     clock: Arc<dyn Clock>,
     /// This process, as its lanes register in the channels' states (`worker@host:pid`).
     worker: String,
+    /// Teams' webhooks, behind the same owner (none configured: a post to Teams is refused, permanently).
+    teams: Arc<crate::teams::Teams>,
 }
 
 impl Egress {
@@ -44,7 +46,13 @@ impl Egress {
             channels: store.channels.clone(),
             clock: store.clock.clone(),
             worker,
+            teams: Arc::new(crate::teams::Teams::new(Default::default(), std::time::Duration::from_secs(10))),
         }
+    }
+
+    /// Posts to Teams through `teams`.
+    pub fn with_teams(self, teams: Arc<crate::teams::Teams>) -> Self {
+        Self { teams, ..self }
     }
 
     /// The poster of one delivery: attempt `attempt` of its event.
@@ -145,6 +153,25 @@ impl Poster {
         match self.egress.lanes.try_take(channel, event, now) {
             Ok(()) => Ready::Now(()),
             Err(wait) => Ready::Wait(Wait { reason: format!("{channel}: {}", wait.reason), ..wait }),
+        }
+    }
+
+    /// Posts `message` to the Teams channel `channel` as an Adaptive Card (its Teams layout, [`crate::teams::card`]),
+    /// closed by the event's id; Teams' `429` (or this process's limit for the webhook, past a short sleep) is a
+    /// wait. Teams cannot be asked whether a post landed: the caller records it at once ([`crate::targets`]).
+    pub async fn post_to_teams(
+        &self,
+        channel: &str,
+        event: EventId,
+        message: &SlackMessage,
+    ) -> Result<Ready<reqwest::StatusCode>, crate::teams::TeamsError> {
+        let card = crate::teams::card::message(message, &format!("event `{event}` · eventfleet"));
+        match self.egress.teams.post(channel, &card).await {
+            Ok(status) => Ok(Ready::Now(status)),
+            Err(crate::teams::TeamsError::RateLimited { channel, message, retry_after }) => {
+                Ok(Ready::Wait(Wait { wait: retry_after, reason: format!("teams:{channel}: {message}") }))
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -194,6 +194,17 @@ pub struct ThreadLine {
     pub event_id: EventId,
 }
 
+/// The notification alone, in full (for a chat without threads: Teams).
+pub fn notification(channel: &str, alarm: &Value) -> SlackMessage {
+    SlackMessage {
+        channel: channel.to_owned(),
+        text: fallback(alarm),
+        blocks: Some(Value::Array(alarm_blocks(alarm, true))),
+        attachments: None,
+        thread_ts: None,
+    }
+}
+
 /// The parent message: the latest notification in full, with a line of the thread's state.
 pub fn parent(channel: &str, alarm: &Value, line: &ThreadLine) -> SlackMessage {
     let mut blocks = alarm_blocks(alarm, true);

@@ -61,7 +61,18 @@ impl Handler for CloudWatchAlarm {
         let sns = sns_body(envelope)?;
         let json: Value = serde_json::from_str(str_of(&sns, "Message"))
             .map_err(|e| HandlerError::Permanent(format!("alarm message is not JSON: {e}")))?;
-        let channel = self.0.channel(ctx, envelope).await?;
+        let targets = crate::targets::targets(&self.0.channel(ctx, envelope).await?)?;
+        // Teams has no threads to follow an alarm in: each state change is a card of its own, posted first (a
+        // `sent` line keeps it once while the Slack thread below waits or retries).
+        let to_teams = if targets.teams.is_empty() {
+            String::new()
+        } else {
+            let message = messages::notification(&targets.first(), &json);
+            ready!(crate::targets::teams(ctx, envelope, &targets.teams, &message).await?)
+        };
+        let Some(channel) = targets.slack else {
+            return Ok(Ready::Now(to_teams));
+        };
         let name = str_of(&json, "AlarmName").to_owned();
         let key = match str_of(&json, "AlarmArn") {
             "" => format!("{}:{}:{name}", str_of(&json, "AWSAccountId"), str_of(&json, "Region")),

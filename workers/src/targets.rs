@@ -1,0 +1,173 @@
+//! An event's chats: the channel a hook, an SNS topic, the default channel or a schedule names is a list of targets
+//! joined by `+`: at most one Slack channel (`#ops`, `C0123ABCD`) and any Teams channels (`teams:oncall`), e.g.
+//! `#ops+teams:oncall`.
+//!
+//! Each target is posted to once. With a Teams target, every target that succeeds writes a `sent` line in the
+//! event's trail before the next is tried, and each run first reads the trail: a retry, a wait or a replay
+//! after one target failed never repeats another. A Slack post alone keeps its own exactly-once check
+//! ([`crate::slack::Poster`]).
+
+use eventfleet_schema::{AuditEntry, Envelope, EventId, Step};
+use serde_json::json;
+
+use crate::digest::Line;
+use crate::slack::SlackMessage;
+use crate::wait::Ready;
+use crate::{HandlerContext, HandlerError};
+
+/// The prefix naming a Teams channel.
+pub const TEAMS: &str = "teams:";
+
+/// Where an event's messages go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// The Slack channel, if any.
+    pub slack: Option<String>,
+    /// The Teams channels' names.
+    pub teams: Vec<String>,
+}
+
+impl Targets {
+    /// Parses `#ops`, `teams:oncall`, `#ops+teams:oncall+teams:platform`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut targets = Targets::default();
+        for part in spec.split('+').map(str::trim).filter(|p| !p.is_empty()) {
+            if let Some(name) = part.strip_prefix(TEAMS) {
+                if !crate::teams::valid_name(name) {
+                    return Err(format!("{part:?}: a Teams channel is teams:<name> (letters, digits, - and _)"));
+                }
+                if !targets.teams.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+                    targets.teams.push(name.to_owned());
+                }
+            } else if let Some(slack) = &targets.slack {
+                return Err(format!("{spec:?} names two Slack channels ({slack} and {part}); one at most"));
+            } else if part.contains(char::is_whitespace) {
+                return Err(format!("{part:?} is not a Slack channel"));
+            } else {
+                targets.slack = Some(part.to_owned());
+            }
+        }
+        if targets.slack.is_none() && targets.teams.is_empty() {
+            return Err(format!("{spec:?} names no channel"));
+        }
+        Ok(targets)
+    }
+
+    /// The Slack channel, or the first Teams target (what a key per channel is named after).
+    pub fn first(&self) -> String {
+        self.slack.clone().unwrap_or_else(|| format!("{TEAMS}{}", self.teams[0]))
+    }
+}
+
+/// The targets of a channel list, a bad one a permanent failure (a hook's channel is checked when it is made;
+/// the files' and variables' at start-up).
+pub fn targets(spec: &str) -> Result<Targets, HandlerError> {
+    Targets::parse(spec).map_err(HandlerError::Permanent)
+}
+
+/// Posts the event's `message` to every target of its channel once: Slack through its pace and digests
+/// ([`crate::digest::post_or_fold`]), Teams as a card. The outcome for the trail, or a wait.
+pub async fn post(
+    ctx: &HandlerContext,
+    envelope: &Envelope,
+    line: Line,
+    message: &SlackMessage,
+) -> Result<Ready<String>, HandlerError> {
+    let targets = targets(&message.channel)?;
+    if targets.teams.is_empty() {
+        return crate::digest::post_or_fold(ctx, envelope, line, message).await;
+    }
+    let event = envelope.event_id();
+    let sent = sent_before(ctx, event).await?;
+    let mut said = Vec::new();
+    if let Some(slack) = &targets.slack {
+        match sent.iter().find(|(target, _)| target == slack) {
+            Some((_, outcome)) => said.push(format!("{slack}: {outcome} (before)")),
+            None => {
+                let message = SlackMessage { channel: slack.clone(), ..message.clone() };
+                let posted = ready!(crate::digest::post_or_fold(ctx, envelope, line, &message).await?);
+                record(ctx, event, slack, &posted).await?;
+                said.push(format!("{slack}: {posted}"));
+            }
+        }
+    }
+    said.push(ready!(teams_with(ctx, envelope, &targets.teams, message, &sent).await?));
+    Ok(Ready::Now(said.join("; ")))
+}
+
+/// Posts `message` as a card to each of the Teams channels `teams` not posted to before; the outcome, or a wait.
+pub async fn teams(
+    ctx: &HandlerContext,
+    envelope: &Envelope,
+    teams: &[String],
+    message: &SlackMessage,
+) -> Result<Ready<String>, HandlerError> {
+    if teams.is_empty() {
+        return Ok(Ready::Now(String::new()));
+    }
+    let sent = sent_before(ctx, envelope.event_id()).await?;
+    teams_with(ctx, envelope, teams, message, &sent).await
+}
+
+async fn teams_with(
+    ctx: &HandlerContext,
+    envelope: &Envelope,
+    teams: &[String],
+    message: &SlackMessage,
+    sent: &[(String, String)],
+) -> Result<Ready<String>, HandlerError> {
+    let event = envelope.event_id();
+    let mut said = Vec::new();
+    for name in teams {
+        let target = format!("{TEAMS}{name}");
+        if let Some((_, outcome)) = sent.iter().find(|(t, _)| t.eq_ignore_ascii_case(&target)) {
+            said.push(format!("{target}: {outcome} (before)"));
+            continue;
+        }
+        let status = ready!(ctx.poster.post_to_teams(name, event, message).await?);
+        let outcome = format!("card posted ({})", status.as_u16());
+        record(ctx, event, &target, &outcome).await?;
+        said.push(format!("{target}: {outcome}"));
+    }
+    Ok(Ready::Now(said.join("; ")))
+}
+
+/// The targets the event's trail says were posted to, with what was said of each.
+async fn sent_before(ctx: &HandlerContext, event: EventId) -> Result<Vec<(String, String)>, HandlerError> {
+    let trail = ctx.store.audit.history(event).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))?;
+    Ok(trail
+        .iter()
+        .filter(|entry| entry.step == Step::Sent)
+        .filter_map(|entry| {
+            let detail = &entry.detail;
+            Some((detail["target"].as_str()?.to_owned(), detail["outcome"].as_str().unwrap_or("").to_owned()))
+        })
+        .collect())
+}
+
+/// The `sent` line: the target is done. Written before the next target is tried; a failure to write it retries
+/// the attempt (the post may then repeat: at least once, never lost).
+async fn record(ctx: &HandlerContext, event: EventId, target: &str, outcome: &str) -> Result<(), HandlerError> {
+    let entry = AuditEntry::new(event, ctx.store.clock.now(), Step::Sent, ctx.poster.worker())
+        .with_detail(json!({ "target": target, "outcome": outcome }));
+    ctx.store.audit.append(vec![entry]).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_list_names_one_slack_channel_and_any_teams_channels() {
+        assert_eq!(Targets::parse("#ops").unwrap(), Targets { slack: Some("#ops".into()), teams: vec![] });
+        assert_eq!(
+            Targets::parse("#ops + teams:on-call+teams:platform").unwrap(),
+            Targets { slack: Some("#ops".into()), teams: vec!["on-call".into(), "platform".into()] }
+        );
+        assert_eq!(Targets::parse("teams:ops").unwrap(), Targets { slack: None, teams: vec!["ops".into()] });
+        assert!(Targets::parse("#a+#b").unwrap_err().contains("two Slack channels"));
+        assert!(Targets::parse("teams:").unwrap_err().contains("teams:<name>"));
+        assert!(Targets::parse("teams:a b").is_err());
+        assert!(Targets::parse(" + ").unwrap_err().contains("names no channel"));
+    }
+}
