@@ -574,6 +574,33 @@ mod tests {
     }
 
     #[test]
+    fn teams_channels_need_their_url_and_every_list_names_known_ones() {
+        let url = ("EVENTFLEET_TEAMS_WEBHOOK_ON_CALL", "https://example.webhook.office.com/webhookb2/x?sig=hunter2");
+        let c = config(&[
+            ("EVENTFLEET_TEAMS_CHANNELS", "on-call"),
+            url,
+            ("EVENTFLEET_DEFAULT_CHANNEL", "#ops+teams:on-call"),
+            ("EVENTFLEET_SNS_TOPIC_CHANNELS", "arn:aws:sns:eu-west-1:1:alarms=teams:on-call"),
+        ])
+        .unwrap();
+        assert!(c.worker.teams.has("on-call"));
+        assert!(!format!("{c:?}").contains("hunter2"), "the URL is a secret");
+        let err = config(&[("EVENTFLEET_TEAMS_CHANNELS", "on-call")]).unwrap_err().to_string();
+        assert!(err.contains("EVENTFLEET_TEAMS_WEBHOOK_ON_CALL"), "{err}");
+        let err =
+            config(&[("EVENTFLEET_TEAMS_CHANNELS", "on-call"), ("EVENTFLEET_TEAMS_WEBHOOK_ON_CALL", "nope hunter2")])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("not an http(s) URL") && !err.contains("hunter2"), "{err}");
+        let err = config(&[("EVENTFLEET_SNS_TOPIC_CHANNELS", "arn:aws:sns:eu-west-1:1:alarms=#a+teams:ops")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("EVENTFLEET_SNS_TOPIC_CHANNELS") && err.contains("EVENTFLEET_TEAMS_WEBHOOK_OPS"), "{err}");
+        let err = config(&[("EVENTFLEET_DEFAULT_CHANNEL", "#a+#b")]).unwrap_err().to_string();
+        assert!(err.contains("EVENTFLEET_DEFAULT_CHANNEL") && err.contains("two Slack channels"), "{err}");
+    }
+
+    #[test]
     fn invalid_values_name_the_variable() {
         let cases = [
             ("EVENTFLEET_BACKEND", "postgres"),

@@ -192,3 +192,21 @@ fn describe(filter: &HookFilter) -> String {
     }
     format!("  ({})", parts.join("; "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_channel_is_a_channel_list() {
+        let now = eventfleet_schema::Timestamp::from_millis(1);
+        let hook = |channel: &str| new_hook("deploys", channel, HookKind::Info, false, None, "t".into(), now);
+        assert_eq!(hook(" #ops+teams:oncall ").unwrap().channel, "#ops+teams:oncall");
+        assert!(hook("teams:oncall").is_ok());
+        let err = hook("#ops+#dev").unwrap_err().to_string();
+        assert!(err.contains("two Slack channels"), "{err}");
+        let err = hook("teams:on call").unwrap_err().to_string();
+        assert!(err.contains("teams:<name>"), "{err}");
+        assert!(hook("").unwrap_err().to_string().contains("a name and a channel"));
+    }
+}

@@ -223,6 +223,9 @@ async fn every_kind_of_event_arrives_as_one_valid_card_with_its_facts() {
         assert_eq!(card["version"], "1.4");
     }
     validate(&cards);
+    // Kept for a look (and docs/operations.md's picture: tests/teams/render.mjs).
+    let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/teams-cards.json");
+    std::fs::write(kept, serde_json::to_string_pretty(&cards).unwrap()).unwrap();
     // The trail says where each went.
     let trail = f.store.audit.history(alarm).await.unwrap();
     let sent = trail.iter().find(|e| e.step == Step::Sent).expect("a sent line");

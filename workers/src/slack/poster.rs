@@ -165,7 +165,7 @@ impl Poster {
         event: EventId,
         message: &SlackMessage,
     ) -> Result<Ready<reqwest::StatusCode>, crate::teams::TeamsError> {
-        let card = crate::teams::card::message(message, &format!("event `{event}` · eventfleet"));
+        let card = crate::teams::card::message(message, &format!("event {event} · eventfleet"));
         match self.egress.teams.post(channel, &card).await {
             Ok(status) => Ok(Ready::Now(status)),
             Err(crate::teams::TeamsError::RateLimited { channel, message, retry_after }) => {

@@ -269,7 +269,9 @@ fn text_blocks(text: &str, body: &mut Vec<Value>) {
         if in_code {
             body.push(json!({"type": "TextBlock", "text": unescape(part), "wrap": true, "fontType": "Monospace"}));
         } else {
-            body.push(json!({"type": "TextBlock", "text": markdown(part), "wrap": true}));
+            // CommonMark reads a single newline as a space: each line is a paragraph of its own.
+            let text = markdown(part).lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n\n");
+            body.push(json!({"type": "TextBlock", "text": text, "wrap": true}));
         }
     }
 }
@@ -285,7 +287,8 @@ fn plain(text: &str) -> String {
 }
 
 /// Slack mrkdwn as card markdown: `*bold*` → `**bold**`, `<url|label>` → `[label](url)`, `<url>` → the URL, a
-/// mention (`<!here>`, `<@U1>`) as its plain name, `~strike~` plain, escapes undone, emoji names as emoji.
+/// mention (`<!here>`, `<@U1>`) as its plain name, `~strike~` plain, inline code plain, escapes undone, emoji
+/// names as emoji.
 pub fn markdown(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
     let mut rest = text;
@@ -317,9 +320,10 @@ pub fn markdown(text: &str) -> String {
     emoji(&out)
 }
 
-/// `*bold*` → `**bold**` (a lone `*` stays), `~strike~` → plain, escapes undone.
+/// `*bold*` → `**bold**` (a lone `*` stays), `~strike~` → plain, inline code's backticks dropped (cards have no
+/// code spans), escapes undone.
 fn bold(text: &str) -> String {
-    let text = unescape(text);
+    let text = unescape(text).replace('`', "");
     let mut out = String::with_capacity(text.len() + 8);
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -380,6 +384,11 @@ fn emoji(text: &str) -> String {
         (":construction:", "🚧"),
         (":stopwatch:", "⏱️"),
         (":information_source:", "ℹ️"),
+        (":arrow_up:", "⬆️"),
+        (":large_purple_circle:", "🟣"),
+        (":ping_pong:", "🏓"),
+        (":seedling:", "🌱"),
+        (":wastebasket:", "🗑️"),
     ];
     if !text.contains(':') {
         return text.to_owned();
