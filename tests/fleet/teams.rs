@@ -374,3 +374,44 @@ fn cards_of_a_300_kb_payload_and_of_every_alarm_variant_stay_under_28_kb_and_val
     let contents: Vec<Value> = cards.iter().map(|m| m["attachments"][0]["content"].clone()).collect();
     validate(&contents);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_to_a_teams_channel_becomes_a_few_cards_with_every_post_once() {
+    let teams = TeamsStub::start().await.unwrap();
+    let url = teams.webhook("ops");
+    let webhooks = TeamsWebhooks::load(&["ops".into()], &|_| Some(url.clone())).unwrap();
+    // The shipped digests on (the tests' default pace has them off).
+    let pace = eventfleet_workers::slack::ChannelPace { digests: true, ..worker_config().channel_pace };
+    let f = Fleet::start_with(WorkerConfig { teams: webhooks, channel_pace: pace, ..worker_config() }).await;
+    let hook = f.hook("teams:ops").await;
+    let sends = (0..40).map(|i| {
+        let (f, hook) = (&f, &hook);
+        async move { f.send(hook, &format!("alert {i}")).await }
+    });
+    let ids = futures_util::future::join_all(sends).await;
+    for id in &ids {
+        f.wait_for(*id, Step::Succeeded).await;
+    }
+    // Every post is in a card, alone or in a digest, once.
+    let cards = eventually(Duration::from_secs(20), || async {
+        let cards = teams.cards("ops");
+        let text: String = cards.iter().map(words).collect();
+        ids.iter().all(|id| text.contains(&id.to_string())).then_some(cards)
+    })
+    .await
+    .unwrap_or_else(|| panic!("every post in a card: {:#?}", teams.cards("ops")));
+    f.settled().await;
+    assert_eq!(teams.cards("ops").len(), cards.len(), "nothing posted after every post was in");
+    let text: String = cards.iter().map(words).collect();
+    for id in &ids {
+        assert_eq!(text.matches(&id.to_string()).count(), 1, "{id} is in one card, once");
+    }
+    assert!(cards.len() <= 8, "40 posts in at most 8 cards, not 40: {}", cards.len());
+    assert!(cards.iter().any(|c| words(c).contains("came faster than this channel takes them")), "a digest card");
+    assert_eq!(teams.limited(), 0, "never past Teams' limit");
+    for id in &ids {
+        let trail = f.store.audit.history(*id).await.unwrap();
+        assert!(trail.iter().any(|e| e.step == Step::Sent), "{id}: the trail says where its post went");
+    }
+    validate(&cards);
+}

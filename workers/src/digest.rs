@@ -11,6 +11,8 @@
 //!   line in the trail of every post in it, and clears it.
 //! - **Once.** A later attempt of a post first looks for it in the channel's digests and in its own trail, so a
 //!   post folded before its worker died is not folded or posted again.
+//! - **Teams.** A card that finds the webhook at Teams' limit folds the same way into the digest of the channel
+//!   `teams:<name>` ([`card_or_fold`]); its flush posts the digest as one card.
 //!
 //! docs/architecture.md ("Egress") has the crash points.
 
@@ -113,6 +115,42 @@ pub async fn post_or_fold(
         }
         Ready::Wait(behind) => fold(ctx, channel, event, line, &behind).await,
     }
+}
+
+/// How long a Teams channel's digest gathers a burst before its flush posts it.
+const TEAMS_GATHER: Duration = Duration::from_secs(1);
+
+/// Posts the event's card to the Teams channel `name` when the webhook's window has room; when it has none (Teams'
+/// 4 a second), folds the post into that channel's digest (`teams:<name>`), as a Slack post without a slot is
+/// (with digests on). Returns the outcome for the trail, or a wait.
+pub async fn card_or_fold(
+    ctx: &HandlerContext,
+    envelope: &Envelope,
+    line: Line,
+    name: &str,
+    message: &SlackMessage,
+) -> Result<Ready<String>, HandlerError> {
+    let poster = &ctx.poster;
+    let event = envelope.event_id();
+    let posted = |status: reqwest::StatusCode| format!("card posted ({})", status.as_u16());
+    if !poster.pace().digests {
+        let status = ready!(poster.post_to_teams(name, event, message, false).await?);
+        return Ok(Ready::Now(posted(status)));
+    }
+    let channel = format!("{}{name}", crate::targets::TEAMS);
+    if ctx.attempt > 1
+        && let Some(earlier) = folded_before(ctx, &channel, event).await?
+    {
+        return Ok(Ready::Now(earlier));
+    }
+    // As for Slack: while this process's digest of the channel gathers, later posts join it (a group's order).
+    let now = ctx.store.clock.now();
+    if !ctx.folds.folded_lately(&channel, now, TEAMS_GATHER) && poster.try_teams_turn(name) {
+        let status = ready!(poster.post_to_teams(name, event, message, true).await?);
+        return Ok(Ready::Now(posted(status)));
+    }
+    let behind = Wait { wait: TEAMS_GATHER, reason: format!("{channel}: at Teams' limit of 4 cards a second") };
+    fold(ctx, &channel, event, line, &behind).await
 }
 
 /// Where an earlier attempt folded the event, if it did: in a digest not posted yet (its flush is made sure of),
@@ -394,14 +432,18 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
     }
     let now = ctx.store.clock.now();
-    let due = digest.opened_at.plus(ctx.poster.pace().interval);
+    let teams = channel.strip_prefix(crate::targets::TEAMS);
+    let gather = if teams.is_some() { TEAMS_GATHER } else { ctx.poster.pace().interval };
+    let due = digest.opened_at.plus(gather);
     if open && due > now {
         return Ok(Ready::Wait(Wait {
             wait: due.since(now),
             reason: format!("{channel}: the digest gathers the burst for one pace interval"),
         }));
     }
-    ready!(ctx.poster.take_turns(channel, envelope.event_id(), 1).await);
+    if teams.is_none() {
+        ready!(ctx.poster.take_turns(channel, envelope.event_id(), 1).await);
+    }
     let closed = ctx.folds.change(ctx, channel, |digest| {
         if starts(&digest.items) {
             let items = std::mem::take(&mut digest.items);
@@ -414,6 +456,14 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
     };
     let message = layout(channel, &items);
+    if let Some(name) = teams {
+        // Teams cannot be asked whether the card landed: the flush's `sent` line says it did.
+        let outcome = ready!(crate::targets::teams(ctx, envelope, &[name.to_owned()], &message).await?);
+        let detail = json!({ "channel": channel, "digest": seq, "flush": envelope.event_id() });
+        digested(ctx, &items, detail).await?;
+        ctx.folds.change(ctx, channel, |digest| digest.closed.retain(|c| !starts(&c.items))).await?;
+        return Ok(Ready::Now(format!("posted digest {seq} of {channel} with {} posts ({outcome})", items.len())));
+    }
     let mark = PostMark::part(envelope.event_id(), "burst");
     // A replayed flush runs as attempt 1 but may have posted before it was dead-lettered: look first, always
     // (a later attempt's post looks by itself).
@@ -427,15 +477,20 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         None => ready!(ctx.poster.post(&mark, envelope.received_at(), &message, false).await?),
     };
     let detail = json!({ "channel": channel, "ts": posted.ts, "digest": seq, "flush": envelope.event_id() });
+    digested(ctx, &items, detail).await?;
+    ctx.folds.change(ctx, channel, |digest| digest.closed.retain(|c| !starts(&c.items))).await?;
+    let by = if earlier { ", by an earlier attempt: not posted again" } else { "" };
+    Ok(Ready::Now(format!("posted digest {seq} of {channel} with {} posts ({posted}{by})", items.len())))
+}
+
+/// A `digested` line in the trail of every post of a digest posted.
+async fn digested(ctx: &HandlerContext, items: &[DigestItem], detail: Value) -> Result<(), HandlerError> {
     let at = ctx.store.clock.now();
     let lines: Vec<AuditEntry> = items
         .iter()
         .map(|item| AuditEntry::new(item.event_id, at, Step::Digested, ctx.poster.worker()).with_detail(detail.clone()))
         .collect();
-    ctx.store.audit.append(lines).await.map_err(store_error)?;
-    ctx.folds.change(ctx, channel, |digest| digest.closed.retain(|c| !starts(&c.items))).await?;
-    let by = if earlier { ", by an earlier attempt: not posted again" } else { "" };
-    Ok(Ready::Now(format!("posted digest {seq} of {channel} with {} posts ({posted}{by})", items.len())))
+    ctx.store.audit.append(lines).await.map_err(store_error)
 }
 
 fn store_error(e: StorageError) -> HandlerError {

@@ -79,6 +79,7 @@ pub async fn post(
     }
     let event = envelope.event_id();
     let sent = sent_before(ctx, event).await?;
+    let teams_line = line.clone();
     let mut said = Vec::new();
     if let Some(slack) = &targets.slack {
         match sent.iter().find(|(target, _)| target == slack) {
@@ -91,7 +92,7 @@ pub async fn post(
             }
         }
     }
-    said.push(ready!(teams_with(ctx, envelope, &targets.teams, message, &sent).await?));
+    said.push(ready!(teams_with(ctx, envelope, &targets.teams, message, &sent, Some(&teams_line)).await?));
     Ok(Ready::Now(said.join("; ")))
 }
 
@@ -106,15 +107,18 @@ pub async fn teams(
         return Ok(Ready::Now(String::new()));
     }
     let sent = sent_before(ctx, envelope.event_id()).await?;
-    teams_with(ctx, envelope, teams, message, &sent).await
+    teams_with(ctx, envelope, teams, message, &sent, None).await
 }
 
+/// The Teams part: with `line` (what a digest says of the post) a card that finds the webhook at its limit is
+/// folded into the Teams channel's digest ([`crate::digest::card_or_fold`]); without, it waits its turn.
 async fn teams_with(
     ctx: &HandlerContext,
     envelope: &Envelope,
     teams: &[String],
     message: &SlackMessage,
     sent: &[(String, String)],
+    line: Option<&Line>,
 ) -> Result<Ready<String>, HandlerError> {
     let event = envelope.event_id();
     let mut said = Vec::new();
@@ -124,8 +128,13 @@ async fn teams_with(
             said.push(format!("{target}: {outcome} (before)"));
             continue;
         }
-        let status = ready!(ctx.poster.post_to_teams(name, event, message).await?);
-        let outcome = format!("card posted ({})", status.as_u16());
+        let outcome = match line {
+            Some(line) => ready!(crate::digest::card_or_fold(ctx, envelope, line.clone(), name, message).await?),
+            None => {
+                let status = ready!(ctx.poster.post_to_teams(name, event, message, false).await?);
+                format!("card posted ({})", status.as_u16())
+            }
+        };
         record(ctx, event, &target, &outcome).await?;
         said.push(format!("{target}: {outcome}"));
     }

@@ -164,15 +164,21 @@ impl Poster {
         channel: &str,
         event: EventId,
         message: &SlackMessage,
+        taken: bool,
     ) -> Result<Ready<reqwest::StatusCode>, crate::teams::TeamsError> {
         let card = crate::teams::card::message(message, &format!("event {event} · eventfleet"));
-        match self.egress.teams.post(channel, &card).await {
+        match self.egress.teams.post(channel, &card, taken).await {
             Ok(status) => Ok(Ready::Now(status)),
             Err(crate::teams::TeamsError::RateLimited { channel, message, retry_after }) => {
                 Ok(Ready::Wait(Wait { wait: retry_after, reason: format!("teams:{channel}: {message}") }))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A slot for a card to the Teams channel `channel` if its window has one now (then post with `taken`).
+    pub fn try_teams_turn(&self, channel: &str) -> bool {
+        self.egress.teams.try_take(channel)
     }
 
     /// The channels' pace this process keeps.

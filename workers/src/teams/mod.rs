@@ -161,9 +161,10 @@ impl Teams {
         &self.webhooks
     }
 
-    /// Posts `card` (a webhook message, [`card::message`]) to the Teams channel `channel`, within its limit:
-    /// a short wait for it is slept, a longer one (or Teams' `429`) is [`TeamsError::RateLimited`].
-    pub async fn post(&self, channel: &str, card: &Value) -> Result<StatusCode, TeamsError> {
+    /// Posts `card` (a webhook message, [`card::message`]) to the Teams channel `channel`, within its limit
+    /// (`taken`: the caller took its slot with [`Teams::try_take`]): a short wait for it is slept, a longer one (or
+    /// Teams' `429`) is [`TeamsError::RateLimited`].
+    pub async fn post(&self, channel: &str, card: &Value, taken: bool) -> Result<StatusCode, TeamsError> {
         let Some(url) = self.webhooks.url(channel) else {
             return Err(TeamsError::Permanent {
                 channel: channel.to_owned(),
@@ -173,16 +174,18 @@ impl Teams {
                 ),
             });
         };
-        loop {
-            match self.take(channel) {
-                Ok(()) => break,
-                Err(wait) if wait <= SLEEP_AT_MOST => tokio::time::sleep(wait).await,
-                Err(wait) => {
-                    return Err(TeamsError::RateLimited {
-                        channel: channel.to_owned(),
-                        message: "the webhook's limit".into(),
-                        retry_after: wait,
-                    });
+        if !taken {
+            loop {
+                match self.take(channel) {
+                    Ok(()) => break,
+                    Err(wait) if wait <= SLEEP_AT_MOST => tokio::time::sleep(wait).await,
+                    Err(wait) => {
+                        return Err(TeamsError::RateLimited {
+                            channel: channel.to_owned(),
+                            message: "the webhook's limit".into(),
+                            retry_after: wait,
+                        });
+                    }
                 }
             }
         }
@@ -221,6 +224,12 @@ impl Teams {
                 self.pause(channel, *retry_after);
             }
         })
+    }
+
+    /// Takes a slot in the channel's window if one is free now (the caller then posts with `taken`); `false`:
+    /// the channel is at its limit (or paused), and a post now would wait.
+    pub fn try_take(&self, channel: &str) -> bool {
+        self.take(channel).is_ok()
     }
 
     /// Takes a slot in the channel's window, or says how long until one frees.
