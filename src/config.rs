@@ -291,6 +291,11 @@ impl Config {
             )
             .map_err(|e| invalid("EVENTFLEET_ROUTES_FILE", &path, &e.to_string()))?,
         };
+        for route in &routes {
+            if let eventfleet_workers::destinations::routes::Target::Channel(channel) = &route.target {
+                check_channels("EVENTFLEET_ROUTES_FILE", channel, &worker.teams)?;
+            }
+        }
         Ok(Config {
             aws,
             routes,

@@ -9,6 +9,7 @@ use anyhow::Context;
 use eventfleet_ingress::metrics::SharedRegistry;
 use eventfleet_schema::{HookId, HookKind, Webhook};
 use eventfleet_storage::Store;
+use eventfleet_workers::destinations::routes::Target;
 use eventfleet_workers::destinations::{DestinationMetrics, Destinations};
 use eventfleet_workers::handlers::sns::SnsRouting;
 use eventfleet_workers::slack::{DevOutbox, OUTBOX_FILE, SlackWebApi};
@@ -332,8 +333,12 @@ fn with_destinations(
         DestinationMetrics::register(&mut registry)
     };
     for route in &config.routes {
-        // The host only: a URL's query may carry a token.
-        tracing::info!(route = %route.name, host = route.url.host_str().unwrap_or_default(), also_builtin = route.also_builtin, "HTTP destination");
+        match &route.target {
+            // The host only: a URL's query may carry a token.
+            Target::Url(url) => tracing::info!(route = %route.name, host = url.host_str().unwrap_or_default(),
+                also_builtin = route.also_builtin, "HTTP destination"),
+            Target::Channel(channel) => tracing::info!(route = %route.name, %channel, "route to chats"),
+        }
     }
     let destinations = Destinations::new(config.routes.clone(), metrics).context("HTTP client of the destinations")?;
     Ok(handlers.with_destinations(Arc::new(destinations)))

@@ -415,3 +415,27 @@ async fn a_burst_to_a_teams_channel_becomes_a_few_cards_with_every_post_once() {
     }
     validate(&cards);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_send_a_kinds_messages_to_teams_instead_of_the_hooks_channel() {
+    let teams = TeamsStub::start().await.unwrap();
+    let url = teams.webhook("ops");
+    let webhooks = TeamsWebhooks::load(&["ops".into()], &|_| Some(url.clone())).unwrap();
+    let text = "[[route]]\nname = \"to-teams\"\nmatch = { kind = \"hook.*\" }\nchannel = \"teams:ops\"\n";
+    let routes = eventfleet_workers::destinations::routes::parse(
+        std::path::Path::new("routes.toml"),
+        text,
+        &|_| None,
+        worker_config().handler_timeout,
+    )
+    .unwrap();
+    let config = WorkerConfig { teams: webhooks, channel_pace: crate::no_pace(), ..worker_config() };
+    let f = Fleet::start_routed(config, routes).await;
+    let hook = f.hook("#hook-channel").await;
+    let id = f.send(&hook, "routed to Teams").await;
+    f.wait_for(id, Step::Succeeded).await;
+    let cards = cards(&teams, 1).await;
+    assert!(words(&cards[0]).contains("routed to Teams"), "{cards:?}");
+    assert!(f.slack.history("#hook-channel").is_empty(), "the route's channel replaced the hook's");
+    validate(&cards);
+}

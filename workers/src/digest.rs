@@ -573,7 +573,7 @@ mod tests {
         let store = eventfleet_storage::EmbeddedStore::open_dir(dir.path(), Default::default()).unwrap().into_store();
         let outbox = Arc::new(crate::slack::DevOutbox::new(dir.path().join("outbox.jsonl")));
         let egress = crate::slack::Egress::new(outbox, Default::default(), &store, "test");
-        Arc::new(HandlerContext { store, attempt: 1, poster: egress.poster(1), folds: Arc::default() })
+        Arc::new(HandlerContext { store, attempt: 1, poster: egress.poster(1), folds: Arc::default(), channel: None })
     }
 
     #[tokio::test]

@@ -22,9 +22,17 @@ pub struct HandlerContext {
     pub poster: Poster,
     /// This process's folds into burst digests, which share their writes.
     pub folds: std::sync::Arc<crate::digest::Folds>,
+    /// A route's channel list: the handler's messages go there instead of the channel its event's hook, topic or
+    /// schedule names.
+    pub channel: Option<String>,
 }
 
 impl HandlerContext {
+    /// The channel list the event's messages go to: the route's, else `own` (its hook's, topic's, schedule's).
+    pub fn channel_or(&self, own: &str) -> String {
+        self.channel.clone().unwrap_or_else(|| own.to_owned())
+    }
+
     /// Posts the event's message once to each target of its channel ([`crate::targets`]): to Slack in the
     /// channel's pace, or folded into the channel's burst digest when the channel has no slot ([`crate::digest`];
     /// `line` is what the digest says of it), to Teams as a card. The outcome for the trail, or a wait.

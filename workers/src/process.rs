@@ -212,6 +212,7 @@ impl Processor {
             attempt,
             poster: self.egress.poster(attempt),
             folds: self.folds.clone(),
+            channel: None,
         };
         let kind = msg.envelope.kind().as_str();
         let span = tracing::info_span!("worker.handle", kind);

@@ -78,6 +78,11 @@ impl Registry {
         else {
             return self.for_kind(kind).handle(ctx, envelope).await;
         };
+        if let crate::destinations::routes::Target::Channel(channel) = &destination.route.target {
+            // Chats: the handler of the kind, its messages to the route's channel list.
+            let ctx = HandlerContext { channel: Some(channel.clone()), ..ctx.clone() };
+            return self.for_kind(kind).handle(&ctx, envelope).await;
+        }
         let delivered = destinations.deliver(destination, ctx, envelope).await?;
         if !destination.route.also_builtin {
             return Ok(Ready::Now(delivered));

@@ -165,9 +165,12 @@ impl Destinations {
         let body = payload(envelope, ctx.attempt);
         let id = envelope.event_id().to_string();
         let timestamp = ctx.store.clock.now().as_secs().to_string();
+        let crate::destinations::routes::Target::Url(url) = &route.target else {
+            return Err(HandlerError::Permanent(format!("route {} names chats, not a service", route.name)));
+        };
         let mut request = self
             .http
-            .post(route.url.clone())
+            .post(url.clone())
             .timeout(route.timeout)
             .header("content-type", "application/json")
             .header("webhook-id", &id)

@@ -1,5 +1,7 @@
-//! The routes file (`EVENTFLEET_ROUTES_FILE`): which events go to which HTTP destination. Validated whole at
-//! start-up, secrets included, so that a typo stops the worker instead of dead-lettering every event it routes.
+//! The routes file (`EVENTFLEET_ROUTES_FILE`): which events go to which HTTP destination, or to which chats (a
+//! route's `channel`: the built-in handler's messages go to that channel list, `#ops+teams:oncall`, instead of the
+//! hook's, topic's or schedule's). Validated whole at start-up, secrets included, so that a typo stops the worker
+//! instead of dead-lettering every event it routes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +57,8 @@ struct RawRoute {
     name: String,
     #[serde(rename = "match")]
     matcher: RawMatch,
-    url: String,
+    url: Option<String>,
+    channel: Option<String>,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
     timeout_ms: Option<u64>,
@@ -141,8 +144,8 @@ pub struct Route {
     pub name: String,
     /// What it matches.
     pub matcher: Match,
-    /// Where matched events are posted.
-    pub url: url::Url,
+    /// Where matched events go.
+    pub target: Target,
     /// How long one delivery may take.
     pub timeout: Duration,
     /// Extra request headers.
@@ -153,6 +156,16 @@ pub struct Route {
     pub also_builtin: bool,
     /// Deliveries to this destination at once, per worker process.
     pub concurrency: usize,
+}
+
+/// Where a route sends the events it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The team's service: the event envelope, posted and signed.
+    Url(url::Url),
+    /// A channel list (`#ops+teams:oncall`): the built-in handler runs, and its messages go there instead of the
+    /// channel the event's hook, topic or schedule names.
+    Channel(String),
 }
 
 /// The default timeout of one delivery (below a handler timeout shorter than it).
@@ -212,13 +225,39 @@ fn validate(raw: RawRoute, env: &dyn Fn(&str) -> Option<String>, handler_timeout
     if raw.name.is_empty() || raw.name.len() > 64 || !name_ok {
         return Err("name must be 1 to 64 letters, digits, '-' or '_'".into());
     }
-    let url = url::Url::parse(&raw.url).map_err(|e| format!("url {:?} is not a URL: {e}", raw.url))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("url {:?} must be an http(s) URL with a host", raw.url));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("url must not carry credentials: use headers, read from the file, or the signing secret".into());
-    }
+    let target = match (&raw.url, &raw.channel) {
+        (Some(_), Some(_)) => return Err("set url (a service) or channel (chats), not both".into()),
+        (None, None) => return Err("set url (the service to post events to) or channel (chats to post them in)".into()),
+        (Some(text), None) => {
+            let url = url::Url::parse(text).map_err(|e| format!("url {text:?} is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+                return Err(format!("url {text:?} must be an http(s) URL with a host"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(
+                    "url must not carry credentials: use headers, read from the file, or the signing secret".into()
+                );
+            }
+            Target::Url(url)
+        }
+        (None, Some(channel)) => {
+            crate::targets::Targets::parse(channel).map_err(|why| format!("channel: {why}"))?;
+            let http_only = raw.secret_env.is_some()
+                || raw.secret_file.is_some()
+                || raw.timeout_ms.is_some()
+                || !raw.headers.is_empty()
+                || raw.also_builtin
+                || raw.concurrency.is_some();
+            if http_only {
+                return Err(
+                    "a channel route runs the built-in handler: secret, timeout_ms, headers, also_builtin and \
+                            concurrency are for url routes"
+                        .into(),
+                );
+            }
+            Target::Channel(channel.trim().to_owned())
+        }
+    };
     let RawMatch { kind, source, hook } = raw.matcher;
     if kind.is_none() && source.is_none() && hook.is_none() {
         return Err("match is empty: name a kind, a source or a hook (kind = \"*\" matches every event)".into());
@@ -269,7 +308,7 @@ fn validate(raw: RawRoute, env: &dyn Fn(&str) -> Option<String>, handler_timeout
     Ok(Route {
         name: raw.name,
         matcher: Match { kind, source, hook },
-        url,
+        target,
         timeout,
         headers,
         key,
@@ -294,6 +333,25 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse_text(text).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_channel_route_names_chats_and_takes_no_http_settings() {
+        let routes = parse_text(
+            "[[route]]\nname = \"platform\"\nmatch = { kind = \"github.*\" }\nchannel = \"#platform+teams:platform\"\n",
+        )
+        .unwrap();
+        assert_eq!(routes[0].target, Target::Channel("#platform+teams:platform".into()));
+        let both =
+            error("[[route]]\nname = \"x\"\nmatch = { kind = \"*\" }\nurl = \"https://a.example\"\nchannel = \"#a\"\n");
+        assert!(both.contains("not both"), "{both}");
+        let neither = error("[[route]]\nname = \"x\"\nmatch = { kind = \"*\" }\n");
+        assert!(neither.contains("set url") && neither.contains("or channel"), "{neither}");
+        let http =
+            error("[[route]]\nname = \"x\"\nmatch = { kind = \"*\" }\nchannel = \"teams:a\"\ntimeout_ms = 100\n");
+        assert!(http.contains("are for url routes"), "{http}");
+        let bad = error("[[route]]\nname = \"x\"\nmatch = { kind = \"*\" }\nchannel = \"#a+#b\"\n");
+        assert!(bad.contains("channel: ") && bad.contains("two Slack channels"), "{bad}");
     }
 
     #[test]

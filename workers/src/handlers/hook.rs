@@ -38,6 +38,8 @@ impl Handler for HookPayload {
             .await
             .map_err(|e| HandlerError::retryable(format!("read hook {hook_id}: {e}")))?
             .ok_or_else(|| HandlerError::Permanent(format!("hook {hook_id} no longer exists")))?;
+        // A route's channel list wins over the hook's.
+        let hook = Webhook { channel: ctx.channel_or(&hook.channel), ..hook };
         let body =
             envelope.as_v1().body.to_bytes().map_err(|e| HandlerError::Permanent(format!("undecodable body: {e}")))?;
         if let Some(event) = envelope.kind().as_str().strip_prefix("github.") {

@@ -38,7 +38,7 @@ impl Handler for ScheduleTick {
         let text = envelope.as_v1().body.as_text().unwrap_or_default();
         let tick: TickBody =
             serde_json::from_str(text).map_err(|e| HandlerError::Permanent(format!("not a schedule tick: {e}")))?;
-        let (Some(channel), Some(text)) = (tick.channel, tick.text) else {
+        let (Some(channel), Some(text)) = (tick.channel.map(|own| ctx.channel_or(&own)), tick.text) else {
             tracing::info!(event_id = %envelope.event_id(), kind = %envelope.kind(), schedule = %tick.schedule,
                 "no handler for the schedule's kind; completed");
             return Ok(Ready::Now(format!("unhandled kind {}", envelope.kind())));

@@ -33,6 +33,9 @@ impl SnsRouting {
         let Source::Sns { topic_arn, hook_id } = envelope.source() else {
             return Err(HandlerError::Permanent("not an SNS event".into()));
         };
+        if let Some(channel) = &ctx.channel {
+            return Ok(channel.clone());
+        }
         if let Some(hook_id) = hook_id {
             let hook = ctx
                 .store
