@@ -322,6 +322,61 @@ async fn three_workers_with_digests_post_every_payload_once_in_order_against_sla
     assert!(limited * 20 < requests, "{limited} of {requests} posts answered 429");
 }
 
+/// Three worker processes post cards to one Teams webhook against the stand-in that enforces Teams' 4 requests
+/// a second (429 past it), with the defaults: every payload reaches the channel once (alone or in a digest card)
+/// and fewer than 5 % of the requests are refused: the processes share the webhook's pace as they share a Slack
+/// channel's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_keep_a_teams_webhooks_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path()).await;
+    let teams = eventfleet_stubs::teams::TeamsStub::start().await.unwrap();
+    let mut hooks = Vec::new();
+    for h in 0..HOOKS {
+        hooks.push(s.hook(&format!("hook{h}"), "teams:ops").await);
+    }
+    let env: Vec<(&'static str, String)> = s
+        .worker_env()
+        .into_iter()
+        .chain([
+            ("EVENTFLEET_WORKER_CONCURRENCY", "4".to_owned()),
+            ("EVENTFLEET_TEAMS_CHANNELS", "ops".to_owned()),
+            ("EVENTFLEET_TEAMS_WEBHOOK_OPS", teams.webhook("ops")),
+        ])
+        .collect();
+    let mut workers: Vec<_> = (0..3).map(|_| spawn_worker(dir.path(), &env_refs(&env))).collect();
+    let payload = |hook: usize, i: usize| format!("hook{hook}-{i:02}");
+    // A steady stream (two a second per hook) rather than one burst: the processes meet on the webhook for a while.
+    for i in 0..EACH {
+        for (h, hook) in hooks.iter().enumerate() {
+            let resp = s.http.post(format!("{}/hooks/{}", s.base, hook.id)).body(payload(h, i)).send().await.unwrap();
+            assert_eq!(resp.status(), 202);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let cards = loop {
+        let cards: Vec<String> = teams.cards("ops").iter().map(|c| c.to_string()).collect();
+        if (0..HOOKS).all(|h| (0..EACH).all(|i| cards.iter().any(|c| c.contains(&payload(h, i))))) {
+            break cards;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not every payload reached the Teams channel: {cards:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for w in &mut workers {
+        assert_eq!(terminate(w), Some(0));
+    }
+    for h in 0..HOOKS {
+        for i in 0..EACH {
+            let found = cards.iter().map(|c| c.matches(&payload(h, i)).count()).sum::<usize>();
+            assert_eq!(found, 1, "{} landed once: {cards:?}", payload(h, i));
+        }
+    }
+    let (limited, requests) = (teams.limited(), teams.requests("ops") as u64);
+    eprintln!("three workers, one Teams webhook: {} cards, {requests} requests, {limited} answered 429", cards.len());
+    assert!(limited * 20 < requests, "{limited} of {requests} requests answered 429");
+}
+
 /// A GitHub `workflow_run` delivery of run 4242 (from testdata/github's example), with this status.
 fn workflow_run(action: &str, status: &str, conclusion: Option<&str>) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/github/examples.json");

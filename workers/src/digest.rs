@@ -145,12 +145,17 @@ pub async fn card_or_fold(
     }
     // As for Slack: while this process's digest of the channel gathers, later posts join it (a group's order).
     let now = ctx.store.clock.now();
-    if !ctx.folds.folded_lately(&channel, now, TEAMS_GATHER) && poster.try_teams_turn(name) {
-        let status = ready!(poster.post_to_teams(name, event, message, true).await?);
-        return Ok(Ready::Now(posted(status)));
+    if ctx.folds.folded_lately(&channel, now, TEAMS_GATHER) {
+        let behind = Wait { wait: TEAMS_GATHER, reason: format!("{channel}: the channel's digest is gathering") };
+        return fold(ctx, &channel, event, line, &behind).await;
     }
-    let behind = Wait { wait: TEAMS_GATHER, reason: format!("{channel}: at Teams' limit of 4 cards a second") };
-    fold(ctx, &channel, event, line, &behind).await
+    match poster.try_teams_turn(name, event).await {
+        Ready::Now(()) => {
+            let status = ready!(poster.post_to_teams(name, event, message, true).await?);
+            Ok(Ready::Now(posted(status)))
+        }
+        Ready::Wait(behind) => fold(ctx, &channel, event, line, &behind).await,
+    }
 }
 
 /// Where an earlier attempt folded the event, if it did: in a digest not posted yet (its flush is made sure of),
@@ -164,9 +169,10 @@ async fn folded_before(ctx: &HandlerContext, channel: &str, event: EventId) -> R
         return Ok(Some(format!("folded into digest {seq} of {channel} by an earlier attempt")));
     }
     let trail = ctx.store.audit.history(event).await.map_err(store_error)?;
+    // This channel's digest only: an event posted to several chats may have been folded into another's.
     Ok(trail
         .iter()
-        .find(|entry| entry.step == Step::Digested)
+        .find(|entry| entry.step == Step::Digested && entry.detail["channel"].as_str() == Some(channel))
         .map(|entry| format!("in a digest of {channel} posted before ({}): not posted again", entry.detail)))
 }
 
@@ -458,7 +464,7 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
     let message = layout(channel, &items);
     if let Some(name) = teams {
         // Teams cannot be asked whether the card landed: the flush's `sent` line says it did.
-        let outcome = ready!(crate::targets::teams(ctx, envelope, &[name.to_owned()], &message).await?);
+        let outcome = ready!(crate::targets::teams(ctx, envelope, &[name.to_owned()], &message, None).await?);
         let detail = json!({ "channel": channel, "digest": seq, "flush": envelope.event_id() });
         digested(ctx, &items, detail).await?;
         ctx.folds.change(ctx, channel, |digest| digest.closed.retain(|c| !starts(&c.items))).await?;
@@ -664,6 +670,20 @@ mod tests {
             ctx.folds.fold(&ctx, "#c", item()).await.unwrap().is_some(),
             "this process does not go on seeing them full"
         );
+    }
+
+    #[tokio::test]
+    async fn a_digest_of_another_chat_does_not_count_as_this_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let ctx = HandlerContext { attempt: 2, ..(*ctx).clone() };
+        let event = EventId::new();
+        let detail = json!({ "channel": "#both", "ts": "1.2", "digest": 1, "flush": EventId::new() });
+        let line = AuditEntry::new(event, ctx.store.clock.now(), Step::Digested, "test").with_detail(detail);
+        ctx.store.audit.append(vec![line]).await.unwrap();
+        // The event's Slack post went out in #both's digest; its card to Teams is still owed.
+        assert_eq!(folded_before(&ctx, "teams:ops", event).await.unwrap(), None);
+        assert!(folded_before(&ctx, "#both", event).await.unwrap().is_some_and(|s| s.contains("posted before")));
     }
 
     #[test]

@@ -84,8 +84,15 @@ pub async fn run_with_metrics(
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
     let actor = config.protocol_actor();
-    let teams = Arc::new(crate::teams::Teams::new(config.teams.clone(), config.handler_timeout));
-    let egress = crate::slack::Egress::new(slack, config.channel_pace, &store, &actor.name).with_teams(teams);
+    let teams = match crate::teams::Teams::new(config.teams.clone(), config.handler_timeout) {
+        Ok(teams) => teams,
+        Err(e) => {
+            // Only a broken TLS set-up fails here; Slack and the destinations would fail alike.
+            tracing::error!(error = %e, "could not build the Teams HTTP client; posts to Teams fail until restart");
+            crate::teams::Teams::none()
+        }
+    };
+    let egress = crate::slack::Egress::new(slack, config.channel_pace, &store, &actor.name).with_teams(Arc::new(teams));
     let processor =
         Arc::new(Processor { store: store.clone(), registry, egress, folds: Arc::default(), config, metrics, actor });
     let cfg = &processor.config;

@@ -32,17 +32,20 @@ impl Targets {
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut targets = Targets::default();
         for part in spec.split('+').map(str::trim).filter(|p| !p.is_empty()) {
-            if let Some(name) = part.strip_prefix(TEAMS) {
-                if !crate::teams::valid_name(name) {
+            let teams = part.get(..TEAMS.len()).filter(|prefix| prefix.eq_ignore_ascii_case(TEAMS));
+            if teams.is_some() {
+                // Names are case-insensitive (their variable is upper case): one spelling for keys and trails.
+                let name = part[TEAMS.len()..].to_ascii_lowercase();
+                if !crate::teams::valid_name(&name) {
                     return Err(format!("{part:?}: a Teams channel is teams:<name> (letters, digits, - and _)"));
                 }
-                if !targets.teams.iter().any(|t| t.eq_ignore_ascii_case(name)) {
-                    targets.teams.push(name.to_owned());
+                if !targets.teams.contains(&name) {
+                    targets.teams.push(name);
                 }
             } else if let Some(slack) = &targets.slack {
                 return Err(format!("{spec:?} names two Slack channels ({slack} and {part}); one at most"));
-            } else if part.contains(char::is_whitespace) {
-                return Err(format!("{part:?} is not a Slack channel"));
+            } else if part.contains(|c: char| c.is_whitespace() || c == ':') {
+                return Err(format!("{part:?} is not a Slack channel (a Teams channel is teams:<name>)"));
             } else {
                 targets.slack = Some(part.to_owned());
             }
@@ -96,18 +99,21 @@ pub async fn post(
     Ok(Ready::Now(said.join("; ")))
 }
 
-/// Posts `message` as a card to each of the Teams channels `teams` not posted to before; the outcome, or a wait.
+/// Posts `message` as a card to each of the Teams channels `teams` not posted to before (with `line`, what a
+/// digest says of it, a card that finds the webhook at its limit folds into the channel's digest); the outcome,
+/// or a wait.
 pub async fn teams(
     ctx: &HandlerContext,
     envelope: &Envelope,
     teams: &[String],
     message: &SlackMessage,
+    line: Option<Line>,
 ) -> Result<Ready<String>, HandlerError> {
     if teams.is_empty() {
         return Ok(Ready::Now(String::new()));
     }
     let sent = sent_before(ctx, envelope.event_id()).await?;
-    teams_with(ctx, envelope, teams, message, &sent, None).await
+    teams_with(ctx, envelope, teams, message, &sent, line.as_ref()).await
 }
 
 /// The Teams part: with `line` (what a digest says of the post) a card that finds the webhook at its limit is
@@ -174,6 +180,11 @@ mod tests {
             Targets { slack: Some("#ops".into()), teams: vec!["on-call".into(), "platform".into()] }
         );
         assert_eq!(Targets::parse("teams:ops").unwrap(), Targets { slack: None, teams: vec!["ops".into()] });
+        assert_eq!(
+            Targets::parse("Teams:OnCall+teams:oncall").unwrap(),
+            Targets { slack: None, teams: vec!["oncall".into()] }
+        );
+        assert!(Targets::parse("team:ops").unwrap_err().contains("not a Slack channel"));
         assert!(Targets::parse("#a+#b").unwrap_err().contains("two Slack channels"));
         assert!(Targets::parse("teams:").unwrap_err().contains("teams:<name>"));
         assert!(Targets::parse("teams:a b").is_err());

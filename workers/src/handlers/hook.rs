@@ -96,7 +96,8 @@ async fn github(
         let mut said = Vec::new();
         if !targets.teams.is_empty() && crate::github::living::worth_a_card(event, payload) {
             let message = crate::github::message(&hook.channel, &hook.name, event, payload);
-            said.push(ready!(crate::targets::teams(ctx, envelope, &targets.teams, &message).await?));
+            let line = Line::new(format!("GitHub {event} via {}", hook.name), &message.text, "");
+            said.push(ready!(crate::targets::teams(ctx, envelope, &targets.teams, &message, Some(line)).await?));
         }
         if let Some(slack) = targets.slack {
             let hook = Webhook { channel: slack, ..hook.clone() };

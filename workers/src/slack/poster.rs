@@ -26,6 +26,8 @@ const CAS_TRIES: usize = 10;
 pub struct Egress {
     sink: Arc<dyn SlackSink>,
     lanes: Arc<Lanes>,
+    /// Teams' webhooks' lanes (keyed `teams:<name>`): Teams' 4 a second, shared by the fleet as Slack's pace is.
+    teams_lanes: Arc<Lanes>,
     channels: Arc<dyn Channels>,
     clock: Arc<dyn Clock>,
     /// This process, as its lanes register in the channels' states (`worker@host:pid`).
@@ -43,10 +45,11 @@ impl Egress {
         Self {
             sink,
             lanes: Arc::new(Lanes::new(pace)),
+            teams_lanes: Arc::new(Lanes::new(crate::teams::pace(pace.digests))),
             channels: store.channels.clone(),
             clock: store.clock.clone(),
             worker,
-            teams: Arc::new(crate::teams::Teams::new(Default::default(), std::time::Duration::from_secs(10))),
+            teams: Arc::new(crate::teams::Teams::none()),
         }
     }
 
@@ -148,7 +151,7 @@ impl Poster {
     pub async fn try_turn(&self, channel: &str, event: EventId) -> Ready<()> {
         let now = self.egress.clock.now();
         if self.egress.lanes.claim_renewal(channel, now) {
-            self.renew(channel, now).await;
+            self.renew(&self.egress.lanes, channel, now).await;
         }
         match self.egress.lanes.try_take(channel, event, now) {
             Ok(()) => Ready::Now(()),
@@ -166,19 +169,50 @@ impl Poster {
         message: &SlackMessage,
         taken: bool,
     ) -> Result<Ready<reqwest::StatusCode>, crate::teams::TeamsError> {
+        let key = format!("{}{channel}", crate::targets::TEAMS);
+        if !taken {
+            // A turn in the webhook's lane: a short wait for it is slept (the slot is this event's), a longer one
+            // defers the event.
+            loop {
+                match self.lane_turns(&self.egress.teams_lanes, &key, event, 1).await {
+                    Ready::Now(()) => break,
+                    Ready::Wait(wait) if wait.wait <= crate::teams::SLEEP_AT_MOST => {
+                        tokio::time::sleep(wait.wait).await
+                    }
+                    Ready::Wait(wait) => return Ok(Ready::Wait(wait)),
+                }
+            }
+        }
         let card = crate::teams::card::message(message, &format!("event {event} · eventfleet"));
-        match self.egress.teams.post(channel, &card, taken).await {
+        match self.egress.teams.post(channel, &card).await {
             Ok(status) => Ok(Ready::Now(status)),
-            Err(crate::teams::TeamsError::RateLimited { channel, message, retry_after }) => {
-                Ok(Ready::Wait(Wait { wait: retry_after, reason: format!("teams:{channel}: {message}") }))
+            Err(crate::teams::TeamsError::RateLimited { message, retry_after, .. }) => {
+                // Teams' 429 pauses the webhook here at once and for the fleet in its shared state.
+                let until = self.egress.clock.now().plus(retry_after);
+                self.egress.teams_lanes.pause(&key, until);
+                let shared =
+                    self.change_channel(&key, |state| state.paused_until = state.paused_until.max(Some(until))).await;
+                if let Err(e) = shared {
+                    tracing::warn!(error = %e, channel = %key, "could not share Teams' pause of the webhook");
+                }
+                Ok(Ready::Wait(Wait { wait: retry_after, reason: format!("{key}: {message}") }))
             }
             Err(e) => Err(e),
         }
     }
 
-    /// A slot for a card to the Teams channel `channel` if its window has one now (then post with `taken`).
-    pub fn try_teams_turn(&self, channel: &str) -> bool {
-        self.egress.teams.try_take(channel)
+    /// A slot for a card of `event` to the Teams channel `channel` if its lane has one now (then post with
+    /// `taken`); else how far behind the webhook is, nothing reserved (the caller folds the card into a digest).
+    pub async fn try_teams_turn(&self, channel: &str, event: EventId) -> Ready<()> {
+        let key = format!("{}{channel}", crate::targets::TEAMS);
+        let (lanes, now) = (&self.egress.teams_lanes, self.egress.clock.now());
+        if lanes.claim_renewal(&key, now) {
+            self.renew(lanes, &key, now).await;
+        }
+        match lanes.try_take(&key, event, now) {
+            Ok(()) => Ready::Now(()),
+            Err(wait) => Ready::Wait(Wait { reason: format!("{key}: {}", wait.reason), ..wait }),
+        }
     }
 
     /// The channels' pace this process keeps.
@@ -194,11 +228,16 @@ impl Poster {
     /// Takes `posts` turns in `channel`'s pace for `event` at once (a message and the replies that follow it);
     /// renews this process's place among the channel's posters when that is due.
     pub async fn take_turns(&self, channel: &str, event: EventId, posts: u32) -> Ready<()> {
+        self.lane_turns(&self.egress.lanes, channel, event, posts).await
+    }
+
+    /// `posts` turns in the lane `channel` of `lanes` (Slack's channels, or Teams' webhooks).
+    async fn lane_turns(&self, lanes: &Lanes, channel: &str, event: EventId, posts: u32) -> Ready<()> {
         let now = self.egress.clock.now();
-        if self.egress.lanes.claim_renewal(channel, now) {
-            self.renew(channel, now).await;
+        if lanes.claim_renewal(channel, now) {
+            self.renew(lanes, channel, now).await;
         }
-        match self.egress.lanes.take(channel, event, posts, now) {
+        match lanes.take(channel, event, posts, now) {
             Ok(()) => Ready::Now(()),
             Err(wait) => Ready::Wait(Wait { reason: format!("{channel}: {}", wait.reason), ..wait }),
         }
@@ -224,7 +263,7 @@ impl Poster {
     }
 
     /// Registers (or renews) this process among `channel`'s posters, and learns the share and Slack's pause.
-    async fn renew(&self, channel: &str, now: Timestamp) {
+    async fn renew(&self, lanes: &Lanes, channel: &str, now: Timestamp) {
         let worker = self.egress.worker.clone();
         let renewed = self
             .change_channel(channel, |state| {
@@ -233,10 +272,10 @@ impl Poster {
             })
             .await;
         match renewed {
-            Ok(state) => self.egress.lanes.renewed(channel, state.lanes.len() as u32, state.paused_until, now),
+            Ok(state) => lanes.renewed(channel, state.lanes.len() as u32, state.paused_until, now),
             Err(e) => {
                 tracing::warn!(error = %e, %channel, "could not renew this worker's place in the channel's pace");
-                self.egress.lanes.renewal_failed(channel, now);
+                lanes.renewal_failed(channel, now);
             }
         }
     }

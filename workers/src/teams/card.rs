@@ -20,6 +20,15 @@ pub const VERSION: &str = "1.4";
 /// Elements of a card body at most (a long digest is cut, and says so).
 const MAX_ELEMENTS: usize = 60;
 
+/// Facts in one `FactSet` at most; the rest are counted in a last fact.
+const MAX_FACTS: usize = 40;
+
+/// Buttons (`Action.OpenUrl`) a card carries at most.
+const MAX_ACTIONS: usize = 6;
+
+/// Lines of one code block shown; the rest are counted.
+const MAX_CODE_LINES: usize = 40;
+
 /// The webhook message carrying `message` as an Adaptive Card; `footer` (the event id) closes it.
 pub fn message(message: &SlackMessage, footer: &str) -> Value {
     let mut body = Vec::new();
@@ -41,9 +50,17 @@ pub fn message(message: &SlackMessage, footer: &str) -> Value {
     if body.is_empty() {
         text_blocks(&message.text, &mut body);
     }
-    let cut = body.len() > MAX_ELEMENTS;
+    let cut = body.len() > MAX_ELEMENTS || actions.len() > MAX_ACTIONS;
     body.truncate(MAX_ELEMENTS);
-    fit(body, actions, footer, cut)
+    actions.truncate(MAX_ACTIONS);
+    let card = fit(body, actions, footer, cut);
+    if size(&card) <= MAX_BYTES {
+        return card;
+    }
+    // Still too big (a single element no cut could shrink): the message's text alone.
+    let mut body = Vec::new();
+    text_blocks(&truncate(&message.text, 8 * 1024, "… (cut)"), &mut body);
+    fit(body, Vec::new(), footer, true)
 }
 
 /// The card, its texts cut (the longest allowed length halving) until it fits [`MAX_BYTES`], then its last
@@ -151,7 +168,11 @@ fn layout_block(block: &Value, body: &mut Vec<Value>, actions: &mut Vec<Value>) 
     match block.get("type").and_then(Value::as_str).unwrap_or("") {
         "header" => {
             let text = plain(&text_of(&block["text"]));
-            body.push(json!({"type": "TextBlock", "text": text, "wrap": true, "size": "Large", "weight": "Bolder"}));
+            if !text.trim().is_empty() {
+                body.push(
+                    json!({"type": "TextBlock", "text": text, "wrap": true, "size": "Large", "weight": "Bolder"}),
+                );
+            }
         }
         "section" => {
             if let Some(text) = block.get("text") {
@@ -162,7 +183,7 @@ fn layout_block(block: &Value, body: &mut Vec<Value>, actions: &mut Vec<Value>) 
                 fields_layout(&texts, body);
             }
             if let Some(url) = block.pointer("/accessory/url").and_then(Value::as_str) {
-                actions.push(open_url(&text_of(&block["accessory"]["text"]), url));
+                actions.extend(open_url(&text_of(&block["accessory"]["text"]), url));
             }
         }
         "context" => {
@@ -179,7 +200,7 @@ fn layout_block(block: &Value, body: &mut Vec<Value>, actions: &mut Vec<Value>) 
         "actions" => {
             for element in block.get("elements").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(url) = element.get("url").and_then(Value::as_str) {
-                    actions.push(open_url(&text_of(&element["text"]), url));
+                    actions.extend(open_url(&text_of(&element["text"]), url));
                 }
             }
         }
@@ -208,13 +229,23 @@ fn fields_layout(fields: &[String], body: &mut Vec<Value>) {
         .map(|field| {
             let (title, value) = field.split_once('\n')?;
             let title = title.trim().strip_prefix('*')?.strip_suffix('*')?;
-            Some(json!({"title": plain(title), "value": markdown(value.trim())}))
+            Some(json!({"title": plain(title), "value": paragraphs(&markdown(value.trim()))}))
         })
         .collect();
     match facts {
-        Some(facts) if !facts.is_empty() => body.push(json!({"type": "FactSet", "facts": facts})),
+        Some(facts) if !facts.is_empty() => body.push(fact_set(facts)),
         _ => fields.iter().for_each(|field| text_blocks(field, body)),
     }
+}
+
+/// A `FactSet` of at most [`MAX_FACTS`] facts, the rest counted.
+fn fact_set(mut facts: Vec<Value>) -> Value {
+    if facts.len() > MAX_FACTS {
+        let more = facts.len() - (MAX_FACTS - 1);
+        facts.truncate(MAX_FACTS - 1);
+        facts.push(json!({"title": "…", "value": format!("{more} more fields not shown")}));
+    }
+    json!({"type": "FactSet", "facts": facts})
 }
 
 /// A legacy attachment (a sender's Slack JSON): its title, text and fields.
@@ -226,7 +257,7 @@ fn layout_attachment(attachment: &Value, body: &mut Vec<Value>, actions: &mut Ve
     if !str_at("title").is_empty() {
         body.push(json!({"type": "TextBlock", "text": plain(str_at("title")), "wrap": true, "weight": "Bolder"}));
         if let Some(url) = Some(str_at("title_link")).filter(|u| u.starts_with("http")) {
-            actions.push(open_url(str_at("title"), url));
+            actions.extend(open_url(str_at("title"), url));
         }
     }
     if !str_at("text").is_empty() {
@@ -241,7 +272,7 @@ fn layout_attachment(attachment: &Value, body: &mut Vec<Value>, actions: &mut Ve
             })
             .collect();
         if !facts.is_empty() {
-            body.push(json!({"type": "FactSet", "facts": facts}));
+            body.push(fact_set(facts));
         }
     }
     if let Some(blocks) = attachment.get("blocks").and_then(Value::as_array) {
@@ -252,10 +283,12 @@ fn layout_attachment(attachment: &Value, body: &mut Vec<Value>, actions: &mut Ve
     }
 }
 
-fn open_url(label: &str, url: &str) -> Value {
-    let label = plain(label);
+/// A button to `url`, or nothing when it is not an `http(s)` URL fit for a link (Teams refuses a card with one).
+fn open_url(label: &str, url: &str) -> Option<Value> {
+    let url = crate::block_kit::safe_url(url)?;
+    let label = truncate(&plain(label), 100, "…");
     let title = if label.trim().is_empty() { "Open".to_owned() } else { label };
-    json!({"type": "Action.OpenUrl", "title": title, "url": url})
+    Some(json!({"type": "Action.OpenUrl", "title": title, "url": url}))
 }
 
 /// mrkdwn text as `TextBlock`s: code fences as monospace blocks, the rest as markdown.
@@ -267,13 +300,35 @@ fn text_blocks(text: &str, body: &mut Vec<Value>) {
             continue;
         }
         if in_code {
-            body.push(json!({"type": "TextBlock", "text": unescape(part), "wrap": true, "fontType": "Monospace"}));
+            // CommonMark reads a single newline as a space: each line of code is a block of its own, close together.
+            let lines: Vec<&str> = part.lines().collect();
+            for (i, line) in lines.iter().take(MAX_CODE_LINES).enumerate() {
+                // Markdown drops leading spaces: the indentation is kept as no-break spaces.
+                let indent = line.len() - line.trim_start_matches(' ').len();
+                let text = match line.trim() {
+                    "" => "\u{a0}".to_owned(),
+                    _ => format!("{}{}", "\u{a0}".repeat(indent), unescape(line.trim_start_matches(' '))),
+                };
+                let mut block = json!({"type": "TextBlock", "text": text, "wrap": true, "fontType": "Monospace"});
+                if i > 0 {
+                    block["spacing"] = "None".into();
+                }
+                body.push(block);
+            }
+            if lines.len() > MAX_CODE_LINES {
+                let more = lines.len() - MAX_CODE_LINES;
+                body.push(json!({"type": "TextBlock", "text": format!("… {more} more lines"), "wrap": true,
+                    "fontType": "Monospace", "spacing": "None", "isSubtle": true}));
+            }
         } else {
-            // CommonMark reads a single newline as a space: each line is a paragraph of its own.
-            let text = markdown(part).lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n\n");
-            body.push(json!({"type": "TextBlock", "text": text, "wrap": true}));
+            body.push(json!({"type": "TextBlock", "text": paragraphs(&markdown(part)), "wrap": true}));
         }
     }
+}
+
+/// Each line a paragraph of its own: CommonMark reads a single newline as a space.
+fn paragraphs(text: &str) -> String {
+    text.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n\n")
 }
 
 /// Slack's escapes undone (`&lt;` …): card text is not HTML.
@@ -471,6 +526,55 @@ mod tests {
             assert!(body.iter().any(|e| e["text"].as_str().is_some_and(|t| t.contains("Cut to fit"))), "{body:?}");
             assert_eq!(body.last().unwrap()["text"], "event `e`");
         }
+    }
+
+    #[test]
+    fn senders_own_slack_json_of_any_size_fits() {
+        let fields: Vec<Value> =
+            (0..3_000).map(|i| json!({"type": "mrkdwn", "text": format!("*F{i}*\n{}", "v".repeat(50))})).collect();
+        let buttons: Vec<Value> = (0..1_000)
+            .map(|i| json!({"type": "button", "text": {"type": "plain_text", "text": format!("b{i}")}, "url": format!("https://x.example/{i}")}))
+            .collect();
+        let huge_label = json!([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "l".repeat(40 * 1024)}, "url": "https://x.example"}]}]);
+        let bad_url = json!([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "x"}, "url": "javascript:alert(1)"}]}]);
+        let mut attachment = slack("t", None);
+        attachment.attachments = Some(
+            json!([{"title": "t", "fields": (0..3_000).map(|i| json!({"title": format!("f{i}"), "value": "v".repeat(60)})).collect::<Vec<_>>()}]),
+        );
+        let cases = [
+            slack("t", Some(json!([{"type": "section", "fields": fields}]))),
+            slack("t", Some(json!([{"type": "actions", "elements": buttons}]))),
+            slack("t", Some(huge_label)),
+            slack("t", Some(bad_url)),
+            attachment,
+            slack("t", Some(json!([{"type": "header", "text": {"type": "plain_text", "text": ""}}]))),
+        ];
+        for case in &cases {
+            let card = message(case, "event e");
+            assert!(size(&card) <= MAX_BYTES, "{} bytes", size(&card));
+            let content = &card["attachments"][0]["content"];
+            for action in content["actions"].as_array().into_iter().flatten() {
+                assert!(action["url"].as_str().unwrap().starts_with("https://"), "{action}");
+                assert!(action["title"].as_str().unwrap().len() <= 104, "{action}");
+            }
+            assert!(content["actions"].as_array().is_none_or(|a| a.len() <= MAX_ACTIONS));
+            for element in body(&card) {
+                assert_ne!(element["text"], "", "no empty text: {element}");
+                assert!(element["facts"].as_array().is_none_or(|f| f.len() <= MAX_FACTS), "facts capped");
+            }
+        }
+    }
+
+    #[test]
+    fn code_keeps_its_lines_and_indentation() {
+        let card = message(&slack("```\n{\n  \"a\": 1\n}\n```", None), "");
+        let lines: Vec<&str> = body(&card).iter().map(|e| e["text"].as_str().unwrap()).collect();
+        assert_eq!(lines, ["{", "\u{a0}\u{a0}\"a\": 1", "}"]);
+        assert_eq!(body(&card)[1]["spacing"], "None");
+        let long = format!("```\n{}\n```", (0..100).map(|i| i.to_string()).collect::<Vec<_>>().join("\n"));
+        let card = message(&slack(&long, None), "");
+        assert_eq!(body(&card).len(), MAX_CODE_LINES + 1);
+        assert_eq!(body(&card).last().unwrap()["text"], "… 60 more lines");
     }
 
     #[test]

@@ -4,28 +4,34 @@
 //! received" URL, or a legacy Incoming Webhook), a secret read from the environment at start-up.
 //!
 //! - [`card`]: the Teams layout of the content every handler builds, as an Adaptive Card under 28 KB.
-//! - [`Teams`]: the webhook client: at most [`PER_SECOND`] requests a second per webhook in this process, `429`
-//!   and `Retry-After` a wait (the event is deferred, not failed), 5xx and timeouts retryable, any other 4xx
-//!   permanent with Teams' answer quoted.
+//! - [`Teams`]: the webhook client: 5xx and timeouts retryable, `429` with its `Retry-After` a wait (the event is
+//!   deferred, not failed), any other 4xx permanent with Teams' answer quoted.
+//! - [`pace`]: Teams' 4 requests a second per webhook, kept in the poster's lanes like a Slack channel's pace
+//!   (shared by the fleet's processes, a `429` pausing the webhook for all of them).
 //!
 //! A webhook cannot be asked whether a post landed: a post is at least once across a dead worker (the window is
 //! between Teams' answer and the `sent` line in the event's trail; docs/architecture.md, "Teams").
 
 pub mod card;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::time::Instant;
 
 /// Requests a second to one webhook at most (Teams' documented limit for connectors and Workflows webhooks).
-pub const PER_SECOND: usize = 4;
+pub const PER_SECOND: u32 = 4;
 
-/// A wait for the webhook's limit up to this long is slept in the handler; a longer one defers the event.
-const SLEEP_AT_MOST: Duration = Duration::from_secs(2);
+/// A wait for the webhook's turn up to this long is slept in the handler; a longer one defers the event.
+pub const SLEEP_AT_MOST: Duration = Duration::from_secs(2);
+
+/// Teams' limit as a lane's pace: one request per quarter second and 5 % (requests leave a little apart from
+/// their slots), no burst on top (a burst of 4 at once and then one a quarter second would put 7 in the first
+/// second). `digests`: a card without a turn folds.
+pub fn pace(digests: bool) -> crate::slack::ChannelPace {
+    crate::slack::ChannelPace { interval: (Duration::from_secs(1) / PER_SECOND).mul_f64(1.05), burst: 1, digests }
+}
 
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
@@ -63,6 +69,9 @@ impl TeamsWebhooks {
                 return Err(format!("{name:?} is not a Teams channel name (letters, digits, - and _)"));
             }
             let var = url_variable(name);
+            if let Some(other) = names.iter().find(|other| *other != name && url_variable(other) == var) {
+                return Err(format!("{name} and {other} would both read {var}: name them apart"));
+            }
             let Some(text) = lookup(&var) else {
                 return Err(format!("the Teams channel {name} needs its webhook URL in {var}"));
             };
@@ -126,16 +135,9 @@ pub enum TeamsError {
 /// The webhook client of one worker process. Cheap to share.
 pub struct Teams {
     webhooks: TeamsWebhooks,
-    http: reqwest::Client,
+    /// `None`: no channels ([`Teams::none`]); nothing is ever sent.
+    http: Option<reqwest::Client>,
     timeout: Duration,
-    /// Per channel: the last [`PER_SECOND`] requests, and a pause Teams asked for.
-    windows: Mutex<HashMap<String, Window>>,
-}
-
-#[derive(Default)]
-struct Window {
-    sent: VecDeque<Instant>,
-    paused_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Teams {
@@ -145,15 +147,21 @@ impl std::fmt::Debug for Teams {
 }
 
 impl Teams {
-    /// A client for `webhooks`, each request cut off after `timeout`.
-    pub fn new(webhooks: TeamsWebhooks, timeout: Duration) -> Self {
+    /// A client for `webhooks` in handlers that time out after `handler_timeout`: a request is cut off at half
+    /// of it (10 s at most), so that Teams' late answer still leaves the handler time to record the post.
+    pub fn new(webhooks: TeamsWebhooks, handler_timeout: Duration) -> Result<Self, reqwest::Error> {
         // No redirects: a moved webhook is a configuration error, and the card must not go wherever one points.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("eventfleet/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Self { webhooks, http, timeout, windows: Mutex::default() }
+            .build()?;
+        let timeout = (handler_timeout / 2).min(Duration::from_secs(10));
+        Ok(Self { webhooks, http: Some(http), timeout })
+    }
+
+    /// A client with no channels: every post is refused as not configured (an egress built without Teams).
+    pub fn none() -> Self {
+        Self { webhooks: TeamsWebhooks::default(), http: None, timeout: Duration::from_secs(10) }
     }
 
     /// The configured channels.
@@ -161,11 +169,10 @@ impl Teams {
         &self.webhooks
     }
 
-    /// Posts `card` (a webhook message, [`card::message`]) to the Teams channel `channel`, within its limit
-    /// (`taken`: the caller took its slot with [`Teams::try_take`]): a short wait for it is slept, a longer one (or
-    /// Teams' `429`) is [`TeamsError::RateLimited`].
-    pub async fn post(&self, channel: &str, card: &Value, taken: bool) -> Result<StatusCode, TeamsError> {
-        let Some(url) = self.webhooks.url(channel) else {
+    /// Posts `card` (a webhook message, [`card::message`]) to the Teams channel `channel` (its turn taken in the
+    /// poster's lanes); Teams' `429` is [`TeamsError::RateLimited`].
+    pub async fn post(&self, channel: &str, card: &Value) -> Result<StatusCode, TeamsError> {
+        let (Some(url), Some(http)) = (self.webhooks.url(channel), &self.http) else {
             return Err(TeamsError::Permanent {
                 channel: channel.to_owned(),
                 message: format!(
@@ -174,24 +181,8 @@ impl Teams {
                 ),
             });
         };
-        if !taken {
-            loop {
-                match self.take(channel) {
-                    Ok(()) => break,
-                    Err(wait) if wait <= SLEEP_AT_MOST => tokio::time::sleep(wait).await,
-                    Err(wait) => {
-                        return Err(TeamsError::RateLimited {
-                            channel: channel.to_owned(),
-                            message: "the webhook's limit".into(),
-                            retry_after: wait,
-                        });
-                    }
-                }
-            }
-        }
         let body = serde_json::to_vec(card).unwrap_or_default();
-        let sent = self
-            .http
+        let sent = http
             .post(url.clone())
             .timeout(self.timeout)
             .header("content-type", "application/json")
@@ -219,45 +210,7 @@ impl Teams {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| eventfleet_schema::time::retry_after(v, eventfleet_schema::Timestamp::now_system()));
         let answer = response.text().await.unwrap_or_default();
-        classify(channel, status, retry_after, &answer).inspect_err(|e| {
-            if let TeamsError::RateLimited { retry_after, .. } = e {
-                self.pause(channel, *retry_after);
-            }
-        })
-    }
-
-    /// Takes a slot in the channel's window if one is free now (the caller then posts with `taken`); `false`:
-    /// the channel is at its limit (or paused), and a post now would wait.
-    pub fn try_take(&self, channel: &str) -> bool {
-        self.take(channel).is_ok()
-    }
-
-    /// Takes a slot in the channel's window, or says how long until one frees.
-    fn take(&self, channel: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let window = windows.entry(channel.to_ascii_lowercase()).or_default();
-        if let Some(until) = window.paused_until.filter(|until| *until > now) {
-            return Err(until - now);
-        }
-        while window.sent.front().is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(1)) {
-            window.sent.pop_front();
-        }
-        if window.sent.len() >= PER_SECOND {
-            let oldest = window.sent.front().copied().unwrap_or(now);
-            return Err(Duration::from_secs(1)
-                .saturating_sub(now.duration_since(oldest))
-                .max(Duration::from_millis(1)));
-        }
-        window.sent.push_back(now);
-        Ok(())
-    }
-
-    fn pause(&self, channel: &str, wait: Duration) {
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let window = windows.entry(channel.to_ascii_lowercase()).or_default();
-        let until = Instant::now() + wait;
-        window.paused_until = Some(window.paused_until.map_or(until, |u| u.max(until)));
+        classify(channel, status, retry_after, &answer)
     }
 }
 
@@ -289,7 +242,8 @@ fn classify(
     }
     let message = format!("answered {effective}{quoted}");
     if effective == StatusCode::TOO_MANY_REQUESTS {
-        let retry_after = retry_after.unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER);
+        // `Retry-After: 0` (or none) still waits a second: an immediate retry would meet the same limit.
+        let retry_after = retry_after.unwrap_or_default().clamp(Duration::from_secs(1), MAX_RETRY_AFTER);
         return Err(TeamsError::RateLimited { channel, message, retry_after });
     }
     if effective.is_server_error() || effective == StatusCode::REQUEST_TIMEOUT {
@@ -347,20 +301,5 @@ mod tests {
         let err = TeamsWebhooks::load(&["ops".into()], &bad).unwrap_err();
         assert!(!err.contains("hunter2") && err.contains("EVENTFLEET_TEAMS_WEBHOOK_OPS"), "{err}");
         assert!(TeamsWebhooks::load(&["a b".into()], &lookup).is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn four_a_second_then_a_wait() {
-        let teams = Teams::new(TeamsWebhooks::default(), Duration::from_secs(1));
-        for _ in 0..PER_SECOND {
-            assert_eq!(teams.take("ops"), Ok(()));
-        }
-        let wait = teams.take("ops").unwrap_err();
-        assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO, "{wait:?}");
-        assert_eq!(teams.take("other"), Ok(()), "each webhook has its own window");
-        tokio::time::advance(wait).await;
-        assert_eq!(teams.take("ops"), Ok(()));
-        teams.pause("ops", Duration::from_secs(30));
-        assert!(teams.take("ops").unwrap_err() > Duration::from_secs(29));
     }
 }

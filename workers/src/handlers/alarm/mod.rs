@@ -68,7 +68,9 @@ impl Handler for CloudWatchAlarm {
             String::new()
         } else {
             let message = messages::notification(&targets.first(), &json);
-            ready!(crate::targets::teams(ctx, envelope, &targets.teams, &message).await?)
+            // A storm folds into the Teams channel's digest like any burst.
+            let line = crate::digest::Line::new("CloudWatch alarm", &message.text, "");
+            ready!(crate::targets::teams(ctx, envelope, &targets.teams, &message, Some(line)).await?)
         };
         let Some(channel) = targets.slack else {
             return Ok(Ready::Now(to_teams));
