@@ -137,7 +137,7 @@ pub async fn card_or_fold(
         let status = ready!(poster.post_to_teams(name, event, message, false).await?);
         return Ok(Ready::Now(posted(status)));
     }
-    let channel = format!("{}{name}", crate::targets::TEAMS);
+    let channel = format!("{}{name}", crate::teams::PREFIX);
     if ctx.attempt > 1
         && let Some(earlier) = folded_before(ctx, &channel, event).await?
     {
@@ -438,7 +438,7 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
         return Ok(Ready::Now(format!("digest {seq} of {channel}: posted and cleared before")));
     }
     let now = ctx.store.clock.now();
-    let teams = channel.strip_prefix(crate::targets::TEAMS);
+    let teams = channel.strip_prefix(crate::teams::PREFIX);
     let gather = if teams.is_some() { TEAMS_GATHER } else { ctx.poster.pace().interval };
     let due = digest.opened_at.plus(gather);
     if open && due > now {
@@ -464,7 +464,17 @@ pub async fn flush(ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<St
     let message = layout(channel, &items);
     if let Some(name) = teams {
         // Teams cannot be asked whether the card landed: the flush's `sent` line says it did.
-        let outcome = ready!(crate::targets::teams(ctx, envelope, &[name.to_owned()], &message, None).await?);
+        let flush = envelope.event_id();
+        let sent = crate::sent::before(ctx, flush).await?;
+        let outcome = match sent.iter().find(|(target, _)| target == channel) {
+            Some((_, outcome)) => format!("{outcome}, by an earlier attempt: not posted again"),
+            None => {
+                let status = ready!(ctx.poster.post_to_teams(name, flush, &message, false).await?);
+                let outcome = format!("card posted ({})", status.as_u16());
+                crate::sent::record(ctx, flush, channel, &outcome).await?;
+                outcome
+            }
+        };
         let detail = json!({ "channel": channel, "digest": seq, "flush": envelope.event_id() });
         digested(ctx, &items, detail).await?;
         ctx.folds.change(ctx, channel, |digest| digest.closed.retain(|c| !starts(&c.items))).await?;

@@ -20,6 +20,7 @@
 //! - [`block_kit`]: Block Kit limits and escaping, shared by every layout.
 //! - [`slack`]: Slack egress, one owner: the [`slack::Poster`] handlers post, reply and update through (once
 //!   each, in the channel's pace), the [`SlackSink`] port with the Web API client and the dev outbox.
+//! - [`sent`]: the `sent` lines of a trail, which of an event's chats its message reached.
 //! - [`targets`]: an event's chats (`#ops+teams:oncall`), each posted to once.
 //! - [`teams`]: Microsoft Teams egress: the Teams layout of every message as an Adaptive Card, and the webhook
 //!   client within Teams' limits, reached through the [`slack::Poster`] like Slack.
@@ -55,6 +56,7 @@ pub mod pool;
 pub mod process;
 pub mod registry;
 pub mod replay;
+pub mod sent;
 pub mod slack;
 pub mod targets;
 pub mod teams;

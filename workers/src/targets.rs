@@ -7,16 +7,14 @@
 //! after one target failed never repeats another. A Slack post alone keeps its own exactly-once check
 //! ([`crate::slack::Poster`]).
 
-use eventfleet_schema::{AuditEntry, Envelope, EventId, Step};
-use serde_json::json;
+use eventfleet_schema::Envelope;
 
 use crate::digest::Line;
 use crate::slack::SlackMessage;
 use crate::wait::Ready;
 use crate::{HandlerContext, HandlerError};
 
-/// The prefix naming a Teams channel.
-pub const TEAMS: &str = "teams:";
+use crate::teams::PREFIX as TEAMS;
 
 /// Where an event's messages go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,7 +79,7 @@ pub async fn post(
         return crate::digest::post_or_fold(ctx, envelope, line, message).await;
     }
     let event = envelope.event_id();
-    let sent = sent_before(ctx, event).await?;
+    let sent = crate::sent::before(ctx, event).await?;
     let teams_line = line.clone();
     let mut said = Vec::new();
     if let Some(slack) = &targets.slack {
@@ -90,7 +88,7 @@ pub async fn post(
             None => {
                 let message = SlackMessage { channel: slack.clone(), ..message.clone() };
                 let posted = ready!(crate::digest::post_or_fold(ctx, envelope, line, &message).await?);
-                record(ctx, event, slack, &posted).await?;
+                crate::sent::record(ctx, event, slack, &posted).await?;
                 said.push(format!("{slack}: {posted}"));
             }
         }
@@ -112,7 +110,7 @@ pub async fn teams(
     if teams.is_empty() {
         return Ok(Ready::Now(String::new()));
     }
-    let sent = sent_before(ctx, envelope.event_id()).await?;
+    let sent = crate::sent::before(ctx, envelope.event_id()).await?;
     teams_with(ctx, envelope, teams, message, &sent, line.as_ref()).await
 }
 
@@ -141,31 +139,10 @@ async fn teams_with(
                 format!("card posted ({})", status.as_u16())
             }
         };
-        record(ctx, event, &target, &outcome).await?;
+        crate::sent::record(ctx, event, &target, &outcome).await?;
         said.push(format!("{target}: {outcome}"));
     }
     Ok(Ready::Now(said.join("; ")))
-}
-
-/// The targets the event's trail says were posted to, with what was said of each.
-async fn sent_before(ctx: &HandlerContext, event: EventId) -> Result<Vec<(String, String)>, HandlerError> {
-    let trail = ctx.store.audit.history(event).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))?;
-    Ok(trail
-        .iter()
-        .filter(|entry| entry.step == Step::Sent)
-        .filter_map(|entry| {
-            let detail = &entry.detail;
-            Some((detail["target"].as_str()?.to_owned(), detail["outcome"].as_str().unwrap_or("").to_owned()))
-        })
-        .collect())
-}
-
-/// The `sent` line: the target is done. Written before the next target is tried; a failure to write it retries
-/// the attempt (the post may then repeat: at least once, never lost).
-async fn record(ctx: &HandlerContext, event: EventId, target: &str, outcome: &str) -> Result<(), HandlerError> {
-    let entry = AuditEntry::new(event, ctx.store.clock.now(), Step::Sent, ctx.poster.worker())
-        .with_detail(json!({ "target": target, "outcome": outcome }));
-    ctx.store.audit.append(vec![entry]).await.map_err(|e| HandlerError::retryable(format!("audit: {e}")))
 }
 
 #[cfg(test)]

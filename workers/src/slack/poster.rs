@@ -45,7 +45,7 @@ impl Egress {
         Self {
             sink,
             lanes: Arc::new(Lanes::new(pace)),
-            teams_lanes: Arc::new(Lanes::new(crate::teams::pace(pace.digests))),
+            teams_lanes: Arc::new(Lanes::new(ChannelPace { interval: crate::teams::interval(), burst: 1, ..pace })),
             channels: store.channels.clone(),
             clock: store.clock.clone(),
             worker,
@@ -169,7 +169,7 @@ impl Poster {
         message: &SlackMessage,
         taken: bool,
     ) -> Result<Ready<reqwest::StatusCode>, crate::teams::TeamsError> {
-        let key = format!("{}{channel}", crate::targets::TEAMS);
+        let key = format!("{}{channel}", crate::teams::PREFIX);
         if !taken {
             // A turn in the webhook's lane: a short wait for it is slept (the slot is this event's), a longer one
             // defers the event.
@@ -204,7 +204,7 @@ impl Poster {
     /// A slot for a card of `event` to the Teams channel `channel` if its lane has one now (then post with
     /// `taken`); else how far behind the webhook is, nothing reserved (the caller folds the card into a digest).
     pub async fn try_teams_turn(&self, channel: &str, event: EventId) -> Ready<()> {
-        let key = format!("{}{channel}", crate::targets::TEAMS);
+        let key = format!("{}{channel}", crate::teams::PREFIX);
         let (lanes, now) = (&self.egress.teams_lanes, self.egress.clock.now());
         if lanes.claim_renewal(&key, now) {
             self.renew(lanes, &key, now).await;

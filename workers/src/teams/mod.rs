@@ -20,17 +20,20 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+/// The prefix naming a Teams channel in a channel list (`teams:oncall`).
+pub const PREFIX: &str = "teams:";
+
 /// Requests a second to one webhook at most (Teams' documented limit for connectors and Workflows webhooks).
 pub const PER_SECOND: u32 = 4;
 
 /// A wait for the webhook's turn up to this long is slept in the handler; a longer one defers the event.
 pub const SLEEP_AT_MOST: Duration = Duration::from_secs(2);
 
-/// Teams' limit as a lane's pace: one request per quarter second and 5 % (requests leave a little apart from
-/// their slots), no burst on top (a burst of 4 at once and then one a quarter second would put 7 in the first
-/// second). `digests`: a card without a turn folds.
-pub fn pace(digests: bool) -> crate::slack::ChannelPace {
-    crate::slack::ChannelPace { interval: (Duration::from_secs(1) / PER_SECOND).mul_f64(1.05), burst: 1, digests }
+/// Teams' limit as a lane's interval: one request per quarter second and 5 % (requests leave a little apart from
+/// their slots), with no burst on top (a burst of 4 at once and then one a quarter second would put 7 in the
+/// first second).
+pub fn interval() -> Duration {
+    (Duration::from_secs(1) / PER_SECOND).mul_f64(1.05)
 }
 
 /// The longest `Retry-After` honoured.
