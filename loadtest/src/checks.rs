@@ -15,7 +15,7 @@ use crate::drive::Latency;
 use crate::fleet::Fleet;
 use crate::traffic::markers;
 
-use crate::run::{Report, RunArgs, machine};
+use crate::report::{Report, RunArgs, machine};
 use crate::send::{Generated, Outcome};
 
 /// Waits until the queue has been empty (nothing waiting or in flight) three polls in a row, or `limit`.

@@ -21,6 +21,7 @@ mod drive;
 mod fleet;
 mod prepare;
 mod receiver;
+mod report;
 mod run;
 mod send;
 mod socket;
@@ -78,7 +79,7 @@ enum Command {
         /// The fleet started here: `processes` (an ingress and `--workers` worker processes on one store) or
         /// `one-process` (`eventfleet serve`).
         #[arg(long, value_enum, default_value = "processes")]
-        shape: run::Shape,
+        shape: report::Shape,
         /// Also deliver the GitHub traffic to a local HTTP destination (a route with `also_builtin`) and check
         /// each delivery arrived, none beyond its recorded attempts.
         #[arg(long)]
@@ -146,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
             defaults,
         } => {
             let duration = parse_duration(&duration)?;
-            let args = run::RunArgs {
+            let args = report::RunArgs {
                 duration,
                 rate: match rate.as_str() {
                     "max" => None,
@@ -210,7 +211,7 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     })
 }
 
-fn print_summary(r: &run::Report, args: &run::RunArgs) {
+fn print_summary(r: &report::Report, args: &report::RunArgs) {
     let l = &r.ingress_latency_ms;
     let e = &r.e2e_latency_ms;
     println!(

@@ -11,7 +11,7 @@ use eventfleet_schema::EventId;
 use hdrhistogram::Histogram;
 
 use crate::prepare::Prepared;
-use crate::run::RunArgs;
+use crate::report::RunArgs;
 use crate::traffic::{Planned, Request, Traffic};
 
 /// What the senders saw: the event id answered for each event, statuses, latencies, resends.
