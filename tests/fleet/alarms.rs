@@ -37,18 +37,6 @@ fn alarm(topic: &str, name: &str, old: &str, state: &str) -> Value {
     message
 }
 
-async fn publish(f: &Fleet, message: &Value) -> EventId {
-    let resp = (f.http.post(format!("{}/sns", f.base)))
-        .header("content-type", "text/plain; charset=UTF-8")
-        .body(message.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let body: Value = resp.json().await.unwrap();
-    EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
-}
-
 async fn done(f: &Fleet, id: EventId) {
     f.wait_for(id, Step::Succeeded).await;
 }
@@ -60,9 +48,9 @@ fn ts(message: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alarm_then_ok_is_one_parent_updated_with_one_reply() {
     let f = Fleet::start().await;
-    let fired = publish(&f, &alarm(ALARMS_TOPIC, "api-5xx", "OK", "ALARM")).await;
+    let fired = f.publish(&alarm(ALARMS_TOPIC, "api-5xx", "OK", "ALARM")).await;
     done(&f, fired).await;
-    let recovered = publish(&f, &alarm(ALARMS_TOPIC, "api-5xx", "ALARM", "OK")).await;
+    let recovered = f.publish(&alarm(ALARMS_TOPIC, "api-5xx", "ALARM", "OK")).await;
     done(&f, recovered).await;
     f.settled().await;
 
@@ -84,7 +72,7 @@ async fn alarm_then_ok_is_one_parent_updated_with_one_reply() {
     assert_eq!((thread.state.as_str(), thread.transitions, thread.message_ts), ("OK", 2, ts(parent)));
 
     // Fired again while recently OK: still the same thread.
-    let again = publish(&f, &alarm(ALARMS_TOPIC, "api-5xx", "OK", "ALARM")).await;
+    let again = f.publish(&alarm(ALARMS_TOPIC, "api-5xx", "OK", "ALARM")).await;
     done(&f, again).await;
     assert_eq!(f.slack.history("#alarms").len(), 1);
     assert_eq!(f.slack.replies("#alarms", &ts(parent)).len(), 2);
@@ -94,7 +82,7 @@ async fn alarm_then_ok_is_one_parent_updated_with_one_reply() {
 async fn an_alarm_ok_for_longer_than_the_reopen_window_starts_a_new_thread() {
     let f = Fleet::start_alarms(AlarmSettings { reopen_after: Duration::ZERO, ..alarm_settings() }).await;
     for (old, state) in [("OK", "ALARM"), ("ALARM", "OK"), ("OK", "ALARM")] {
-        let id = publish(&f, &alarm(ALARMS_TOPIC, "disk-full", old, state)).await;
+        let id = f.publish(&alarm(ALARMS_TOPIC, "disk-full", old, state)).await;
         done(&f, id).await;
     }
     let parents = f.slack.history("#alarms");
@@ -107,7 +95,7 @@ async fn fifty_alarms_in_a_window_make_one_digest_with_fifty_replies() {
     let f = Fleet::start().await;
     let mut ids = Vec::new();
     for i in 0..50 {
-        ids.push(publish(&f, &alarm(ALARMS_TOPIC, &format!("storm-{i:02}"), "OK", "ALARM")).await);
+        ids.push(f.publish(&alarm(ALARMS_TOPIC, &format!("storm-{i:02}"), "OK", "ALARM")).await);
     }
     for id in &ids {
         f.wait_for(*id, Step::Succeeded).await;
@@ -146,7 +134,7 @@ async fn flapping_collapses_into_one_counted_reply() {
     let mut state = "OK";
     for _ in 0..9 {
         let next = if state == "OK" { "ALARM" } else { "OK" };
-        let id = publish(&f, &alarm(ALARMS_TOPIC, "flappy", state, next)).await;
+        let id = f.publish(&alarm(ALARMS_TOPIC, "flappy", state, next)).await;
         done(&f, id).await;
         state = next;
     }
@@ -163,11 +151,11 @@ async fn flapping_collapses_into_one_counted_reply() {
 async fn a_429_with_retry_after_delays_only_its_channel() {
     let f = Fleet::start().await;
     f.slack.script("#alarms", [Reply::RateLimited(2)]);
-    let slow = publish(&f, &alarm(ALARMS_TOPIC, "slow-channel", "OK", "ALARM")).await;
+    let slow = f.publish(&alarm(ALARMS_TOPIC, "slow-channel", "OK", "ALARM")).await;
     eventually(Duration::from_secs(20), || async { (!f.slack.arrivals("#alarms").is_empty()).then_some(()) })
         .await
         .expect("the first post was refused");
-    let fast = publish(&f, &alarm(OTHER_TOPIC, "other-channel", "OK", "ALARM")).await;
+    let fast = f.publish(&alarm(OTHER_TOPIC, "other-channel", "OK", "ALARM")).await;
     done(&f, fast).await;
     done(&f, slow).await;
     let slow_posts = f.slack.arrivals("#alarms");
@@ -187,11 +175,11 @@ async fn a_429_with_retry_after_delays_only_its_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_whose_answer_was_lost_is_not_posted_twice() {
     let f = Fleet::start().await;
-    let fired = publish(&f, &alarm(ALARMS_TOPIC, "lossy", "OK", "ALARM")).await;
+    let fired = f.publish(&alarm(ALARMS_TOPIC, "lossy", "OK", "ALARM")).await;
     done(&f, fired).await;
     // The reply lands, but its answer comes after the handler's timeout: the attempt fails after Slack took it.
     f.slack.script("#alarms", [Reply::Accepted(Duration::from_secs(4))]);
-    let recovered = publish(&f, &alarm(ALARMS_TOPIC, "lossy", "ALARM", "OK")).await;
+    let recovered = f.publish(&alarm(ALARMS_TOPIC, "lossy", "ALARM", "OK")).await;
     done(&f, recovered).await;
     let parents = f.slack.history("#alarms");
     let replies = f.slack.replies("#alarms", &ts(&parents[0]));
@@ -205,11 +193,11 @@ async fn a_reply_whose_answer_was_lost_is_not_posted_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_state_line_update_does_not_repeat_the_reply() {
     let f = Fleet::start().await;
-    done(&f, publish(&f, &alarm(ALARMS_TOPIC, "api-5xx-429", "OK", "ALARM")).await).await;
+    done(&f, f.publish(&alarm(ALARMS_TOPIC, "api-5xx-429", "OK", "ALARM")).await).await;
     let parent = f.slack.history("#alarms").into_iter().find(|m| m["text"].as_str().unwrap().contains("api-5xx-429"));
     let parent = parent.expect("the alarm's message");
     f.slack.script(&f.slack.channel_id("#alarms"), [Reply::RateLimited(1)]);
-    let ok = publish(&f, &alarm(ALARMS_TOPIC, "api-5xx-429", "ALARM", "OK")).await;
+    let ok = f.publish(&alarm(ALARMS_TOPIC, "api-5xx-429", "ALARM", "OK")).await;
     let steps = f.wait_for(ok, Step::Succeeded).await;
     assert!(steps.contains(&Step::Deferred), "the 429 deferred the event: {steps:?}");
     let replies = f.slack.replies("#alarms", &ts(&parent));

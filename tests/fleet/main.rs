@@ -191,6 +191,19 @@ impl Fleet {
         EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
     }
 
+    /// Publishes a signed SNS message to `/sns`; returns its event id.
+    pub async fn publish(&self, message: &serde_json::Value) -> EventId {
+        let resp = (self.http.post(format!("{}/sns", self.base)))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .body(message.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
+    }
+
     /// Sends a GitHub delivery (`X-GitHub-Event: event`, `X-GitHub-Delivery: delivery`) to a hook; returns its
     /// event id.
     pub async fn send_github(&self, hook: &Webhook, event: &str, delivery: &str, body: &serde_json::Value) -> EventId {

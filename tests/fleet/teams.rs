@@ -22,13 +22,24 @@ use crate::{Fleet, eventually, testdata, worker_config};
 
 const TEAMS_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:teams";
 
-/// A fleet whose Teams channel `ops` is the stand-in's webhook.
-async fn fleet(teams: &TeamsStub) -> Fleet {
+/// The test settings with the Teams channel `ops` at the stand-in's webhook, and no Slack pace.
+fn config(teams: &TeamsStub) -> WorkerConfig {
     let url = teams.webhook("ops");
     let webhooks =
         TeamsWebhooks::load(&["ops".into()], &|var| (var == "EVENTFLEET_TEAMS_WEBHOOK_OPS").then(|| url.clone()))
             .unwrap();
-    Fleet::start_with(WorkerConfig { teams: webhooks, channel_pace: crate::no_pace(), ..worker_config() }).await
+    WorkerConfig { teams: webhooks, channel_pace: crate::no_pace(), ..worker_config() }
+}
+
+/// The same with the shipped burst digests on (the tests' default pace has them off).
+fn with_digests(teams: &TeamsStub) -> WorkerConfig {
+    let pace = eventfleet_workers::slack::ChannelPace { digests: true, ..worker_config().channel_pace };
+    WorkerConfig { channel_pace: pace, ..config(teams) }
+}
+
+/// A fleet whose Teams channel `ops` is the stand-in's webhook.
+async fn fleet(teams: &TeamsStub) -> Fleet {
+    Fleet::start_with(config(teams)).await
 }
 
 /// Validates `cards` with Microsoft's adaptivecards SDK (tests/teams/validate.cjs; `scripts/test` installs it).
@@ -89,18 +100,6 @@ fn sns(subject: &str, message: &str) -> Value {
     sns
 }
 
-async fn publish(f: &Fleet, message: &Value) -> EventId {
-    let resp = (f.http.post(format!("{}/sns", f.base)))
-        .header("content-type", "text/plain; charset=UTF-8")
-        .body(message.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let body: Value = resp.json().await.unwrap();
-    EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
-}
-
 fn alarm_message(name: &str, state: &str) -> String {
     json!({
         "AlarmName": name, "AlarmDescription": "p99 latency of the checkout API", "AWSAccountId": "123456789012",
@@ -157,9 +156,9 @@ async fn every_kind_of_event_arrives_as_one_valid_card_with_its_facts() {
     let hook = f.hook("teams:ops").await;
 
     // An alarm, then an SNS notification, on a topic whose channel is Teams.
-    let alarm = publish(&f, &sns("ALARM: checkout-p99", &alarm_message("checkout-p99", "ALARM"))).await;
+    let alarm = f.publish(&sns("ALARM: checkout-p99", &alarm_message("checkout-p99", "ALARM"))).await;
     f.wait_for(alarm, Step::Succeeded).await;
-    let note = publish(&f, &sns("Budget alert", "Your budget ops-monthly has exceeded 80% of $1,000")).await;
+    let note = f.publish(&sns("Budget alert", "Your budget ops-monthly has exceeded 80% of $1,000")).await;
     f.wait_for(note, Step::Succeeded).await;
     // A generic JSON payload.
     let payload = json!({"title": "Deploy finished", "service": "checkout", "status": "ok", "version": "1.4.2"});
@@ -310,7 +309,7 @@ async fn a_hook_to_slack_and_teams_posts_to_each_once_whichever_fails() {
     sns["TopicArn"] = "arn:aws:sns:us-east-1:123456789012:both".into();
     let key = std::fs::read_to_string(testdata("sns/test-signing-key.pem")).unwrap();
     eventfleet_verify::sign::sns(&mut sns, &key).unwrap();
-    let second = publish(&f, &sns).await;
+    let second = f.publish(&sns).await;
     let steps = f.wait_for(second, Step::Succeeded).await;
     f.settled().await;
     assert!(steps.contains(&Step::RetryScheduled), "Slack failed once: {steps:?}");
@@ -328,16 +327,7 @@ async fn a_hook_to_slack_and_teams_posts_to_each_once_whichever_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_to_slack_and_teams_reaches_each_once_while_teams_fails_for_a_while() {
     let teams = TeamsStub::start().await.unwrap();
-    let url = teams.webhook("ops");
-    let webhooks = TeamsWebhooks::load(&["ops".into()], &|_| Some(url.clone())).unwrap();
-    let pace = eventfleet_workers::slack::ChannelPace { digests: true, ..worker_config().channel_pace };
-    let config = WorkerConfig {
-        teams: webhooks,
-        channel_pace: pace,
-        max_attempts: 30,
-        max_receive_count: 100,
-        ..worker_config()
-    };
+    let config = WorkerConfig { max_attempts: 30, max_receive_count: 100, ..with_digests(&teams) };
     let f = Fleet::start_with(config).await;
     let hook = f.hook("#both+teams:ops").await;
     // Slack's pace folds most posts into its digest; Teams fails until that digest is posted, and its failed
@@ -431,11 +421,7 @@ fn cards_of_a_300_kb_payload_and_of_every_alarm_variant_stay_under_28_kb_and_val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_to_a_teams_channel_becomes_a_few_cards_with_every_post_once() {
     let teams = TeamsStub::start().await.unwrap();
-    let url = teams.webhook("ops");
-    let webhooks = TeamsWebhooks::load(&["ops".into()], &|_| Some(url.clone())).unwrap();
-    // The shipped digests on (the tests' default pace has them off).
-    let pace = eventfleet_workers::slack::ChannelPace { digests: true, ..worker_config().channel_pace };
-    let f = Fleet::start_with(WorkerConfig { teams: webhooks, channel_pace: pace, ..worker_config() }).await;
+    let f = Fleet::start_with(with_digests(&teams)).await;
     let hook = f.hook("teams:ops").await;
     let sends = (0..40).map(|i| {
         let (f, hook) = (&f, &hook);
@@ -472,8 +458,6 @@ async fn a_burst_to_a_teams_channel_becomes_a_few_cards_with_every_post_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_can_send_a_kinds_messages_to_teams_instead_of_the_hooks_channel() {
     let teams = TeamsStub::start().await.unwrap();
-    let url = teams.webhook("ops");
-    let webhooks = TeamsWebhooks::load(&["ops".into()], &|_| Some(url.clone())).unwrap();
     let text = "[[route]]\nname = \"to-teams\"\nmatch = { kind = \"hook.*\" }\nchannel = \"teams:ops\"\n";
     let routes = eventfleet_workers::destinations::routes::parse(
         std::path::Path::new("routes.toml"),
@@ -482,8 +466,7 @@ async fn a_route_can_send_a_kinds_messages_to_teams_instead_of_the_hooks_channel
         worker_config().handler_timeout,
     )
     .unwrap();
-    let config = WorkerConfig { teams: webhooks, channel_pace: crate::no_pace(), ..worker_config() };
-    let f = Fleet::start_routed(config, routes).await;
+    let f = Fleet::start_routed(config(&teams), routes).await;
     let hook = f.hook("#hook-channel").await;
     let id = f.send(&hook, "routed to Teams").await;
     f.wait_for(id, Step::Succeeded).await;
