@@ -11,11 +11,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use eventfleet_schema::{EventId, Status, Step};
+use eventfleet_schema::{EventId, Step};
 use eventfleet_storage::DeadLetterFilter;
 use eventfleet_verify::sign::slack as sign;
 use eventfleet_workers::destinations::routes;
-use eventfleet_workers::replay::{ReplayOptions, replay};
 use serde_json::Value;
 
 use crate::{Fleet, SLACK_SECRET, eventually, worker_config};
@@ -284,15 +283,7 @@ async fn a_400_is_a_dead_letter_with_its_reason_and_replays_after_the_receiver_i
     assert!(dead[0].reason.contains("400") && dead[0].reason.contains("unknown field: colour"), "{}", dead[0].reason);
 
     rx.always(None);
-    let options = ReplayOptions { by: "alice".into(), dry_run: false, rate: None };
-    let outcomes = replay(&f.store, &dead, &options, |_, _| {}).await;
-    assert!(outcomes[0].error.is_none(), "{outcomes:?}");
-    eventually(Duration::from_secs(20), || async {
-        let record = f.store.idempotency.find_by_event(id).await.unwrap()?;
-        (record.status == Status::Done).then_some(())
-    })
-    .await
-    .expect("the replay is delivered");
+    f.replay_until_done(&dead, id).await;
     assert_eq!(rx.got("/events").len(), 2);
 }
 

@@ -186,9 +186,7 @@ impl Fleet {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 202);
-        let body: serde_json::Value = resp.json().await.unwrap();
-        EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
+        event_id_of(resp).await
     }
 
     /// Publishes a signed SNS message to `/sns`; returns its event id.
@@ -199,9 +197,7 @@ impl Fleet {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 202);
-        let body: serde_json::Value = resp.json().await.unwrap();
-        EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
+        event_id_of(resp).await
     }
 
     /// Sends a GitHub delivery (`X-GitHub-Event: event`, `X-GitHub-Delivery: delivery`) to a hook; returns its
@@ -215,9 +211,20 @@ impl Fleet {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 202);
-        let body: serde_json::Value = resp.json().await.unwrap();
-        EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
+        event_id_of(resp).await
+    }
+
+    /// Replays `dead` as operator `alice` and waits until `id` is done again.
+    pub async fn replay_until_done(&self, dead: &[eventfleet_storage::DeadLetter], id: EventId) {
+        let options = eventfleet_workers::replay::ReplayOptions { by: "alice".into(), dry_run: false, rate: None };
+        let outcomes = eventfleet_workers::replay::replay(&self.store, dead, &options, |_, _| {}).await;
+        assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
+        eventually(Duration::from_secs(20), || async {
+            let record = self.store.idempotency.find_by_event(id).await.unwrap()?;
+            (record.status == eventfleet_schema::Status::Done).then_some(())
+        })
+        .await
+        .expect("the replay is delivered");
     }
 
     /// The Prometheus text of the shared registry.
@@ -250,6 +257,13 @@ impl Fleet {
         .await
         .unwrap_or_else(|| panic!("event {id} never reached {step}"))
     }
+}
+
+/// The event id of an accepted request (`202 {"event_id": …}`).
+pub async fn event_id_of(resp: reqwest::Response) -> EventId {
+    assert_eq!(resp.status(), 202);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    EventId::parse(body["event_id"].as_str().unwrap()).unwrap()
 }
 
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.

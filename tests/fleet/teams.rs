@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eventfleet_schema::{
-    Body, Envelope, EnvelopeV1, EventId, IdempotencyKey, Kind, Source, Status, Step, Verification, VerificationMethod,
+    Body, Envelope, EnvelopeV1, EventId, IdempotencyKey, Kind, Source, Step, Verification, VerificationMethod,
     message_group,
 };
 use eventfleet_storage::{DeadLetterFilter, OutgoingMessage};
@@ -268,15 +268,7 @@ async fn a_400_is_dead_lettered_with_the_answer_and_a_replay_after_the_fix_is_de
     );
 
     teams.always("ops", None);
-    let options = ReplayOptions { by: "alice".into(), dry_run: false, rate: None };
-    let outcomes = replay(&f.store, &dead, &options, |_, _| {}).await;
-    assert!(outcomes[0].error.is_none(), "{outcomes:?}");
-    eventually(Duration::from_secs(20), || async {
-        let record = f.store.idempotency.find_by_event(id).await.unwrap()?;
-        (record.status == Status::Done).then_some(())
-    })
-    .await
-    .expect("the replay is delivered");
+    f.replay_until_done(&dead, id).await;
     assert_eq!(teams.cards("ops").len(), 1);
     assert!(words(&teams.cards("ops")[0]).contains("refused"));
 }
