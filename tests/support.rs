@@ -145,3 +145,30 @@ pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Optio
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Validates `cards` with Microsoft's adaptivecards SDK (tests/teams/validate.cjs; `scripts/test` installs it).
+pub fn validate_cards(cards: &[serde_json::Value]) {
+    use std::io::Write;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/teams");
+    assert!(
+        dir.join("node_modules/adaptivecards").is_dir(),
+        "the card validator is not installed: run scripts/browser install (scripts/test does)"
+    );
+    let mut child = std::process::Command::new("node")
+        .arg("validate.cjs")
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    child.stdin.take().unwrap().write_all(serde_json::to_string(cards).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK found problems:\n{}{}\ncards: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        serde_json::to_string_pretty(cards).unwrap()
+    );
+}

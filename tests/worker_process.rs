@@ -372,6 +372,7 @@ async fn three_workers_keep_a_teams_webhooks_limit() {
             assert_eq!(found, 1, "{} landed once: {cards:?}", payload(h, i));
         }
     }
+    support::validate_cards(&teams.cards("ops"));
     let (limited, requests) = (teams.limited(), teams.requests("ops") as u64);
     eprintln!("three workers, one Teams webhook: {} cards, {requests} requests, {limited} answered 429", cards.len());
     assert!(limited * 20 < requests, "{limited} of {requests} requests answered 429");

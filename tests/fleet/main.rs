@@ -6,6 +6,8 @@ mod attempts;
 mod delivery;
 mod destinations;
 mod observability;
+#[path = "../support.rs"]
+mod support;
 mod teams;
 
 use std::future::Future;

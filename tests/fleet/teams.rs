@@ -18,6 +18,7 @@ use eventfleet_workers::replay::{ReplayOptions, replay};
 use eventfleet_workers::teams::TeamsWebhooks;
 use serde_json::{Value, json};
 
+use crate::support::validate_cards as validate;
 use crate::{Fleet, eventually, testdata, worker_config};
 
 const TEAMS_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:teams";
@@ -40,33 +41,6 @@ fn with_digests(teams: &TeamsStub) -> WorkerConfig {
 /// A fleet whose Teams channel `ops` is the stand-in's webhook.
 async fn fleet(teams: &TeamsStub) -> Fleet {
     Fleet::start_with(config(teams)).await
-}
-
-/// Validates `cards` with Microsoft's adaptivecards SDK (tests/teams/validate.cjs; `scripts/test` installs it).
-pub fn validate(cards: &[Value]) {
-    use std::io::Write;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/teams");
-    assert!(
-        dir.join("node_modules/adaptivecards").is_dir(),
-        "the card validator is not installed: run scripts/browser install (scripts/test does)"
-    );
-    let mut child = std::process::Command::new("node")
-        .arg("validate.cjs")
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("node runs");
-    child.stdin.take().unwrap().write_all(serde_json::to_string(cards).unwrap().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the SDK found problems:\n{}{}\ncards: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        serde_json::to_string_pretty(cards).unwrap()
-    );
 }
 
 /// Every text of a card, joined: what a person reads.
@@ -248,6 +222,7 @@ async fn a_429_waits_its_retry_after_and_a_500_is_retried() {
     let deferred = trail.iter().filter(|e| e.step == Step::Deferred).count();
     let retried = trail.iter().filter(|e| e.step == Step::RetryScheduled).count();
     assert_eq!((deferred, retried), (1, 1), "a 429 is a wait, a 500 a failed attempt: {trail:#?}");
+    validate(&teams.cards("ops"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,6 +246,7 @@ async fn a_400_is_dead_lettered_with_the_answer_and_a_replay_after_the_fix_is_de
     f.replay_until_done(&dead, id).await;
     assert_eq!(teams.cards("ops").len(), 1);
     assert!(words(&teams.cards("ops")[0]).contains("refused"));
+    validate(&teams.cards("ops"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,6 +327,7 @@ async fn a_burst_to_slack_and_teams_reaches_each_once_while_teams_fails_for_a_wh
         assert_eq!(cards.matches(&id.to_string()).count(), 1, "{id}: one card or digest line in Teams");
         assert_eq!(slack.matches(&id.to_string()).count(), 1, "{id}: one post or digest line in Slack");
     }
+    validate(&teams.cards("ops"));
 }
 
 #[test]
