@@ -36,7 +36,16 @@ async fn each_worker_metric_moves_when_its_event_happens() {
     f.wait_for(a, Step::Succeeded).await;
     f.wait_for(b, Step::Succeeded).await;
     f.wait_for(c, Step::DeadLettered).await;
-    let text = f.metrics();
+    // The counters move just after the store step the trail shows: wait for the last of them.
+    let settled = eventually(Duration::from_secs(10), || async {
+        let text = f.metrics();
+        let count = |s: &str| sample(&text, s).unwrap_or(0.0);
+        let succeeded = count(r#"eventfleet_worker_processed_total{kind="hook.payload",outcome="succeeded"}"#);
+        let dead = count(r#"eventfleet_worker_processed_total{kind="hook.payload",outcome="dead_lettered"}"#);
+        (succeeded >= 2.0 && dead >= 1.0 && count("eventfleet_worker_in_flight") == 0.0).then_some(text)
+    })
+    .await;
+    let text = settled.unwrap_or_else(|| f.metrics());
     let p = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no sample {s} in:\n{text}"));
     assert_eq!(p(r#"eventfleet_worker_processed_total{kind="hook.payload",outcome="succeeded"}"#), 2.0);
     assert_eq!(p(r#"eventfleet_worker_processed_total{kind="hook.payload",outcome="retry_scheduled"}"#), 1.0);
