@@ -199,6 +199,20 @@ async fn sigterm_lets_in_flight_handlers_finish_and_exits_zero() {
 const HOOKS: usize = 4;
 const EACH: usize = 12;
 
+/// Polls `fetch` (what a stand-in holds, each message as text) until every one of the [`HOOKS`] hooks' [`EACH`]
+/// payloads (`hook<h>-<i>`) is in one of them; fails after 120 s naming `where_`.
+async fn every_payload_in(where_: &str, fetch: impl Fn() -> Vec<String>) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let messages = fetch();
+        if (0..HOOKS).all(|h| (0..EACH).all(|i| messages.iter().any(|m| m.contains(&format!("hook{h}-{i:02}"))))) {
+            return messages;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not every payload reached {where_}: {messages:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// [`HOOKS`] hooks posting to `#shared`, against a stand-in that enforces one post a second there with `burst`.
 async fn hooks_on_one_limited_channel(dir: &std::path::Path, burst: u32) -> (Setup, Vec<Webhook>) {
     let s = setup(dir).await;
@@ -281,16 +295,8 @@ async fn three_workers_with_digests_post_every_payload_once_in_order_against_sla
             assert_eq!(resp.status(), 202);
         }
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let messages = loop {
-        let messages: Vec<String> = s.stub.history("#shared").iter().map(|m| m.to_string()).collect();
-        let all_there = (0..HOOKS).all(|h| (0..EACH).all(|i| messages.iter().any(|m| m.contains(&payload(h, i)))));
-        if all_there {
-            break messages;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not every payload reached #shared: {messages:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let messages =
+        every_payload_in("#shared", || s.stub.history("#shared").iter().map(|m| m.to_string()).collect()).await;
     for w in &mut workers {
         assert_eq!(terminate(w), Some(0));
     }
@@ -354,15 +360,8 @@ async fn three_workers_keep_a_teams_webhooks_limit() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let cards = loop {
-        let cards: Vec<String> = teams.cards("ops").iter().map(|c| c.to_string()).collect();
-        if (0..HOOKS).all(|h| (0..EACH).all(|i| cards.iter().any(|c| c.contains(&payload(h, i))))) {
-            break cards;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not every payload reached the Teams channel: {cards:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let cards =
+        every_payload_in("the Teams channel", || teams.cards("ops").iter().map(|c| c.to_string()).collect()).await;
     for w in &mut workers {
         assert_eq!(terminate(w), Some(0));
     }

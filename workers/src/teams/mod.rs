@@ -96,11 +96,6 @@ impl TeamsWebhooks {
     pub fn has(&self, name: &str) -> bool {
         self.url(name).is_some()
     }
-
-    /// The configured names.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.urls.keys().map(String::as_str)
-    }
 }
 
 /// Why a post to Teams did not land.
@@ -165,11 +160,6 @@ impl Teams {
     /// A client with no channels: every post is refused as not configured (an egress built without Teams).
     pub fn none() -> Self {
         Self { webhooks: TeamsWebhooks::default(), http: None, timeout: Duration::from_secs(10) }
-    }
-
-    /// The configured channels.
-    pub fn webhooks(&self) -> &TeamsWebhooks {
-        &self.webhooks
     }
 
     /// Posts `card` (a webhook message, [`card::message`]) to the Teams channel `channel` (its turn taken in the
