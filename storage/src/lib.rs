@@ -14,7 +14,8 @@
 //!   [`retries`] (retry and dead-letter records), [`webhooks`] (the hook registry), [`alarm_threads`] (alarms'
 //!   Slack threads) and [`channels`] (a Slack channel's state shared by the fleet: Slack's pause, the workers
 //!   posting there, the alarm storm), [`living`] (messages that follow a GitHub run, deployment or pull
-//!   request) and [`digests`] (a channel's burst digest: the posts folded while it had no slot), typed views of [`documents`] (versioned documents by key).
+//!   request) and [`digests`] (a channel's burst digest: the posts folded while it had no slot), [`event_log`] (accepted
+//!   envelopes kept for a retention window, searched and re-driven by operators), typed views of [`documents`] (versioned documents by key).
 //! - [`hook_cache`]: [`hook_cache::CachedHooks`], a short-lived cache of hooks and their invocation counts in
 //!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
@@ -36,6 +37,7 @@ pub mod digests;
 pub mod documents;
 pub mod embedded;
 pub mod error;
+pub mod event_log;
 pub mod hook_cache;
 pub mod idempotency;
 pub mod living;
@@ -58,6 +60,7 @@ pub use digests::{ChannelDigest, ClosedDigest, DigestItem, Digests};
 pub use documents::Documents;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;
+pub use event_log::{Cursor, EventLog, EventPage, EventQuery, EventSummary, LoggedEvent, Outcome};
 pub use idempotency::{Idempotency, SENDER_ID_MATCHES};
 pub use living::{LivingMessage, LivingMessages};
 pub use protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Digests, Documents, Idempotency, LivingMessages, Protocol,
-    Queue, RetryRecords, WebhookRegistry,
+    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Digests, Documents, EventLog, Idempotency, LivingMessages,
+    Protocol, Queue, RetryRecords, WebhookRegistry,
 };
 
 /// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone. The ingress and the workers
@@ -33,6 +33,8 @@ pub struct Store {
     pub living: Arc<dyn LivingMessages>,
     /// Channels' burst digests.
     pub digests: Arc<dyn Digests>,
+    /// Accepted envelopes kept for a retention window.
+    pub events: Arc<dyn EventLog>,
     /// The time every component compares against.
     pub clock: Arc<dyn Clock>,
     /// `embedded` or `aws`, for `/version` and logs.
@@ -51,6 +53,7 @@ impl Store {
             + RetryRecords
             + WebhookRegistry
             + Documents
+            + EventLog
             + 'static,
     {
         Store {
@@ -64,7 +67,8 @@ impl Store {
             alarm_threads: backend.clone(),
             channels: backend.clone(),
             living: backend.clone(),
-            digests: backend,
+            digests: backend.clone(),
+            events: backend,
             clock,
             backend: name,
         }

@@ -18,6 +18,7 @@
 mod alarm_threads;
 mod audit;
 mod batch;
+mod event_log;
 mod idempotency;
 mod item;
 pub mod names;
@@ -132,6 +133,8 @@ pub struct AwsOptions {
     /// `SendMessageBatch` requests that concurrent accepts share at once; accepts arriving while all are in
     /// flight join the next, larger batch.
     pub send_batches_in_flight: usize,
+    /// How long the event log keeps a done event (`None`: no event log).
+    pub retention: Option<Duration>,
 }
 
 impl fmt::Debug for AwsOptions {
@@ -151,6 +154,7 @@ impl AwsOptions {
             request_observer: None,
             dlq_peek_visibility: Duration::from_secs(30),
             send_batches_in_flight: 4,
+            retention: Some(crate::event_log::DEFAULT_RETENTION),
         }
     }
 }

@@ -8,6 +8,9 @@ pub const EVENT_ID_INDEX: &str = "by_event_id";
 /// The idempotency table's index on `sender_id`, the key's text after its last `:` (find an event by the
 /// sender's own id). Keys only: the records are read from the table.
 pub const SENDER_ID_INDEX: &str = "by_sender_id";
+/// The event log's index by hour of receipt (partition: the hour's number since the epoch; sort: receipt time
+/// and event id). Keys only: the items are read from the table.
+pub const EVENTS_BY_HOUR_INDEX: &str = "by_hour";
 /// The TTL attribute every expiring table carries, in epoch seconds.
 pub const TTL_ATTRIBUTE: &str = "ttl";
 /// The CloudWatch namespace unless configured.
@@ -38,6 +41,8 @@ pub struct Names {
     pub webhooks_table: String,
     /// Alarm threads and channels' posting states.
     pub alarm_threads_table: String,
+    /// The event log: accepted envelopes kept for the retention window.
+    pub events_table: String,
     /// The ops topic's name (`tables create` makes it).
     pub ops_topic: String,
     /// CloudWatch namespace.
@@ -58,6 +63,7 @@ impl Names {
             retries_table: format!("{prefix}-retries"),
             webhooks_table: format!("{prefix}-webhooks"),
             alarm_threads_table: format!("{prefix}-alarm-threads"),
+            events_table: format!("{prefix}-event-log"),
             ops_topic: format!("{prefix}-ops"),
             metrics_namespace: DEFAULT_NAMESPACE.to_owned(),
         }
@@ -143,6 +149,19 @@ impl Names {
                     range_key: None,
                     ttl_attribute: Some(TTL_ATTRIBUTE),
                     global_secondary_indexes: vec![],
+                },
+                TableDescription {
+                    role: "events",
+                    name: self.events_table.clone(),
+                    hash_key: s("event_id"),
+                    range_key: None,
+                    ttl_attribute: Some(TTL_ATTRIBUTE),
+                    global_secondary_indexes: vec![IndexDescription {
+                        name: EVENTS_BY_HOUR_INDEX,
+                        hash_key: s("hour"),
+                        range_key: Some(s("at")),
+                        projection: "KEYS_ONLY",
+                    }],
                 },
             ],
             topics: vec![TopicDescription { role: "ops", name: self.ops_topic.clone() }],

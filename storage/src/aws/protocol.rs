@@ -52,10 +52,16 @@ impl AwsStore {
         let enqueued = AuditEntry::new(event_id, first_seen, Step::Enqueued, actor)
             .with_detail(serde_json::json!({ "dedup_id": message.dedup_id }));
         let table = &self.names.audit_table;
-        let items = vec![
+        let mut items = vec![
             (table.clone(), self.audit_item_once(&received, 0)),
             (table.clone(), self.audit_item_once(&enqueued, 1)),
         ];
+        // The event log's item rides in the same batch: retention costs no request of its own.
+        match self.event_item(message, event_id) {
+            Ok(Some(item)) => items.push(item),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, %event_id, "could not keep the event in the event log"),
+        }
         self.write_lines(items).await;
     }
 

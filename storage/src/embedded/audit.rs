@@ -10,13 +10,13 @@ use super::{EmbeddedStore, from_json, millis, to_json};
 use crate::audit::{AuditLog, AuditQuery};
 use crate::{Result, StorageError};
 
-type RawEntry = (String, i64, String, String, String);
+pub(super) type RawEntry = (String, i64, String, String, String);
 
-fn raw(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
+pub(super) fn raw(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
-fn decode((event_id, at, step, actor, detail): RawEntry) -> Result<AuditEntry> {
+pub(super) fn decode((event_id, at, step, actor, detail): RawEntry) -> Result<AuditEntry> {
     Ok(AuditEntry {
         event_id: EventId::parse(&event_id).ok_or_else(|| StorageError::Corrupt(format!("event id {event_id}")))?,
         at: Timestamp::from_millis(at),

@@ -110,6 +110,22 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE webhooks ADD COLUMN per_delivery INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 7: the event log: every accepted envelope, kept for the retention window after it is done. Keyed by
+    // receipt time so a time range is a range of the key and appends go to the b-tree's right edge; the event id
+    // index serves lookups (UUIDv7: appended at the right edge too). Outcomes are read from the trail.
+    r#"
+    CREATE TABLE events (
+        received_at  INTEGER NOT NULL,
+        event_id     TEXT    NOT NULL,
+        source       TEXT    NOT NULL,
+        kind         TEXT    NOT NULL,
+        hook         TEXT,
+        group_id     TEXT    NOT NULL,
+        envelope     TEXT    NOT NULL,                   -- JSON of the Envelope
+        PRIMARY KEY (received_at, event_id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX events_id ON events (event_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -14,6 +14,7 @@
 mod alarm_threads;
 mod audit;
 mod dead_letters;
+mod event_log;
 mod idempotency;
 mod migrations;
 mod protocol;
@@ -84,6 +85,8 @@ pub struct EmbeddedOptions {
     pub clock: Arc<dyn Clock>,
     /// Tests: called at the start of every sync ([`SyncHook`]).
     pub sync_hook: Option<SyncHook>,
+    /// How long the event log keeps a done event (`None`: no event log).
+    pub retention: Option<Duration>,
 }
 
 impl Default for EmbeddedOptions {
@@ -97,6 +100,7 @@ impl Default for EmbeddedOptions {
             durability: Durability::Full,
             clock: Arc::new(SystemClock),
             sync_hook: None,
+            retention: Some(crate::event_log::DEFAULT_RETENTION),
         }
     }
 }

@@ -21,6 +21,8 @@ use crate::{OutgoingMessage, ReceivedMessage, Result, StorageError};
 struct Settings {
     dedup_window: Duration,
     audit_ttl: Duration,
+    /// Whether the accept writes the event log.
+    retain: bool,
 }
 
 /// What a start needs to know of its worker, owned by the job.
@@ -45,7 +47,11 @@ impl From<&Actor> for Worker {
 
 impl EmbeddedStore {
     fn settings(&self) -> Settings {
-        Settings { dedup_window: self.options.dedup_window, audit_ttl: self.options.audit_ttl }
+        Settings {
+            dedup_window: self.options.dedup_window,
+            audit_ttl: self.options.audit_ttl,
+            retain: self.options.retention.is_some(),
+        }
     }
 }
 
@@ -94,6 +100,9 @@ fn accept_job(
     let env = &message.envelope;
     let event_id = env.event_id();
     let message_id = insert_message(conn, MAIN, &encoded, now, s.dedup_window)?;
+    if s.retain {
+        super::event_log::insert(conn, env, &encoded)?;
+    }
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'ENQUEUED', ?2, ?3, ?3, 0, NULL, NULL, ?4)",
         idempotency::COLUMNS

@@ -18,9 +18,9 @@ pub(super) const DLQ: &str = "dlq";
 /// A message ready for the writer: encoded by the caller, so the single writer thread spends its time in SQLite
 /// only.
 pub(super) struct EncodedMessage {
-    group: String,
+    pub(super) group: String,
     dedup_id: String,
-    body: String,
+    pub(super) body: String,
     attributes: String,
     event_id: String,
     source: &'static str,
