@@ -80,6 +80,7 @@ pub async fn open_with_metrics(
             let options = EmbeddedOptions {
                 max_receive_count: config.worker.max_receive_count,
                 durability: config.durability,
+                retention: config.retention,
                 ..EmbeddedOptions::default()
             };
             let store = EmbeddedStore::open_dir(data_dir, options)
@@ -91,6 +92,7 @@ pub async fn open_with_metrics(
             let mut options = AwsOptions::new(config.aws.names.clone());
             options.max_receive_count = config.worker.max_receive_count;
             options.send_batches_in_flight = config.aws.send_batches_in_flight;
+            options.retention = config.retention;
             if let Some(registry) = registry {
                 let requests = Family::<RequestLabels, Counter>::default();
                 registry.lock().unwrap_or_else(|p| p.into_inner()).register(

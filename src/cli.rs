@@ -306,6 +306,94 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Search the event log (events kept for `EVENTFLEET_RETENTION_H` after they are done), oldest first, a page
+    /// at a time.
+    List {
+        /// Filters.
+        #[command(flatten)]
+        filter: EventFilterArgs,
+        /// At most N events (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// Go on after this point (the `next` the previous page printed).
+        #[arg(long)]
+        after: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run retained events again: every handler, or one route (`--to-route`, the backfill of a new destination).
+    Replay {
+        /// Event ids (or idempotency keys, senders' own ids); or `--all`, or filters.
+        ids: Vec<String>,
+        /// Every retained event (with filters: every matching one).
+        #[arg(long)]
+        all: bool,
+        /// Filters.
+        #[command(flatten)]
+        filter: EventFilterArgs,
+        /// Deliver to this route only (its destination or chats), whether or not it matched the event.
+        #[arg(long, value_name = "ROUTE")]
+        to_route: Option<String>,
+        /// Post new messages in the chats. Without it a replayed event looks for the messages its earlier runs
+        /// made and posts only what is missing, so replaying twice by mistake posts nothing twice.
+        #[arg(long)]
+        post_again: bool,
+        /// Show the count, the message groups and the time range; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most N events per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Why (written on each event's trail).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who replays (audited).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which retained events: `--since --until --source --kind --hook --route --outcome`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EventFilterArgs {
+    /// Received at or after: RFC 3339, Unix seconds, or an age like `30m`, `2h`, `7d`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Received before: same forms as `--since`.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Source: slack, github, hook, sns, schedule, digest.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(eventfleet_schema::Source::NAMES))]
+    pub source: Option<String>,
+    /// Kind, exactly or with `*` (`sns.cloudwatch_alarm`, `github.*`).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// The hook id the events arrived on.
+    #[arg(long)]
+    pub hook: Option<String>,
+    /// Events this route (in `EVENTFLEET_ROUTES_FILE`) matches.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Outcome: pending, succeeded, filtered, dead_lettered.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["pending", "succeeded", "filtered", "dead_lettered"]))]
+    pub outcome: Option<String>,
+}
+
+impl EventFilterArgs {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        self.since.is_none()
+            && self.until.is_none()
+            && self.source.is_none()
+            && self.kind.is_none()
+            && self.hook.is_none()
+            && self.route.is_none()
+            && self.outcome.is_none()
+    }
 }
 
 /// `eventfleet tables ...`

@@ -65,6 +65,8 @@ pub struct Config {
     pub log_format: Option<LogFormat>,
     /// `EVENTFLEET_SYNC`.
     pub durability: Durability,
+    /// `EVENTFLEET_RETENTION_H`: how long the event log keeps a done event (`None`: 0, no event log).
+    pub retention: Option<Duration>,
     /// Ingress settings.
     pub ingress: IngressConfig,
     /// Worker settings.
@@ -139,6 +141,10 @@ impl Config {
             Some(other) => {
                 return Err(invalid("EVENTFLEET_SYNC", other, "expected `full` or `normal`"));
             }
+        };
+        let retention = match env.parse_in("EVENTFLEET_RETENTION_H", 168u64, 0..=24 * 365)? {
+            0 => None,
+            hours => Some(secs(hours * 3600)),
         };
         let public_url = env.text("EVENTFLEET_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned());
         if let Some(url) = &public_url
@@ -313,6 +319,7 @@ impl Config {
             alarms,
             log_format,
             durability,
+            retention,
             ingress,
             worker,
             console: ConsoleConfig {

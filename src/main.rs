@@ -28,6 +28,7 @@ mod cli;
 mod commands;
 mod config;
 mod console;
+mod event_search;
 mod lookup;
 mod shutdown;
 mod telemetry;

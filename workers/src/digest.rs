@@ -87,7 +87,7 @@ pub async fn post_or_fold(
         return Ok(poster.post_once(event, envelope.received_at(), message).await?);
     }
     let channel = &message.channel;
-    if ctx.attempt > 1 {
+    if ctx.looks() {
         if let Some(earlier) = folded_before(ctx, channel, event).await? {
             return Ok(Ready::Now(earlier));
         }
@@ -138,7 +138,7 @@ pub async fn card_or_fold(
         return Ok(Ready::Now(posted(status)));
     }
     let channel = format!("{}{name}", crate::teams::PREFIX);
-    if ctx.attempt > 1
+    if ctx.looks()
         && let Some(earlier) = folded_before(ctx, &channel, event).await?
     {
         return Ok(Ready::Now(earlier));
@@ -167,6 +167,10 @@ async fn folded_before(ctx: &HandlerContext, channel: &str, event: EventId) -> R
             ensure_flush(ctx, channel, event, seq).await?;
         }
         return Ok(Some(format!("folded into digest {seq} of {channel} by an earlier attempt")));
+    }
+    if ctx.replay.as_ref().is_some_and(|r| r.post_again) {
+        // A replay asking for new messages: digests of earlier runs do not count.
+        return Ok(None);
     }
     let trail = ctx.store.audit.history(event).await.map_err(store_error)?;
     // This channel's digest only: an event posted to several chats may have been folded into another's.
@@ -589,7 +593,14 @@ mod tests {
         let store = eventfleet_storage::EmbeddedStore::open_dir(dir.path(), Default::default()).unwrap().into_store();
         let outbox = Arc::new(crate::slack::DevOutbox::new(dir.path().join("outbox.jsonl")));
         let egress = crate::slack::Egress::new(outbox, Default::default(), &store, "test");
-        Arc::new(HandlerContext { store, attempt: 1, poster: egress.poster(1), folds: Arc::default(), channel: None })
+        Arc::new(HandlerContext {
+            store,
+            attempt: 1,
+            poster: egress.poster(1),
+            folds: Arc::default(),
+            channel: None,
+            replay: None,
+        })
     }
 
     #[tokio::test]

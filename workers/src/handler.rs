@@ -25,9 +25,17 @@ pub struct HandlerContext {
     /// A route's channel list: the handler's messages go there instead of the channel its event's hook, topic or
     /// schedule names.
     pub channel: Option<String>,
+    /// The operator's replay this delivery runs for, if any ([`crate::replay::Replay`]).
+    pub replay: Option<crate::replay::Replay>,
 }
 
 impl HandlerContext {
+    /// Whether an earlier run may have made this event's messages, so each is looked for before it is made: a
+    /// later attempt, or a replay (unless it asked for new messages).
+    pub fn looks(&self) -> bool {
+        self.attempt > 1 || self.replay.as_ref().is_some_and(|r| !r.post_again)
+    }
+
     /// The channel list the event's messages go to: the route's, else `own` (its hook's, topic's, schedule's).
     pub fn channel_or(&self, own: &str) -> String {
         self.channel.clone().unwrap_or_else(|| own.to_owned())

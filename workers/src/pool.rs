@@ -80,6 +80,7 @@ pub async fn run_with_metrics(
     let summary = Arc::new(PoolSummary::default());
     let work_came = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(refresh_gauges(store.clone(), metrics.clone(), work_came.clone(), shutdown.clone()));
+    tokio::spawn(sweep_event_log(store.clone(), shutdown.clone()));
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
@@ -245,6 +246,35 @@ async fn release_late(
         return;
     };
     release(&processor, deliveries.into_iter(), &summary).await;
+}
+
+/// How often the event log's expired events are swept (the embedded store; DynamoDB's TTL needs nothing).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Events one sweep deletes at most: one short writer job, so it never holds up the hot path.
+const SWEEP_AT_MOST: usize = 500;
+
+/// Deletes the event log's expired events while the pool runs, a bounded batch a minute (more at once while a
+/// backlog of them remains).
+async fn sweep_event_log(store: Store, shutdown: CancellationToken) {
+    if store.events.retention().is_none() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        loop {
+            match store.events.sweep(SWEEP_AT_MOST).await {
+                Ok(n) if n as usize == SWEEP_AT_MOST && !shutdown.is_cancelled() => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not sweep the event log");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Keeps the queue gauges current while the pool runs: every [`GAUGE_REFRESH`], or while the queue is empty and

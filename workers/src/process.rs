@@ -207,12 +207,14 @@ impl Processor {
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
     async fn run_handler(&self, msg: &ReceivedMessage, attempt: u32) -> Result<Ready<String>, HandlerError> {
+        let replay = crate::replay::Replay::of(&msg.attributes);
         let ctx = HandlerContext {
             store: self.store.clone(),
             attempt,
-            poster: self.egress.poster(attempt),
+            poster: self.egress.poster(attempt).replaying(replay.clone()),
             folds: self.folds.clone(),
             channel: None,
+            replay,
         };
         let kind = msg.envelope.kind().as_str();
         let span = tracing::info_span!("worker.handle", kind);

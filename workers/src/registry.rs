@@ -68,6 +68,9 @@ impl Registry {
     /// handler of its kind too), else the handler of its kind.
     pub async fn handle(&self, ctx: &HandlerContext, envelope: &Envelope) -> Result<Ready<String>, HandlerError> {
         let kind = envelope.kind().as_str();
+        if let Some(route) = ctx.replay.as_ref().and_then(|r| r.route.as_deref()) {
+            return self.replay_to(route, ctx, envelope).await;
+        }
         // A digest flush is the fleet's own post, not an event of the team's: no route takes it.
         let routed = !matches!(envelope.source(), eventfleet_schema::Source::Digest { .. });
         let Some((destinations, destination)) = self
@@ -90,6 +93,28 @@ impl Registry {
         // A failure or a wait here delivers again too: receivers deduplicate by `webhook-id` (the event id).
         let builtin = self.for_kind(kind).handle(ctx, envelope).await?;
         Ok(builtin.map(|builtin| format!("{delivered}; {builtin}")))
+    }
+
+    /// An operator's replay for one route (the backfill of a route added later): that route's destination or
+    /// chats only, whether or not the route matches the event, and no built-in handler beside it.
+    async fn replay_to(
+        &self,
+        route: &str,
+        ctx: &HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<Ready<String>, HandlerError> {
+        let found = self.destinations.as_ref().and_then(|d| d.by_name(route).map(|destination| (d, destination)));
+        let Some((destinations, destination)) = found else {
+            return Err(HandlerError::Permanent(format!(
+                "replayed for route {route:?}, which is not in this worker's routes file (EVENTFLEET_ROUTES_FILE): \
+                 add it, restart the workers, then replay this dead letter"
+            )));
+        };
+        if let crate::destinations::routes::Target::Channel(channel) = &destination.route.target {
+            let ctx = HandlerContext { channel: Some(channel.clone()), ..ctx.clone() };
+            return self.for_kind(envelope.kind().as_str()).handle(&ctx, envelope).await;
+        }
+        Ok(Ready::Now(destinations.deliver(destination, ctx, envelope).await?))
     }
 
     /// The dead-letter notifier, if any.

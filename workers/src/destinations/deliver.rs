@@ -117,6 +117,11 @@ impl Destinations {
         self.routes.is_empty()
     }
 
+    /// The route named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Destination> {
+        self.routes.iter().find(|d| d.route.name == name)
+    }
+
     /// The first route matching `envelope`.
     pub fn route_for(&self, envelope: &Envelope) -> Option<&Destination> {
         self.routes.iter().find(|d| d.route.matcher.matches(envelope))

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use eventfleet_schema::Envelope;
+use eventfleet_storage::event_log::glob_match;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
@@ -95,22 +96,6 @@ impl Match {
             && self.source.as_deref().is_none_or(|s| s == envelope.source().name())
             && self.hook.as_deref().is_none_or(|h| envelope.source().hook_id().is_some_and(|id| id.as_str() == h))
     }
-}
-
-/// `*`-only glob matching (a kind has no path separators, so no other syntax is needed): `*` matches any run of
-/// characters, everything else itself.
-fn glob_match(glob: &str, text: &str) -> bool {
-    let parts: Vec<&str> = glob.split('*').collect();
-    let (first, rest) = parts.split_first().unwrap_or((&"", &[]));
-    let Some(mut remaining) = text.strip_prefix(first) else { return false };
-    let Some((last, middle)) = rest.split_last() else { return remaining.is_empty() };
-    for part in middle {
-        match remaining.find(part) {
-            Some(at) => remaining = &remaining[at + part.len()..],
-            None => return false,
-        }
-    }
-    remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
 /// A Standard Webhooks signing key (the bytes a `whsec_<base64>` secret decodes to). Never printed.

@@ -60,7 +60,7 @@ impl Egress {
 
     /// The poster of one delivery: attempt `attempt` of its event.
     pub fn poster(&self, attempt: u32) -> Poster {
-        Poster { egress: self.clone(), attempt }
+        Poster { egress: self.clone(), attempt, replay: None }
     }
 }
 
@@ -69,9 +69,30 @@ impl Egress {
 pub struct Poster {
     egress: Egress,
     attempt: u32,
+    /// The operator's replay the delivery runs for: it looks before every post as a later attempt does, or, asked
+    /// to post again, marks its posts with the replay's id so that they are new ones.
+    replay: Option<crate::replay::Replay>,
 }
 
 impl Poster {
+    /// The poster of a delivery that runs for `replay`.
+    pub fn replaying(self, replay: Option<crate::replay::Replay>) -> Self {
+        Self { replay, ..self }
+    }
+
+    /// Whether an earlier run may have made this delivery's posts (see [`crate::HandlerContext::looks`]).
+    fn looks(&self) -> bool {
+        self.attempt > 1 || self.replay.as_ref().is_some_and(|r| !r.post_again)
+    }
+
+    /// `mark` as this delivery posts it: under a replay that posts again, a part of that replay's own.
+    fn marked(&self, mark: &PostMark) -> PostMark {
+        match self.replay.as_ref().and_then(|r| r.mark_suffix()) {
+            Some(id) => PostMark::part(mark.event_id, format!("{}@{id}", mark.part)),
+            None => mark.clone(),
+        }
+    }
+
     /// Posts the event's message once, in the channel's pace; returns what the trail says of it.
     pub async fn post_once(
         &self,
@@ -102,7 +123,8 @@ impl Poster {
         if !paced && let Some(wait) = self.egress.lanes.paused(&message.channel, self.egress.clock.now()) {
             return Ok(Ready::Wait(Wait { reason: format!("{}: {}", message.channel, wait.reason), ..wait }));
         }
-        match self.posted_before(mark, received_at, message, false).await {
+        let mark = &self.marked(mark);
+        match self.look(mark, received_at, message, false).await {
             Ok(Some(ts)) => return Ok(Ready::Now((Posted { ts, channel: message.channel.clone() }, true))),
             Ok(None) => {}
             // Reading the history was rate limited: the post waits too, rather than risk a second one.
@@ -126,7 +148,8 @@ impl Poster {
         message: &SlackMessage,
         checked: bool,
     ) -> Result<Ready<()>, SlackError> {
-        if self.attempt > 1 || checked {
+        let mark = &self.marked(mark);
+        if self.looks() || checked {
             match self.egress.sink.find_update(mark, channel, ts).await {
                 Ok(PostCheck::Posted(_)) => {
                     tracing::info!(%channel, %ts, part = %mark.part, "an earlier attempt made this update: not again");
@@ -309,7 +332,18 @@ impl Poster {
         message: &SlackMessage,
         force: bool,
     ) -> Result<Option<String>, SlackError> {
-        if self.attempt <= 1 && !force {
+        self.look(&self.marked(mark), received_at, message, force).await
+    }
+
+    /// [`Poster::posted_before`] for a mark already as this delivery posts it.
+    async fn look(
+        &self,
+        mark: &PostMark,
+        received_at: Timestamp,
+        message: &SlackMessage,
+        force: bool,
+    ) -> Result<Option<String>, SlackError> {
+        if !self.looks() && !force {
             return Ok(None);
         }
         let thread = message.thread_ts.as_deref();

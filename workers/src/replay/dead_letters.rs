@@ -44,16 +44,14 @@ pub async fn replay(
     options: &ReplayOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Vec<ReplayOutcome> {
-    // A rate too small to express (or not positive) means no pause rather than a panic.
-    let per_letter = options.rate.filter(|r| *r > 0.0).and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
-    let chunk = options.rate.filter(|r| *r > 0.0).map_or(CHUNK, |r| (r.floor() as usize).clamp(1, CHUNK));
+    let (chunk, pause) = super::pacing(options.rate, CHUNK);
     let total = letters.len();
     let mut outcomes = Vec::with_capacity(total);
     for (i, letters) in letters.chunks(chunk).enumerate() {
         if i > 0
-            && let Some(pause) = per_letter
+            && let Some(pause) = pause
         {
-            tokio::time::sleep(pause * letters.len() as u32).await;
+            tokio::time::sleep(pause).await;
         }
         if options.dry_run {
             outcomes.extend(letters.iter().map(|l| outcome(l, Ok(None))));
@@ -149,10 +147,15 @@ async fn earlier_replay(store: &Store, letter: &DeadLetter) -> Result<Option<Mes
 
 /// Resets the event's idempotency and retry records for a replay.
 async fn reset_record(store: &Store, letter: &DeadLetter, by: &str) -> Result<(), StorageError> {
+    reset(store, &letter.envelope, by).await
+}
+
+/// Resets an event's idempotency and retry records for a replay of it.
+pub(super) async fn reset(store: &Store, envelope: &eventfleet_schema::Envelope, by: &str) -> Result<(), StorageError> {
     // DONE, DEAD, or PROCESSING (an attempt stopped and the queue moved the message itself) become ENQUEUED, so
     // the replayed message runs; a record past its horizon is started anew by the worker.
-    store.idempotency.reopen(letter.envelope.idempotency_key(), &format!("replayed by {by}")).await?;
-    if let Some(mut retry) = store.retries.get(letter.envelope.event_id()).await? {
+    store.idempotency.reopen(envelope.idempotency_key(), &format!("replayed by {by}")).await?;
+    if let Some(mut retry) = store.retries.get(envelope.event_id()).await? {
         retry.status = RetryStatus::Active;
         // A replay gets a full set of attempts again; the audit trail keeps the earlier ones.
         retry.attempts = 0;
