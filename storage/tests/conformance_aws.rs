@@ -142,3 +142,53 @@ mod sqs_limits {
         assert_eq!(text(&got.pop().expect("received").envelope), body);
     }
 }
+
+/// Past its retention window an event is gone from the log on DynamoDB too: reads hide it as soon as the window
+/// has run out, and its item carries the TTL that deletes it a day later (moto does not delete; AWS does).
+#[tokio::test]
+async fn an_event_past_its_retention_window_is_gone() {
+    use eventfleet_storage::event_log::{EventQuery, Outcome};
+    use eventfleet_storage::{Actor, OutgoingMessage, Start};
+    let sdk = sdk_config().await;
+    let prefix = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let names = Names::from_prefix(&prefix);
+    provision::create(&Clients::new(&sdk, None), &names, 5, 30).await.expect("provision");
+    let retention = Duration::from_secs(2);
+    let options = AwsOptions { retention: Some(retention), ..AwsOptions::new(names.clone()) };
+    let store = AwsStore::connect(&sdk, options).await.expect("connect").into_store();
+    let key = eventfleet_schema::IdempotencyKey::from_raw(format!("test:{prefix}:expiry"));
+    let env = eventfleet_storage::conformance::envelope(key, "expiry", "expiry");
+    let id = env.event_id();
+    store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "test").await.unwrap();
+    let actor = Actor {
+        name: "w".into(),
+        visibility: Duration::from_secs(5),
+        max_attempts: 5,
+        horizon: Duration::from_secs(60),
+    };
+    let got = store.protocol.receive(1, Duration::from_secs(2), &actor).await.unwrap();
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    store.protocol.succeed(&got[0].message, 1, "posted", &actor).await.unwrap();
+    let query = EventQuery { limit: 10, ..Default::default() };
+    let found = store.events.events(&query).await.unwrap();
+    assert_eq!(found.events.iter().map(|e| (e.event_id, e.outcome)).collect::<Vec<_>>(), [(id, Outcome::Succeeded)]);
+
+    // The TTL: a day past the window from receipt (the window itself runs from when it was done).
+    let item = Clients::new(&sdk, None)
+        .dynamodb
+        .get_item()
+        .table_name(&names.events_table)
+        .key("event_id", aws_sdk_dynamodb::types::AttributeValue::S(id.to_string()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the event's item");
+    let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
+    let received = found.events[0].received_at.as_millis() / 1000;
+    assert!((received + 86_400..=received + 86_400 + 4).contains(&ttl), "ttl {ttl}, received {received}");
+
+    tokio::time::sleep(retention + Duration::from_millis(500)).await;
+    assert!(store.events.get_many(&[id]).await.unwrap()[0].is_none(), "past its window the event is gone");
+    assert!(store.events.events(&query).await.unwrap().events.is_empty());
+}

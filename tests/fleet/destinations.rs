@@ -32,14 +32,14 @@ enum Answer {
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Got {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Got {
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Got {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
@@ -53,13 +53,13 @@ struct Inner {
 
 /// A team's service: records every request and answers as scripted (then `always`, then 200).
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     inner: Arc<Mutex<Inner>>,
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new().fallback(receive).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -76,7 +76,7 @@ impl Receiver {
         self.inner.lock().unwrap().always = answer;
     }
 
-    fn got(&self, path: &str) -> Vec<Got> {
+    pub(crate) fn got(&self, path: &str) -> Vec<Got> {
         self.inner.lock().unwrap().got.iter().filter(|g| g.path == path).cloned().collect()
     }
 }
@@ -111,7 +111,7 @@ async fn receive(
 }
 
 /// Routes from TOML text, with `SECRET` in `BOT_SECRET`.
-fn routes(text: &str) -> Vec<eventfleet_workers::destinations::Route> {
+pub(crate) fn routes(text: &str) -> Vec<eventfleet_workers::destinations::Route> {
     let env = |name: &str| (name == "BOT_SECRET").then(|| SECRET.to_owned());
     routes::parse(Path::new("routes.toml"), text, &env, worker_config().handler_timeout).unwrap()
 }

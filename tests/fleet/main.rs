@@ -6,6 +6,7 @@ mod attempts;
 mod delivery;
 mod destinations;
 mod observability;
+mod replay;
 #[path = "../support.rs"]
 mod support;
 mod teams;
@@ -109,11 +110,44 @@ impl Fleet {
         routes: Vec<eventfleet_workers::destinations::Route>,
         alarms: eventfleet_workers::handlers::alarm::AlarmSettings,
     ) -> Self {
+        Self::start_clocked(config, routes, alarms, Arc::new(eventfleet_storage::SystemClock)).await
+    }
+
+    /// The same on a store whose time is `clock`'s.
+    pub async fn start_clocked(
+        config: WorkerConfig,
+        routes: Vec<eventfleet_workers::destinations::Route>,
+        alarms: eventfleet_workers::handlers::alarm::AlarmSettings,
+        clock: Arc<dyn eventfleet_storage::Clock>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // The queue's redrive follows the worker settings, as the binary sets it.
-        let options = EmbeddedOptions { max_receive_count: config.max_receive_count, ..EmbeddedOptions::default() };
+        let options =
+            EmbeddedOptions { max_receive_count: config.max_receive_count, clock, ..EmbeddedOptions::default() };
         let store = EmbeddedStore::open_dir(dir.path(), options).unwrap().into_store();
         let slack = SlackStub::start().await.unwrap();
+        Self::launch(dir, store, slack, config, routes, alarms).await
+    }
+
+    /// Stops this fleet's ingress and workers and starts new ones on the same store and Slack stub with `routes`
+    /// (a routes file changed and the fleet restarted).
+    pub async fn relaunch(mut self, routes: Vec<eventfleet_workers::destinations::Route>) -> Self {
+        self.shutdown.cancel();
+        if let Some(pool) = self.pool.take() {
+            pool.await.unwrap();
+        }
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Self::launch(dir, self.store.clone(), self.slack.clone(), worker_config(), routes, alarm_settings()).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        store: Store,
+        slack: SlackStub,
+        config: WorkerConfig,
+        routes: Vec<eventfleet_workers::destinations::Route>,
+        alarms: eventfleet_workers::handlers::alarm::AlarmSettings,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
