@@ -1,7 +1,8 @@
 //! The operator console end to end, in a real browser: a fleet dead-letters two Slack events (the team's service
 //! refuses them), `eventfleet console` serves them, and tests/console/e2e.mjs drives Debian's Chromium through
 //! playwright-core: log in (a wrong token refused), find an event by its Slack `event_id`, preview and confirm its
-//! replay until it has succeeded, refuse a POST without its CSRF token, purge through a confirmation, manage hooks.
+//! replay until it has succeeded, search the event log and replay the event to one route, refuse a POST without its
+//! CSRF token, purge through a confirmation, manage hooks.
 //! The same on the aws backend against moto. scripts/test installs Chromium and playwright-core.
 
 mod support;
@@ -178,7 +179,13 @@ async fn console_end_to_end(env: Vec<(String, String)>, fleet_args: &[&str], scr
     let succeeded = steps.iter().rposition(|(s, _)| s == "succeeded");
     assert!(replayed.is_some() && succeeded > replayed, "{steps:?}");
     assert_eq!(event["idempotency"]["status"], "DONE");
-    assert_eq!(service.accepted.load(Ordering::SeqCst), 1, "the replayed event reached the service once");
+    // Once from the dead-letter replay, once from the event log's replay to its route.
+    assert_eq!(service.accepted.load(Ordering::SeqCst), 2, "each replay reached the service once");
+    let to_route = (event["steps"].as_array().unwrap().iter())
+        .find(|s| s["step"] == "replayed" && s["detail"]["route"] == "team-bot")
+        .expect("the event log's replay is on the trail");
+    assert_eq!(to_route["detail"]["reason"], "backfill the team bot");
+    assert_eq!(to_route["actor"], "alice (console)");
     let purged = cli_json(&env, data.path(), &["events", "show", &purge_id]).unwrap();
     assert!(
         purged["steps"].as_array().unwrap().iter().any(|s| s["step"] == "purged" && s["actor"] == "alice (console)")

@@ -92,7 +92,7 @@ async fn list_page_preview_and_replay_retained_events() {
     let waiting = store.queue.stats().await.unwrap().waiting;
     assert_eq!(waiting, 1, "a dry run sends nothing (the pending event alone waits)");
     let dry_text = run_ok(data, &["events", "replay", "--all", "--dry-run"]);
-    assert!(dry_text.contains("would replay 1 events to every handler in 1 message groups"), "{dry_text}");
+    assert!(dry_text.contains("would replay 1 event to every handler in 1 message group"), "{dry_text}");
     assert!(dry_text.contains("dlq replay"), "the dead-lettered one points at dlq replay: {dry_text}");
 
     // The replay: audited with the operator and the reason, the record reopened, a copy queued.

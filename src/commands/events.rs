@@ -127,7 +127,12 @@ async fn replay(
         };
         let to = options.route.as_deref().map_or("every handler".to_owned(), |r| format!("route {r}"));
         let verb = if options.dry_run { "would replay" } else { "replaying" };
-        say!("{verb} {} events to {to} in {} message groups{range}", shown.count, shown.groups.len());
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        say!(
+            "{verb} {} to {to} in {}{range}",
+            plural(shown.count, "event", "events"),
+            plural(shown.groups.len(), "message group", "message groups")
+        );
         if shown.skipped > 0 {
             say!("{} left alone (not done yet, or dead-lettered: see below)", shown.skipped);
         }

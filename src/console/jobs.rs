@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use eventfleet_schema::Timestamp;
-use eventfleet_storage::{DeadLetter, Store};
+use eventfleet_storage::{DeadLetter, LoggedEvent, Store};
+use eventfleet_workers::replay::events::{EventReplayOptions, EventReplayed, replay_events};
 use eventfleet_workers::replay::{ReplayOptions, ReplayOutcome, replay};
+use tokio_util::sync::CancellationToken;
 
 /// Finished jobs kept for their pages.
 const KEPT: usize = 50;
@@ -29,21 +31,86 @@ pub struct Job {
     pub finished: bool,
 }
 
+/// One replay of retained events.
+#[derive(Debug, Default)]
+pub struct EventJob {
+    /// Who started it.
+    pub by: String,
+    /// When.
+    pub started_at: Option<Timestamp>,
+    /// Where to: a route, or every handler.
+    pub route: Option<String>,
+    /// Events to replay.
+    pub total: usize,
+    /// Replayed (or left alone) so far.
+    pub done: usize,
+    /// Each one's outcome, once the replay has finished.
+    pub outcomes: Vec<EventReplayed>,
+    /// Whether it has finished.
+    pub finished: bool,
+    /// Stops it between chunks.
+    pub cancel: CancellationToken,
+}
+
 /// The jobs of this console.
 #[derive(Default)]
 pub struct Jobs {
     next: Mutex<u64>,
     jobs: Mutex<BTreeMap<u64, Arc<Mutex<Job>>>>,
+    event_jobs: Mutex<BTreeMap<u64, Arc<Mutex<EventJob>>>>,
 }
 
 impl Jobs {
+    fn number(&self) -> u64 {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        *next += 1;
+        *next
+    }
+
+    /// Starts replaying retained `events` (in that order) and returns the job's number.
+    pub fn start_events(&self, store: Store, events: Vec<LoggedEvent>, options: EventReplayOptions) -> u64 {
+        let id = self.number();
+        let cancel = CancellationToken::new();
+        let job = Arc::new(Mutex::new(EventJob {
+            by: options.by.clone(),
+            started_at: Some(store.clock.now()),
+            route: options.route.clone(),
+            total: events.len(),
+            cancel: cancel.clone(),
+            ..EventJob::default()
+        }));
+        {
+            let mut jobs = self.event_jobs.lock().unwrap_or_else(|e| e.into_inner());
+            jobs.insert(id, job.clone());
+            while jobs.len() > KEPT {
+                jobs.pop_first();
+            }
+        }
+        tokio::spawn(async move {
+            let progress = job.clone();
+            let (run, outcomes) = replay_events(&store, &events, &options, &cancel, |done, _| {
+                progress.lock().unwrap_or_else(|e| e.into_inner()).done = done;
+            })
+            .await;
+            let replayed = outcomes.iter().filter(|o| o.requeued_as.is_some()).count();
+            tracing::info!(job = id, replay = %run.id, by = %options.by, replayed, cancelled = cancel.is_cancelled(),
+                "console replay of events done");
+            let mut job = job.lock().unwrap_or_else(|e| e.into_inner());
+            job.done = outcomes.len();
+            job.outcomes = outcomes;
+            job.finished = true;
+        });
+        id
+    }
+
+    /// A replay of events, by number.
+    pub fn get_events(&self, id: u64) -> Option<Arc<Mutex<EventJob>>> {
+        self.event_jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+
     /// Starts replaying `letters` (in that order) and returns the job's number.
     pub fn start(&self, store: Store, letters: Vec<DeadLetter>, options: ReplayOptions) -> u64 {
-        let id = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            *next += 1;
-            *next
-        };
+        let id = self.number();
         let job = Arc::new(Mutex::new(Job {
             by: options.by.clone(),
             started_at: Some(store.clock.now()),

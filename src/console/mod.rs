@@ -5,8 +5,8 @@
 //! - [`auth`]: who the operator is (token and session cookie, ALB OIDC, or loopback).
 //! - [`csrf`]: the CSRF cookie and the one form extractor every POST goes through.
 //! - [`page`]: the page frame and shared bits of markup.
-//! - [`status`], [`events`], [`dlq`], [`hooks`]: one module per page; [`jobs`]: replays running in the
-//!   background; [`redact`]: envelopes shown only as far as they are safe.
+//! - [`status`], [`events`], [`dlq`], [`hooks`]: one module per page; [`replays`]: the replay of retained
+//!   events found on the events page; [`jobs`]: replays running in the background; [`redact`]: envelopes shown only as far as they are safe.
 
 mod auth;
 mod csrf;
@@ -16,6 +16,7 @@ mod hooks;
 mod jobs;
 mod page;
 mod redact;
+mod replays;
 mod status;
 
 use std::net::SocketAddr;
@@ -41,6 +42,8 @@ use crate::config::Config;
 /// What every handler shares.
 pub struct App {
     store: Store,
+    /// The configuration (the routes a search or a replay names).
+    config: Arc<Config>,
     access: Access,
     jobs: jobs::Jobs,
     status: status::StatusCache,
@@ -63,6 +66,7 @@ pub async fn run(config: Config, data_dir: &Path, listen: Option<SocketAddr>) ->
     let hook_base = crate::commands::hooks::hook_base(&config, data_dir);
     let app = Arc::new(App {
         store: opened.store.clone(),
+        config: Arc::new(config.clone()),
         access,
         jobs: jobs::Jobs::default(),
         status: status::StatusCache::new(rates),
@@ -111,6 +115,11 @@ fn router(app: Shared) -> Router {
         .route("/", get(status::page))
         .route("/status/panel", get(status::panel))
         .route("/events", get(events::page))
+        .route("/events/preview", post(replays::preview))
+        .route("/events/replay", post(replays::replay))
+        .route("/events/replays/{id}", get(replays::progress))
+        .route("/events/replays/{id}/panel", get(replays::progress_panel))
+        .route("/events/replays/{id}/cancel", post(replays::cancel))
         .route("/dlq", get(dlq::page))
         .route("/dlq/preview", post(dlq::preview))
         .route("/dlq/replay", post(dlq::replay))

@@ -8,6 +8,7 @@
 //   DEAD_REASON      a part of their dead-letter reason
 //   SCREENSHOTS      a directory for one screenshot per page (optional)
 // Every check throws on failure; the process exits non-zero with the reason.
+// After the dead-letter replay, the event is searched in the event log and replayed again to one route.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -138,6 +139,38 @@ try {
   check(await replayed.count() === 1, 'the timeline has one replayed line');
   check((await replayed.locator('td.actor').textContent()).trim() === `${operator} (console)`, 'the replayed line names the operator');
   check(await page.locator('table.timeline tr.step.succeeded').count() === 1, 'the timeline ends succeeded');
+
+  // The event log: search by time, source and outcome, select the event, replay it to the team's route only.
+  await page.goto(`${base}/events`);
+  await page.fill('#event-filters input[name=since]', '1h');
+  await page.selectOption('#event-filters select[name=source]', 'slack');
+  await page.selectOption('#event-filters select[name=outcome]', 'succeeded');
+  await Promise.all([page.waitForURL(/\/events\?since=/), page.click('#event-filters button[type=submit]')]);
+  const hit = page.locator(`#event-results tr[data-event-id="${eventId}"]`);
+  check(await hit.count() === 1, 'the search of the event log finds the event by time, source and outcome');
+  check((await hit.locator('td.outcome').textContent()).includes('succeeded'), 'the result shows its outcome');
+  await shot('event-log');
+  await hit.locator('input[name=ids]').check();
+  await Promise.all([page.waitForURL(`${base}/events/preview`), page.click('#preview-selected')]);
+  check((await page.textContent('#preview-count')).trim() === '1', 'the replay preview counts one event');
+  check(await page.locator('#preview-groups tbody tr').count() === 1, 'the replay preview names its group');
+  check((await page.textContent('#preview-range')).includes('Received from'), 'the replay preview gives the time range');
+  const csrf2 = await page.inputValue('input[name=csrf]');
+  const unconfirmed2 = await page.request.post(`${base}/events/replay`, {
+    form: { csrf: csrf2, scope: 'selected', ids: eventId, reason: 'x' }, maxRedirects: 0,
+  });
+  check(unconfirmed2.status() === 400, `an event replay without its confirmation is refused with 400 (got ${unconfirmed2.status()})`);
+  await page.selectOption('select[name=to_route]', 'team-bot');
+  await page.fill('input[name=reason]', 'backfill the team bot');
+  await page.check('input[name=confirm]');
+  await shot('event-replay-preview');
+  await Promise.all([page.waitForURL(/\/events\/replays\/\d+$/), page.click('#confirm-event-replay')]);
+  const replayRow = page.locator(`#event-replay-outcomes tr[data-event-id="${eventId}"]`);
+  await replayRow.locator('td.latest-step', { hasText: 'succeeded' }).waitFor({ timeout: 90000 });
+  check((await replayRow.locator('td.event-status').textContent()).includes('DONE'), 'the event replayed to the route succeeded (DONE)');
+  check((await page.textContent('#event-replay-state')).includes('route team-bot'), 'the progress names the route');
+  check((await page.textContent('#event-replay-state')).includes(`${operator} (console)`), 'the progress names the operator');
+  await shot('event-replay');
 
   // Purge asks for confirmation first.
   await page.goto(`${base}/events?q=${encodeURIComponent(purgeEventId)}`);
