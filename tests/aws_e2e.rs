@@ -244,6 +244,7 @@ fn policy_resource(prefix: &str, action: &str, name: &str) -> &'static str {
         "retries" => "var.table_arns.retries",
         "webhooks" => "var.table_arns.webhooks",
         "alarm-threads" => "var.table_arns.alarm_threads",
+        "event-log" => "var.table_arns.event_log",
         "events.fifo" => "var.queue_arn",
         "events-dlq.fifo" => "var.dead_letter_arn",
         // The ops topic stands in for the alarm topic here: confirmed as one of the topics the fleet takes in.

@@ -72,6 +72,12 @@ impl FromStr for Outcome {
     }
 }
 
+/// Whether the log keeps `envelope`: every event from outside, not the fleet's own digest flushes (they post what
+/// other events already say, and a replay of the posts they gather replays those events).
+pub fn kept(envelope: &Envelope) -> bool {
+    !matches!(envelope.source(), eventfleet_schema::Source::Digest { .. })
+}
+
 /// The prefix of a handler's outcome when a hook's filter left the event out (`handlers/hook.rs` writes it).
 pub const FILTERED_OUTCOME_PREFIX: &str = "filtered";
 

@@ -64,7 +64,7 @@ module "queue_key" {
 module "tables_key" {
   source      = "../modules/kms_key"
   alias       = "${var.name_prefix}-tables"
-  description = "eventfleet ${var.name_prefix}: DynamoDB tables (idempotency, audit, retries, webhooks, alarm threads)"
+  description = "eventfleet ${var.name_prefix}: DynamoDB tables (idempotency, audit, retries, webhooks, alarm threads, event log)"
   tags        = local.tags
 }
 
@@ -192,6 +192,27 @@ module "alarm_threads_table" {
   tags                = local.tags
 }
 
+module "event_log_table" {
+  source = "../modules/dynamodb_table"
+
+  # The event log: every accepted envelope, kept EVENTFLEET_RETENTION_H after it is done (TTL a day past that),
+  # found by time through by_hour (partition: the hour of receipt since the epoch; sort: receipt time and event id).
+  name          = "${var.name_prefix}-event-log"
+  hash_key      = { name = "event_id", type = "S" }
+  ttl_attribute = "ttl"
+  global_secondary_indexes = [
+    {
+      name       = "by_hour"
+      hash_key   = { name = "hour", type = "S" }
+      range_key  = { name = "at", type = "S" }
+      projection = "KEYS_ONLY"
+    },
+  ]
+  kms_key_arn         = module.tables_key.arn
+  deletion_protection = var.deletion_protection
+  tags                = local.tags
+}
+
 # Topics -----------------------------------------------------------------------------------------------------------
 
 module "alarm_topic" {
@@ -307,7 +328,9 @@ module "iam" {
     retries       = module.retries_table.arn
     webhooks      = module.webhooks_table.arn
     alarm_threads = module.alarm_threads_table.arn
+    event_log     = module.event_log_table.arn
   }
+  event_log_index_arns            = module.event_log_table.index_arns
   idempotency_index_arns          = module.idempotency_table.index_arns
   tables_kms_key_arn              = module.tables_key.arn
   ops_topic_arn                   = module.ops_topic.arn

@@ -70,6 +70,7 @@ output "table_names" {
     retries       = module.retries_table.name
     webhooks      = module.webhooks_table.name
     alarm_threads = module.alarm_threads_table.name
+    event_log     = module.event_log_table.name
   }
 }
 

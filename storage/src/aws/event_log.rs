@@ -40,7 +40,9 @@ fn sort_key(at: Timestamp, id: &str) -> String {
 impl AwsStore {
     /// The accept's item, for its `BatchWriteItem`; `None` when retention is off.
     pub(super) fn event_item(&self, message: &OutgoingMessage, event_id: EventId) -> Result<Option<(String, Item)>> {
-        let Some(retention) = self.options.retention else { return Ok(None) };
+        let Some(retention) = self.options.retention.filter(|_| event_log::kept(&message.envelope)) else {
+            return Ok(None);
+        };
         let env = &message.envelope;
         let id = event_id.to_string();
         let received = env.received_at();

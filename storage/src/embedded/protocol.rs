@@ -100,7 +100,7 @@ fn accept_job(
     let env = &message.envelope;
     let event_id = env.event_id();
     let message_id = insert_message(conn, MAIN, &encoded, now, s.dedup_window)?;
-    if s.retain {
+    if s.retain && crate::event_log::kept(env) {
         super::event_log::insert(conn, env, &encoded)?;
     }
     conn.prepare_cached(&format!(

@@ -91,7 +91,7 @@ run "fleet" {
   command = apply
 
   assert {
-    condition     = output.table_names == { idempotency = "eventfleet-idempotency", audit = "eventfleet-audit", retries = "eventfleet-retries", webhooks = "eventfleet-webhooks", alarm_threads = "eventfleet-alarm-threads" }
+    condition     = output.table_names == { idempotency = "eventfleet-idempotency", audit = "eventfleet-audit", retries = "eventfleet-retries", webhooks = "eventfleet-webhooks", alarm_threads = "eventfleet-alarm-threads", event_log = "eventfleet-event-log" }
     error_message = "Table names are derived from name_prefix as the code derives them."
   }
 

@@ -107,6 +107,13 @@ data "aws_iam_policy_document" "ingress" {
     resources = [var.table_arns.audit]
   }
 
+  # The event log's item rides in the accept's BatchWriteItem with its audit lines.
+  statement {
+    sid       = "KeepEvents"
+    actions   = ["dynamodb:BatchWriteItem", "dynamodb:PutItem"]
+    resources = [var.table_arns.event_log]
+  }
+
   statement {
     sid       = "ReadHooksAndCountInvocations"
     actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
@@ -269,7 +276,7 @@ data "aws_iam_policy_document" "operator" {
       "dynamodb:UpdateItem",
       "dynamodb:BatchWriteItem",
     ]
-    resources = concat(values(var.table_arns), var.idempotency_index_arns)
+    resources = concat(values(var.table_arns), var.idempotency_index_arns, var.event_log_index_arns)
   }
 }
 

@@ -26,7 +26,13 @@ variable "table_arns" {
     retries       = string
     webhooks      = string
     alarm_threads = string
+    event_log     = string
   })
+}
+
+variable "event_log_index_arns" {
+  description = "ARNs of the event log table's indexes (operators query by_hour)."
+  type        = list(string)
 }
 
 variable "idempotency_index_arns" {
