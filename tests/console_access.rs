@@ -128,6 +128,18 @@ async fn behind_the_alb_the_operator_is_the_oidc_identity_and_posts_need_their_c
         ("/dlq/preview", vec![("scope", "filter"), ("since", "last tuesday")]),
         (messages_path.as_str(), vec![("messages", "sometimes")]),
         (messages_path.as_str(), vec![]),
+        // The event log's replay: every refusal before anything is sent.
+        ("/events/preview", vec![("scope", "selected")]),
+        ("/events/preview", vec![("scope", "selected"), ("ids", "not-an-event-id")]),
+        ("/events/preview", vec![("scope", "selected"), ("ids", NO_SUCH_EVENT)]),
+        ("/events/preview", vec![("scope", "filter")]),
+        ("/events/preview", vec![("scope", "filter"), ("since", "last tuesday")]),
+        ("/events/preview", vec![("scope", "filter"), ("outcome", "done")]),
+        ("/events/replay", vec![("scope", "selected"), ("ids", NO_SUCH_EVENT), ("reason", "x")]),
+        ("/events/replay", vec![("scope", "selected"), ("ids", NO_SUCH_EVENT), ("confirm", "yes")]),
+        ("/events/replay", vec![("ids", NO_SUCH_EVENT), ("confirm", "yes"), ("reason", "x"), ("rate", "0")]),
+        ("/events/replay", vec![("ids", NO_SUCH_EVENT), ("confirm", "yes"), ("reason", "x"), ("to_route", "nope")]),
+        ("/events/replay", vec![("scope", "selected"), ("ids", NO_SUCH_EVENT), ("confirm", "yes"), ("reason", "x")]),
     ];
     for (path, mut form) in bad {
         form.push(("csrf", &csrf));
@@ -143,8 +155,24 @@ async fn behind_the_alb_the_operator_is_the_oidc_identity_and_posts_need_their_c
         http.get(format!("{base}/dlq/replays/999")).header("x-amzn-oidc-identity", "x").send().await.unwrap().status(),
         404
     );
+    let get = |path: &str| {
+        http.get(format!("{base}{path}")).header("x-amzn-oidc-data", &jwt).header("x-amzn-oidc-identity", "00u1").send()
+    };
+    assert_eq!(get("/events/replays/999").await.unwrap().status(), 404);
+    assert_eq!(get("/events?since=last+tuesday").await.unwrap().status(), 400);
+    assert_eq!(get("/events?since=1h&after=garbage").await.unwrap().status(), 400);
+    let searched = get("/events?since=1h").await.unwrap();
+    assert_eq!(searched.status(), 200);
+    assert!(searched.text().await.unwrap().contains("No events match"), "an empty log says how long it keeps events");
+    let cancel = post("/events/replays/999/cancel", Some(&csrf), vec![("csrf", &csrf)]).await.unwrap();
+    assert_eq!(cancel.status(), 404, "no such replay");
+    let unguarded = post("/events/replay", None, vec![("ids", NO_SUCH_EVENT), ("confirm", "yes"), ("reason", "x")]);
+    assert_eq!(unguarded.await.unwrap().status(), 403, "an event replay needs its CSRF token");
     assert_eq!(terminate(&mut console), Some(0));
 }
+
+/// An event id no store has.
+const NO_SUCH_EVENT: &str = "01900000-0000-7000-8000-000000000000";
 
 fn url_encoded(form: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish()

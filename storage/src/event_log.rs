@@ -291,7 +291,7 @@ mod tests {
         let filtered = AuditEntry::new(id, at, Step::Succeeded, "w")
             .with_detail(serde_json::json!({"outcome": "filtered by hook h (x); not posted"}));
         let replayed = AuditEntry::new(id, at, Step::Replayed, "alice");
-        assert_eq!(outcome_of(deciding_line(&[ok.clone()])).0, Outcome::Succeeded);
+        assert_eq!(outcome_of(deciding_line(std::slice::from_ref(&ok))).0, Outcome::Succeeded);
         assert_eq!(outcome_of(deciding_line(&[filtered])).0, Outcome::Filtered);
         assert_eq!(outcome_of(deciding_line(&[ok, replayed])).0, Outcome::Pending);
         assert_eq!(outcome_of(None).0, Outcome::Pending);

@@ -220,3 +220,34 @@ async fn past_its_retention_window_an_event_is_gone() {
     // Its trail outlives it (audit lines are kept 90 days): `events show` says it is no longer retained.
     assert!(f.steps(id).await.contains(&Step::Succeeded));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_stops_between_chunks_when_cancelled() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#ops").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(f.send(&hook, &format!("payload {i}")).await);
+    }
+    for id in &ids {
+        f.wait_for(*id, Step::Succeeded).await;
+    }
+    let events = logged(&f, &ids).await;
+    let cancel = CancellationToken::new();
+    let options = EventReplayOptions { rate: Some(1.0), ..by("alice") };
+    // One event a second: the first goes at once, then the run is stopped during its first pause.
+    let stop = cancel.clone();
+    let (_, out) = replay_events(&f.store, &events, &options, &cancel, move |done, _| {
+        if done == 1 {
+            stop.cancel();
+        }
+    })
+    .await;
+    assert_eq!(out.iter().filter(|o| o.requeued_as.is_some()).count(), 1, "{out:?}");
+    assert!(out[1..].iter().all(|o| o.skipped.as_deref() == Some("cancelled before its turn")), "{out:?}");
+    f.settled().await;
+    assert!(f.steps(ids[0]).await.contains(&Step::Replayed));
+    for id in &ids[1..] {
+        assert!(!f.steps(*id).await.contains(&Step::Replayed), "a cancelled replay leaves the rest alone");
+    }
+}
