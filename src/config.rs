@@ -142,7 +142,8 @@ impl Config {
                 return Err(invalid("EVENTFLEET_SYNC", other, "expected `full` or `normal`"));
             }
         };
-        let retention = match env.parse_in("EVENTFLEET_RETENTION_H", 168u64, 0..=24 * 365)? {
+        // At most the audit trail's 90 days: an event's outcome is read from its trail.
+        let retention = match env.parse_in("EVENTFLEET_RETENTION_H", 168u64, 0..=24 * 90)? {
             0 => None,
             hours => Some(secs(hours * 3600)),
         };

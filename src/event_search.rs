@@ -109,7 +109,8 @@ pub async fn select(store: &Store, search: &Search) -> anyhow::Result<Vec<EventS
     }
 }
 
-/// The retained events with these ids, in order; an id not retained is an error naming it.
+/// The retained events with these ids, oldest first (receipt time, then id: a listing's order, which keeps each
+/// group's); an id not retained is an error naming it.
 pub async fn logged(store: &Store, ids: &[EventId]) -> anyhow::Result<Vec<LoggedEvent>> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(100) {
@@ -120,6 +121,7 @@ pub async fn logged(store: &Store, ids: &[EventId]) -> anyhow::Result<Vec<Logged
             }
         }
     }
+    out.sort_by_key(|e| (e.envelope.received_at(), e.envelope.event_id()));
     Ok(out)
 }
 

@@ -107,8 +107,6 @@ async fn replay(
                 }
             }
         }
-        // UUIDv7: event ids sort by arrival, which keeps each group's order whatever the order typed.
-        chosen.sort();
     }
     let events = crate::event_search::logged(store, &chosen).await?;
     if events.is_empty() {

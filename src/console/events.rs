@@ -132,7 +132,7 @@ pub async fn page(
     let q = search.q.trim();
     let filters = &search.filters;
     let args = filters.args();
-    // A search of the log: any filter set, or an empty `q` submitted from the filter form (`?log=`).
+    // A search of the log: with any filter set.
     let listing = if q.is_empty() && !args.is_empty() {
         let now = app.store.clock.now();
         let searched = match crate::event_search::search(&args, &app.config, now) {

@@ -82,8 +82,13 @@ impl Jobs {
         {
             let mut jobs = self.event_jobs.lock().unwrap_or_else(|e| e.into_inner());
             jobs.insert(id, job.clone());
-            while jobs.len() > KEPT {
-                jobs.pop_first();
+            // The oldest finished ones go; a running one keeps its page (and its Stop).
+            let finished: Vec<u64> = (jobs.iter())
+                .filter(|(_, j)| j.lock().unwrap_or_else(|e| e.into_inner()).finished)
+                .map(|(id, _)| *id)
+                .collect();
+            for old in finished.into_iter().take(jobs.len().saturating_sub(KEPT)) {
+                jobs.remove(&old);
             }
         }
         tokio::spawn(async move {

@@ -9,7 +9,7 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use eventfleet_schema::{EventId, Status};
+use eventfleet_schema::{EventId, Status, Timestamp};
 use eventfleet_storage::LoggedEvent;
 use eventfleet_workers::replay::events::{EventReplayOptions, preview as preview_of, why_not};
 use maud::{Markup, html};
@@ -18,6 +18,9 @@ use super::csrf::{CsrfToken, Form};
 use super::events::Filters;
 use super::page::{self, Section};
 use super::{Operator, Shared};
+
+/// Most events whose ids a confirmation form carries; a larger replay of a filter carries the filter.
+const ID_FIELDS: usize = 1000;
 
 fn bad_request(why: &str) -> Response {
     (StatusCode::BAD_REQUEST, html! { p.error { (why) } }).into_response()
@@ -48,7 +51,7 @@ async fn selection(app: &Shared, form: &Form) -> Result<Vec<LoggedEvent>, Respon
             if ids.is_empty() {
                 return Err(bad_request("select events first (or act on all matching)"));
             }
-            // UUIDv7: sorted ids are arrival order, which keeps each group's order.
+            // Sorted by receipt by `logged`, which keeps each group's order.
             ids.into_iter().collect()
         }
     };
@@ -68,6 +71,16 @@ pub async fn preview(
     };
     let p = preview_of(&events);
     let routes: Vec<&str> = app.config.routes.iter().map(|r| r.name.as_str()).collect();
+    // Ids as hidden fields up to a thousand; past that the form would outgrow the console's body limit.
+    let by_filter = (form.get("scope") == Some("filter") && p.count > ID_FIELDS).then(|| {
+        let mut filters = Filters::from_form(&form);
+        // The range is the previewed events' own, in absolute times ("2h" would move before the confirmation).
+        if let (Some(first), Some(last)) = (p.first, p.last) {
+            filters.since = first.to_string();
+            filters.until = Timestamp::from_millis(last.as_millis() + 1).to_string();
+        }
+        filters
+    });
     let body = html! {
         section #event-replay-preview {
             p.lead { "Dry run: nothing has changed yet. A replay would put " strong #preview-count { (p.count) }
@@ -93,10 +106,17 @@ pub async fn preview(
                 }
                 form method="post" action="/events/replay" {
                     (page::csrf_field(&csrf))
-                    @for e in events.iter().filter(|e| why_not(e).is_none()) {
-                        input type="hidden" name="ids" value=(e.envelope.event_id());
+                    @if let Some(filters) = &by_filter {
+                        // Thousands of events: the filters travel instead of their ids, with the range closed
+                        // at this preview so that events arriving meanwhile are not added.
+                        (filters.hidden())
+                        input type="hidden" name="scope" value="filter";
+                    } @else {
+                        @for e in events.iter().filter(|e| why_not(e).is_none()) {
+                            input type="hidden" name="ids" value=(e.envelope.event_id());
+                        }
+                        input type="hidden" name="scope" value="selected";
                     }
-                    input type="hidden" name="scope" value="selected";
                     label { "Deliver to"
                         select name="to_route" {
                             option value="" { "every handler (as the first delivery did)" }

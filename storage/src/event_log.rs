@@ -81,31 +81,41 @@ pub fn kept(envelope: &Envelope) -> bool {
 /// The prefix of a handler's outcome when a hook's filter left the event out (`handlers/hook.rs` writes it).
 pub const FILTERED_OUTCOME_PREFIX: &str = "filtered";
 
-/// An event's outcome from the trail line that decides it (the last `succeeded`, `dead_lettered` or `replayed`):
-/// its outcome, what was said of it, and when it ended.
-pub fn outcome_of(line: Option<&AuditEntry>) -> (Outcome, Option<String>, Option<Timestamp>) {
-    let Some(line) = line else { return (Outcome::Pending, None, None) };
-    match line.step {
-        Step::Succeeded => {
-            let said = line.detail["outcome"].as_str().map(str::to_owned);
-            let outcome = if said.as_deref().is_some_and(|s| s.starts_with(FILTERED_OUTCOME_PREFIX)) {
-                Outcome::Filtered
-            } else {
-                Outcome::Succeeded
-            };
-            (outcome, said, Some(line.at))
-        }
-        Step::DeadLettered => (Outcome::DeadLettered, line.detail["reason"].as_str().map(str::to_owned), Some(line.at)),
-        _ => (Outcome::Pending, None, None),
-    }
-}
+/// The message attribute naming the operator's replay a message is a copy for (`workers::replay`): the store
+/// writes it on the copy's `succeeded` or `dead_lettered` line, so a replay is known to have run whatever the
+/// clocks of the operator and the workers say.
+pub const REPLAY_ATTRIBUTE: &str = "eventfleet-replay";
 
 /// The trail steps [`outcome_of`] reads.
 pub const DECIDING_STEPS: [Step; 3] = [Step::Succeeded, Step::DeadLettered, Step::Replayed];
 
-/// The line of a trail that decides the outcome.
-pub fn deciding_line(trail: &[AuditEntry]) -> Option<&AuditEntry> {
-    trail.iter().rev().find(|e| DECIDING_STEPS.contains(&e.step))
+/// An event's outcome from its trail (in trail order; only the [`DECIDING_STEPS`] lines matter): pending while a
+/// `replayed` line is unanswered (no finishing line names its replay, and none comes after it), else the last
+/// `succeeded` (a `filtered …` one is [`Outcome::Filtered`]) or `dead_lettered` line, with what it said and when.
+pub fn outcome_of(trail: &[AuditEntry]) -> (Outcome, Option<String>, Option<Timestamp>) {
+    let finishing = |e: &&AuditEntry| matches!(e.step, Step::Succeeded | Step::DeadLettered);
+    let unanswered = trail.iter().enumerate().any(|(i, e)| {
+        e.step == Step::Replayed && {
+            let id = e.detail["replay"].as_str();
+            let named =
+                id.is_some_and(|id| trail.iter().filter(finishing).any(|f| f.detail["replay"].as_str() == Some(id)));
+            !named && !trail[i + 1..].iter().any(|f| finishing(&f))
+        }
+    });
+    if unanswered {
+        return (Outcome::Pending, None, None);
+    }
+    let Some(line) = trail.iter().rev().find(finishing) else { return (Outcome::Pending, None, None) };
+    if line.step == Step::DeadLettered {
+        return (Outcome::DeadLettered, line.detail["reason"].as_str().map(str::to_owned), Some(line.at));
+    }
+    let said = line.detail["outcome"].as_str().map(str::to_owned);
+    let outcome = if said.as_deref().is_some_and(|s| s.starts_with(FILTERED_OUTCOME_PREFIX)) {
+        Outcome::Filtered
+    } else {
+        Outcome::Succeeded
+    };
+    (outcome, said, Some(line.at))
 }
 
 /// An event as the log keeps it.
@@ -291,9 +301,19 @@ mod tests {
         let filtered = AuditEntry::new(id, at, Step::Succeeded, "w")
             .with_detail(serde_json::json!({"outcome": "filtered by hook h (x); not posted"}));
         let replayed = AuditEntry::new(id, at, Step::Replayed, "alice");
-        assert_eq!(outcome_of(deciding_line(std::slice::from_ref(&ok))).0, Outcome::Succeeded);
-        assert_eq!(outcome_of(deciding_line(&[filtered])).0, Outcome::Filtered);
-        assert_eq!(outcome_of(deciding_line(&[ok, replayed])).0, Outcome::Pending);
-        assert_eq!(outcome_of(None).0, Outcome::Pending);
+        assert_eq!(outcome_of(std::slice::from_ref(&ok)).0, Outcome::Succeeded);
+        assert_eq!(outcome_of(&[filtered]).0, Outcome::Filtered);
+        assert_eq!(outcome_of(&[ok.clone(), replayed.clone()]).0, Outcome::Pending);
+        assert_eq!(outcome_of(&[]).0, Outcome::Pending);
+        // An operator's clock ahead of the workers': the replay's line sorts after the copy's success, which
+        // names the replay: answered.
+        let named = |step| {
+            AuditEntry::new(id, at, step, "w").with_detail(serde_json::json!({"replay": "r-1", "outcome": "posted"}))
+        };
+        let ahead = AuditEntry::new(id, Timestamp::from_millis(5_000), Step::Replayed, "alice")
+            .with_detail(serde_json::json!({"replay": "r-1"}));
+        assert_eq!(outcome_of(&[ok.clone(), named(Step::Succeeded), ahead.clone()]).0, Outcome::Succeeded);
+        assert_eq!(outcome_of(&[ok.clone(), ahead.clone()]).0, Outcome::Pending, "not run yet");
+        assert_eq!(outcome_of(&[ok, ahead, named(Step::DeadLettered)]).0, Outcome::DeadLettered);
     }
 }

@@ -141,6 +141,15 @@ pub(crate) fn received_detail(envelope: &eventfleet_schema::Envelope) -> serde_j
     detail
 }
 
+/// A finishing line's detail with the operator's replay its message is a copy for, if any: the event log knows
+/// from it that the replay ran, whatever the clocks say ([`crate::event_log::outcome_of`]).
+pub(crate) fn with_replay(mut detail: serde_json::Value, message: &ReceivedMessage) -> serde_json::Value {
+    if let Some(replay) = message.attributes.get(crate::event_log::REPLAY_ATTRIBUTE) {
+        detail["replay"] = replay.as_str().into();
+    }
+    detail
+}
+
 /// The steps of the protocol.
 #[async_trait]
 pub trait Protocol: Send + Sync {

@@ -253,6 +253,14 @@ impl SlackStub {
         self.lock().history_requests.len()
     }
 
+    /// Lets `d` pass at Slack: the messages that land from now on get a `ts` at least that much later than the last
+    /// one (days of a channel's chatter in a test that takes seconds).
+    pub fn pass_time(&self, d: Duration) {
+        let mut inner = self.lock();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        inner.sequence = inner.sequence.max(now.as_micros() as u64) + d.as_micros() as u64;
+    }
+
     /// Answers `conversations.history` and `conversations.list` with this Slack error from now on
     /// (`missing_scope`: the app was not granted `channels:history`).
     pub fn refuse_history(&self, error: &'static str) {
@@ -388,7 +396,8 @@ fn apply_update(inner: &Arc<Mutex<Inner>>, channel: &str, body: &Value) -> Respo
     Json(json!({"ok": true, "channel": channel, "ts": ts})).into_response()
 }
 
-/// `GET /conversations.replies`: the thread's parent, then its replies newer than `oldest`, paged as history.
+/// `GET /conversations.replies`: the thread's parent, then its replies between `oldest` and `latest`, paged as
+/// history.
 async fn replies(State(inner): State<Arc<Mutex<Inner>>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
     let channel = q.get("channel").cloned().unwrap_or_default();
@@ -402,12 +411,13 @@ async fn replies(State(inner): State<Arc<Mutex<Inner>>>, Query(q): Query<HashMap
         return Json(json!({"ok": false, "error": "thread_not_found"})).into_response();
     };
     let oldest: f64 = q.get("oldest").and_then(|o| o.parse().ok()).unwrap_or(0.0);
+    let latest: f64 = q.get("latest").and_then(|o| o.parse().ok()).unwrap_or(f64::MAX);
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).clamp(1, 999);
     let skip: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
     let with_metadata = q.get("include_all_metadata").is_some_and(|v| v == "true");
     let all: Vec<Value> = std::iter::once(parent)
         .chain(inner.replies.get(&(channel, thread)).cloned().unwrap_or_default())
-        .filter(|m| m["ts"].as_str().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > oldest))
+        .filter(|m| m["ts"].as_str().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > oldest && t < latest))
         .collect();
     let page: Vec<Value> = (all.iter().skip(skip).take(limit))
         .map(|m| {

@@ -251,3 +251,32 @@ async fn a_replay_stops_between_chunks_when_cancelled() {
         assert!(!f.steps(*id).await.contains(&Step::Replayed), "a cancelled replay leaves the rest alone");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_finds_its_post_in_a_busy_channel() {
+    let f = Fleet::start().await;
+    let hook = f.hook("#ops").await;
+    let id = f.send(&hook, "deploy finished").await;
+    f.wait_for(id, Step::Succeeded).await;
+    f.settled().await;
+    // Days of chatter after it: more messages than a look reads from the event's receipt to now.
+    f.slack.pass_time(Duration::from_secs(2 * 24 * 3600));
+    let http = reqwest::Client::new();
+    for i in 0..2_100 {
+        let resp = http
+            .post(format!("{}/chat.postMessage", f.slack.url))
+            .bearer_auth("xoxb-someone-else")
+            .json(&serde_json::json!({ "channel": "#ops", "text": format!("chatter {i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+    let events = logged(&f, &[id]).await;
+    replay_and_wait(&f, &events, &by("alice")).await;
+    f.settled().await;
+    let ours = (f.slack.history("#ops").iter())
+        .filter(|m| m["metadata"]["event_payload"]["event_id"] == id.to_string().as_str())
+        .count();
+    assert_eq!(ours, 1, "the replay looked between the event's receipt and its success, and found its post");
+}

@@ -83,7 +83,10 @@ pub async fn post_or_fold(
 ) -> Result<Ready<String>, HandlerError> {
     let poster = &ctx.poster;
     let event = envelope.event_id();
-    if !poster.pace().digests || poster.pace().is_off() || message.thread_ts.is_some() {
+    // A replay asked to post again posts its own message in its turn: folding it would meet the event's earlier
+    // fold (a digest holds an event once) and the digests of earlier runs.
+    let post_again = ctx.replay.as_ref().is_some_and(|r| r.post_again);
+    if !poster.pace().digests || poster.pace().is_off() || message.thread_ts.is_some() || post_again {
         return Ok(poster.post_once(event, envelope.received_at(), message).await?);
     }
     let channel = &message.channel;
@@ -133,7 +136,7 @@ pub async fn card_or_fold(
     let poster = &ctx.poster;
     let event = envelope.event_id();
     let posted = |status: reqwest::StatusCode| format!("card posted ({})", status.as_u16());
-    if !poster.pace().digests {
+    if !poster.pace().digests || ctx.replay.as_ref().is_some_and(|r| r.post_again) {
         let status = ready!(poster.post_to_teams(name, event, message, false).await?);
         return Ok(Ready::Now(posted(status)));
     }
@@ -167,10 +170,6 @@ async fn folded_before(ctx: &HandlerContext, channel: &str, event: EventId) -> R
             ensure_flush(ctx, channel, event, seq).await?;
         }
         return Ok(Some(format!("folded into digest {seq} of {channel} by an earlier attempt")));
-    }
-    if ctx.replay.as_ref().is_some_and(|r| r.post_again) {
-        // A replay asking for new messages: digests of earlier runs do not count.
-        return Ok(None);
     }
     let trail = ctx.store.audit.history(event).await.map_err(store_error)?;
     // This channel's digest only: an event posted to several chats may have been folded into another's.

@@ -1,7 +1,9 @@
-//! The event log on DynamoDB: one item per event in the events table, put by the accept in the same
-//! `BatchWriteItem` as its audit lines (no request of its own), found by time through the `by_hour` index
-//! (partition: the hour of receipt, sort: receipt time and event id; keys only), read back with `BatchGetItem`.
-//! TTL deletes an item a day after the window could have ended; reads hide it as soon as the window has ended.
+//! The event log on DynamoDB: one item per event in the event-log table, put by the accept through a group
+//! commit of its own (many accepts' items share a `BatchWriteItem`; a failure there, such as a table not yet
+//! created, costs only the log, never the accept's lines or a worker's `DONE`), found by time through the
+//! `by_hour` index (partition: the hour of receipt, sort: receipt time and event id; keys only), read back with
+//! `BatchGetItem`. TTL deletes an item a day after its window from receipt; reads hide it once it has been done for
+//! the window, or at that TTL, whichever comes first.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::item::{Item, Reader, s, ts, ttl};
 use super::{AwsStore, unavailable};
 use crate::event_log::{
-    self, Cursor, EventLog, EventPage, EventQuery, EventSummary, LoggedEvent, MAX_PAGE, deciding_line, outcome_of,
+    self, Cursor, EventLog, EventPage, EventQuery, EventSummary, LoggedEvent, MAX_PAGE, outcome_of,
 };
 use crate::{AuditLog, OutgoingMessage, Result, StorageError};
 
@@ -111,7 +113,7 @@ impl AwsStore {
         futures_util::stream::iter(ids)
             .map(|id| async move {
                 let trail = self.history(id).await?;
-                Ok::<_, StorageError>(outcome_of(deciding_line(&trail)))
+                Ok::<_, StorageError>(outcome_of(&trail))
             })
             .buffered(TRAILS_AT_ONCE)
             .try_collect()
@@ -190,6 +192,10 @@ impl EventLog for AwsStore {
             _ => format!("{:015}.", since.max(0)),
         };
         let to = format!("{:015}.", until.max(0));
+        if from >= to {
+            // An empty range (since after until, a cursor past it): nothing, as on the embedded store.
+            return Ok(EventPage::default());
+        }
         let first_hour = from[..15].parse::<i64>().unwrap_or(since).div_euclid(HOUR_MS);
         let mut page = EventPage::default();
         let mut scanned = 0usize;

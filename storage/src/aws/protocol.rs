@@ -52,17 +52,24 @@ impl AwsStore {
         let enqueued = AuditEntry::new(event_id, first_seen, Step::Enqueued, actor)
             .with_detail(serde_json::json!({ "dedup_id": message.dedup_id }));
         let table = &self.names.audit_table;
-        let mut items = vec![
+        let items = vec![
             (table.clone(), self.audit_item_once(&received, 0)),
             (table.clone(), self.audit_item_once(&enqueued, 1)),
         ];
-        // The event log's item rides in the same batch: retention costs no request of its own.
-        match self.event_item(message, event_id) {
-            Ok(Some(item)) => items.push(item),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, %event_id, "could not keep the event in the event log"),
-        }
-        self.write_lines(items).await;
+        // The event log's item goes through its own group commit beside the lines: batched with other accepts'
+        // items, and a failure of the log's table fails nothing else.
+        let kept = async {
+            match self.event_item(message, event_id) {
+                Ok(Some(item)) => match self.event_puts.submit(item).await {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => tracing::warn!(error = %e, %event_id, "could not keep the event in the event log"),
+                    None => tracing::warn!(%event_id, "could not keep the event in the event log: its writer stopped"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, %event_id, "could not keep the event in the event log"),
+            }
+        };
+        tokio::join!(self.write_lines(items), kept);
     }
 
     /// The accept's lines: an accepted event stands whether or not they land (the worker's attempt counting reads
@@ -485,7 +492,10 @@ impl Protocol for AwsStore {
         recorded?;
         marked?;
         self.move_to_dlq(&message.receipt, reason).await?;
-        let detail = serde_json::json!({ "attempt": failure.attempt, "reason": reason, "class": failure.class });
+        let detail = crate::protocol::with_replay(
+            serde_json::json!({ "attempt": failure.attempt, "reason": reason, "class": failure.class }),
+            message,
+        );
         self.line(
             AuditEntry::new(message.envelope.event_id(), now, Step::DeadLettered, &actor.name).with_detail(detail),
         )
@@ -524,8 +534,9 @@ impl AwsStore {
     ) -> Result<()> {
         let now = self.now();
         let event_id = message.envelope.event_id();
-        let succeeded = AuditEntry::new(event_id, now, Step::Succeeded, &actor.name)
-            .with_detail(serde_json::json!({ "outcome": outcome, "attempt": attempt }));
+        let detail =
+            crate::protocol::with_replay(serde_json::json!({ "outcome": outcome, "attempt": attempt }), message);
+        let succeeded = AuditEntry::new(event_id, now, Step::Succeeded, &actor.name).with_detail(detail);
         // A retry record to resolve exists after a failed attempt, or when a replay reopened it.
         let mut resolve = attempt > 1;
         match self.in_flight.started(&message.receipt.0) {

@@ -1,5 +1,6 @@
 //! The event log on SQLite: the `events` table, written by the accept step in its own writer job, read on the
-//! read connection; an event's outcome is its trail's deciding line (`audit_event` index, a few rows an event).
+//! read connection; an event's outcome is read from its trail's deciding lines (`audit_event` index, a few rows
+//! an event).
 
 use async_trait::async_trait;
 use eventfleet_schema::{AuditEntry, Envelope, EventId, Timestamp};
@@ -8,13 +9,21 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::queue::EncodedMessage;
 use super::{EmbeddedStore, audit, from_json};
 use crate::event_log::{
-    self, Cursor, EventLog, EventPage, EventQuery, EventSummary, LoggedEvent, MAX_PAGE, outcome_of,
+    self, Cursor, EventLog, EventPage, EventQuery, EventSummary, LoggedEvent, MAX_PAGE, Outcome, outcome_of,
 };
 use crate::{Result, StorageError};
 
 /// Rows a listing reads for one page at most: a filter that matches few events returns a short page with a
-/// cursor rather than scanning the whole window in one call.
+/// cursor rather than reading the whole window in one call.
 const SCAN_LIMIT: usize = 50_000;
+/// Rows one sweep looks at at most (on the read connection), for the ones it may delete.
+const SWEEP_SCAN: usize = 20_000;
+
+/// A listing's range: rows after the cursor (or from `since`) and received before `until`. A range of the table's
+/// key, so SQLite seeks to its start instead of reading the table from the beginning.
+pub(super) const RANGE: &str = "SELECT received_at, event_id, source, kind, hook, group_id FROM events
+     WHERE (received_at, event_id) > (?1, ?2) AND received_at < ?3
+     ORDER BY received_at, event_id";
 
 /// The accept's row (inside its writer job). A claim finished under its first event id writes nothing twice.
 pub(super) fn insert(conn: &Connection, env: &Envelope, encoded: &EncodedMessage) -> Result<()> {
@@ -34,27 +43,22 @@ pub(super) fn insert(conn: &Connection, env: &Envelope, encoded: &EncodedMessage
     Ok(())
 }
 
-/// The line of the event's trail that decides its outcome.
-fn deciding_line(conn: &Connection, event_id: &str) -> Result<Option<AuditEntry>> {
-    conn.prepare_cached(
-        "SELECT event_id, at, step, actor, detail FROM audit
-         WHERE event_id = ?1 AND step IN ('succeeded', 'dead_lettered', 'replayed')
-         ORDER BY at DESC, id DESC LIMIT 1",
-    )?
-    .query_row([event_id], audit::raw)
-    .optional()?
-    .map(audit::decode)
-    .transpose()
+/// The event's outcome from the lines of its trail that decide it.
+fn outcome(conn: &Connection, event_id: &str) -> Result<(Outcome, Option<String>, Option<Timestamp>)> {
+    let lines = conn
+        .prepare_cached(
+            "SELECT event_id, at, step, actor, detail FROM audit
+             WHERE event_id = ?1 AND step IN ('succeeded', 'dead_lettered', 'replayed')
+             ORDER BY at, id",
+        )?
+        .query_map([event_id], audit::raw)?
+        .map(|r| audit::decode(r?))
+        .collect::<Result<Vec<AuditEntry>>>()?;
+    Ok(outcome_of(&lines))
 }
 
 fn corrupt(what: &str) -> StorageError {
     StorageError::Corrupt(format!("event log: {what}"))
-}
-
-impl EmbeddedStore {
-    fn retention_ms(&self) -> Option<i64> {
-        self.options.retention.map(super::millis)
-    }
 }
 
 #[async_trait]
@@ -69,50 +73,55 @@ impl EventLog for EmbeddedStore {
         let limit = query.limit.clamp(1, MAX_PAGE);
         let now = self.options.clock.now();
         self.read(move |conn| {
-            let (after_at, after_id) = match &query.after {
-                Some(c) => (c.received_at.as_millis(), c.event_id.to_string()),
-                None => (i64::MIN, String::new()),
+            // From the cursor, or from `since` (an empty id sorts before every id) when that is later.
+            let since = query.since.map(|t| (t.as_millis(), String::new()));
+            let after = query.after.map(|c| (c.received_at.as_millis(), c.event_id.to_string()));
+            let (from_at, from_id) = match (after, since) {
+                (Some(a), Some(s)) => a.max(s),
+                (Some(a), None) => a,
+                (None, Some(s)) => s,
+                (None, None) => (i64::MIN, String::new()),
             };
-            let mut stmt = conn.prepare_cached(
-                "SELECT received_at, event_id, source, kind, hook, group_id FROM events
-                 WHERE (received_at, event_id) > (?1, ?2)
-                   AND (?3 IS NULL OR received_at >= ?3) AND (?4 IS NULL OR received_at < ?4)
-                   AND (?5 IS NULL OR source = ?5) AND (?6 IS NULL OR hook = ?6)
-                 ORDER BY received_at, event_id",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    after_at,
-                    after_id,
-                    query.since.map(Timestamp::as_millis),
-                    query.until.map(Timestamp::as_millis),
-                    query.source,
-                    query.hook
-                ],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, String>(5)?,
-                    ))
-                },
-            )?;
+            let until = query.until.map_or(i64::MAX, Timestamp::as_millis);
+            let mut stmt = conn.prepare_cached(RANGE)?;
+            let rows = stmt.query_map(params![from_at, from_id, until], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
             let mut page = EventPage::default();
-            for (scanned, row) in rows.enumerate() {
+            let mut last_read: Option<Cursor> = None;
+            for (read, row) in rows.enumerate() {
+                if read >= SCAN_LIMIT {
+                    // Cut short: go on after the last row read (whether or not it matched).
+                    page.next = last_read;
+                    break;
+                }
                 let (at, id, source, kind, hook, group) = row?;
                 let event_id = EventId::parse(&id).ok_or_else(|| corrupt(&format!("event id {id}")))?;
                 let cursor = Cursor { received_at: Timestamp::from_millis(at), event_id };
-                if scanned >= SCAN_LIMIT {
-                    page.next = Some(cursor);
-                    break;
-                }
-                if query.kind.as_deref().is_some_and(|k| !event_log::glob_match(k, &kind)) {
+                last_read = Some(cursor);
+                let summary = EventSummary {
+                    event_id,
+                    received_at: cursor.received_at,
+                    source,
+                    kind,
+                    hook,
+                    group,
+                    outcome: Outcome::Pending,
+                    outcome_detail: None,
+                    finished_at: None,
+                };
+                // Every filter but the outcome before the trail is read.
+                if !(EventQuery { outcome: None, after: None, ..query.clone() }).matches(&summary) {
                     continue;
                 }
-                let (outcome, outcome_detail, finished_at) = outcome_of(deciding_line(conn, &id)?.as_ref());
+                let (outcome, outcome_detail, finished_at) = outcome(conn, &id)?;
                 if event_log::expired(outcome, finished_at, retention, now)
                     || query.outcome.is_some_and(|o| o != outcome)
                 {
@@ -123,17 +132,7 @@ impl EventLog for EmbeddedStore {
                     page.next = page.events.last().map(Cursor::from);
                     break;
                 }
-                page.events.push(EventSummary {
-                    event_id,
-                    received_at: cursor.received_at,
-                    source,
-                    kind,
-                    hook,
-                    group,
-                    outcome,
-                    outcome_detail,
-                    finished_at,
-                });
+                page.events.push(EventSummary { outcome, outcome_detail, finished_at, ..summary });
             }
             Ok(page)
         })
@@ -156,7 +155,7 @@ impl EventLog for EmbeddedStore {
                     out.push(None);
                     continue;
                 };
-                let (outcome, outcome_detail, finished_at) = outcome_of(deciding_line(conn, &id)?.as_ref());
+                let (outcome, outcome_detail, finished_at) = outcome(conn, &id)?;
                 if event_log::expired(outcome, finished_at, retention, now) {
                     out.push(None);
                     continue;
@@ -175,41 +174,42 @@ impl EventLog for EmbeddedStore {
     }
 
     async fn sweep(&self, max: usize) -> Result<u64> {
-        let Some(retention) = self.retention_ms() else { return Ok(0) };
-        let cutoff = self.now() - retention;
-        // Most minutes nothing is old enough: a read says so without a writer job (and its sync).
-        let due: bool = self
+        let Some(retention) = self.options.retention else { return Ok(0) };
+        let now = self.options.clock.now();
+        let cutoff = now.as_millis() - super::millis(retention);
+        // The rows received before the cutoff are the candidates, oldest first; one still pending, or done after
+        // the cutoff (a replay late in its window), stays. They are chosen on the read connection, so the writer
+        // is held only for the deletes, and most minutes (nothing old enough) not at all.
+        let doomed: Vec<(i64, String)> = self
             .read(move |conn| {
-                Ok(conn
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE received_at < ?1)")?
-                    .query_row([cutoff], |r| r.get(0))?)
+                let mut stmt = conn.prepare_cached(
+                    "SELECT received_at, event_id FROM events WHERE received_at < ?1
+                     ORDER BY received_at, event_id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![cutoff, SWEEP_SCAN as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let mut doomed = Vec::new();
+                for row in rows {
+                    let (at, id): (i64, String) = row?;
+                    let (outcome, _, finished) = outcome(conn, &id)?;
+                    if event_log::expired(outcome, finished, retention, now) {
+                        doomed.push((at, id));
+                        if doomed.len() == max {
+                            break;
+                        }
+                    }
+                }
+                Ok(doomed)
             })
             .await?;
-        if !due {
+        if doomed.is_empty() {
             return Ok(0);
         }
-        // The oldest rows received before the cutoff are the candidates; one still pending (or done after the
-        // cutoff) stays. Candidates are read beyond `max` so that a few stuck events do not stop the sweep.
         self.writer
             .submit(move |conn| {
-                let candidates: Vec<(i64, String)> = conn
-                    .prepare_cached(
-                        "SELECT received_at, event_id FROM events WHERE received_at < ?1
-                         ORDER BY received_at, event_id LIMIT ?2",
-                    )?
-                    .query_map(params![cutoff, (max * 4) as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
+                let mut stmt = conn.prepare_cached("DELETE FROM events WHERE received_at = ?1 AND event_id = ?2")?;
                 let mut deleted = 0u64;
-                for (at, id) in candidates {
-                    if deleted as usize >= max {
-                        break;
-                    }
-                    let (outcome, _, finished) = outcome_of(deciding_line(conn, &id)?.as_ref());
-                    if outcome.is_done() && finished.is_some_and(|f| f.as_millis() <= cutoff) {
-                        deleted += conn
-                            .prepare_cached("DELETE FROM events WHERE received_at = ?1 AND event_id = ?2")?
-                            .execute(params![at, id])? as u64;
-                    }
+                for (at, id) in doomed {
+                    deleted += stmt.execute(params![at, id])? as u64;
                 }
                 Ok(deleted)
             })

@@ -179,6 +179,22 @@ mod tests {
         assert!(plan.iter().any(|p| p.contains("USING INDEX idempotency_sender")), "{plan:?}");
     }
 
+    /// A listing of the event log seeks to its range in the table's key instead of reading from the start.
+    #[test]
+    fn the_event_logs_range_is_a_range_of_its_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", super::super::event_log::RANGE);
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(rusqlite::params![0, "", 1], |r| r.get(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(plan.iter().any(|p| p.contains("SEARCH events USING PRIMARY KEY")), "{plan:?}");
+    }
+
     /// The long poll's idle look probes the heads' partial index, not every queued message.
     #[test]
     fn the_idle_look_uses_the_heads_index() {

@@ -235,7 +235,7 @@ fn succeed_job(
          WHERE event_id = ?1 AND status <> 'RESOLVED'",
     )?
     .execute(params![event_id.to_string(), now])?;
-    let detail = serde_json::json!({ "outcome": outcome, "attempt": attempt });
+    let detail = crate::protocol::with_replay(serde_json::json!({ "outcome": outcome, "attempt": attempt }), message);
     line(
         conn,
         AuditEntry::new(event_id, Timestamp::from_millis(now), Step::Succeeded, &w.name).with_detail(detail),
@@ -397,8 +397,10 @@ impl Protocol for EmbeddedStore {
                 let key = message.envelope.idempotency_key().as_str();
                 finish_record(conn, key, event_id_of(&message), Status::Dead, &reason, now, w.horizon)?;
                 move_row_to_dlq(conn, seq, &group, head, &reason, now)?;
-                let detail =
-                    serde_json::json!({ "attempt": failure.attempt, "reason": reason, "class": failure.class });
+                let detail = crate::protocol::with_replay(
+                    serde_json::json!({ "attempt": failure.attempt, "reason": reason, "class": failure.class }),
+                    &message,
+                );
                 let at = Timestamp::from_millis(now);
                 line(conn, AuditEntry::new(event_id_of(&message), at, Step::DeadLettered, &name).with_detail(detail), s)
             })

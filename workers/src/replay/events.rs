@@ -3,7 +3,7 @@
 //! attributes, and its trail gets a `replayed` line with the operator, the reason and the replay's id. Events go
 //! in the order given (oldest first from a listing), so each group keeps its order; the event keeps its id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use eventfleet_schema::{AuditEntry, DedupId, EventId, Step, Timestamp};
 use eventfleet_storage::{LoggedEvent, MessageId, Outcome, OutgoingMessage, Store};
@@ -89,7 +89,10 @@ pub fn preview(events: &[LoggedEvent]) -> Preview {
 }
 
 /// Replays `events` in order, calling `progress(done, total)` after each chunk; stops between chunks once
-/// `cancel` fires (the rest are reported skipped). Returns the replay run and what happened to each event.
+/// `cancel` fires (the rest are reported skipped). Each chunk is read again just before it is sent, so an event
+/// another replay has queued meanwhile is left alone; once an event of a group fails, the group's later events
+/// are left alone too (replaying them first would break its order when the failed one is tried again). Returns
+/// the replay run and what happened to each event.
 pub async fn replay_events(
     store: &Store,
     events: &[LoggedEvent],
@@ -101,8 +104,10 @@ pub async fn replay_events(
     let (chunk, pause) = super::pacing(options.rate, CHUNK);
     let total = events.len();
     let mut out = Vec::with_capacity(total);
+    let mut failed_groups = HashSet::new();
     for (i, events) in events.chunks(chunk).enumerate() {
         if i > 0
+            && !options.dry_run
             && let Some(pause) = pause
         {
             tokio::select! {
@@ -120,7 +125,19 @@ pub async fn replay_events(
                 None => skipped_none(e),
             }));
         } else {
-            out.extend(replay_chunk(store, events, options, &replay).await);
+            let ids: Vec<_> = events.iter().map(|e| e.envelope.event_id()).collect();
+            match store.events.get_many(&ids).await {
+                Ok(fresh) => {
+                    // Gone from the log meanwhile (its window ran out): replayed from what was selected.
+                    let now: Vec<LoggedEvent> =
+                        fresh.into_iter().zip(events).map(|(f, e)| f.unwrap_or_else(|| e.clone())).collect();
+                    out.extend(replay_chunk(store, &now, options, &replay, &mut failed_groups).await);
+                }
+                Err(err) => out.extend(events.iter().map(|e| {
+                    failed_groups.insert(e.group.clone());
+                    EventReplayed { error: Some(err.to_string()), ..skipped_none(e) }
+                })),
+            }
         }
         progress(out.len(), total);
     }
@@ -146,11 +163,16 @@ async fn replay_chunk(
     events: &[LoggedEvent],
     options: &EventReplayOptions,
     replay: &Replay,
+    failed_groups: &mut HashSet<String>,
 ) -> Vec<EventReplayed> {
     // Reset first: the worker that receives the copy must find ENQUEUED, not DONE (it would skip it).
     let mut results: Vec<EventReplayed> = Vec::with_capacity(events.len());
     let mut sending = Vec::new();
     for e in events {
+        if failed_groups.contains(&e.group) {
+            results.push(skipped(e, "an earlier event of its group failed to replay: left alone to keep the order"));
+            continue;
+        }
         if let Some(why) = why_not(e) {
             results.push(skipped(e, why));
             continue;
@@ -160,7 +182,10 @@ async fn replay_chunk(
                 sending.push((results.len(), e));
                 results.push(skipped_none(e));
             }
-            Err(err) => results.push(EventReplayed { error: Some(err.to_string()), ..skipped_none(e) }),
+            Err(err) => {
+                failed_groups.insert(e.group.clone());
+                results.push(EventReplayed { error: Some(err.to_string()), ..skipped_none(e) });
+            }
         }
     }
     if sending.is_empty() {
@@ -173,7 +198,7 @@ async fn replay_chunk(
             group: e.group.clone(),
             // A fresh id: the first delivery's may still be inside the dedup window.
             dedup_id: DedupId::fresh(),
-            attributes: replay.attributes(),
+            attributes: Replay { done_at: e.finished_at, ..replay.clone() }.attributes(),
         })
         .collect();
     // The `replayed` lines carry the time before the send, so a worker's next lines sort after them.
@@ -181,7 +206,8 @@ async fn replay_chunk(
     let sent = match store.queue.send_batch(messages).await {
         Ok(sent) => sent,
         Err(err) => {
-            for (i, _) in &sending {
+            for (i, e) in &sending {
+                failed_groups.insert(e.group.clone());
                 results[*i].error = Some(err.to_string());
             }
             return results;
@@ -202,7 +228,10 @@ async fn replay_chunk(
                 ));
                 results[*i].requeued_as = Some(id);
             }
-            Err(err) => results[*i].error = Some(err.to_string()),
+            Err(err) => {
+                failed_groups.insert(e.group.clone());
+                results[*i].error = Some(err.to_string());
+            }
         }
     }
     if let Err(err) = store.audit.append(lines).await {

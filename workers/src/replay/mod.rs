@@ -15,12 +15,15 @@ pub mod events;
 
 pub use dead_letters::{ReplayOptions, ReplayOutcome, replay};
 
-/// The message attribute that names the replay a message belongs to.
-const ATTR_ID: &str = "eventfleet-replay";
+/// The message attribute that names the replay a message belongs to (the store writes it on the copy's finishing
+/// line).
+const ATTR_ID: &str = eventfleet_storage::event_log::REPLAY_ATTRIBUTE;
 /// The route the replay is for (absent: every handler, as a first delivery).
 const ATTR_ROUTE: &str = "eventfleet-replay-route";
 /// Present when the operator asked for new messages in the chats.
 const ATTR_POST_AGAIN: &str = "eventfleet-replay-post-again";
+/// When the event was last done before the replay (Unix ms): where a look for its earlier posts ends.
+const ATTR_DONE_AT: &str = "eventfleet-replay-done-at";
 
 /// What a replayed message carries to its worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,12 +34,14 @@ pub struct Replay {
     pub route: Option<String>,
     /// Post new messages rather than look for the ones made before.
     pub post_again: bool,
+    /// When the event was last done before the replay (each copy's own).
+    pub done_at: Option<eventfleet_schema::Timestamp>,
 }
 
 impl Replay {
     /// A new replay run.
     pub fn new(route: Option<String>, post_again: bool) -> Self {
-        Self { id: format!("r-{}", eventfleet_schema::DedupId::fresh().as_str()), route, post_again }
+        Self { id: format!("r-{}", eventfleet_schema::DedupId::fresh().as_str()), route, post_again, done_at: None }
     }
 
     /// The message attributes that carry it.
@@ -48,6 +53,9 @@ impl Replay {
         if self.post_again {
             attributes.insert(ATTR_POST_AGAIN.to_owned(), "true".to_owned());
         }
+        if let Some(done_at) = self.done_at {
+            attributes.insert(ATTR_DONE_AT.to_owned(), done_at.as_millis().to_string());
+        }
         attributes
     }
 
@@ -57,6 +65,10 @@ impl Replay {
             id: attributes.get(ATTR_ID)?.clone(),
             route: attributes.get(ATTR_ROUTE).cloned(),
             post_again: attributes.get(ATTR_POST_AGAIN).is_some_and(|v| v == "true"),
+            done_at: attributes
+                .get(ATTR_DONE_AT)
+                .and_then(|v| v.parse().ok())
+                .map(eventfleet_schema::Timestamp::from_millis),
         })
     }
 
@@ -82,7 +94,10 @@ mod tests {
 
     #[test]
     fn a_replay_round_trips_through_message_attributes() {
-        let r = Replay::new(Some("backfill".into()), true);
+        let r = Replay {
+            done_at: Some(eventfleet_schema::Timestamp::from_millis(1_700_000_000_123)),
+            ..Replay::new(Some("backfill".into()), true)
+        };
         assert_eq!(Replay::of(&r.attributes()), Some(r.clone()));
         assert_eq!(r.mark_suffix(), Some(r.id.as_str()));
         let plain = Replay::new(None, false);

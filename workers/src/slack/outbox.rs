@@ -165,6 +165,7 @@ impl SlackSink for DevOutbox {
         channel: &str,
         thread_ts: Option<&str>,
         _since: Timestamp,
+        _until: Option<Timestamp>,
     ) -> Result<PostCheck, SlackError> {
         let entries = self.entries()?;
         let found = entries.iter().find(|e| {

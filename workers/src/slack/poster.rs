@@ -347,7 +347,10 @@ impl Poster {
             return Ok(None);
         }
         let thread = message.thread_ts.as_deref();
-        match self.egress.sink.find_post(mark, &message.channel, thread, received_at).await {
+        // A replay that looks for the event's earlier posts looks only until the event was done: a busy channel's
+        // later messages would otherwise hide them.
+        let until = self.replay.as_ref().filter(|r| !r.post_again).and_then(|r| r.done_at);
+        match self.egress.sink.find_post(mark, &message.channel, thread, received_at, until).await {
             Ok(PostCheck::Posted(ts)) => {
                 tracing::info!(channel = %message.channel, %ts, part = %mark.part,
                     "an earlier attempt posted this: not posted again");

@@ -32,15 +32,17 @@ pub trait SlackSink: Send + Sync {
     }
 
     /// Whether a message with `mark` was posted to `channel` (in the thread `thread_ts`, when given) at or after
-    /// `since` (an earlier attempt's post that landed before its worker died or its answer was lost).
+    /// `since`, and before `until` when given (an earlier attempt's post that landed before its worker died or its
+    /// answer was lost; a replay looks between the event's receipt and when it was done).
     async fn find_post(
         &self,
         mark: &PostMark,
         channel: &str,
         thread_ts: Option<&str>,
         since: Timestamp,
+        until: Option<Timestamp>,
     ) -> Result<PostCheck, SlackError> {
-        let _ = (mark, channel, thread_ts, since);
+        let _ = (mark, channel, thread_ts, since, until);
         Ok(PostCheck::Unknown("this sink keeps no history".into()))
     }
 }

@@ -267,6 +267,7 @@ impl SlackSink for SlackWebApi {
         channel: &str,
         thread_ts: Option<&str>,
         since: Timestamp,
+        until: Option<Timestamp>,
     ) -> Result<PostCheck, SlackError> {
         let id = match self.readable(channel).await {
             Ok(id) => id,
@@ -274,6 +275,10 @@ impl SlackSink for SlackWebApi {
         };
         let oldest = since.minus(CLOCK_SLACK).as_millis().max(0);
         let oldest = format!("{}.{:03}000", oldest / 1000, oldest % 1000);
+        let latest = until.map(|t| {
+            let latest = t.plus(CLOCK_SLACK).as_millis().max(0);
+            format!("{}.{:03}000", latest / 1000, latest % 1000)
+        });
         let wanted = mark.event_id.to_string();
         let method = if thread_ts.is_some() { "conversations.replies" } else { "conversations.history" };
         let mut cursor = String::new();
@@ -286,6 +291,9 @@ impl SlackSink for SlackWebApi {
             ];
             if let Some(thread) = thread_ts {
                 query.push(("ts", thread.to_owned()));
+            }
+            if let Some(latest) = &latest {
+                query.push(("latest", latest.clone()));
             }
             if !cursor.is_empty() {
                 query.push(("cursor", cursor.clone()));
@@ -305,6 +313,6 @@ impl SlackSink for SlackWebApi {
                 return Ok(PostCheck::NotPosted);
             }
         }
-        Ok(PostCheck::Unknown(format!("more than {} messages in {channel} since the event", HISTORY_PAGES * 200)))
+        Ok(PostCheck::Unknown(format!("more than {} messages in {channel} in the event's window", HISTORY_PAGES * 200)))
     }
 }
