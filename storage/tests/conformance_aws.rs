@@ -192,3 +192,37 @@ async fn an_event_past_its_retention_window_is_gone() {
     assert!(store.events.get_many(&[id]).await.unwrap()[0].is_none(), "past its window the event is gone");
     assert!(store.events.events(&query).await.unwrap().events.is_empty());
 }
+
+/// A fleet whose event log table fails (an image deployed before the Terraform that creates the table, or a
+/// permission missing) still accepts and finishes events with their whole trails: the log's items share the
+/// batches of the accept's lines and the workers' `DONE`, but their failure is theirs alone.
+#[tokio::test]
+async fn a_failing_event_log_table_fails_nothing_else() {
+    use eventfleet_schema::Step;
+    use eventfleet_storage::{Actor, OutgoingMessage, Start};
+    let sdk = sdk_config().await;
+    let prefix = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let names = Names::from_prefix(&prefix);
+    let clients = Clients::new(&sdk, None);
+    provision::create(&clients, &names, 5, 30).await.expect("provision");
+    clients.dynamodb.delete_table().table_name(&names.events_table).send().await.expect("delete the log's table");
+    let store = AwsStore::connect(&sdk, AwsOptions::new(names)).await.expect("connect").into_store();
+    let key = eventfleet_schema::IdempotencyKey::from_raw(format!("test:{prefix}:no-log"));
+    let env = eventfleet_storage::conformance::envelope(key, "no-log", "no-log");
+    let id = env.event_id();
+    let accepted =
+        store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "test").await.unwrap();
+    assert!(!accepted.is_duplicate());
+    let actor = Actor {
+        name: "w".into(),
+        visibility: Duration::from_secs(5),
+        max_attempts: 5,
+        horizon: Duration::from_secs(60),
+    };
+    let got = store.protocol.receive(1, Duration::from_secs(2), &actor).await.unwrap();
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    store.protocol.succeed(&got[0].message, 1, "posted", &actor).await.unwrap();
+    let steps: Vec<Step> = store.audit.history(id).await.unwrap().iter().map(|e| e.step).collect();
+    assert_eq!(steps, [Step::Received, Step::Enqueued, Step::Started, Step::Succeeded]);
+    assert!(store.events.get_many(&[id]).await.is_err(), "the log itself says it is unavailable");
+}

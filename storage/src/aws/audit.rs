@@ -28,14 +28,26 @@ const LINGER: Duration = Duration::from_millis(5);
 /// `succeeded` lines (one `BatchWriteItem` carries both tables).
 pub(super) type Puts = GroupCommit<(String, Item), Result<()>>;
 
-/// Starts the put writer.
-pub(super) fn puts(client: aws_sdk_dynamodb::Client) -> Puts {
+/// Starts the put writer. Items of the `optional` table (the event log's) ride in the same batches, but a batch
+/// that fails with them is written again without them: that table failing (not created yet, a permission
+/// missing) fails its own items only, never an accept's lines or a worker's `DONE`.
+pub(super) fn puts(client: aws_sdk_dynamodb::Client, optional: Option<String>) -> Puts {
     GroupCommit::start(BATCH, IN_FLIGHT, LINGER, move |items: Vec<(String, Item)>| {
         let client = client.clone();
+        let optional = optional.clone().filter(|table| items.iter().any(|(t, _)| t == table));
         async move {
             let n = items.len();
-            let result = write_all(&client, items).await;
-            vec![result; n]
+            let Some(table) = optional else { return vec![write_all(&client, items).await; n] };
+            let tables: Vec<bool> = items.iter().map(|(t, _)| *t == table).collect();
+            let rest: Vec<(String, Item)> = items.iter().filter(|(t, _)| *t != table).cloned().collect();
+            match write_all(&client, items).await {
+                Ok(()) => vec![Ok(()); n],
+                Err(e) => {
+                    tracing::warn!(error = %e, %table, "a batch with event log items failed: writing the rest alone");
+                    let again = if rest.is_empty() { Ok(()) } else { write_all(&client, rest).await };
+                    tables.into_iter().map(|optional| if optional { Err(e.clone()) } else { again.clone() }).collect()
+                }
+            }
         }
     })
 }

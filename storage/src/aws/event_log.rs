@@ -1,9 +1,8 @@
-//! The event log on DynamoDB: one item per event in the event-log table, put by the accept through a group
-//! commit of its own (many accepts' items share a `BatchWriteItem`; a failure there, such as a table not yet
-//! created, costs only the log, never the accept's lines or a worker's `DONE`), found by time through the
-//! `by_hour` index (partition: the hour of receipt, sort: receipt time and event id; keys only), read back with
-//! `BatchGetItem`. TTL deletes an item a day after its window from receipt; reads hide it once it has been done for
-//! the window, or at that TTL, whichever comes first.
+//! The event log on DynamoDB: one item per event in the event-log table, put by the accept in the same
+//! `BatchWriteItem` as its audit lines (no request of its own; a batch that fails with log items is written again
+//! without them, `super::audit::puts`), found by time through the `by_hour` index (partition: the hour of receipt,
+//! sort: receipt time and event id; keys only), read back with `BatchGetItem`. TTL deletes an item a day after its
+//! window from receipt; reads hide it once it has been done for the window, or at that TTL, whichever comes first.
 
 use std::collections::HashMap;
 use std::time::Duration;

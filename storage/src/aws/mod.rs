@@ -203,8 +203,6 @@ pub struct AwsStore {
     options: AwsOptions,
     in_flight: sqs::InFlight,
     puts: audit::Puts,
-    /// The event log's items, apart from `puts` (see [`event_log`]).
-    event_puts: audit::Puts,
     deletes: sqs::DeleteBatcher,
     dlq_deletes: sqs::DeleteBatcher,
     sends: sqs::SendBatcher,
@@ -230,8 +228,7 @@ impl AwsStore {
             Some(url) => url.clone(),
             None => sqs::queue_url(&clients.sqs, &names.dlq).await?,
         };
-        let puts = audit::puts(clients.dynamodb.clone());
-        let event_puts = audit::puts(clients.dynamodb.clone());
+        let puts = audit::puts(clients.dynamodb.clone(), Some(names.events_table.clone()));
         let deletes = sqs::delete_batcher(clients.sqs.clone(), queue_url.clone());
         let dlq_deletes = sqs::delete_batcher(clients.sqs.clone(), dlq_url.clone());
         let sends = sqs::send_batcher(clients.sqs.clone(), queue_url.clone(), options.send_batches_in_flight.max(1));
@@ -243,7 +240,6 @@ impl AwsStore {
             options,
             in_flight: sqs::InFlight::default(),
             puts,
-            event_puts,
             deletes,
             dlq_deletes,
             sends,

@@ -52,24 +52,18 @@ impl AwsStore {
         let enqueued = AuditEntry::new(event_id, first_seen, Step::Enqueued, actor)
             .with_detail(serde_json::json!({ "dedup_id": message.dedup_id }));
         let table = &self.names.audit_table;
-        let items = vec![
+        let mut items = vec![
             (table.clone(), self.audit_item_once(&received, 0)),
             (table.clone(), self.audit_item_once(&enqueued, 1)),
         ];
-        // The event log's item goes through its own group commit beside the lines: batched with other accepts'
-        // items, and a failure of the log's table fails nothing else.
-        let kept = async {
-            match self.event_item(message, event_id) {
-                Ok(Some(item)) => match self.event_puts.submit(item).await {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => tracing::warn!(error = %e, %event_id, "could not keep the event in the event log"),
-                    None => tracing::warn!(%event_id, "could not keep the event in the event log: its writer stopped"),
-                },
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, %event_id, "could not keep the event in the event log"),
-            }
-        };
-        tokio::join!(self.write_lines(items), kept);
+        // The event log's item rides in the same batch, so retention costs no request of its own; the batch
+        // writer keeps a failure of the log's table to the log's items ([`super::audit::puts`]).
+        match self.event_item(message, event_id) {
+            Ok(Some(item)) => items.push(item),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, %event_id, "could not keep the event in the event log"),
+        }
+        self.write_lines(items).await;
     }
 
     /// The accept's lines: an accepted event stands whether or not they land (the worker's attempt counting reads
