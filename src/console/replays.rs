@@ -1,7 +1,9 @@
 //! Replay of retained events found on the events page, as `events replay` does it: always through a preview
 //! (how many, which groups, the time range, what is left alone and why), a choice of target (every handler or
 //! one route), post-again, a rate and a reason, and a confirmation; then a progress page that can stop it.
-//! Selections are resolved to event ids at the preview, and the confirmation acts on exactly those.
+//! Selections are resolved to event ids at the preview, and the confirmation acts on exactly those; a filter that
+//! matches more than a thousand travels as the filter with the previewed events' time range (absolute), so the
+//! confirmation acts on the same range.
 
 use std::collections::BTreeSet;
 
