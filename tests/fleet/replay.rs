@@ -280,3 +280,18 @@ async fn a_replay_finds_its_post_in_a_busy_channel() {
         .count();
     assert_eq!(ours, 1, "the replay looked between the event's receipt and its success, and found its post");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_letter_whose_post_landed_does_not_post_it_again() {
+    // One attempt, and Slack's answer comes after the handler's timeout: the post landed, the event is dead.
+    let f = Fleet::start_with(eventfleet_workers::WorkerConfig { max_attempts: 1, ..worker_config() }).await;
+    f.slack.script("#ops", [eventfleet_stubs::slack::Reply::Accepted(Duration::from_secs(4))]);
+    let hook = f.hook("#ops").await;
+    let id = f.send(&hook, "disk full").await;
+    f.wait_for(id, Step::DeadLettered).await;
+    let dead = f.store.dead_letters.list(&Default::default()).await.unwrap();
+    assert_eq!(f.slack.history("#ops").len(), 1, "the post landed before the attempt gave up");
+    f.replay_until_done(&dead, id).await;
+    f.settled().await;
+    assert_eq!(f.slack.history("#ops").len(), 1, "the replay found the post and did not make it again");
+}

@@ -161,7 +161,7 @@ impl Processor {
         if replay {
             tracing::info!("replayed by an operator");
         }
-        match self.run_handler(&msg, attempt).await {
+        match self.run_handler(&msg, attempt, replay).await {
             Ok(Ready::Wait(wait)) => self.wait(&msg, attempt, wait).await.map(|d| (d, None)),
             Ok(Ready::Now(outcome)) => {
                 // DONE, the delete and the line are one step; the heartbeat keeps running while it is recorded
@@ -206,8 +206,15 @@ impl Processor {
     }
 
     /// Runs the handler under its timeout while a heartbeat keeps the message invisible.
-    async fn run_handler(&self, msg: &ReceivedMessage, attempt: u32) -> Result<Ready<String>, HandlerError> {
-        let replay = crate::replay::Replay::of(&msg.attributes);
+    async fn run_handler(
+        &self,
+        msg: &ReceivedMessage,
+        attempt: u32,
+        replayed: bool,
+    ) -> Result<Ready<String>, HandlerError> {
+        // A dead letter replayed runs as attempt 1 but may have posted before it failed: it looks first too.
+        let replay =
+            crate::replay::Replay::of(&msg.attributes).or_else(|| replayed.then(crate::replay::Replay::dead_letter));
         let ctx = HandlerContext {
             store: self.store.clone(),
             attempt,

@@ -44,6 +44,12 @@ impl Replay {
         Self { id: format!("r-{}", eventfleet_schema::DedupId::fresh().as_str()), route, post_again, done_at: None }
     }
 
+    /// What a replayed dead letter runs as (`dlq replay` sends no attributes): every handler, looking before it
+    /// posts.
+    pub fn dead_letter() -> Self {
+        Self { id: "dlq".to_owned(), route: None, post_again: false, done_at: None }
+    }
+
     /// The message attributes that carry it.
     pub fn attributes(&self) -> BTreeMap<String, String> {
         let mut attributes = BTreeMap::from([(ATTR_ID.to_owned(), self.id.clone())]);
