@@ -701,18 +701,14 @@ async fn retained_events_are_searched_and_replayed_on_the_aws_backend() {
     fleet.worker = worker;
     fleet.worker_metrics = worker_metrics;
 
-    let dry = fleet.cli(&[
-        "events",
-        "replay",
-        "--kind",
-        "hook.*",
-        "--since",
-        "10m",
-        "--to-route",
-        "backfill",
-        "--dry-run",
-        "--json",
-    ]);
+    // Every payload to the new route, with `extra`.
+    let backfill = |fleet: &Fleet, extra: &[&str]| {
+        let mut args =
+            vec!["events", "replay", "--kind", "hook.*", "--since", "10m", "--to-route", "backfill", "--json"];
+        args.extend_from_slice(extra);
+        fleet.cli(&args)
+    };
+    let dry = backfill(&fleet, &["--dry-run"]);
     assert_eq!(dry["preview"]["count"], 50, "{dry}");
     assert_eq!(dry["preview"]["groups"].as_object().unwrap().len(), 5);
     let first = &sent[0].1;
@@ -729,19 +725,7 @@ async fn retained_events_are_searched_and_replayed_on_the_aws_backend() {
 
     // All fifty to the route at five a second.
     let started = std::time::Instant::now();
-    let all = fleet.cli(&[
-        "events",
-        "replay",
-        "--kind",
-        "hook.*",
-        "--since",
-        "10m",
-        "--to-route",
-        "backfill",
-        "--rate",
-        "5",
-        "--json",
-    ]);
+    let all = backfill(&fleet, &["--rate", "5"]);
     let took = started.elapsed();
     assert_eq!(all["replayed"], 50, "{all}");
     assert!(took >= Duration::from_secs(9), "ten chunks a second apart: {took:?}");

@@ -1,6 +1,5 @@
 //! `eventfleet dlq list|show|replay|purge`.
 
-use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -97,19 +96,8 @@ pub async fn run(config: &Config, data_dir: &Path, command: DlqCommand) -> anyho
                 return Ok(ExitCode::SUCCESS);
             }
             let options = ReplayOptions { by, dry_run, rate };
-            let show_progress = letters.len() > 1 && !json;
-            let tty = std::io::stderr().is_terminal();
-            // Progress comes per chunk: off a terminal, a line whenever another hundred (or the end) is reached.
-            let mut printed = 0;
-            let outcomes = replay(&store, &letters, &options, |done, total| {
-                if show_progress && (tty || done == total || done / 100 > printed / 100) {
-                    printed = done;
-                    let end = if tty && done < total { "\r" } else { "\n" };
-                    eprint!("replayed {done}/{total}{end}");
-                    let _ = std::io::stderr().flush();
-                }
-            })
-            .await;
+            let progress = super::replay_progress(letters.len() > 1 && !json);
+            let outcomes = replay(&store, &letters, &options, progress).await;
             let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
             if json {
                 print_json(

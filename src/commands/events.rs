@@ -1,7 +1,6 @@
 //! `eventfleet events show <event id | idempotency key | sender id>`: the audit timeline and the retry record;
 //! `events list`: the event log searched; `events replay`: retained events run again.
 
-use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -143,18 +142,8 @@ async fn replay(
             on_signal.cancel();
         }
     });
-    let show_progress = events.len() > 1 && !json && !options.dry_run;
-    let tty = std::io::stderr().is_terminal();
-    let mut printed = 0;
-    let (run, outcomes) = replay_events(store, &events, &options, &cancel, |done, total| {
-        if show_progress && (tty || done == total || done / 100 > printed / 100) {
-            printed = done;
-            let end = if tty && done < total { "\r" } else { "\n" };
-            eprint!("replayed {done}/{total}{end}");
-            let _ = std::io::stderr().flush();
-        }
-    })
-    .await;
+    let progress = super::replay_progress(events.len() > 1 && !json && !options.dry_run);
+    let (run, outcomes) = replay_events(store, &events, &options, &cancel, progress).await;
     signal.abort();
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
     let replayed = outcomes.iter().filter(|o| o.requeued_as.is_some()).count();

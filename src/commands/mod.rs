@@ -92,6 +92,22 @@ async fn tables_create(config: &Config, data_dir: &std::path::Path) -> anyhow::R
 }
 
 /// Prints a value as one JSON document on stdout.
+/// A replay's progress on stderr, `replayed N/M`: on a terminal one line rewritten per chunk, elsewhere a line
+/// whenever another hundred (or the end) is reached; nothing when `show` is false.
+fn replay_progress(show: bool) -> impl FnMut(usize, usize) {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let mut printed = 0;
+    move |done, total| {
+        if show && (tty || done == total || done / 100 > printed / 100) {
+            printed = done;
+            let end = if tty && done < total { "\r" } else { "\n" };
+            eprint!("replayed {done}/{total}{end}");
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

@@ -273,9 +273,6 @@ pub async fn progress_panel(State(app): State<Shared>, _operator: Operator, Path
     }
 }
 
-/// Events whose current state the progress page follows (the first of a large replay).
-const FOLLOWED: usize = 50;
-
 async fn progress_markup(app: &Shared, id: u64) -> Result<Markup, Response> {
     let Some(job) = app.jobs.get(id) else {
         return Err((StatusCode::NOT_FOUND, "no such replay on this console (it may have restarted)").into_response());
@@ -285,18 +282,12 @@ async fn progress_markup(app: &Shared, id: u64) -> Result<Markup, Response> {
         (j.by.clone(), j.started_at, j.total, j.done, j.finished, j.outcomes.clone())
     };
     // What became of each replayed event since: its latest step and its record.
-    let mut rows = Vec::new();
-    for o in outcomes.iter().take(FOLLOWED) {
-        let steps = app.store.audit.history(o.event_id).await.map_err(store_error)?;
-        let last: Option<AuditEntry> = steps.last().cloned();
-        let record = app.store.idempotency.find_by_event(o.event_id).await.map_err(store_error)?;
-        rows.push((o, last, record.map(|r| r.status)));
-    }
+    let states = super::jobs::followed(&app.store, outcomes.iter().map(|o| o.event_id)).await.map_err(store_error)?;
+    let rows: Vec<_> = outcomes.iter().zip(states).map(|(o, (last, status))| (o, last, status)).collect();
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
     let settled = finished
         && rows.iter().all(|(o, _, status)| o.error.is_some() || matches!(status, Some(Status::Done | Status::Dead)));
-    let stale = started_at.is_some_and(|t| app.store.clock.now().as_millis() - t.as_millis() > 15 * 60 * 1000);
-    let poll = !settled && !stale;
+    let poll = !settled && super::jobs::still_polling(&app.store, started_at);
     let by_status = rows.iter().fold(BTreeMap::<String, usize>::new(), |mut m, (_, last, _)| {
         *m.entry(last.as_ref().map_or("?".into(), |l| l.step.as_str().to_owned())).or_default() += 1;
         m
@@ -327,7 +318,7 @@ async fn progress_markup(app: &Shared, id: u64) -> Result<Markup, Response> {
                     }
                 }
             }
-            @if outcomes.len() > FOLLOWED { p.muted { "… and " (outcomes.len() - FOLLOWED) " more, each in its own trail." } }
+            @if outcomes.len() > super::jobs::FOLLOWED { p.muted { "… and " (outcomes.len() - super::jobs::FOLLOWED) " more, each in its own trail." } }
         }
     })
 }

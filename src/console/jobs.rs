@@ -14,6 +14,34 @@ use tokio_util::sync::CancellationToken;
 /// Finished jobs kept for their pages.
 const KEPT: usize = 50;
 
+/// Events whose current state a progress page follows (the first of a large replay).
+pub const FOLLOWED: usize = 50;
+
+/// Minutes after which a progress page stops polling.
+const POLL_FOR_MS: i64 = 15 * 60 * 1000;
+
+/// Where each of the first [`FOLLOWED`] replayed events stands now: its latest trail line and its record's status.
+pub async fn followed(
+    store: &Store,
+    ids: impl Iterator<Item = eventfleet_schema::EventId>,
+) -> Result<
+    Vec<(Option<eventfleet_schema::AuditEntry>, Option<eventfleet_schema::Status>)>,
+    eventfleet_storage::StorageError,
+> {
+    let mut rows = Vec::new();
+    for id in ids.take(FOLLOWED) {
+        let steps = store.audit.history(id).await?;
+        let record = store.idempotency.find_by_event(id).await?;
+        rows.push((steps.last().cloned(), record.map(|r| r.status)));
+    }
+    Ok(rows)
+}
+
+/// Whether a progress page started at `started_at` should still poll.
+pub fn still_polling(store: &Store, started_at: Option<Timestamp>) -> bool {
+    started_at.is_none_or(|t| store.clock.now().as_millis() - t.as_millis() <= POLL_FOR_MS)
+}
+
 /// One replay.
 #[derive(Debug, Default)]
 pub struct Job {

@@ -221,9 +221,6 @@ pub async fn progress_panel(
     }
 }
 
-/// Events whose current state the progress page follows (the first of a large replay).
-const FOLLOWED: usize = 50;
-
 async fn progress_markup(app: &Shared, id: u64, csrf: &CsrfToken) -> Result<Markup, Response> {
     let Some(job) = app.jobs.get_events(id) else {
         return Err((StatusCode::NOT_FOUND, "no such replay on this console (it may have restarted)").into_response());
@@ -241,16 +238,12 @@ async fn progress_markup(app: &Shared, id: u64, csrf: &CsrfToken) -> Result<Mark
             j.outcomes.clone(),
         )
     };
-    let mut rows = Vec::new();
-    for o in outcomes.iter().take(FOLLOWED) {
-        let steps = app.store.audit.history(o.event_id).await.map_err(super::store_error)?;
-        let record = app.store.idempotency.find_by_event(o.event_id).await.map_err(super::store_error)?;
-        rows.push((o, steps.last().cloned(), record.map(|r| r.status)));
-    }
+    let states =
+        super::jobs::followed(&app.store, outcomes.iter().map(|o| o.event_id)).await.map_err(super::store_error)?;
+    let rows: Vec<_> = outcomes.iter().zip(states).map(|(o, (last, status))| (o, last, status)).collect();
     let settled = finished
         && rows.iter().all(|(o, _, s)| o.requeued_as.is_none() || matches!(s, Some(Status::Done | Status::Dead)));
-    let stale = started_at.is_some_and(|t| app.store.clock.now().as_millis() - t.as_millis() > 15 * 60 * 1000);
-    let poll = !settled && !stale;
+    let poll = !settled && super::jobs::still_polling(&app.store, started_at);
     let replayed = outcomes.iter().filter(|o| o.requeued_as.is_some()).count();
     Ok(html! {
         div hx-get={"/events/replays/" (id) "/panel"} hx-trigger=[poll.then_some("every 1s")] hx-swap="outerHTML" {
@@ -286,7 +279,7 @@ async fn progress_markup(app: &Shared, id: u64, csrf: &CsrfToken) -> Result<Mark
                     }
                 }
             }
-            @if outcomes.len() > FOLLOWED { p.muted { "… and " (outcomes.len() - FOLLOWED) " more, each in its own trail." } }
+            @if outcomes.len() > super::jobs::FOLLOWED { p.muted { "… and " (outcomes.len() - super::jobs::FOLLOWED) " more, each in its own trail." } }
         }
     })
 }

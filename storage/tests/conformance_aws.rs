@@ -28,6 +28,16 @@ async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// Fresh queues and tables under a prefix of their own: the SDK config, their names and the clients.
+async fn provisioned() -> (aws_config::SdkConfig, Names, Clients) {
+    let sdk = sdk_config().await;
+    let prefix = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let names = Names::from_prefix(&prefix);
+    let clients = Clients::new(&sdk, None);
+    provision::create(&clients, &names, 5, 30).await.expect("provision");
+    (sdk, names, clients)
+}
+
 async fn setup(scope: &str) -> Harness {
     let sdk = sdk_config().await;
     let prefix = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -149,10 +159,8 @@ mod sqs_limits {
 async fn an_event_past_its_retention_window_is_gone() {
     use eventfleet_storage::event_log::{EventQuery, Outcome};
     use eventfleet_storage::{Actor, OutgoingMessage, Start};
-    let sdk = sdk_config().await;
-    let prefix = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let names = Names::from_prefix(&prefix);
-    provision::create(&Clients::new(&sdk, None), &names, 5, 30).await.expect("provision");
+    let (sdk, names, clients) = provisioned().await;
+    let prefix = names.prefix.clone();
     let retention = Duration::from_secs(2);
     let options = AwsOptions { retention: Some(retention), ..AwsOptions::new(names.clone()) };
     let store = AwsStore::connect(&sdk, options).await.expect("connect").into_store();
@@ -174,7 +182,7 @@ async fn an_event_past_its_retention_window_is_gone() {
     assert_eq!(found.events.iter().map(|e| (e.event_id, e.outcome)).collect::<Vec<_>>(), [(id, Outcome::Succeeded)]);
 
     // The TTL: a day past the window from receipt (the window itself runs from when it was done).
-    let item = Clients::new(&sdk, None)
+    let item = clients
         .dynamodb
         .get_item()
         .table_name(&names.events_table)
@@ -200,11 +208,8 @@ async fn an_event_past_its_retention_window_is_gone() {
 async fn a_failing_event_log_table_fails_nothing_else() {
     use eventfleet_schema::Step;
     use eventfleet_storage::{Actor, OutgoingMessage, Start};
-    let sdk = sdk_config().await;
-    let prefix = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let names = Names::from_prefix(&prefix);
-    let clients = Clients::new(&sdk, None);
-    provision::create(&clients, &names, 5, 30).await.expect("provision");
+    let (sdk, names, clients) = provisioned().await;
+    let prefix = names.prefix.clone();
     clients.dynamodb.delete_table().table_name(&names.events_table).send().await.expect("delete the log's table");
     let store = AwsStore::connect(&sdk, AwsOptions::new(names)).await.expect("connect").into_store();
     let key = eventfleet_schema::IdempotencyKey::from_raw(format!("test:{prefix}:no-log"));
