@@ -16,7 +16,7 @@ const ALARMS_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:alarms";
 const OTHER_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:other";
 
 /// An alarm notification of `name` going to `state`, as CloudWatch publishes it through SNS, signed.
-fn alarm(topic: &str, name: &str, old: &str, state: &str) -> Value {
+pub(crate) fn alarm(topic: &str, name: &str, old: &str, state: &str) -> Value {
     let alarm = json!({
         "AlarmName": name, "AlarmDescription": format!("{name} watches the API"), "AWSAccountId": "123456789012",
         "NewStateValue": state, "OldStateValue": old,

@@ -295,3 +295,33 @@ async fn a_replayed_dead_letter_whose_post_landed_does_not_post_it_again() {
     f.settled().await;
     assert_eq!(f.slack.history("#ops").len(), 1, "the replay found the post and did not make it again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_replayed_says_nothing_its_thread_already_shows_even_with_post_again() {
+    let f = Fleet::start().await;
+    let topic = "arn:aws:sns:us-east-1:123456789012:alarms";
+    let id = f.publish(&crate::alarms::alarm(topic, "api-5xx", "OK", "ALARM")).await;
+    f.wait_for(id, Step::Succeeded).await;
+    f.settled().await;
+    let count = |f: &Fleet| {
+        let parents = f.slack.history("#alarms");
+        let replies: usize = (parents.iter())
+            .map(|p| f.slack.replies("#alarms", p["ts"].as_str().unwrap()).len().saturating_sub(1))
+            .sum();
+        (parents.len(), replies, f.slack.updates().len())
+    };
+    let before = count(&f);
+    let events = logged(&f, &[id]).await;
+    replay_and_wait(&f, &events, &by("alice")).await;
+    f.settled().await;
+    assert_eq!(count(&f), before, "a replay of an alarm posts, replies and updates nothing again");
+    let events = logged(&f, &[id]).await;
+    replay_and_wait(&f, &events, &EventReplayOptions { post_again: true, ..by("alice") }).await;
+    f.settled().await;
+    let after = count(&f);
+    // An alarm's thread is its state: a change the thread already records is not said again, even when asked.
+    assert_eq!(after, before, "the thread already shows this change");
+    let trail = f.store.audit.history(id).await.unwrap();
+    let last = trail.iter().rev().find(|e| e.step == Step::Succeeded).unwrap();
+    assert!(last.detail["outcome"].as_str().unwrap().contains("already in its thread"), "{}", last.detail);
+}
