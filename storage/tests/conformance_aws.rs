@@ -38,6 +38,27 @@ async fn provisioned() -> (aws_config::SdkConfig, Names, Clients) {
     (sdk, names, clients)
 }
 
+/// Accepts one event named `name`, receives it and records its success as one worker; returns its id.
+async fn accept_and_succeed(store: &eventfleet_storage::Store, prefix: &str, name: &str) -> eventfleet_schema::EventId {
+    use eventfleet_storage::{Actor, OutgoingMessage, Start};
+    let key = eventfleet_schema::IdempotencyKey::from_raw(format!("test:{prefix}:{name}"));
+    let env = eventfleet_storage::conformance::envelope(key, name, name);
+    let id = env.event_id();
+    let accepted =
+        store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "test").await.unwrap();
+    assert!(!accepted.is_duplicate());
+    let actor = Actor {
+        name: "w".into(),
+        visibility: Duration::from_secs(5),
+        max_attempts: 5,
+        horizon: Duration::from_secs(60),
+    };
+    let got = store.protocol.receive(1, Duration::from_secs(2), &actor).await.unwrap();
+    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
+    store.protocol.succeed(&got[0].message, 1, "posted", &actor).await.unwrap();
+    id
+}
+
 async fn setup(scope: &str) -> Harness {
     let sdk = sdk_config().await;
     let prefix = format!("cf-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -158,25 +179,12 @@ mod sqs_limits {
 #[tokio::test]
 async fn an_event_past_its_retention_window_is_gone() {
     use eventfleet_storage::event_log::{EventQuery, Outcome};
-    use eventfleet_storage::{Actor, OutgoingMessage, Start};
     let (sdk, names, clients) = provisioned().await;
     let prefix = names.prefix.clone();
     let retention = Duration::from_secs(2);
     let options = AwsOptions { retention: Some(retention), ..AwsOptions::new(names.clone()) };
     let store = AwsStore::connect(&sdk, options).await.expect("connect").into_store();
-    let key = eventfleet_schema::IdempotencyKey::from_raw(format!("test:{prefix}:expiry"));
-    let env = eventfleet_storage::conformance::envelope(key, "expiry", "expiry");
-    let id = env.event_id();
-    store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "test").await.unwrap();
-    let actor = Actor {
-        name: "w".into(),
-        visibility: Duration::from_secs(5),
-        max_attempts: 5,
-        horizon: Duration::from_secs(60),
-    };
-    let got = store.protocol.receive(1, Duration::from_secs(2), &actor).await.unwrap();
-    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
-    store.protocol.succeed(&got[0].message, 1, "posted", &actor).await.unwrap();
+    let id = accept_and_succeed(&store, &prefix, "expiry").await;
     let query = EventQuery { limit: 10, ..Default::default() };
     let found = store.events.events(&query).await.unwrap();
     assert_eq!(found.events.iter().map(|e| (e.event_id, e.outcome)).collect::<Vec<_>>(), [(id, Outcome::Succeeded)]);
@@ -207,26 +215,11 @@ async fn an_event_past_its_retention_window_is_gone() {
 #[tokio::test]
 async fn a_failing_event_log_table_fails_nothing_else() {
     use eventfleet_schema::Step;
-    use eventfleet_storage::{Actor, OutgoingMessage, Start};
     let (sdk, names, clients) = provisioned().await;
     let prefix = names.prefix.clone();
     clients.dynamodb.delete_table().table_name(&names.events_table).send().await.expect("delete the log's table");
     let store = AwsStore::connect(&sdk, AwsOptions::new(names)).await.expect("connect").into_store();
-    let key = eventfleet_schema::IdempotencyKey::from_raw(format!("test:{prefix}:no-log"));
-    let env = eventfleet_storage::conformance::envelope(key, "no-log", "no-log");
-    let id = env.event_id();
-    let accepted =
-        store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "test").await.unwrap();
-    assert!(!accepted.is_duplicate());
-    let actor = Actor {
-        name: "w".into(),
-        visibility: Duration::from_secs(5),
-        max_attempts: 5,
-        horizon: Duration::from_secs(60),
-    };
-    let got = store.protocol.receive(1, Duration::from_secs(2), &actor).await.unwrap();
-    assert_eq!(got[0].start, Start::Run { attempt: 1, replay: false });
-    store.protocol.succeed(&got[0].message, 1, "posted", &actor).await.unwrap();
+    let id = accept_and_succeed(&store, &prefix, "no-log").await;
     let steps: Vec<Step> = store.audit.history(id).await.unwrap().iter().map(|e| e.step).collect();
     assert_eq!(steps, [Step::Received, Step::Enqueued, Step::Started, Step::Succeeded]);
     assert!(store.events.get_many(&[id]).await.is_err(), "the log itself says it is unavailable");

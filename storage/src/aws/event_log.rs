@@ -196,6 +196,8 @@ impl EventLog for AwsStore {
             return Ok(EventPage::default());
         }
         let first_hour = from[..15].parse::<i64>().unwrap_or(since).div_euclid(HOUR_MS);
+        // Every filter but the outcome (and the cursor, which the range applies), checked before the trails are read.
+        let rest = EventQuery { outcome: None, after: None, ..query.clone() };
         let mut page = EventPage::default();
         let mut scanned = 0usize;
         let mut hour_ms = first_hour;
@@ -210,8 +212,7 @@ impl EventLog for AwsStore {
                 for id in &ids {
                     let Some(item) = items.get(id) else { continue };
                     let blank = summary(item, (event_log::Outcome::Pending, None, None))?;
-                    // Every filter but the outcome before the trails are read.
-                    if (EventQuery { outcome: None, after: None, ..query.clone() }).matches(&blank) {
+                    if rest.matches(&blank) {
                         candidates.push((item, blank.event_id));
                     }
                 }

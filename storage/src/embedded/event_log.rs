@@ -94,6 +94,8 @@ impl EventLog for EmbeddedStore {
                     r.get::<_, String>(5)?,
                 ))
             })?;
+            // Every filter but the outcome (and the cursor, which the range applies), checked before the trail is read.
+            let rest = EventQuery { outcome: None, after: None, ..query.clone() };
             let mut page = EventPage::default();
             let mut last_read: Option<Cursor> = None;
             for (read, row) in rows.enumerate() {
@@ -117,8 +119,7 @@ impl EventLog for EmbeddedStore {
                     outcome_detail: None,
                     finished_at: None,
                 };
-                // Every filter but the outcome before the trail is read.
-                if !(EventQuery { outcome: None, after: None, ..query.clone() }).matches(&summary) {
+                if !rest.matches(&summary) {
                     continue;
                 }
                 let (outcome, outcome_detail, finished_at) = outcome(conn, &id)?;
