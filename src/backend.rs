@@ -92,6 +92,7 @@ pub async fn open_with_metrics(
             let mut options = AwsOptions::new(config.aws.names.clone());
             options.max_receive_count = config.worker.max_receive_count;
             options.send_batches_in_flight = config.aws.send_batches_in_flight;
+            options.send_linger = config.aws.send_linger;
             options.retention = config.retention;
             if let Some(registry) = registry {
                 let requests = Family::<RequestLabels, Counter>::default();

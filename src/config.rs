@@ -106,6 +106,8 @@ pub struct AwsSettings {
     pub hook_cache: Option<Duration>,
     /// `EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT`: `SendMessageBatch` requests the ingress's accepts share at once.
     pub send_batches_in_flight: usize,
+    /// `EVENTFLEET_ENQUEUE_LINGER_MS`: how long a send batch waits to fill while another is on the wire.
+    pub send_linger: Duration,
 }
 
 impl Config {
@@ -433,6 +435,7 @@ fn aws_settings(env: &Env<'_>) -> Result<AwsSettings, ConfigError> {
         cloudwatch_interval: (interval > 0).then(|| Duration::from_secs(interval)),
         hook_cache: (hook_cache > 0).then(|| Duration::from_secs(hook_cache)),
         send_batches_in_flight: env.parse_in("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT", 4usize, 1..=64)?,
+        send_linger: Duration::from_millis(env.parse_in("EVENTFLEET_ENQUEUE_LINGER_MS", 10u64, 0..=100)?),
     })
 }
 
@@ -638,6 +641,7 @@ mod tests {
             ("EVENTFLEET_IDLE_TIMEOUT_S", "soon"),
             ("EVENTFLEET_WORKER_CONCURRENCY", "0"),
             ("EVENTFLEET_HOOK_CACHE_S", "301"),
+            ("EVENTFLEET_ENQUEUE_LINGER_MS", "101"),
             ("EVENTFLEET_SLACK_APP_TOKEN", "xoxb-a-bot-token"),
             ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "11"),
             ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "0"),

@@ -2,7 +2,9 @@
 //! hook twice (ingress and worker) and write its invocation count once.
 //!
 //! - Hooks read within `ttl` are served from memory, so disabling a hook or changing its channel takes up to
-//!   `ttl` to reach a process that read it recently (this process's own `set_active` applies at once).
+//!   `ttl` to reach a process that read it recently (this process's own `set_active` applies at once). When an
+//!   entry expires under load, one request reads the hook again and the others wait for its answer, rather than
+//!   each reading it.
 //! - Invocation counts are added up in memory and written every `ttl`, one write per hook. The counts of the last
 //!   `ttl` before a process dies are lost: they are statistics, not events.
 
@@ -25,6 +27,8 @@ pub struct CachedHooks {
     inner: Arc<dyn WebhookRegistry>,
     ttl: Duration,
     hooks: Mutex<HashMap<HookId, (Instant, Webhook)>>,
+    /// The reads under way, one per hook: a request that finds one waits for it.
+    reading: Mutex<HashMap<HookId, Arc<tokio::sync::Mutex<()>>>>,
     counts: Mutex<HashMap<HookId, u64>>,
 }
 
@@ -32,7 +36,8 @@ impl CachedHooks {
     /// Caches `inner` for `ttl` and starts the task that writes the counts (on the current tokio runtime; it
     /// ends when the cache is dropped).
     pub fn new(inner: Arc<dyn WebhookRegistry>, ttl: Duration) -> Arc<Self> {
-        let cache = Arc::new(Self { inner, ttl, hooks: Mutex::default(), counts: Mutex::default() });
+        let cache =
+            Arc::new(Self { inner, ttl, hooks: Mutex::default(), reading: Mutex::default(), counts: Mutex::default() });
         tokio::spawn(flush_every(Arc::downgrade(&cache), ttl.max(Duration::from_millis(100))));
         cache
     }
@@ -46,6 +51,14 @@ impl CachedHooks {
                 *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += count;
             }
         }
+    }
+}
+
+impl CachedHooks {
+    /// The hook as read within the TTL.
+    fn fresh(&self, id: &HookId) -> Option<Webhook> {
+        let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        hooks.get(id).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, hook)| hook.clone())
     }
 }
 
@@ -64,12 +77,24 @@ impl WebhookRegistry for CachedHooks {
     }
 
     async fn get(&self, id: &HookId) -> Result<Option<Webhook>> {
-        if let Some((at, hook)) = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).get(id)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(Some(hook.clone()));
+        if let Some(hook) = self.fresh(id) {
+            return Ok(Some(hook));
         }
-        let hook = self.inner.get(id).await?;
+        let turn = self.reading.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default().clone();
+        let _read = turn.lock().await;
+        // The read this one waited for may have cached the hook.
+        if let Some(hook) = self.fresh(id) {
+            return Ok(Some(hook));
+        }
+        let hook = self.inner.get(id).await;
+        {
+            let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+            // Two holders: the map and this read (waiters hold more): the entry goes with the last of them.
+            if reading.get(id).is_some_and(|t| Arc::strong_count(t) <= 2) {
+                reading.remove(id);
+            }
+        }
+        let hook = hook?;
         let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
         match &hook {
             // Unknown ids are not cached: anyone can make them up.

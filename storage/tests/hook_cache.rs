@@ -90,3 +90,65 @@ async fn counts_are_written_every_ttl_without_being_asked() {
     }
     assert_eq!(written, 2);
 }
+
+/// The real registry, counting its reads: what the cache sends to the store.
+struct CountingReads {
+    inner: std::sync::Arc<dyn WebhookRegistry>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl WebhookRegistry for CountingReads {
+    async fn create(&self, hook: &Webhook) -> eventfleet_storage::Result<()> {
+        self.inner.create(hook).await
+    }
+    async fn get(&self, id: &HookId) -> eventfleet_storage::Result<Option<Webhook>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // A read that takes a while, as DynamoDB's does, so the requests behind it overlap it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.inner.get(id).await
+    }
+    async fn list(&self) -> eventfleet_storage::Result<Vec<Webhook>> {
+        self.inner.list().await
+    }
+    async fn set_active(&self, id: &HookId, active: bool) -> eventfleet_storage::Result<Webhook> {
+        self.inner.set_active(id, active).await
+    }
+    async fn set_filter(
+        &self,
+        id: &HookId,
+        filter: Option<&eventfleet_schema::HookFilter>,
+    ) -> eventfleet_storage::Result<Webhook> {
+        self.inner.set_filter(id, filter).await
+    }
+    async fn set_group_key(&self, id: &HookId, group_key: Option<&str>) -> eventfleet_storage::Result<Webhook> {
+        self.inner.set_group_key(id, group_key).await
+    }
+    async fn set_per_delivery(&self, id: &HookId, per_delivery: bool) -> eventfleet_storage::Result<Webhook> {
+        self.inner.set_per_delivery(id, per_delivery).await
+    }
+    async fn record_invocations(&self, id: &HookId, count: u64) -> eventfleet_storage::Result<()> {
+        self.inner.record_invocations(id, count).await
+    }
+}
+
+#[tokio::test]
+async fn requests_that_miss_together_share_one_read() {
+    let (_dir, store, hook) = store_with_hook().await;
+    let counting = std::sync::Arc::new(CountingReads { inner: store.webhooks.clone(), reads: Default::default() });
+    let cache = CachedHooks::new(counting.clone(), Duration::from_secs(3600));
+    let mut gets = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (cache, id) = (cache.clone(), hook.id.clone());
+        gets.spawn(async move { cache.get(&id).await.unwrap().unwrap().id });
+    }
+    while let Some(got) = gets.join_next().await {
+        assert_eq!(got.unwrap(), hook.id);
+    }
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 1, "32 requests, one read");
+    // An unknown id is read each time (not cached), however many ask.
+    let unknown = HookId::new();
+    assert_eq!(cache.get(&unknown).await.unwrap(), None);
+    assert_eq!(cache.get(&unknown).await.unwrap(), None);
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

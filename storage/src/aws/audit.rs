@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use eventfleet_schema::{AuditEntry, EventId, Step, Timestamp};
 
-use super::batch::GroupCommit;
+use super::batch::{GroupCommit, Linger};
 use super::item::{Item, Reader, s, ts, ttl};
 use super::{AwsStore, unavailable};
 use crate::audit::{AuditLog, AuditQuery};
@@ -32,7 +32,7 @@ pub(super) type Puts = GroupCommit<(String, Item), Result<()>>;
 /// that fails with them is written again without them: that table failing (not created yet, a permission
 /// missing) fails its own items only, never an accept's lines or a worker's `DONE`.
 pub(super) fn puts(client: aws_sdk_dynamodb::Client, optional: Option<String>) -> Puts {
-    GroupCommit::start(BATCH, IN_FLIGHT, LINGER, move |items: Vec<(String, Item)>| {
+    GroupCommit::start(BATCH, IN_FLIGHT, Linger::Always(LINGER), move |items: Vec<(String, Item)>| {
         let client = client.clone();
         let optional = optional.clone().filter(|table| items.iter().any(|(t, _)| t == table));
         async move {

@@ -1,6 +1,7 @@
 //! Group commit for AWS batch APIs: callers submit one item each; a task takes every item waiting (up to the
-//! API's batch size, waiting at most a short `linger` for more) and sends them in one request, answering each
-//! caller with its own result. Under load many callers share a request; an idle system sends after the linger.
+//! API's batch size, waiting at most a short linger for more) and sends them in one request, answering each
+//! caller with its own result. Under load many callers share a request; an idle system sends after the linger,
+//! or at once with [`Linger::WhileBusy`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +10,16 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 type Request<T, R> = (T, oneshot::Sender<R>);
+
+/// How long a batch that is not full waits for more items.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Linger {
+    /// Always up to this long (zero: never).
+    Always(Duration),
+    /// Up to this long only while another batch is in flight: a lone item goes at once, and under load the
+    /// items that come while a request is on the wire share the next one instead of each taking a free slot.
+    WhileBusy(Duration),
+}
 
 /// A group-commit queue in front of one batch operation.
 pub(super) struct GroupCommit<T, R> {
@@ -19,7 +30,7 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     /// Starts the task: at most `max` items a batch, `in_flight` batches at once (more items wait and join a
     /// later, larger batch), a batch that is not full waiting up to `linger` for more. `run` returns one result
     /// per item, in order.
-    pub(super) fn start<F, Fut>(max: usize, in_flight: usize, linger: Duration, run: F) -> Self
+    pub(super) fn start<F, Fut>(max: usize, in_flight: usize, linger: Linger, run: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
@@ -32,6 +43,12 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let Some(first) = rx.recv().await else { return };
                 let mut batch = vec![first];
+                let linger = match linger {
+                    Linger::Always(linger) => linger,
+                    // This batch holds one permit: any other missing is a batch on the wire.
+                    Linger::WhileBusy(linger) if permits.available_permits() + 1 < in_flight => linger,
+                    Linger::WhileBusy(_) => Duration::ZERO,
+                };
                 let deadline = tokio::time::Instant::now() + linger;
                 while batch.len() < max {
                     match rx.try_recv() {
@@ -90,7 +107,7 @@ mod tests {
     async fn concurrent_items_share_batches_and_get_their_own_results() {
         let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = batches.clone();
-        let gc = Arc::new(GroupCommit::start(4, 1, Duration::ZERO, move |items: Vec<u32>| {
+        let gc = Arc::new(GroupCommit::start(4, 1, Linger::Always(Duration::ZERO), move |items: Vec<u32>| {
             seen.lock().unwrap().push(items.len());
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -114,10 +131,11 @@ mod tests {
     async fn a_batch_lingers_for_items_arriving_soon_after_the_first() {
         let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = batches.clone();
-        let gc = Arc::new(GroupCommit::start(10, 1, Duration::from_millis(20), move |items: Vec<u32>| {
-            seen.lock().unwrap().push(items.clone());
-            async move { items }
-        }));
+        let gc =
+            Arc::new(GroupCommit::start(10, 1, Linger::Always(Duration::from_millis(20)), move |items: Vec<u32>| {
+                seen.lock().unwrap().push(items.clone());
+                async move { items }
+            }));
         let mut tasks = Vec::new();
         for i in 0..3 {
             let gc = gc.clone();
@@ -129,5 +147,35 @@ mod tests {
             assert_eq!(t.await.unwrap(), Some(i as u32));
         }
         assert_eq!(*batches.lock().unwrap(), [vec![0, 1, 2]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_item_goes_at_once_and_items_behind_a_batch_in_flight_linger_to_share_one() {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let gc =
+            Arc::new(GroupCommit::start(10, 4, Linger::WhileBusy(Duration::from_millis(5)), move |items: Vec<u32>| {
+                seen.lock().unwrap().push(items.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    items
+                }
+            }));
+        // Alone: sent without waiting (the paused clock would show a linger).
+        let start = tokio::time::Instant::now();
+        assert_eq!(gc.submit(0).await, Some(0));
+        assert_eq!(start.elapsed(), Duration::from_millis(10), "the request's own time, no linger");
+        // While the first of a burst is on the wire, the next ones, 1 ms apart, share one batch rather than each
+        // taking a free slot.
+        let mut tasks = Vec::new();
+        for i in 1..=4 {
+            let gc = gc.clone();
+            tasks.push(tokio::spawn(async move { gc.submit(i).await }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), Some(i as u32 + 1));
+        }
+        assert_eq!(*batches.lock().unwrap(), [vec![0], vec![1], vec![2, 3, 4]]);
     }
 }

@@ -133,6 +133,8 @@ pub struct AwsOptions {
     /// `SendMessageBatch` requests that concurrent accepts share at once; accepts arriving while all are in
     /// flight join the next, larger batch.
     pub send_batches_in_flight: usize,
+    /// How long a send batch waits to fill while another is on the wire (a lone accept's message never waits).
+    pub send_linger: Duration,
     /// How long the event log keeps a done event (`None`: no event log).
     pub retention: Option<Duration>,
 }
@@ -154,6 +156,7 @@ impl AwsOptions {
             request_observer: None,
             dlq_peek_visibility: Duration::from_secs(30),
             send_batches_in_flight: 4,
+            send_linger: sqs::SEND_LINGER,
             retention: Some(crate::event_log::DEFAULT_RETENTION),
         }
     }
@@ -231,7 +234,12 @@ impl AwsStore {
         let puts = audit::puts(clients.dynamodb.clone(), Some(names.events_table.clone()));
         let deletes = sqs::delete_batcher(clients.sqs.clone(), queue_url.clone());
         let dlq_deletes = sqs::delete_batcher(clients.sqs.clone(), dlq_url.clone());
-        let sends = sqs::send_batcher(clients.sqs.clone(), queue_url.clone(), options.send_batches_in_flight.max(1));
+        let sends = sqs::send_batcher(
+            clients.sqs.clone(),
+            queue_url.clone(),
+            options.send_batches_in_flight.max(1),
+            options.send_linger,
+        );
         Ok(Arc::new(Self {
             clients,
             names,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 
-use crate::aws::batch::GroupCommit;
+use crate::aws::batch::{GroupCommit, Linger};
 use crate::aws::unavailable;
 use crate::{Result, StorageError};
 
@@ -17,7 +17,7 @@ pub(in crate::aws) const DELETE_LINGER: Duration = Duration::from_millis(10);
 
 /// Deletes go out as `DeleteMessageBatch` of up to 10, shared by handlers finishing together.
 pub(in crate::aws) fn delete_batcher(client: aws_sdk_sqs::Client, queue_url: String) -> DeleteBatcher {
-    GroupCommit::start(10, 4, DELETE_LINGER, move |receipts: Vec<String>| {
+    GroupCommit::start(10, 4, Linger::Always(DELETE_LINGER), move |receipts: Vec<String>| {
         let (client, url) = (client.clone(), queue_url.clone());
         async move {
             let n = receipts.len();

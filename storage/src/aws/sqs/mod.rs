@@ -26,5 +26,5 @@ mod wire;
 pub(in crate::aws) use self::deletes::{DeleteBatcher, delete_batcher};
 pub(in crate::aws) use self::in_flight::InFlight;
 pub(in crate::aws) use self::queue::queue_url;
-pub(in crate::aws) use self::sends::{SendBatcher, send_batcher};
+pub(in crate::aws) use self::sends::{SEND_LINGER, SendBatcher, send_batcher};
 pub(in crate::aws) use self::wire::check_size;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::wire::{MAX_MESSAGE_BYTES, batches, message_size, sqs_safe, string_attribute};
-use crate::aws::batch::GroupCommit;
+use crate::aws::batch::{GroupCommit, Linger};
 use crate::aws::unavailable;
 use crate::queue::{MessageId, OutgoingMessage};
 use crate::{Result, StorageError};
@@ -54,13 +54,23 @@ pub(in crate::aws) async fn send_entries(
     Ok(results)
 }
 
+/// How long a batch of sends waits to fill while another is on the wire, by default: about an SQS request's own
+/// time (10 to 20 ms).
+pub(in crate::aws) const SEND_LINGER: Duration = Duration::from_millis(10);
+
 /// The group commit of the ingress's sends to the event queue.
 pub(in crate::aws) type SendBatcher = GroupCommit<OutgoingMessage, Result<MessageId>>;
 
-/// Concurrent accepts' messages go out together as `SendMessageBatch`, never waiting to fill a batch: whatever is
-/// waiting when a slot is free is sent, so a lone request pays no extra latency.
-pub(in crate::aws) fn send_batcher(client: aws_sdk_sqs::Client, queue_url: String, in_flight: usize) -> SendBatcher {
-    GroupCommit::start(10, in_flight, Duration::ZERO, move |messages: Vec<OutgoingMessage>| {
+/// Concurrent accepts' messages go out together as `SendMessageBatch`. A lone accept's message goes at once; while
+/// another batch is on the wire, a batch waits up to `linger` to fill (under load the messages that come during a
+/// request share the next one instead of each taking a slot of its own: SQS bills per request).
+pub(in crate::aws) fn send_batcher(
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    in_flight: usize,
+    linger: Duration,
+) -> SendBatcher {
+    GroupCommit::start(10, in_flight, Linger::WhileBusy(linger), move |messages: Vec<OutgoingMessage>| {
         let (client, url) = (client.clone(), queue_url.clone());
         async move {
             match send_messages(&client, &url, &messages).await {
