@@ -270,10 +270,19 @@ impl Config {
             };
             sns_topic_channels.push((topic.trim().to_owned(), channel.trim().to_owned()));
         }
+        // Alarm storms are burst digests now: a setting of the old storm digest would silently mean nothing.
+        for removed in ["EVENTFLEET_ALARM_STORM_THRESHOLD", "EVENTFLEET_ALARM_STORM_WINDOW_S"] {
+            if let Some(value) = env.text(removed) {
+                return Err(invalid(
+                    removed,
+                    &value,
+                    "is no longer read: an alarm storm folds into its channel's burst digest like any burst \
+                     (EVENTFLEET_SLACK_DIGESTS, EVENTFLEET_SLACK_CHANNEL_BURST); unset it",
+                ));
+            }
+        }
         let alarms = eventfleet_workers::handlers::alarm::AlarmSettings {
             reopen_after: secs(env.parse_in("EVENTFLEET_ALARM_REOPEN_AFTER_S", 3_600u64, 0..=30 * 86_400)?),
-            storm_threshold: env.parse_in("EVENTFLEET_ALARM_STORM_THRESHOLD", 10u32, 0..=1_000)?,
-            storm_window: secs(env.parse_in("EVENTFLEET_ALARM_STORM_WINDOW_S", 30u64, 1..=3_600)?),
             flap_replies: env.parse_in("EVENTFLEET_ALARM_FLAP_REPLIES", 3u32, 0..=100)?,
             flap_window: secs(env.parse_in("EVENTFLEET_ALARM_FLAP_WINDOW_S", 600u64, 1..=86_400)?),
         };
@@ -630,7 +639,8 @@ mod tests {
             ("EVENTFLEET_PUBLIC_URL", "ftp://x"),
             ("EVENTFLEET_HANDLER_TIMEOUT_S", "30"),
             ("EVENTFLEET_SNS_TOPIC_CHANNELS", "arn:aws:sns:x"),
-            ("EVENTFLEET_ALARM_STORM_WINDOW_S", "0"),
+            ("EVENTFLEET_ALARM_STORM_WINDOW_S", "30"),
+            ("EVENTFLEET_ALARM_STORM_THRESHOLD", "0"),
             ("EVENTFLEET_SLACK_CHANNEL_BURST", "0"),
             ("EVENTFLEET_ALARM_FLAP_REPLIES", "many"),
             ("EVENTFLEET_SNS_CERT_DIR", "/no/such/dir"),

@@ -106,9 +106,8 @@ pub async fn verify(
             }
         }
     }
-    // Effects: posts per marker, for events that post. A burst digest lists its posts by event id; an alarm
-    // storm's digest and back-links name alarms already posted in their own replies. (A flap counter is the post
-    // of the event that started it: counted.)
+    // Effects: posts per marker, for events that post. A burst digest lists its posts (alarms of a storm among
+    // them) by event id. (A flap counter is the post of the event that started it: counted.)
     let by_event: HashMap<EventId, u64> = accepted.iter().map(|(n, (id, _, _))| (*id, *n)).collect();
     let mut posts: HashMap<u64, u64> = HashMap::new();
     let slack_posts = stub.posted();
@@ -117,8 +116,6 @@ pub async fn verify(
         let text = p["text"].as_str().unwrap_or("").to_owned() + &p["blocks"].to_string();
         let shown: HashSet<u64> = match part {
             "burst" => text.split('`').filter_map(EventId::parse).filter_map(|id| by_event.get(&id).copied()).collect(),
-            "digest" => HashSet::new(),
-            part if part.starts_with("backlink") => HashSet::new(),
             _ => markers(&text).into_iter().collect(),
         };
         for m in shown {

@@ -84,8 +84,8 @@ enum Command {
         /// each delivery arrived, none beyond its recorded attempts.
         #[arg(long)]
         route: bool,
-        /// The fleet started here runs with its default settings (the channel pace, burst digests, alarm storms
-        /// and flapping, the worker's concurrency and timeouts), and the Slack stand-in enforces Slack's limit
+        /// The fleet started here runs with its default settings (the channel pace, burst digests (alarm storms
+        /// among them) and flapping, the worker's concurrency and timeouts), and the Slack stand-in enforces Slack's limit
         /// (one post a second per channel, bursts of 3, 429 with `Retry-After` past it). Without it, the fleet
         /// runs without a pace against a stand-in without limits, every event a post of its own: a measure of
         /// the fleet, not of Slack's rate.

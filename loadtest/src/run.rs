@@ -154,10 +154,10 @@ fn fleet_env(slack_url: &str, certs: &std::path::Path, defaults: bool) -> HashMa
         ("EVENTFLEET_LOG", "warn".to_owned()),
     ];
     // Alarms thread (each of the 32 alarm ARNs replies in its thread), but the stub has no rate limit to
-    // respect, and every event must make a post of its own to be counted: no pace, digest or flap collapse.
+    // respect, and every event must make a post of its own to be counted: no pace (so no digest, alarm storms
+    // included) or flap collapse.
     let tuned = [
         ("EVENTFLEET_SLACK_CHANNEL_INTERVAL_MS", "0".to_owned()),
-        ("EVENTFLEET_ALARM_STORM_THRESHOLD", "0".to_owned()),
         ("EVENTFLEET_ALARM_FLAP_REPLIES", "0".to_owned()),
         ("EVENTFLEET_RATE_LIMIT_GLOBAL_RPS", "0".to_owned()),
         ("EVENTFLEET_RATE_LIMIT_PER_IP", "0".to_owned()),

@@ -1,7 +1,9 @@
 //! The channels port: a Slack channel's state shared by the fleet, a versioned document (keyed
 //! `channel#<channel>`) written by compare-and-set. It holds what every worker must agree on and nothing that
-//! changes per post: the pause Slack asked for (`Retry-After`), the workers posting there lately (each paces
-//! itself at its share of the channel's rate), and the storm window of CloudWatch alarms with its digest.
+//! changes per post: the pause Slack asked for (`Retry-After`) and the workers posting there lately (each paces
+//! itself at its share of the channel's rate). The storm fields are no longer written (alarm storms fold into
+//! the channel's burst digest, [`crate::Digests`]); they stay, empty, so that a worker of the release before
+//! reads the document while a deploy rolls. Remove them in the release after.
 
 use async_trait::async_trait;
 use eventfleet_schema::{EventId, Timestamp};
@@ -19,7 +21,7 @@ pub struct Lane {
     pub until: Timestamp,
 }
 
-/// A channel's storm digest.
+/// A channel's storm digest, as the release before wrote it (no longer written).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Digest {
     /// The digest message, once posted; `None` while the event that claimed it posts it.
@@ -47,7 +49,8 @@ pub struct Digest {
     pub shown_total: u32,
 }
 
-/// An alarm posted alone in a storm window before its digest began: the digest's thread links back to it.
+/// An alarm posted alone in a storm window before its digest began, as the release before wrote it (no longer
+/// written).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EarlyAlarm {
     /// Its name.

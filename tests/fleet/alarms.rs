@@ -1,4 +1,4 @@
-//! CloudWatch alarms as Slack threads, against the Slack stub: one thread per alarm, storms as digests,
+//! CloudWatch alarms as Slack threads, against the Slack stub: one thread per alarm, storms folded into digests,
 //! flapping collapsed, a channel's 429 honoured without holding up another channel, no second post after a lost
 //! answer.
 
@@ -90,9 +90,16 @@ async fn an_alarm_ok_for_longer_than_the_reopen_window_starts_a_new_thread() {
     assert_eq!(f.slack.replies("#alarms", &ts(&parents[0])).len(), 1, "the first thread has the OK");
 }
 
+/// A storm is a burst like any other: with the default pace (a post a second, bursts of 3) and digests, 50 new
+/// alarms at once are a few messages of their own and the channel's digest, which lists every other alarm once
+/// with its event id; a folded alarm's recovery replies in the digest's thread, one posted alone in its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_alarms_in_a_window_make_one_digest_with_fifty_replies() {
-    let f = Fleet::start().await;
+async fn an_alarm_storm_folds_into_the_channels_digest_and_its_changes_reply_there() {
+    let config = eventfleet_workers::WorkerConfig {
+        channel_pace: eventfleet_workers::slack::ChannelPace::default(),
+        ..crate::worker_config()
+    };
+    let f = Fleet::start_with(config).await;
     let mut ids = Vec::new();
     for i in 0..50 {
         ids.push(f.publish(&alarm(ALARMS_TOPIC, &format!("storm-{i:02}"), "OK", "ALARM")).await);
@@ -101,31 +108,88 @@ async fn fifty_alarms_in_a_window_make_one_digest_with_fifty_replies() {
         f.wait_for(*id, Step::Succeeded).await;
     }
     f.settled().await;
-    let parents = f.slack.history("#alarms");
-    let digests: Vec<&Value> =
-        parents.iter().filter(|m| m["text"].as_str().unwrap().starts_with("Alarm storm")).collect();
-    assert_eq!(digests.len(), 1, "one digest: {:?}", parents.iter().map(|m| &m["text"]).collect::<Vec<_>>());
-    // Posted alone: those that went before the storm was known (at most the threshold); the others, held by
-    // the channel's pace until then, went into the digest.
-    let alone = parents.len() - 1;
-    assert!((1..=10).contains(&alone), "{alone} posted alone");
-    let replies = f.slack.replies("#alarms", &ts(digests[0]));
-    assert_eq!(replies.len(), 50, "every alarm is in the digest's thread");
-    let thread_text = serde_json::to_string(&replies).unwrap();
-    for i in 0..50 {
-        assert!(thread_text.contains(&format!("storm-{i:02}")), "storm-{i:02} is in the thread");
-    }
-    // The alarms inside the storm name their events; none was dropped.
-    let in_digest = replies.iter().filter(|r| r["blocks"].to_string().contains("part of the storm digest")).count();
-    assert_eq!(in_digest, 50 - alone, "and each alarm posted alone has a back-link");
-    let backlinks = replies.iter().filter(|r| r["text"].as_str().unwrap().ends_with("posted before the storm")).count();
-    assert_eq!(backlinks, alone);
-    for id in &ids {
+    let top = f.slack.history("#alarms");
+    let is_digest = |m: &Value| m["text"].as_str().unwrap().contains("in one digest");
+    let digests: Vec<&Value> = top.iter().filter(|m| is_digest(m)).collect();
+    let alone: Vec<&Value> = top.iter().filter(|m| !is_digest(m)).collect();
+    let texts: Vec<&Value> = top.iter().map(|m| &m["text"]).collect();
+    assert!(!digests.is_empty() && top.len() <= 8, "a few messages, not 50: {texts:?}");
+    // Every alarm once: its own message (by name) or a line of a digest (by event id), never both.
+    for (i, id) in ids.iter().enumerate() {
+        let name = format!("storm-{i:02}");
+        let own = alone.iter().filter(|m| m["text"].as_str().unwrap().contains(&name)).count();
+        let listed = digests.iter().filter(|m| m["blocks"].to_string().contains(&id.to_string())).count();
+        assert_eq!(own + listed, 1, "{name}: {own} own messages, in {listed} digests: {texts:?}");
         let steps = f.steps(*id).await;
         assert!(!steps.contains(&Step::RetryScheduled), "{steps:?}");
+        assert_eq!(steps.contains(&Step::Digested), listed == 1, "{name}'s trail says where it went: {steps:?}");
     }
-    let named = ids.iter().filter(|id| thread_text.contains(&id.to_string())).count();
-    assert_eq!(named, 50 - alone, "each reply in the digest names its event");
+    let digest = digests[0];
+    let blocks = digest["blocks"].to_string();
+    assert!(blocks.contains("from CloudWatch AWS/ApiGateway"), "counted by namespace: {blocks}");
+    assert!(blocks.contains("alarmsV2:alarm/storm-"), "each line links its alarm: {blocks}");
+    assert!(blocks.contains("their later state changes reply in this thread"), "{blocks}");
+
+    // A folded alarm recovers: the digest's thread has its reply, in full; the digest itself is left as posted.
+    let (folded, folded_id) = (0..50)
+        .map(|i| (format!("storm-{i:02}"), ids[i]))
+        .find(|(_, id)| blocks.contains(&id.to_string()))
+        .expect("an alarm in the first digest");
+    let recovered = f.publish(&alarm(ALARMS_TOPIC, &folded, "ALARM", "OK")).await;
+    f.wait_for(recovered, Step::Succeeded).await;
+    let replies = f.slack.replies("#alarms", &ts(digest));
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0]["blocks"].to_string().contains(&folded), "{}", replies[0]);
+    assert!(replies[0]["blocks"].to_string().contains(&recovered.to_string()), "the reply names its event");
+    assert!(f.slack.updates().is_empty(), "no message of its own to update, and the digest stays as posted");
+    let arn = format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:{folded}");
+    let thread = f.store.alarm_threads.thread(&arn).await.unwrap().expect("its thread is recorded");
+    assert_eq!((thread.thread_ts, thread.state.as_str(), thread.transitions), (ts(digest), "OK", 2));
+    assert!(f.steps(folded_id).await.contains(&Step::Digested));
+
+    // One posted alone recovers in its own thread, its message updated.
+    let own = alone.iter().find_map(|m| {
+        let text = m["text"].as_str().unwrap();
+        (0..50).map(|i| format!("storm-{i:02}")).find(|name| text.contains(&format!("{name}:")))
+    });
+    let own = own.expect("the first alarms of the storm went alone");
+    let parent = alone.iter().find(|m| m["text"].as_str().unwrap().contains(&format!("{own}:"))).unwrap();
+    let ok = f.publish(&alarm(ALARMS_TOPIC, &own, "ALARM", "OK")).await;
+    f.wait_for(ok, Step::Succeeded).await;
+    f.settled().await;
+    assert_eq!(f.slack.replies("#alarms", &ts(parent)).len(), 1);
+    assert_eq!(f.slack.updates().len(), 1, "its message shows OK");
+    assert_eq!(f.slack.history("#alarms").len(), top.len(), "no new message in the channel");
+}
+
+/// A folded alarm's change that comes before its digest is posted waits for it (deferred, no attempt counted),
+/// then replies in the digest's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folded_alarms_change_before_its_digest_is_posted_waits_for_it() {
+    // A slow pace, so that the digest gathers for 3 s while the change comes.
+    let pace = eventfleet_workers::slack::ChannelPace { interval: Duration::from_secs(3), burst: 3, digests: true };
+    let f = Fleet::start_with(eventfleet_workers::WorkerConfig { channel_pace: pace, ..crate::worker_config() }).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = f.publish(&alarm(ALARMS_TOPIC, &format!("early-{i}"), "OK", "ALARM")).await;
+        f.wait_for(id, Step::Succeeded).await;
+        ids.push(id);
+    }
+    // The burst's three went alone; the last one folded.
+    let last = f.store.audit.history(ids[4]).await.unwrap();
+    let outcome = last.iter().find(|e| e.step == Step::Succeeded).unwrap().detail.to_string();
+    assert!(outcome.contains("folded into digest"), "{outcome}");
+    let recovered = f.publish(&alarm(ALARMS_TOPIC, "early-4", "ALARM", "OK")).await;
+    f.wait_for(recovered, Step::Succeeded).await;
+    let trail = f.store.audit.history(recovered).await.unwrap();
+    let waited = trail.iter().find(|e| e.step == Step::Deferred).expect("it waited for the digest");
+    assert!(waited.detail.to_string().contains("not posted yet"), "{waited:?}");
+    assert!(!trail.iter().any(|e| e.step == Step::RetryScheduled), "a wait is not a failure");
+    let digest = f.slack.history("#alarms").into_iter().find(|m| m["text"].as_str().unwrap().contains("in one digest"));
+    let digest = digest.expect("the digest was posted");
+    let replies = f.slack.replies("#alarms", &ts(&digest));
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0]["blocks"].to_string().contains("early-4"), "{}", replies[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

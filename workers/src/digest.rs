@@ -29,12 +29,16 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::block_kit::{MAX_BLOCKS, MAX_SECTION_TEXT, code, context, escape, section};
-use crate::slack::{PostMark, SlackMessage, truncate};
+use crate::slack::{PostMark, Posted, SlackMessage, truncate};
 use crate::wait::{Ready, Wait};
 use crate::{HandlerContext, HandlerError};
 
 /// Posts in one digest at most; the next fold opens another (a digest stays one readable message).
 pub const MAX_ITEMS: usize = 100;
+
+/// How a CloudWatch alarm's line in a digest says where it came from (then its namespace): the digest tells the
+/// channel that alarms' later changes reply in its thread.
+pub const ALARM_FROM: &str = "CloudWatch ";
 
 /// A post's headline in a digest is cut to this many bytes.
 const MAX_TITLE: usize = 200;
@@ -81,22 +85,55 @@ pub async fn post_or_fold(
     line: Line,
     message: &SlackMessage,
 ) -> Result<Ready<String>, HandlerError> {
+    let mark = PostMark::post(envelope.event_id());
+    Ok(Ready::Now(match ready!(turn_or_fold(ctx, envelope, line, message, &mark).await?) {
+        Placed::Folded(outcome) => outcome,
+        Placed::Earlier(posted) => format!("{posted}, by an earlier attempt: not posted again"),
+        Placed::Turn => match ready!(ctx.poster.post(&mark, envelope.received_at(), message, false).await?) {
+            (posted, true) => format!("{posted}, by an earlier attempt: not posted again"),
+            (posted, false) => posted.to_string(),
+        },
+    }))
+}
+
+/// Where a post of the event goes in its channel.
+#[derive(Debug)]
+pub enum Placed {
+    /// Its own message: the turn in the channel's pace is taken, the caller posts it (unpaced).
+    Turn,
+    /// An earlier attempt posted it as itself.
+    Earlier(Posted),
+    /// Into the channel's digest, now or by an earlier attempt: what the trail says.
+    Folded(String),
+}
+
+/// The place of the event's post `mark` of `message` in its channel: a turn when the channel has a free slot (a
+/// quiet channel never waits), else a fold into the channel's digest (with digests on; off, the post waits for
+/// its turn). Every source's bursts, CloudWatch alarm storms among them, go through here.
+pub async fn turn_or_fold(
+    ctx: &HandlerContext,
+    envelope: &Envelope,
+    line: Line,
+    message: &SlackMessage,
+    mark: &PostMark,
+) -> Result<Ready<Placed>, HandlerError> {
     let poster = &ctx.poster;
     let event = envelope.event_id();
+    let channel = &message.channel;
     // A replay asked to post again posts its own message in its turn: folding it would meet the event's earlier
     // fold (a digest holds an event once) and the digests of earlier runs.
     let post_again = ctx.replay.as_ref().is_some_and(|r| r.post_again);
     if !poster.pace().digests || poster.pace().is_off() || message.thread_ts.is_some() || post_again {
-        return Ok(poster.post_once(event, envelope.received_at(), message).await?);
+        ready!(poster.take_turns(channel, event, 1).await);
+        return Ok(Ready::Now(Placed::Turn));
     }
-    let channel = &message.channel;
     if ctx.looks() {
         if let Some(earlier) = folded_before(ctx, channel, event).await? {
-            return Ok(Ready::Now(earlier));
+            return Ok(Ready::Now(Placed::Folded(earlier)));
         }
         // An earlier attempt may have posted it as itself: folding it now would show it twice.
-        if let Some(ts) = poster.posted_before(&PostMark::post(event), envelope.received_at(), message, false).await? {
-            return Ok(Ready::Now(format!("ts {ts} in {channel}, by an earlier attempt: not posted again")));
+        if let Some(ts) = poster.posted_before(mark, envelope.received_at(), message, false).await? {
+            return Ok(Ready::Now(Placed::Earlier(Posted { ts, channel: channel.clone() })));
         }
     }
     // This process folded into the channel within a pace interval: its digest is still gathering, so this post
@@ -104,20 +141,15 @@ pub async fn post_or_fold(
     // group's earlier post is in that digest) and keeps processes that have not yet learnt their share of the
     // channel from posting on top of each other.
     let now = ctx.store.clock.now();
-    if ctx.folds.folded_lately(channel, now, poster.pace().interval) {
-        let behind = Wait { wait: poster.pace().interval, reason: "the channel's digest is gathering".into() };
-        return fold(ctx, channel, event, line, &behind).await;
-    }
-    match poster.try_turn(channel, event).await {
-        Ready::Now(()) => {
-            let posted = ready!(poster.post(&PostMark::post(event), envelope.received_at(), message, false).await?);
-            Ok(Ready::Now(match posted {
-                (posted, true) => format!("{posted}, by an earlier attempt: not posted again"),
-                (posted, false) => posted.to_string(),
-            }))
+    let behind = if ctx.folds.folded_lately(channel, now, poster.pace().interval) {
+        Wait { wait: poster.pace().interval, reason: "the channel's digest is gathering".into() }
+    } else {
+        match poster.try_turn(channel, event).await {
+            Ready::Now(()) => return Ok(Ready::Now(Placed::Turn)),
+            Ready::Wait(behind) => behind,
         }
-        Ready::Wait(behind) => fold(ctx, channel, event, line, &behind).await,
-    }
+    };
+    Ok(fold(ctx, channel, event, line, &behind).await?.map(Placed::Folded))
 }
 
 /// How long a Teams channel's digest gathers a burst before its flush posts it.
@@ -547,6 +579,9 @@ pub fn layout(channel: &str, items: &[DigestItem]) -> SlackMessage {
         blocks.push(section(chunk.trim_end()));
     }
     let mut notes = vec!["Each post's trail: `eventfleet events show <event id>`".to_owned()];
+    if items.iter().any(|item| item.from.starts_with(ALARM_FROM)) {
+        notes.push("Alarms listed here: their later state changes reply in this thread".to_owned());
+    }
     if shown < items.len() {
         notes.insert(0, format!("{} more not shown: their trails say this digest", items.len() - shown));
     }

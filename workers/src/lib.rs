@@ -13,7 +13,7 @@
 //! - [`destinations`]: routes that forward events to HTTP destinations, signed the Standard Webhooks way.
 //! - [`handlers`]: the built-in handlers: hook payloads and GitHub deliveries ([`handlers::hook`]); SNS
 //!   notifications and subscription confirmations ([`handlers::sns`]); CloudWatch alarms as Slack threads with
-//!   storm digests and flapping ([`handlers::alarm`]); posting schedules' ticks ([`handlers::schedule`]);
+//!   flapping, their storms folded into burst digests ([`handlers::alarm`]); posting schedules' ticks ([`handlers::schedule`]);
 //!   posting channels' burst digests ([`handlers::digest`]); unhandled kinds ([`handlers::unhandled`]).
 //! - [`github`]: GitHub deliveries laid out by event type (CI runs, deployments, pushes, PRs, security alerts),
 //!   and hooks' filters of them.

@@ -1,18 +1,13 @@
-//! [`AlarmSettings`]: how CloudWatch alarms thread, storm and flap in Slack (the SNS routing carries them to the
-//! alarm handler, [`super::alarm`]).
+//! [`AlarmSettings`]: how CloudWatch alarms thread and flap in Slack (the SNS routing carries them to the alarm
+//! handler, [`super::alarm`]; a storm is a burst like any other, [`crate::digest`]).
 
 use std::time::Duration;
 
-/// How alarms thread, storm and flap.
+/// How alarms thread and flap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlarmSettings {
     /// An alarm OK for longer than this starts a new thread on its next ALARM (`EVENTFLEET_ALARM_REOPEN_AFTER_S`).
     pub reopen_after: Duration,
-    /// New alarm threads in one channel past which a storm digest begins; 0: never
-    /// (`EVENTFLEET_ALARM_STORM_THRESHOLD`).
-    pub storm_threshold: u32,
-    /// A storm lasts while new alarms come within this of each other (`EVENTFLEET_ALARM_STORM_WINDOW_S`).
-    pub storm_window: Duration,
     /// Replies in a run of quick state changes before the rest collapse into a count; 0: never
     /// (`EVENTFLEET_ALARM_FLAP_REPLIES`).
     pub flap_replies: u32,
@@ -22,12 +17,6 @@ pub struct AlarmSettings {
 
 impl Default for AlarmSettings {
     fn default() -> Self {
-        Self {
-            reopen_after: Duration::from_secs(3600),
-            storm_threshold: 10,
-            storm_window: Duration::from_secs(30),
-            flap_replies: 3,
-            flap_window: Duration::from_secs(600),
-        }
+        Self { reopen_after: Duration::from_secs(3600), flap_replies: 3, flap_window: Duration::from_secs(600) }
     }
 }

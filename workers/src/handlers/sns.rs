@@ -24,7 +24,7 @@ pub struct SnsRouting {
     pub topic_channels: HashMap<String, String>,
     /// Channel of topics without one.
     pub default_channel: String,
-    /// Alarm threads, storms, flapping and the channels' pace.
+    /// Alarm threads and flapping.
     pub alarms: super::alarm_settings::AlarmSettings,
 }
 

@@ -23,8 +23,8 @@ pub struct SlackMessage {
 }
 
 /// Which post of an event a message is: every post carries it in its metadata, so a later attempt can find the
-/// posts an earlier one made. An event makes one `post`; an alarm may also make a storm `digest`, a `flap`
-/// counter and `backlink:<alarm>` replies.
+/// posts an earlier one made. An event makes one `post`; an alarm may also make a `flap` counter, and a
+/// digest's flush its `burst`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostMark {
     /// The event.

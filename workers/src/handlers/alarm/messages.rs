@@ -3,18 +3,15 @@
 //! cut to Slack's limits ([`crate::block_kit`]), composite, metric-math and anomaly-detection alarms alike.
 
 use eventfleet_schema::{EventId, Timestamp};
-use eventfleet_storage::Digest;
 use serde_json::{Value, json};
 
 use crate::block_kit::{MAX_HEADER_TEXT, code, context, escape, section};
+use crate::digest::{ALARM_FROM, Line};
 use crate::handlers::sns::str_of;
 use crate::slack::{SlackMessage, truncate};
 
 /// Children of a composite alarm named in its message.
 const MAX_CHILDREN: usize = 10;
-
-/// Alarm names listed in a digest.
-pub const DIGEST_NAMES: usize = 8;
 
 /// The state marker: an emoji and the state name, so the message reads right with or without emoji.
 pub fn state_marker(state: &str) -> &'static str {
@@ -225,17 +222,17 @@ pub fn parent(channel: &str, alarm: &Value, line: &ThreadLine) -> SlackMessage {
     }
 }
 
-/// An alarm's own message in a storm digest's thread: the notification without its header.
-pub fn in_digest(channel: &str, digest_ts: &str, alarm: &Value, event_id: EventId) -> SlackMessage {
-    let mut blocks = alarm_blocks(alarm, false);
-    blocks.push(context(&[format!("part of the storm digest above · event `{event_id}`")]));
-    SlackMessage {
-        channel: channel.to_owned(),
-        text: fallback(alarm),
-        blocks: Some(Value::Array(blocks)),
-        attachments: None,
-        thread_ts: Some(digest_ts.to_owned()),
-    }
+/// The alarm's line in its channel's digest, when a storm folds it there: its state, its name linked to the
+/// console and the reason, counted by namespace.
+pub fn digest_line(alarm: &Value) -> Line {
+    let title = format!(
+        "{} <{}|{}>: {}",
+        state_marker(str_of(alarm, "NewStateValue")),
+        console_link(alarm),
+        escape(&truncate(str_of(alarm, "AlarmName"), 150, "…")).replace('|', "¦"),
+        escape(&truncate(str_of(alarm, "NewStateReason"), 150, "…"))
+    );
+    Line { from: format!("{ALARM_FROM}{}", namespace(alarm)), title }
 }
 
 /// The thread reply of a state change.
@@ -283,58 +280,6 @@ pub fn flapping(
         blocks: Some(json!([section(&text), context(&[format!("latest event `{event_id}`")])])),
         attachments: None,
         thread_ts: Some(thread_ts.to_owned()),
-    }
-}
-
-/// The storm digest: how many alarms, by state, namespace and account, the first names.
-pub fn digest(channel: &str, d: &Digest, window_s: u64) -> SlackMessage {
-    let counts = |m: &std::collections::BTreeMap<String, u32>| {
-        let mut v: Vec<(&String, &u32)> = m.iter().collect();
-        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let shown: Vec<String> = v.iter().take(10).map(|(k, n)| format!("{} {n}", escape(k))).collect();
-        let more = v.len().saturating_sub(10);
-        if more > 0 { format!("{} · {more} more", shown.join(" · ")) } else { shown.join(" · ") }
-    };
-    let states: Vec<String> = d.states.iter().map(|(s, n)| format!("{} {n}", state_marker(s))).collect();
-    let mut names: Vec<String> = d.names.iter().take(DIGEST_NAMES).map(|n| escape(&truncate(n, 150, "…"))).collect();
-    if d.total as usize > names.len() {
-        names.push(format!("and {} more", d.total as usize - names.len()));
-    }
-    let header = truncate(&format!("Alarm storm: {} alarms", d.total), MAX_HEADER_TEXT - 1, "…");
-    let blocks = json!([
-        {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}},
-        section(&format!("*States*  {}\n*Namespaces*  {}\n*Accounts*  {}", states.join(" · "), counts(&d.namespaces), counts(&d.accounts))),
-        section(&format!("*Alarms*  {}", names.join(", "))),
-        context(&[format!("More than the storm threshold of new alarms within {window_s} s: each alarm is in this \
-            thread, with its event id; its later state changes go there too.")]),
-    ]);
-    SlackMessage {
-        channel: channel.to_owned(),
-        text: format!(
-            "Alarm storm: {} alarms ({})",
-            d.total,
-            d.states.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", ")
-        ),
-        blocks: Some(blocks),
-        attachments: None,
-        thread_ts: None,
-    }
-}
-
-/// The digest thread's link to an alarm posted alone just before the storm began.
-pub fn backlink(channel: &str, digest_ts: &str, name: &str, state: &str, ts: &str) -> SlackMessage {
-    let text = format!(
-        "{}  *{}* was posted in the channel just before the storm began (message `{ts}`); its state changes go \
-         to its own thread.",
-        state_marker(state),
-        escape(&truncate(name, 1_000, "…"))
-    );
-    SlackMessage {
-        channel: channel.to_owned(),
-        text: format!("{}: posted before the storm", truncate(name, 300, "…")),
-        blocks: Some(json!([section(&text)])),
-        attachments: None,
-        thread_ts: Some(digest_ts.to_owned()),
     }
 }
 
@@ -392,19 +337,32 @@ mod tests {
         assert!(!p.text.contains("<!channel>"));
         assert!(text.contains("child-0-") && text.contains("and 290 more"), "the triggering children are named");
         check(&reply("#c", "1.1", &huge, EventId::new()));
-        check(&in_digest("#c", "1.1", &huge, EventId::new()));
         check(&flapping("#c", "1.1", &huge, 7, 10, EventId::new()));
-        check(&backlink("#c", "1.1", &"z".repeat(5000), "OK", "1.2"));
-        let mut d = Digest { total: 500, ..Digest::default() };
-        for i in 0..500 {
-            *d.states.entry(["ALARM", "OK"][i % 2].into()).or_default() += 1;
-            *d.namespaces.entry(format!("NS/{i}")).or_default() += 1;
-            *d.accounts.entry(format!("{i:012}")).or_default() += 1;
-            d.names.push("q".repeat(400));
-        }
-        let m = digest("#c", &d, 30);
+        // A digest of 100 such alarms (the most one holds) keeps within the limits too, each line whole.
+        let items: Vec<eventfleet_storage::DigestItem> = (0..crate::digest::MAX_ITEMS)
+            .map(|_| {
+                let line = digest_line(&huge);
+                let at = Timestamp::from_millis(0);
+                eventfleet_storage::DigestItem { event_id: EventId::new(), from: line.from, title: line.title, at }
+            })
+            .collect();
+        let m = crate::digest::layout("#c", &items);
         check(&m);
-        assert!(m.text.contains("500 alarms"));
+        let shown = serde_json::to_string(&m.blocks).unwrap();
+        assert!(shown.contains("from CloudWatch composite") && !shown.contains("<!channel>"), "{shown}");
+        assert!(shown.contains("their later state changes reply in this thread"), "{shown}");
+    }
+
+    #[test]
+    fn an_alarms_digest_line_links_it_and_says_its_state() {
+        let alarm = json!({"AlarmName": "api|5xx", "NewStateValue": "ALARM", "NewStateReason": "Threshold <crossed>",
+            "Region": "EU (Ireland)", "AlarmArn": "arn:aws:cloudwatch:eu-west-1:1:alarm:api|5xx",
+            "Trigger": {"Namespace": "AWS/ApplicationELB"}});
+        let line = digest_line(&alarm);
+        assert_eq!(line.from, "CloudWatch AWS/ApplicationELB");
+        assert!(line.title.starts_with(state_marker("ALARM")), "{}", line.title);
+        assert!(line.title.contains(&format!("<{}|api¦5xx>", console_link(&alarm))), "{}", line.title);
+        assert!(line.title.ends_with("Threshold &lt;crossed&gt;"), "{}", line.title);
     }
 
     #[test]

@@ -3,39 +3,38 @@
 //! - The first notification of an alarm (keyed by its `AlarmArn`) posts a message; later state changes reply in
 //!   its thread and update the message's state line (`chat.update`). A new ALARM after the alarm has been OK for
 //!   longer than [`AlarmSettings::reopen_after`] starts a new thread.
-//! - A storm (more than [`AlarmSettings::storm_threshold`] new alarm threads in one channel, each within
-//!   [`AlarmSettings::storm_window`] of the one before) becomes one digest message with the alarms in its thread;
-//!   the alarms posted alone just before it get a back-link there.
+//! - A storm is a burst like any other ([`crate::digest`]): a new alarm that finds no slot in its channel's pace
+//!   is folded into the channel's digest, one line each (its state, a link to it in the console, its event id).
+//!   Its later state changes reply in that digest's thread, in full.
 //! - Flapping (more than [`AlarmSettings::flap_replies`] state changes, each within
 //!   [`AlarmSettings::flap_window`] of the one before) collapses into one reply that counts them, updated in
 //!   place.
-//! - Posts keep the channel's pace ([`crate::slack::pace`]), taken before the storm's count; a post without a
-//!   slot, or in a channel Slack paused (`Retry-After`), is deferred: its message is hidden until then, no
-//!   handler waits.
+//! - Posts keep the channel's pace ([`crate::slack::pace`]); a post without a slot, or in a channel Slack paused
+//!   (`Retry-After`), is deferred: its message is hidden until then, no handler waits.
 //!
 //! The thread's record is written after each post, and every post carries the event id and its part in its
 //! metadata, so an attempt after a crash finds what an earlier one did and does not post it again.
 
-pub mod channel;
 pub mod messages;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use eventfleet_schema::{Envelope, Timestamp};
-use eventfleet_storage::{AlarmThread, ChannelState, Digest, EarlyAlarm, StorageError};
+use eventfleet_storage::{AlarmThread, StorageError};
 use serde_json::Value;
 
+use crate::digest::Placed;
 pub use crate::handlers::alarm_settings::AlarmSettings;
 use crate::handlers::sns::{SnsRouting, sns_body, str_of};
 use crate::slack::{PostMark, Posted, SlackMessage};
 use crate::wait::{Ready, Wait};
 use crate::{Handler, HandlerContext, HandlerError};
-use channel::{Decision, Placement, change_channel as update_channel};
 use messages::ThreadLine;
 
-/// How often a digest's counts are refreshed at most (`chat.update` is limited per workspace).
-const DIGEST_REFRESH: Duration = Duration::from_secs(3);
+/// How long a state change of an alarm folded into a digest waits for the digest to be posted, at most: past it
+/// (the flush failing for long), the change opens a thread of its own rather than hold the alarm's changes.
+const DIGEST_WAIT_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 /// CloudWatch alarm state changes.
 pub struct CloudWatchAlarm(pub SnsRouting);
@@ -92,7 +91,8 @@ impl Handler for CloudWatchAlarm {
                 if t.transitions > 1 {
                     ready!(show_state(ctx, &notice, &t, true).await?);
                 }
-                Ok(Ready::Now(format!("alarm {} {} already in its thread {}", notice.name, notice.state, t.thread_ts)))
+                let place = if t.thread_ts.is_empty() { "the channel's digest" } else { "its thread" };
+                Ok(Ready::Now(format!("alarm {} {} already in {place} {}", notice.name, notice.state, t.thread_ts)))
             }
             Some(t)
                 if t.channel == notice.channel
@@ -100,9 +100,24 @@ impl Handler for CloudWatchAlarm {
                         && t.state == "OK"
                         && now.since(t.updated_at) > settings.reopen_after) =>
             {
+                let mut t = t;
+                if t.thread_ts.is_empty() {
+                    // Folded into a digest: its thread is the digest's, once posted.
+                    match digest_thread(ctx, &t).await? {
+                        Some(ts) => t.thread_ts = ts,
+                        None if now.since(t.updated_at) > DIGEST_WAIT_LIMIT => {
+                            return open(ctx, &notice, t.version).await;
+                        }
+                        None => {
+                            let wait = ctx.poster.pace().interval.max(Duration::from_secs(1));
+                            let reason = format!("{}: the digest holding this alarm is not posted yet", notice.channel);
+                            return Ok(Ready::Wait(Wait { wait, reason }));
+                        }
+                    }
+                }
                 transition(ctx, settings, &notice, t).await
             }
-            other => open(ctx, settings, &notice, other.map_or(0, |t| t.version)).await,
+            other => open(ctx, &notice, other.map_or(0, |t| t.version)).await,
         }
     }
 }
@@ -116,41 +131,6 @@ fn parse_change_time(text: &str) -> Option<Timestamp> {
         _ => text.to_owned(),
     };
     Timestamp::parse(&fixed).ok()
-}
-
-/// The event's place in the channel's storm (a new thread, storms on), then its turns in the channel's pace.
-async fn room(
-    ctx: &HandlerContext,
-    settings: &AlarmSettings,
-    notice: &Notice<'_>,
-    new_thread: bool,
-) -> Result<Ready<(Placement, ChannelState)>, HandlerError> {
-    let event = notice.envelope.event_id();
-    if !new_thread || settings.storm_threshold == 0 {
-        ready!(ctx.poster.take_turns(&notice.channel, event, 1).await);
-        return Ok(Ready::Now((Placement::Alone, ChannelState::default())));
-    }
-    // The storm first (an event waiting for the digest takes no turn meanwhile), then the turns it needs.
-    let mut decision = Decision::Go(Placement::Alone);
-    let state = update_channel(&ctx.store, &notice.channel, |state| {
-        decision = channel::decide(state, settings, event, ctx.store.clock.now());
-        !matches!(decision, Decision::WaitUnchanged(..))
-    })
-    .await?;
-    match decision {
-        Decision::Go(Placement::PostDigest) => {
-            // The digest, the back-links to the alarms posted alone before it, and its own reply.
-            ready!(ctx.poster.take_turns(&notice.channel, event, 2 + state.early.len() as u32).await);
-            Ok(Ready::Now((Placement::PostDigest, state)))
-        }
-        Decision::Go(placement) => {
-            ready!(ctx.poster.take_turns(&notice.channel, event, 1).await);
-            Ok(Ready::Now((placement, state)))
-        }
-        Decision::WaitUnchanged(wait, reason) => {
-            Ok(Ready::Wait(Wait { wait, reason: format!("{}: {reason}", notice.channel) }))
-        }
-    }
 }
 
 /// Posts one part of the event, once (the caller took its turns).
@@ -208,157 +188,38 @@ async fn save(ctx: &HandlerContext, thread: &AlarmThread) -> Result<(), HandlerE
     ctx.store.alarm_threads.put_thread(thread).await.map(|_| ()).map_err(store_error("write the alarm thread"))
 }
 
-fn count_into(d: &mut Digest, name: &str, state: &str, namespace: &str, account: &str) {
-    d.total += 1;
-    *d.states.entry(state.to_owned()).or_default() += 1;
-    *d.namespaces.entry(namespace.to_owned()).or_default() += 1;
-    *d.accounts.entry(account.to_owned()).or_default() += 1;
-    if d.names.len() < messages::DIGEST_NAMES {
-        d.names.push(name.to_owned());
-    }
+/// A new thread: the alarm's message, in its turn; or, when the channel has no slot (a storm), a line in the
+/// channel's digest, whose thread its later changes reply in.
+async fn open(ctx: &HandlerContext, notice: &Notice<'_>, version: u64) -> Result<Ready<String>, HandlerError> {
+    let event = notice.envelope.event_id();
+    let line = ThreadLine { state: notice.state.clone(), since: notice.since, transitions: 1, event_id: event };
+    let message = messages::parent(&notice.channel, &notice.json, &line);
+    let mark = PostMark::part(event, "post");
+    let folded = messages::digest_line(&notice.json);
+    let posted = match ready!(crate::digest::turn_or_fold(ctx, notice.envelope, folded, &message, &mark).await?) {
+        Placed::Turn => ready!(post(ctx, notice, "post", &message).await?),
+        Placed::Earlier(posted) => posted,
+        Placed::Folded(outcome) => {
+            // No message of its own: its first change finds the digest's thread (the `digested` line of this
+            // event's trail).
+            let none = Posted { ts: String::new(), channel: String::new() };
+            save(ctx, &new_thread(notice, &none, "", version, ctx.store.clock.now())).await?;
+            return Ok(Ready::Now(format!("alarm {} {} {outcome}", notice.name, notice.state)));
+        }
+    };
+    save(ctx, &new_thread(notice, &posted, &posted.ts, version, ctx.store.clock.now())).await?;
+    Ok(Ready::Now(format!("alarm {} {} opened a thread in {} ({posted})", notice.name, notice.state, notice.channel)))
 }
 
-/// A new thread: alone, or in the channel's storm digest.
-async fn open(
-    ctx: &HandlerContext,
-    settings: &AlarmSettings,
-    notice: &Notice<'_>,
-    version: u64,
-) -> Result<Ready<String>, HandlerError> {
-    let event = notice.envelope.event_id();
-    let (placement, state) = ready!(room(ctx, settings, notice, true).await?);
-    let namespace = messages::namespace(&notice.json);
-    let account = str_of(&notice.json, "AWSAccountId").to_owned();
-    let line = ThreadLine { state: notice.state.clone(), since: notice.since, transitions: 1, event_id: event };
-    match placement {
-        Placement::Alone => {
-            let message = messages::parent(&notice.channel, &notice.json, &line);
-            let posted = ready!(post(ctx, notice, "post", &message).await?);
-            let now = ctx.store.clock.now();
-            save(ctx, &new_thread(notice, &posted, &posted.ts, version, now)).await?;
-            if settings.storm_threshold > 0 {
-                let early = EarlyAlarm {
-                    name: notice.name.clone(),
-                    ts: posted.ts.clone(),
-                    state: notice.state.clone(),
-                    namespace,
-                    account,
-                };
-                // Listed for a digest's back-links until the digest is posted; one posted since this alarm took
-                // its place gets the back-link from this event (its poster read the list before this was in it).
-                let threshold = settings.storm_threshold as usize;
-                let mut digest_ts = None;
-                update_channel(&ctx.store, &notice.channel, |s| {
-                    digest_ts = s.digest.as_ref().and_then(|d| d.ts.clone());
-                    let add =
-                        digest_ts.is_none() && s.early.len() < threshold && !s.early.iter().any(|e| e.ts == early.ts);
-                    if add {
-                        s.early.push(early.clone());
-                    }
-                    add
-                })
-                .await?;
-                if let Some(digest_ts) = digest_ts {
-                    let message =
-                        messages::backlink(&notice.channel, &digest_ts, &notice.name, &notice.state, &posted.ts);
-                    ready!(post(ctx, notice, &format!("backlink:{}", posted.ts), &message).await?);
-                }
-            }
-            Ok(Ready::Now(format!(
-                "alarm {} {} opened a thread in {} ({posted})",
-                notice.name, notice.state, notice.channel
-            )))
-        }
-        Placement::PostDigest => {
-            let digest = state.digest.clone().unwrap_or_default();
-            // The back-links go to the alarms listed when the digest's ts was written: one listed later saw the
-            // ts and posts its own.
-            let (digest_ts, early) = match digest.ts.clone() {
-                Some(ts) => (ts, state.early.clone()),
-                None => {
-                    let mut shown = digest.clone();
-                    for e in &state.early {
-                        count_into(&mut shown, &e.name, &e.state, &e.namespace, &e.account);
-                    }
-                    count_into(&mut shown, &notice.name, &notice.state, &namespace, &account);
-                    let message = messages::digest(&notice.channel, &shown, settings.storm_window.as_secs());
-                    let posted = ready!(post(ctx, notice, "digest", &message).await?);
-                    let now = ctx.store.clock.now();
-                    let saved = update_channel(&ctx.store, &notice.channel, |s| {
-                        let d = s.digest.get_or_insert_with(Digest::default);
-                        if d.ts.is_some() {
-                            return false;
-                        }
-                        *d = Digest {
-                            ts: Some(posted.ts.clone()),
-                            channel_id: posted.channel.clone(),
-                            shown_at: now,
-                            shown_total: shown.total,
-                            ..shown.clone()
-                        };
-                        true
-                    })
-                    .await?;
-                    (saved.digest.and_then(|d| d.ts).unwrap_or(posted.ts), saved.early)
-                }
-            };
-            // The alarms posted alone just before: a back-link each, removed from the list once posted.
-            for early in early {
-                let message = messages::backlink(&notice.channel, &digest_ts, &early.name, &early.state, &early.ts);
-                ready!(post(ctx, notice, &format!("backlink:{}", early.ts), &message).await?);
-                update_channel(&ctx.store, &notice.channel, |s| {
-                    let before = s.early.len();
-                    s.early.retain(|e| e.ts != early.ts);
-                    s.early.len() != before
-                })
-                .await?;
-            }
-            let message = messages::in_digest(&notice.channel, &digest_ts, &notice.json, event);
-            let posted = ready!(post(ctx, notice, "post", &message).await?);
-            let now = ctx.store.clock.now();
-            save(ctx, &new_thread(notice, &posted, &digest_ts, version, now)).await?;
-            Ok(Ready::Now(format!(
-                "alarm {} {} began the storm digest {digest_ts} in {} ({posted})",
-                notice.name, notice.state, notice.channel
-            )))
-        }
-        Placement::InDigest(digest_ts) => {
-            let message = messages::in_digest(&notice.channel, &digest_ts, &notice.json, event);
-            let posted = ready!(post(ctx, notice, "post", &message).await?);
-            let now = ctx.store.clock.now();
-            save(ctx, &new_thread(notice, &posted, &digest_ts, version, now)).await?;
-            // Count it into the digest, and show the counts when they were last shown a while ago.
-            let mut refresh = None;
-            let counted = update_channel(&ctx.store, &notice.channel, |s| {
-                let Some(d) = s.digest.as_mut().filter(|d| d.ts.as_deref() == Some(digest_ts.as_str())) else {
-                    return false;
-                };
-                count_into(d, &notice.name, &notice.state, &namespace, &account);
-                refresh = (now.since(d.shown_at) >= DIGEST_REFRESH).then(|| d.clone());
-                if let Some(d) = s.digest.as_mut().filter(|_| refresh.is_some()) {
-                    d.shown_at = now;
-                    d.shown_total = d.total;
-                }
-                true
-            })
-            .await;
-            match counted {
-                Ok(_) => {
-                    if let Some(d) = refresh {
-                        let message = messages::digest(&notice.channel, &d, settings.storm_window.as_secs());
-                        let channel =
-                            if d.channel_id.is_empty() { notice.channel.clone() } else { d.channel_id.clone() };
-                        ready!(update(ctx, notice, &channel, &digest_ts, &message, false).await?);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not count the alarm into its digest"),
-            }
-            Ok(Ready::Now(format!(
-                "alarm {} {} posted in the storm digest {digest_ts} of {} ({posted})",
-                notice.name, notice.state, notice.channel
-            )))
-        }
-    }
+/// The thread of an alarm folded into a digest: the digest's message, once its flush posted it (the `digested`
+/// line in the trail of the event that folded it).
+async fn digest_thread(ctx: &HandlerContext, thread: &AlarmThread) -> Result<Option<String>, HandlerError> {
+    let trail = ctx.store.audit.history(thread.last_event).await.map_err(store_error("read the alarm's trail"))?;
+    Ok(trail.iter().rev().find_map(|entry| {
+        (entry.step == eventfleet_schema::Step::Digested && entry.detail["channel"].as_str() == Some(&thread.channel))
+            .then(|| entry.detail["ts"].as_str().map(str::to_owned))
+            .flatten()
+    }))
 }
 
 /// A state change of an alarm with a thread: a reply (or the flapping count), and the state line updated.
@@ -384,7 +245,7 @@ async fn transition(
             format!("counted as flapping ({collapsed} collapsed) in {}", thread.thread_ts)
         }
         _ => {
-            ready!(room(ctx, settings, notice, false).await?);
+            ready!(ctx.poster.take_turns(&notice.channel, event, 1).await);
             let (part, message) = if collapse {
                 let window = settings.flap_window.as_secs() / 60;
                 ("flap", messages::flapping(&notice.channel, &thread.thread_ts, &notice.json, 1, window, event))
@@ -392,6 +253,10 @@ async fn transition(
                 ("post", messages::reply(&notice.channel, &thread.thread_ts, &notice.json, event))
             };
             let posted = ready!(post(ctx, notice, part, &message).await?);
+            if thread.channel_id.is_empty() {
+                // An alarm folded into a digest learns its channel's id here (`chat.update` takes ids only).
+                thread.channel_id = posted.channel.clone();
+            }
             if collapse {
                 thread.flap_ts = Some(posted.ts.clone());
             }
@@ -422,6 +287,10 @@ async fn show_state(
     thread: &AlarmThread,
     checked: bool,
 ) -> Result<Ready<()>, HandlerError> {
+    if thread.message_ts.is_empty() {
+        // Folded into a digest: no message of its own to keep up to date (its replies say each state).
+        return Ok(Ready::Now(()));
+    }
     let line = ThreadLine {
         state: thread.state.clone(),
         since: thread.since,
