@@ -22,9 +22,11 @@ pub struct AlarmThread {
     /// The channel's id as Slack answered the post (`chat.update` takes ids only).
     #[serde(default)]
     pub channel_id: String,
-    /// The message that shows the alarm's state: the thread's parent, or its reply in a storm digest's thread.
+    /// The message that shows the alarm's state: the thread's parent (or, in a row of the release before, its reply
+    /// in a storm digest's thread); empty for an alarm folded into a burst digest, which has no message of its own.
     pub message_ts: String,
-    /// The thread its transitions go to: `message_ts`, or the digest's when it is part of one.
+    /// The thread its transitions go to: `message_ts`, or the digest's when it is part of one; empty while an alarm
+    /// folded into a digest has not had a later change (the digest's ts is then in the folding event's trail).
     pub thread_ts: String,
     /// The current state (`ALARM`, `OK`, `INSUFFICIENT_DATA`).
     pub state: String,

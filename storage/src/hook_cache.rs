@@ -27,8 +27,11 @@ pub struct CachedHooks {
     inner: Arc<dyn WebhookRegistry>,
     ttl: Duration,
     hooks: Mutex<HashMap<HookId, (Instant, Webhook)>>,
-    /// The reads under way, one per hook: a request that finds one waits for it.
-    reading: Mutex<HashMap<HookId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The reads under way, one per hook: a request that finds one shares its answer (a hook, none, or the
+    /// error); if the request reading is cancelled, one of those waiting reads instead.
+    reading: Mutex<HashMap<HookId, Arc<Read>>>,
+    /// Bumped by this process's changes: a read begun before one is not cached.
+    changes: std::sync::atomic::AtomicU64,
     counts: Mutex<HashMap<HookId, u64>>,
 }
 
@@ -36,8 +39,14 @@ impl CachedHooks {
     /// Caches `inner` for `ttl` and starts the task that writes the counts (on the current tokio runtime; it
     /// ends when the cache is dropped).
     pub fn new(inner: Arc<dyn WebhookRegistry>, ttl: Duration) -> Arc<Self> {
-        let cache =
-            Arc::new(Self { inner, ttl, hooks: Mutex::default(), reading: Mutex::default(), counts: Mutex::default() });
+        let cache = Arc::new(Self {
+            inner,
+            ttl,
+            hooks: Mutex::default(),
+            reading: Mutex::default(),
+            changes: Default::default(),
+            counts: Mutex::default(),
+        });
         tokio::spawn(flush_every(Arc::downgrade(&cache), ttl.max(Duration::from_millis(100))));
         cache
     }
@@ -54,7 +63,33 @@ impl CachedHooks {
     }
 }
 
+/// One read of a hook, shared by the requests that come while it is under way.
+type Read = tokio::sync::OnceCell<Result<Option<Webhook>>>;
+
+/// Takes a read out of the map when a request that shared it is done (if no later read replaced it).
+struct Leave<'a> {
+    cache: &'a CachedHooks,
+    id: &'a HookId,
+    read: &'a Arc<Read>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut reading = self.cache.reading.lock().unwrap_or_else(|p| p.into_inner());
+        if reading.get(self.id).is_some_and(|r| Arc::ptr_eq(r, self.read)) {
+            reading.remove(self.id);
+        }
+    }
+}
+
 impl CachedHooks {
+    /// Forgets the hook: read again by the next request, not served from a read begun before a change.
+    fn forget(&self, id: &HookId) {
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.reading.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
     /// The hook as read within the TTL.
     fn fresh(&self, id: &HookId) -> Option<Webhook> {
         let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,27 +115,20 @@ impl WebhookRegistry for CachedHooks {
         if let Some(hook) = self.fresh(id) {
             return Ok(Some(hook));
         }
-        let turn = self.reading.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default().clone();
-        let _read = turn.lock().await;
-        // The read this one waited for may have cached the hook.
-        if let Some(hook) = self.fresh(id) {
-            return Ok(Some(hook));
-        }
-        let hook = self.inner.get(id).await;
-        {
-            let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
-            // Two holders: the map and this read (waiters hold more): the entry goes with the last of them.
-            if reading.get(id).is_some_and(|t| Arc::strong_count(t) <= 2) {
-                reading.remove(id);
-            }
-        }
-        let hook = hook?;
+        let changes = self.changes.load(std::sync::atomic::Ordering::SeqCst);
+        let read = self.reading.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default().clone();
+        // However this request ends (answered, or cancelled by its client), the read leaves the map: the next
+        // request after it reads again, or takes the cache.
+        let _leave = Leave { cache: self, id, read: &read };
+        let hook = read.get_or_init(|| self.inner.get(id)).await.clone()?;
         let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
         match &hook {
             // Unknown ids are not cached: anyone can make them up.
             None => {
                 hooks.remove(id);
             }
+            // Read before this process changed a hook: served to this request, not kept.
+            Some(_) if self.changes.load(std::sync::atomic::Ordering::SeqCst) != changes => {}
             Some(h) => {
                 if hooks.len() >= MAX_ENTRIES {
                     hooks.clear();
@@ -118,25 +146,25 @@ impl WebhookRegistry for CachedHooks {
     async fn set_active(&self, id: &HookId, active: bool) -> Result<Webhook> {
         let changed = self.inner.set_active(id, active).await;
         // After the write: a read racing it would otherwise cache the old hook for the whole TTL.
-        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.forget(id);
         changed
     }
 
     async fn set_filter(&self, id: &HookId, filter: Option<&HookFilter>) -> Result<Webhook> {
         let changed = self.inner.set_filter(id, filter).await;
-        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.forget(id);
         changed
     }
 
     async fn set_group_key(&self, id: &HookId, group_key: Option<&str>) -> Result<Webhook> {
         let changed = self.inner.set_group_key(id, group_key).await;
-        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.forget(id);
         changed
     }
 
     async fn set_per_delivery(&self, id: &HookId, per_delivery: bool) -> Result<Webhook> {
         let changed = self.inner.set_per_delivery(id, per_delivery).await;
-        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.forget(id);
         changed
     }
 

@@ -146,9 +146,24 @@ async fn requests_that_miss_together_share_one_read() {
         assert_eq!(got.unwrap(), hook.id);
     }
     assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 1, "32 requests, one read");
-    // An unknown id is read each time (not cached), however many ask.
+    // An unknown id is not cached: read again by each request that comes after, but shared by those that come
+    // together (a burst to a made-up id is one read, not one each).
     let unknown = HookId::new();
     assert_eq!(cache.get(&unknown).await.unwrap(), None);
-    assert_eq!(cache.get(&unknown).await.unwrap(), None);
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let mut gets = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (cache, id) = (cache.clone(), unknown.clone());
+        gets.spawn(async move { cache.get(&id).await.unwrap() });
+    }
+    while let Some(got) = gets.join_next().await {
+        assert_eq!(got.unwrap(), None);
+    }
     assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // A request cancelled while it reads (its client gone) leaves nothing behind: the next one reads.
+    let other = HookId::new();
+    let cancelled = tokio::time::timeout(Duration::from_millis(5), cache.get(&other)).await;
+    assert!(cancelled.is_err(), "cancelled mid-read");
+    assert_eq!(cache.get(&other).await.unwrap(), None);
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 5);
 }

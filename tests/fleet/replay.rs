@@ -325,3 +325,63 @@ async fn an_alarm_replayed_says_nothing_its_thread_already_shows_even_with_post_
     let last = trail.iter().rev().find(|e| e.step == Step::Succeeded).unwrap();
     assert!(last.detail["outcome"].as_str().unwrap().contains("already in its thread"), "{}", last.detail);
 }
+
+/// An alarm a storm folded into the channel's digest, whose recovery has since replied in the digest's thread:
+/// replaying the event that folded it says nothing again (it is in the digest), and the alarm's row keeps its
+/// current state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_alarm_that_a_storm_folded_says_nothing_again() {
+    let pace = eventfleet_workers::slack::ChannelPace { interval: Duration::from_secs(1), burst: 3, digests: true };
+    let f = Fleet::start_with(eventfleet_workers::WorkerConfig { channel_pace: pace, ..worker_config() }).await;
+    let topic = "arn:aws:sns:us-east-1:123456789012:alarms";
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(f.publish(&crate::alarms::alarm(topic, &format!("fold-{i}"), "OK", "ALARM")).await);
+    }
+    for id in &ids {
+        f.wait_for(*id, Step::Succeeded).await;
+    }
+    let folded = |id: &EventId| {
+        let f = &f;
+        let id = *id;
+        async move {
+            let trail = f.store.audit.history(id).await.unwrap();
+            trail.iter().any(|e| e.step == Step::Succeeded && e.detail.to_string().contains("folded into digest"))
+        }
+    };
+    let mut folded_one = None;
+    for (i, id) in ids.iter().enumerate() {
+        if folded(id).await {
+            folded_one = Some((i, *id));
+            break;
+        }
+    }
+    let (i, id) = folded_one.expect("a storm of six folds some");
+    eventually(Duration::from_secs(20), || async { f.steps(id).await.contains(&Step::Digested).then_some(()) })
+        .await
+        .expect("its digest was posted");
+    let ok = f.publish(&crate::alarms::alarm(topic, &format!("fold-{i}"), "ALARM", "OK")).await;
+    f.wait_for(ok, Step::Succeeded).await;
+    f.settled().await;
+    let count = |f: &Fleet| {
+        let parents = f.slack.history("#alarms");
+        let replies: usize =
+            (parents.iter()).map(|p| f.slack.replies("#alarms", p["ts"].as_str().unwrap()).len()).sum();
+        (parents.len(), replies, f.slack.updates().len())
+    };
+    let before = count(&f);
+    let events = logged(&f, &[id]).await;
+    replay_and_wait(&f, &events, &by("alice")).await;
+    f.settled().await;
+    assert_eq!(count(&f), before, "the replay posts, replies and updates nothing again");
+    let trail = f.store.audit.history(id).await.unwrap();
+    let last = trail.iter().rev().find(|e| e.step == Step::Succeeded).unwrap();
+    assert!(
+        last.detail["outcome"].as_str().unwrap().contains("in a digest of #alarms posted before"),
+        "{}",
+        last.detail
+    );
+    let arn = format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:fold-{i}");
+    let thread = f.store.alarm_threads.thread(&arn).await.unwrap().unwrap();
+    assert_eq!((thread.state.as_str(), thread.last_event), ("OK", ok), "the row keeps its current state");
+}

@@ -195,7 +195,11 @@ pub async fn card_or_fold(
 
 /// Where an earlier attempt folded the event, if it did: in a digest not posted yet (its flush is made sure of),
 /// or in one posted (the `digested` line of its trail).
-async fn folded_before(ctx: &HandlerContext, channel: &str, event: EventId) -> Result<Option<String>, HandlerError> {
+pub(crate) async fn folded_before(
+    ctx: &HandlerContext,
+    channel: &str,
+    event: EventId,
+) -> Result<Option<String>, HandlerError> {
     let digests = ctx.store.digests.digest(channel).await.map_err(store_error)?;
     if let Some((seq, first)) = digests.as_ref().and_then(|d| d.first_of(event)) {
         if first == event {
@@ -579,7 +583,9 @@ pub fn layout(channel: &str, items: &[DigestItem]) -> SlackMessage {
         blocks.push(section(chunk.trim_end()));
     }
     let mut notes = vec!["Each post's trail: `eventfleet events show <event id>`".to_owned()];
-    if items.iter().any(|item| item.from.starts_with(ALARM_FROM)) {
+    // Slack's only: a Teams card has no thread.
+    let slack = !channel.starts_with(crate::teams::PREFIX);
+    if slack && items.iter().any(|item| item.from.starts_with(ALARM_FROM)) {
         notes.push("Alarms listed here: their later state changes reply in this thread".to_owned());
     }
     if shown < items.len() {

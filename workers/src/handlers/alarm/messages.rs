@@ -1,5 +1,5 @@
 //! The Block Kit messages of alarm threads: the parent (the alarm's current state), a thread reply per state
-//! change, the flapping counter, the storm digest and its back-links. Everything an alarm carries is escaped and
+//! change, the flapping counter, and an alarm's line in its channel's digest when a storm folds it there. Everything an alarm carries is escaped and
 //! cut to Slack's limits ([`crate::block_kit`]), composite, metric-math and anomaly-detection alarms alike.
 
 use eventfleet_schema::{EventId, Timestamp};

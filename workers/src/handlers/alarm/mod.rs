@@ -34,7 +34,12 @@ use messages::ThreadLine;
 
 /// How long a state change of an alarm folded into a digest waits for the digest to be posted, at most: past it
 /// (the flush failing for long), the change opens a thread of its own rather than hold the alarm's changes.
-const DIGEST_WAIT_LIMIT: Duration = Duration::from_secs(15 * 60);
+const DIGEST_WAIT_LIMIT: Duration = Duration::from_secs(10 * 60);
+
+/// While the digest is due (its flush runs one pace interval after the fold) a change looks again each interval;
+/// past this, each minute: a wait is a receive of its message, and the queue's receive limit must outlast
+/// [`DIGEST_WAIT_LIMIT`] (about 15 receives against the default 50).
+const DIGEST_DUE: Duration = Duration::from_secs(10);
 
 /// CloudWatch alarm state changes.
 pub struct CloudWatchAlarm(pub SnsRouting);
@@ -94,6 +99,15 @@ impl Handler for CloudWatchAlarm {
                 let place = if t.thread_ts.is_empty() { "the channel's digest" } else { "its thread" };
                 Ok(Ready::Now(format!("alarm {} {} already in {place} {}", notice.name, notice.state, t.thread_ts)))
             }
+            // A replay (or a later attempt) of an event folded into this channel's digest: it is there already,
+            // whatever the alarm did since.
+            Some(_)
+                if ctx.looks()
+                    && let Some(earlier) =
+                        crate::digest::folded_before(ctx, &notice.channel, envelope.event_id()).await? =>
+            {
+                Ok(Ready::Now(format!("alarm {} {} {earlier}", notice.name, notice.state)))
+            }
             Some(t)
                 if t.channel == notice.channel
                     && !(notice.state == "ALARM"
@@ -102,14 +116,19 @@ impl Handler for CloudWatchAlarm {
             {
                 let mut t = t;
                 if t.thread_ts.is_empty() {
+                    let waited = now.since(t.updated_at);
+                    // Past the limit an earlier attempt may have opened a thread of its own and died before
+                    // recording it: that thread is the alarm's, even if the digest was posted since.
+                    if waited > DIGEST_WAIT_LIMIT && ctx.looks() {
+                        return open(ctx, &notice, t.version).await;
+                    }
                     // Folded into a digest: its thread is the digest's, once posted.
                     match digest_thread(ctx, &t).await? {
                         Some(ts) => t.thread_ts = ts,
-                        None if now.since(t.updated_at) > DIGEST_WAIT_LIMIT => {
-                            return open(ctx, &notice, t.version).await;
-                        }
+                        None if waited > DIGEST_WAIT_LIMIT => return open(ctx, &notice, t.version).await,
                         None => {
-                            let wait = ctx.poster.pace().interval.max(Duration::from_secs(1));
+                            let interval = ctx.poster.pace().interval.max(Duration::from_secs(1));
+                            let wait = if waited < interval + DIGEST_DUE { interval } else { Duration::from_secs(60) };
                             let reason = format!("{}: the digest holding this alarm is not posted yet", notice.channel);
                             return Ok(Ready::Wait(Wait { wait, reason }));
                         }
@@ -120,6 +139,12 @@ impl Handler for CloudWatchAlarm {
             other => open(ctx, &notice, other.map_or(0, |t| t.version)).await,
         }
     }
+}
+
+/// Whether Slack answered with this channel's id (`C…`, `G…`), not a name (`#ops`) as an earlier attempt's look
+/// gives back.
+fn is_channel_id(channel: &str) -> bool {
+    !channel.is_empty() && !channel.starts_with('#')
 }
 
 /// `2026-12-01T10:00:00.000+0000` (CloudWatch's offset has no colon).
@@ -253,7 +278,7 @@ async fn transition(
                 ("post", messages::reply(&notice.channel, &thread.thread_ts, &notice.json, event))
             };
             let posted = ready!(post(ctx, notice, part, &message).await?);
-            if thread.channel_id.is_empty() {
+            if !is_channel_id(&thread.channel_id) && is_channel_id(&posted.channel) {
                 // An alarm folded into a digest learns its channel's id here (`chat.update` takes ids only).
                 thread.channel_id = posted.channel.clone();
             }
@@ -299,7 +324,7 @@ async fn show_state(
     };
     let mut parent = messages::parent(&notice.channel, &notice.json, &line);
     if thread.message_ts != thread.thread_ts {
-        // Its message is a reply in a storm digest's thread: keep it there.
+        // Its message is a reply in a storm digest's thread (a row the release before wrote): keep it there.
         parent.thread_ts = Some(thread.thread_ts.clone());
     }
     let channel = if thread.channel_id.is_empty() { thread.channel.clone() } else { thread.channel_id.clone() };
