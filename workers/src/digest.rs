@@ -141,7 +141,8 @@ pub async fn turn_or_fold(
     // group's earlier post is in that digest) and keeps processes that have not yet learnt their share of the
     // channel from posting on top of each other.
     let now = ctx.store.clock.now();
-    let behind = if ctx.folds.folded_lately(channel, now, poster.pace().interval) {
+    let mid_burst = ctx.folds.folded_lately(channel, now, poster.pace().interval);
+    let behind = if mid_burst {
         Wait { wait: poster.pace().interval, reason: "the channel's digest is gathering".into() }
     } else {
         match poster.try_turn(channel, event).await {
@@ -149,8 +150,13 @@ pub async fn turn_or_fold(
             Ready::Wait(behind) => behind,
         }
     };
-    Ok(fold(ctx, channel, event, line, &behind).await?.map(Placed::Folded))
+    Ok(fold(ctx, channel, event, line, &behind, mid_burst).await?.map(Placed::Folded))
 }
+
+/// How long a fold in the middle of a burst waits for the burst's next folds to share its write: it holds the
+/// post's message group that long (a burst to one hook folds about 60 posts a second), which the digest's gather
+/// of a pace interval hides.
+const FOLD_LINGER: Duration = Duration::from_millis(10);
 
 /// How long a Teams channel's digest gathers a burst before its flush posts it.
 const TEAMS_GATHER: Duration = Duration::from_secs(1);
@@ -182,14 +188,14 @@ pub async fn card_or_fold(
     let now = ctx.store.clock.now();
     if ctx.folds.folded_lately(&channel, now, TEAMS_GATHER) {
         let behind = Wait { wait: TEAMS_GATHER, reason: format!("{channel}: the channel's digest is gathering") };
-        return fold(ctx, &channel, event, line, &behind).await;
+        return fold(ctx, &channel, event, line, &behind, true).await;
     }
     match poster.try_teams_turn(name, event).await {
         Ready::Now(()) => {
             let status = ready!(poster.post_to_teams(name, event, message, true).await?);
             Ok(Ready::Now(posted(status)))
         }
-        Ready::Wait(behind) => fold(ctx, &channel, event, line, &behind).await,
+        Ready::Wait(behind) => fold(ctx, &channel, event, line, &behind, false).await,
     }
 }
 
@@ -224,10 +230,11 @@ async fn fold(
     event: EventId,
     line: Line,
     behind: &Wait,
+    mid_burst: bool,
 ) -> Result<Ready<String>, HandlerError> {
     let now = ctx.store.clock.now();
     let item = DigestItem { event_id: event, from: line.from, title: line.title, at: now };
-    let folded = ctx.folds.fold(ctx, channel, item).await?;
+    let folded = ctx.folds.fold(ctx, channel, item, mid_burst).await?;
     let Some((seq, first, overdue)) = folded else {
         // The channel has the most digests waiting to be posted (Slack paused it, or their flushes fail): the post
         // waits for a slot of its own rather than grow them past what one document holds.
@@ -318,11 +325,15 @@ impl Folds {
     }
 
     /// Adds `item` to `channel`'s open digest, in one write with the other folds of this process waiting for it.
+    /// `mid_burst`: this process folded into the channel within a pace interval, so more folds are coming: the
+    /// fold waits [`FOLD_LINGER`] for them to share its write (its post is in a digest posted a pace interval
+    /// later anyway). A fold after a quiet spell writes at once.
     async fn fold(
         &self,
         ctx: &HandlerContext,
         channel: &str,
         item: DigestItem,
+        mid_burst: bool,
     ) -> Result<Option<Folded>, HandlerError> {
         let folds = self.channel(channel);
         let (tx, mut rx) = oneshot::channel();
@@ -331,6 +342,9 @@ impl Folds {
         {
             let mut last = folds.last_fold.lock().unwrap_or_else(|p| p.into_inner());
             *last = (*last).max(Some(at));
+        }
+        if mid_burst {
+            tokio::time::sleep(FOLD_LINGER).await;
         }
         let mut cached = folds.writer.lock().await;
         // The fold that held the writer before may have taken this one into its batch: written (the answer is
@@ -653,7 +667,7 @@ mod tests {
         for event in events.clone() {
             let ctx = ctx.clone();
             let item = DigestItem { event_id: event, from: "hook h".into(), title: "t".into(), at: now };
-            folds.spawn(async move { ctx.folds.fold(&ctx, "#c", item).await });
+            folds.spawn(async move { ctx.folds.fold(&ctx, "#c", item, false).await });
         }
         let first = events[0];
         while let Some(folded) = folds.join_next().await {
@@ -673,7 +687,7 @@ mod tests {
         ctx.store.digests.put_digest(&other).await.unwrap();
         let ours = EventId::new();
         let item = DigestItem { event_id: ours, from: "hook h".into(), title: "t".into(), at: now };
-        assert!(ctx.folds.fold(&ctx, "#c", item).await.unwrap().is_some());
+        assert!(ctx.folds.fold(&ctx, "#c", item, false).await.unwrap().is_some());
         let digest = ctx.store.digests.digest("#c").await.unwrap().unwrap();
         assert!(digest.first_of(theirs).is_some() && digest.first_of(ours).is_some(), "both folds kept");
         assert_eq!(digest.items.len(), 42);
@@ -694,7 +708,7 @@ mod tests {
                 title: "t".into(),
                 at: ctx.store.clock.now(),
             };
-            async move { ctx.folds.fold(&ctx, "#c", item).await }
+            async move { ctx.folds.fold(&ctx, "#c", item, false).await }
         });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while channel.waiting.lock().unwrap().is_empty() {
@@ -719,7 +733,7 @@ mod tests {
         let item = || DigestItem { event_id: EventId::new(), from: "h".into(), title: "t".into(), at: now };
         let mut full = None;
         for _ in 0..(MAX_CLOSED + 1) * MAX_ITEMS + 1 {
-            full = Some(ctx.folds.fold(&ctx, "#c", item()).await.unwrap());
+            full = Some(ctx.folds.fold(&ctx, "#c", item(), false).await.unwrap());
         }
         assert_eq!(full, Some(None), "the channel's digests are full: the post waits");
         // The flushes post and clear them, in another process.
@@ -728,7 +742,7 @@ mod tests {
         flushed.items.clear();
         ctx.store.digests.put_digest(&flushed).await.unwrap();
         assert!(
-            ctx.folds.fold(&ctx, "#c", item()).await.unwrap().is_some(),
+            ctx.folds.fold(&ctx, "#c", item(), false).await.unwrap().is_some(),
             "this process does not go on seeing them full"
         );
     }
