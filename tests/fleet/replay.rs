@@ -303,27 +303,27 @@ async fn an_alarm_replayed_says_nothing_its_thread_already_shows_even_with_post_
     let id = f.publish(&crate::alarms::alarm(topic, "api-5xx", "OK", "ALARM")).await;
     f.wait_for(id, Step::Succeeded).await;
     f.settled().await;
-    let count = |f: &Fleet| {
-        let parents = f.slack.history("#alarms");
-        let replies: usize = (parents.iter())
-            .map(|p| f.slack.replies("#alarms", p["ts"].as_str().unwrap()).len().saturating_sub(1))
-            .sum();
-        (parents.len(), replies, f.slack.updates().len())
-    };
-    let before = count(&f);
+    let before = said_in_alarms(&f);
     let events = logged(&f, &[id]).await;
     replay_and_wait(&f, &events, &by("alice")).await;
     f.settled().await;
-    assert_eq!(count(&f), before, "a replay of an alarm posts, replies and updates nothing again");
+    assert_eq!(said_in_alarms(&f), before, "a replay of an alarm posts, replies and updates nothing again");
     let events = logged(&f, &[id]).await;
     replay_and_wait(&f, &events, &EventReplayOptions { post_again: true, ..by("alice") }).await;
     f.settled().await;
-    let after = count(&f);
+    let after = said_in_alarms(&f);
     // An alarm's thread is its state: a change the thread already records is not said again, even when asked.
     assert_eq!(after, before, "the thread already shows this change");
     let trail = f.store.audit.history(id).await.unwrap();
     let last = trail.iter().rev().find(|e| e.step == Step::Succeeded).unwrap();
     assert!(last.detail["outcome"].as_str().unwrap().contains("already in its thread"), "{}", last.detail);
+}
+
+/// What `#alarms` shows: its messages, their threads' replies, the updates made.
+fn said_in_alarms(f: &Fleet) -> (usize, usize, usize) {
+    let parents = f.slack.history("#alarms");
+    let replies: usize = (parents.iter()).map(|p| f.slack.replies("#alarms", p["ts"].as_str().unwrap()).len()).sum();
+    (parents.len(), replies, f.slack.updates().len())
 }
 
 /// An alarm a storm folded into the channel's digest, whose recovery has since replied in the digest's thread:
@@ -363,17 +363,11 @@ async fn a_replayed_alarm_that_a_storm_folded_says_nothing_again() {
     let ok = f.publish(&crate::alarms::alarm(topic, &format!("fold-{i}"), "ALARM", "OK")).await;
     f.wait_for(ok, Step::Succeeded).await;
     f.settled().await;
-    let count = |f: &Fleet| {
-        let parents = f.slack.history("#alarms");
-        let replies: usize =
-            (parents.iter()).map(|p| f.slack.replies("#alarms", p["ts"].as_str().unwrap()).len()).sum();
-        (parents.len(), replies, f.slack.updates().len())
-    };
-    let before = count(&f);
+    let before = said_in_alarms(&f);
     let events = logged(&f, &[id]).await;
     replay_and_wait(&f, &events, &by("alice")).await;
     f.settled().await;
-    assert_eq!(count(&f), before, "the replay posts, replies and updates nothing again");
+    assert_eq!(said_in_alarms(&f), before, "the replay posts, replies and updates nothing again");
     let trail = f.store.audit.history(id).await.unwrap();
     let last = trail.iter().rev().find(|e| e.step == Step::Succeeded).unwrap();
     assert!(
