@@ -5,7 +5,7 @@
 //!   longer than [`AlarmSettings::reopen_after`] starts a new thread.
 //! - A storm is a burst like any other ([`crate::digest`]): a new alarm that finds no slot in its channel's pace
 //!   is folded into the channel's digest, one line each (its state, a link to it in the console, its event id).
-//!   Its later state changes reply in that digest's thread, in full.
+//!   Its later state changes reply in that digest's thread.
 //! - Flapping (more than [`AlarmSettings::flap_replies`] state changes, each within
 //!   [`AlarmSettings::flap_window`] of the one before) collapses into one reply that counts them, updated in
 //!   place.
@@ -119,7 +119,7 @@ impl Handler for CloudWatchAlarm {
                     let waited = now.since(t.updated_at);
                     // Past the limit an earlier attempt may have opened a thread of its own and died before
                     // recording it: that thread is the alarm's, even if the digest was posted since.
-                    if waited > DIGEST_WAIT_LIMIT && ctx.looks() {
+                    if waited > DIGEST_WAIT_LIMIT && opened_before(ctx, &notice).await? {
                         return open(ctx, &notice, t.version).await;
                     }
                     // Folded into a digest: its thread is the digest's, once posted.
@@ -217,8 +217,7 @@ async fn save(ctx: &HandlerContext, thread: &AlarmThread) -> Result<(), HandlerE
 /// channel's digest, whose thread its later changes reply in.
 async fn open(ctx: &HandlerContext, notice: &Notice<'_>, version: u64) -> Result<Ready<String>, HandlerError> {
     let event = notice.envelope.event_id();
-    let line = ThreadLine { state: notice.state.clone(), since: notice.since, transitions: 1, event_id: event };
-    let message = messages::parent(&notice.channel, &notice.json, &line);
+    let message = first_message(notice);
     let mark = PostMark::part(event, "post");
     let folded = messages::digest_line(&notice.json);
     let posted = match ready!(crate::digest::turn_or_fold(ctx, notice.envelope, folded, &message, &mark).await?) {
@@ -234,6 +233,20 @@ async fn open(ctx: &HandlerContext, notice: &Notice<'_>, version: u64) -> Result
     };
     save(ctx, &new_thread(notice, &posted, &posted.ts, version, ctx.store.clock.now())).await?;
     Ok(Ready::Now(format!("alarm {} {} opened a thread in {} ({posted})", notice.name, notice.state, notice.channel)))
+}
+
+/// The message that opens the alarm's thread.
+fn first_message(notice: &Notice<'_>) -> SlackMessage {
+    let event_id = notice.envelope.event_id();
+    let line = ThreadLine { state: notice.state.clone(), since: notice.since, transitions: 1, event_id };
+    messages::parent(&notice.channel, &notice.json, &line)
+}
+
+/// Whether an earlier attempt of this event posted the message that opens a thread (a later attempt only).
+async fn opened_before(ctx: &HandlerContext, notice: &Notice<'_>) -> Result<bool, HandlerError> {
+    let mark = PostMark::part(notice.envelope.event_id(), "post");
+    let message = first_message(notice);
+    Ok(ctx.poster.posted_before(&mark, notice.envelope.received_at(), &message, false).await?.is_some())
 }
 
 /// The thread of an alarm folded into a digest: the digest's message, once its flush posted it (the `digested`
