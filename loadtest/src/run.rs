@@ -191,7 +191,7 @@ fn create_hooks(fleet: Option<&Fleet>, data_dir: &std::path::Path) -> anyhow::Re
         };
         Ok(serde_json::from_str(&out)?)
     };
-    let hook = run(&["hooks", "create", "--name", "loadtest", "--channel", "#lt-hooks"])?;
+    let hook = run(&["hooks", "create", "--name", "loadtest", "--channel", "#lt-hooks", "--group-key", "/service"])?;
     let github = run(&["hooks", "create", "--name", "loadtest-github", "--channel", "#lt-github", "--secret"])?;
     let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_owned();
     Ok((s(&hook, "id"), s(&github, "id"), s(&github, "secret")))

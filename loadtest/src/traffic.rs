@@ -37,7 +37,7 @@ pub struct Planned {
 pub struct Traffic {
     /// The fleet's Slack signing secret.
     pub slack_secret: String,
-    /// A generic hook (no secret).
+    /// A generic hook (no secret), its group key `/service`.
     pub hook_id: String,
     /// A hook receiving GitHub deliveries, and its secret.
     pub github_hook_id: String,
@@ -120,7 +120,10 @@ impl Traffic {
     }
 
     fn hook(&self, n: u64) -> Planned {
-        let body = serde_json::json!({ "text": format!("lt-{n} deploy finished") }).to_string();
+        // From 16 services: the hook's group key (`/service`) orders each service's payloads and runs the
+        // services side by side, as a team's deploy hook would be set up.
+        let service = format!("service-{}", n % 16);
+        let body = serde_json::json!({ "text": format!("lt-{n} deploy finished"), "service": service }).to_string();
         let request = Request {
             path: format!("/hooks/{}", self.hook_id),
             content_type: "application/json",

@@ -150,13 +150,17 @@ pub async fn turn_or_fold(
             Ready::Wait(behind) => behind,
         }
     };
-    Ok(fold(ctx, channel, event, line, &behind, mid_burst).await?.map(Placed::Folded))
+    Ok(fold(ctx, channel, envelope, line, &behind, mid_burst).await?.map(Placed::Folded))
 }
 
-/// How long a fold in the middle of a burst waits for the burst's next folds to share its write: it holds the
-/// post's message group that long (a burst to one hook folds about 60 posts a second), which the digest's gather
-/// of a pace interval hides.
-const FOLD_LINGER: Duration = Duration::from_millis(10);
+/// How long a fold in the middle of a burst waits at most for the folds of the other message groups folding into
+/// the channel to share its write: it holds the post's message group that long, which the digest's gather of a
+/// pace interval hides. A burst from one group (one hook) has no one to wait for and writes at once.
+const FOLD_LINGER: Duration = Duration::from_millis(40);
+
+/// A message group counts as folding into a channel (so a fold waits for its next one) this long after its last
+/// fold there: a few of a group's cycles (its success, its next start, its handler).
+const FOLDING_GROUP: Duration = Duration::from_millis(250);
 
 /// How long a Teams channel's digest gathers a burst before its flush posts it.
 const TEAMS_GATHER: Duration = Duration::from_secs(1);
@@ -188,14 +192,14 @@ pub async fn card_or_fold(
     let now = ctx.store.clock.now();
     if ctx.folds.folded_lately(&channel, now, TEAMS_GATHER) {
         let behind = Wait { wait: TEAMS_GATHER, reason: format!("{channel}: the channel's digest is gathering") };
-        return fold(ctx, &channel, event, line, &behind, true).await;
+        return fold(ctx, &channel, envelope, line, &behind, true).await;
     }
     match poster.try_teams_turn(name, event).await {
         Ready::Now(()) => {
             let status = ready!(poster.post_to_teams(name, event, message, true).await?);
             Ok(Ready::Now(posted(status)))
         }
-        Ready::Wait(behind) => fold(ctx, &channel, event, line, &behind, false).await,
+        Ready::Wait(behind) => fold(ctx, &channel, envelope, line, &behind, false).await,
     }
 }
 
@@ -227,14 +231,15 @@ pub(crate) async fn folded_before(
 async fn fold(
     ctx: &HandlerContext,
     channel: &str,
-    event: EventId,
+    envelope: &Envelope,
     line: Line,
     behind: &Wait,
     mid_burst: bool,
 ) -> Result<Ready<String>, HandlerError> {
     let now = ctx.store.clock.now();
+    let event = envelope.event_id();
     let item = DigestItem { event_id: event, from: line.from, title: line.title, at: now };
-    let folded = ctx.folds.fold(ctx, channel, item, mid_burst).await?;
+    let folded = ctx.folds.fold(ctx, channel, item, envelope.message_group(), mid_burst).await?;
     let Some((seq, first, overdue)) = folded else {
         // The channel has the most digests waiting to be posted (Slack paused it, or their flushes fail): the post
         // waits for a slot of its own rather than grow them past what one document holds.
@@ -304,8 +309,12 @@ pub struct Folds {
 struct ChannelFolds {
     /// When this process last folded a post into the channel's digest.
     last_fold: Mutex<Option<eventfleet_schema::Timestamp>>,
+    /// The message groups that folded into the channel here lately, with when (a fold mid-burst waits for theirs).
+    groups: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Folds waiting for the next write, each with where its answer goes.
     waiting: Mutex<Vec<(DigestItem, oneshot::Sender<Option<Folded>>)>>,
+    /// Told of every fold that joins `waiting`.
+    joined: tokio::sync::Notify,
     /// Held by the fold that writes; the channel's digests as this process last read or wrote them.
     writer: tokio::sync::Mutex<Option<ChannelDigest>>,
 }
@@ -324,27 +333,46 @@ impl Folds {
         last.is_some_and(|at| now.since(at) < within)
     }
 
-    /// Adds `item` to `channel`'s open digest, in one write with the other folds of this process waiting for it.
-    /// `mid_burst`: this process folded into the channel within a pace interval, so more folds are coming: the
-    /// fold waits [`FOLD_LINGER`] for them to share its write (its post is in a digest posted a pace interval
-    /// later anyway). A fold after a quiet spell writes at once.
+    /// Adds `item` (a post of message group `group`) to `channel`'s open digest, in one write with the other folds
+    /// of this process waiting for it. `mid_burst`: this process folded into the channel within a pace interval,
+    /// so more folds are coming: the fold waits up to [`FOLD_LINGER`] for those of the other groups folding into
+    /// the channel here to share its write (its post is in a digest posted a pace interval later anyway). A fold
+    /// after a quiet spell, or the only group folding, writes at once.
     async fn fold(
         &self,
         ctx: &HandlerContext,
         channel: &str,
         item: DigestItem,
+        group: &str,
         mid_burst: bool,
     ) -> Result<Option<Folded>, HandlerError> {
         let folds = self.channel(channel);
         let (tx, mut rx) = oneshot::channel();
         let at = item.at;
+        let folding = {
+            let mut groups = folds.groups.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            groups.retain(|_, last| now.duration_since(*last) < FOLDING_GROUP);
+            groups.insert(group.to_owned(), now);
+            groups.len()
+        };
         folds.waiting.lock().unwrap_or_else(|p| p.into_inner()).push((item, tx));
+        folds.joined.notify_waiters();
         {
             let mut last = folds.last_fold.lock().unwrap_or_else(|p| p.into_inner());
             *last = (*last).max(Some(at));
         }
-        if mid_burst {
-            tokio::time::sleep(FOLD_LINGER).await;
+        if mid_burst && folding > 1 {
+            let deadline = tokio::time::Instant::now() + FOLD_LINGER;
+            loop {
+                let joined = folds.joined.notified();
+                if folds.waiting.lock().unwrap_or_else(|p| p.into_inner()).len() >= folding {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                    break;
+                }
+            }
         }
         let mut cached = folds.writer.lock().await;
         // The fold that held the writer before may have taken this one into its batch: written (the answer is
@@ -667,7 +695,7 @@ mod tests {
         for event in events.clone() {
             let ctx = ctx.clone();
             let item = DigestItem { event_id: event, from: "hook h".into(), title: "t".into(), at: now };
-            folds.spawn(async move { ctx.folds.fold(&ctx, "#c", item, false).await });
+            folds.spawn(async move { ctx.folds.fold(&ctx, "#c", item, "g", false).await });
         }
         let first = events[0];
         while let Some(folded) = folds.join_next().await {
@@ -687,10 +715,46 @@ mod tests {
         ctx.store.digests.put_digest(&other).await.unwrap();
         let ours = EventId::new();
         let item = DigestItem { event_id: ours, from: "hook h".into(), title: "t".into(), at: now };
-        assert!(ctx.folds.fold(&ctx, "#c", item, false).await.unwrap().is_some());
+        assert!(ctx.folds.fold(&ctx, "#c", item, "g", false).await.unwrap().is_some());
         let digest = ctx.store.digests.digest("#c").await.unwrap().unwrap();
         assert!(digest.first_of(theirs).is_some() && digest.first_of(ours).is_some(), "both folds kept");
         assert_eq!(digest.items.len(), 42);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fold_mid_burst_waits_for_the_other_groups_folding_there_and_a_lone_group_writes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(&dir);
+        let fold = |group: &'static str| {
+            let ctx = ctx.clone();
+            let item = item("hook h", "t");
+            async move { ctx.folds.fold(&ctx, "#c", item, group, true).await.unwrap().expect("room") }
+        };
+        let version = || async { ctx.store.digests.digest("#c").await.unwrap().map_or(0, |d| d.version) };
+        // Group a alone: nobody to wait for, so each fold is its write, at once (no time passes).
+        let start = tokio::time::Instant::now();
+        fold("a").await;
+        fold("a").await;
+        assert_eq!(version().await, 2);
+        assert_eq!(start.elapsed(), Duration::ZERO, "a lone group's folds do not linger");
+        // Group b folds there too: now a's next fold waits for b's, and the two share one write.
+        fold("b").await;
+        assert_eq!(version().await, 3);
+        let a = tokio::spawn(fold("a"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        fold("b").await;
+        a.await.unwrap();
+        assert_eq!(version().await, 4, "a's fold waited for b's and they were written together");
+        // b stops folding: a waits at most the linger for it, then writes alone.
+        let start = tokio::time::Instant::now();
+        fold("a").await;
+        assert_eq!(version().await, 5);
+        assert!(start.elapsed() <= FOLD_LINGER, "{:?}", start.elapsed());
+        // Once b has not folded for a while, a's folds write at once again.
+        tokio::time::sleep(FOLDING_GROUP).await;
+        let start = tokio::time::Instant::now();
+        fold("a").await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test]
@@ -708,7 +772,7 @@ mod tests {
                 title: "t".into(),
                 at: ctx.store.clock.now(),
             };
-            async move { ctx.folds.fold(&ctx, "#c", item, false).await }
+            async move { ctx.folds.fold(&ctx, "#c", item, "g", false).await }
         });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while channel.waiting.lock().unwrap().is_empty() {
@@ -733,7 +797,7 @@ mod tests {
         let item = || DigestItem { event_id: EventId::new(), from: "h".into(), title: "t".into(), at: now };
         let mut full = None;
         for _ in 0..(MAX_CLOSED + 1) * MAX_ITEMS + 1 {
-            full = Some(ctx.folds.fold(&ctx, "#c", item(), false).await.unwrap());
+            full = Some(ctx.folds.fold(&ctx, "#c", item(), "g", false).await.unwrap());
         }
         assert_eq!(full, Some(None), "the channel's digests are full: the post waits");
         // The flushes post and clear them, in another process.
@@ -742,7 +806,7 @@ mod tests {
         flushed.items.clear();
         ctx.store.digests.put_digest(&flushed).await.unwrap();
         assert!(
-            ctx.folds.fold(&ctx, "#c", item(), false).await.unwrap().is_some(),
+            ctx.folds.fold(&ctx, "#c", item(), "g", false).await.unwrap().is_some(),
             "this process does not go on seeing them full"
         );
     }
