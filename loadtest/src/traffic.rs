@@ -60,6 +60,8 @@ impl Traffic {
     /// The `n`-th event, its Slack signature and SNS timestamp made for `at` (unix seconds): traffic prepared
     /// before a run is stamped with the time it is expected to be sent, which Slack's 300 s window allows.
     pub fn event_at(&self, n: u64, at: i64) -> Planned {
+        // Each source takes every fourth event: its own count `n / 4` spreads it over its channels, repositories,
+        // services and alarms (`n` itself would reach only a quarter of them).
         let resend = (n / 4) % 100 < self.resend_percent;
         match n % 4 {
             0 => self.slack(n, resend, at),
@@ -73,7 +75,7 @@ impl Traffic {
         let body = serde_json::json!({
             "type": "event_callback", "team_id": "TLOAD", "api_app_id": "ALOAD",
             "event_id": format!("EvLT{}{n:012}", self.run_id), "event_time": 1_700_000_000 + n,
-            "event": {"type": "message", "channel": format!("C{:03}", n % 64), "user": "U1", "text": format!("message {n}")}
+            "event": {"type": "message", "channel": format!("C{:03}", (n / 4) % 64), "user": "U1", "text": format!("message {n}")}
         })
         .to_string();
         let signed = |retry: Option<u32>| {
@@ -92,7 +94,7 @@ impl Traffic {
 
     fn github(&self, n: u64, resend: bool) -> Planned {
         // A push as GitHub sends it (trimmed); the commit's message carries the marker into the formatted post.
-        let repo = format!("acme/service-{}", n % 16);
+        let repo = format!("acme/service-{}", (n / 4) % 16);
         let sha = format!("{n:040x}");
         let body = serde_json::json!({
             "ref": "refs/heads/main", "before": "0".repeat(40), "after": sha, "size": 1,
@@ -122,7 +124,7 @@ impl Traffic {
     fn hook(&self, n: u64) -> Planned {
         // From 16 services: the hook's group key (`/service`) orders each service's payloads and runs the
         // services side by side, as a team's deploy hook would be set up.
-        let service = format!("service-{}", n % 16);
+        let service = format!("service-{}", (n / 4) % 16);
         let body = serde_json::json!({ "text": format!("lt-{n} deploy finished"), "service": service }).to_string();
         let request = Request {
             path: format!("/hooks/{}", self.hook_id),
@@ -139,7 +141,7 @@ impl Traffic {
             "NewStateValue": if n % 8 == 3 { "OK" } else { "ALARM" },
             "NewStateReason": "Threshold Crossed: 1 datapoint [99.0] was greater than the threshold (90.0).",
             "StateChangeTime": "2026-11-22T00:00:00.000+0000", "Region": "US East (N. Virginia)",
-            "AlarmArn": format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:lt-{}", n % 32),
+            "AlarmArn": format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:lt-{}", (n / 4) % 32),
             "OldStateValue": "OK",
             "Trigger": {"MetricName": "CPUUtilization", "Namespace": "AWS/EC2", "Statistic": "AVERAGE", "Period": 60,
                         "ComparisonOperator": "GreaterThanThreshold", "Threshold": 90.0,
@@ -201,6 +203,42 @@ pub fn markers(text: &str) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_source_spreads_over_its_channels_repositories_services_and_alarms() {
+        let traffic = Traffic {
+            slack_secret: "s".into(),
+            hook_id: "h".into(),
+            github_hook_id: "g".into(),
+            github_secret: "gs".into(),
+            sns_key_pem: include_str!("../../testdata/sns/test-signing-key.pem").into(),
+            resend_percent: 0,
+            run_id: "t".into(),
+        };
+        let mut seen: std::collections::HashMap<&str, std::collections::HashSet<String>> = Default::default();
+        for n in 0..4 * 64 {
+            let planned = traffic.event_at(n, 1_700_000_000);
+            let body: serde_json::Value = match planned.source {
+                // SNS wraps the alarm in its message's `Message`.
+                "sns" => serde_json::from_str(
+                    serde_json::from_str::<serde_json::Value>(&planned.first.body).unwrap()["Message"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap(),
+                _ => serde_json::from_str(&planned.first.body).unwrap(),
+            };
+            let key = match planned.source {
+                "slack" => &body["event"]["channel"],
+                "github" => &body["repository"]["full_name"],
+                "hook" => &body["service"],
+                _ => &body["AlarmArn"],
+            };
+            seen.entry(planned.source).or_default().insert(key.as_str().unwrap().to_owned());
+        }
+        let counts: std::collections::BTreeMap<&str, usize> = seen.iter().map(|(k, v)| (*k, v.len())).collect();
+        assert_eq!(counts, [("github", 16), ("hook", 16), ("slack", 64), ("sns", 32)].into(), "{seen:?}");
+    }
 
     #[test]
     fn markers_parse_from_posted_text() {

@@ -156,11 +156,11 @@ pub async fn turn_or_fold(
 /// How long a fold in the middle of a burst waits at most for the folds of the other message groups folding into
 /// the channel to share its write: it holds the post's message group that long, which the digest's gather of a
 /// pace interval hides. A burst from one group (one hook) has no one to wait for and writes at once.
-const FOLD_LINGER: Duration = Duration::from_millis(40);
+const FOLD_LINGER: Duration = Duration::from_millis(25);
 
 /// A message group counts as folding into a channel (so a fold waits for its next one) this long after its last
-/// fold there: a few of a group's cycles (its success, its next start, its handler).
-const FOLDING_GROUP: Duration = Duration::from_millis(250);
+/// fold there: a group whose folds come further apart would rarely make the wait.
+const FOLDING_GROUP: Duration = Duration::from_millis(100);
 
 /// How long a Teams channel's digest gathers a burst before its flush posts it.
 const TEAMS_GATHER: Duration = Duration::from_secs(1);
@@ -296,8 +296,8 @@ fn add(digest: &mut ChannelDigest, item: &DigestItem) -> Option<Folded> {
 }
 
 /// This process's folds, by channel. Folds that come while one write of the channel's digests is in flight
-/// share the next write (no fold waits for others to join: a burst to one hook is one message group, whose
-/// folds come one after another), and the document is kept as last written, so a burst costs a few conditional writes and
+/// share the next write (a fold mid-burst also waits briefly for the other groups folding there; a burst to one
+/// hook is one message group, whose folds come one after another), and the document is kept as last written, so a burst costs a few conditional writes and
 /// no reads (on DynamoDB two requests per fold before). The compare-and-set still guards every write: another
 /// process's fold or a flush in between is a conflict, and the batch rereads and applies again.
 #[derive(Default)]
@@ -313,7 +313,9 @@ struct ChannelFolds {
     groups: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Folds waiting for the next write, each with where its answer goes.
     waiting: Mutex<Vec<(DigestItem, oneshot::Sender<Option<Folded>>)>>,
-    /// Told of every fold that joins `waiting`.
+    /// Batches taken from `waiting` for a write so far (changed under its lock).
+    taken: std::sync::atomic::AtomicU64,
+    /// Told of every fold that joins `waiting` and of every batch taken from it.
     joined: tokio::sync::Notify,
     /// Held by the fold that writes; the channel's digests as this process last read or wrote them.
     writer: tokio::sync::Mutex<Option<ChannelDigest>>,
@@ -356,7 +358,11 @@ impl Folds {
             groups.insert(group.to_owned(), now);
             groups.len()
         };
-        folds.waiting.lock().unwrap_or_else(|p| p.into_inner()).push((item, tx));
+        let taken_before = {
+            let mut waiting = folds.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            waiting.push((item, tx));
+            folds.taken.load(std::sync::atomic::Ordering::Acquire)
+        };
         folds.joined.notify_waiters();
         {
             let mut last = folds.last_fold.lock().unwrap_or_else(|p| p.into_inner());
@@ -365,8 +371,14 @@ impl Folds {
         if mid_burst && folding > 1 {
             let deadline = tokio::time::Instant::now() + FOLD_LINGER;
             loop {
+                // Created before the look, so a fold or a batch taken in between still wakes it.
                 let joined = folds.joined.notified();
-                if folds.waiting.lock().unwrap_or_else(|p| p.into_inner()).len() >= folding {
+                let (gathered, taken) = {
+                    let waiting = folds.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                    (waiting.len() >= folding, folds.taken.load(std::sync::atomic::Ordering::Acquire) != taken_before)
+                };
+                // Every folding group's fold is here, or another fold took this one into its write.
+                if gathered || taken {
                     break;
                 }
                 if tokio::time::timeout_at(deadline, joined).await.is_err() {
@@ -382,7 +394,13 @@ impl Folds {
             Err(oneshot::error::TryRecvError::Closed) => return Err(not_written(channel)),
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
-        let batch = std::mem::take(&mut *folds.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        let batch = {
+            let mut waiting = folds.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            folds.taken.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            std::mem::take(&mut *waiting)
+        };
+        // The folds taken stop waiting for others: they are in this write.
+        folds.joined.notify_waiters();
         let apply = |digest: &mut ChannelDigest| batch.iter().map(|(item, _)| add(digest, item)).collect::<Vec<_>>();
         let answers = match write(ctx, channel, &mut cached, apply).await {
             Ok(answers) => answers,
@@ -740,11 +758,19 @@ mod tests {
         // Group b folds there too: now a's next fold waits for b's, and the two share one write.
         fold("b").await;
         assert_eq!(version().await, 3);
-        let a = tokio::spawn(fold("a"));
+        let a = tokio::spawn({
+            let fold = fold("a");
+            async move {
+                let start = tokio::time::Instant::now();
+                fold.await;
+                start.elapsed()
+            }
+        });
         tokio::time::sleep(Duration::from_millis(5)).await;
         fold("b").await;
-        a.await.unwrap();
+        let waited = a.await.unwrap();
         assert_eq!(version().await, 4, "a's fold waited for b's and they were written together");
+        assert!(waited < FOLD_LINGER, "a stopped waiting once b's fold took it into its write: {waited:?}");
         // b stops folding: a waits at most the linger for it, then writes alone.
         let start = tokio::time::Instant::now();
         fold("a").await;
