@@ -241,10 +241,12 @@ async fn fold(
     let item = DigestItem { event_id: event, from: line.from, title: line.title, at: now };
     let folded = ctx.folds.fold(ctx, channel, item, envelope.message_group(), mid_burst).await?;
     let Some((seq, first, overdue)) = folded else {
-        // The channel has the most digests waiting to be posted (Slack paused it, or their flushes fail): the post
-        // waits for a slot of its own rather than grow them past what one document holds.
+        // The channel has the most digests waiting to be posted (Slack paused it, their flushes fail, or a worker
+        // died mid-flush and its flush waits out the visibility timeout): the post waits for a slot of its own
+        // rather than grow them past what one document holds.
+        let age = now.since(envelope.received_at());
         return Ok(Ready::Wait(Wait {
-            wait: behind.wait.max(Duration::from_secs(1)),
+            wait: behind.wait.max(full_wait(age)),
             reason: format!("{channel}: the channel's digests are full; waiting for them to be posted"),
         }));
     };
@@ -257,6 +259,13 @@ async fn fold(
     tracing::debug!(%channel, seq, reason = %behind.reason, "folded a post into the channel's digest");
     let key = IdempotencyKey::digest(channel, &first);
     Ok(Ready::Now(format!("folded into digest {seq} of {channel} (the channel had no slot; its flush: {key})")))
+}
+
+/// How long a post waits when its channel's digests are full: a fifth of how long it has waited so far, 1 s to
+/// 60 s. Each wait is a deferral, one of the queue's receives: a flood past the channel's rate, or a stalled flush,
+/// must not spend them all in a minute and dead-letter the post (50 receives last about 27 minutes of this).
+fn full_wait(age: Duration) -> Duration {
+    (age / 5).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 /// Where a fold put its post: the digest's number, its first post, and the flushes of the channel that are
@@ -876,6 +885,19 @@ mod tests {
         let unchanged = digest.clone();
         assert_eq!(add(&mut digest, &at(EventId::new())), None, "full: the post waits for a slot instead");
         assert_eq!(digest, unchanged, "and nothing is written");
+    }
+
+    #[test]
+    fn a_post_waiting_for_full_digests_waits_longer_the_longer_it_has_waited() {
+        assert_eq!(full_wait(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(full_wait(Duration::from_secs(20)), Duration::from_secs(4));
+        assert_eq!(full_wait(Duration::from_secs(3600)), Duration::from_secs(60));
+        // The queue's default receive limit (50) covers far more than a minute of such waits.
+        let mut age = Duration::ZERO;
+        for _ in 0..50 {
+            age += full_wait(age);
+        }
+        assert!(age > Duration::from_secs(20 * 60), "{age:?}");
     }
 
     #[test]
