@@ -244,9 +244,8 @@ async fn fold(
         // The channel has the most digests waiting to be posted (Slack paused it, their flushes fail, or a worker
         // died mid-flush and its flush waits out the visibility timeout): the post waits for a slot of its own
         // rather than grow them past what one document holds.
-        let age = now.since(envelope.received_at());
         return Ok(Ready::Wait(Wait {
-            wait: behind.wait.max(full_wait(age)),
+            wait: behind.wait.max(full_wait(ctx.receive)),
             reason: format!("{channel}: the channel's digests are full; waiting for them to be posted"),
         }));
     };
@@ -261,11 +260,14 @@ async fn fold(
     Ok(Ready::Now(format!("folded into digest {seq} of {channel} (the channel had no slot; its flush: {key})")))
 }
 
-/// How long a post waits when its channel's digests are full: a fifth of how long it has waited so far, 1 s to
-/// 60 s. Each wait is a deferral, one of the queue's receives: a flood past the channel's rate, or a stalled flush,
-/// must not spend them all in a minute and dead-letter the post (50 receives last about 27 minutes of this).
-fn full_wait(age: Duration) -> Duration {
-    (age / 5).clamp(Duration::from_secs(1), Duration::from_secs(60))
+/// How long a post waits when its channel's digests are full, on its `receive`-th receive: 1 s for its first
+/// four, then twice as long every five receives, up to 60 s. Each wait is a deferral, one of the queue's
+/// receives: a flood past the channel's rate, or a stalled flush, must not spend them all in a minute and
+/// dead-letter the post (50 receives last about 25 minutes of this), while a post that just came to full digests
+/// (a backlog's old event among them) looks again within a second or two.
+fn full_wait(receive: u32) -> Duration {
+    let doubled = (receive / 5).min(6);
+    Duration::from_secs(1u64 << doubled).min(Duration::from_secs(60))
 }
 
 /// Where a fold put its post: the digest's number, its first post, and the flushes of the channel that are
@@ -705,6 +707,7 @@ mod tests {
         Arc::new(HandlerContext {
             store,
             attempt: 1,
+            receive: 1,
             poster: egress.poster(1),
             folds: Arc::default(),
             channel: None,
@@ -888,16 +891,14 @@ mod tests {
     }
 
     #[test]
-    fn a_post_waiting_for_full_digests_waits_longer_the_longer_it_has_waited() {
-        assert_eq!(full_wait(Duration::ZERO), Duration::from_secs(1));
-        assert_eq!(full_wait(Duration::from_secs(20)), Duration::from_secs(4));
-        assert_eq!(full_wait(Duration::from_secs(3600)), Duration::from_secs(60));
+    fn a_post_waiting_for_full_digests_waits_longer_the_more_it_has_waited() {
+        assert_eq!(full_wait(1), Duration::from_secs(1));
+        assert_eq!(full_wait(4), Duration::from_secs(1));
+        assert_eq!(full_wait(10), Duration::from_secs(4));
+        assert_eq!(full_wait(49), Duration::from_secs(60));
         // The queue's default receive limit (50) covers far more than a minute of such waits.
-        let mut age = Duration::ZERO;
-        for _ in 0..50 {
-            age += full_wait(age);
-        }
-        assert!(age > Duration::from_secs(20 * 60), "{age:?}");
+        let waited: Duration = (1..50).map(full_wait).sum();
+        assert!(waited > Duration::from_secs(20 * 60), "{waited:?}");
     }
 
     #[test]

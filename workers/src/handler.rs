@@ -18,6 +18,8 @@ pub struct HandlerContext {
     /// The attempt, from 1: one more than the attempts recorded before (failures, and attempts whose worker died
     /// or lost its lease), reset by a replay. Above 1, an earlier attempt may have had its side effect.
     pub attempt: u32,
+    /// How many times the queue has handed this message out, this time included (deferrals count too).
+    pub receive: u32,
     /// The only way to Slack: posts, replies and updates, once each, in the channel's pace.
     pub poster: Poster,
     /// This process's folds into burst digests, which share their writes.

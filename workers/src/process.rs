@@ -218,6 +218,7 @@ impl Processor {
         let ctx = HandlerContext {
             store: self.store.clone(),
             attempt,
+            receive: msg.receive_count,
             poster: self.egress.poster(attempt).replaying(replay.clone()),
             folds: self.folds.clone(),
             channel: None,
