@@ -262,3 +262,43 @@ async fn every_answered_accept_and_completion_survives_power_loss() {
         lost_completions.iter().take(3).collect::<Vec<_>>(),
     );
 }
+
+/// A fresh accept's claim is its dedup: it writes no dedup entry (one random b-tree insert less an event), and
+/// the sender's resend is a duplicate all the same. A claim whose horizon is shorter than the queue's dedup window
+/// still goes through the window, which keeps the key's resend off the queue once the claim has expired.
+#[tokio::test(start_paused = true)]
+async fn a_fresh_accept_is_deduplicated_by_its_claim_and_a_short_horizon_also_by_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { clock: Arc::new(TokioClock::new()), ..EmbeddedOptions::default() };
+    let embedded = EmbeddedStore::open_dir(dir.path(), options).unwrap();
+    let store = embedded.clone().into_store();
+    let raw = rusqlite::Connection::open(embedded.path()).unwrap();
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let accept = |key: &str, horizon: u64| {
+        let env = envelope(IdempotencyKey::from_raw(key), "g", key);
+        let store = store.clone();
+        async move {
+            store
+                .protocol
+                .accept(OutgoingMessage::first_delivery(env), Duration::from_secs(horizon), "ingress")
+                .await
+                .unwrap()
+        }
+    };
+
+    let first = accept("hook:hk_a:long", 3600).await;
+    assert!(matches!(first, eventfleet_storage::Accepted::New { .. }), "{first:?}");
+    assert_eq!(count("SELECT COUNT(*) FROM dedup"), 0, "the claim is the dedup");
+    let again = accept("hook:hk_a:long", 3600).await;
+    assert!(matches!(again, eventfleet_storage::Accepted::Duplicate { .. }), "{again:?}");
+
+    // A 60 s horizon against the 300 s window: the entry is written, and once the claim has expired the resend
+    // is accepted as new but not queued a second time.
+    accept("hook:hk_a:short", 60).await;
+    assert_eq!(count("SELECT COUNT(*) FROM dedup"), 1);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let late = accept("hook:hk_a:short", 60).await;
+    assert!(matches!(late, eventfleet_storage::Accepted::New { .. }), "{late:?}");
+    assert_eq!(count("SELECT COUNT(*) FROM messages WHERE body LIKE '%hook:hk_a:short%'"), 1, "queued once");
+    assert_eq!(count("SELECT COUNT(*) FROM messages"), 2);
+}

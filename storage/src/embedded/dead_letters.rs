@@ -115,7 +115,7 @@ impl DeadLetters for EmbeddedStore {
                         dedup_id: DedupId::fresh(),
                         attributes: from_json(&attributes)?,
                     };
-                    let requeued_as = insert_message(conn, MAIN, &EncodedMessage::encode(&msg)?, now, window)?;
+                    let requeued_as = insert_message(conn, MAIN, &EncodedMessage::encode(&msg)?, now, Some(window))?;
                     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([seq])?;
                     out.push(Ok(Redriven {
                         dead_letter: id,

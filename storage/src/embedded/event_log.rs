@@ -19,8 +19,8 @@ const SCAN_LIMIT: usize = 50_000;
 /// Rows one sweep looks at at most (on the read connection), for the ones it may delete.
 const SWEEP_SCAN: usize = 20_000;
 
-/// A listing's range: rows after the cursor (or from `since`) and received before `until`. A range of the table's
-/// key, so SQLite seeks to its start instead of reading the table from the beginning.
+/// A listing's range: rows after the cursor (or from `since`) and received before `until`. A range of the
+/// `events_at` index, so SQLite seeks to its start instead of reading the table from the beginning.
 pub(super) const RANGE: &str = "SELECT received_at, event_id, source, kind, hook, group_id FROM events
      WHERE (received_at, event_id) > (?1, ?2) AND received_at < ?3
      ORDER BY received_at, event_id";

@@ -12,9 +12,30 @@ use crate::idempotency::{Idempotency, SENDER_ID_MATCHES};
 pub(super) const COLUMNS: &str =
     "key, status, event_id, first_seen, last_seen, duplicate_count, lease_until, outcome, expires_at";
 
-/// The key's text after its last `:` ([`IdempotencyKey::sender_id`]) in SQL: `rtrim` by every character but
-/// `:` leaves the key up to its last `:`. Migration 3 indexes this very expression; queries must spell it alike.
-pub(super) const SENDER_ID: &str = "substr(key, length(rtrim(key, replace(key, ':', ''))) + 1)";
+/// The key's text after its last `:` ([`IdempotencyKey::sender_id`]) in SQL, of the key in `$key`: `rtrim` by
+/// every character but `:` leaves the key up to its last `:`.
+macro_rules! sender_of {
+    ($key:literal) => {
+        concat!("substr(", $key, ", length(rtrim(", $key, ", replace(", $key, ", ':', ''))) + 1)")
+    };
+}
+
+/// The sender's id of the key bound as `?1`. The table's key leads with it (migration 8), so the sender-id
+/// lookup is a range of the primary key.
+pub(super) const SENDER_OF_KEY: &str = sender_of!("?1");
+
+/// The row of the key bound as `?1`, found by the whole primary key (the sender's id, then the key).
+pub(super) const WHERE_KEY: &str = concat!("sender = ", sender_of!("?1"), " AND key = ?1");
+
+/// The sender's id of the `key` column, as migration 8 wrote it for the rows before it.
+#[cfg(test)]
+pub(super) const SENDER_OF_COLUMN: &str = sender_of!("key");
+
+/// Writes the record of the key bound as `?1` (its sender's id derived in SQL), replacing the row there: the
+/// rest of [`COLUMNS`] are bound from `?2` in order, or given as literals.
+pub(super) fn insert_or_replace(values_after_key: &str) -> String {
+    format!("INSERT OR REPLACE INTO idempotency (sender, {COLUMNS}) VALUES ({SENDER_OF_KEY}, ?1, {values_after_key})")
+}
 
 pub(super) fn record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
     let status: String = row.get(1)?;
@@ -38,7 +59,7 @@ pub(super) fn record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
 /// The live (unexpired) record of a key.
 pub(super) fn live(conn: &Connection, key: &str, now: i64) -> Result<Option<IdempotencyRecord>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM idempotency WHERE key = ?1 AND expires_at > ?2"))?
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM idempotency WHERE {WHERE_KEY} AND expires_at > ?2"))?
         .query_row(params![key, now], record)
         .optional()?)
 }
@@ -49,10 +70,10 @@ impl Idempotency for EmbeddedStore {
         let (key, outcome, now) = (key.as_str().to_owned(), outcome.to_owned(), self.now());
         self.writer
             .submit(move |conn| {
-                conn.prepare_cached(
+                conn.prepare_cached(&format!(
                     "UPDATE idempotency SET status = 'ENQUEUED', outcome = ?2, last_seen = ?3, lease_until = NULL
-                     WHERE key = ?1 AND expires_at > ?3 AND status IN ('DONE', 'DEAD', 'PROCESSING')",
-                )?
+                     WHERE {WHERE_KEY} AND expires_at > ?3 AND status IN ('DONE', 'DEAD', 'PROCESSING')"
+                ))?
                 .execute(params![key, outcome, now])?;
                 live(conn, &key, now)
             })
@@ -87,7 +108,7 @@ impl Idempotency for EmbeddedStore {
         let (sender_id, now) = (sender_id.to_owned(), self.now());
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM idempotency WHERE {SENDER_ID} = ?1 AND expires_at > ?2
+                "SELECT {COLUMNS} FROM idempotency WHERE sender = ?1 AND expires_at > ?2
                  ORDER BY first_seen DESC LIMIT ?3"
             ))?;
             let rows = stmt.query_map(params![sender_id, now, SENDER_ID_MATCHES as i64], record)?;

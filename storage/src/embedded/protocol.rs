@@ -75,12 +75,14 @@ fn accept_job(
 ) -> Result<Accepted> {
     let key = message.envelope.idempotency_key().as_str().to_owned();
     let existing = idempotency::live(conn, &key, now)?;
+    let fresh = existing.is_none();
     let encoded = match existing {
         Some(rec) if rec.status != Status::Pending => {
             let rec = conn
                 .prepare_cached(&format!(
                     "UPDATE idempotency SET duplicate_count = duplicate_count + 1, last_seen = ?2
-                     WHERE key = ?1 RETURNING {}",
+                     WHERE {} RETURNING {}",
+                    idempotency::WHERE_KEY,
                     idempotency::COLUMNS
                 ))?
                 .query_row(params![key, now], idempotency::record)?;
@@ -99,15 +101,17 @@ fn accept_job(
     };
     let env = &message.envelope;
     let event_id = env.event_id();
-    let message_id = insert_message(conn, MAIN, &encoded, now, s.dedup_window)?;
+    // A fresh claim is the dedup: the key had no live record, and its record now outlives any dedup entry of the
+    // key's id (the horizon is at least the window), so a dedup entry would be one more random b-tree insert an
+    // event for nothing (docs/architecture.md, "The embedded store's pages"). A claim left pending by an older
+    // build may have sent its message already: that one goes through the window.
+    let dedup = (!fresh || horizon < millis(s.dedup_window)).then_some(s.dedup_window);
+    let message_id = insert_message(conn, MAIN, &encoded, now, dedup)?;
     if s.retain && crate::event_log::kept(env) {
         super::event_log::insert(conn, env, &encoded)?;
     }
-    conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'ENQUEUED', ?2, ?3, ?3, 0, NULL, NULL, ?4)",
-        idempotency::COLUMNS
-    ))?
-    .execute(params![key, event_id.to_string(), now, now + horizon])?;
+    conn.prepare_cached(&idempotency::insert_or_replace("'ENQUEUED', ?2, ?3, ?3, 0, NULL, NULL, ?4"))?
+        .execute(params![key, event_id.to_string(), now, now + horizon])?;
     // Received when the ingress read it, which is never later than the store's own now (a test's paused clock
     // may lag the envelope's wall clock: the trail keeps its order either way).
     let received_at = env.received_at().min(Timestamp::from_millis(now));
@@ -194,11 +198,8 @@ fn start_job(conn: &Connection, msg: &ReceivedMessage, w: &Worker, now: i64, s: 
         set_status(conn, key, Status::Processing, now, Some(lease))?;
     } else {
         // The claim expired before the event ran (a backlog older than the horizon): start a new record.
-        conn.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, 'PROCESSING', ?2, ?3, ?3, 0, ?4, NULL, ?5)",
-            idempotency::COLUMNS
-        ))?
-        .execute(params![key, event_id.to_string(), now, lease, now + w.horizon])?;
+        conn.prepare_cached(&idempotency::insert_or_replace("'PROCESSING', ?2, ?3, ?3, 0, ?4, NULL, ?5"))?
+            .execute(params![key, event_id.to_string(), now, lease, now + w.horizon])?;
     }
     let attempt = attempts + 1;
     let detail = serde_json::json!({ "attempt": attempt, "receive": msg.receive_count, "kind": msg.envelope.kind() });
@@ -256,24 +257,31 @@ fn finish_record(
     horizon: i64,
 ) -> Result<()> {
     let updated = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE idempotency SET status = ?2, outcome = ?3, last_seen = ?4, lease_until = NULL
-             WHERE key = ?1 AND expires_at > ?4",
-        )?
+                 WHERE {} AND expires_at > ?4",
+            idempotency::WHERE_KEY
+        ))?
         .execute(params![key, status.as_str(), outcome, now])?;
     if updated == 0 {
-        conn.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO idempotency ({}) VALUES (?1, ?2, ?3, ?4, ?4, 0, NULL, ?5, ?6)",
-            idempotency::COLUMNS
-        ))?
-        .execute(params![key, status.as_str(), event_id.to_string(), now, outcome, now + horizon])?;
+        conn.prepare_cached(&idempotency::insert_or_replace("?2, ?3, ?4, ?4, 0, NULL, ?5, ?6"))?.execute(params![
+            key,
+            status.as_str(),
+            event_id.to_string(),
+            now,
+            outcome,
+            now + horizon
+        ])?;
     }
     Ok(())
 }
 
 fn set_status(conn: &Connection, key: &str, status: Status, now: i64, lease: Option<i64>) -> Result<()> {
-    conn.prepare_cached("UPDATE idempotency SET status = ?2, last_seen = ?3, lease_until = ?4 WHERE key = ?1")?
-        .execute(params![key, status.as_str(), now, lease])?;
+    conn.prepare_cached(&format!(
+        "UPDATE idempotency SET status = ?2, last_seen = ?3, lease_until = ?4 WHERE {}",
+        idempotency::WHERE_KEY
+    ))?
+    .execute(params![key, status.as_str(), now, lease])?;
     Ok(())
 }
 
@@ -443,10 +451,11 @@ impl Protocol for EmbeddedStore {
 }
 
 fn set_status_if_processing(conn: &Connection, key: &IdempotencyKey, now: i64) -> Result<()> {
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "UPDATE idempotency SET status = 'ENQUEUED', last_seen = ?2, lease_until = NULL
-         WHERE key = ?1 AND status = 'PROCESSING'",
-    )?
+         WHERE {} AND status = 'PROCESSING'",
+        idempotency::WHERE_KEY
+    ))?
     .execute(params![key.as_str(), now])?;
     Ok(())
 }

@@ -42,31 +42,34 @@ impl EncodedMessage {
     }
 }
 
-/// Inserts one message at the tail of its group on `queue`, honouring the dedup window.
+/// Inserts one message at the tail of its group on `queue`, honouring the dedup window; `None` when the caller's
+/// own claim in this transaction already deduplicates it (a fresh accept: see `protocol::accept_job`).
 pub(super) fn insert_message(
     conn: &Connection,
     queue: &str,
     msg: &EncodedMessage,
     now: i64,
-    dedup_window: Duration,
+    dedup_window: Option<Duration>,
 ) -> Result<MessageId> {
-    // One statement in the common case: claim the dedup id unless a live entry holds it (then read that one).
     let id = uuid::Uuid::now_v7().to_string();
-    let claimed: Option<String> = conn
-        .prepare_cached(
-            "INSERT INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (queue, dedup_id) DO UPDATE
-                 SET message_id = excluded.message_id, expires_at = excluded.expires_at
-                 WHERE dedup.expires_at <= ?5
-             RETURNING message_id",
-        )?
-        .query_row(params![queue, msg.dedup_id, id, now + millis(dedup_window), now], |r| r.get(0))
-        .optional()?;
-    if claimed.is_none() {
-        let existing: String = conn
-            .prepare_cached("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2")?
-            .query_row(params![queue, msg.dedup_id], |r| r.get(0))?;
-        return Ok(MessageId(existing));
+    if let Some(window) = dedup_window {
+        // One statement in the common case: claim the dedup id unless a live entry holds it (then read that one).
+        let claimed: Option<String> = conn
+            .prepare_cached(
+                "INSERT INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (queue, dedup_id) DO UPDATE
+                     SET message_id = excluded.message_id, expires_at = excluded.expires_at
+                     WHERE dedup.expires_at <= ?5
+                 RETURNING message_id",
+            )?
+            .query_row(params![queue, msg.dedup_id, id, now + millis(window), now], |r| r.get(0))
+            .optional()?;
+        if claimed.is_none() {
+            let existing: String = conn
+                .prepare_cached("SELECT message_id FROM dedup WHERE queue = ?1 AND dedup_id = ?2")?
+                .query_row(params![queue, msg.dedup_id], |r| r.get(0))?;
+            return Ok(MessageId(existing));
+        }
     }
     conn.prepare_cached(
         "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
@@ -100,7 +103,7 @@ pub(super) fn insert_message_atomically(
     dedup_window: Duration,
 ) -> Result<MessageId> {
     conn.prepare_cached("SAVEPOINT message")?.execute([])?;
-    let result = insert_message(conn, queue, msg, now, dedup_window);
+    let result = insert_message(conn, queue, msg, now, Some(dedup_window));
     if result.is_err() {
         conn.prepare_cached("ROLLBACK TO message")?.execute([])?;
     }
