@@ -302,3 +302,27 @@ async fn a_fresh_accept_is_deduplicated_by_its_claim_and_a_short_horizon_also_by
     assert_eq!(count("SELECT COUNT(*) FROM messages WHERE body LIKE '%hook:hk_a:short%'"), 1, "queued once");
     assert_eq!(count("SELECT COUNT(*) FROM messages"), 2);
 }
+
+/// A process opening the store while another holds its write lock for longer than the busy handler's few seconds
+/// (a migration that rewrites tables takes minutes on a large store) waits for it and opens, instead of failing
+/// with "database is locked".
+#[test]
+fn opening_waits_for_a_migration_in_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("PRAGMA journal_mode = WAL; BEGIN IMMEDIATE; CREATE TABLE held (x)").unwrap();
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    let opener = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let result = EmbeddedStore::open(&path, EmbeddedOptions::default()).map(|_| ());
+            opened_tx.send(()).unwrap();
+            result
+        }
+    });
+    // Held past the busy handler's budget (about 5 s): the opener must still be waiting, not failed.
+    assert!(opened.recv_timeout(Duration::from_secs(7)).is_err(), "the opener finished while the lock was held");
+    holder.execute_batch("COMMIT").unwrap();
+    opener.join().unwrap().expect("the store opens once the lock is released");
+}

@@ -247,9 +247,9 @@ async fn pending_claim_left_by_a_crash_of_an_earlier_build_is_enqueued_by_the_re
     let conn = rusqlite::Connection::open(s.embedded.path()).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
     conn.execute(
-        "INSERT INTO idempotency (key, status, event_id, first_seen, last_seen, duplicate_count, expires_at)
-         VALUES (?1, 'PENDING', ?2, ?3, ?3, 0, ?4)",
-        rusqlite::params![key.as_str(), original.to_string(), now, now + 3_600_000],
+        "INSERT INTO idempotency (sender, key, status, event_id, first_seen, last_seen, duplicate_count, expires_at)
+         VALUES (?5, ?1, 'PENDING', ?2, ?3, ?3, 0, ?4)",
+        rusqlite::params![key.as_str(), original.to_string(), now, now + 3_600_000, key.sender_id()],
     )
     .unwrap();
     drop(conn);

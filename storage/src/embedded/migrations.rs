@@ -1,5 +1,7 @@
 //! Versioned schema migrations, tracked in `PRAGMA user_version`. Append new steps; never edit a shipped one.
 
+use std::time::{Duration, Instant};
+
 use rusqlite::Connection;
 
 use crate::StorageError;
@@ -173,22 +175,62 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub(super) const CURRENT: i64 = MIGRATIONS.len() as i64;
 
+/// How long an opening process waits for another one's migration: migration 8 rewrites two tables, about 30 s
+/// for half a million rows each.
+const MIGRATION_WAIT: Duration = Duration::from_secs(30 * 60);
+
 /// Brings the file to [`CURRENT`]. Runs under `BEGIN IMMEDIATE`, so processes opening the file at once migrate
-/// it once. A file from a newer build is refused rather than misread.
+/// it once: the others wait for the lock (beyond the busy handler's few seconds: a migration may take minutes),
+/// then find the file current. A file from a newer build is refused rather than misread.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > CURRENT {
-        return Err(StorageError::Invalid(format!(
-            "store schema version {version} is newer than this build ({CURRENT}); upgrade eventfleet"
-        )));
+    let version = |conn: &Connection| -> Result<i64, StorageError> {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > CURRENT {
+            return Err(StorageError::Invalid(format!(
+                "store schema version {version} is newer than this build ({CURRENT}); upgrade eventfleet"
+            )));
+        }
+        Ok(version)
+    };
+    // A current file needs no lock: a process opening it while another writes (or migrates) never waits here.
+    if version(conn)? == CURRENT {
+        return Ok(());
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    let deadline = Instant::now() + MIGRATION_WAIT;
+    loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                tracing::warn!("waiting for the store's write lock: another process is writing or migrating it");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    tx.commit()?;
-    Ok(())
+    let migrated = version(conn).and_then(|from| {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            tracing::info!(version = i + 1, "migrating the store's schema");
+            conn.execute_batch(sql)?;
+            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        }
+        Ok(from)
+    });
+    match migrated {
+        Ok(from) => {
+            conn.execute_batch("COMMIT")?;
+            if from > 0 {
+                // A rewrite of whole tables grew the WAL to their size; give the disk back now rather than keep a
+                // file that large for the life of the process (a checkpoint busy with readers just leaves it).
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
