@@ -103,8 +103,8 @@ fn accept_job(
     let event_id = env.event_id();
     // A fresh claim is the dedup: the key had no live record, and its record now outlives any dedup entry of the
     // key's id (the horizon is at least the window), so a dedup entry would be one more random b-tree insert an
-    // event for nothing (docs/architecture.md, "The embedded store's pages"). A claim left pending by an older
-    // build may have sent its message already: that one goes through the window.
+    // event for nothing (docs/architecture.md, "The embedded backend", pages an event). A claim left pending by
+    // an older build may have sent its message already: that one goes through the window.
     let dedup = (!fresh || horizon < millis(s.dedup_window)).then_some(s.dedup_window);
     let message_id = insert_message(conn, MAIN, &encoded, now, dedup)?;
     if s.retain && crate::event_log::kept(env) {
