@@ -171,6 +171,13 @@ impl Config {
             retry_base_delay: millis(env.parse_in("EVENTFLEET_RETRY_BASE_DELAY_MS", 1_000u64, 1..=3_600_000)?),
             retry_max_delay: millis(env.parse_in("EVENTFLEET_RETRY_MAX_DELAY_MS", 60_000u64, 1..=43_200_000)?),
             receive_wait: secs(env.parse_in("EVENTFLEET_RECEIVE_WAIT_S", 5u64, 0..=20)?),
+            // SQS bills every request, and each receive brings a read, a write and a delete of its own; a receive
+            // on the embedded queue is a local query.
+            receive_window: millis(env.parse_in(
+                "EVENTFLEET_RECEIVE_WINDOW_MS",
+                if backend == Backend::Aws { DEFAULT_AWS_RECEIVE_WINDOW_MS } else { 0 },
+                0..=1_000,
+            )?),
             actor: actor("worker"),
             idempotency_horizon: secs(3600 * env.parse_in("EVENTFLEET_IDEMPOTENCY_HORIZON_H", 72u64, 1..=24 * 365)?),
             channel_pace: eventfleet_workers::slack::ChannelPace {
@@ -526,6 +533,9 @@ fn actor(role: &str) -> String {
 }
 
 /// `tracing` levels, as `EVENTFLEET_LOG` names them.
+/// `EVENTFLEET_RECEIVE_WINDOW_MS` on the aws backend: see docs/configuration.md.
+pub const DEFAULT_AWS_RECEIVE_WINDOW_MS: u64 = 100;
+
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
 /// Checks an `EVENTFLEET_LOG` filter: comma-separated directives, each a level (`info`) or `target=level`
@@ -568,6 +578,11 @@ mod tests {
         assert_eq!(c.ingress.timeouts.idle, Duration::from_secs(75));
         assert_eq!(c.ingress.timeouts.drain, c.worker.drain_timeout, "the ingress drains as long as the workers");
         assert_eq!((c.worker_concurrency, c.worker.concurrency), (None, 16));
+        assert_eq!(c.worker.receive_window, Duration::ZERO, "the embedded queue's receive is a local query");
+        let aws = config(&[("EVENTFLEET_BACKEND", "aws")]).unwrap();
+        assert_eq!(aws.worker.receive_window, Duration::from_millis(DEFAULT_AWS_RECEIVE_WINDOW_MS));
+        let set = config(&[("EVENTFLEET_BACKEND", "aws"), ("EVENTFLEET_RECEIVE_WINDOW_MS", "0")]).unwrap();
+        assert_eq!(set.worker.receive_window, Duration::ZERO);
     }
 
     #[test]
@@ -652,6 +667,8 @@ mod tests {
             ("EVENTFLEET_WORKER_CONCURRENCY", "0"),
             ("EVENTFLEET_HOOK_CACHE_S", "301"),
             ("EVENTFLEET_ENQUEUE_LINGER_MS", "101"),
+            ("EVENTFLEET_RECEIVE_WINDOW_MS", "1001"),
+            ("EVENTFLEET_RECEIVE_WINDOW_MS", "-1"),
             ("EVENTFLEET_SLACK_APP_TOKEN", "xoxb-a-bot-token"),
             ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "11"),
             ("EVENTFLEET_SLACK_SOCKET_CONNECTIONS", "0"),

@@ -68,6 +68,16 @@ fn run_json(env: &[(String, String)], data: &Path, args: &[&str]) -> Value {
 
 impl Fleet {
     async fn start(max_attempts: u32, cloudwatch_interval_s: u32, channel_pace_ms: u32) -> Fleet {
+        Self::start_with(max_attempts, cloudwatch_interval_s, channel_pace_ms, &[]).await
+    }
+
+    /// The same, leaving out the quick settings named in `defaults` (the worker then runs with the default).
+    async fn start_with(
+        max_attempts: u32,
+        cloudwatch_interval_s: u32,
+        channel_pace_ms: u32,
+        defaults: &[&str],
+    ) -> Fleet {
         let stub = SlackStub::start().await.unwrap();
         let data = tempfile::tempdir().unwrap();
         let prefix = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -96,6 +106,7 @@ impl Fleet {
                 ("EVENTFLEET_BACKEND_BUDGET_MS", "20000"),
             ]
             .into_iter()
+            .filter(|(k, _)| !defaults.contains(k))
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
         let created = run_json(&env, data.path(), &["tables", "create"]);
@@ -503,7 +514,18 @@ async fn aws_requests_per_event_on_the_happy_path() {
     // The default pace (one post a second, bursts of 3) and burst digests, against a stand-in enforcing Slack's
     // limit: a round's 200 hook payloads to one channel are a few posts and digests, as users get them.
     let channel_interval_ms = 1000;
-    let fleet = Fleet::start(5, 3600, channel_interval_ms).await;
+    // The worker's defaults for everything that changes how often it asks AWS: the quick timeouts the other
+    // tests use would add heartbeats (a 5 s visibility renews every 1.7 s) and empty polls.
+    let defaults = [
+        "EVENTFLEET_VISIBILITY_TIMEOUT_S",
+        "EVENTFLEET_HANDLER_TIMEOUT_S",
+        "EVENTFLEET_RECEIVE_WAIT_S",
+        "EVENTFLEET_DRAIN_TIMEOUT_S",
+        "EVENTFLEET_MAX_RECEIVE_COUNT",
+        "EVENTFLEET_RETRY_BASE_DELAY_MS",
+        "EVENTFLEET_RETRY_MAX_DELAY_MS",
+    ];
+    let fleet = Fleet::start_with(5, 3600, channel_interval_ms, &defaults).await;
     fleet.stub.enforce_limit(Duration::from_secs(1), 3);
     // Ten hooks and ten Slack channels: ten message groups, so the worker runs events side by side.
     let hooks: Vec<String> = (0..10).map(|_| fleet.hook("#load")).collect();
@@ -516,6 +538,11 @@ async fn aws_requests_per_event_on_the_happy_path() {
             "defaults": channel_interval_ms == 1000,
             "EVENTFLEET_SLACK_CHANNEL_BURST": 3,
             "EVENTFLEET_SLACK_DIGESTS": true,
+            "worker settings at their defaults": defaults,
+            // The processes inherit the test's environment: a figure taken with either set says so.
+            "EVENTFLEET_RECEIVE_WINDOW_MS": std::env::var("EVENTFLEET_RECEIVE_WINDOW_MS").unwrap_or("default (100)".into()),
+            "EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT":
+                std::env::var("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT").unwrap_or("default (4)".into()),
             "slack_stand_in": "enforces one post a second per channel, bursts of 3, 429 with Retry-After past it",
             "events_per_round": N,
             "hooks": 10,

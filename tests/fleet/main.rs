@@ -70,6 +70,7 @@ pub fn worker_config() -> WorkerConfig {
         retry_base_delay: Duration::from_millis(20),
         retry_max_delay: Duration::from_millis(100),
         receive_wait: Duration::from_millis(500),
+        receive_window: Duration::ZERO,
         actor: "worker@test".into(),
         idempotency_horizon: Duration::from_secs(3600),
         // A channel's pace of one post per 100 ms, bursts of 3, every post its own message (the tests of the pace

@@ -28,6 +28,11 @@ pub struct WorkerConfig {
     pub retry_max_delay: Duration,
     /// Long-poll wait of one receive. Short enough that shutdown does not wait long for a poll in progress.
     pub receive_wait: Duration,
+    /// After a receive that found fewer messages than it asked for, how long the next one waits for the queue to
+    /// gather more (zero: at once). Under a steady trickle each receive, and the reads, writes and deletes that go
+    /// with it, then carries several events instead of one or two; an idle queue's first message is not delayed
+    /// (the long poll returns it at once).
+    pub receive_window: Duration,
     /// Who the worker says it is in the audit trail.
     pub actor: String,
     /// The idempotency horizon of a record a worker creates (the event's claim expired before it ran).
@@ -62,6 +67,7 @@ impl Default for WorkerConfig {
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(60),
             receive_wait: Duration::from_secs(5),
+            receive_window: Duration::ZERO,
             actor: "worker".into(),
             idempotency_horizon: Duration::from_secs(72 * 3600),
             channel_pace: crate::slack::ChannelPace::default(),

@@ -159,8 +159,9 @@ pub async fn turn_or_fold(
 const FOLD_LINGER: Duration = Duration::from_millis(25);
 
 /// A message group counts as folding into a channel (so a fold waits for its next one) this long after its last
-/// fold there: a group whose folds come further apart would rarely make the wait.
-const FOLDING_GROUP: Duration = Duration::from_millis(100);
+/// fold there: a group whose folds come further apart would rarely make the wait. Above the aws backend's receive
+/// window (100 ms), the gap between a busy group's receives.
+const FOLDING_GROUP: Duration = Duration::from_millis(250);
 
 /// How long a Teams channel's digest gathers a burst before its flush posts it.
 const TEAMS_GATHER: Duration = Duration::from_secs(1);

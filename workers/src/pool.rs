@@ -98,6 +98,8 @@ pub async fn run_with_metrics(
         Arc::new(Processor { store: store.clone(), registry, egress, folds: Arc::default(), config, metrics, actor });
     let cfg = &processor.config;
 
+    // After a receive that carried events, the next one gathers a batch for up to the receive window.
+    let mut gather: Option<Gather> = None;
     loop {
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -106,12 +108,9 @@ pub async fn run_with_metrics(
             },
             _ = shutdown.cancelled() => break,
         };
-        let mut permits = vec![first];
-        while permits.len() < 10 {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
+        let mut permits = gather_slots(&slots, first, gather, &shutdown).await;
+        if shutdown.is_cancelled() {
+            break;
         }
         // The receive runs in its own task so that shutdown never abandons messages it already took: whatever
         // it returns after shutdown is given back at once.
@@ -153,10 +152,16 @@ pub async fn run_with_metrics(
         if !chains.is_empty() {
             work_came.notify_one();
         }
+        let (asked, got) = (permits.len(), chains.iter().map(Vec::len).sum::<usize>());
         for chain in chains {
             let chain_permits: Vec<_> = permits.drain(..chain.len().min(permits.len())).collect();
             tracker.spawn(run_chain(processor.clone(), chain, chain_permits, summary.clone(), shutdown.clone()));
         }
+        // Events are coming but this receive was not a full batch: the next one gathers one. A full batch goes on
+        // at once (the queue is busy), and so does an empty receive (its long poll does the waiting, and returns
+        // an idle queue's first event at once).
+        gather = (got > 0 && got < 10 && !cfg.receive_window.is_zero())
+            .then(|| Gather { until: tokio::time::Instant::now() + cfg.receive_window, drained: got < asked });
     }
 
     tracker.close();
@@ -169,6 +174,48 @@ pub async fn run_with_metrics(
         );
     }
     summary
+}
+
+/// How the next receive gathers a batch: until when, and whether the queue ran out (then it waits the whole
+/// window; otherwise only for free handler slots).
+#[derive(Debug, Clone, Copy)]
+struct Gather {
+    until: tokio::time::Instant,
+    drained: bool,
+}
+
+/// The handler slots of the next receive, `first` among them: every free one up to a batch of 10; with `gather`,
+/// waiting until 10 are free or the window ends for handlers to finish, and, when the last receive drained the
+/// queue, the whole window for the queue to fill. Shutdown ends any wait.
+async fn gather_slots(
+    slots: &Arc<Semaphore>,
+    first: tokio::sync::OwnedSemaphorePermit,
+    gather: Option<Gather>,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let mut permits = vec![first];
+    while permits.len() < 10 {
+        match slots.clone().try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => match &gather {
+                Some(g) => tokio::select! {
+                    permit = tokio::time::timeout_at(g.until, slots.clone().acquire_owned()) => match permit {
+                        Ok(Ok(p)) => permits.push(p),
+                        _ => break,
+                    },
+                    _ = shutdown.cancelled() => break,
+                },
+                None => break,
+            },
+        }
+    }
+    if let Some(Gather { until, drained: true }) = gather {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    permits
 }
 
 /// Runs one group's messages in order. A message that does not finish (retry scheduled, released, storage
@@ -307,5 +354,84 @@ async fn refresh_gauges(
             _ = tokio::time::sleep(GAUGE_REFRESH) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    const WINDOW: Duration = Duration::from_millis(100);
+
+    /// A pool of 16 slots with `busy` of them held by running handlers; the first free one taken.
+    async fn slots(
+        busy: u32,
+    ) -> (Arc<Semaphore>, tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit) {
+        let slots = Arc::new(Semaphore::new(16));
+        let held = slots.clone().acquire_many_owned(busy).await.unwrap();
+        let first = slots.clone().acquire_owned().await.unwrap();
+        (slots, held, first)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_window_the_receive_takes_the_free_slots_at_once() {
+        let (slots, _held, first) = slots(13).await;
+        let start = Instant::now();
+        let permits = gather_slots(&slots, first, None, &CancellationToken::new()).await;
+        assert_eq!((permits.len(), start.elapsed()), (3, Duration::ZERO));
+        // Never more than a batch.
+        drop(permits);
+        drop(_held);
+        let first = slots.clone().acquire_owned().await.unwrap();
+        assert_eq!(gather_slots(&slots, first, None, &CancellationToken::new()).await.len(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_partial_receive_the_next_waits_for_slots_until_a_batch_or_the_window() {
+        // Handlers finish 30 ms in: 5 slots come free, not enough for a batch: the receive goes at the window's end.
+        let (slots, mut held, first) = slots(13).await;
+        let freed = held.split(5).unwrap();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(freed);
+        });
+        let gather = Some(Gather { until: start + WINDOW, drained: false });
+        let permits = gather_slots(&slots, first, gather, &CancellationToken::new()).await;
+        assert_eq!((permits.len(), start.elapsed()), (8, WINDOW));
+        // Enough come free for a batch: it goes then, not at the window's end.
+        drop(permits);
+        let (slots, mut held, first) = self::slots(13).await;
+        let freed = held.split(7).unwrap();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(freed);
+        });
+        let gather = Some(Gather { until: start + WINDOW, drained: false });
+        let permits = gather_slots(&slots, first, gather, &CancellationToken::new()).await;
+        assert_eq!((permits.len(), start.elapsed()), (10, Duration::from_millis(30)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_receive_that_drained_the_queue_the_next_waits_the_window_and_shutdown_ends_the_wait() {
+        let (slots, _held, first) = slots(0).await;
+        let start = Instant::now();
+        let gather = Some(Gather { until: start + WINDOW, drained: true });
+        let permits = gather_slots(&slots, first, gather, &CancellationToken::new()).await;
+        assert_eq!((permits.len(), start.elapsed()), (10, WINDOW));
+        drop(permits);
+        let first = slots.clone().acquire_owned().await.unwrap();
+        let shutdown = CancellationToken::new();
+        let cancel = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            cancel.cancel();
+        });
+        let start = Instant::now();
+        let gather = Some(Gather { until: start + WINDOW, drained: true });
+        gather_slots(&slots, first, gather, &shutdown).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(10));
     }
 }
