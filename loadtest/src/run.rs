@@ -169,6 +169,9 @@ fn fleet_env(slack_url: &str, certs: &std::path::Path, defaults: bool) -> HashMa
         ("EVENTFLEET_DRAIN_TIMEOUT_S", "5".to_owned()),
     ];
     let tuned = if defaults { &[][..] } else { &tuned[..] };
+    // The fleet inherits the generator's environment: a setting given there wins over the tuning
+    // (`EVENTFLEET_WORKER_CONCURRENCY=128 eventfleet-loadtest run …`).
+    let tuned = tuned.iter().filter(|(k, _)| std::env::var_os(k).is_none());
     wiring.iter().chain(tuned).map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
 }
 

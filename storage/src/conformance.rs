@@ -1033,11 +1033,37 @@ pub async fn stats_count_depths(h: &Harness) {
     }
 }
 
-/// Receive rejects batch sizes SQS rejects, so code written against one backend works on the other.
+/// Receive rejects batch sizes SQS rejects, so code written against one backend works on the other. The
+/// protocol's receive takes up to what the backend says (`max_receive`, at least SQS's 10) and no more.
 pub async fn receive_batch_size_is_one_to_ten(h: &Harness) {
     assert!(matches!(h.store.queue.receive(0, VIS, Duration::ZERO).await, Err(StorageError::Invalid(_))));
     assert!(matches!(h.store.queue.receive(11, VIS, Duration::ZERO).await, Err(StorageError::Invalid(_))));
     let _ = DedupId::fresh();
+    let (protocol, a) = (&h.store.protocol, actor(5));
+    let max = protocol.max_receive();
+    assert!(max >= crate::queue::MAX_RECEIVE, "{max}");
+    assert!(matches!(protocol.receive(0, Duration::ZERO, &a).await, Err(StorageError::Invalid(_))));
+    assert!(matches!(protocol.receive(max + 1, Duration::ZERO, &a).await, Err(StorageError::Invalid(_))));
+    // Twelve events in twelve groups: a backend that takes more than ten gives them all in one receive.
+    for i in 0..12 {
+        h.accept(&format!("batch-{i}")).await;
+    }
+    let mut got = 0;
+    for _ in 0..20 {
+        let batch = protocol.receive(max.min(12), Duration::from_secs(1), &a).await.expect("receive");
+        assert!(batch.len() <= max.min(12), "{} > {max}", batch.len());
+        if max >= 12 && !batch.is_empty() {
+            assert_eq!(batch.len(), 12, "one receive took every waiting event");
+        }
+        got += batch.len();
+        for d in &batch {
+            protocol.succeed(&d.message, 1, "ok", &a).await.expect("succeed");
+        }
+        if got >= 12 {
+            break;
+        }
+    }
+    assert_eq!(got, 12);
 }
 
 /// The event log keeps every accepted event with its envelope and finds it by time, source, kind, hook and

@@ -158,9 +158,16 @@ pub trait Protocol: Send + Sync {
     /// event is durable. Racing identical deliveries make one event with one `received` and one `enqueued` line.
     async fn accept(&self, message: OutgoingMessage, horizon: Duration, actor: &str) -> Result<Accepted>;
 
-    /// Receives up to `max` messages (1 to 10), waiting up to `wait` for a first one, and starts each that can
-    /// run now (see [`Start`]): the attempt number, the lease and the `started` line in the same unit of work.
+    /// Receives up to `max` messages (1 to [`Protocol::max_receive`]), waiting up to `wait` for a first one, and
+    /// starts each that can run now (see [`Start`]): the attempt number, the lease and the `started` line in the
+    /// same unit of work.
     async fn receive(&self, max: usize, wait: Duration, actor: &Actor) -> Result<Vec<Delivery>>;
+
+    /// The most messages one [`Protocol::receive`] takes: SQS's 10 by default; the embedded store takes more in
+    /// one writer job, so a worker with many handler slots fills them in one commit rather than one per ten.
+    fn max_receive(&self) -> usize {
+        crate::queue::MAX_RECEIVE
+    }
 
     /// Starts a message that [`Protocol::receive`] returned as [`Start::Waiting`].
     async fn start(&self, message: &ReceivedMessage, actor: &Actor) -> Result<Start>;

@@ -27,6 +27,9 @@ impl fmt::Display for MessageId {
 /// redrive policy is checked against the value the binary reports.
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 50;
 
+/// The most messages one [`Queue::receive`] takes (SQS's limit, kept by both backends).
+pub const MAX_RECEIVE: usize = 10;
+
 /// Proof of one receive of a message; needed to delete it or change its visibility. Only the latest receipt of
 /// a message is valid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! The receive loop: long-poll up to 10 messages (never more than free handler slots), run each in its own task,
+//! The receive loop: long-poll up to a batch (10 on SQS, up to 100 on the embedded store; never more than free
+//! handler slots), run each group's messages in their own task,
 //! and on shutdown stop receiving, let in-flight handlers finish within the drain timeout, and give back what was
 //! received but not started.
 
@@ -100,6 +101,8 @@ pub async fn run_with_metrics(
 
     // After a receive that carried events, the next one gathers a batch for up to the receive window.
     let mut gather: Option<Gather> = None;
+    // As many as one receive takes (10 on SQS), never more than the handler slots.
+    let batch = store.protocol.max_receive().min(cfg.concurrency.max(1));
     loop {
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -108,7 +111,7 @@ pub async fn run_with_metrics(
             },
             _ = shutdown.cancelled() => break,
         };
-        let mut permits = gather_slots(&slots, first, gather, &shutdown).await;
+        let mut permits = gather_slots(&slots, first, batch, gather, &shutdown).await;
         if shutdown.is_cancelled() {
             break;
         }
@@ -160,7 +163,7 @@ pub async fn run_with_metrics(
         // Events are coming but this receive was not a full batch: the next one gathers one. A full batch goes on
         // at once (the queue is busy), and so does an empty receive (its long poll does the waiting, and returns
         // an idle queue's first event at once).
-        gather = (got > 0 && got < 10 && !cfg.receive_window.is_zero())
+        gather = (got > 0 && got < batch && !cfg.receive_window.is_zero())
             .then(|| Gather { until: tokio::time::Instant::now() + cfg.receive_window, drained: got < asked });
     }
 
@@ -184,17 +187,18 @@ struct Gather {
     drained: bool,
 }
 
-/// The handler slots of the next receive, `first` among them: every free one up to a batch of 10; with `gather`,
-/// waiting until 10 are free or the window ends for handlers to finish, and, when the last receive drained the
+/// The handler slots of the next receive, `first` among them: every free one up to `batch`; with `gather`, waiting
+/// until `batch` are free or the window ends for handlers to finish, and, when the last receive drained the
 /// queue, the whole window for the queue to fill. Shutdown ends any wait.
 async fn gather_slots(
     slots: &Arc<Semaphore>,
     first: tokio::sync::OwnedSemaphorePermit,
+    batch: usize,
     gather: Option<Gather>,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::sync::OwnedSemaphorePermit> {
     let mut permits = vec![first];
-    while permits.len() < 10 {
+    while permits.len() < batch {
         match slots.clone().try_acquire_owned() {
             Ok(p) => permits.push(p),
             Err(_) => match &gather {
@@ -378,13 +382,13 @@ mod tests {
     async fn without_a_window_the_receive_takes_the_free_slots_at_once() {
         let (slots, _held, first) = slots(13).await;
         let start = Instant::now();
-        let permits = gather_slots(&slots, first, None, &CancellationToken::new()).await;
+        let permits = gather_slots(&slots, first, 10, None, &CancellationToken::new()).await;
         assert_eq!((permits.len(), start.elapsed()), (3, Duration::ZERO));
         // Never more than a batch.
         drop(permits);
         drop(_held);
         let first = slots.clone().acquire_owned().await.unwrap();
-        assert_eq!(gather_slots(&slots, first, None, &CancellationToken::new()).await.len(), 10);
+        assert_eq!(gather_slots(&slots, first, 10, None, &CancellationToken::new()).await.len(), 10);
     }
 
     #[tokio::test(start_paused = true)]
@@ -398,7 +402,7 @@ mod tests {
             drop(freed);
         });
         let gather = Some(Gather { until: start + WINDOW, drained: false });
-        let permits = gather_slots(&slots, first, gather, &CancellationToken::new()).await;
+        let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
         assert_eq!((permits.len(), start.elapsed()), (8, WINDOW));
         // Enough come free for a batch: it goes then, not at the window's end.
         drop(permits);
@@ -410,7 +414,7 @@ mod tests {
             drop(freed);
         });
         let gather = Some(Gather { until: start + WINDOW, drained: false });
-        let permits = gather_slots(&slots, first, gather, &CancellationToken::new()).await;
+        let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
         assert_eq!((permits.len(), start.elapsed()), (10, Duration::from_millis(30)));
     }
 
@@ -419,7 +423,7 @@ mod tests {
         let (slots, _held, first) = slots(0).await;
         let start = Instant::now();
         let gather = Some(Gather { until: start + WINDOW, drained: true });
-        let permits = gather_slots(&slots, first, gather, &CancellationToken::new()).await;
+        let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
         assert_eq!((permits.len(), start.elapsed()), (10, WINDOW));
         drop(permits);
         let first = slots.clone().acquire_owned().await.unwrap();
@@ -431,7 +435,7 @@ mod tests {
         });
         let start = Instant::now();
         let gather = Some(Gather { until: start + WINDOW, drained: true });
-        gather_slots(&slots, first, gather, &shutdown).await;
+        gather_slots(&slots, first, 10, gather, &shutdown).await;
         assert_eq!(start.elapsed(), Duration::from_millis(10));
     }
 }

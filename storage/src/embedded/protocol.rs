@@ -285,8 +285,17 @@ fn set_status(conn: &Connection, key: &str, status: Status, now: i64, lease: Opt
     Ok(())
 }
 
+/// The most messages one protocol receive takes here: a receive is one writer job whatever its size, so a worker
+/// with many handler slots fills them in one commit and one sync (a hundred heads take about a millisecond of the
+/// writer).
+pub const MAX_PROTOCOL_RECEIVE: usize = 100;
+
 #[async_trait]
 impl Protocol for EmbeddedStore {
+    fn max_receive(&self) -> usize {
+        MAX_PROTOCOL_RECEIVE
+    }
+
     async fn accept(&self, message: OutgoingMessage, horizon: Duration, actor: &str) -> Result<Accepted> {
         // Encoded here, so the single writer thread spends its time in SQLite only.
         let encoded = EncodedMessage::encode(&message)?;
@@ -295,8 +304,10 @@ impl Protocol for EmbeddedStore {
     }
 
     async fn receive(&self, max: usize, wait: Duration, actor: &Actor) -> Result<Vec<Delivery>> {
-        if max == 0 || max > 10 {
-            return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
+        if max == 0 || max > MAX_PROTOCOL_RECEIVE {
+            return Err(StorageError::Invalid(format!(
+                "receive takes 1 to {MAX_PROTOCOL_RECEIVE} messages, not {max}"
+            )));
         }
         let (limits, s, w, visibility) =
             (self.receive_limits(), self.settings(), Worker::from(actor), actor.visibility);

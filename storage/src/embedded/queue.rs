@@ -415,7 +415,7 @@ impl Queue for EmbeddedStore {
     }
 
     async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<ReceivedMessage>> {
-        if max == 0 || max > 10 {
+        if max == 0 || max > crate::queue::MAX_RECEIVE {
             return Err(StorageError::Invalid(format!("receive takes 1 to 10 messages, not {max}")));
         }
         let limits = self.receive_limits();
