@@ -532,10 +532,10 @@ fn actor(role: &str) -> String {
     format!("{role}@{host}:{}", std::process::id())
 }
 
-/// `tracing` levels, as `EVENTFLEET_LOG` names them.
 /// `EVENTFLEET_RECEIVE_WINDOW_MS` on the aws backend: see docs/configuration.md.
 pub const DEFAULT_AWS_RECEIVE_WINDOW_MS: u64 = 100;
 
+/// `tracing` levels, as `EVENTFLEET_LOG` names them.
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
 /// Checks an `EVENTFLEET_LOG` filter: comma-separated directives, each a level (`info`) or `target=level`

@@ -1033,9 +1033,9 @@ pub async fn stats_count_depths(h: &Harness) {
     }
 }
 
-/// Receive rejects batch sizes SQS rejects, so code written against one backend works on the other. The
-/// protocol's receive takes up to what the backend says (`max_receive`, at least SQS's 10) and no more.
-pub async fn receive_batch_size_is_one_to_ten(h: &Harness) {
+/// The queue's receive rejects batch sizes SQS rejects, so code written against one backend works on the other;
+/// the protocol's receive takes up to what the backend says (`max_receive`, at least SQS's 10) and no more.
+pub async fn a_receive_takes_one_to_ten_and_the_protocols_up_to_its_max(h: &Harness) {
     assert!(matches!(h.store.queue.receive(0, VIS, Duration::ZERO).await, Err(StorageError::Invalid(_))));
     assert!(matches!(h.store.queue.receive(11, VIS, Duration::ZERO).await, Err(StorageError::Invalid(_))));
     let _ = DedupId::fresh();
@@ -1188,7 +1188,7 @@ macro_rules! conformance_suite {
             records_past_ttl_read_as_absent,
             webhook_registry,
             stats_count_depths,
-            receive_batch_size_is_one_to_ten,
+            a_receive_takes_one_to_ten_and_the_protocols_up_to_its_max,
             the_event_log_keeps_and_finds_every_accepted_event
         );
         // Timed against a thread that commits on the real clock: a paused clock would jump to the deadline

@@ -119,6 +119,51 @@ async fn the_receives_of_a_failing_head_are_not_counted_on_the_messages_behind_i
     assert_eq!(started.detail["receive"], 1, "counted once, when it started: {trail:?}");
 }
 
+/// A receive larger than SQS's 10 takes more groups' heads, but fills behind them only up to 10 in all: the
+/// messages behind a head wait in its chain, each holding a handler slot with its visibility running.
+#[tokio::test]
+async fn a_large_receive_takes_more_heads_and_fills_behind_them_only_up_to_ten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+    let actor = Actor {
+        name: "worker".into(),
+        visibility: Duration::from_secs(30),
+        max_attempts: 5,
+        horizon: Duration::from_secs(3600),
+    };
+    let accept = |key: String, group: String| {
+        let store = store.clone();
+        async move {
+            let env = envelope(IdempotencyKey::from_raw(key), &group, "x");
+            store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "ingress").await
+        }
+    };
+    // A busy group of 30, then three quiet groups of one.
+    for i in 0..30 {
+        accept(format!("k:busy-{i}"), "busy".into()).await.unwrap();
+    }
+    for g in 0..3 {
+        accept(format!("k:quiet-{g}"), format!("quiet-{g}")).await.unwrap();
+    }
+    assert!(store.protocol.max_receive() > 10);
+    let got = store.protocol.receive(store.protocol.max_receive(), Duration::ZERO, &actor).await.unwrap();
+    let heads = got.iter().filter(|d| d.start != Start::Waiting).count();
+    assert_eq!(heads, 4, "every group's head");
+    assert_eq!(got.len(), 10, "and the busy group's next six behind its head, not twenty-six more");
+    // With fewer heads than the receive asks for, a receive of 10 still fills behind them as SQS does.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+    for i in 0..30 {
+        let env = envelope(IdempotencyKey::from_raw(format!("k:b-{i}")), "busy", "x");
+        store
+            .protocol
+            .accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "ingress")
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.protocol.receive(10, Duration::ZERO, &actor).await.unwrap().len(), 10);
+}
+
 /// Power loss: the machine keeps what was synced and nothing after. The store's sync hook copies the database and
 /// its WAL at the start of every sync, while no batch is being written, and keeps the copy once the sync is done:
 /// exactly what a machine that lost power from then until the next sync is done would find. Accepts and completions run from many tasks while the writer pipelines its

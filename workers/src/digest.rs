@@ -159,8 +159,9 @@ pub async fn turn_or_fold(
 const FOLD_LINGER: Duration = Duration::from_millis(25);
 
 /// A message group counts as folding into a channel (so a fold waits for its next one) this long after its last
-/// fold there: a group whose folds come further apart would rarely make the wait. Above the aws backend's receive
-/// window (100 ms), the gap between a busy group's receives.
+/// fold there: a group whose folds come further apart would rarely make the wait. Above the aws backend's default
+/// receive window (100 ms), the gap between a busy group's receives (a window set longer than this makes folds of
+/// different groups share a write less often, never wrongly).
 const FOLDING_GROUP: Duration = Duration::from_millis(250);
 
 /// How long a Teams channel's digest gathers a burst before its flush posts it.

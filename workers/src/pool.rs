@@ -163,8 +163,7 @@ pub async fn run_with_metrics(
         // Events are coming but this receive was not a full batch: the next one gathers one. A full batch goes on
         // at once (the queue is busy), and so does an empty receive (its long poll does the waiting, and returns
         // an idle queue's first event at once).
-        gather = (got > 0 && got < batch && !cfg.receive_window.is_zero())
-            .then(|| Gather { until: tokio::time::Instant::now() + cfg.receive_window, drained: got < asked });
+        gather = next_gather(got, asked, batch, cfg.receive_window, tokio::time::Instant::now());
     }
 
     tracker.close();
@@ -185,6 +184,13 @@ pub async fn run_with_metrics(
 struct Gather {
     until: tokio::time::Instant,
     drained: bool,
+}
+
+/// How the receive after one that asked for `asked` and got `got` (of at most `batch`) gathers its batch: not at
+/// all after a full receive (the queue is busy) or an empty one (its long poll does the waiting, and hands an
+/// idle queue's first event over at once); otherwise for the window, for the whole of it when the queue ran out.
+fn next_gather(got: usize, asked: usize, batch: usize, window: Duration, now: tokio::time::Instant) -> Option<Gather> {
+    (got > 0 && got < batch && !window.is_zero()).then(|| Gather { until: now + window, drained: got < asked })
 }
 
 /// The handler slots of the next receive, `first` among them: every free one up to `batch`; with `gather`, waiting
@@ -376,6 +382,18 @@ mod tests {
         let held = slots.clone().acquire_many_owned(busy).await.unwrap();
         let first = slots.clone().acquire_owned().await.unwrap();
         (slots, held, first)
+    }
+
+    #[test]
+    fn only_a_receive_that_brought_some_events_but_not_a_batch_makes_the_next_gather() {
+        let now = Instant::now();
+        let next = |got, asked| next_gather(got, asked, 10, WINDOW, now).map(|g| (g.until - now, g.drained));
+        assert_eq!(next(0, 10), None, "empty: the long poll waits");
+        assert_eq!(next(10, 10), None, "full: the queue is busy");
+        assert_eq!(next(3, 10), Some((WINDOW, true)), "the queue ran out: wait for it to fill");
+        assert_eq!(next(3, 3), Some((WINDOW, false)), "the slots ran out: wait for them");
+        assert_eq!(next_gather(3, 10, 10, Duration::ZERO, now).map(|g| g.drained), None, "no window: never");
+        assert_eq!(next_gather(4, 4, 4, WINDOW, now).map(|g| g.drained), None, "a batch is the worker's slots at most");
     }
 
     #[tokio::test(start_paused = true)]

@@ -255,10 +255,13 @@ pub(super) fn try_receive(
         out.push(mark_received(conn, head, envelope, attributes, now + millis(visibility), true)?);
     }
     // Room left: the messages behind the received heads, in group order, as SQS hands them out. The group stays
-    // blocked (its head is in flight), and the caller runs them one after another, without a receive each.
+    // blocked (its head is in flight), and the caller runs them one after another, without a receive each. Only up
+    // to SQS's batch, however large the receive: each waits in its group's chain holding a handler slot, with its
+    // visibility running, so a larger receive takes more groups, not a longer wait behind one.
+    let fill_to = max.min(crate::queue::MAX_RECEIVE);
     let heads: Vec<(i64, String)> = out.iter().map(|m| (seq_of(&m.receipt), m.group.clone())).collect();
     for (head_seq, group) in heads {
-        if out.len() >= max {
+        if out.len() >= fill_to {
             break;
         }
         let followers: Vec<HeadRow> = conn
@@ -266,7 +269,7 @@ pub(super) fn try_receive(
                 "SELECT seq, group_id, receive_count, message_id, body, attributes, sent_at, event_id FROM messages
                  WHERE queue = 'main' AND group_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?
-            .query_map(params![group, head_seq, (max - out.len()) as i64], head_row)?
+            .query_map(params![group, head_seq, (fill_to - out.len()) as i64], head_row)?
             .collect::<Result<_, _>>()?;
         for row in followers {
             // One that does not decode is left for when it is the head (which dead-letters it), and so is the
