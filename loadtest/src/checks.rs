@@ -232,15 +232,6 @@ pub async fn verify(
             "duration_s": args.duration.as_secs(), "rate": args.rate, "chaos": args.chaos,
             "workers": args.workers, "connections": args.connections, "target": args.target, "shape": args.shape,
             "route": args.route, "defaults": args.defaults,
-            // The fleet inherits these, and they win over the generator's tuning: a figure says what it ran with
-            // (secrets named, not copied).
-            "environment": std::env::vars()
-                .filter(|(k, _)| k.starts_with("EVENTFLEET_") && !k.starts_with("EVENTFLEET_TEST_"))
-                .map(|(k, v)| {
-                    let secret = ["SECRET", "TOKEN", "WEBHOOK", "KEY", "PASSWORD"].iter().any(|s| k.contains(s));
-                    (k, if secret { "(set)".to_owned() } else { v })
-                })
-                .collect::<std::collections::BTreeMap<_, _>>(),
         }),
         machine: machine(),
     })

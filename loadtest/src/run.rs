@@ -39,10 +39,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
         (true, Some(_)) => bail!("--route configures the fleet started here; it cannot be used with --target"),
         (false, _) => None,
     };
-    let (mut fleet, base, data_dir) = match &args.target {
+    let (mut fleet, base, data_dir, inherited) = match &args.target {
         Some(target) => {
             let dir = args.data_dir.clone().context("--target needs --data-dir (its store, for hooks and checks)")?;
-            (None, target.trim_end_matches('/').to_owned(), dir)
+            (None, target.trim_end_matches('/').to_owned(), dir, BTreeMap::new())
         }
         None => {
             let certs = work.path().join("certs");
@@ -57,9 +57,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
                 env.insert("EVENTFLEET_LOADTEST_ROUTE_SECRET".into(), crate::receiver::SECRET.into());
             }
             let workers = if args.shape == Shape::OneProcess { 0 } else { args.workers };
+            let inherited = inherited_settings(&env);
             let fleet = Fleet::start(&data, env, workers)?;
             let base = fleet.base.clone();
-            (Some(fleet), base, data)
+            (Some(fleet), base, data, inherited)
         }
     };
     let hooks = create_hooks(fleet.as_ref(), &data_dir)?;
@@ -109,7 +110,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
     let drain_limit = Duration::from_secs(if args.defaults { 900 } else { 180 });
     let drained = wait_for_drain(&store, drain_limit).await?;
 
-    let report = verify(
+    let mut report = verify(
         &args,
         &store,
         &stub,
@@ -123,6 +124,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
         receiver.as_ref(),
     )
     .await?;
+    report.settings["environment"] = serde_json::to_value(&inherited)?;
     if let Some(mut fleet) = fleet_shared.lock().ok().and_then(|mut f| f.take()) {
         fleet.stop();
     }
@@ -141,6 +143,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<(Report, bool)> {
     std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("write {}", args.report.display()))?;
     Ok((report, ok))
+}
+
+/// The `EVENTFLEET_*` settings the fleet started here inherits from the generator's environment (those `env`
+/// does not set itself), for the report: a figure says what it ran with. Secrets are named, not copied.
+fn inherited_settings(env: &HashMap<String, String>) -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .filter(|(k, _)| k.starts_with("EVENTFLEET_") && !k.starts_with("EVENTFLEET_TEST_") && !env.contains_key(k))
+        .map(|(k, v)| {
+            let v = shown(&k, v);
+            (k, v)
+        })
+        .collect()
+}
+
+/// A setting's value as a report shows it: `(set)` for what looks like a secret, by its name or its value (a
+/// route's `secret_env` may name any variable).
+fn shown(name: &str, value: String) -> String {
+    let secret_name = ["SECRET", "TOKEN", "WEBHOOK", "KEY", "PASSWORD"].iter().any(|s| name.contains(s));
+    let secret_value = ["whsec_", "xox", "xapp-", "https://"].iter().any(|p| value.starts_with(p));
+    if secret_name || secret_value { "(set)".to_owned() } else { value }
 }
 
 fn fleet_env(slack_url: &str, certs: &std::path::Path, defaults: bool) -> HashMap<String, String> {
@@ -254,4 +277,20 @@ fn spawn_chaos_and_sampling(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn a_report_names_secrets_without_copying_them() {
+        assert_eq!(shown("EVENTFLEET_WORKER_CONCURRENCY", "128".into()), "128");
+        assert_eq!(shown("EVENTFLEET_SLACK_BOT_TOKEN", "anything".into()), "(set)");
+        assert_eq!(shown("EVENTFLEET_SLACK_SIGNING_SECRET", "8f7e".into()), "(set)");
+        assert_eq!(shown("EVENTFLEET_TEAMS_WEBHOOK_ONCALL", "x".into()), "(set)");
+        // A route's `secret_env` may name any variable: the value gives it away.
+        assert_eq!(shown("EVENTFLEET_BOT_WHSEC", "whsec_c2VjcmV0".into()), "(set)");
+        assert_eq!(shown("EVENTFLEET_OTHER", "xoxb-1-2".into()), "(set)");
+    }
 }

@@ -162,6 +162,22 @@ async fn a_large_receive_takes_more_heads_and_fills_behind_them_only_up_to_ten()
             .unwrap();
     }
     assert_eq!(store.protocol.receive(10, Duration::ZERO, &actor).await.unwrap().len(), 10);
+    // More than ten heads: all of them, and none behind them.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap().into_store();
+    for g in 0..12 {
+        for i in 0..2 {
+            let env = envelope(IdempotencyKey::from_raw(format!("k:{g}-{i}")), &format!("g{g}"), "x");
+            store
+                .protocol
+                .accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "ingress")
+                .await
+                .unwrap();
+        }
+    }
+    let got = store.protocol.receive(store.protocol.max_receive(), Duration::ZERO, &actor).await.unwrap();
+    assert_eq!(got.len(), 12);
+    assert!(got.iter().all(|d| d.start != Start::Waiting), "heads only");
 }
 
 /// Power loss: the machine keeps what was synced and nothing after. The store's sync hook copies the database and

@@ -190,7 +190,10 @@ struct Gather {
 /// all after a full receive (the queue is busy) or an empty one (its long poll does the waiting, and hands an
 /// idle queue's first event over at once); otherwise for the window, for the whole of it when the queue ran out.
 fn next_gather(got: usize, asked: usize, batch: usize, window: Duration, now: tokio::time::Instant) -> Option<Gather> {
-    (got > 0 && got < batch && !window.is_zero()).then(|| Gather { until: now + window, drained: got < asked })
+    // A receive fills behind its heads only up to SQS's 10 (the embedded store's larger receives take more heads
+    // only): one that brought that many may have left the queue full.
+    let drained = got < asked.min(eventfleet_storage::queue::MAX_RECEIVE);
+    (got > 0 && got < batch && !window.is_zero()).then(|| Gather { until: now + window, drained })
 }
 
 /// The handler slots of the next receive, `first` among them: every free one up to `batch`; with `gather`, waiting
@@ -394,6 +397,10 @@ mod tests {
         assert_eq!(next(3, 3), Some((WINDOW, false)), "the slots ran out: wait for them");
         assert_eq!(next_gather(3, 10, 10, Duration::ZERO, now).map(|g| g.drained), None, "no window: never");
         assert_eq!(next_gather(4, 4, 4, WINDOW, now).map(|g| g.drained), None, "a batch is the worker's slots at most");
+        // The embedded store's receive of 32 that brought 10 (its heads and the messages behind them) may have
+        // left more: it waits for slots, not for the queue.
+        assert_eq!(next_gather(10, 32, 32, WINDOW, now).map(|g| g.drained), Some(false));
+        assert_eq!(next_gather(9, 32, 32, WINDOW, now).map(|g| g.drained), Some(true));
     }
 
     #[tokio::test(start_paused = true)]
@@ -409,31 +416,27 @@ mod tests {
         assert_eq!(gather_slots(&slots, first, 10, None, &CancellationToken::new()).await.len(), 10);
     }
 
+    /// With 13 of 16 slots busy, `freed` of them coming free 30 ms in: how many slots the receive after a partial
+    /// one takes, and when.
+    async fn gather_with_freed(freed: u32) -> (usize, Duration) {
+        let (slots, mut held, first) = slots(13).await;
+        let freed = held.split(freed as usize).unwrap();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(freed);
+        });
+        let gather = Some(Gather { until: start + WINDOW, drained: false });
+        let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
+        (permits.len(), start.elapsed())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn after_a_partial_receive_the_next_waits_for_slots_until_a_batch_or_the_window() {
-        // Handlers finish 30 ms in: 5 slots come free, not enough for a batch: the receive goes at the window's end.
-        let (slots, mut held, first) = slots(13).await;
-        let freed = held.split(5).unwrap();
-        let start = Instant::now();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            drop(freed);
-        });
-        let gather = Some(Gather { until: start + WINDOW, drained: false });
-        let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
-        assert_eq!((permits.len(), start.elapsed()), (8, WINDOW));
+        // 5 slots come free: not enough for a batch, so the receive goes at the window's end.
+        assert_eq!(gather_with_freed(5).await, (8, WINDOW));
         // Enough come free for a batch: it goes then, not at the window's end.
-        drop(permits);
-        let (slots, mut held, first) = self::slots(13).await;
-        let freed = held.split(7).unwrap();
-        let start = Instant::now();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            drop(freed);
-        });
-        let gather = Some(Gather { until: start + WINDOW, drained: false });
-        let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
-        assert_eq!((permits.len(), start.elapsed()), (10, Duration::from_millis(30)));
+        assert_eq!(gather_with_freed(7).await, (10, Duration::from_millis(30)));
     }
 
     #[tokio::test(start_paused = true)]
