@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use eventfleet_ingress::metrics::SharedRegistry;
 use eventfleet_storage::aws::{AwsOptions, AwsStore, RequestObserver};
-use eventfleet_storage::hook_cache::CachedHooks;
+use eventfleet_storage::hook_cache::{COUNTS_EVERY, CachedHooks};
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -115,7 +115,7 @@ pub async fn open_with_metrics(
             let mut store = aws.clone().into_store();
             // Every hook delivery reads its hook twice (ingress, worker) and counts it once: on DynamoDB, three
             // requests an event that a few seconds of caching save.
-            let hooks = config.aws.hook_cache.map(|ttl| CachedHooks::new(store.webhooks.clone(), ttl));
+            let hooks = config.aws.hook_cache.map(|ttl| CachedHooks::new(store.webhooks.clone(), ttl, COUNTS_EVERY));
             if let Some(hooks) = &hooks {
                 store.webhooks = hooks.clone();
             }

@@ -101,8 +101,8 @@ pub struct AwsSettings {
     pub ops_topic_arn: Option<String>,
     /// `EVENTFLEET_CLOUDWATCH_INTERVAL_S`: how often workers publish metrics to CloudWatch; `None` (0) disables.
     pub cloudwatch_interval: Option<Duration>,
-    /// `EVENTFLEET_HOOK_CACHE_S`: how long hooks are served from memory and invocation counts added up before
-    /// they are written; `None` (0) reads and writes the table on every delivery.
+    /// `EVENTFLEET_HOOK_CACHE_S`: how long hooks are served from memory (invocation counts are then added up and
+    /// written every `hook_cache::COUNTS_EVERY`); `None` (0) reads and writes the table on every delivery.
     pub hook_cache: Option<Duration>,
     /// `EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT`: `SendMessageBatch` requests the ingress's accepts share at once.
     pub send_batches_in_flight: usize,

@@ -555,6 +555,8 @@ async fn aws_requests_per_event_on_the_happy_path() {
     {
         let before_ingress = fleet.aws_requests(&ingress_metrics).await;
         let before_worker = fleet.aws_requests(&fleet.worker_metrics).await;
+        let before_ingress_tables = fleet.aws_requests_by_resource(&ingress_metrics).await;
+        let before_worker_tables = fleet.aws_requests_by_resource(&fleet.worker_metrics).await;
         let mut sends = tokio::task::JoinSet::new();
         let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
         for i in 0..N {
@@ -623,16 +625,38 @@ async fn aws_requests_per_event_on_the_happy_path() {
         };
         let ingress = diff(fleet.aws_requests(&ingress_metrics).await, &before_ingress);
         let worker = diff(fleet.aws_requests(&fleet.worker_metrics).await, &before_worker);
+        // The same by table or queue: which of the fleet's items the requests go to.
+        let by_table = |after: BTreeMap<(String, String), u64>, before: &BTreeMap<(String, String), u64>| {
+            let short = |resource: &str| resource.replace(&format!("{}-", fleet.prefix), "");
+            after
+                .into_iter()
+                .map(|((op, resource), v)| {
+                    let d = v - before.get(&(op.clone(), resource.clone())).copied().unwrap_or(0);
+                    (format!("{op} {}", short(&resource)).trim_end().to_owned(), d as f64 / N as f64)
+                })
+                .filter(|(_, v)| *v > 0.0)
+                .collect::<BTreeMap<String, f64>>()
+        };
+        let ingress_tables = by_table(fleet.aws_requests_by_resource(&ingress_metrics).await, &before_ingress_tables);
+        let worker_tables =
+            by_table(fleet.aws_requests_by_resource(&fleet.worker_metrics).await, &before_worker_tables);
         let total: f64 = ingress.values().chain(worker.values()).sum();
         eprintln!(
-            "{source} x{concurrency}: {total:.2} AWS requests per event\n  ingress {ingress:?}\n  worker  {worker:?}"
+            "{source} x{concurrency}: {total:.2} AWS requests per event\n  ingress {ingress:?}\n  worker  {worker:?}\n  \
+             by table: ingress {ingress_tables:?}\n    worker {worker_tables:?}"
         );
         assert!(ingress.contains_key("SQS:SendMessageBatch"), "{ingress:?}");
         assert!(worker.contains_key("SQS:ReceiveMessage"), "{worker:?}");
         assert!(total > 1.0, "at least the claim and the receive: {total}");
         report.insert(
             format!("{source}, {concurrency} concurrent senders"),
-            json!({ "events": N, "per_event": total, "ingress": ingress, "worker": worker }),
+            json!({
+                "events": N,
+                "per_event": total,
+                "ingress": ingress,
+                "worker": worker,
+                "by_table": { "ingress": ingress_tables, "worker": worker_tables },
+            }),
         );
     }
     // Peak resident memory of each process over the four rounds (reported, not asserted: see docs/benchmarks.md).

@@ -5,8 +5,9 @@
 //!   `ttl` to reach a process that read it recently (this process's own `set_active` applies at once). When an
 //!   entry expires under load, one request reads the hook again and the others wait for its answer, rather than
 //!   each reading it.
-//! - Invocation counts are added up in memory and written every `ttl`, one write per hook. The counts of the last
-//!   `ttl` before a process dies are lost: they are statistics, not events.
+//! - Invocation counts are added up in memory and written every [`COUNTS_EVERY`] (and when the process stops), one
+//!   write per hook. The counts of the last interval before a process dies are lost: they are statistics, not
+//!   events. Apart from the TTL, which bounds how stale a hook's settings are, so a short TTL costs no writes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -22,6 +23,10 @@ use crate::webhooks::WebhookRegistry;
 /// Entries kept at most; beyond it the cache starts over (hooks are few, ids in requests are not).
 const MAX_ENTRIES: usize = 10_000;
 
+/// How often the ingress writes the invocation counts it added up: a busy hook's count in the console lags up to
+/// this much, and ten hooks cost a write every three seconds.
+pub const COUNTS_EVERY: Duration = Duration::from_secs(30);
+
 /// The cache; see the module docs.
 pub struct CachedHooks {
     inner: Arc<dyn WebhookRegistry>,
@@ -36,9 +41,9 @@ pub struct CachedHooks {
 }
 
 impl CachedHooks {
-    /// Caches `inner` for `ttl` and starts the task that writes the counts (on the current tokio runtime; it
-    /// ends when the cache is dropped).
-    pub fn new(inner: Arc<dyn WebhookRegistry>, ttl: Duration) -> Arc<Self> {
+    /// Caches `inner` for `ttl` and starts the task that writes the counts every `counts_every` (on the current
+    /// tokio runtime; it ends when the cache is dropped).
+    pub fn new(inner: Arc<dyn WebhookRegistry>, ttl: Duration, counts_every: Duration) -> Arc<Self> {
         let cache = Arc::new(Self {
             inner,
             ttl,
@@ -47,7 +52,7 @@ impl CachedHooks {
             changes: Default::default(),
             counts: Mutex::default(),
         });
-        tokio::spawn(flush_every(Arc::downgrade(&cache), ttl.max(Duration::from_millis(100))));
+        tokio::spawn(flush_every(Arc::downgrade(&cache), counts_every.max(Duration::from_millis(100))));
         cache
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use eventfleet_schema::{HookId, HookKind, Timestamp, Webhook};
-use eventfleet_storage::hook_cache::CachedHooks;
+use eventfleet_storage::hook_cache::{COUNTS_EVERY, CachedHooks};
 use eventfleet_storage::webhooks::WebhookRegistry;
 use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, Store};
 
@@ -34,7 +34,7 @@ async fn store_with_hook() -> (tempfile::TempDir, Store, Webhook) {
 async fn a_hook_is_read_once_per_ttl_and_a_change_elsewhere_shows_after_it() {
     let (_dir, store, hook) = store_with_hook().await;
     let ttl = Duration::from_secs(2);
-    let cache = CachedHooks::new(store.webhooks.clone(), ttl);
+    let cache = CachedHooks::new(store.webhooks.clone(), ttl, COUNTS_EVERY);
     let read = Instant::now();
     assert!(cache.get(&hook.id).await.unwrap().unwrap().active);
     // Another process disables it: this one keeps serving what it read until the ttl runs out.
@@ -64,7 +64,7 @@ async fn a_hook_is_read_once_per_ttl_and_a_change_elsewhere_shows_after_it() {
 async fn invocation_counts_are_added_up_and_written_in_one_go() {
     let (_dir, store, hook) = store_with_hook().await;
     // A ttl long enough that only the explicit flush writes.
-    let cache = CachedHooks::new(store.webhooks.clone(), Duration::from_secs(3600));
+    let cache = CachedHooks::new(store.webhooks.clone(), Duration::from_secs(3600), Duration::from_secs(3600));
     for _ in 0..3 {
         cache.record_invocations(&hook.id, 1).await.unwrap();
     }
@@ -76,9 +76,10 @@ async fn invocation_counts_are_added_up_and_written_in_one_go() {
 }
 
 #[tokio::test]
-async fn counts_are_written_every_ttl_without_being_asked() {
+async fn counts_are_written_every_interval_without_being_asked() {
     let (_dir, store, hook) = store_with_hook().await;
-    let cache = CachedHooks::new(store.webhooks.clone(), Duration::from_millis(200));
+    // Hooks cached for an hour: the counts' interval is their own.
+    let cache = CachedHooks::new(store.webhooks.clone(), Duration::from_secs(3600), Duration::from_millis(200));
     cache.record_invocations(&hook.id, 2).await.unwrap();
     let mut written = 0;
     for _ in 0..100 {
@@ -136,7 +137,7 @@ impl WebhookRegistry for CountingReads {
 async fn requests_that_miss_together_share_one_read() {
     let (_dir, store, hook) = store_with_hook().await;
     let counting = std::sync::Arc::new(CountingReads { inner: store.webhooks.clone(), reads: Default::default() });
-    let cache = CachedHooks::new(counting.clone(), Duration::from_secs(3600));
+    let cache = CachedHooks::new(counting.clone(), Duration::from_secs(3600), COUNTS_EVERY);
     let mut gets = tokio::task::JoinSet::new();
     for _ in 0..32 {
         let (cache, id) = (cache.clone(), hook.id.clone());

@@ -209,6 +209,9 @@ pub struct AwsStore {
     deletes: sqs::DeleteBatcher,
     dlq_deletes: sqs::DeleteBatcher,
     sends: sqs::SendBatcher,
+    /// The oldest message's age as CloudWatch last gave it, and when it was read: its datapoints are a minute
+    /// apart, so asking more often than once a minute learns nothing.
+    oldest_age: std::sync::Mutex<Option<(std::time::Instant, Option<u64>)>>,
 }
 
 impl fmt::Debug for AwsStore {
@@ -251,6 +254,7 @@ impl AwsStore {
             deletes,
             dlq_deletes,
             sends,
+            oldest_age: std::sync::Mutex::new(None),
         }))
     }
 

@@ -9,6 +9,9 @@ use crate::aws::{AwsStore, unavailable};
 use crate::queue::QueueStats;
 use crate::{Result, StorageError};
 
+/// How often the oldest message's age is read from CloudWatch at most (its datapoints are a minute apart).
+const OLDEST_AGE_EVERY: Duration = Duration::from_secs(60);
+
 impl AwsStore {
     /// The depths of both queues and the oldest message's age.
     pub(in crate::aws) async fn queue_stats(&self) -> Result<QueueStats> {
@@ -68,6 +71,16 @@ impl AwsStore {
     /// SQS has no attribute for the oldest message's age; CloudWatch's `ApproximateAgeOfOldestMessage` (one
     /// datapoint a minute) has it. `None` when CloudWatch has no recent datapoint.
     pub(in crate::aws) async fn oldest_age_ms(&self) -> Option<u64> {
+        let cached = *self.oldest_age.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, age)) = cached.filter(|(at, _)| at.elapsed() < OLDEST_AGE_EVERY) {
+            return age;
+        }
+        let age = self.read_oldest_age_ms().await;
+        *self.oldest_age.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), age));
+        age
+    }
+
+    async fn read_oldest_age_ms(&self) -> Option<u64> {
         use aws_sdk_cloudwatch::types::{Dimension, Statistic};
         let now = std::time::SystemTime::now();
         let out = self
