@@ -22,6 +22,12 @@ macro_rules! say {
     };
 }
 
+/// mimalloc instead of glibc's malloc: allocation was about a seventh of the fleet's CPU under load
+/// (docs/benchmarks.md, "Allocator"). Built without transparent huge pages, which it would otherwise ask for and
+/// which would hold memory resident in 2 MiB pieces.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod aws_ops;
 mod backend;
 mod cli;
