@@ -43,9 +43,22 @@ use tokio_util::sync::CancellationToken;
 pub use config::{IngressConfig, RateLimits};
 pub use error::ApiError;
 
-/// What every handler shares.
+/// What every handler shares, behind one pointer: axum clones the state for every extractor of every request, and
+/// a clone of the fields themselves was some twenty reference counts bumped and dropped a request, about 1.5 % of
+/// the fleet's CPU under load (docs/benchmarks.md, "Allocator").
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The state itself; see [`AppState`].
+pub struct SharedState {
     /// The storage ports.
     pub store: Store,
     /// Settings.
@@ -77,7 +90,7 @@ impl AppState {
         let certs = eventfleet_verify::sns::CertStore::new(config.sns_cert_dir.clone(), config.sns_cert_timeout);
         let limits = rate_limit::RateLimiters::new(&config.rate_limits);
         let socket = config.socket_mode.as_ref().map(|s| Arc::new(socket_mode::SocketStatus::new(s.connections)));
-        Self {
+        Self(Arc::new(SharedState {
             socket,
             store,
             config: Arc::new(config),
@@ -85,7 +98,7 @@ impl AppState {
             limits: Arc::new(limits),
             metrics: Arc::new(metrics),
             registry,
-        }
+        }))
     }
 }
 
