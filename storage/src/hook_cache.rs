@@ -5,9 +5,10 @@
 //!   `ttl` to reach a process that read it recently (this process's own `set_active` applies at once). When an
 //!   entry expires under load, one request reads the hook again and the others wait for its answer, rather than
 //!   each reading it.
-//! - Invocation counts are added up in memory and written every [`COUNTS_EVERY`] (and when the process stops), one
-//!   write per hook. The counts of the last interval before a process dies are lost: they are statistics, not
-//!   events. Apart from the TTL, which bounds how stale a hook's settings are, so a short TTL costs no writes.
+//! - Invocation counts are added up in memory and written every [`COUNTS_EVERY`], one write per hook, and by
+//!   [`CachedHooks::flush`], which the processes call when they stop. The counts of the last interval before a
+//!   process dies are lost: they are statistics, not events. The interval is not the TTL (which bounds how stale
+//!   a hook's settings are), so a short TTL costs no writes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};

@@ -387,3 +387,13 @@ fn opening_waits_for_a_migration_in_another_process() {
     holder.execute_batch("COMMIT").unwrap();
     opener.join().unwrap().expect("the store opens once the lock is released");
 }
+
+/// The bundled SQLite is built without its memory statistics (`.cargo/config.toml`): with them every allocation
+/// takes a global mutex. A build run where that file is not read (outside the checkout) would silently lose it.
+#[test]
+fn sqlite_is_built_without_memory_statistics() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+    let options: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+}

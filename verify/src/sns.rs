@@ -12,7 +12,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use eventfleet_schema::{Timestamp, VerificationMethod};
 use ring::signature::{
-    RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY, RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY, UnparsedPublicKey,
+    RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY, RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+    RsaPublicKeyComponents,
 };
 use serde::Deserialize;
 use x509_cert::der::DecodePem;
@@ -165,12 +166,14 @@ impl SnsMessage {
             "2" => (&RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY, VerificationMethod::SnsV2),
             other => return Err(SnsError::Malformed(format!("unknown SignatureVersion {other:?}"))),
         };
-        UnparsedPublicKey::new(algorithm, &cert.key)
-            .verify(text.as_bytes(), &signature)
-            .map(|()| method)
-            .map_err(|_| SnsError::BadSignature)
+        cert.key.verify(algorithm, text.as_bytes(), &signature).map(|()| method).map_err(|_| SnsError::BadSignature)
     }
 }
+
+/// The RSA key sizes verified (ring's `RSA_PKCS1_1024_8192_*`): SNS's certificates had 1024-bit keys once and
+/// have 2048-bit ones now.
+const MIN_KEY_BITS: usize = 1024;
+const MAX_KEY_BITS: usize = 8192;
 
 /// `rsaEncryption` (RFC 8017), the algorithm of an RSA certificate's subject public key.
 const RSA_ENCRYPTION: x509_cert::der::asn1::ObjectIdentifier =
@@ -212,8 +215,8 @@ pub fn check_subscribe_url(raw: &str) -> Result<url::Url, SnsError> {
 /// A parsed signing certificate: its RSA key and validity.
 #[derive(Debug, Clone)]
 pub struct SigningCert {
-    /// The key as PKCS#1 `RSAPublicKey` DER (the certificate's subject public key), which ring verifies with.
-    key: Vec<u8>,
+    /// The RSA key's modulus and exponent, which ring verifies with.
+    key: RsaPublicKeyComponents<Vec<u8>>,
     not_before: Timestamp,
     not_after: Timestamp,
 }
@@ -227,8 +230,19 @@ impl SigningCert {
         if spki.algorithm.oid != RSA_ENCRYPTION {
             return Err(SnsError::Cert(format!("not RSA: the key's algorithm is {}", spki.algorithm.oid)));
         }
-        // A key ring cannot read fails every message's verification (`BadSignature`).
-        let key = spki.subject_public_key.raw_bytes().to_vec();
+        // Read and checked here, so a certificate whose key cannot verify is refused when it is loaded (and
+        // named), rather than every message signed with it failing as a bad signature.
+        let der =
+            spki.subject_public_key.as_bytes().ok_or_else(|| SnsError::Cert("the key is not whole bytes".into()))?;
+        let key = pkcs1::RsaPublicKey::try_from(der).map_err(|e| SnsError::Cert(format!("not an RSA key: {e}")))?;
+        let (n, e) = (key.modulus.as_bytes(), key.public_exponent.as_bytes());
+        let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+        if !(MIN_KEY_BITS..=MAX_KEY_BITS).contains(&bits) {
+            return Err(SnsError::Cert(format!(
+                "an RSA key of {bits} bits; {MIN_KEY_BITS} to {MAX_KEY_BITS} are verified"
+            )));
+        }
+        let key = RsaPublicKeyComponents { n: n.to_vec(), e: e.to_vec() };
         let millis = |t: &x509_cert::time::Time| Timestamp::from_millis(t.to_unix_duration().as_millis() as i64);
         Ok(Self { key, not_before: millis(&tbs.validity.not_before), not_after: millis(&tbs.validity.not_after) })
     }
@@ -324,10 +338,27 @@ CgYIKoZIzj0EAwIDSAAwRQIhAN8ySioUv42O5AbnicK8nYmfhDuTnnUkw7JzeSCZ
 6ZEuAiBBxYMGmD/Rb+aM292kClCq8vXpxelrhfEVBv8kOaFrBg==
 -----END CERTIFICATE-----";
 
+    /// A self-signed certificate with a 768-bit RSA key: below what is verified.
+    const SMALL_RSA_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIB4zCCAW2gAwIBAgIUWJFSa26U/Tt9sLYrjqZbYA4coJwwDQYJKoZIhvcNAQEL
+BQAwJjEkMCIGA1UEAwwbc25zLnVzLWVhc3QtMS5hbWF6b25hd3MuY29tMB4XDTI2
+MTIwNjIyMzMwN1oXDTM2MTIwMzIyMzMwN1owJjEkMCIGA1UEAwwbc25zLnVzLWVh
+c3QtMS5hbWF6b25hd3MuY29tMHwwDQYJKoZIhvcNAQEBBQADawAwaAJhALcglV0Y
+aozDapcIHImzvMTE2aRN7iqh4NDjDhEO6RGJRg6qRx1jcsMPBvkZmSv7gCV71d4n
+FcSM8MEYFDLx6K3wI9G1+1avVtYdZRSyXM1Sca5M1Ny7ZhU5hgTUOZ9rHwIDAQAB
+o1MwUTAdBgNVHQ4EFgQU3nNRYPDYwBCJsxhXf90hAD5fJdMwHwYDVR0jBBgwFoAU
+3nNRYPDYwBCJsxhXf90hAD5fJdMwDwYDVR0TAQH/BAUwAwEB/zANBgkqhkiG9w0B
+AQsFAANhAFCwRBdZ/v2y8wu0ZZYXGabopz9LFHKk6KtaXMHIX47Ng4jbpt9u9Zrr
+z3V5zNs3nueQoxC8Pz6VAOh/xYm8r8SGf4WAOIU7eG/YqaGrzXrrujewpZhHE+3n
+c1r2l4BOCw==
+-----END CERTIFICATE-----";
+
     #[test]
     fn a_certificate_without_an_rsa_key_is_refused_when_loaded() {
         let err = SigningCert::from_pem(EC_CERT.as_bytes()).unwrap_err();
         assert!(matches!(&err, SnsError::Cert(m) if m.contains("not RSA")), "{err:?}");
+        let err = SigningCert::from_pem(SMALL_RSA_CERT.as_bytes()).unwrap_err();
+        assert!(matches!(&err, SnsError::Cert(m) if m.contains("768 bits")), "{err:?}");
         assert!(SigningCert::from_pem(b"not a certificate").is_err());
     }
 

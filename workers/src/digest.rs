@@ -156,7 +156,7 @@ pub async fn turn_or_fold(
 /// How long a fold in the middle of a burst waits at most for the folds of the other message groups folding into
 /// the channel to share its write: it holds the post's message group that long, which the digest's gather of a
 /// pace interval hides. A burst from one group (one hook) has no one to wait for and writes at once.
-const FOLD_LINGER: Duration = Duration::from_millis(100);
+const FOLD_LINGER: Duration = Duration::from_millis(25);
 
 /// A message group counts as folding into a channel (so a fold waits for its next one) this long after its last
 /// fold there: a group whose folds come further apart would rarely make the wait. Above the aws backend's default

@@ -69,15 +69,16 @@ impl AwsStore {
     }
 
     /// SQS has no attribute for the oldest message's age; CloudWatch's `ApproximateAgeOfOldestMessage` (one
-    /// datapoint a minute) has it. `None` when CloudWatch has no recent datapoint.
+    /// datapoint a minute) has it, read at most once a minute. `None` when CloudWatch has no recent datapoint or
+    /// could not be asked: not kept, so a throttled read does not show an age of 0 for a minute.
     pub(in crate::aws) async fn oldest_age_ms(&self) -> Option<u64> {
         let cached = *self.oldest_age.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, age)) = cached.filter(|(at, _)| at.elapsed() < OLDEST_AGE_EVERY) {
-            return age;
+            return Some(age);
         }
-        let age = self.read_oldest_age_ms().await;
+        let age = self.read_oldest_age_ms().await?;
         *self.oldest_age.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), age));
-        age
+        Some(age)
     }
 
     async fn read_oldest_age_ms(&self) -> Option<u64> {
