@@ -21,7 +21,7 @@ async fn hook_event_flows_from_post_to_outbox_and_audit() {
         &["dev", "--listen", "127.0.0.1:0", "--workers", "2"],
         &[("EVENTFLEET_RECEIVE_WAIT_S", "1")],
     );
-    // Transparent huge pages are off for the fleet's processes (src/main.rs): the line is there on Linux 6.x.
+    // Transparent huge pages are off for the fleet's processes (src/main.rs): the line is there since Linux 5.0.
     let status = std::fs::read_to_string(format!("/proc/{}/status", dev.id())).unwrap_or_default();
     if let Some(thp) = status.lines().find_map(|l| l.strip_prefix("THP_enabled:")) {
         assert_eq!(thp.trim(), "0", "THP still enabled for the process");

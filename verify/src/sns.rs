@@ -170,8 +170,8 @@ impl SnsMessage {
     }
 }
 
-/// The RSA key sizes verified (ring's `RSA_PKCS1_1024_8192_*`): SNS's certificates had 1024-bit keys once and
-/// have 2048-bit ones now.
+/// The RSA key sizes verified (within ring's `RSA_PKCS1_1024_8192_*`, which count whole bytes): SNS's
+/// certificates had 1024-bit keys once and have 2048-bit ones now.
 const MIN_KEY_BITS: usize = 1024;
 const MAX_KEY_BITS: usize = 8192;
 
@@ -241,6 +241,12 @@ impl SigningCert {
             return Err(SnsError::Cert(format!(
                 "an RSA key of {bits} bits; {MIN_KEY_BITS} to {MAX_KEY_BITS} are verified"
             )));
+        }
+        // ring's other rules for a public key: an odd modulus, an odd exponent from 3 to 2^33 - 1.
+        let odd = |v: &[u8]| v.last().is_some_and(|b| b & 1 == 1);
+        let exponent = (e.len() <= 5).then(|| e.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b)));
+        if !odd(n) || !odd(e) || !exponent.is_some_and(|e| (3..1 << 33).contains(&e)) {
+            return Err(SnsError::Cert("an RSA key with an even modulus or an exponent ring cannot use".into()));
         }
         let key = RsaPublicKeyComponents { n: n.to_vec(), e: e.to_vec() };
         let millis = |t: &x509_cert::time::Time| Timestamp::from_millis(t.to_unix_duration().as_millis() as i64);
@@ -353,12 +359,32 @@ z3V5zNs3nueQoxC8Pz6VAOh/xYm8r8SGf4WAOIU7eG/YqaGrzXrrujewpZhHE+3n
 c1r2l4BOCw==
 -----END CERTIFICATE-----";
 
+    /// The load test's 1024-bit certificate with its key's exponent made even (65538): ring cannot verify with it.
+    const EVEN_EXPONENT_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIICFjCCAX+gAwIBAgIUQueqXoRKL3+6NplKMmBhQdpoCXMwDQYJKoZIhvcNAQEL
+BQAwHDEaMBgGA1UEAwwRc25zLmFtYXpvbmF3cy5jb20wIBcNMjYxMTIyMDMyNzA3
+WhgPMjEyNjEwMjkwMzI3MDdaMBwxGjAYBgNVBAMMEXNucy5hbWF6b25hd3MuY29t
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC8Yhd9ykOB6r/roZPhNJzN3Efz
+UdCXgJBN268BvDiWEhwH/ekr3RUGb54I+5kL9uw3YDl/+VWe6YP2ALC726WFkSn2
+055wwE4WHjLxItY/5ehV5hGEGd3/WLJxZUTnaJ3JiXOpnaxyVtkOXKSJH6L3/lL1
+7R4kX2OKUxRZjkuzrQIDAQACo1MwUTAdBgNVHQ4EFgQU8uarTPi6poD5utJacvO3
+VJsdo+owHwYDVR0jBBgwFoAU8uarTPi6poD5utJacvO3VJsdo+owDwYDVR0TAQH/
+BAUwAwEB/zANBgkqhkiG9w0BAQsFAAOBgQCaey7teQNalrCuthArCsR74VYZAx/t
+Mc21FUJUNa7jgr8v2JF1Cjz/tmK7Ptg71NG45SqTJTWBCLsuodvlMBuEvCP0n8JP
+vofN2peg0y72TAluRhqHVwMTuKf1d8fbHFcADkC1jZa1KFMA8La0YXXQNgzYiBuu
+f34nwxiNlClEKw==
+-----END CERTIFICATE-----";
+
     #[test]
     fn a_certificate_without_an_rsa_key_is_refused_when_loaded() {
         let err = SigningCert::from_pem(EC_CERT.as_bytes()).unwrap_err();
         assert!(matches!(&err, SnsError::Cert(m) if m.contains("not RSA")), "{err:?}");
         let err = SigningCert::from_pem(SMALL_RSA_CERT.as_bytes()).unwrap_err();
         assert!(matches!(&err, SnsError::Cert(m) if m.contains("768 bits")), "{err:?}");
+        let err = SigningCert::from_pem(EVEN_EXPONENT_CERT.as_bytes()).unwrap_err();
+        assert!(matches!(&err, SnsError::Cert(m) if m.contains("exponent")), "{err:?}");
+        let unchanged = include_str!("../../testdata/sns/SimpleNotificationService-eventfleet-test.pem");
+        assert!(SigningCert::from_pem(unchanged.as_bytes()).is_ok(), "the same certificate as made loads");
         assert!(SigningCert::from_pem(b"not a certificate").is_err());
     }
 

@@ -211,7 +211,7 @@ pub struct AwsStore {
     sends: sqs::SendBatcher,
     /// The oldest message's age as CloudWatch last gave it, and when it was read: its datapoints are a minute
     /// apart, so asking more often than once a minute learns nothing.
-    oldest_age: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    oldest_age: std::sync::Mutex<Option<(std::time::Instant, Option<u64>)>>,
 }
 
 impl fmt::Debug for AwsStore {

@@ -69,19 +69,20 @@ impl AwsStore {
     }
 
     /// SQS has no attribute for the oldest message's age; CloudWatch's `ApproximateAgeOfOldestMessage` (one
-    /// datapoint a minute) has it, read at most once a minute. `None` when CloudWatch has no recent datapoint or
-    /// could not be asked: not kept, so a throttled read does not show an age of 0 for a minute.
+    /// datapoint a minute) has it, read at most once a minute. `None` when CloudWatch has no recent datapoint (kept
+    /// like an age) or could not be asked (not kept, so a throttled read is tried again at the next refresh).
     pub(in crate::aws) async fn oldest_age_ms(&self) -> Option<u64> {
         let cached = *self.oldest_age.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, age)) = cached.filter(|(at, _)| at.elapsed() < OLDEST_AGE_EVERY) {
-            return Some(age);
+            return age;
         }
-        let age = self.read_oldest_age_ms().await?;
+        let age = self.read_oldest_age_ms().await.ok()?;
         *self.oldest_age.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), age));
-        Some(age)
+        age
     }
 
-    async fn read_oldest_age_ms(&self) -> Option<u64> {
+    /// The latest datapoint, `Ok(None)` without one; `Err` when CloudWatch could not be asked (logged here).
+    async fn read_oldest_age_ms(&self) -> std::result::Result<Option<u64>, ()> {
         use aws_sdk_cloudwatch::types::{Dimension, Statistic};
         let now = std::time::SystemTime::now();
         let out = self
@@ -97,9 +98,8 @@ impl AwsStore {
             .statistics(Statistic::Maximum)
             .send()
             .await
-            .map_err(|e| tracing::debug!(error = %unavailable("GetMetricStatistics", e), "no oldest message age"))
-            .ok()?;
-        let latest = out.datapoints.unwrap_or_default().into_iter().max_by_key(|d| d.timestamp.map(|t| t.secs()))?;
-        latest.maximum.map(|secs| (secs.max(0.0) * 1000.0) as u64)
+            .map_err(|e| tracing::debug!(error = %unavailable("GetMetricStatistics", e), "no oldest message age"))?;
+        let latest = out.datapoints.unwrap_or_default().into_iter().max_by_key(|d| d.timestamp.map(|t| t.secs()));
+        Ok(latest.and_then(|d| d.maximum).map(|secs| (secs.max(0.0) * 1000.0) as u64))
     }
 }
