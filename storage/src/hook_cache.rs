@@ -4,7 +4,9 @@
 //! - Hooks read within `ttl` are served from memory, so disabling a hook or changing its channel takes up to
 //!   `ttl` to reach a process that read it recently (this process's own `set_active` applies at once). When an
 //!   entry expires under load, one request reads the hook again and the others wait for its answer, rather than
-//!   each reading it.
+//!   each reading it. That read also reads again every entry past half its TTL ([`WebhookRegistry::get_many`],
+//!   one `BatchGetItem` on DynamoDB), so the hooks a process uses come to expire together: a busy process reads
+//!   its hooks in one request a TTL, not one a hook.
 //! - Invocation counts are added up in memory and written every [`COUNTS_EVERY`], one write per hook, and by
 //!   [`CachedHooks::flush`], which the processes call when they stop. The counts of the last interval before a
 //!   process dies are lost: they are statistics, not events. The interval is not the TTL (which bounds how stale
@@ -23,6 +25,9 @@ use crate::webhooks::WebhookRegistry;
 
 /// Entries kept at most; beyond it the cache starts over (hooks are few, ids in requests are not).
 const MAX_ENTRIES: usize = 10_000;
+
+/// Other entries a read refreshes along with its own at most (with it, one `BatchGetItem`'s 100 keys).
+const ALONG: usize = 99;
 
 /// How often the ingress writes the invocation counts it added up: a busy hook's count in the console lags up to
 /// this much, and ten hooks cost a write every three seconds.
@@ -96,6 +101,44 @@ impl CachedHooks {
         self.reading.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
+    /// Reads `id`, and with it every other entry past half its TTL (refreshed in the cache when read fine).
+    async fn read_along(&self, id: &HookId, changes: u64) -> Result<Option<Webhook>> {
+        let ageing: Vec<HookId> = {
+            let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+            let reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+            hooks
+                .iter()
+                .filter(|(other, (at, _))| {
+                    *other != id && at.elapsed() >= self.ttl / 2 && !reading.contains_key(*other)
+                })
+                .map(|(other, _)| other.clone())
+                .take(ALONG)
+                .collect()
+        };
+        if ageing.is_empty() {
+            return self.inner.get(id).await;
+        }
+        let ids: Vec<HookId> = std::iter::once(id.clone()).chain(ageing).collect();
+        let mut read = self.inner.get_many(&ids).await?.into_iter();
+        let first = read.next().flatten();
+        let unchanged = self.changes.load(std::sync::atomic::Ordering::SeqCst) == changes;
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        for (other, hook) in ids.iter().skip(1).zip(read) {
+            match hook {
+                // Deleted meanwhile: no longer served.
+                None => {
+                    hooks.remove(other);
+                }
+                // Read before this process changed a hook: not kept (the entry expires as it would have).
+                Some(_) if !unchanged => {}
+                Some(hook) => {
+                    hooks.insert(other.clone(), (Instant::now(), hook));
+                }
+            }
+        }
+        Ok(first)
+    }
+
     /// The hook as read within the TTL.
     fn fresh(&self, id: &HookId) -> Option<Webhook> {
         let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,7 +169,7 @@ impl WebhookRegistry for CachedHooks {
         // However this request ends (answered, or cancelled by its client), the read leaves the map: the next
         // request after it reads again, or takes the cache.
         let _leave = Leave { cache: self, id, read: &read };
-        let hook = read.get_or_init(|| self.inner.get(id)).await.clone()?;
+        let hook = read.get_or_init(|| self.read_along(id, changes)).await.clone()?;
         let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
         match &hook {
             // Unknown ids are not cached: anyone can make them up.

@@ -156,6 +156,47 @@ mod sqs_limits {
     }
 
     #[tokio::test]
+    async fn hook_reads_that_come_together_share_a_request_and_each_gets_its_own_hook() {
+        use eventfleet_schema::{HookId, HookKind, Webhook};
+        let counts = std::sync::Arc::default();
+        let store = counted_store("hooks", 5, Some(std::sync::Arc::clone(&counts))).await.into_store();
+        let mut hooks = Vec::new();
+        for i in 0..30 {
+            let hook = Webhook {
+                filter: None,
+                group_key: None,
+                per_delivery: false,
+                id: HookId::new(),
+                name: format!("hook {i}"),
+                channel: format!("#c{i}"),
+                kind: HookKind::Alert,
+                active: true,
+                secret: None,
+                invocation_count: 0,
+                created_by: "tester".into(),
+                created_at: store.clock.now(),
+            };
+            store.webhooks.create(&hook).await.unwrap();
+            hooks.push(hook);
+        }
+        // Every hook, one of them twice (one batch must not name a key twice), and two ids no hook has.
+        let mut ids: Vec<HookId> = hooks.iter().map(|h| h.id.clone()).collect();
+        ids.push(hooks[7].id.clone());
+        ids.extend([HookId::new(), HookId::new()]);
+        let reads = ids.iter().map(|id| store.webhooks.get(id));
+        let got = futures_util::future::join_all(reads).await;
+        for (i, (id, got)) in ids.iter().zip(got).enumerate() {
+            let got = got.unwrap_or_else(|e| panic!("read {i} ({id}): {e}"));
+            let want = hooks.iter().find(|h| &h.id == id);
+            assert_eq!(got.as_ref(), want, "read {i} ({id})");
+        }
+        let counts = counts.lock().unwrap();
+        let batches = counts.get("BatchGetItem").copied().unwrap_or(0);
+        assert!((1..=3).contains(&batches), "33 concurrent reads in 1 to 3 requests: {counts:?}");
+        assert_eq!(counts.get("GetItem"), None, "{counts:?}");
+    }
+
+    #[tokio::test]
     async fn characters_sqs_replaces_are_escaped_and_come_back_unchanged() {
         // moto does not replace them as SQS does: this checks the round trip, the unit test the escaping.
         let store = store("chars", 5).await.into_store();

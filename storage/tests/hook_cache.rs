@@ -96,6 +96,8 @@ async fn counts_are_written_every_interval_without_being_asked() {
 struct CountingReads {
     inner: std::sync::Arc<dyn WebhookRegistry>,
     reads: std::sync::atomic::AtomicUsize,
+    /// The ids of each read of several hooks at once.
+    many: std::sync::Mutex<Vec<Vec<HookId>>>,
 }
 
 #[async_trait::async_trait]
@@ -108,6 +110,10 @@ impl WebhookRegistry for CountingReads {
         // A read that takes a while, as DynamoDB's does, so the requests behind it overlap it.
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.inner.get(id).await
+    }
+    async fn get_many(&self, ids: &[HookId]) -> eventfleet_storage::Result<Vec<Option<Webhook>>> {
+        self.many.lock().unwrap().push(ids.to_vec());
+        self.inner.get_many(ids).await
     }
     async fn list(&self) -> eventfleet_storage::Result<Vec<Webhook>> {
         self.inner.list().await
@@ -136,7 +142,11 @@ impl WebhookRegistry for CountingReads {
 #[tokio::test]
 async fn requests_that_miss_together_share_one_read() {
     let (_dir, store, hook) = store_with_hook().await;
-    let counting = std::sync::Arc::new(CountingReads { inner: store.webhooks.clone(), reads: Default::default() });
+    let counting = std::sync::Arc::new(CountingReads {
+        inner: store.webhooks.clone(),
+        reads: Default::default(),
+        many: Default::default(),
+    });
     let cache = CachedHooks::new(counting.clone(), Duration::from_secs(3600), COUNTS_EVERY);
     let mut gets = tokio::task::JoinSet::new();
     for _ in 0..32 {
@@ -167,4 +177,50 @@ async fn requests_that_miss_together_share_one_read() {
     assert!(cancelled.is_err(), "cancelled mid-read");
     assert_eq!(cache.get(&other).await.unwrap(), None);
     assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn a_read_refreshes_the_entries_past_half_their_ttl_in_the_same_request() {
+    let (_dir, store, hook) = store_with_hook().await;
+    let mut others = Vec::new();
+    for i in 0..3 {
+        let other = Webhook { id: HookId::new(), name: format!("other {i}"), ..hook.clone() };
+        store.webhooks.create(&other).await.unwrap();
+        others.push(other);
+    }
+    let counting = std::sync::Arc::new(CountingReads {
+        inner: store.webhooks.clone(),
+        reads: Default::default(),
+        many: Default::default(),
+    });
+    let ttl = Duration::from_secs(2);
+    let cache = CachedHooks::new(counting.clone(), ttl, COUNTS_EVERY);
+    for other in &others {
+        assert!(cache.get(&other.id).await.unwrap().is_some());
+    }
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // Past half their TTL (the cache's clock is tokio's; a stall that takes them past the TTL changes nothing).
+    tokio::time::sleep(ttl / 2 + Duration::from_millis(200)).await;
+    // Another process disables one of them.
+    store.webhooks.set_active(&others[0].id, false).await.unwrap();
+    // A miss reads its hook and the three ageing ones in one request.
+    assert!(cache.get(&hook.id).await.unwrap().is_some());
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3, "no read of one hook");
+    let many = counting.many.lock().unwrap().clone();
+    assert_eq!(many.len(), 1, "{many:?}");
+    assert_eq!(many[0][0], hook.id, "the miss's own hook first");
+    let mut along = many[0][1..].to_vec();
+    along.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut want: Vec<HookId> = others.iter().map(|o| o.id.clone()).collect();
+    want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(along, want);
+    // Refreshed: served from memory, with the change the read along brought.
+    assert!(!cache.get(&others[0].id).await.unwrap().unwrap().active);
+    assert!(cache.get(&others[1].id).await.unwrap().unwrap().active);
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(counting.many.lock().unwrap().len(), 1);
+    // Fresh entries are not read along: the next miss reads its own hook only.
+    assert_eq!(cache.get(&HookId::new()).await.unwrap(), None);
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(counting.many.lock().unwrap().len(), 1);
 }

@@ -209,6 +209,7 @@ pub struct AwsStore {
     deletes: sqs::DeleteBatcher,
     dlq_deletes: sqs::DeleteBatcher,
     sends: sqs::SendBatcher,
+    hook_reads: webhooks::HookReads,
     /// The oldest message's age as CloudWatch last gave it, and when it was read: its datapoints are a minute
     /// apart, so asking more often than once a minute learns nothing.
     oldest_age: std::sync::Mutex<Option<(std::time::Instant, Option<u64>)>>,
@@ -243,6 +244,7 @@ impl AwsStore {
             options.send_batches_in_flight.max(1),
             options.send_linger,
         );
+        let hook_reads = webhooks::hook_reads(clients.dynamodb.clone(), names.webhooks_table.clone());
         Ok(Arc::new(Self {
             clients,
             names,
@@ -254,6 +256,7 @@ impl AwsStore {
             deletes,
             dlq_deletes,
             sends,
+            hook_reads,
             oldest_age: std::sync::Mutex::new(None),
         }))
     }

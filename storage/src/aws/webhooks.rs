@@ -4,9 +4,13 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use eventfleet_schema::{HookFilter, HookId, HookKind, Webhook};
 
+use super::batch::{GroupCommit, Linger};
 use super::item::{Item, Reader, n, s, ts};
 use super::{AwsStore, unavailable};
 use crate::webhooks::WebhookRegistry;
@@ -64,6 +68,70 @@ fn hook(item: &Item) -> Result<Webhook> {
         group_key: r.opt_str("group_key")?,
         per_delivery: matches!(item.get("per_delivery"), Some(AttributeValue::Bool(true))),
     })
+}
+
+/// The group commit of hook reads.
+pub(super) type HookReads = GroupCommit<HookId, Result<Option<Webhook>>>;
+
+/// Hooks a `BatchGetItem` reads at most (DynamoDB's limit of keys a request).
+const READS: usize = 100;
+
+/// Hook reads go out as `BatchGetItem`: a lone read at once, and the reads that come while one is on the wire
+/// share the next. The hook caches of a busy process miss together (the hooks they read together expire
+/// together), so their refreshes are one request rather than one a hook; and a burst of requests to made-up ids
+/// (never cached) costs a request per hundred.
+pub(super) fn hook_reads(client: aws_sdk_dynamodb::Client, table: String) -> HookReads {
+    GroupCommit::start(READS, 2, Linger::WhileBusy(Duration::from_millis(5)), move |ids: Vec<HookId>| {
+        let (client, table) = (client.clone(), table.clone());
+        async move {
+            match read_hooks(&client, &table, &ids).await {
+                Ok(found) => ids.iter().map(|id| found.get(id.as_str()).cloned().transpose()).collect(),
+                Err(e) => vec![Err(e); ids.len()],
+            }
+        }
+    })
+}
+
+/// The hooks of `ids` that exist, by id (each read once, consistently); an item that does not parse is that
+/// hook's error only.
+async fn read_hooks(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    ids: &[HookId],
+) -> Result<HashMap<String, Result<Webhook>>> {
+    let mut keys: Vec<HashMap<String, AttributeValue>> = Vec::with_capacity(ids.len());
+    for id in ids {
+        // DynamoDB refuses a batch that names one key twice.
+        let key = HashMap::from([("id".to_owned(), s(id.as_str()))]);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let first = HashMap::from([(
+        table.to_owned(),
+        KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StorageError::Invalid(e.to_string()))?,
+    )]);
+    let parts = super::unprocessed::until_processed("BatchGetItem webhooks", first, |pending| async move {
+        let out = (client.batch_get_item())
+            .set_request_items(Some(pending))
+            .send()
+            .await
+            .map_err(|e| unavailable("BatchGetItem webhooks", e))?;
+        Ok((out.responses.unwrap_or_default(), out.unprocessed_keys.unwrap_or_default()))
+    })
+    .await?;
+    let mut found = HashMap::new();
+    for mut responses in parts {
+        for item in responses.remove(table).unwrap_or_default() {
+            let id = Reader::new(&item, "webhooks").str("id")?;
+            found.insert(id, hook(&item));
+        }
+    }
+    Ok(found)
 }
 
 impl AwsStore {
@@ -130,17 +198,19 @@ impl WebhookRegistry for AwsStore {
     }
 
     async fn get(&self, id: &HookId) -> Result<Option<Webhook>> {
-        let out = self
-            .clients
-            .dynamodb
-            .get_item()
-            .table_name(&self.names.webhooks_table)
-            .key("id", s(id.as_str()))
-            .consistent_read(true)
-            .send()
+        self.hook_reads
+            .submit(id.clone())
             .await
-            .map_err(|e| unavailable("GetItem webhooks", e))?;
-        out.item.as_ref().map(hook).transpose()
+            .unwrap_or_else(|| Err(StorageError::unavailable("hook reader stopped")))
+    }
+
+    async fn get_many(&self, ids: &[HookId]) -> Result<Vec<Option<Webhook>>> {
+        // Submitted together, so they share a request (up to 100 a request).
+        let answers = self.hook_reads.submit_all(ids.to_vec()).await;
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(StorageError::unavailable("hook reader stopped"))))
+            .collect()
     }
 
     async fn list(&self) -> Result<Vec<Webhook>> {

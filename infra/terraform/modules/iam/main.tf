@@ -115,8 +115,9 @@ data "aws_iam_policy_document" "ingress" {
   }
 
   statement {
-    sid       = "ReadHooksAndCountInvocations"
-    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    sid = "ReadHooksAndCountInvocations"
+    # BatchGetItem: the hook reads that come together share a request.
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:UpdateItem"]
     resources = [var.table_arns.webhooks]
   }
 }
@@ -194,7 +195,7 @@ data "aws_iam_policy_document" "worker" {
 
   statement {
     sid       = "ReadHooks"
-    actions   = ["dynamodb:GetItem"]
+    actions   = ["dynamodb:BatchGetItem"]
     resources = [var.table_arns.webhooks]
   }
 
