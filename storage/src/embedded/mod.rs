@@ -125,6 +125,10 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// WAL pages at which the writer checkpoints itself (16 MB): the checkpointer thread copies the WAL long before,
+/// but only a checkpoint with no commit behind it lets the next commit start the WAL over.
+pub(crate) const WAL_BACKSTOP_PAGES: u32 = 4000;
+
 /// The file name of the store inside a data directory.
 pub const DB_FILE: &str = "fleet.db";
 
@@ -143,8 +147,13 @@ impl EmbeddedStore {
         // The idle look runs on the async thread that asked: it must never wait for a lock.
         poll_conn.busy_handler(None)?;
         let queue_changed = Arc::new(Notify::new());
+        // The checkpointer thread copies the WAL into the database ([`writer`]); the writer's own checkpoint
+        // comes only at the backstop.
+        write_conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
+        let checkpoint_conn = connect(&path)?;
         let writer = Writer::spawn(
             write_conn,
+            checkpoint_conn,
             &path,
             options.max_batch,
             Arc::clone(&queue_changed),
