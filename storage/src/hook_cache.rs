@@ -4,9 +4,13 @@
 //! - Hooks read within `ttl` are served from memory, so disabling a hook or changing its channel takes up to
 //!   `ttl` to reach a process that read it recently (this process's own `set_active` applies at once). When an
 //!   entry expires under load, one request reads the hook again and the others wait for its answer, rather than
-//!   each reading it. That read also reads again every entry past half its TTL ([`WebhookRegistry::get_many`],
-//!   one `BatchGetItem` on DynamoDB), so the hooks a process uses come to expire together: a busy process reads
-//!   its hooks in one request a TTL, not one a hook.
+//!   each reading it.
+//! - **Read ahead, together.** A request served an entry past half its TTL starts, in the background, one read
+//!   of every entry past half its TTL that a request used within the last TTL ([`WebhookRegistry::get_many`]:
+//!   `BatchGetItem`s of up to 100 on DynamoDB); one such read at a time. So the hooks a busy process uses are read
+//!   together, a few requests a TTL rather than one a hook, and they do not expire under load. An entry no request
+//!   used within the last TTL is not read ahead, and is dropped once expired. A hook read ahead as gone is
+//!   dropped; one whose read failed keeps its entry until it expires, and its next request reads it alone.
 //! - Invocation counts are added up in memory and written every [`COUNTS_EVERY`], one write per hook, and by
 //!   [`CachedHooks::flush`], which the processes call when they stop. The counts of the last interval before a
 //!   process dies are lost: they are statistics, not events. The interval is not the TTL (which bounds how stale
@@ -26,9 +30,6 @@ use crate::webhooks::WebhookRegistry;
 /// Entries kept at most; beyond it the cache starts over (hooks are few, ids in requests are not).
 const MAX_ENTRIES: usize = 10_000;
 
-/// Other entries a read refreshes along with its own at most (with it, one `BatchGetItem`'s 100 keys).
-const ALONG: usize = 99;
-
 /// How often the ingress writes the invocation counts it added up: a busy hook's count in the console lags up to
 /// this much, and ten hooks cost a write every three seconds.
 pub const COUNTS_EVERY: Duration = Duration::from_secs(30);
@@ -37,7 +38,14 @@ pub const COUNTS_EVERY: Duration = Duration::from_secs(30);
 pub struct CachedHooks {
     inner: Arc<dyn WebhookRegistry>,
     ttl: Duration,
-    hooks: Mutex<HashMap<HookId, (Instant, Webhook)>>,
+    hooks: Mutex<HashMap<HookId, Entry>>,
+    /// When the next read ahead may be due (the oldest entry's read plus half the TTL): until then a request
+    /// does not look.
+    due: Mutex<Option<Instant>>,
+    /// A read ahead is under way.
+    reading_ahead: std::sync::atomic::AtomicBool,
+    /// This cache, for the read ahead's task.
+    me: Weak<CachedHooks>,
     /// The reads under way, one per hook: a request that finds one shares its answer (a hook, none, or the
     /// error); if the request reading is cancelled, one of those waiting reads instead.
     reading: Mutex<HashMap<HookId, Arc<Read>>>,
@@ -50,10 +58,13 @@ impl CachedHooks {
     /// Caches `inner` for `ttl` and starts the task that writes the counts every `counts_every` (on the current
     /// tokio runtime; it ends when the cache is dropped).
     pub fn new(inner: Arc<dyn WebhookRegistry>, ttl: Duration, counts_every: Duration) -> Arc<Self> {
-        let cache = Arc::new(Self {
+        let cache = Arc::new_cyclic(|me| Self {
             inner,
             ttl,
             hooks: Mutex::default(),
+            due: Mutex::default(),
+            reading_ahead: Default::default(),
+            me: me.clone(),
             reading: Mutex::default(),
             changes: Default::default(),
             counts: Mutex::default(),
@@ -101,49 +112,97 @@ impl CachedHooks {
         self.reading.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
-    /// Reads `id`, and with it every other entry past half its TTL (refreshed in the cache when read fine).
-    async fn read_along(&self, id: &HookId, changes: u64) -> Result<Option<Webhook>> {
-        let ageing: Vec<HookId> = {
-            let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
-            let reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
-            hooks
-                .iter()
-                .filter(|(other, (at, _))| {
-                    *other != id && at.elapsed() >= self.ttl / 2 && !reading.contains_key(*other)
-                })
-                .map(|(other, _)| other.clone())
-                .take(ALONG)
-                .collect()
-        };
-        if ageing.is_empty() {
-            return self.inner.get(id).await;
-        }
-        let ids: Vec<HookId> = std::iter::once(id.clone()).chain(ageing).collect();
-        let mut read = self.inner.get_many(&ids).await?.into_iter();
-        let first = read.next().flatten();
-        let unchanged = self.changes.load(std::sync::atomic::Ordering::SeqCst) == changes;
+    /// The hook as read within the TTL, marked as used now.
+    fn fresh(&self, id: &HookId) -> Option<Webhook> {
         let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
-        for (other, hook) in ids.iter().skip(1).zip(read) {
-            match hook {
-                // Deleted meanwhile: no longer served.
-                None => {
-                    hooks.remove(other);
-                }
-                // Read before this process changed a hook: not kept (the entry expires as it would have).
-                Some(_) if !unchanged => {}
-                Some(hook) => {
-                    hooks.insert(other.clone(), (Instant::now(), hook));
-                }
-            }
-        }
-        Ok(first)
+        let entry = hooks.get_mut(id).filter(|entry| entry.read_at.elapsed() < self.ttl)?;
+        entry.used_at = Instant::now();
+        Some(entry.hook.clone())
     }
 
-    /// The hook as read within the TTL.
-    fn fresh(&self, id: &HookId) -> Option<Webhook> {
-        let hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
-        hooks.get(id).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, hook)| hook.clone())
+    /// Keeps `hook` as read now (and used now).
+    fn keep(&self, id: &HookId, hook: Webhook) {
+        let now = Instant::now();
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        if hooks.len() >= MAX_ENTRIES {
+            hooks.clear();
+        }
+        hooks.insert(id.clone(), Entry { read_at: now, used_at: now, hook });
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        let at = now + self.ttl / 2;
+        *due = Some(due.map_or(at, |due| due.min(at)));
     }
+
+    /// Starts a read ahead when one may be due and none is under way: of every entry past half its TTL that was
+    /// used within the last TTL; an expired entry no request used within the TTL is dropped.
+    fn read_ahead(&self) {
+        use std::sync::atomic::Ordering;
+        let now = Instant::now();
+        if self.due.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|due| now < due) {
+            return;
+        }
+        if self.reading_ahead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let ids: Vec<HookId> = {
+            let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+            hooks.retain(|_, entry| {
+                now.duration_since(entry.read_at) < self.ttl || now.duration_since(entry.used_at) < self.ttl
+            });
+            let ids = hooks
+                .iter()
+                .filter(|(_, entry)| {
+                    now.duration_since(entry.read_at) >= self.ttl / 2 && now.duration_since(entry.used_at) < self.ttl
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            // The next look: when the oldest entry not read now comes past half its TTL (or one read now does).
+            let next =
+                hooks.values().map(|entry| entry.read_at).filter(|at| now.duration_since(*at) < self.ttl / 2).min();
+            *self.due.lock().unwrap_or_else(|p| p.into_inner()) = Some(next.unwrap_or(now) + self.ttl / 2);
+            ids
+        };
+        let Some(me) = self.me.upgrade().filter(|_| !ids.is_empty()) else {
+            self.reading_ahead.store(false, Ordering::Release);
+            return;
+        };
+        tokio::spawn(async move {
+            let changes = me.changes.load(Ordering::SeqCst);
+            // What a read returns is the hook as it was when the read began: its age counts from then.
+            let at = Instant::now();
+            let read = me.inner.get_many(&ids).await;
+            let unchanged = me.changes.load(Ordering::SeqCst) == changes;
+            {
+                let mut hooks = me.hooks.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, result) in ids.iter().zip(read) {
+                    match result {
+                        // Gone: no longer served.
+                        Ok(None) => {
+                            hooks.remove(id);
+                        }
+                        // Read before this process changed a hook: not kept (the entry expires as it would have).
+                        Ok(Some(_)) if !unchanged => {}
+                        Ok(Some(hook)) => {
+                            if let Some(entry) = hooks.get_mut(id) {
+                                entry.read_at = at;
+                                entry.hook = hook;
+                            }
+                        }
+                        // Kept until it expires; its next request then reads it alone.
+                        Err(e) => tracing::warn!(error = %e, hook_id = %id, "could not read a hook ahead"),
+                    }
+                }
+            }
+            me.reading_ahead.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// A cached hook: when it was read, and when a request last used it.
+struct Entry {
+    read_at: Instant,
+    used_at: Instant,
+    hook: Webhook,
 }
 
 async fn flush_every(cache: Weak<CachedHooks>, every: Duration) {
@@ -162,6 +221,7 @@ impl WebhookRegistry for CachedHooks {
 
     async fn get(&self, id: &HookId) -> Result<Option<Webhook>> {
         if let Some(hook) = self.fresh(id) {
+            self.read_ahead();
             return Ok(Some(hook));
         }
         let changes = self.changes.load(std::sync::atomic::Ordering::SeqCst);
@@ -169,22 +229,17 @@ impl WebhookRegistry for CachedHooks {
         // However this request ends (answered, or cancelled by its client), the read leaves the map: the next
         // request after it reads again, or takes the cache.
         let _leave = Leave { cache: self, id, read: &read };
-        let hook = read.get_or_init(|| self.read_along(id, changes)).await.clone()?;
-        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        let hook = read.get_or_init(|| self.inner.get(id)).await.clone()?;
         match &hook {
             // Unknown ids are not cached: anyone can make them up.
             None => {
-                hooks.remove(id);
+                self.hooks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
             }
             // Read before this process changed a hook: served to this request, not kept.
             Some(_) if self.changes.load(std::sync::atomic::Ordering::SeqCst) != changes => {}
-            Some(h) => {
-                if hooks.len() >= MAX_ENTRIES {
-                    hooks.clear();
-                }
-                hooks.insert(id.clone(), (Instant::now(), h.clone()));
-            }
+            Some(h) => self.keep(id, h.clone()),
         }
+        self.read_ahead();
         Ok(hook)
     }
 

@@ -14,14 +14,14 @@ pub trait WebhookRegistry: Send + Sync {
     /// A hook by id.
     async fn get(&self, id: &HookId) -> Result<Option<Webhook>>;
 
-    /// Hooks by id, one answer per id in order (`None` for an id no hook has). A backend whose reads are
-    /// requests reads them together.
-    async fn get_many(&self, ids: &[HookId]) -> Result<Vec<Option<Webhook>>> {
+    /// Hooks by id: one answer per id, in order (`None` for an id no hook has; an error is that id's alone). A
+    /// backend whose reads are requests reads them together.
+    async fn get_many(&self, ids: &[HookId]) -> Vec<Result<Option<Webhook>>> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(self.get(id).await?);
+            out.push(self.get(id).await);
         }
-        Ok(out)
+        out
     }
 
     /// Every hook, oldest first.

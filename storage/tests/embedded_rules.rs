@@ -399,7 +399,7 @@ fn sqlite_is_built_without_memory_statistics() {
 }
 
 /// The WAL reaches the database by the checkpointer thread, long before the writer's own checkpoint (at 4,000
-/// pages): a few hundred commits of one accept each, far fewer pages than that, and the database file grows.
+/// pages): 200 commits of one accept each, far fewer pages than that, and the database file holds records.
 #[tokio::test]
 async fn the_checkpointer_copies_the_wal_into_the_database_before_the_writers_backstop() {
     let dir = tempfile::tempdir().unwrap();
@@ -425,8 +425,10 @@ async fn the_checkpointer_copies_the_wal_into_the_database_before_the_writers_ba
         assert!(tokio::time::Instant::now() < deadline, "the database never grew past {before} bytes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // And what it copied reads back through a fresh connection.
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    // What it copied is in the database file itself: a copy of the file without its WAL holds accepted records.
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::copy(&db, alone.path().join("fleet.db")).unwrap();
+    let conn = rusqlite::Connection::open(alone.path().join("fleet.db")).unwrap();
     let n: i64 = conn.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 200);
+    assert!(n > 0, "the database file alone holds none of the 200 records");
 }

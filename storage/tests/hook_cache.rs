@@ -31,13 +31,13 @@ async fn store_with_hook() -> (tempfile::TempDir, Store, Webhook) {
 }
 
 #[tokio::test]
-async fn a_hook_is_read_once_per_ttl_and_a_change_elsewhere_shows_after_it() {
+async fn a_hook_is_served_from_memory_and_a_change_elsewhere_shows_within_the_ttl() {
     let (_dir, store, hook) = store_with_hook().await;
     let ttl = Duration::from_secs(2);
     let cache = CachedHooks::new(store.webhooks.clone(), ttl, COUNTS_EVERY);
     let read = Instant::now();
     assert!(cache.get(&hook.id).await.unwrap().unwrap().active);
-    // Another process disables it: this one keeps serving what it read until the ttl runs out.
+    // Another process disables it: this one keeps serving what it read until it reads it again.
     store.webhooks.set_active(&hook.id, false).await.unwrap();
     assert!(cache.get(&hook.id).await.unwrap().unwrap().active, "served from memory");
     let mut seen_disabled = None;
@@ -48,8 +48,9 @@ async fn a_hook_is_read_once_per_ttl_and_a_change_elsewhere_shows_after_it() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after = seen_disabled.expect("read again after the ttl");
-    assert!(after >= ttl, "served from memory until the ttl ran out, read again after {after:?}");
+    // A hook in use is read ahead once past half its TTL: the change shows from then, never later than the TTL.
+    let after = seen_disabled.expect("read again within the ttl");
+    assert!(after >= ttl / 2, "served from memory until half the ttl, read again after {after:?}");
     // Its own changes apply at once.
     assert!(cache.set_active(&hook.id, true).await.unwrap().active);
     assert!(cache.get(&hook.id).await.unwrap().unwrap().active);
@@ -111,7 +112,7 @@ impl WebhookRegistry for CountingReads {
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.inner.get(id).await
     }
-    async fn get_many(&self, ids: &[HookId]) -> eventfleet_storage::Result<Vec<Option<Webhook>>> {
+    async fn get_many(&self, ids: &[HookId]) -> Vec<eventfleet_storage::Result<Option<Webhook>>> {
         self.many.lock().unwrap().push(ids.to_vec());
         self.inner.get_many(ids).await
     }
@@ -179,8 +180,17 @@ async fn requests_that_miss_together_share_one_read() {
     assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
 
+/// Polls `done` every 20 ms until it holds, for up to 10 s.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
-async fn a_read_refreshes_the_entries_past_half_their_ttl_in_the_same_request() {
+async fn entries_past_half_their_ttl_are_read_ahead_together_in_the_background() {
     let (_dir, store, hook) = store_with_hook().await;
     let mut others = Vec::new();
     for i in 0..3 {
@@ -193,34 +203,66 @@ async fn a_read_refreshes_the_entries_past_half_their_ttl_in_the_same_request() 
         reads: Default::default(),
         many: Default::default(),
     });
-    let ttl = Duration::from_secs(2);
+    // Long enough that a stall of the test machine of a second or two changes nothing below.
+    let ttl = Duration::from_secs(6);
     let cache = CachedHooks::new(counting.clone(), ttl, COUNTS_EVERY);
     for other in &others {
         assert!(cache.get(&other.id).await.unwrap().is_some());
     }
     assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
-    // Past half their TTL (the cache's clock is tokio's; a stall that takes them past the TTL changes nothing).
-    tokio::time::sleep(ttl / 2 + Duration::from_millis(200)).await;
-    // Another process disables one of them.
+    assert!(counting.many.lock().unwrap().is_empty(), "nothing is read ahead before half the TTL");
+    // Past half their TTL; another process disables one of them.
+    tokio::time::sleep(ttl / 2 + Duration::from_millis(100)).await;
     store.webhooks.set_active(&others[0].id, false).await.unwrap();
-    // A miss reads its hook and the three ageing ones in one request.
-    assert!(cache.get(&hook.id).await.unwrap().is_some());
-    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3, "no read of one hook");
-    let many = counting.many.lock().unwrap().clone();
-    assert_eq!(many.len(), 1, "{many:?}");
-    assert_eq!(many[0][0], hook.id, "the miss's own hook first");
-    let mut along = many[0][1..].to_vec();
-    along.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    // Served from memory, and the three are read again together, in the background.
+    assert!(cache.get(&others[1].id).await.unwrap().unwrap().active);
+    until("the entries are read ahead", || !counting.many.lock().unwrap().is_empty()).await;
+    let mut ahead = counting.many.lock().unwrap()[0].clone();
+    ahead.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     let mut want: Vec<HookId> = others.iter().map(|o| o.id.clone()).collect();
     want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    assert_eq!(along, want);
-    // Refreshed: served from memory, with the change the read along brought.
-    assert!(!cache.get(&others[0].id).await.unwrap().unwrap().active);
-    assert!(cache.get(&others[1].id).await.unwrap().unwrap().active);
+    assert_eq!(ahead, want, "every entry past half its TTL, in one read");
+    // The change it brought is served; nothing was read alone.
+    until("the read ahead is applied", || {
+        futures_util::FutureExt::now_or_never(cache.get(&others[0].id))
+            .and_then(|got| got.ok().flatten())
+            .is_some_and(|hook| !hook.active)
+    })
+    .await;
     assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
-    assert_eq!(counting.many.lock().unwrap().len(), 1);
-    // Fresh entries are not read along: the next miss reads its own hook only.
-    assert_eq!(cache.get(&HookId::new()).await.unwrap(), None);
-    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 4);
-    assert_eq!(counting.many.lock().unwrap().len(), 1);
+    assert_eq!(counting.many.lock().unwrap().len(), 1, "one read ahead, not one a request");
+}
+
+#[tokio::test]
+async fn an_entry_no_request_uses_is_not_read_ahead_and_is_dropped_once_expired() {
+    let (_dir, store, hook) = store_with_hook().await;
+    let cold = Webhook { id: HookId::new(), name: "cold".into(), ..hook.clone() };
+    store.webhooks.create(&cold).await.unwrap();
+    let counting = std::sync::Arc::new(CountingReads {
+        inner: store.webhooks.clone(),
+        reads: Default::default(),
+        many: Default::default(),
+    });
+    // A stall of the test machine under half the TTL changes nothing below.
+    let ttl = Duration::from_secs(2);
+    let cache = CachedHooks::new(counting.clone(), ttl, COUNTS_EVERY);
+    assert!(cache.get(&cold.id).await.unwrap().is_some());
+    assert!(cache.get(&hook.id).await.unwrap().is_some());
+    // The busy hook is used for several TTLs; the cold one never again.
+    let start = Instant::now();
+    while start.elapsed() < ttl * 3 {
+        assert!(cache.get(&hook.id).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let many = counting.many.lock().unwrap().clone();
+    assert!(many.len() >= 3, "the busy hook was read ahead every half TTL or so: {many:?}");
+    let with_cold = many.iter().filter(|ids| ids.contains(&cold.id)).count();
+    assert!(with_cold <= 1, "the cold hook is read ahead at most while it was used within a TTL: {many:?}");
+    assert!(many.last().is_some_and(|ids| ids == &vec![hook.id.clone()]), "{many:?}");
+    // The busy hook never expired under load: read once, then only ahead.
+    let reads = counting.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reads, 2, "each read alone once");
+    // The cold one was dropped: its next request reads it.
+    assert!(cache.get(&cold.id).await.unwrap().is_some());
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

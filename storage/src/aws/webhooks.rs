@@ -76,15 +76,24 @@ pub(super) type HookReads = GroupCommit<HookId, Result<Option<Webhook>>>;
 /// Hooks a `BatchGetItem` reads at most (DynamoDB's limit of keys a request).
 const READS: usize = 100;
 
+/// `BatchGetItem`s of hook reads on the wire at once; more reads wait and share the next.
+const READS_IN_FLIGHT: usize = 4;
+
+/// DynamoDB refuses a whole request naming a key longer than this (bytes) or an empty one: no hook has such an id.
+const MAX_KEY: usize = 2048;
+
 /// Hook reads go out as `BatchGetItem`: a lone read at once, and the reads that come while one is on the wire
-/// share the next. The hook caches of a busy process miss together (the hooks they read together expire
-/// together), so their refreshes are one request rather than one a hook; and a burst of requests to made-up ids
-/// (never cached) costs a request per hundred.
+/// share the next. The hook cache reads a process's hooks ahead together ([`crate::hook_cache`]), and a burst of
+/// requests to made-up ids (never cached) costs a request per hundred. An id that cannot be a key is answered as
+/// no hook without a read, so it cannot fail the others' request.
 pub(super) fn hook_reads(client: aws_sdk_dynamodb::Client, table: String) -> HookReads {
-    GroupCommit::start(READS, 2, Linger::WhileBusy(Duration::from_millis(5)), move |ids: Vec<HookId>| {
+    GroupCommit::start(READS, READS_IN_FLIGHT, Linger::WhileBusy(Duration::from_millis(5)), move |ids: Vec<HookId>| {
         let (client, table) = (client.clone(), table.clone());
         async move {
-            match read_hooks(&client, &table, &ids).await {
+            let keys: Vec<HookId> =
+                ids.iter().filter(|id| !id.as_str().is_empty() && id.as_str().len() <= MAX_KEY).cloned().collect();
+            let found = if keys.is_empty() { Ok(HashMap::new()) } else { read_hooks(&client, &table, &keys).await };
+            match found {
                 Ok(found) => ids.iter().map(|id| found.get(id.as_str()).cloned().transpose()).collect(),
                 Err(e) => vec![Err(e); ids.len()],
             }
@@ -204,8 +213,8 @@ impl WebhookRegistry for AwsStore {
             .unwrap_or_else(|| Err(StorageError::unavailable("hook reader stopped")))
     }
 
-    async fn get_many(&self, ids: &[HookId]) -> Result<Vec<Option<Webhook>>> {
-        // Submitted together, so they share a request (up to 100 a request).
+    async fn get_many(&self, ids: &[HookId]) -> Vec<Result<Option<Webhook>>> {
+        // Submitted together, so they share requests (100 a request).
         let answers = self.hook_reads.submit_all(ids.to_vec()).await;
         answers
             .into_iter()

@@ -10,8 +10,8 @@
 //!
 //! **Checkpoints off the writer.** Copying the WAL's pages into the database (and syncing it) took about a fifth
 //! of the writer thread's time when the writer ran it after a commit (SQLite's auto-checkpoint). A checkpointer
-//! thread on a connection of its own runs a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] commits that changed
-//! something, beside the writer (a checkpoint never blocks a writer in WAL mode). The writer still checkpoints
+//! thread on a connection of its own runs a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] jobs of commits that
+//! changed something, beside the writer (a checkpoint neither waits for a writer nor holds one up in WAL mode). The writer still checkpoints
 //! when the WAL reaches [`super::WAL_BACKSTOP_PAGES`]: the few frames the checkpointer has not copied yet, so
 //! that the WAL is fully copied and the next commit starts it over (it cannot while frames are being added
 //! behind a checkpoint in progress).
@@ -208,7 +208,7 @@ fn run(
     checkpoints: mpsc::SyncSender<()>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
-    let mut since_checkpoint = 0u32;
+    let mut since_checkpoint = 0usize;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -225,7 +225,7 @@ fn run(
         };
         let changed = conn.total_changes() != before;
         if changed {
-            since_checkpoint += 1;
+            since_checkpoint += done.len();
             if since_checkpoint >= CHECKPOINT_EVERY {
                 since_checkpoint = 0;
                 // Full: a request is waiting already; gone: the checkpointer stopped, the backstop remains.
@@ -249,10 +249,10 @@ fn run(
     }
 }
 
-/// Commits that changed something between the checkpointer's runs: a few hundred pages a run under load (an
-/// event writes about ten), as SQLite's default of a checkpoint every 1,000 pages, without a timer (an idle
-/// process does not wake).
-const CHECKPOINT_EVERY: u32 = 16;
+/// Jobs of commits that changed something between the checkpointer's runs: a few hundred pages a run (a job
+/// writes a few pages, fewer when many share a commit), about SQLite's default of a checkpoint every 1,000 pages,
+/// whatever the size of the commits; no timer (an idle process does not wake).
+const CHECKPOINT_EVERY: usize = 128;
 
 /// Copies the WAL's committed pages into the database, off the writer thread, each time the writer asks (a
 /// request made while one runs waits as one). A `PASSIVE` checkpoint takes no lock a writer or reader waits for;

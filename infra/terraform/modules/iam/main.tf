@@ -116,8 +116,9 @@ data "aws_iam_policy_document" "ingress" {
 
   statement {
     sid = "ReadHooksAndCountInvocations"
-    # BatchGetItem: the hook reads that come together share a request.
-    actions   = ["dynamodb:BatchGetItem", "dynamodb:UpdateItem"]
+    # BatchGetItem: hook reads share requests. GetItem: what tasks of the release before read hooks with, while a
+    # deploy replaces them.
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"]
     resources = [var.table_arns.webhooks]
   }
 }
@@ -194,8 +195,9 @@ data "aws_iam_policy_document" "worker" {
   }
 
   statement {
-    sid       = "ReadHooks"
-    actions   = ["dynamodb:BatchGetItem"]
+    sid = "ReadHooks"
+    # GetItem: what tasks of the release before read hooks with, while a deploy replaces them.
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem"]
     resources = [var.table_arns.webhooks]
   }
 
