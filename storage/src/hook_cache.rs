@@ -6,11 +6,12 @@
 //!   entry expires under load, one request reads the hook again and the others wait for its answer, rather than
 //!   each reading it.
 //! - **Read ahead, together.** A request served an entry past half its TTL starts, in the background, one read
-//!   of every entry past half its TTL that a request used within the last TTL ([`WebhookRegistry::get_many`]:
-//!   `BatchGetItem`s of up to 100 on DynamoDB); one such read at a time. So the hooks a busy process uses are read
-//!   together, a few requests a TTL rather than one a hook, and they do not expire under load. An entry no request
-//!   used within the last TTL is not read ahead, and is dropped once expired. A hook read ahead as gone is
-//!   dropped; one whose read failed keeps its entry until it expires, and its next request reads it alone.
+//!   of every entry past half its TTL that a request used since it was read ([`WebhookRegistry::get_many`]:
+//!   `BatchGetItem`s of up to 100 on DynamoDB); one such read at a time, given up after a TTL. So the hooks a busy
+//!   process uses are read together, a few requests a TTL rather than one a hook, and they do not expire under
+//!   load. An entry no request used since its read is not read ahead, and is dropped once expired. A hook read
+//!   ahead as gone is dropped; one whose read failed keeps its entry until it expires, and its next request reads
+//!   it alone. An entry's age counts from when its read began, and a read never replaces a later one.
 //! - Invocation counts are added up in memory and written every [`COUNTS_EVERY`], one write per hook, and by
 //!   [`CachedHooks::flush`], which the processes call when they stop. The counts of the last interval before a
 //!   process dies are lost: they are statistics, not events. The interval is not the TTL (which bounds how stale
@@ -85,8 +86,8 @@ impl CachedHooks {
     }
 }
 
-/// One read of a hook, shared by the requests that come while it is under way.
-type Read = tokio::sync::OnceCell<Result<Option<Webhook>>>;
+/// One read of a hook, shared by the requests that come while it is under way: when it began, and its answer.
+type Read = tokio::sync::OnceCell<(Instant, Result<Option<Webhook>>)>;
 
 /// Takes a read out of the map when a request that shared it is done (if no later read replaced it).
 struct Leave<'a> {
@@ -112,38 +113,55 @@ impl CachedHooks {
         self.reading.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
-    /// The hook as read within the TTL, marked as used now.
+    /// The hook as read within the TTL, marked as used now. One past half its TTL makes a read ahead due now (it
+    /// may have been left out of the last one, unused then).
     fn fresh(&self, id: &HookId) -> Option<Webhook> {
-        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = hooks.get_mut(id).filter(|entry| entry.read_at.elapsed() < self.ttl)?;
-        entry.used_at = Instant::now();
-        Some(entry.hook.clone())
+        let now = Instant::now();
+        let (hook, ageing) = {
+            let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = hooks.get_mut(id).filter(|entry| now.duration_since(entry.read_at) < self.ttl)?;
+            entry.used_at = now;
+            (entry.hook.clone(), now.duration_since(entry.read_at) >= self.ttl / 2)
+        };
+        if ageing {
+            *self.due.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        }
+        Some(hook)
     }
 
-    /// Keeps `hook` as read now (and used now).
-    fn keep(&self, id: &HookId, hook: Webhook) {
-        let now = Instant::now();
+    /// Keeps `hook` as read at `read_at`, unless the entry holds a later read.
+    fn keep(&self, id: &HookId, hook: Webhook, read_at: Instant) {
         let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        if hooks.get(id).is_some_and(|entry| entry.read_at >= read_at) {
+            return;
+        }
         if hooks.len() >= MAX_ENTRIES {
             hooks.clear();
         }
-        hooks.insert(id.clone(), Entry { read_at: now, used_at: now, hook });
+        // Used as of its read: the request that read it is what the read served; a later one makes it in use.
+        hooks.insert(id.clone(), Entry { read_at, used_at: read_at, hook });
         let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
-        let at = now + self.ttl / 2;
+        let at = read_at + self.ttl / 2;
         *due = Some(due.map_or(at, |due| due.min(at)));
     }
 
-    /// Starts a read ahead when one may be due and none is under way: of every entry past half its TTL that was
-    /// used within the last TTL; an expired entry no request used within the TTL is dropped.
+    /// Starts a read ahead when one may be due and none is under way: of every entry past half its TTL that a
+    /// request used since it was read; an expired entry no request used within the TTL is dropped.
     fn read_ahead(&self) {
         use std::sync::atomic::Ordering;
         let now = Instant::now();
         if self.due.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|due| now < due) {
             return;
         }
+        // Outside a runtime there is nothing to run it on: entries are read on their misses instead.
+        if tokio::runtime::Handle::try_current().is_err() || self.reading_ahead.load(Ordering::Acquire) {
+            return;
+        }
         if self.reading_ahead.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Cleared however the read ends (answered, failed, timed out, panicked, or dropped with the runtime).
+        let ahead = ReadingAhead(self.me.clone());
         let ids: Vec<HookId> = {
             let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
             hooks.retain(|_, entry| {
@@ -151,9 +169,7 @@ impl CachedHooks {
             });
             let ids = hooks
                 .iter()
-                .filter(|(_, entry)| {
-                    now.duration_since(entry.read_at) >= self.ttl / 2 && now.duration_since(entry.used_at) < self.ttl
-                })
+                .filter(|(_, entry)| now.duration_since(entry.read_at) >= self.ttl / 2 && entry.used_at > entry.read_at)
                 .map(|(id, _)| id.clone())
                 .collect();
             // The next look: when the oldest entry not read now comes past half its TTL (or one read now does).
@@ -162,39 +178,46 @@ impl CachedHooks {
             *self.due.lock().unwrap_or_else(|p| p.into_inner()) = Some(next.unwrap_or(now) + self.ttl / 2);
             ids
         };
-        let Some(me) = self.me.upgrade().filter(|_| !ids.is_empty()) else {
-            self.reading_ahead.store(false, Ordering::Release);
-            return;
-        };
+        let Some(me) = self.me.upgrade().filter(|_| !ids.is_empty()) else { return };
         tokio::spawn(async move {
-            let changes = me.changes.load(Ordering::SeqCst);
+            let _ahead = ahead;
             // What a read returns is the hook as it was when the read began: its age counts from then.
             let at = Instant::now();
-            let read = me.inner.get_many(&ids).await;
-            let unchanged = me.changes.load(Ordering::SeqCst) == changes;
-            {
-                let mut hooks = me.hooks.lock().unwrap_or_else(|p| p.into_inner());
-                for (id, result) in ids.iter().zip(read) {
-                    match result {
-                        // Gone: no longer served.
-                        Ok(None) => {
-                            hooks.remove(id);
-                        }
-                        // Read before this process changed a hook: not kept (the entry expires as it would have).
-                        Ok(Some(_)) if !unchanged => {}
-                        Ok(Some(hook)) => {
-                            if let Some(entry) = hooks.get_mut(id) {
-                                entry.read_at = at;
-                                entry.hook = hook;
-                            }
-                        }
-                        // Kept until it expires; its next request then reads it alone.
-                        Err(e) => tracing::warn!(error = %e, hook_id = %id, "could not read a hook ahead"),
+            // A read that never answers must not stop every later one.
+            let Ok(read) = tokio::time::timeout(me.ttl, me.inner.get_many(&ids)).await else {
+                tracing::warn!(hooks = ids.len(), "reading hooks ahead timed out");
+                return;
+            };
+            debug_assert_eq!(read.len(), ids.len(), "one answer per hook");
+            let mut hooks = me.hooks.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, result) in ids.iter().zip(read) {
+                // An entry gone meanwhile (this process changed the hook) or read again since stays as it is.
+                let Some(entry) = hooks.get_mut(id).filter(|entry| entry.read_at < at) else { continue };
+                match result {
+                    Ok(Some(hook)) => {
+                        entry.read_at = at;
+                        entry.hook = hook;
                     }
+                    // Gone: no longer served.
+                    Ok(None) => {
+                        hooks.remove(id);
+                    }
+                    // Kept until it expires; its next request then reads it alone.
+                    Err(e) => tracing::warn!(error = %e, hook_id = %id, "could not read a hook ahead"),
                 }
             }
-            me.reading_ahead.store(false, Ordering::Release);
         });
+    }
+}
+
+/// Clears the cache's read-ahead flag when dropped.
+struct ReadingAhead(Weak<CachedHooks>);
+
+impl Drop for ReadingAhead {
+    fn drop(&mut self) {
+        if let Some(cache) = self.0.upgrade() {
+            cache.reading_ahead.store(false, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -229,7 +252,14 @@ impl WebhookRegistry for CachedHooks {
         // However this request ends (answered, or cancelled by its client), the read leaves the map: the next
         // request after it reads again, or takes the cache.
         let _leave = Leave { cache: self, id, read: &read };
-        let hook = read.get_or_init(|| self.inner.get(id)).await.clone()?;
+        let (read_at, hook) = read
+            .get_or_init(|| async {
+                let at = Instant::now();
+                (at, self.inner.get(id).await)
+            })
+            .await
+            .clone();
+        let hook = hook?;
         match &hook {
             // Unknown ids are not cached: anyone can make them up.
             None => {
@@ -237,7 +267,7 @@ impl WebhookRegistry for CachedHooks {
             }
             // Read before this process changed a hook: served to this request, not kept.
             Some(_) if self.changes.load(std::sync::atomic::Ordering::SeqCst) != changes => {}
-            Some(h) => self.keep(id, h.clone()),
+            Some(h) => self.keep(id, h.clone(), read_at),
         }
         self.read_ahead();
         Ok(hook)

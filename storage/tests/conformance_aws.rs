@@ -192,10 +192,19 @@ mod sqs_limits {
             let want = hooks.iter().find(|h| &h.id == id);
             assert_eq!(got.as_ref(), want, "read {i} ({id})");
         }
-        let counts = counts.lock().unwrap();
-        let batches = counts.get("BatchGetItem").copied().unwrap_or(0);
-        assert!((1..=3).contains(&batches), "34 concurrent reads in 1 to 3 requests: {counts:?}");
-        assert_eq!(counts.get("GetItem"), None, "{counts:?}");
+        {
+            let counts = counts.lock().unwrap();
+            let batches = counts.get("BatchGetItem").copied().unwrap_or(0);
+            assert!((1..=3).contains(&batches), "34 concurrent reads in 1 to 3 requests: {counts:?}");
+            assert_eq!(counts.get("GetItem"), None, "{counts:?}");
+        }
+        // The same ids at once: one answer each, in order.
+        let many = store.webhooks.get_many(&ids).await;
+        assert_eq!(many.len(), ids.len());
+        for (i, (id, got)) in ids.iter().zip(many).enumerate() {
+            let got = got.unwrap_or_else(|e| panic!("read {i} ({id}): {e}"));
+            assert_eq!(got.as_ref(), hooks.iter().find(|h| &h.id == id), "read {i} ({id})");
+        }
     }
 
     #[tokio::test]

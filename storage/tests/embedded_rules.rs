@@ -419,16 +419,26 @@ async fn the_checkpointer_copies_the_wal_into_the_database_before_the_writers_ba
     }
     let frames = (size(&wal).saturating_sub(32)) / (4096 + 24);
     assert!(frames < 4000, "below the writer's own checkpoint: {frames} frames");
-    // The checkpointer runs on its own thread: poll with a deadline.
+    // The checkpointer runs on its own thread: poll with a deadline. What it copied is in the database file
+    // itself: a copy of the file without its WAL holds accepted records (a copy taken mid-checkpoint may not
+    // open: look again).
+    let count_alone = || -> Result<i64, String> {
+        let alone = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::copy(&db, alone.path().join("fleet.db")).map_err(|e| e.to_string())?;
+        let conn = rusqlite::Connection::open(alone.path().join("fleet.db")).map_err(|e| e.to_string())?;
+        conn.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0)).map_err(|e| e.to_string())
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while size(&db) <= before {
-        assert!(tokio::time::Instant::now() < deadline, "the database never grew past {before} bytes");
+    loop {
+        let found = count_alone();
+        if matches!(found, Ok(n) if n > 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the database file alone holds none of the 200 records ({found:?}; {before} bytes before, {} now)",
+            size(&db)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // What it copied is in the database file itself: a copy of the file without its WAL holds accepted records.
-    let alone = tempfile::tempdir().unwrap();
-    std::fs::copy(&db, alone.path().join("fleet.db")).unwrap();
-    let conn = rusqlite::Connection::open(alone.path().join("fleet.db")).unwrap();
-    let n: i64 = conn.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0)).unwrap();
-    assert!(n > 0, "the database file alone holds none of the 200 records");
 }

@@ -99,6 +99,8 @@ struct CountingReads {
     reads: std::sync::atomic::AtomicUsize,
     /// The ids of each read of several hooks at once.
     many: std::sync::Mutex<Vec<Vec<HookId>>>,
+    /// Reads of several hooks at once that have answered.
+    many_done: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -114,7 +116,9 @@ impl WebhookRegistry for CountingReads {
     }
     async fn get_many(&self, ids: &[HookId]) -> Vec<eventfleet_storage::Result<Option<Webhook>>> {
         self.many.lock().unwrap().push(ids.to_vec());
-        self.inner.get_many(ids).await
+        let answers = self.inner.get_many(ids).await;
+        self.many_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        answers
     }
     async fn list(&self) -> eventfleet_storage::Result<Vec<Webhook>> {
         self.inner.list().await
@@ -147,6 +151,7 @@ async fn requests_that_miss_together_share_one_read() {
         inner: store.webhooks.clone(),
         reads: Default::default(),
         many: Default::default(),
+        many_done: Default::default(),
     });
     let cache = CachedHooks::new(counting.clone(), Duration::from_secs(3600), COUNTS_EVERY);
     let mut gets = tokio::task::JoinSet::new();
@@ -202,11 +207,14 @@ async fn entries_past_half_their_ttl_are_read_ahead_together_in_the_background()
         inner: store.webhooks.clone(),
         reads: Default::default(),
         many: Default::default(),
+        many_done: Default::default(),
     });
     // Long enough that a stall of the test machine of a second or two changes nothing below.
     let ttl = Duration::from_secs(6);
     let cache = CachedHooks::new(counting.clone(), ttl, COUNTS_EVERY);
     for other in &others {
+        // Read, then used from memory: in use.
+        assert!(cache.get(&other.id).await.unwrap().is_some());
         assert!(cache.get(&other.id).await.unwrap().is_some());
     }
     assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
@@ -216,13 +224,13 @@ async fn entries_past_half_their_ttl_are_read_ahead_together_in_the_background()
     store.webhooks.set_active(&others[0].id, false).await.unwrap();
     // Served from memory, and the three are read again together, in the background.
     assert!(cache.get(&others[1].id).await.unwrap().unwrap().active);
-    until("the entries are read ahead", || !counting.many.lock().unwrap().is_empty()).await;
+    until("the entries are read ahead", || counting.many_done.load(std::sync::atomic::Ordering::SeqCst) > 0).await;
     let mut ahead = counting.many.lock().unwrap()[0].clone();
     ahead.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     let mut want: Vec<HookId> = others.iter().map(|o| o.id.clone()).collect();
     want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    assert_eq!(ahead, want, "every entry past half its TTL, in one read");
-    // The change it brought is served; nothing was read alone.
+    assert_eq!(ahead, want, "every entry in use past half its TTL, in one read");
+    // The change it brought is served from memory: nothing was read alone.
     until("the read ahead is applied", || {
         futures_util::FutureExt::now_or_never(cache.get(&others[0].id))
             .and_then(|got| got.ok().flatten())
@@ -234,7 +242,7 @@ async fn entries_past_half_their_ttl_are_read_ahead_together_in_the_background()
 }
 
 #[tokio::test]
-async fn an_entry_no_request_uses_is_not_read_ahead_and_is_dropped_once_expired() {
+async fn an_entry_no_request_used_since_its_read_is_not_read_ahead_and_is_dropped_once_expired() {
     let (_dir, store, hook) = store_with_hook().await;
     let cold = Webhook { id: HookId::new(), name: "cold".into(), ..hook.clone() };
     store.webhooks.create(&cold).await.unwrap();
@@ -242,6 +250,7 @@ async fn an_entry_no_request_uses_is_not_read_ahead_and_is_dropped_once_expired(
         inner: store.webhooks.clone(),
         reads: Default::default(),
         many: Default::default(),
+        many_done: Default::default(),
     });
     // A stall of the test machine under half the TTL changes nothing below.
     let ttl = Duration::from_secs(2);
@@ -250,19 +259,24 @@ async fn an_entry_no_request_uses_is_not_read_ahead_and_is_dropped_once_expired(
     assert!(cache.get(&hook.id).await.unwrap().is_some());
     // The busy hook is used for several TTLs; the cold one never again.
     let start = Instant::now();
+    let (mut last, mut longest_gap) = (Instant::now(), Duration::ZERO);
     while start.elapsed() < ttl * 3 {
         assert!(cache.get(&hook.id).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(20)).await;
+        longest_gap = longest_gap.max(last.elapsed());
+        last = Instant::now();
     }
     let many = counting.many.lock().unwrap().clone();
     assert!(many.len() >= 3, "the busy hook was read ahead every half TTL or so: {many:?}");
-    let with_cold = many.iter().filter(|ids| ids.contains(&cold.id)).count();
-    assert!(with_cold <= 1, "the cold hook is read ahead at most while it was used within a TTL: {many:?}");
-    assert!(many.last().is_some_and(|ids| ids == &vec![hook.id.clone()]), "{many:?}");
-    // The busy hook never expired under load: read once, then only ahead.
+    assert!(many.iter().all(|ids| ids == &vec![hook.id.clone()]), "only the hook in use is read ahead: {many:?}");
+    // The busy hook never expired under load: read once, then only ahead (unless the machine stalled the loop
+    // for most of half a TTL, when a read ahead may come too late).
     let reads = counting.reads.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(reads, 2, "each read alone once");
+    if longest_gap < ttl / 2 - Duration::from_millis(300) {
+        assert_eq!(reads, 2, "each read alone once (longest gap {longest_gap:?})");
+    }
+    let reads_before = counting.reads.load(std::sync::atomic::Ordering::SeqCst);
     // The cold one was dropped: its next request reads it.
     assert!(cache.get(&cold.id).await.unwrap().is_some());
-    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(counting.reads.load(std::sync::atomic::Ordering::SeqCst), reads_before + 1);
 }

@@ -84,19 +84,10 @@ impl AwsStore {
                     .expression_attribute_names("#k", "kind");
             }
             let request = request.build().map_err(|e| StorageError::Invalid(e.to_string()))?;
-            let first = HashMap::from([(table.clone(), request)]);
-            let dynamodb = &self.clients.dynamodb;
-            let parts = super::unprocessed::until_processed("BatchGetItem events", first, |pending| async move {
-                let out = (dynamodb.batch_get_item())
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("BatchGetItem events", e))?;
-                let items = out.responses.unwrap_or_default().remove(table).unwrap_or_default();
-                Ok((items, out.unprocessed_keys.unwrap_or_default()))
-            })
-            .await?;
-            for item in parts.into_iter().flatten() {
+            let items =
+                super::unprocessed::batch_get_table(&self.clients.dynamodb, "BatchGetItem events", table, request)
+                    .await?;
+            for item in items {
                 let id = Reader::new(&item, "events").str("event_id")?;
                 found.insert(id, item);
             }

@@ -161,19 +161,7 @@ impl AwsStore {
             .consistent_read(true)
             .build()
             .map_err(|e| crate::StorageError::Invalid(e.to_string()))?;
-        let first = std::collections::HashMap::from([(table.clone(), request)]);
-        let dynamodb = &self.clients.dynamodb;
-        let parts = super::unprocessed::until_processed("BatchGetItem idempotency", first, |pending| async move {
-            let out = (dynamodb.batch_get_item())
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .map_err(|e| unavailable("BatchGetItem idempotency", e))?;
-            let items = out.responses.unwrap_or_default().remove(table).unwrap_or_default();
-            Ok((items, out.unprocessed_keys.unwrap_or_default()))
-        })
-        .await?;
-        Ok(parts.into_iter().flatten().collect())
+        super::unprocessed::batch_get_table(&self.clients.dynamodb, "BatchGetItem idempotency", table, request).await
     }
 }
 

@@ -43,6 +43,28 @@ fn backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// The items of one table's `BatchGetItem` of `request` (at most 100 keys), resending the keys DynamoDB leaves
+/// unprocessed. `what` names the request in errors.
+pub(super) async fn batch_get_table(
+    client: &aws_sdk_dynamodb::Client,
+    what: &str,
+    table: &str,
+    request: KeysAndAttributes,
+) -> Result<Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>> {
+    let first = HashMap::from([(table.to_owned(), request)]);
+    let parts = until_processed(what, first, |pending| async move {
+        let out = (client.batch_get_item())
+            .set_request_items(Some(pending))
+            .send()
+            .await
+            .map_err(|e| super::unavailable(what, e))?;
+        let items = out.responses.unwrap_or_default().remove(table).unwrap_or_default();
+        Ok((items, out.unprocessed_keys.unwrap_or_default()))
+    })
+    .await?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
 /// Sends `first`, then what each answer says is unprocessed, until nothing is left; returns every answer's part
 /// (`send` gives back what it got and what is left). `what` names the request in the error.
 pub(super) async fn until_processed<P, R, F, Fut>(what: &str, first: P, mut send: F) -> Result<Vec<R>>

@@ -116,29 +116,16 @@ async fn read_hooks(
             keys.push(key);
         }
     }
-    let first = HashMap::from([(
-        table.to_owned(),
-        KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| StorageError::Invalid(e.to_string()))?,
-    )]);
-    let parts = super::unprocessed::until_processed("BatchGetItem webhooks", first, |pending| async move {
-        let out = (client.batch_get_item())
-            .set_request_items(Some(pending))
-            .send()
-            .await
-            .map_err(|e| unavailable("BatchGetItem webhooks", e))?;
-        Ok((out.responses.unwrap_or_default(), out.unprocessed_keys.unwrap_or_default()))
-    })
-    .await?;
+    let request = KeysAndAttributes::builder()
+        .set_keys(Some(keys))
+        .consistent_read(true)
+        .build()
+        .map_err(|e| StorageError::Invalid(e.to_string()))?;
+    let items = super::unprocessed::batch_get_table(client, "BatchGetItem webhooks", table, request).await?;
     let mut found = HashMap::new();
-    for mut responses in parts {
-        for item in responses.remove(table).unwrap_or_default() {
-            let id = Reader::new(&item, "webhooks").str("id")?;
-            found.insert(id, hook(&item));
-        }
+    for item in items {
+        let id = Reader::new(&item, "webhooks").str("id")?;
+        found.insert(id, hook(&item));
     }
     Ok(found)
 }

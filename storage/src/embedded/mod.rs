@@ -125,8 +125,8 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-/// WAL pages at which the writer checkpoints itself (16 MB): the checkpointer thread copies the WAL long before,
-/// but only a checkpoint with no commit behind it lets the next commit start the WAL over.
+/// WAL pages (16 MB) at which the checkpointer makes the WAL start over ([`writer`]), and at which the writer's
+/// own auto-checkpoint runs (for a checkpointer that stopped).
 pub(crate) const WAL_BACKSTOP_PAGES: u32 = 4000;
 
 /// The file name of the store inside a data directory.
@@ -148,7 +148,7 @@ impl EmbeddedStore {
         poll_conn.busy_handler(None)?;
         let queue_changed = Arc::new(Notify::new());
         // The checkpointer thread copies the WAL into the database ([`writer`]); the writer's own checkpoint
-        // comes only at the backstop.
+        // is a backstop.
         write_conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         let checkpoint_conn = connect(&path)?;
         let writer = Writer::spawn(

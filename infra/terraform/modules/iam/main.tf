@@ -117,7 +117,7 @@ data "aws_iam_policy_document" "ingress" {
   statement {
     sid = "ReadHooksAndCountInvocations"
     # BatchGetItem: hook reads share requests. GetItem: what tasks of the release before read hooks with, while a
-    # deploy replaces them.
+    # deploy replaces them; remove it in the release after.
     actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"]
     resources = [var.table_arns.webhooks]
   }
@@ -196,7 +196,8 @@ data "aws_iam_policy_document" "worker" {
 
   statement {
     sid = "ReadHooks"
-    # GetItem: what tasks of the release before read hooks with, while a deploy replaces them.
+    # GetItem: what tasks of the release before read hooks with, while a deploy replaces them; remove it in the
+    # release after.
     actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem"]
     resources = [var.table_arns.webhooks]
   }
