@@ -103,6 +103,16 @@ struct CountingReads {
     many_done: std::sync::atomic::AtomicUsize,
 }
 
+/// The store's registry, counting its reads.
+fn counting(store: &Store) -> std::sync::Arc<CountingReads> {
+    std::sync::Arc::new(CountingReads {
+        inner: store.webhooks.clone(),
+        reads: Default::default(),
+        many: Default::default(),
+        many_done: Default::default(),
+    })
+}
+
 #[async_trait::async_trait]
 impl WebhookRegistry for CountingReads {
     async fn create(&self, hook: &Webhook) -> eventfleet_storage::Result<()> {
@@ -147,12 +157,7 @@ impl WebhookRegistry for CountingReads {
 #[tokio::test]
 async fn requests_that_miss_together_share_one_read() {
     let (_dir, store, hook) = store_with_hook().await;
-    let counting = std::sync::Arc::new(CountingReads {
-        inner: store.webhooks.clone(),
-        reads: Default::default(),
-        many: Default::default(),
-        many_done: Default::default(),
-    });
+    let counting = counting(&store);
     let cache = CachedHooks::new(counting.clone(), Duration::from_secs(3600), COUNTS_EVERY);
     let mut gets = tokio::task::JoinSet::new();
     for _ in 0..32 {
@@ -203,12 +208,7 @@ async fn entries_past_half_their_ttl_are_read_ahead_together_in_the_background()
         store.webhooks.create(&other).await.unwrap();
         others.push(other);
     }
-    let counting = std::sync::Arc::new(CountingReads {
-        inner: store.webhooks.clone(),
-        reads: Default::default(),
-        many: Default::default(),
-        many_done: Default::default(),
-    });
+    let counting = counting(&store);
     // Long enough that a stall of the test machine of a second or two changes nothing below.
     let ttl = Duration::from_secs(6);
     let cache = CachedHooks::new(counting.clone(), ttl, COUNTS_EVERY);
@@ -246,12 +246,7 @@ async fn an_entry_no_request_used_since_its_read_is_not_read_ahead_and_is_droppe
     let (_dir, store, hook) = store_with_hook().await;
     let cold = Webhook { id: HookId::new(), name: "cold".into(), ..hook.clone() };
     store.webhooks.create(&cold).await.unwrap();
-    let counting = std::sync::Arc::new(CountingReads {
-        inner: store.webhooks.clone(),
-        reads: Default::default(),
-        many: Default::default(),
-        many_done: Default::default(),
-    });
+    let counting = counting(&store);
     // A stall of the test machine under half the TTL changes nothing below.
     let ttl = Duration::from_secs(2);
     let cache = CachedHooks::new(counting.clone(), ttl, COUNTS_EVERY);
