@@ -125,8 +125,8 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-/// WAL pages (16 MB) at which the checkpointer makes the WAL start over ([`writer`]), and at which the writer's
-/// own auto-checkpoint runs (for a checkpointer that stopped).
+/// WAL pages (16 MB) at which the writer's own auto-checkpoint copies what the checkpointer has not, so that the
+/// WAL starts over ([`writer`]).
 pub(crate) const WAL_BACKSTOP_PAGES: u32 = 4000;
 
 /// The file name of the store inside a data directory.

@@ -11,9 +11,10 @@
 //! **Checkpoints off the writer.** Copying the WAL's pages into the database (and syncing it) took about a fifth
 //! of the writer thread's time when the writer ran it after a commit (SQLite's auto-checkpoint). A checkpointer
 //! thread on a connection of its own runs a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] jobs of commits that
-//! changed something, beside the writer, and a `RESTART` one once the WAL reaches [`super::WAL_BACKSTOP_PAGES`]
-//! (SQLite starts the WAL over only after a checkpoint copied all of it, which one running while commits land
-//! behind it never does). The writer's own auto-checkpoint stays at that size, for a checkpointer that stopped.
+//! changed something, beside the writer. SQLite starts the WAL over only after a checkpoint copied all of it, which
+//! one running while commits land behind it never does: at [`super::WAL_BACKSTOP_PAGES`] the writer's own
+//! auto-checkpoint copies the rest (the frames since the checkpointer's last run), and the checkpointer sits a
+//! request out to leave it the lock.
 //! docs/architecture.md ("The embedded store's commits") has the argument and the crash points.
 
 use std::fs::File;
@@ -256,22 +257,21 @@ const CHECKPOINT_EVERY: usize = 128;
 /// Copies the WAL's committed pages into the database, off the writer thread, each time the writer asks (a
 /// request made while one runs waits as one). A `PASSIVE` checkpoint neither waits for the writer nor holds it up;
 /// another process's checkpoint in progress makes it a no-op. Once the WAL holds [`super::WAL_BACKSTOP_PAGES`] it
-/// runs a `RESTART` one instead: that waits for the writer's transaction, holds the next one back while it copies
-/// the few frames left and syncs the database, and so lets the next commit start the WAL over (a run of `PASSIVE`
-/// ones back to back under heavy load could keep the writer's own checkpoint from ever getting the lock). Ends
-/// with the writer.
+/// sits the next request out: the checkpoint lock stays free for the writer's own auto-checkpoint, which copies the
+/// frames since this one's last run with no commit behind it, so the next commit starts the WAL over (`PASSIVE`
+/// runs back to back under heavy load could keep it from the lock for good; a `RESTART` one here would hold the
+/// writer back while a long read finishes). Ends with the writer.
 fn checkpointer(conn: Connection, asked: mpsc::Receiver<()>) {
-    let checkpoint = |mode: &str| {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(1)).inspect_err(|e| {
-            tracing::warn!(error = %e, mode, "the checkpointer's checkpoint failed");
-        })
-    };
+    let mut sit_out = false;
     while asked.recv().is_ok() {
+        if std::mem::take(&mut sit_out) {
+            continue;
+        }
         // The WAL's length in frames, as the checkpoint found it.
-        if let Ok(frames) = checkpoint("PASSIVE")
-            && frames >= i64::from(super::WAL_BACKSTOP_PAGES)
-        {
-            let _ = checkpoint("RESTART");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+            Ok(frames) => sit_out = frames >= i64::from(super::WAL_BACKSTOP_PAGES),
+            // The writer's own checkpoint copies what this one could not.
+            Err(e) => tracing::warn!(error = %e, "the checkpointer's checkpoint failed"),
         }
     }
 }
