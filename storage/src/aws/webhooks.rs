@@ -1,12 +1,12 @@
 //! The webhook registry on DynamoDB.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use std::collections::HashMap;
-use std::time::Duration;
-
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use eventfleet_schema::{HookFilter, HookId, HookKind, Webhook};
 
