@@ -20,7 +20,7 @@ pub struct Opened {
     pub store: Store,
     /// The aws backend, when that is the one.
     pub aws: Option<Arc<AwsStore>>,
-    /// The hook cache in front of the registry (aws, unless disabled): flushed at shutdown.
+    /// The hook cache in front of the registry (unless disabled): flushed at shutdown.
     pub hooks: Option<Arc<CachedHooks>>,
 }
 
@@ -85,7 +85,7 @@ pub async fn open_with_metrics(
             };
             let store = EmbeddedStore::open_dir(data_dir, options)
                 .with_context(|| format!("open the embedded store in {}", data_dir.display()))?;
-            Ok(Opened { store: store.into_store(), aws: None, hooks: None })
+            Ok(with_hook_cache(config, store.into_store(), None))
         }
         Backend::Aws => {
             let sdk = sdk_config(config).await?;
@@ -112,16 +112,21 @@ pub async fn open_with_metrics(
                 options.request_observer = Some(observer);
             }
             let aws = AwsStore::connect(&sdk, options).await.context("connect to the aws backend")?;
-            let mut store = aws.clone().into_store();
-            // Every hook delivery reads its hook twice (ingress, worker) and counts it once: on DynamoDB, three
-            // requests an event that a few seconds of caching save.
-            let hooks = config.aws.hook_cache.map(|ttl| CachedHooks::new(store.webhooks.clone(), ttl, COUNTS_EVERY));
-            if let Some(hooks) = &hooks {
-                store.webhooks = hooks.clone();
-            }
-            Ok(Opened { store, aws: Some(aws), hooks })
+            Ok(with_hook_cache(config, aws.clone().into_store(), Some(aws)))
         }
     }
+}
+
+/// The ports with the hook cache in front of the registry (unless `EVENTFLEET_HOOK_CACHE_S=0`). Every hook
+/// delivery reads its hook twice (ingress, worker) and counts it once: on DynamoDB three requests, on the embedded
+/// store two reads and a writer job the request waits for (its own commit and sync after the accept's), which a
+/// few seconds of caching save. docs/architecture.md, "Hooks cached in each process".
+fn with_hook_cache(config: &Config, mut store: Store, aws: Option<Arc<AwsStore>>) -> Opened {
+    let hooks = config.hook_cache.map(|ttl| CachedHooks::new(store.webhooks.clone(), ttl, COUNTS_EVERY));
+    if let Some(hooks) = &hooks {
+        store.webhooks = hooks.clone();
+    }
+    Opened { store, aws, hooks }
 }
 
 /// The AWS SDK configuration: the standard chain (environment, profile, ECS task role), with

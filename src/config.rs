@@ -67,6 +67,10 @@ pub struct Config {
     pub durability: Durability,
     /// `EVENTFLEET_RETENTION_H`: how long the event log keeps a done event (`None`: 0, no event log).
     pub retention: Option<Duration>,
+    /// `EVENTFLEET_HOOK_CACHE_S`: how long hooks are served from memory, on either backend (invocation counts are
+    /// then added up and written every `hook_cache::COUNTS_EVERY`); `None` (0) reads and writes the webhooks
+    /// table on every delivery.
+    pub hook_cache: Option<Duration>,
     /// Ingress settings.
     pub ingress: IngressConfig,
     /// Worker settings.
@@ -101,9 +105,6 @@ pub struct AwsSettings {
     pub ops_topic_arn: Option<String>,
     /// `EVENTFLEET_CLOUDWATCH_INTERVAL_S`: how often workers publish metrics to CloudWatch; `None` (0) disables.
     pub cloudwatch_interval: Option<Duration>,
-    /// `EVENTFLEET_HOOK_CACHE_S`: how long hooks are served from memory (invocation counts are then added up and
-    /// written every `hook_cache::COUNTS_EVERY`); `None` (0) reads and writes the table on every delivery.
-    pub hook_cache: Option<Duration>,
     /// `EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT`: `SendMessageBatch` requests the ingress's accepts share at once.
     pub send_batches_in_flight: usize,
     /// `EVENTFLEET_ENQUEUE_LINGER_MS`: how long a send batch waits to fill while another is on the wire.
@@ -148,6 +149,10 @@ impl Config {
         let retention = match env.parse_in("EVENTFLEET_RETENTION_H", 168u64, 0..=24 * 90)? {
             0 => None,
             hours => Some(secs(hours * 3600)),
+        };
+        let hook_cache = match env.parse_in("EVENTFLEET_HOOK_CACHE_S", 5u64, 0..=300)? {
+            0 => None,
+            s => Some(secs(s)),
         };
         let public_url = env.text("EVENTFLEET_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned());
         if let Some(url) = &public_url
@@ -339,6 +344,7 @@ impl Config {
             log_format,
             durability,
             retention,
+            hook_cache,
             ingress,
             worker,
             console: ConsoleConfig {
@@ -443,13 +449,11 @@ fn aws_settings(env: &Env<'_>) -> Result<AwsSettings, ConfigError> {
         return Err(invalid("EVENTFLEET_OPS_TOPIC_ARN", arn, "expected a topic ARN (arn:aws:sns:...)"));
     }
     let interval = env.parse_in("EVENTFLEET_CLOUDWATCH_INTERVAL_S", 60u64, 0..=3_600)?;
-    let hook_cache = env.parse_in("EVENTFLEET_HOOK_CACHE_S", 5u64, 0..=300)?;
     Ok(AwsSettings {
         endpoint_url,
         names,
         ops_topic_arn,
         cloudwatch_interval: (interval > 0).then(|| Duration::from_secs(interval)),
-        hook_cache: (hook_cache > 0).then(|| Duration::from_secs(hook_cache)),
         send_batches_in_flight: env.parse_in("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT", 4usize, 1..=64)?,
         send_linger: Duration::from_millis(env.parse_in("EVENTFLEET_ENQUEUE_LINGER_MS", 10u64, 0..=100)?),
     })

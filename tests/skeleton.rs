@@ -54,6 +54,8 @@ async fn hook_event_flows_from_post_to_outbox_and_audit() {
     assert_eq!(body["error"], "not_found");
 
     assert_eq!(terminate(&mut dev), Some(0), "SIGTERM drains and exits 0");
+    // Counts are added up in memory (the hook cache) and written when the process stops.
+    assert_eq!(invocations(data, &hook_id), 1, "the delivery is counted by the time dev has stopped");
 
     let unknown_key = run(data, &["events", "show", &format!("hook:{hook_id}:nope"), "--json"]);
     assert_eq!(unknown_key.status.code(), Some(1), "an unknown key is an error");
@@ -114,6 +116,14 @@ async fn serve_runs_ingress_and_workers_in_one_process() {
     let hooks: serde_json::Value = serde_json::from_str(&run_ok(data, &["hooks", "list", "--json"])).unwrap();
     assert_eq!(hooks.as_array().map(Vec::len), Some(1), "serve creates no demo hook: {hooks}");
     assert_eq!(terminate(&mut serve), Some(0), "SIGTERM drains and exits 0");
+    assert_eq!(invocations(data, &hook_id), 1, "the delivery is counted by the time serve has stopped");
+}
+
+/// A hook's invocation count, as `hooks list` shows it.
+fn invocations(data: &std::path::Path, hook_id: &str) -> u64 {
+    let hooks: serde_json::Value = serde_json::from_str(&run_ok(data, &["hooks", "list", "--json"])).unwrap();
+    let hook = hooks.as_array().unwrap().iter().find(|h| h["id"] == hook_id).unwrap_or_else(|| panic!("{hooks}"));
+    hook["invocation_count"].as_u64().unwrap()
 }
 
 /// A hook's filter is set at `hooks create`, changed and removed with `hooks filter`, and shown by `hooks list`;

@@ -144,6 +144,6 @@ pub fn machine() -> serde_json::Value {
         "cpu": cpu,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
         "eventfleet_version": env!("CARGO_PKG_VERSION"),
-        "store": "embedded (SQLite, synchronous=FULL)",
+        "store": "embedded (SQLite, EVENTFLEET_SYNC=full: each answer after its commit is synced)",
     })
 }

@@ -38,7 +38,8 @@ pub async fn dev(
     let shutdown = shutdown::on_signal();
     let (listen, concurrency) = dev_settings(&config, listen, workers);
     config.worker.concurrency = concurrency;
-    let store = crate::backend::open(&config, data_dir).await?;
+    let opened = crate::backend::open_with_metrics(&config, data_dir, None).await?;
+    let store = opened.store.clone();
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
     let base = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
@@ -82,6 +83,8 @@ pub async fn dev(
     let metrics = worker_metrics(&registry);
     let workers = Workers { handlers: with_destinations(handlers(&config), &config, &registry)?, slack, metrics };
     together(&config, store, workers, registry, listener, shutdown).await?;
+    // The hook cache's invocation counts not written yet.
+    opened.flush().await;
     Ok(ExitCode::SUCCESS)
 }
 

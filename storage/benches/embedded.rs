@@ -1,8 +1,9 @@
 //! Embedded store throughput: enqueue, and receive + delete, at batch sizes 1 and 10 with 1, 8 and 64
 //! concurrent producers (or consumers). Run with `cargo bench -p eventfleet-storage --bench embedded`.
 //!
-//! Every commit is `synchronous=FULL` (the production default): the figures include the fsyncs that group commit
-//! amortises.
+//! Every answer waits for its commit to be synced (`Durability::Full`, the production default: commits with
+//! `synchronous=NORMAL`, the WAL synced by the flusher thread before the answers): the figures include the syncs
+//! that group commit amortises.
 
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]

@@ -53,11 +53,21 @@ pub struct CachedHooks {
     /// Bumped by this process's changes: a read begun before one is not cached.
     changes: std::sync::atomic::AtomicU64,
     counts: Mutex<HashMap<HookId, u64>>,
+    /// Told of every count, and of the cache's drop: the task that writes the counts waits for it, so an idle
+    /// process has no timer of this cache's running.
+    counted: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for CachedHooks {
+    fn drop(&mut self) {
+        // The writing task looks, finds the cache gone and ends.
+        self.counted.notify_one();
+    }
 }
 
 impl CachedHooks {
-    /// Caches `inner` for `ttl` and starts the task that writes the counts every `counts_every` (on the current
-    /// tokio runtime; it ends when the cache is dropped).
+    /// Caches `inner` for `ttl` and starts the task that writes the counts `counts_every` after the first one
+    /// counted since the last write (on the current tokio runtime; it ends when the cache is dropped).
     pub fn new(inner: Arc<dyn WebhookRegistry>, ttl: Duration, counts_every: Duration) -> Arc<Self> {
         let cache = Arc::new_cyclic(|me| Self {
             inner,
@@ -69,8 +79,10 @@ impl CachedHooks {
             reading: Mutex::default(),
             changes: Default::default(),
             counts: Mutex::default(),
+            counted: Arc::default(),
         });
-        tokio::spawn(flush_every(Arc::downgrade(&cache), counts_every.max(Duration::from_millis(100))));
+        let counted = Arc::clone(&cache.counted);
+        tokio::spawn(flush_every(Arc::downgrade(&cache), counted, counts_every.max(Duration::from_millis(100))));
         cache
     }
 
@@ -81,6 +93,8 @@ impl CachedHooks {
             if let Err(e) = self.inner.record_invocations(&id, count).await {
                 tracing::warn!(error = %e, hook_id = %id, count, "could not write hook invocation counts; kept");
                 *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += count;
+                // Written again next time.
+                self.counted.notify_one();
             }
         }
     }
@@ -228,8 +242,13 @@ struct Entry {
     hook: Webhook,
 }
 
-async fn flush_every(cache: Weak<CachedHooks>, every: Duration) {
+async fn flush_every(cache: Weak<CachedHooks>, counted: Arc<tokio::sync::Notify>, every: Duration) {
     loop {
+        // Nothing counted, nothing to write: no timer while the process is idle.
+        counted.notified().await;
+        if cache.strong_count() == 0 {
+            return;
+        }
         tokio::time::sleep(every).await;
         let Some(cache) = cache.upgrade() else { return };
         cache.flush().await;
@@ -304,6 +323,7 @@ impl WebhookRegistry for CachedHooks {
 
     async fn record_invocations(&self, id: &HookId, count: u64) -> Result<()> {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default() += count;
+        self.counted.notify_one();
         Ok(())
     }
 }

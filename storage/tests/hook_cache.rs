@@ -93,6 +93,26 @@ async fn counts_are_written_every_interval_without_being_asked() {
     assert_eq!(written, 2);
 }
 
+#[tokio::test]
+async fn counts_after_a_write_are_written_in_the_next_interval() {
+    let (_dir, store, hook) = store_with_hook().await;
+    // The task that writes the counts waits for a count, then for the interval: it must wait again after a write.
+    let cache = CachedHooks::new(store.webhooks.clone(), Duration::from_secs(3600), Duration::from_millis(100));
+    for expected in [1, 3, 6] {
+        let before = store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count;
+        cache.record_invocations(&hook.id, expected - before).await.unwrap();
+        let mut written = before;
+        for _ in 0..100 {
+            written = store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count;
+            if written == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(written, expected, "the counts made after {before} were written");
+    }
+}
+
 /// The real registry, counting its reads: what the cache sends to the store.
 struct CountingReads {
     inner: std::sync::Arc<dyn WebhookRegistry>,

@@ -209,6 +209,7 @@ fn run(
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     let mut since_checkpoint = 0usize;
+    let mut checkpointer_gone = false;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -228,8 +229,14 @@ fn run(
             since_checkpoint += done.len();
             if since_checkpoint >= CHECKPOINT_EVERY {
                 since_checkpoint = 0;
-                // Full: a request is waiting already; gone: the checkpointer stopped, the backstop remains.
-                let _ = checkpoints.try_send(());
+                // Full: a request is waiting already. Gone: the checkpointer stopped (said once), and the writer's
+                // own checkpoint at the backstop copies the WAL from now on.
+                if let Err(mpsc::TrySendError::Disconnected(())) = checkpoints.try_send(())
+                    && !checkpointer_gone
+                {
+                    checkpointer_gone = true;
+                    tracing::warn!("the checkpointer thread stopped; the writer checkpoints at its backstop instead");
+                }
             }
         }
         // Readers may see the commit now; a receive is itself a write, answered only once its commit (and so
