@@ -87,6 +87,9 @@ pub struct EmbeddedOptions {
     pub sync_hook: Option<SyncHook>,
     /// How long the event log keeps a done event (`None`: no event log).
     pub retention: Option<Duration>,
+    /// WAL pages at which the checkpointer starts the WAL over with a `RESTART` checkpoint, holding every writer
+    /// back for up to about a tenth of a second ([`WAL_CAP_PAGES`]; tests set it lower).
+    pub wal_cap_pages: u32,
 }
 
 impl Default for EmbeddedOptions {
@@ -101,6 +104,7 @@ impl Default for EmbeddedOptions {
             clock: Arc::new(SystemClock),
             sync_hook: None,
             retention: Some(crate::event_log::DEFAULT_RETENTION),
+            wal_cap_pages: WAL_CAP_PAGES,
         }
     }
 }
@@ -129,6 +133,11 @@ impl std::fmt::Debug for EmbeddedStore {
 /// WAL starts over ([`writer`]).
 pub(crate) const WAL_BACKSTOP_PAGES: u32 = 4000;
 
+/// WAL pages (64 MB) at which the checkpointer starts the WAL over itself ([`writer`]). With several processes
+/// writing the file, a commit of another process can land behind every checkpoint, so the WAL may never start
+/// over by itself: a max-rate run with an ingress and worker processes grew it to 0.65-1 GB.
+pub const WAL_CAP_PAGES: u32 = 16_000;
+
 /// The file name of the store inside a data directory.
 pub const DB_FILE: &str = "fleet.db";
 
@@ -151,9 +160,11 @@ impl EmbeddedStore {
         // is a backstop.
         write_conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         let checkpoint_conn = connect(&path)?;
+        // Its `RESTART` at the cap holds every writer back while it waits for their locks: only briefly.
+        checkpoint_conn.busy_handler(Some(retry_briefly))?;
         let writer = Writer::spawn(
             write_conn,
-            checkpoint_conn,
+            writer::Checkpointer { conn: checkpoint_conn, cap: options.wal_cap_pages },
             &path,
             options.max_batch,
             Arc::clone(&queue_changed),
@@ -263,6 +274,14 @@ fn retry_soon(tries: i32) -> bool {
     }
     std::thread::sleep(Duration::from_micros(100 + 100 * u64::from(tries.min(4))));
     true
+}
+
+/// Tries of [`retry_briefly`]: about a tenth of a second.
+const BRIEF_TRIES: u32 = 200;
+
+/// The checkpointer's busy handler: [`retry_soon`]'s naps, for about a tenth of a second.
+fn retry_briefly(tries: i32) -> bool {
+    u32::try_from(tries).is_ok_and(|tries| tries < BRIEF_TRIES) && retry_soon(tries)
 }
 
 impl From<rusqlite::Error> for StorageError {

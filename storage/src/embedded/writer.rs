@@ -115,7 +115,7 @@ impl Writer {
     /// (tests) runs at the start of every sync with the writer held between batches.
     pub(super) fn spawn(
         conn: Connection,
-        checkpoint_conn: Connection,
+        checkpoints: Checkpointer,
         db: &Path,
         max_batch: usize,
         committed: Arc<Notify>,
@@ -140,14 +140,14 @@ impl Writer {
         };
         let waking = Arc::new(AtomicUsize::new(0));
         let wakes = Wakes { committed, pending: waking.clone() };
-        let (checkpoints, asked) = mpsc::sync_channel::<()>(1);
+        let (ask, asked) = mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()
             .name("eventfleet-sqlite-checkpointer".into())
-            .spawn(move || checkpointer(checkpoint_conn, asked))
+            .spawn(move || checkpointer(checkpoints, asked))
             .map_err(|e| StorageError::unavailable_from("spawn checkpointer thread", e))?;
         std::thread::Builder::new()
             .name("eventfleet-sqlite-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1), wakes, answers, between_batches, checkpoints))
+            .spawn(move || run(conn, rx, max_batch.max(1), wakes, answers, between_batches, ask))
             .map_err(|e| StorageError::unavailable_from("spawn writer thread", e))?;
         Ok(Self { jobs, waking })
     }
@@ -268,7 +268,12 @@ const CHECKPOINT_EVERY: usize = 128;
 /// frames since this one's last run with no commit behind it, so the next commit starts the WAL over (`PASSIVE`
 /// runs back to back under heavy load could keep it from the lock for good; a `RESTART` one here would hold the
 /// writer back while a long read finishes). Ends with the writer.
-fn checkpointer(conn: Connection, asked: mpsc::Receiver<()>) {
+///
+/// At `cap` pages the WAL did not start over by itself: other processes' commits landed behind every checkpoint
+/// (or a long read held an old snapshot). A `RESTART` checkpoint then takes the write lock, copies the rest, waits
+/// for the readers and starts the WAL over; its connection's busy handler gives up after about a tenth of a second
+/// (every writer waits meanwhile), and one that gave up is a `PASSIVE` one, tried again at the next request.
+fn checkpointer(Checkpointer { conn, cap }: Checkpointer, asked: mpsc::Receiver<()>) {
     let mut sit_out = false;
     while asked.recv().is_ok() {
         if std::mem::take(&mut sit_out) {
@@ -276,10 +281,28 @@ fn checkpointer(conn: Connection, asked: mpsc::Receiver<()>) {
         }
         // The WAL's length in frames, as the checkpoint found it.
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+            Ok(frames) if frames >= i64::from(cap) => restart(&conn, frames),
             Ok(frames) => sit_out = frames >= i64::from(super::WAL_BACKSTOP_PAGES),
             // The writer's own checkpoint copies what this one could not.
             Err(e) => tracing::warn!(error = %e, "the checkpointer's checkpoint failed"),
         }
+    }
+}
+
+/// The checkpointer's connection, and the WAL's length at which it starts the WAL over itself.
+pub(super) struct Checkpointer {
+    /// Its own connection to the database.
+    pub(super) conn: Connection,
+    /// WAL pages at which it runs a `RESTART` checkpoint.
+    pub(super) cap: u32,
+}
+
+/// Starts over a WAL of `frames` pages that did not start over by itself.
+fn restart(conn: &Connection, frames: i64) {
+    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| row.get::<_, i64>(0)) {
+        Ok(0) => tracing::debug!(frames, "the WAL was started over by a RESTART checkpoint"),
+        Ok(_) => tracing::debug!(frames, "a RESTART checkpoint found the lock or a reader busy; tried again later"),
+        Err(e) => tracing::warn!(error = %e, "the checkpointer's RESTART checkpoint failed"),
     }
 }
 
