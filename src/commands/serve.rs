@@ -82,9 +82,10 @@ pub async fn dev(
     let registry = SharedRegistry::default();
     let metrics = worker_metrics(&registry);
     let workers = Workers { handlers: with_destinations(handlers(&config), &config, &registry)?, slack, metrics };
-    together(&config, store, workers, registry, listener, shutdown).await?;
-    // The hook cache's invocation counts not written yet.
+    let stopped = together(&config, store, workers, registry, listener, shutdown).await;
+    // The hook cache's invocation counts not written yet, however the services stopped.
     opened.flush().await;
+    stopped?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,10 +170,16 @@ pub async fn ingress(config: Config, data_dir: &Path, listen: Option<SocketAddr>
     // Before the address is printed: a supervisor may stop the process as soon as it reads it.
     let shutdown = shutdown::on_signal();
     let listener = bind_service(&config, data_dir, listen).await?;
-    eventfleet_ingress::run_with_registry(opened.store.clone(), config.ingress.clone(), registry, listener, shutdown)
-        .await
-        .context("ingress server")?;
+    let stopped = eventfleet_ingress::run_with_registry(
+        opened.store.clone(),
+        config.ingress.clone(),
+        registry,
+        listener,
+        shutdown,
+    )
+    .await;
     opened.flush().await;
+    stopped.context("ingress server")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -240,9 +247,10 @@ pub async fn serve(config: Config, data_dir: &Path, listen: Option<SocketAddr>) 
     let handlers = with_destinations(handlers, &config, &registry)?;
     let slack = slack_sink(&config, data_dir)?;
     let workers = Workers { handlers, slack, metrics };
-    let summary = together(&config, opened.store.clone(), workers, registry, listener, shutdown).await?;
-    finish_publisher(publisher).await;
+    let stopped = together(&config, opened.store.clone(), workers, registry, listener, shutdown).await;
     opened.flush().await;
+    let summary = stopped?;
+    finish_publisher(publisher).await;
     tracing::info!(?summary, "stopped");
     Ok(ExitCode::SUCCESS)
 }

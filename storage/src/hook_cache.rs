@@ -56,6 +56,9 @@ pub struct CachedHooks {
     /// Told of every count, and of the cache's drop: the task that writes the counts waits for it, so an idle
     /// process has no timer of this cache's running.
     counted: Arc<tokio::sync::Notify>,
+    /// Held while counts are written: a flush at shutdown waits for a periodic one under way, whose counts are
+    /// out of `counts` already.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Drop for CachedHooks {
@@ -80,6 +83,7 @@ impl CachedHooks {
             changes: Default::default(),
             counts: Mutex::default(),
             counted: Arc::default(),
+            writing: tokio::sync::Mutex::default(),
         });
         let counted = Arc::clone(&cache.counted);
         tokio::spawn(flush_every(Arc::downgrade(&cache), counted, counts_every.max(Duration::from_millis(100))));
@@ -88,6 +92,7 @@ impl CachedHooks {
 
     /// Writes the invocation counts added up so far; what fails to write is kept for the next time.
     pub async fn flush(&self) {
+        let _writing = self.writing.lock().await;
         let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
         for (id, count) in counts {
             if let Err(e) = self.inner.record_invocations(&id, count).await {

@@ -164,7 +164,7 @@ impl EmbeddedStore {
         checkpoint_conn.busy_handler(Some(retry_briefly))?;
         let writer = Writer::spawn(
             write_conn,
-            writer::Checkpointer { conn: checkpoint_conn, cap: options.wal_cap_pages },
+            writer::Checkpointer { conn: checkpoint_conn, db: path.clone(), cap: options.wal_cap_pages },
             &path,
             options.max_batch,
             Arc::clone(&queue_changed),

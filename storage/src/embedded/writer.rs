@@ -269,20 +269,28 @@ const CHECKPOINT_EVERY: usize = 128;
 /// runs back to back under heavy load could keep it from the lock for good; a `RESTART` one here would hold the
 /// writer back while a long read finishes). Ends with the writer.
 ///
-/// At `cap` pages the WAL did not start over by itself: other processes' commits landed behind every checkpoint
-/// (or a long read held an old snapshot). A `RESTART` checkpoint then takes the write lock, copies the rest, waits
-/// for the readers and starts the WAL over; its connection's busy handler gives up after about a tenth of a second
-/// (every writer waits meanwhile), and one that gave up is a `PASSIVE` one, tried again at the next request.
-fn checkpointer(Checkpointer { conn, cap }: Checkpointer, asked: mpsc::Receiver<()>) {
+/// At `cap` pages the WAL did not start over by itself: other processes' commits landed behind every checkpoint.
+/// When the `PASSIVE` run copied every frame it found (no reader held it back: a `RESTART` would wait for that
+/// reader with every writer held), the checkpointer syncs the database file (outside any lock, so the `RESTART`'s
+/// own sync has little left) and runs a `RESTART` checkpoint: it takes the write lock, copies the rest, waits for
+/// the readers and starts the WAL over. Its connection's busy handler gives up after about a tenth of a second
+/// (every writer waits meanwhile); after one that gave up, the next waits until the WAL has grown by another cap.
+fn checkpointer(Checkpointer { conn, db, cap }: Checkpointer, asked: mpsc::Receiver<()>) {
+    let cap = i64::from(cap);
     let mut sit_out = false;
+    let mut restart_at = cap;
     while asked.recv().is_ok() {
         if std::mem::take(&mut sit_out) {
             continue;
         }
-        // The WAL's length in frames, as the checkpoint found it.
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
-            Ok(frames) if frames >= i64::from(cap) => restart(&conn, frames),
-            Ok(frames) => sit_out = frames >= i64::from(super::WAL_BACKSTOP_PAGES),
+        // The WAL's length in frames and the frames copied, as the checkpoint found them.
+        let row = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)));
+        match row {
+            Ok((frames, copied)) if frames >= restart_at && copied == frames => {
+                restart_at = if restart(&conn, &db, frames) { cap } else { frames + cap };
+            }
+            Ok((frames, _)) => sit_out = frames >= i64::from(super::WAL_BACKSTOP_PAGES),
             // The writer's own checkpoint copies what this one could not.
             Err(e) => tracing::warn!(error = %e, "the checkpointer's checkpoint failed"),
         }
@@ -293,16 +301,31 @@ fn checkpointer(Checkpointer { conn, cap }: Checkpointer, asked: mpsc::Receiver<
 pub(super) struct Checkpointer {
     /// Its own connection to the database.
     pub(super) conn: Connection,
+    /// The database file.
+    pub(super) db: PathBuf,
     /// WAL pages at which it runs a `RESTART` checkpoint.
     pub(super) cap: u32,
 }
 
-/// Starts over a WAL of `frames` pages that did not start over by itself.
-fn restart(conn: &Connection, frames: i64) {
+/// Starts over a WAL of `frames` pages that did not start over by itself; whether it did.
+fn restart(conn: &Connection, db: &Path, frames: i64) -> bool {
+    // What the `PASSIVE` runs copied is in the page cache: synced here, the `RESTART` syncs little under its lock.
+    if let Err(e) = File::open(db).and_then(|file| file.sync_data()) {
+        tracing::warn!(error = %e, "could not sync the database file before a RESTART checkpoint");
+    }
     match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| row.get::<_, i64>(0)) {
-        Ok(0) => tracing::debug!(frames, "the WAL was started over by a RESTART checkpoint"),
-        Ok(_) => tracing::debug!(frames, "a RESTART checkpoint found the lock or a reader busy; tried again later"),
-        Err(e) => tracing::warn!(error = %e, "the checkpointer's RESTART checkpoint failed"),
+        Ok(0) => {
+            tracing::debug!(frames, "the WAL was started over by a RESTART checkpoint");
+            true
+        }
+        Ok(_) => {
+            tracing::debug!(frames, "a RESTART checkpoint found the write lock or a reader busy; tried again later");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the checkpointer's RESTART checkpoint failed");
+            false
+        }
     }
 }
 
