@@ -269,33 +269,36 @@ const CHECKPOINT_EVERY: usize = 128;
 /// runs back to back under heavy load could keep it from the lock for good; a `RESTART` one here would hold the
 /// writer back while a long read finishes). Ends with the writer.
 ///
-/// At `cap` pages the WAL did not start over by itself: other processes' commits landed behind every checkpoint.
-/// When the `PASSIVE` run copied every frame it found (no reader held it back: a `RESTART` would wait for that
-/// reader with every writer held), the checkpointer syncs the database file (outside any lock, so the `RESTART`'s
-/// own sync has little left) and runs a `RESTART` checkpoint: it takes the write lock, copies the rest, waits for
-/// the readers and starts the WAL over. Its connection's busy handler gives up after about a tenth of a second
-/// (every writer waits meanwhile); after one that gave up, the next waits until the WAL has grown by another cap.
+/// At `cap` pages the WAL did not start over by itself: other processes' commits landed behind every checkpoint
+/// (or a long read held an old snapshot). The checkpointer then syncs the database file (outside any lock, so the
+/// `RESTART`'s own sync has little left) and runs a `RESTART` checkpoint: it takes the write lock, copies the
+/// rest, waits for the readers and starts the WAL over. Its connection's busy handler gives up after about a
+/// tenth of a second, during which every writer waits; after one that gave up (a long read, or writers that kept
+/// the lock), the next waits [`RESTART_BACKOFF`], so a long read holds writers back for at most about a tenth
+/// of a second in every 0.35 s while it lasts.
 fn checkpointer(Checkpointer { conn, db, cap }: Checkpointer, asked: mpsc::Receiver<()>) {
     let cap = i64::from(cap);
     let mut sit_out = false;
-    let mut restart_at = cap;
+    let mut restart_after: Option<std::time::Instant> = None;
     while asked.recv().is_ok() {
         if std::mem::take(&mut sit_out) {
             continue;
         }
-        // The WAL's length in frames and the frames copied, as the checkpoint found them.
-        let row = conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)));
-        match row {
-            Ok((frames, copied)) if frames >= restart_at && copied == frames => {
-                restart_at = if restart(&conn, &db, frames) { cap } else { frames + cap };
+        // The WAL's length in frames, as the checkpoint found it.
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+            Ok(frames) if frames >= cap && restart_after.is_none_or(|at| std::time::Instant::now() >= at) => {
+                let restarted = restart(&conn, &db, frames);
+                restart_after = (!restarted).then(|| std::time::Instant::now() + RESTART_BACKOFF);
             }
-            Ok((frames, _)) => sit_out = frames >= i64::from(super::WAL_BACKSTOP_PAGES),
+            Ok(frames) => sit_out = frames >= i64::from(super::WAL_BACKSTOP_PAGES),
             // The writer's own checkpoint copies what this one could not.
             Err(e) => tracing::warn!(error = %e, "the checkpointer's checkpoint failed"),
         }
     }
 }
+
+/// How long after a `RESTART` checkpoint that gave up the checkpointer tries the next.
+const RESTART_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The checkpointer's connection, and the WAL's length at which it starts the WAL over itself.
 pub(super) struct Checkpointer {
