@@ -135,7 +135,7 @@ pub(crate) const WAL_BACKSTOP_PAGES: u32 = 4000;
 
 /// WAL pages (64 MB) at which the checkpointer starts the WAL over itself ([`writer`]). With several processes
 /// writing the file, a commit of another process can land behind every checkpoint, so the WAL may never start
-/// over by itself: a max-rate run with an ingress and worker processes grew it to 0.65-1 GB.
+/// over by itself: max-rate runs with an ingress and worker processes grew it to 0.5 to 1 GB.
 pub const WAL_CAP_PAGES: u32 = 16_000;
 
 /// The file name of the store inside a data directory.
@@ -164,7 +164,7 @@ impl EmbeddedStore {
         checkpoint_conn.busy_handler(Some(retry_briefly))?;
         let writer = Writer::spawn(
             write_conn,
-            writer::Checkpointer { conn: checkpoint_conn, db: path.clone(), cap: options.wal_cap_pages },
+            writer::Checkpointer { conn: checkpoint_conn, cap: options.wal_cap_pages },
             &path,
             options.max_batch,
             Arc::clone(&queue_changed),

@@ -265,18 +265,18 @@ const CHECKPOINT_EVERY: usize = 128;
 /// request made while one runs waits as one). A `PASSIVE` checkpoint neither waits for the writer nor holds it up;
 /// another process's checkpoint in progress makes it a no-op. Once the WAL holds [`super::WAL_BACKSTOP_PAGES`] it
 /// sits the next request out: the checkpoint lock stays free for the writer's own auto-checkpoint, which copies the
-/// frames since this one's last run with no commit behind it, so the next commit starts the WAL over (`PASSIVE`
-/// runs back to back under heavy load could keep it from the lock for good; a `RESTART` one here would hold the
-/// writer back while a long read finishes). Ends with the writer.
+/// frames since this one's last run (in one process with no commit behind it), so the next commit starts the WAL
+/// over (`PASSIVE` runs back to back under heavy load could keep it from the lock for good; a `RESTART` at every
+/// request would hold every writer for its wait at every request while a long read lasts). Ends with the writer.
 ///
 /// At `cap` pages the WAL did not start over by itself: other processes' commits landed behind every checkpoint
-/// (or a long read held an old snapshot). The checkpointer then syncs the database file (outside any lock, so the
-/// `RESTART`'s own sync has little left) and runs a `RESTART` checkpoint: it takes the write lock, copies the
-/// rest, waits for the readers and starts the WAL over. Its connection's busy handler gives up after about a
-/// tenth of a second, during which every writer waits; after one that gave up (a long read, or writers that kept
-/// the lock), the next waits [`RESTART_BACKOFF`], so a long read holds writers back for at most about a tenth
-/// of a second in every 0.35 s while it lasts.
-fn checkpointer(Checkpointer { conn, db, cap }: Checkpointer, asked: mpsc::Receiver<()>) {
+/// (or a long read held an old snapshot). The checkpointer then runs a `RESTART` checkpoint: it takes the write
+/// lock, copies the rest, syncs the WAL and the database, waits for the readers and starts the WAL over. Its
+/// connection's busy handler gives up after about a tenth of a second, during which every writer waits; after one
+/// that gave up (a long read, or writers that kept the lock), this process's next waits [`RESTART_BACKOFF`], so
+/// a long read holds writers back for at most about a tenth of a second in every 0.35 s per process while it
+/// lasts.
+fn checkpointer(Checkpointer { conn, cap }: Checkpointer, asked: mpsc::Receiver<()>) {
     let cap = i64::from(cap);
     let mut sit_out = false;
     let mut restart_after: Option<std::time::Instant> = None;
@@ -287,7 +287,7 @@ fn checkpointer(Checkpointer { conn, db, cap }: Checkpointer, asked: mpsc::Recei
         // The WAL's length in frames, as the checkpoint found it.
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
             Ok(frames) if frames >= cap && restart_after.is_none_or(|at| std::time::Instant::now() >= at) => {
-                let restarted = restart(&conn, &db, frames);
+                let restarted = restart(&conn, frames);
                 restart_after = (!restarted).then(|| std::time::Instant::now() + RESTART_BACKOFF);
             }
             Ok(frames) => sit_out = frames >= i64::from(super::WAL_BACKSTOP_PAGES),
@@ -304,18 +304,14 @@ const RESTART_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25
 pub(super) struct Checkpointer {
     /// Its own connection to the database.
     pub(super) conn: Connection,
-    /// The database file.
-    pub(super) db: PathBuf,
     /// WAL pages at which it runs a `RESTART` checkpoint.
     pub(super) cap: u32,
 }
 
-/// Starts over a WAL of `frames` pages that did not start over by itself; whether it did.
-fn restart(conn: &Connection, db: &Path, frames: i64) -> bool {
-    // What the `PASSIVE` runs copied is in the page cache: synced here, the `RESTART` syncs little under its lock.
-    if let Err(e) = File::open(db).and_then(|file| file.sync_data()) {
-        tracing::warn!(error = %e, "could not sync the database file before a RESTART checkpoint");
-    }
+/// Starts over a WAL of `frames` pages that did not start over by itself; whether it did. The database file is
+/// synced by the checkpoint itself: never by a descriptor of ours, whose close would drop every POSIX lock this
+/// process's SQLite connections hold on the file (and let another process delete the live WAL).
+fn restart(conn: &Connection, frames: i64) -> bool {
     match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| row.get::<_, i64>(0)) {
         Ok(0) => {
             tracing::debug!(frames, "the WAL was started over by a RESTART checkpoint");
