@@ -669,6 +669,29 @@ pub async fn a_busy_group_runs_in_order_with_each_success_starting_the_next(h: &
         assert_eq!(steps, [Step::Received, Step::Enqueued, Step::Started, Step::Succeeded], "{steps:?}");
     }
     assert!(h.receive(10, VIS).await.is_empty());
+    let stats = h.store.queue.stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.in_flight), (0, 0), "every message of the group deleted: {stats:?}");
+}
+
+/// A group's chain that ends other than in a success (here a retry) still deletes the messages it finished
+/// before: they are not left in flight to come back after their visibility.
+pub async fn a_chain_that_ends_in_a_retry_deletes_the_messages_it_finished(h: &Harness) {
+    let a = actor(5);
+    for name in ["chain-1", "chain-2", "chain-3"] {
+        h.store
+            .protocol
+            .accept(h.message("chain", name), Duration::from_secs(3600), "ingress:conformance")
+            .await
+            .unwrap();
+    }
+    let got = h.deliver(&a).await;
+    assert_eq!(got.len(), 3, "the head and the two behind it");
+    let started = h.store.protocol.succeed_and_start(&got[0].message, 1, "posted", &got[1].message, &a).await.unwrap();
+    assert_eq!(started, Start::Run { attempt: 1, replay: false });
+    let failure = Failure { attempt: 1, error: "slack 500".into(), class: ErrorClass::Retryable };
+    h.store.protocol.retry(&got[1].message, &failure, Duration::from_secs(60), &a).await.unwrap();
+    let stats = h.store.queue.stats().await.unwrap();
+    assert_eq!(stats.waiting + stats.in_flight, 2, "the first deleted, the retried and the last kept: {stats:?}");
 }
 
 /// A started delivery given back (shutdown) is not a stopped attempt: it runs again as the same attempt.
@@ -966,6 +989,18 @@ pub async fn webhook_registry(h: &Harness) {
     h.store.webhooks.record_invocations(&hook.id, 1).await.unwrap();
     h.store.webhooks.record_invocations(&hook.id, 2).await.unwrap();
     assert_eq!(h.store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count, 3);
+    // Several hooks' counts at once; an unknown hook fails alone, the others are counted once.
+    let other = Webhook { id: HookId::new(), ..hook.clone() };
+    h.store.webhooks.create(&other).await.unwrap();
+    let written = h.store.webhooks.record_many_invocations(&[(hook.id.clone(), 4), (other.id.clone(), 5)]).await;
+    assert!(written.iter().all(Result::is_ok), "{written:?}");
+    let missing = HookId::from_raw("hk_missing");
+    let written =
+        h.store.webhooks.record_many_invocations(&[(hook.id.clone(), 1), (missing, 1), (other.id.clone(), 1)]).await;
+    assert!(written[0].is_ok() && written[2].is_ok(), "{written:?}");
+    assert!(matches!(written[1], Err(StorageError::NotFound(_))), "{written:?}");
+    assert_eq!(h.store.webhooks.get(&hook.id).await.unwrap().unwrap().invocation_count, 8);
+    assert_eq!(h.store.webhooks.get(&other.id).await.unwrap().unwrap().invocation_count, 6);
     assert!(matches!(
         h.store.webhooks.set_active(&HookId::from_raw("hk_missing"), false).await,
         Err(StorageError::NotFound(_))
@@ -1183,6 +1218,7 @@ macro_rules! conformance_suite {
             digests_are_compare_and_set,
             a_success_after_its_claim_expired_keeps_the_record_for_the_workers_horizon,
             a_busy_group_runs_in_order_with_each_success_starting_the_next,
+            a_chain_that_ends_in_a_retry_deletes_the_messages_it_finished,
             audit_history_in_order,
             retry_record_upsert,
             records_past_ttl_read_as_absent,

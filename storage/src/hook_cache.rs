@@ -6,16 +6,16 @@
 //!   entry expires under load, one request reads the hook again and the others wait for its answer, rather than
 //!   each reading it.
 //! - **Read ahead, together.** A request served an entry past half its TTL starts, in the background, one read
-//!   of every entry past half its TTL that a request used since it was read ([`WebhookRegistry::get_many`]:
+//!   of every entry past a quarter of its TTL that a request used since it was read ([`WebhookRegistry::get_many`]:
 //!   `BatchGetItem`s of up to 100 on DynamoDB); one such read at a time, given up after a TTL. So the hooks a busy
 //!   process uses are read together, a few requests a TTL rather than one a hook, and they do not expire under
 //!   load. An entry no request used since its read is not read ahead, and is dropped once expired. A hook read
 //!   ahead as gone is dropped; one whose read failed keeps its entry until it expires, and its next request reads
 //!   it alone. An entry's age counts from when its read began, and a read never replaces a later one.
-//! - Invocation counts are added up in memory and written every [`COUNTS_EVERY`], one write per hook, and by
-//!   [`CachedHooks::flush`], which the processes call when they stop. The counts of the last interval before a
-//!   process dies are lost: they are statistics, not events. The interval is not the TTL (which bounds how stale
-//!   a hook's settings are), so a short TTL costs no writes.
+//! - Invocation counts are added up in memory and written every [`COUNTS_EVERY`] (every hook's in one request on
+//!   DynamoDB), and by [`CachedHooks::flush`], which the processes call when they stop. The counts of the last
+//!   interval before a process dies are lost: they are statistics, not events. The interval is not the TTL (which
+//!   bounds how stale a hook's settings are), so a short TTL costs no writes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -93,9 +93,19 @@ impl CachedHooks {
     /// Writes the invocation counts added up so far; what fails to write is kept for the next time.
     pub async fn flush(&self) {
         let _writing = self.writing.lock().await;
-        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
-        for (id, count) in counts {
-            if let Err(e) = self.inner.record_invocations(&id, count).await {
+        let counts: Vec<(HookId, u64)> =
+            std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
+        if counts.is_empty() {
+            return;
+        }
+        let written = self.inner.record_many_invocations(&counts).await;
+        for ((id, count), result) in counts.into_iter().zip(written) {
+            if let Err(e) = result {
+                // A hook no longer stored has nowhere to count: kept, its counts would be tried every interval.
+                if matches!(e, crate::StorageError::NotFound(_)) {
+                    tracing::warn!(hook_id = %id, count, "invocation counts of a hook that is gone: dropped");
+                    continue;
+                }
                 tracing::warn!(error = %e, hook_id = %id, count, "could not write hook invocation counts; kept");
                 *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += count;
                 // Written again next time.
@@ -186,14 +196,17 @@ impl CachedHooks {
             hooks.retain(|_, entry| {
                 now.duration_since(entry.read_at) < self.ttl || now.duration_since(entry.used_at) < self.ttl
             });
+            // With the ones past half their TTL go the used ones past a quarter, which would come due before the
+            // next read ahead: hooks first read at different times (a worker reaches each hook's group in turn)
+            // join one schedule instead of each keeping its own.
             let ids = hooks
                 .iter()
-                .filter(|(_, entry)| now.duration_since(entry.read_at) >= self.ttl / 2 && entry.used_at > entry.read_at)
+                .filter(|(_, entry)| now.duration_since(entry.read_at) >= self.ttl / 4 && entry.used_at > entry.read_at)
                 .map(|(id, _)| id.clone())
                 .collect();
             // The next look: when the oldest entry not read now comes past half its TTL (or one read now does).
             let next =
-                hooks.values().map(|entry| entry.read_at).filter(|at| now.duration_since(*at) < self.ttl / 2).min();
+                hooks.values().map(|entry| entry.read_at).filter(|at| now.duration_since(*at) < self.ttl / 4).min();
             *self.due.lock().unwrap_or_else(|p| p.into_inner()) = Some(next.unwrap_or(now) + self.ttl / 2);
             ids
         };

@@ -261,6 +261,36 @@ async fn entries_past_half_their_ttl_are_read_ahead_together_in_the_background()
     assert_eq!(counting.many.lock().unwrap().len(), 1, "one read ahead, not one a request");
 }
 
+/// Hooks first read at different times (a worker reaches each hook's group in turn) join one read ahead: the one
+/// past half its TTL brings along the used ones past a quarter of it.
+#[tokio::test]
+async fn hooks_read_at_different_times_are_read_ahead_together() {
+    let (_dir, store, hook) = store_with_hook().await;
+    let later = Webhook { id: HookId::new(), name: "later".into(), ..hook.clone() };
+    store.webhooks.create(&later).await.unwrap();
+    let counting = counting(&store);
+    let ttl = Duration::from_secs(4);
+    let cache = CachedHooks::new(counting.clone(), ttl, COUNTS_EVERY);
+    let start = Instant::now();
+    // Each read, then used from memory: in use.
+    for _ in 0..2 {
+        assert!(cache.get(&hook.id).await.unwrap().is_some());
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..2 {
+        assert!(cache.get(&later.id).await.unwrap().is_some());
+    }
+    // The first past half its TTL, the later one past a quarter only: a request for the first reads both ahead.
+    tokio::time::sleep((start + ttl / 2 + Duration::from_millis(100)).saturating_duration_since(Instant::now())).await;
+    assert!(cache.get(&hook.id).await.unwrap().is_some());
+    until("the entries are read ahead", || counting.many_done.load(std::sync::atomic::Ordering::SeqCst) > 0).await;
+    let mut ahead = counting.many.lock().unwrap()[0].clone();
+    ahead.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut want = vec![hook.id.clone(), later.id.clone()];
+    want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(ahead, want, "one read of both");
+}
+
 #[tokio::test]
 async fn an_entry_no_request_used_since_its_read_is_not_read_ahead_and_is_dropped_once_expired() {
     let (_dir, store, hook) = store_with_hook().await;

@@ -62,8 +62,9 @@ pub async fn run(
     run_with_metrics(store, config, registry, slack, WorkerMetrics::unregistered(), shutdown).await
 }
 
-/// How often the queue gauges are refreshed.
-const GAUGE_REFRESH: Duration = Duration::from_secs(5);
+/// How often the queue gauges are refreshed: about a Prometheus scrape interval (on SQS a refresh is two
+/// `GetQueueAttributes`, which at 5 s were a visible share of a quiet worker's requests).
+const GAUGE_REFRESH: Duration = Duration::from_secs(15);
 
 /// How often they are refreshed while the queue is empty and the pool receives nothing: an idle worker should not
 /// wake to count an empty queue (a receive that finds work ends the wait).
@@ -160,8 +161,8 @@ pub async fn run_with_metrics(
             let chain_permits: Vec<_> = permits.drain(..chain.len().min(permits.len())).collect();
             tracker.spawn(run_chain(processor.clone(), chain, chain_permits, summary.clone(), shutdown.clone()));
         }
-        // Events are coming but this receive was not a full batch: the next one gathers one. A full batch goes on
-        // at once (the queue is busy), and so does an empty receive (its long poll does the waiting, and returns
+        // Events are coming: the next receive gathers a batch of free slots (and, when this one drained the queue,
+        // waits for it to fill). An empty receive's next goes at once (its long poll does the waiting, and returns
         // an idle queue's first event at once).
         gather = next_gather(got, asked, batch, cfg.receive_window, tokio::time::Instant::now());
     }
@@ -183,17 +184,24 @@ pub async fn run_with_metrics(
 #[derive(Debug, Clone, Copy)]
 struct Gather {
     until: tokio::time::Instant,
+    /// Free slots to wait for (the receive takes every free one up to a batch either way).
+    slots: usize,
     drained: bool,
 }
 
 /// How the receive after one that asked for `asked` and got `got` (of at most `batch`) gathers its batch: not at
-/// all after a full receive (the queue is busy) or an empty one (its long poll does the waiting, and hands an
-/// idle queue's first event over at once); otherwise for the window, for the whole of it when the queue ran out.
+/// all after an empty one (its long poll does the waiting, and hands an idle queue's first event over at once);
+/// otherwise for up to the window: after a partial receive until a batch of slots is free (and for the whole
+/// window when the queue ran out); after a full one, the queue busy, only until half a batch is. Without that wait
+/// a worker whose slots were all taken received whatever one or two had just come free (receives of 10, 1, 10, 2
+/// measured on SQS), and paid a receive's requests for each; waiting for a whole batch there would leave a worker
+/// with fast handlers and fewer than two batches of slots running a batch at a time.
 fn next_gather(got: usize, asked: usize, batch: usize, window: Duration, now: tokio::time::Instant) -> Option<Gather> {
     // A receive fills behind its heads only up to SQS's 10 (the embedded store's larger receives take more heads
     // only): one that brought that many may have left the queue full.
     let drained = got < asked.min(eventfleet_storage::queue::MAX_RECEIVE);
-    (got > 0 && got < batch && !window.is_zero()).then(|| Gather { until: now + window, drained })
+    let slots = if got >= batch { batch.div_ceil(2) } else { batch };
+    (got > 0 && !window.is_zero()).then(|| Gather { until: now + window, slots, drained })
 }
 
 /// The handler slots of the next receive, `first` among them: every free one up to `batch`; with `gather`, waiting
@@ -211,18 +219,18 @@ async fn gather_slots(
         match slots.clone().try_acquire_owned() {
             Ok(p) => permits.push(p),
             Err(_) => match &gather {
-                Some(g) => tokio::select! {
+                Some(g) if permits.len() < g.slots => tokio::select! {
                     permit = tokio::time::timeout_at(g.until, slots.clone().acquire_owned()) => match permit {
                         Ok(Ok(p)) => permits.push(p),
                         _ => break,
                     },
                     _ = shutdown.cancelled() => break,
                 },
-                None => break,
+                _ => break,
             },
         }
     }
-    if let Some(Gather { until, drained: true }) = gather {
+    if let Some(Gather { until, drained: true, .. }) = gather {
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.cancelled() => {}
@@ -377,6 +385,16 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_millis(100);
 
+    /// The same pool with `busy` slots held again; the first free one taken.
+    async fn slots_busy(
+        slots: &Arc<Semaphore>,
+        busy: u32,
+    ) -> (Arc<Semaphore>, tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit) {
+        let held = slots.clone().acquire_many_owned(busy).await.unwrap();
+        let first = slots.clone().acquire_owned().await.unwrap();
+        (slots.clone(), held, first)
+    }
+
     /// A pool of 16 slots with `busy` of them held by running handlers; the first free one taken.
     async fn slots(
         busy: u32,
@@ -388,19 +406,43 @@ mod tests {
     }
 
     #[test]
-    fn only_a_receive_that_brought_some_events_but_not_a_batch_makes_the_next_gather() {
+    fn a_receive_that_brought_events_makes_the_next_gather_and_one_that_drained_the_queue_waits_for_it() {
         let now = Instant::now();
-        let next = |got, asked| next_gather(got, asked, 10, WINDOW, now).map(|g| (g.until - now, g.drained));
+        let next = |got, asked| next_gather(got, asked, 10, WINDOW, now).map(|g| (g.until - now, g.slots, g.drained));
         assert_eq!(next(0, 10), None, "empty: the long poll waits");
-        assert_eq!(next(10, 10), None, "full: the queue is busy");
-        assert_eq!(next(3, 10), Some((WINDOW, true)), "the queue ran out: wait for it to fill");
-        assert_eq!(next(3, 3), Some((WINDOW, false)), "the slots ran out: wait for them");
+        assert_eq!(next(10, 10), Some((WINDOW, 5, false)), "full: the queue is busy, wait for half a batch of slots");
+        assert_eq!(next(3, 10), Some((WINDOW, 10, true)), "the queue ran out: wait for it to fill");
+        assert_eq!(next(3, 3), Some((WINDOW, 10, false)), "the slots ran out: wait for them");
         assert_eq!(next_gather(3, 10, 10, Duration::ZERO, now).map(|g| g.drained), None, "no window: never");
-        assert_eq!(next_gather(4, 4, 4, WINDOW, now).map(|g| g.drained), None, "a batch is the worker's slots at most");
+        let small = next_gather(4, 4, 4, WINDOW, now).map(|g| (g.slots, g.drained));
+        assert_eq!(small, Some((2, false)), "a batch is the worker's slots at most");
         // The embedded store's receive of 32 that brought 10 (its heads and the messages behind them) may have
         // left more: it waits for slots, not for the queue.
         assert_eq!(next_gather(10, 32, 32, WINDOW, now).map(|g| g.drained), Some(false));
         assert_eq!(next_gather(9, 32, 32, WINDOW, now).map(|g| g.drained), Some(true));
+    }
+
+    /// After a full receive the next waits for half a batch of free slots, not a whole one: at once when they are
+    /// free, and then it takes every free one.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_full_receive_the_next_waits_for_half_a_batch_of_slots() {
+        let (slots, mut held, first) = slots(13).await;
+        let freed = held.split(2).unwrap();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(freed);
+        });
+        let gather = next_gather(10, 10, 10, WINDOW, start);
+        let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
+        assert_eq!((permits.len(), start.elapsed()), (5, Duration::from_millis(30)), "3 free, then 5");
+        drop(permits);
+        drop(held);
+        let (slots, _held, first) = slots_busy(&slots, 5).await;
+        let start = Instant::now();
+        let gather = next_gather(10, 10, 10, WINDOW, start);
+        let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
+        assert_eq!((permits.len(), start.elapsed()), (10, Duration::ZERO), "a batch free: all of it, at once");
     }
 
     #[tokio::test(start_paused = true)]
@@ -426,7 +468,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(30)).await;
             drop(freed);
         });
-        let gather = Some(Gather { until: start + WINDOW, drained: false });
+        let gather = Some(Gather { until: start + WINDOW, slots: 10, drained: false });
         let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
         (permits.len(), start.elapsed())
     }
@@ -443,7 +485,7 @@ mod tests {
     async fn after_a_receive_that_drained_the_queue_the_next_waits_the_window_and_shutdown_ends_the_wait() {
         let (slots, _held, first) = slots(0).await;
         let start = Instant::now();
-        let gather = Some(Gather { until: start + WINDOW, drained: true });
+        let gather = Some(Gather { until: start + WINDOW, slots: 10, drained: true });
         let permits = gather_slots(&slots, first, 10, gather, &CancellationToken::new()).await;
         assert_eq!((permits.len(), start.elapsed()), (10, WINDOW));
         drop(permits);
@@ -455,7 +497,7 @@ mod tests {
             cancel.cancel();
         });
         let start = Instant::now();
-        let gather = Some(Gather { until: start + WINDOW, drained: true });
+        let gather = Some(Gather { until: start + WINDOW, slots: 10, drained: true });
         gather_slots(&slots, first, 10, gather, &shutdown).await;
         assert_eq!(start.elapsed(), Duration::from_millis(10));
     }

@@ -7,18 +7,65 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 type Request<T, R> = (T, oneshot::Sender<R>);
 
 /// How long a batch that is not full waits for more items.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum Linger {
     /// Always up to this long (zero: never).
     Always(Duration),
     /// Up to this long only while another batch is in flight: a lone item goes at once, and under load the
     /// items that come while a request is on the wire share the next one instead of each taking a free slot.
     WhileBusy(Duration),
+    /// As `WhileBusy`, and also while items are [`Coming`]: callers busy with the step before their submit (the
+    /// ingress's claim) are waited for, up to this long, and no longer once none is.
+    WhileBusyOrComing(Duration, Arc<Coming>),
+}
+
+/// Callers on their way to submit an item: each holds a [`ComingGuard`] from before the step that precedes its
+/// submit until its item is queued ([`GroupCommit::submit_coming`]).
+#[derive(Debug, Default)]
+pub(super) struct Coming {
+    n: AtomicUsize,
+    changed: Notify,
+}
+
+impl Coming {
+    /// Counts one caller coming until the guard is dropped.
+    pub(super) fn enter(self: &Arc<Self>) -> ComingGuard {
+        self.n.fetch_add(1, Ordering::AcqRel);
+        ComingGuard(self.clone())
+    }
+
+    fn any(&self) -> bool {
+        self.n.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves once no caller is coming.
+    async fn none(&self) {
+        loop {
+            // Created before the look: a guard dropped in between still wakes it.
+            let changed = self.changed.notified();
+            if !self.any() {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// One caller counted as coming, until dropped.
+pub(super) struct ComingGuard(Arc<Coming>);
+
+impl Drop for ComingGuard {
+    fn drop(&mut self) {
+        self.0.n.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
 }
 
 /// A group-commit queue in front of one batch operation.
@@ -43,22 +90,43 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let Some(first) = rx.recv().await else { return };
                 let mut batch = vec![first];
-                let linger = match linger {
-                    Linger::Always(linger) => linger,
-                    // This batch holds one permit: any other missing is a batch on the wire.
-                    Linger::WhileBusy(linger) if permits.available_permits() + 1 < in_flight => linger,
-                    Linger::WhileBusy(_) => Duration::ZERO,
+                // This batch holds one permit: any other missing is a batch on the wire.
+                let busy = permits.available_permits() + 1 < in_flight;
+                // With only callers coming to wait for, the linger ends once none is.
+                let (linger, coming) = match &linger {
+                    Linger::Always(linger) => (*linger, None),
+                    Linger::WhileBusy(linger) if busy => (*linger, None),
+                    Linger::WhileBusyOrComing(linger, _) if busy => (*linger, None),
+                    Linger::WhileBusyOrComing(linger, coming) if coming.any() => (*linger, Some(coming.clone())),
+                    Linger::WhileBusy(_) | Linger::WhileBusyOrComing(..) => (Duration::ZERO, None),
                 };
                 let deadline = tokio::time::Instant::now() + linger;
                 while batch.len() < max {
                     match rx.try_recv() {
                         Ok(item) => batch.push(item),
                         Err(_) if linger.is_zero() => break,
-                        Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                            Ok(Some(item)) => batch.push(item),
-                            // Linger over, or every sender gone: send what there is.
-                            Ok(None) | Err(_) => break,
-                        },
+                        Err(_) => {
+                            let none_coming = async {
+                                match &coming {
+                                    Some(coming) => coming.none().await,
+                                    None => std::future::pending().await,
+                                }
+                            };
+                            tokio::select! {
+                                got = tokio::time::timeout_at(deadline, rx.recv()) => match got {
+                                    Ok(Some(item)) => batch.push(item),
+                                    // Linger over, or every sender gone: send what there is.
+                                    Ok(None) | Err(_) => break,
+                                },
+                                // Every caller that was coming has queued its item (taken next) or given up.
+                                () = none_coming => {
+                                    while let (true, Ok(item)) = (batch.len() < max, rx.try_recv()) {
+                                        batch.push(item);
+                                    }
+                                    break;
+                                }
+                            }
+                        }
                     }
                 }
                 let run = run.clone();
@@ -77,6 +145,15 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     /// Submits one item and waits for its result; `None` if the task is gone (the store is shutting down).
     pub(super) async fn submit(&self, item: T) -> Option<R> {
         self.submit_all(vec![item]).await.pop().flatten()
+    }
+
+    /// Submits one item, counted as [`Coming`] by `guard` until it is queued, and waits for its result.
+    pub(super) async fn submit_coming(&self, item: T, guard: ComingGuard) -> Option<R> {
+        let (answer, result) = oneshot::channel();
+        let queued = self.tx.send((item, answer)).ok();
+        drop(guard);
+        queued?;
+        result.await.ok()
     }
 
     /// Submits items together (so they usually share a batch) and waits for all their results, in order.
@@ -177,5 +254,47 @@ mod tests {
             assert_eq!(t.await.unwrap(), Some(i as u32 + 1));
         }
         assert_eq!(*batches.lock().unwrap(), [vec![0], vec![1], vec![2, 3, 4]]);
+    }
+
+    /// Nothing on the wire, but callers on their way (claiming their keys): a batch waits for them, up to the
+    /// linger, and goes as soon as none is coming; with none coming, an item goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_for_callers_coming_and_goes_once_none_is() {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let coming = Arc::new(Coming::default());
+        let linger = Linger::WhileBusyOrComing(Duration::from_millis(20), coming.clone());
+        let gc = Arc::new(GroupCommit::start(10, 4, linger, move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.clone());
+            async move { items }
+        }));
+        let start = tokio::time::Instant::now();
+        assert_eq!(gc.submit_coming(0, coming.enter()).await, Some(0));
+        assert_eq!(start.elapsed(), Duration::ZERO, "alone, nobody coming: at once");
+        // Three accepts claim at once; their claims end 3 ms apart; one is refused (nothing to send).
+        let mut tasks = Vec::new();
+        for i in 1..=3u32 {
+            let (gc, guard) = (gc.clone(), coming.enter());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(3 * u64::from(i))).await;
+                if i == 3 {
+                    drop(guard);
+                    return None;
+                }
+                gc.submit_coming(i, guard).await
+            }));
+        }
+        let start = tokio::time::Instant::now();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let want = (i < 2).then_some(i as u32 + 1);
+            assert_eq!(t.await.unwrap(), want);
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(9), "sent when the last one coming gave up, not at 20 ms");
+        assert_eq!(*batches.lock().unwrap(), [vec![0], vec![1, 2]]);
+        // A caller that never comes holds a batch back for the linger at most.
+        let _stuck = coming.enter();
+        let start = tokio::time::Instant::now();
+        assert_eq!(gc.submit(4).await, Some(4));
+        assert_eq!(start.elapsed(), Duration::from_millis(20));
     }
 }

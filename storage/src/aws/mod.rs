@@ -104,6 +104,11 @@ pub fn resources_named(body: &[u8]) -> String {
         if let Some(tables) = json.get("RequestItems").and_then(|v| v.as_object()) {
             names.extend(tables.keys().cloned());
         }
+        // A transaction names a table in each of its items (`{"Update": {"TableName": …}}`).
+        for item in json.get("TransactItems").and_then(|v| v.as_array()).into_iter().flatten() {
+            let tables = item.as_object().into_iter().flat_map(|kinds| kinds.values());
+            names.extend(tables.filter_map(|op| op.get("TableName").and_then(|v| v.as_str()).map(str::to_owned)));
+        }
     } else if let Ok(text) = std::str::from_utf8(body) {
         for pair in text.split('&') {
             if let Some(arn) = pair.strip_prefix("TopicArn=") {
@@ -209,6 +214,8 @@ pub struct AwsStore {
     deletes: sqs::DeleteBatcher,
     dlq_deletes: sqs::DeleteBatcher,
     sends: sqs::SendBatcher,
+    /// Accepts claiming their keys: the send batcher waits for them (`batch::Linger::WhileBusyOrComing`).
+    claiming: Arc<batch::Coming>,
     hook_reads: webhooks::HookReads,
     /// The oldest message's age as CloudWatch last gave it, and when it was read: its datapoints are a minute
     /// apart, so asking more often than once a minute learns nothing.
@@ -238,11 +245,13 @@ impl AwsStore {
         let puts = audit::puts(clients.dynamodb.clone(), Some(names.events_table.clone()));
         let deletes = sqs::delete_batcher(clients.sqs.clone(), queue_url.clone());
         let dlq_deletes = sqs::delete_batcher(clients.sqs.clone(), dlq_url.clone());
+        let claiming = Arc::new(batch::Coming::default());
         let sends = sqs::send_batcher(
             clients.sqs.clone(),
             queue_url.clone(),
             options.send_batches_in_flight.max(1),
             options.send_linger,
+            claiming.clone(),
         );
         let hook_reads = webhooks::hook_reads(clients.dynamodb.clone(), names.webhooks_table.clone());
         Ok(Arc::new(Self {
@@ -256,6 +265,7 @@ impl AwsStore {
             deletes,
             dlq_deletes,
             sends,
+            claiming,
             hook_reads,
             oldest_age: std::sync::Mutex::new(None),
         }))
@@ -305,6 +315,12 @@ mod request_counter_tests {
             "fleet-events.fifo"
         );
         assert_eq!(resources_named(br#"{"QueueName":"fleet-events-dlq.fifo"}"#), "fleet-events-dlq.fifo");
+        assert_eq!(
+            resources_named(
+                br#"{"TransactItems":[{"Update":{"TableName":"fleet-webhooks"}},{"Update":{"TableName":"fleet-webhooks"}}]}"#
+            ),
+            "fleet-webhooks"
+        );
         assert_eq!(
             resources_named(
                 b"Action=Publish&TopicArn=arn%3Aaws%3Asns%3Aus-east-1%3A123456789012%3Afleet-ops&Message=x"

@@ -309,6 +309,32 @@ impl AwsStore {
 /// The `DONE` record of a delivery whose start read `record` (absent: its claim expired before it ran). A plain
 /// put: a duplicate counted by the ingress between the start and this put is not added to the count (its
 /// `duplicate` line stands in the trail).
+impl AwsStore {
+    /// Deletes the finished messages of the chain before `message`, left to its delivery, which ends other than
+    /// in a success (a retry, a dead letter, a release or a deferral).
+    async fn delete_left(&self, message: &ReceivedMessage) {
+        let receipts = self.in_flight.take_deletes(&message.receipt.0);
+        if !receipts.is_empty() {
+            self.delete_done(receipts).await;
+        }
+    }
+
+    /// Deletes messages whose records say `DONE`, together; one that fails is only logged: its redelivery finds
+    /// `DONE` and is skipped.
+    async fn delete_done(&self, receipts: Vec<String>) {
+        for (receipt, result) in receipts.iter().zip(self.deletes.submit_all(receipts.clone()).await) {
+            self.in_flight.forget(receipt);
+            match result {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "could not delete a finished message; its redelivery is skipped")
+                }
+                None => tracing::warn!("could not delete a finished message (the delete batcher stopped)"),
+            }
+        }
+    }
+}
+
 fn done_item(
     record: Option<&IdempotencyRecord>,
     msg: &ReceivedMessage,
@@ -342,9 +368,12 @@ impl Protocol for AwsStore {
             let now = self.now();
             let event_id = message.envelope.event_id();
             let claim = new_item(&key, Status::Pending, event_id, now, None, now.plus(horizon));
+            // Counted as coming to the send batcher until its message is queued there (or the claim is refused).
+            let coming = self.claiming.enter();
             match self.write_idempotency(Write::Put(claim), now).await? {
                 Conditional::Written(_) => {
-                    let message_id = self.send_one(message.clone()).await?;
+                    let sent = self.sends.submit_coming(message.clone(), coming).await;
+                    let message_id = sent.unwrap_or_else(|| Err(StorageError::unavailable("send batcher stopped")))?;
                     self.accept_lines(&message, event_id, now, actor).await;
                     return Ok(Accepted::New { event_id, message_id });
                 }
@@ -352,6 +381,7 @@ impl Protocol for AwsStore {
                 // Expired between the two reads: claim again.
                 Conditional::Refused(None) => continue,
             }
+            drop(coming);
             let count = update(
                 &key,
                 "SET last_seen = :now ADD duplicate_count :one",
@@ -425,7 +455,7 @@ impl Protocol for AwsStore {
     }
 
     async fn succeed(&self, message: &ReceivedMessage, attempt: u32, outcome: &str, actor: &Actor) -> Result<()> {
-        self.succeed_with(message, attempt, outcome, actor, Vec::new()).await
+        self.succeed_with(message, attempt, outcome, actor, Vec::new(), None).await
     }
 
     async fn succeed_and_start(
@@ -449,11 +479,14 @@ impl Protocol for AwsStore {
             self.succeed(message, attempt, outcome, actor).await?;
             return Ok(Start::Waiting);
         };
-        // The next message's `started` line rides in the same `BatchWriteItem` as this one's DONE and line.
-        self.succeed_with(message, attempt, outcome, actor, line.into_iter().collect()).await?;
+        // The next message's `started` line rides in the same `BatchWriteItem` as this one's DONE and line. When
+        // it runs, this one's delete waits for the end of the chain.
+        let then = matches!(start, Start::Run { .. }).then_some(next);
+        self.succeed_with(message, attempt, outcome, actor, line.into_iter().collect(), then).await?;
         Ok(start)
     }
     async fn retry(&self, message: &ReceivedMessage, failure: &Failure, delay: Duration, actor: &Actor) -> Result<()> {
+        self.delete_left(message).await;
         let now = self.now();
         let mut record = failure.record(message, now);
         record.next_attempt_at = Some(now.plus(delay));
@@ -477,6 +510,7 @@ impl Protocol for AwsStore {
         reason: &str,
         actor: &Actor,
     ) -> Result<()> {
+        self.delete_left(message).await;
         let now = self.now();
         let mut record = failure.record(message, now);
         record.status = RetryStatus::Dead;
@@ -498,6 +532,7 @@ impl Protocol for AwsStore {
     }
 
     async fn release(&self, message: &ReceivedMessage, started: bool, actor: &Actor) -> Result<()> {
+        self.delete_left(message).await;
         // The line first: a worker receiving the message the moment it is visible must find its start undone,
         // or it would count an attempt that never ran.
         if started {
@@ -508,6 +543,7 @@ impl Protocol for AwsStore {
     }
 
     async fn defer(&self, message: &ReceivedMessage, delay: Duration, reason: &str, actor: &Actor) -> Result<()> {
+        self.delete_left(message).await;
         // As `release`: the line first, so a start that sees the message again finds the attempt undone.
         let detail = serde_json::json!({ "delay_ms": delay.as_millis() as u64, "reason": reason });
         let line = AuditEntry::new(message.envelope.event_id(), self.now(), Step::Deferred, &actor.name);
@@ -517,7 +553,8 @@ impl Protocol for AwsStore {
 }
 
 impl AwsStore {
-    /// The success step, with more lines to write in the same batch (the next message's `started` line).
+    /// The success step, with more lines to write in the same batch (the next message's `started` line), and the
+    /// message after it in its group's chain when that one runs next (`then`): the delete is left to it.
     async fn succeed_with(
         &self,
         message: &ReceivedMessage,
@@ -525,6 +562,7 @@ impl AwsStore {
         outcome: &str,
         actor: &Actor,
         extra: Vec<AuditEntry>,
+        then: Option<&ReceivedMessage>,
     ) -> Result<()> {
         let now = self.now();
         let event_id = message.envelope.event_id();
@@ -565,9 +603,14 @@ impl AwsStore {
                 }
             }
         }
-        // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped.
-        if let Err(e) = Queue::delete(self, &message.receipt).await {
-            tracing::warn!(error = %e, %event_id, "could not delete a finished message; its redelivery is skipped");
+        // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped. SQS hands out
+        // none of a group's messages while one of them is in flight, so a chain's done messages wait for the last
+        // one's delete at no cost to the group, and go with it in one `DeleteMessageBatch`.
+        let left = then.is_some_and(|next| self.in_flight.leave_delete(&message.receipt.0, &next.receipt.0));
+        if !left {
+            let mut receipts = vec![message.receipt.0.clone()];
+            receipts.append(&mut self.in_flight.take_deletes(&message.receipt.0));
+            self.delete_done(receipts).await;
         }
         if resolve {
             self.resolve_retry(event_id).await;

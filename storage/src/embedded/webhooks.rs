@@ -157,8 +157,12 @@ impl WebhookRegistry for EmbeddedStore {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         self.writer
             .submit(move |conn| {
-                conn.prepare_cached("UPDATE webhooks SET invocation_count = invocation_count + ?2 WHERE id = ?1")?
+                let n = conn
+                    .prepare_cached("UPDATE webhooks SET invocation_count = invocation_count + ?2 WHERE id = ?1")?
                     .execute(rusqlite::params![id, count])?;
+                if n == 0 {
+                    return Err(StorageError::NotFound(format!("hook {id}")));
+                }
                 Ok(())
             })
             .await

@@ -39,6 +39,9 @@ pub(in crate::aws) struct Held {
     pub(in crate::aws) started: Option<Option<IdempotencyRecord>>,
     /// A waiting message's records, read with the rest of its receive, for its start later.
     pub(in crate::aws) prefetched: Option<crate::aws::protocol::Found>,
+    /// Receipts of the messages before it in its group's chain, `DONE` and left for it to delete when its own
+    /// delivery ends ([`InFlight::leave_delete`]).
+    pub(in crate::aws) deletes: Vec<String>,
 }
 
 impl InFlight {
@@ -103,6 +106,26 @@ impl InFlight {
         self.lock().held.get(receipt).and_then(|h| h.started.clone())
     }
 
+    /// Leaves the delete of `done` (and those it was left) to `next`, the message after it in its group's chain;
+    /// `done` is forgotten. False when this process does not hold `next`: the caller deletes `done` itself.
+    pub(in crate::aws) fn leave_delete(&self, done: &str, next: &str) -> bool {
+        let mut map = self.lock();
+        if !map.held.contains_key(next) {
+            return false;
+        }
+        let mut deletes = map.held.remove(done).map(|h| h.deletes).unwrap_or_default();
+        deletes.push(done.to_owned());
+        if let Some(h) = map.held.get_mut(next) {
+            h.deletes.append(&mut deletes);
+        }
+        true
+    }
+
+    /// The deletes left to this receipt's delivery, once.
+    pub(in crate::aws) fn take_deletes(&self, receipt: &str) -> Vec<String> {
+        self.lock().held.get_mut(receipt).map(|h| std::mem::take(&mut h.deletes)).unwrap_or_default()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().held.len()
@@ -123,7 +146,23 @@ mod tests {
             until: Instant::now() + visibility,
             started: None,
             prefetched: None,
+            deletes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_delete_left_to_the_next_of_a_chain_moves_with_the_ones_left_to_it() {
+        let in_flight = InFlight::default();
+        for r in ["a", "b", "c"] {
+            in_flight.hold(r, held(Duration::from_secs(30)));
+        }
+        assert!(in_flight.leave_delete("a", "b"));
+        assert!(in_flight.leave_delete("b", "c"));
+        assert!(in_flight.get("a").is_none() && in_flight.get("b").is_none(), "the done ones are forgotten");
+        assert_eq!(in_flight.take_deletes("c"), ["a", "b"]);
+        assert!(in_flight.take_deletes("c").is_empty(), "once");
+        assert!(!in_flight.leave_delete("c", "gone"), "not held: the caller deletes it");
+        assert!(in_flight.get("c").is_some());
     }
 
     #[test]

@@ -56,6 +56,7 @@ impl AwsStore {
             until: Instant::now() + visibility,
             started: None,
             prefetched: None,
+            deletes: Vec::new(),
         };
         let received = match serde_json::from_str::<Envelope>(&body) {
             Ok(envelope) => Ok(ReceivedMessage {

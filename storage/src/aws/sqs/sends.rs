@@ -1,11 +1,12 @@
 //! Sends, group-committed into `SendMessageBatch` requests that respect SQS's limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::wire::{MAX_MESSAGE_BYTES, batches, message_size, sqs_safe, string_attribute};
-use crate::aws::batch::{GroupCommit, Linger};
+use crate::aws::batch::{Coming, GroupCommit, Linger};
 use crate::aws::unavailable;
 use crate::queue::{MessageId, OutgoingMessage};
 use crate::{Result, StorageError};
@@ -62,15 +63,19 @@ pub(in crate::aws) const SEND_LINGER: Duration = Duration::from_millis(10);
 pub(in crate::aws) type SendBatcher = GroupCommit<OutgoingMessage, Result<MessageId>>;
 
 /// Concurrent accepts' messages go out together as `SendMessageBatch`. A lone accept's message goes at once; while
-/// another batch is on the wire, a batch waits up to `linger` to fill (under load the messages that come during a
-/// request share the next one instead of each taking a slot of its own: SQS bills per request).
+/// another batch is on the wire, or other accepts are claiming their keys (`coming`), a batch waits up to `linger`
+/// to fill (under load the messages that come during a request share the next one instead of each taking a slot
+/// of its own: SQS bills per request). Without the claims, concurrent accepts whose claims end a few
+/// milliseconds apart each sent a request of their own whenever no batch was on the wire.
 pub(in crate::aws) fn send_batcher(
     client: aws_sdk_sqs::Client,
     queue_url: String,
     in_flight: usize,
     linger: Duration,
+    coming: Arc<Coming>,
 ) -> SendBatcher {
-    GroupCommit::start(10, in_flight, Linger::WhileBusy(linger), move |messages: Vec<OutgoingMessage>| {
+    let linger = Linger::WhileBusyOrComing(linger, coming);
+    GroupCommit::start(10, in_flight, linger, move |messages: Vec<OutgoingMessage>| {
         let (client, url) = (client.clone(), queue_url.clone());
         async move {
             match send_messages(&client, &url, &messages).await {
