@@ -673,11 +673,12 @@ pub async fn a_busy_group_runs_in_order_with_each_success_starting_the_next(h: &
     assert_eq!((stats.waiting, stats.in_flight), (0, 0), "every message of the group deleted: {stats:?}");
 }
 
-/// A group's chain that ends other than in a success (here a retry) still deletes the messages it finished
-/// before: they are not left in flight to come back after their visibility.
+/// A group's chain deletes the messages it finished while it runs on: at a heartbeat of the one running (a long
+/// handler), and when it ends other than in a success (here a retry). None is left in flight to come back after
+/// its visibility.
 pub async fn a_chain_that_ends_in_a_retry_deletes_the_messages_it_finished(h: &Harness) {
     let a = actor(5);
-    for name in ["chain-1", "chain-2", "chain-3"] {
+    for name in ["chain-1", "chain-2", "chain-3", "chain-4"] {
         h.store
             .protocol
             .accept(h.message("chain", name), Duration::from_secs(3600), "ingress:conformance")
@@ -685,13 +686,21 @@ pub async fn a_chain_that_ends_in_a_retry_deletes_the_messages_it_finished(h: &H
             .unwrap();
     }
     let got = h.deliver(&a).await;
-    assert_eq!(got.len(), 3, "the head and the two behind it");
+    assert_eq!(got.len(), 4, "the head and the three behind it");
+    let count = || async {
+        let stats = h.store.queue.stats().await.unwrap();
+        stats.waiting + stats.in_flight
+    };
     let started = h.store.protocol.succeed_and_start(&got[0].message, 1, "posted", &got[1].message, &a).await.unwrap();
     assert_eq!(started, Start::Run { attempt: 1, replay: false });
+    // The second one's handler runs long: its heartbeat.
+    h.store.queue.change_visibility(&got[1].message.receipt, VIS).await.unwrap();
+    assert_eq!(count().await, 3, "the first deleted by the heartbeat of the second");
+    let started = h.store.protocol.succeed_and_start(&got[1].message, 1, "posted", &got[2].message, &a).await.unwrap();
+    assert_eq!(started, Start::Run { attempt: 1, replay: false });
     let failure = Failure { attempt: 1, error: "slack 500".into(), class: ErrorClass::Retryable };
-    h.store.protocol.retry(&got[1].message, &failure, Duration::from_secs(60), &a).await.unwrap();
-    let stats = h.store.queue.stats().await.unwrap();
-    assert_eq!(stats.waiting + stats.in_flight, 2, "the first deleted, the retried and the last kept: {stats:?}");
+    h.store.protocol.retry(&got[2].message, &failure, Duration::from_secs(60), &a).await.unwrap();
+    assert_eq!(count().await, 2, "the second deleted by the retry of the third; the third and the last kept");
 }
 
 /// A started delivery given back (shutdown) is not a stopped attempt: it runs again as the same attempt.

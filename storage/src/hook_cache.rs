@@ -32,7 +32,7 @@ use crate::webhooks::WebhookRegistry;
 const MAX_ENTRIES: usize = 10_000;
 
 /// How often the ingress writes the invocation counts it added up: a busy hook's count in the console lags up to
-/// this much, and ten hooks cost a write every three seconds.
+/// this much, and every hook's count costs one write (one request on DynamoDB) an interval.
 pub const COUNTS_EVERY: Duration = Duration::from_secs(30);
 
 /// The cache; see the module docs.
@@ -174,8 +174,9 @@ impl CachedHooks {
         *due = Some(due.map_or(at, |due| due.min(at)));
     }
 
-    /// Starts a read ahead when one may be due and none is under way: of every entry past half its TTL that a
-    /// request used since it was read; an expired entry no request used within the TTL is dropped.
+    /// Starts a read ahead when one may be due (an entry past half its TTL) and none is under way: of every entry
+    /// past a quarter of its TTL that a request used since it was read; an expired entry no request used within the
+    /// TTL is dropped.
     fn read_ahead(&self) {
         use std::sync::atomic::Ordering;
         let now = Instant::now();
@@ -204,7 +205,8 @@ impl CachedHooks {
                 .filter(|(_, entry)| now.duration_since(entry.read_at) >= self.ttl / 4 && entry.used_at > entry.read_at)
                 .map(|(id, _)| id.clone())
                 .collect();
-            // The next look: when the oldest entry not read now comes past half its TTL (or one read now does).
+            // The next look: when the oldest entry not read now (younger than a quarter) comes past half its TTL,
+            // or the ones read now do; a request served an entry past half its TTL brings it forward.
             let next =
                 hooks.values().map(|entry| entry.read_at).filter(|at| now.duration_since(*at) < self.ttl / 4).min();
             *self.due.lock().unwrap_or_else(|p| p.into_inner()) = Some(next.unwrap_or(now) + self.ttl / 2);

@@ -179,7 +179,9 @@ pub trait Protocol: Send + Sync {
     /// [`Protocol::succeed`], then [`Protocol::start`] of `next`, the message received behind it in its group, as
     /// one unit of work where the backend can (the embedded store: one writer job), so that a busy group pays one
     /// commit an event rather than two. The success stands whatever the start meets; a start that could not be
-    /// made here answers [`Start::Waiting`] and the caller starts `next` itself.
+    /// made here answers [`Start::Waiting`] and the caller starts `next` itself. When it answers
+    /// [`Start::Run`], the caller ends `next`'s delivery with one of the steps (`succeed`, `succeed_and_start`,
+    /// `retry`, `dead_letter`, `release`, `defer`): the aws backend leaves `message`'s delete to that step.
     async fn succeed_and_start(
         &self,
         message: &ReceivedMessage,

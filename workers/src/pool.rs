@@ -205,7 +205,7 @@ fn next_gather(got: usize, asked: usize, batch: usize, window: Duration, now: to
 }
 
 /// The handler slots of the next receive, `first` among them: every free one up to `batch`; with `gather`, waiting
-/// until `batch` are free or the window ends for handlers to finish, and, when the last receive drained the
+/// until its `slots` are free or the window ends for handlers to finish, and, when the last receive drained the
 /// queue, the whole window for the queue to fill. Shutdown ends any wait.
 async fn gather_slots(
     slots: &Arc<Semaphore>,

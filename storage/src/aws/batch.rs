@@ -113,18 +113,24 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                                 }
                             };
                             tokio::select! {
+                                // Every caller that was coming has queued its item or given up: what is queued
+                                // goes now (looked at first, so a batch never takes another turn for it).
+                                biased;
+                                () = none_coming => {
+                                    // What the last of them queued; never past `max` (the rest waits for the next).
+                                    while batch.len() < max {
+                                        match rx.try_recv() {
+                                            Ok(item) => batch.push(item),
+                                            Err(_) => break,
+                                        }
+                                    }
+                                    break;
+                                }
                                 got = tokio::time::timeout_at(deadline, rx.recv()) => match got {
                                     Ok(Some(item)) => batch.push(item),
                                     // Linger over, or every sender gone: send what there is.
                                     Ok(None) | Err(_) => break,
                                 },
-                                // Every caller that was coming has queued its item (taken next) or given up.
-                                () = none_coming => {
-                                    while let (true, Ok(item)) = (batch.len() < max, rx.try_recv()) {
-                                        batch.push(item);
-                                    }
-                                    break;
-                                }
                             }
                         }
                     }
@@ -292,9 +298,32 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(9), "sent when the last one coming gave up, not at 20 ms");
         assert_eq!(*batches.lock().unwrap(), [vec![0], vec![1, 2]]);
         // A caller that never comes holds a batch back for the linger at most.
-        let _stuck = coming.enter();
+        let stuck = coming.enter();
         let start = tokio::time::Instant::now();
         assert_eq!(gc.submit(4).await, Some(4));
         assert_eq!(start.elapsed(), Duration::from_millis(20));
+        drop(stuck);
+        // A batch waiting for one caller coming; eleven more queue their items and that one gives up, all before
+        // the batcher looks again: every item is sent (in two batches, none over 10), none dropped.
+        batches.lock().unwrap().clear();
+        let late = coming.enter();
+        let first = tokio::spawn({
+            let (gc, guard) = (gc.clone(), coming.enter());
+            async move { gc.submit_coming(100, guard).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut tasks = Vec::new();
+        for i in 101..112u32 {
+            let (gc, guard) = (gc.clone(), coming.enter());
+            tasks.push(tokio::spawn(async move { gc.submit_coming(i, guard).await }));
+        }
+        drop(late);
+        assert_eq!(first.await.unwrap(), Some(100));
+        for (i, t) in (101..).zip(tasks) {
+            assert_eq!(t.await.unwrap(), Some(i), "item {i} sent and answered");
+        }
+        let sent: Vec<usize> = batches.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sent, [10, 2], "the first batch full, the rest in the next");
+        assert!(sent.iter().all(|n| *n <= 10), "{sent:?}");
     }
 }

@@ -87,7 +87,8 @@ impl Intercept for RequestCounter {
 }
 
 /// The tables, queues and topics a request's body names, sorted and joined with `+` (empty when it names none):
-/// DynamoDB's `TableName` or the tables of `RequestItems`, SQS's `QueueUrl` (its last segment) or `QueueName`
+/// DynamoDB's `TableName`, the tables of `RequestItems` or of a transaction's `TransactItems`, SQS's `QueueUrl` (its
+/// last segment) or `QueueName`
 /// (JSON bodies), SNS's `TopicArn` (its last segment; form bodies). What the per-resource request counts and the
 /// check of the task roles' permissions read.
 pub fn resources_named(body: &[u8]) -> String {

@@ -15,7 +15,9 @@
 //!   is the lease.
 //! - **succeed**: `DONE` (the decision) as a plain put of the record the start read, in one `BatchWriteItem`
 //!   with the `succeeded` line (and the next message's `started` line, for `succeed_and_start`), shared with
-//!   whatever else finishes meanwhile; an `UpdateItem` only when the start read no record. Then the delete.
+//!   whatever else finishes meanwhile; an `UpdateItem` only when the start read no record. Then the delete, or,
+//!   when the next message of the group runs, its delete is left to the end of the chain (with its visibility
+//!   half to run; deleted at the next one's heartbeat otherwise).
 //!   **retry**: the retry record (`PutItem`), the visibility, the line. **dead_letter**: `DEAD` and the
 //!   dead-letter record, then the move (DLQ send with the message id as dedup id, delete), then the line.
 
@@ -306,9 +308,6 @@ impl AwsStore {
     }
 }
 
-/// The `DONE` record of a delivery whose start read `record` (absent: its claim expired before it ran). A plain
-/// put: a duplicate counted by the ingress between the start and this put is not added to the count (its
-/// `duplicate` line stands in the trail).
 impl AwsStore {
     /// Deletes the finished messages of the chain before `message`, left to its delivery, which ends other than
     /// in a success (a retry, a dead letter, a release or a deferral).
@@ -321,7 +320,7 @@ impl AwsStore {
 
     /// Deletes messages whose records say `DONE`, together; one that fails is only logged: its redelivery finds
     /// `DONE` and is skipped.
-    async fn delete_done(&self, receipts: Vec<String>) {
+    pub(in crate::aws) async fn delete_done(&self, receipts: Vec<String>) {
         for (receipt, result) in receipts.iter().zip(self.deletes.submit_all(receipts.clone()).await) {
             self.in_flight.forget(receipt);
             match result {
@@ -335,6 +334,9 @@ impl AwsStore {
     }
 }
 
+/// The `DONE` record of a delivery whose start read `record` (absent: its claim expired before it ran). A plain
+/// put: a duplicate counted by the ingress between the start and this put is not added to the count (its
+/// `duplicate` line stands in the trail).
 fn done_item(
     record: Option<&IdempotencyRecord>,
     msg: &ReceivedMessage,
@@ -569,48 +571,67 @@ impl AwsStore {
         let detail =
             crate::protocol::with_replay(serde_json::json!({ "outcome": outcome, "attempt": attempt }), message);
         let succeeded = AuditEntry::new(event_id, now, Step::Succeeded, &actor.name).with_detail(detail);
-        // A retry record to resolve exists after a failed attempt, or when a replay reopened it.
-        let mut resolve = attempt > 1;
-        match self.in_flight.started(&message.receipt.0) {
-            // The start read the record: DONE is a plain put of it, and shares one `BatchWriteItem` with its line
-            // and with whatever else finishes meanwhile.
-            Some(record) => {
-                resolve |= record.as_ref().is_some_and(|r| r.outcome.is_some());
-                let done = done_item(record.as_ref(), message, outcome, now, actor.horizon);
-                let mut items = vec![
-                    (self.names.idempotency_table.clone(), done),
-                    (self.names.audit_table.clone(), self.audit_item(&succeeded)),
-                ];
-                items.extend(extra.iter().map(|e| (self.names.audit_table.clone(), self.audit_item(e))));
-                let mut results = self.puts.submit_all(items).await.into_iter();
-                results.next().flatten().unwrap_or_else(|| Err(StorageError::unavailable("put writer stopped")))?;
-                match results.next().flatten() {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => tracing::warn!(error = %e, %event_id, "could not write the succeeded line"),
-                    None => tracing::warn!(%event_id, "could not write the succeeded line: the put writer stopped"),
+        let recorded: Result<bool> = async {
+            // A retry record to resolve exists after a failed attempt, or when a replay reopened it.
+            let mut resolve = attempt > 1;
+            match self.in_flight.started(&message.receipt.0) {
+                // The start read the record: DONE is a plain put of it, and shares one `BatchWriteItem` with its line
+                // and with whatever else finishes meanwhile.
+                Some(record) => {
+                    resolve |= record.as_ref().is_some_and(|r| r.outcome.is_some());
+                    let done = done_item(record.as_ref(), message, outcome, now, actor.horizon);
+                    let mut items = vec![
+                        (self.names.idempotency_table.clone(), done),
+                        (self.names.audit_table.clone(), self.audit_item(&succeeded)),
+                    ];
+                    items.extend(extra.iter().map(|e| (self.names.audit_table.clone(), self.audit_item(e))));
+                    let mut results = self.puts.submit_all(items).await.into_iter();
+                    results.next().flatten().unwrap_or_else(|| Err(StorageError::unavailable("put writer stopped")))?;
+                    match results.next().flatten() {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => tracing::warn!(error = %e, %event_id, "could not write the succeeded line"),
+                        None => tracing::warn!(%event_id, "could not write the succeeded line: the put writer stopped"),
+                    }
+                    // The next message's start needs its line stored before its handler runs.
+                    for result in results {
+                        result.unwrap_or_else(|| Err(StorageError::unavailable("put writer stopped")))?;
+                    }
                 }
-                // The next message's start needs its line stored before its handler runs.
-                for result in results {
-                    result.unwrap_or_else(|| Err(StorageError::unavailable("put writer stopped")))?;
+                None => {
+                    resolve |= message.receive_count > 1;
+                    self.finish_record(message, Status::Done, outcome, actor.horizon).await?;
+                    self.line(succeeded).await;
+                    if !extra.is_empty() {
+                        self.append(extra).await?;
+                    }
                 }
             }
-            None => {
-                resolve |= message.receive_count > 1;
-                self.finish_record(message, Status::Done, outcome, actor.horizon).await?;
-                self.line(succeeded).await;
-                if !extra.is_empty() {
-                    self.append(extra).await?;
-                }
-            }
+            Ok(resolve)
         }
+        .await;
+        // The deletes left to this one are of messages already `DONE`: they go whatever became of this step.
+        let resolve = match recorded {
+            Ok(resolve) => resolve,
+            Err(e) => {
+                self.delete_left(message).await;
+                return Err(e);
+            }
+        };
         // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped. SQS hands out
         // none of a group's messages while one of them is in flight, so a chain's done messages wait for the last
         // one's delete at no cost to the group, and go with it in one `DeleteMessageBatch`.
-        let left = then.is_some_and(|next| self.in_flight.leave_delete(&message.receipt.0, &next.receipt.0));
-        if !left {
-            let mut receipts = vec![message.receipt.0.clone()];
-            receipts.append(&mut self.in_flight.take_deletes(&message.receipt.0));
-            self.delete_done(receipts).await;
+        // Left only while its visibility has half its time to run: the next one's heartbeat (every third of it)
+        // deletes what was left to it (`Queue::change_visibility`), so a receipt is never used after it ran out.
+        let now_due = match then {
+            Some(next) => self.in_flight.leave_delete(&message.receipt.0, &next.receipt.0, actor.visibility / 2),
+            None => {
+                let mut receipts = vec![message.receipt.0.clone()];
+                receipts.append(&mut self.in_flight.take_deletes(&message.receipt.0));
+                receipts
+            }
+        };
+        if !now_due.is_empty() {
+            self.delete_done(now_due).await;
         }
         if resolve {
             self.resolve_retry(event_id).await;

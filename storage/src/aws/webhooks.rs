@@ -253,7 +253,8 @@ impl WebhookRegistry for AwsStore {
     /// The counts of up to 100 hooks in one `TransactWriteItems` (the counts are written every 30 s: twice the
     /// write units of plain updates is nothing, one request instead of one a hook is the point). All or nothing:
     /// when it fails (a hook deleted meanwhile, a conflict with another process's write), nothing was counted,
-    /// and each is written alone instead.
+    /// and each is written alone instead. A transaction that committed but whose answer was lost (a timeout past
+    /// the SDK's retries) is counted twice so: these are statistics, as a lost answer to an update was before.
     async fn record_many_invocations(&self, counts: &[(HookId, u64)]) -> Vec<Result<()>> {
         let mut results = Vec::with_capacity(counts.len());
         for chunk in counts.chunks(MAX_TRANSACTION) {

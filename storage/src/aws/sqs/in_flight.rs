@@ -40,8 +40,8 @@ pub(in crate::aws) struct Held {
     /// A waiting message's records, read with the rest of its receive, for its start later.
     pub(in crate::aws) prefetched: Option<crate::aws::protocol::Found>,
     /// Receipts of the messages before it in its group's chain, `DONE` and left for it to delete when its own
-    /// delivery ends ([`InFlight::leave_delete`]).
-    pub(in crate::aws) deletes: Vec<String>,
+    /// delivery ends ([`InFlight::leave_delete`]), each with when its visibility ends.
+    pub(in crate::aws) deletes: Vec<(String, Instant)>,
 }
 
 impl InFlight {
@@ -106,24 +106,29 @@ impl InFlight {
         self.lock().held.get(receipt).and_then(|h| h.started.clone())
     }
 
-    /// Leaves the delete of `done` (and those it was left) to `next`, the message after it in its group's chain;
-    /// `done` is forgotten. False when this process does not hold `next`: the caller deletes `done` itself.
-    pub(in crate::aws) fn leave_delete(&self, done: &str, next: &str) -> bool {
+    /// Leaves the delete of `done` (and those it was left) to `next`, the message after it in its group's chain,
+    /// for each whose visibility has at least `keep` left (a receipt whose visibility ran out can no longer delete
+    /// its message on a FIFO queue); `done` is forgotten. Returns the ones to delete now: those with less left, or
+    /// every one when this process does not hold `next`.
+    pub(in crate::aws) fn leave_delete(&self, done: &str, next: &str, keep: Duration) -> Vec<String> {
         let mut map = self.lock();
-        if !map.held.contains_key(next) {
-            return false;
-        }
-        let mut deletes = map.held.remove(done).map(|h| h.deletes).unwrap_or_default();
-        deletes.push(done.to_owned());
-        if let Some(h) = map.held.get_mut(next) {
-            h.deletes.append(&mut deletes);
-        }
-        true
+        let now = Instant::now();
+        let (mut carried, until) = match map.held.remove(done) {
+            Some(h) => (h.deletes, h.until),
+            None => (Vec::new(), now),
+        };
+        carried.push((done.to_owned(), until));
+        let Some(h) = map.held.get_mut(next) else { return carried.into_iter().map(|(r, _)| r).collect() };
+        let (left, now_due): (Vec<_>, Vec<_>) = carried.into_iter().partition(|(_, until)| *until >= now + keep);
+        h.deletes.extend(left);
+        now_due.into_iter().map(|(r, _)| r).collect()
     }
 
     /// The deletes left to this receipt's delivery, once.
     pub(in crate::aws) fn take_deletes(&self, receipt: &str) -> Vec<String> {
-        self.lock().held.get_mut(receipt).map(|h| std::mem::take(&mut h.deletes)).unwrap_or_default()
+        let mut map = self.lock();
+        let left = map.held.get_mut(receipt).map(|h| std::mem::take(&mut h.deletes)).unwrap_or_default();
+        left.into_iter().map(|(r, _)| r).collect()
     }
 
     #[cfg(test)]
@@ -153,16 +158,24 @@ mod tests {
     #[test]
     fn a_delete_left_to_the_next_of_a_chain_moves_with_the_ones_left_to_it() {
         let in_flight = InFlight::default();
+        let keep = Duration::from_secs(15);
         for r in ["a", "b", "c"] {
             in_flight.hold(r, held(Duration::from_secs(30)));
         }
-        assert!(in_flight.leave_delete("a", "b"));
-        assert!(in_flight.leave_delete("b", "c"));
+        assert!(in_flight.leave_delete("a", "b", keep).is_empty());
+        assert!(in_flight.leave_delete("b", "c", keep).is_empty());
         assert!(in_flight.get("a").is_none() && in_flight.get("b").is_none(), "the done ones are forgotten");
         assert_eq!(in_flight.take_deletes("c"), ["a", "b"]);
         assert!(in_flight.take_deletes("c").is_empty(), "once");
-        assert!(!in_flight.leave_delete("c", "gone"), "not held: the caller deletes it");
-        assert!(in_flight.get("c").is_some());
+        assert_eq!(in_flight.leave_delete("c", "gone", keep), ["c"], "not held: deleted now");
+        // A receipt whose visibility is running out is deleted now, not carried: it could no longer delete.
+        for r in ["d", "e", "f"] {
+            in_flight.hold(r, held(Duration::from_secs(30)));
+        }
+        in_flight.hold("short", held(Duration::from_secs(5)));
+        assert!(in_flight.leave_delete("d", "short", keep).is_empty());
+        assert_eq!(in_flight.leave_delete("short", "e", keep), ["short"]);
+        assert_eq!(in_flight.take_deletes("e"), ["d"]);
     }
 
     #[test]

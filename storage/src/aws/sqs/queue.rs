@@ -151,6 +151,12 @@ impl Queue for AwsStore {
         if visibility > MAX_VISIBILITY {
             return Err(StorageError::Invalid(format!("visibility of {visibility:?}: SQS allows up to 12 h")));
         }
+        // A handler that runs long enough for a heartbeat deletes the done messages of its chain left to it now,
+        // while their receipts are still good (they were left with half their visibility to run).
+        let left = self.in_flight.take_deletes(&receipt.0);
+        if !left.is_empty() {
+            self.delete_done(left).await;
+        }
         self.clients
             .sqs
             .change_message_visibility()
