@@ -620,8 +620,10 @@ impl AwsStore {
         // DONE is the decision; a lost delete costs a redelivery that finds DONE and is skipped. SQS hands out
         // none of a group's messages while one of them is in flight, so a chain's done messages wait for the last
         // one's delete at no cost to the group, and go with it in one `DeleteMessageBatch`.
-        // Left only while its visibility has half its time to run: the next one's heartbeat (every third of it)
-        // deletes what was left to it (`Queue::change_visibility`), so a receipt is never used after it ran out.
+        // Left only while its visibility has half its time to run: a renewal of the next one's visibility (its
+        // heartbeat, every third of it) deletes what was left to it (`Queue::change_visibility`), so a left receipt
+        // normally deletes before it runs out; one that does not (a success step slower than the margin) fails,
+        // and its message comes back to be skipped as `DONE`.
         let now_due = match then {
             Some(next) => self.in_flight.leave_delete(&message.receipt.0, &next.receipt.0, actor.visibility / 2),
             None => {
