@@ -5,9 +5,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
