@@ -97,7 +97,7 @@ impl DeadLetters for EmbeddedStore {
         self.writer
             .submit_waking(move |conn| {
                 let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
+                for id in &ids {
                     let row: Option<(i64, String, String, String)> = conn
                         .prepare_cached(
                             "SELECT seq, body, group_id, attributes FROM messages WHERE queue = 'dlq' AND message_id = ?1",
@@ -118,7 +118,7 @@ impl DeadLetters for EmbeddedStore {
                     let requeued_as = insert_message(conn, MAIN, &EncodedMessage::encode(&msg)?, now, Some(window))?;
                     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([seq])?;
                     out.push(Ok(Redriven {
-                        dead_letter: id,
+                        dead_letter: id.clone(),
                         requeued_as,
                     }));
                 }
@@ -148,7 +148,7 @@ impl DeadLetters for EmbeddedStore {
             .submit(move |conn| {
                 let mut stmt = conn.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND message_id = ?2")?;
                 let mut n = 0;
-                for id in ids {
+                for id in &ids {
                     n += stmt.execute(params![DLQ, id.0])? as u64;
                 }
                 Ok(n)

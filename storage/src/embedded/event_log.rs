@@ -209,7 +209,7 @@ impl EventLog for EmbeddedStore {
             .submit(move |conn| {
                 let mut stmt = conn.prepare_cached("DELETE FROM events WHERE received_at = ?1 AND event_id = ?2")?;
                 let mut deleted = 0u64;
-                for (at, id) in doomed {
+                for (at, id) in &doomed {
                     deleted += stmt.execute(params![at, id])? as u64;
                 }
                 Ok(deleted)

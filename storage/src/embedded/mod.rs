@@ -1,8 +1,8 @@
 //! The embedded backend: every port on one SQLite file in WAL mode.
 //!
 //! - All writes go through one writer thread per process that **group-commits**: it takes every request
-//!   waiting, runs each in its own savepoint inside one transaction and commits once, so concurrent ingress
-//!   requests share one sync ([`writer`]).
+//!   waiting, runs them inside one transaction (again with a savepoint each when one fails, so that it leaves
+//!   nothing behind) and commits once, so concurrent ingress requests share one sync ([`writer`]).
 //! - Reads use a separate connection; WAL lets them run beside the writer.
 //! - Several processes may open the same file: `BEGIN IMMEDIATE` plus a busy timeout serialize their writers,
 //!   and long polls fall back to polling every [`EmbeddedOptions::poll_interval`] for messages sent by another
@@ -254,8 +254,9 @@ fn connect(path: &Path) -> Result<Connection, StorageError> {
     conn.set_prepared_statement_cache_capacity(128);
     // Commits are not synced by SQLite: with `Durability::Full` the writer's flusher syncs the WAL and answers
     // only then ([`writer`]); checkpoints still sync the WAL before and the database after.
-    // Every write job runs in a savepoint, whose statement journal SQLite keeps in a temporary file by default:
-    // a profile under load showed the writer thread in pwrite() for it. In memory it costs no syscall.
+    // A write job runs in a savepoint when a batch runs again after a failure, and some jobs take one of their own
+    // (a batch's sends, the start of a success's next message); SQLite keeps a savepoint's statement journal in a temporary file by default: a profile
+    // under load showed the writer thread in pwrite() for it. In memory it costs no syscall.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
     )?;

@@ -66,8 +66,8 @@ fn event_id_of(msg: &ReceivedMessage) -> EventId {
 /// The accept step: claim, enqueue, `ENQUEUED`, the two lines; or the duplicate counted and audited.
 fn accept_job(
     conn: &Connection,
-    mut message: OutgoingMessage,
-    encoded: EncodedMessage,
+    message: &OutgoingMessage,
+    encoded: &EncodedMessage,
     horizon: i64,
     now: i64,
     actor: &str,
@@ -76,7 +76,9 @@ fn accept_job(
     let key = message.envelope.idempotency_key().as_str().to_owned();
     let existing = idempotency::live(conn, &key, now)?;
     let fresh = existing.is_none();
-    let encoded = match existing {
+    // A claim finished under its earlier event id re-encodes its message.
+    let reencoded;
+    let (message, encoded) = match existing {
         Some(rec) if rec.status != Status::Pending => {
             let rec = conn
                 .prepare_cached(&format!(
@@ -94,10 +96,13 @@ fn accept_job(
         // A claim left by a build that accepted in several steps and died between them: finish it under its
         // event id (the sender retried because it never got an answer).
         Some(rec) => {
+            let mut message = message.clone();
             message.envelope.set_event_id(rec.event_id);
-            EncodedMessage::encode(&message)?
+            let encoded = EncodedMessage::encode(&message)?;
+            reencoded = (message, encoded);
+            (&reencoded.0, &reencoded.1)
         }
-        None => encoded,
+        None => (message, encoded),
     };
     let env = &message.envelope;
     let event_id = env.event_id();
@@ -106,9 +111,9 @@ fn accept_job(
     // event for nothing (docs/architecture.md, "The embedded backend", pages an event). A claim left pending by
     // an older build may have sent its message already: that one goes through the window.
     let dedup = (!fresh || horizon < millis(s.dedup_window)).then_some(s.dedup_window);
-    let message_id = insert_message(conn, MAIN, &encoded, now, dedup)?;
+    let message_id = insert_message(conn, MAIN, encoded, now, dedup)?;
     if s.retain && crate::event_log::kept(env) {
-        super::event_log::insert(conn, env, &encoded)?;
+        super::event_log::insert(conn, env, encoded)?;
     }
     conn.prepare_cached(&idempotency::insert_or_replace("'ENQUEUED', ?2, ?3, ?3, 0, NULL, NULL, ?4"))?
         .execute(params![key, event_id.to_string(), now, now + horizon])?;
@@ -300,7 +305,7 @@ impl Protocol for EmbeddedStore {
         // Encoded here, so the single writer thread spends its time in SQLite only.
         let encoded = EncodedMessage::encode(&message)?;
         let (now, horizon, actor, s) = (self.now(), millis(horizon), actor.to_owned(), self.settings());
-        self.writer.submit_waking(move |conn| accept_job(conn, message, encoded, horizon, now, &actor, s)).await
+        self.writer.submit_waking(move |conn| accept_job(conn, &message, &encoded, horizon, now, &actor, s)).await
     }
 
     async fn receive(&self, max: usize, wait: Duration, actor: &Actor) -> Result<Vec<Delivery>> {
@@ -454,7 +459,7 @@ impl Protocol for EmbeddedStore {
                     .execute(params![seq, visible_at])?;
                 set_status_if_processing(conn, message.envelope.idempotency_key(), now)?;
                 let entry = AuditEntry::new(event_id_of(&message), Timestamp::from_millis(now), Step::Deferred, &name);
-                line(conn, entry.with_detail(detail), s)?;
+                line(conn, entry.with_detail(detail.clone()), s)?;
                 Ok(())
             })
             .await

@@ -410,8 +410,11 @@ impl Queue for EmbeddedStore {
         self.writer
             .submit_waking(move |conn| {
                 Ok(encoded
-                    .into_iter()
-                    .map(|m| m.and_then(|m| insert_message_atomically(conn, MAIN, &m, now, window)))
+                    .iter()
+                    .map(|m| match m {
+                        Ok(m) => insert_message_atomically(conn, MAIN, m, now, window),
+                        Err(e) => Err(e.clone()),
+                    })
                     .collect())
             })
             .await
