@@ -1,8 +1,9 @@
 //! The embedded backend: every port on one SQLite file in WAL mode.
 //!
 //! - All writes go through one writer thread per process that **group-commits**: it takes every request
-//!   waiting, runs them inside one transaction (again with a savepoint each when one fails, so that it leaves
-//!   nothing behind) and commits once, so concurrent ingress requests share one sync ([`writer`]).
+//!   waiting, runs them inside one transaction (again with a savepoint each when one fails after changing rows,
+//!   so that it leaves nothing behind) and commits once, so concurrent ingress requests share one sync
+//!   ([`writer`]).
 //! - Reads use a separate connection; WAL lets them run beside the writer.
 //! - Several processes may open the same file: `BEGIN IMMEDIATE` plus a busy timeout serialize their writers,
 //!   and long polls fall back to polling every [`EmbeddedOptions::poll_interval`] for messages sent by another

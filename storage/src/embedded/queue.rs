@@ -407,6 +407,8 @@ impl Queue for EmbeddedStore {
         let encoded: Vec<Result<EncodedMessage>> = messages.iter().map(EncodedMessage::encode).collect();
         let now = self.now();
         let window = self.options.dedup_window;
+        // The job may run twice; a message its first run committed on its own (a transaction SQLite ended under
+        // it) is found by its dedup id the second time, not sent again.
         self.writer
             .submit_waking(move |conn| {
                 Ok(encoded

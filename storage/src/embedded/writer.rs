@@ -341,8 +341,9 @@ fn deliver(done: Committed, failed: Option<&StorageError>) {
 }
 
 /// Runs one batch in one transaction; returns each job with its error, to be answered once the commit is durable.
-/// The jobs run without savepoints first; when one fails, that transaction is rolled back and they run again, each
-/// in its own savepoint (a lone job needs none: rolling back its transaction undoes only it).
+/// The jobs run without savepoints first; when one fails after changing rows (or SQLite ended the transaction),
+/// that transaction is rolled back and they run again, each in its own savepoint (a lone job needs none: rolling
+/// back its transaction undoes only it).
 fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Committed {
     // A transaction left open by a rollback that failed would fail every later `BEGIN`.
     if !conn.is_autocommit()
@@ -389,7 +390,8 @@ fn commit_without_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -
 }
 
 /// The batch in one transaction, each job in its own savepoint, so that one that fails leaves nothing behind and
-/// the others stand.
+/// the others stand. If SQLite ends the transaction under a job (a full disk), what it held is gone: every job of
+/// the batch fails, and none runs after it (outside a transaction, each statement would commit alone).
 fn commit_with_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Committed {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StorageError::from(e);
@@ -397,6 +399,11 @@ fn commit_with_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> C
     }
     let mut own_errors: Vec<Option<StorageError>> = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
+        if conn.is_autocommit() {
+            let err = StorageError::unavailable("SQLite ended the batch's transaction under a request");
+            tracing::error!(error = %err, "the batch's requests fail");
+            return batch.drain(..).map(|job| (job, Some(err.clone()))).collect();
+        }
         if let Err(e) = run_sql(conn, "SAVEPOINT job") {
             own_errors.push(Some(e));
             continue;
@@ -408,6 +415,11 @@ fn commit_with_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> C
             run_sql(conn, "ROLLBACK TO job").and_then(|()| run_sql(conn, "RELEASE job"))
         };
         own_errors.push(closed.err());
+    }
+    if conn.is_autocommit() {
+        let err = StorageError::unavailable("SQLite ended the batch's transaction under a request");
+        tracing::error!(error = %err, "the batch's requests fail");
+        return batch.drain(..).map(|job| (job, Some(err.clone()))).collect();
     }
     let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
         let _ = conn.execute_batch("ROLLBACK");
@@ -645,6 +657,64 @@ mod tests {
         three.await.unwrap();
         assert_eq!(rows(dir.path()), vec![1, 3]);
         assert_eq!(counts(&runs), vec![1, 1, 1], "nothing to undo: the batch went on");
+    }
+
+    /// A statement that fails (here on its second row) undoes itself and counts no change: the batch goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_that_fails_part_way_leaves_nothing_and_costs_no_second_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Arc::new(writer(dir.path()));
+        let (held, holder) = hold(&writer).await;
+        let runs = counters();
+        let one = queue(&writer, insert(1, false, &runs[0])).await;
+        let failing = runs[1].clone();
+        let two = queue(&writer, move |conn: &Connection| {
+            failing.fetch_add(1, Ordering::AcqRel);
+            conn.execute("INSERT INTO t (x) VALUES (5), (NULL)", [])?;
+            Ok(())
+        })
+        .await;
+        let three = queue(&writer, insert(3, false, &runs[2])).await;
+        drop(held);
+        holder.await.unwrap();
+        one.await.unwrap();
+        assert!(matches!(two.await, Err(StorageError::Conflict(_))), "a constraint");
+        three.await.unwrap();
+        assert_eq!(rows(dir.path()), vec![1, 3], "the statement's first row went with it");
+        assert_eq!(counts(&runs), vec![1, 1, 1]);
+    }
+
+    /// SQLite ends the transaction again in the batch's second run: every request fails, and none after it runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_that_ends_in_the_second_run_fails_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Arc::new(writer(dir.path()));
+        let (held, holder) = hold(&writer).await;
+        let runs = counters();
+        let one = queue(&writer, insert(1, false, &runs[0])).await;
+        let ending = runs[1].clone();
+        let two = queue(&writer, move |conn: &Connection| {
+            // The first run fails after a write (the batch runs again); the second ends the transaction.
+            if ending.fetch_add(1, Ordering::AcqRel) == 0 {
+                conn.execute("INSERT INTO t (x) VALUES (2)", [])?;
+                return Err(StorageError::Conflict("first run".into()));
+            }
+            conn.execute_batch("ROLLBACK")?;
+            Ok(())
+        })
+        .await;
+        let three = queue(&writer, insert(3, false, &runs[2])).await;
+        drop(held);
+        holder.await.unwrap();
+        for answer in [one, two, three] {
+            assert!(matches!(answer.await, Err(StorageError::Unavailable { .. })));
+        }
+        assert_eq!(rows(dir.path()), Vec::<i64>::new(), "nothing committed statement by statement");
+        // The first run stopped at the failure; the second at the end.
+        assert_eq!(counts(&runs), vec![2, 2, 0], "the job after the end never ran");
+        // The writer goes on.
+        writer.submit_waking(insert(4, false, &runs[0])).await.unwrap();
+        assert_eq!(rows(dir.path()), vec![4]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
