@@ -536,7 +536,10 @@ mod tests {
 
     use super::*;
 
-    /// A writer on a fresh file with one table, `t (x INTEGER)`.
+    type Answer = Result<(), StorageError>;
+    type TestJob = Box<dyn Fn(&Connection) -> Answer + Send>;
+
+    /// A writer on a fresh file with one table, `t (x INTEGER NOT NULL)`.
     fn writer(dir: &Path) -> Writer {
         let db = dir.join("fleet.db");
         let conn = super::super::connect(&db).unwrap();
@@ -551,26 +554,6 @@ mod tests {
         stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
     }
 
-    /// Holds the writer thread inside a job until the returned sender is dropped, so that the jobs submitted
-    /// meanwhile make up its next batch.
-    async fn hold(writer: &Arc<Writer>) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
-        let (release, gate) = mpsc::channel::<()>();
-        let entered = Arc::new(AtomicBool::new(false));
-        let (w, e) = (writer.clone(), entered.clone());
-        let job = tokio::spawn(async move {
-            w.submit(move |_| {
-                e.store(true, Ordering::Release);
-                // Returns once the sender is dropped.
-                let _ = gate.recv();
-                Ok(())
-            })
-            .await
-            .unwrap()
-        });
-        wait_until(|| entered.load(Ordering::Acquire)).await;
-        (release, job)
-    }
-
     async fn wait_until(done: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -579,139 +562,155 @@ mod tests {
         }
     }
 
-    /// A job's answer to come, its request already in the writer's queue (behind any job before it).
-    type Queued<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'a>>;
-
-    /// Submits `job` and polls it once, which queues it: jobs queued one after another are taken in that order.
-    async fn queue<'a>(
-        writer: &'a Writer,
-        job: impl Fn(&Connection) -> Result<(), StorageError> + Send + 'static,
-    ) -> Queued<'a> {
-        let mut answer: Queued<'a> = Box::pin(writer.submit_waking(job));
+    /// Runs `jobs` as one batch, in order, and returns their answers: the writer is held inside a job of its own
+    /// while each is submitted and polled once (which queues it), then let go.
+    async fn one_batch(writer: &Writer, jobs: Vec<TestJob>) -> Vec<Answer> {
+        let (release, gate) = mpsc::channel::<()>();
+        let entered = Arc::new(AtomicBool::new(false));
+        let e = entered.clone();
+        let mut held = Box::pin(writer.submit(move |_| {
+            e.store(true, Ordering::Release);
+            // Returns once the sender is dropped.
+            let _ = gate.recv();
+            Ok(())
+        }));
+        let mut answers: Vec<Pin<Box<dyn Future<Output = Answer> + Send + '_>>> = Vec::new();
         std::future::poll_fn(|cx| {
-            assert!(answer.as_mut().poll(cx).is_pending(), "answered while the writer is held");
+            assert!(held.as_mut().poll(cx).is_pending());
             std::task::Poll::Ready(())
         })
         .await;
-        answer
+        wait_until(|| entered.load(Ordering::Acquire)).await;
+        for job in jobs {
+            let mut answer = Box::pin(writer.submit_waking(job));
+            std::future::poll_fn(|cx| {
+                assert!(answer.as_mut().poll(cx).is_pending(), "answered while the writer is held");
+                std::task::Poll::Ready(())
+            })
+            .await;
+            answers.push(answer);
+        }
+        drop(release);
+        held.await.unwrap();
+        let mut out = Vec::new();
+        for answer in answers {
+            out.push(answer.await);
+        }
+        out
     }
 
     /// `INSERT x` (failing after its write when `fail`), counting its runs.
-    fn insert(x: i64, fail: bool, runs: &Arc<AtomicUsize>) -> impl Fn(&Connection) -> Result<(), StorageError> + use<> {
+    fn insert(x: i64, fail: bool, runs: &Arc<AtomicUsize>) -> TestJob {
         let runs = runs.clone();
-        move |conn| {
+        Box::new(move |conn| {
             runs.fetch_add(1, Ordering::AcqRel);
             conn.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
             if fail { Err(StorageError::Conflict(format!("job {x} failed after its write"))) } else { Ok(()) }
-        }
+        })
     }
 
-    fn counters() -> Vec<Arc<AtomicUsize>> {
-        (0..3).map(|_| Arc::default()).collect()
+    /// A job counted in `runs` that runs `first` the first time and `again` after.
+    fn twice(runs: &Arc<AtomicUsize>, first: fn(&Connection) -> Answer, again: fn(&Connection) -> Answer) -> TestJob {
+        let runs = runs.clone();
+        Box::new(move |conn| if runs.fetch_add(1, Ordering::AcqRel) == 0 { first(conn) } else { again(conn) })
     }
 
-    fn counts(runs: &[Arc<AtomicUsize>]) -> Vec<usize> {
-        runs.iter().map(|r| r.load(Ordering::Acquire)).collect()
+    /// Three run counters, and what they read after.
+    fn counters() -> [Arc<AtomicUsize>; 3] {
+        Default::default()
+    }
+
+    fn counts(runs: &[Arc<AtomicUsize>; 3]) -> [usize; 3] {
+        runs.each_ref().map(|r| r.load(Ordering::Acquire))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_that_fails_leaves_nothing_and_the_others_of_its_batch_stand() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Arc::new(writer(dir.path()));
-        let (held, holder) = hold(&writer).await;
+        let writer = writer(dir.path());
         let runs = counters();
-        // Queued behind the held job, in this order: they make up the next batch.
-        let one = queue(&writer, insert(1, false, &runs[0])).await;
-        let two = queue(&writer, insert(2, true, &runs[1])).await;
-        let three = queue(&writer, insert(3, false, &runs[2])).await;
-        drop(held);
-        holder.await.unwrap();
-        one.await.unwrap();
-        assert!(matches!(two.await, Err(StorageError::Conflict(_))));
-        three.await.unwrap();
+        let jobs = vec![insert(1, false, &runs[0]), insert(2, true, &runs[1]), insert(3, false, &runs[2])];
+        let answers = one_batch(&writer, jobs).await;
+        assert!(answers[0].is_ok() && answers[2].is_ok());
+        assert!(matches!(answers[1], Err(StorageError::Conflict(_))));
         assert_eq!(rows(dir.path()), vec![1, 3], "the failed job's write is gone, the others' stand");
         // The batch ran without savepoints, was rolled back at the failure, and ran again with them.
-        assert_eq!(counts(&runs), vec![2, 2, 1], "the jobs up to the failure ran twice, the one after it once");
+        assert_eq!(counts(&runs), [2, 2, 1], "the jobs up to the failure ran twice, the one after it once");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_that_fails_before_changing_anything_costs_its_batch_no_second_run() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Arc::new(writer(dir.path()));
-        let (held, holder) = hold(&writer).await;
+        let writer = writer(dir.path());
         let runs = counters();
-        let one = queue(&writer, insert(1, false, &runs[0])).await;
-        let lost = runs[1].clone();
         // As a compare-and-set that lost: an update that matched no row, then the error.
-        let two = queue(&writer, move |conn: &Connection| {
-            lost.fetch_add(1, Ordering::AcqRel);
-            conn.execute("UPDATE t SET x = 20 WHERE x = 2", [])?;
-            Err(StorageError::Conflict("changed since".into()))
-        })
-        .await;
-        let three = queue(&writer, insert(3, false, &runs[2])).await;
-        drop(held);
-        holder.await.unwrap();
-        one.await.unwrap();
-        assert!(matches!(two.await, Err(StorageError::Conflict(_))));
-        three.await.unwrap();
+        let lost = twice(&runs[1], cas_lost, cas_lost);
+        let answers = one_batch(&writer, vec![insert(1, false, &runs[0]), lost, insert(3, false, &runs[2])]).await;
+        assert!(matches!(answers[1], Err(StorageError::Conflict(_))));
         assert_eq!(rows(dir.path()), vec![1, 3]);
-        assert_eq!(counts(&runs), vec![1, 1, 1], "nothing to undo: the batch went on");
+        assert_eq!(counts(&runs), [1, 1, 1], "nothing to undo: the batch went on");
+    }
+
+    fn cas_lost(conn: &Connection) -> Answer {
+        conn.execute("UPDATE t SET x = 20 WHERE x = 2", [])?;
+        Err(StorageError::Conflict("changed since".into()))
     }
 
     /// A statement that fails (here on its second row) undoes itself and counts no change: the batch goes on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_statement_that_fails_part_way_leaves_nothing_and_costs_no_second_run() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Arc::new(writer(dir.path()));
-        let (held, holder) = hold(&writer).await;
+        let writer = writer(dir.path());
         let runs = counters();
-        let one = queue(&writer, insert(1, false, &runs[0])).await;
-        let failing = runs[1].clone();
-        let two = queue(&writer, move |conn: &Connection| {
-            failing.fetch_add(1, Ordering::AcqRel);
-            conn.execute("INSERT INTO t (x) VALUES (5), (NULL)", [])?;
-            Ok(())
-        })
-        .await;
-        let three = queue(&writer, insert(3, false, &runs[2])).await;
-        drop(held);
-        holder.await.unwrap();
-        one.await.unwrap();
-        assert!(matches!(two.await, Err(StorageError::Conflict(_))), "a constraint");
-        three.await.unwrap();
+        let part_way = |conn: &Connection| {
+            conn.execute("INSERT INTO t (x) VALUES (5), (NULL)", []).map(|_| ()).map_err(Into::into)
+        };
+        let failing = twice(&runs[1], part_way, part_way);
+        let answers = one_batch(&writer, vec![insert(1, false, &runs[0]), failing, insert(3, false, &runs[2])]).await;
+        assert!(matches!(answers[1], Err(StorageError::Conflict(_))), "a constraint: {:?}", answers[1]);
         assert_eq!(rows(dir.path()), vec![1, 3], "the statement's first row went with it");
-        assert_eq!(counts(&runs), vec![1, 1, 1]);
+        assert_eq!(counts(&runs), [1, 1, 1]);
+    }
+
+    /// SQLite ends the transaction by itself on some errors (a full disk), also under a job that caught the error
+    /// and answered `Ok`: no later job of the batch may then run outside a transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_that_ends_under_a_job_runs_the_batch_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(dir.path());
+        let runs = counters();
+        // Its first run ends the transaction, as SQLite does on a full disk, and carries on.
+        let ending = twice(&runs[1], end_transaction, |conn| {
+            Ok(conn.execute("INSERT INTO t (x) VALUES (2)", []).map(|_| ())?)
+        });
+        let answers = one_batch(&writer, vec![insert(1, false, &runs[0]), ending, insert(3, false, &runs[2])]).await;
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(rows(dir.path()), vec![1, 2, 3], "each job committed once, in the batch run again");
+        assert_eq!(counts(&runs), [2, 2, 1], "the job after the end never ran outside a transaction");
+    }
+
+    fn end_transaction(conn: &Connection) -> Answer {
+        conn.execute_batch("ROLLBACK")?;
+        Ok(())
     }
 
     /// SQLite ends the transaction again in the batch's second run: every request fails, and none after it runs.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_transaction_that_ends_in_the_second_run_fails_the_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Arc::new(writer(dir.path()));
-        let (held, holder) = hold(&writer).await;
+        let writer = writer(dir.path());
         let runs = counters();
-        let one = queue(&writer, insert(1, false, &runs[0])).await;
-        let ending = runs[1].clone();
-        let two = queue(&writer, move |conn: &Connection| {
-            // The first run fails after a write (the batch runs again); the second ends the transaction.
-            if ending.fetch_add(1, Ordering::AcqRel) == 0 {
-                conn.execute("INSERT INTO t (x) VALUES (2)", [])?;
-                return Err(StorageError::Conflict("first run".into()));
-            }
-            conn.execute_batch("ROLLBACK")?;
-            Ok(())
-        })
-        .await;
-        let three = queue(&writer, insert(3, false, &runs[2])).await;
-        drop(held);
-        holder.await.unwrap();
-        for answer in [one, two, three] {
-            assert!(matches!(answer.await, Err(StorageError::Unavailable { .. })));
-        }
+        // The first run fails after a write (the batch runs again); the second ends the transaction.
+        let failing = |conn: &Connection| -> Answer {
+            conn.execute("INSERT INTO t (x) VALUES (2)", [])?;
+            Err(StorageError::Conflict("first run".into()))
+        };
+        let ending = twice(&runs[1], failing, end_transaction);
+        let answers = one_batch(&writer, vec![insert(1, false, &runs[0]), ending, insert(3, false, &runs[2])]).await;
+        assert!(answers.iter().all(|a| matches!(a, Err(StorageError::Unavailable { .. }))), "{answers:?}");
         assert_eq!(rows(dir.path()), Vec::<i64>::new(), "nothing committed statement by statement");
         // The first run stopped at the failure; the second at the end.
-        assert_eq!(counts(&runs), vec![2, 2, 0], "the job after the end never ran");
+        assert_eq!(counts(&runs), [2, 2, 0], "the job after the end never ran");
         // The writer goes on.
         writer.submit_waking(insert(4, false, &runs[0])).await.unwrap();
         assert_eq!(rows(dir.path()), vec![4]);
@@ -720,50 +719,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_without_a_failure_runs_each_job_once() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Arc::new(writer(dir.path()));
-        let (held, holder) = hold(&writer).await;
+        let writer = writer(dir.path());
         let runs = counters();
-        let mut answers = Vec::new();
-        for (i, runs) in runs.iter().enumerate() {
-            answers.push(queue(&writer, insert(i as i64 + 1, false, runs)).await);
-        }
-        drop(held);
-        holder.await.unwrap();
-        for answer in answers {
-            answer.await.unwrap();
-        }
+        let jobs = vec![insert(1, false, &runs[0]), insert(2, false, &runs[1]), insert(3, false, &runs[2])];
+        assert!(one_batch(&writer, jobs).await.iter().all(Result::is_ok));
         assert_eq!(rows(dir.path()), vec![1, 2, 3]);
-        assert_eq!(counts(&runs), vec![1, 1, 1], "no job ran twice");
-    }
-
-    /// SQLite ends the transaction by itself on some errors (a full disk), also under a job that caught the error
-    /// and answered `Ok`: no later job of the batch may then run outside a transaction.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_transaction_that_ends_under_a_job_runs_the_batch_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = Arc::new(writer(dir.path()));
-        let (held, holder) = hold(&writer).await;
-        let runs = counters();
-        let one = queue(&writer, insert(1, false, &runs[0])).await;
-        let ending = runs[1].clone();
-        let two = queue(&writer, move |conn: &Connection| {
-            // Its first run ends the transaction, as SQLite does on a full disk, and carries on.
-            if ending.fetch_add(1, Ordering::AcqRel) == 0 {
-                conn.execute_batch("ROLLBACK")?;
-                return Ok(());
-            }
-            conn.execute("INSERT INTO t (x) VALUES (2)", [])?;
-            Ok(())
-        })
-        .await;
-        let three = queue(&writer, insert(3, false, &runs[2])).await;
-        drop(held);
-        holder.await.unwrap();
-        for answer in [one, two, three] {
-            answer.await.unwrap();
-        }
-        assert_eq!(rows(dir.path()), vec![1, 2, 3], "each job committed once, in the batch run again");
-        assert_eq!(counts(&runs), vec![2, 2, 1], "the job after the end never ran outside a transaction");
+        assert_eq!(counts(&runs), [1, 1, 1], "no job ran twice");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
