@@ -349,7 +349,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Committed {
     if !conn.is_autocommit()
         && let Err(e) = rollback(conn)
     {
-        return batch.drain(..).map(|job| (job, Some(e.clone()))).collect();
+        return fail_all(batch, &e);
     }
     if let Some(done) = commit_without_savepoints(conn, batch) {
         return done;
@@ -361,8 +361,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Committed {
 /// failed among others after changing rows, or the transaction ended under a job.
 fn commit_without_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Option<Committed> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let err = StorageError::from(e);
-        return Some(batch.drain(..).map(|job| (job, Some(err.clone()))).collect());
+        return Some(fail_all(batch, &StorageError::from(e)));
     }
     for job in batch.iter_mut() {
         let before = conn.total_changes();
@@ -377,7 +376,7 @@ fn commit_without_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -
             continue;
         }
         if !ended && let Err(e) = rollback(conn) {
-            return Some(batch.drain(..).map(|job| (job, Some(e.clone()))).collect());
+            return Some(fail_all(batch, &e));
         }
         // Alone and failed, its own error is its answer: it left nothing. Otherwise the batch runs again.
         return (batch.len() == 1 && !ok && !ended).then(|| batch.drain(..).map(|job| (job, None)).collect());
@@ -394,15 +393,12 @@ fn commit_without_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -
 /// the batch fails, and none runs after it (outside a transaction, each statement would commit alone).
 fn commit_with_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Committed {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let err = StorageError::from(e);
-        return batch.drain(..).map(|job| (job, Some(err.clone()))).collect();
+        return fail_all(batch, &StorageError::from(e));
     }
     let mut own_errors: Vec<Option<StorageError>> = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
         if conn.is_autocommit() {
-            let err = StorageError::unavailable("SQLite ended the batch's transaction under a request");
-            tracing::error!(error = %err, "the batch's requests fail");
-            return batch.drain(..).map(|job| (job, Some(err.clone()))).collect();
+            return fail_all(batch, &transaction_ended());
         }
         if let Err(e) = run_sql(conn, "SAVEPOINT job") {
             own_errors.push(Some(e));
@@ -417,15 +413,25 @@ fn commit_with_savepoints(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> C
         own_errors.push(closed.err());
     }
     if conn.is_autocommit() {
-        let err = StorageError::unavailable("SQLite ended the batch's transaction under a request");
-        tracing::error!(error = %err, "the batch's requests fail");
-        return batch.drain(..).map(|job| (job, Some(err.clone()))).collect();
+        return fail_all(batch, &transaction_ended());
     }
     let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         StorageError::from(e)
     });
     batch.drain(..).zip(own_errors).map(|(job, own_error)| (job, commit_error.clone().or(own_error))).collect()
+}
+
+/// Every job of the batch, failed with `err`.
+fn fail_all(batch: &mut Vec<Box<dyn Job>>, err: &StorageError) -> Committed {
+    batch.drain(..).map(|job| (job, Some(err.clone()))).collect()
+}
+
+/// SQLite ended the batch's transaction (a full disk): what it held is gone.
+fn transaction_ended() -> StorageError {
+    let err = StorageError::unavailable("SQLite ended the batch's transaction under a request");
+    tracing::error!(error = %err, "the batch's requests fail");
+    err
 }
 
 /// Rolls the open transaction back; an error if it is still open after (the connection cannot write until it is not).
