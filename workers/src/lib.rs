@@ -58,6 +58,7 @@ pub mod registry;
 pub mod replay;
 pub mod sent;
 pub mod slack;
+pub mod slot;
 pub mod targets;
 pub mod teams;
 pub mod wait;

@@ -84,6 +84,8 @@ pub async fn run_with_metrics(
     tokio::spawn(refresh_gauges(store.clone(), metrics.clone(), work_came.clone(), shutdown.clone()));
     tokio::spawn(sweep_event_log(store.clone(), shutdown.clone()));
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    // Messages whose outcome is being recorded after their handler returned its slot ([`crate::slot`]).
+    let recordings = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
     let actor = config.protocol_actor();
@@ -159,7 +161,14 @@ pub async fn run_with_metrics(
         let (asked, got) = (permits.len(), chains.iter().map(Vec::len).sum::<usize>());
         for chain in chains {
             let chain_permits: Vec<_> = permits.drain(..chain.len().min(permits.len())).collect();
-            tracker.spawn(run_chain(processor.clone(), chain, chain_permits, summary.clone(), shutdown.clone()));
+            tracker.spawn(run_chain(
+                processor.clone(),
+                chain,
+                chain_permits,
+                recordings.clone(),
+                summary.clone(),
+                shutdown.clone(),
+            ));
         }
         // Events are coming: the next receive gathers a batch of free slots (and, when this one drained the queue,
         // waits for it to fill). An empty receive's next goes at once (its long poll does the waiting, and returns
@@ -246,6 +255,7 @@ async fn run_chain(
     processor: Arc<Processor>,
     chain: Vec<Delivery>,
     mut permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    recordings: Arc<Semaphore>,
     summary: Arc<PoolSummary>,
     shutdown: CancellationToken,
 ) {
@@ -273,7 +283,8 @@ async fn run_chain(
         }
         first = false;
         let next = rest.peek().filter(|d| d.start == Start::Waiting).map(|d| d.message.clone());
-        let go_on = match processor.process_then(delivery, next.as_ref(), &shutdown).await {
+        let mut hold = crate::slot::Hold::new(permits.pop(), recordings.clone());
+        let go_on = match processor.process_then(delivery, next.as_ref(), &mut hold, &shutdown).await {
             Ok((d, next_start)) => {
                 started = next_start;
                 summary.count(&d);
@@ -285,7 +296,7 @@ async fn run_chain(
                 false
             }
         };
-        permits.pop();
+        drop(hold);
         if !go_on {
             release(&processor, rest, &summary).await;
             return;

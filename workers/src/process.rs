@@ -82,7 +82,7 @@ impl Processor {
     /// Runs one delivery to its end. Storage errors are returned (the message then reappears after its
     /// visibility timeout and is tried again); handler errors are dispositions.
     pub async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) -> Result<Disposition, StorageError> {
-        self.process_then(delivery, None, shutdown).await.map(|(d, _)| d)
+        self.process_then(delivery, None, &mut crate::slot::Hold::none(), shutdown).await.map(|(d, _)| d)
     }
 
     /// [`Processor::process`] for a delivery with `next` received behind it in its group: a success also starts
@@ -91,6 +91,7 @@ impl Processor {
         &self,
         delivery: Delivery,
         next: Option<&ReceivedMessage>,
+        hold: &mut crate::slot::Hold,
         shutdown: &CancellationToken,
     ) -> Result<(Disposition, Option<Start>), StorageError> {
         let msg = &delivery.message;
@@ -110,7 +111,7 @@ impl Processor {
             let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
         }
         let kind = env.kind().as_str().to_owned();
-        let result = tracing::Instrument::instrument(self.process_in_span(delivery, next, shutdown), span).await;
+        let result = tracing::Instrument::instrument(self.process_in_span(delivery, next, hold, shutdown), span).await;
         match &result {
             Ok((d, _)) => self.metrics.count(&kind, d.label()),
             Err(_) => self.metrics.count(&kind, "storage_error"),
@@ -122,6 +123,7 @@ impl Processor {
         &self,
         delivery: Delivery,
         next: Option<&ReceivedMessage>,
+        hold: &mut crate::slot::Hold,
         shutdown: &CancellationToken,
     ) -> Result<(Disposition, Option<Start>), StorageError> {
         let Delivery { message: msg, start } = delivery;
@@ -161,7 +163,14 @@ impl Processor {
         if replay {
             tracing::info!("replayed by an operator");
         }
-        match self.run_handler(&msg, attempt, replay).await {
+        let handled = self.run_handler(&msg, attempt, replay).await;
+        // The handler slot goes back before the outcome is recorded ([`crate::slot`]); while every place among the
+        // recordings is taken (a slow store) the message keeps its visibility.
+        tokio::select! {
+            () = hold.handler_returned() => {}
+            never = self.heartbeat(&msg) => match never {},
+        }
+        match handled {
             Ok(Ready::Wait(wait)) => self.wait(&msg, attempt, wait).await.map(|d| (d, None)),
             Ok(Ready::Now(outcome)) => {
                 // DONE, the delete and the line are one step; the heartbeat keeps running while it is recorded
