@@ -8,6 +8,42 @@ use eventfleet_schema::{EventId, IdempotencyKey, Status, Step};
 use eventfleet_storage::conformance::envelope;
 use eventfleet_storage::{Actor, EmbeddedOptions, EmbeddedStore, OutgoingMessage, Start, TokioClock};
 
+/// A message written with its envelope in its own row (by a build before migration 9 still running when the file
+/// migrated) is received, dead-lettered and listed like any other.
+#[tokio::test]
+async fn a_message_with_its_envelope_in_its_row_is_still_received_and_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap();
+    let store = embedded.clone().into_store();
+    let env = envelope(IdempotencyKey::from_raw("k:old-row"), "g", "written by the build before");
+    let raw = rusqlite::Connection::open(embedded.path()).unwrap();
+    raw.execute(
+        "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
+                               sent_at, visible_at)
+         VALUES ('main', 'old-1', 'g', 'd-old', 1, ?1, '{}', ?2, 'hook', 'hook.payload', 0, 0)",
+        rusqlite::params![serde_json::to_string(&env).unwrap(), env.event_id().to_string()],
+    )
+    .unwrap();
+    let got = store.queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].envelope.as_v1().body.as_text(), Some("written by the build before"));
+    let actor = Actor {
+        name: "worker".into(),
+        visibility: Duration::from_secs(30),
+        max_attempts: 5,
+        horizon: Duration::from_secs(3600),
+    };
+    let failure = eventfleet_storage::Failure {
+        attempt: 1,
+        error: "bad".into(),
+        class: eventfleet_schema::ErrorClass::Permanent,
+    };
+    store.protocol.dead_letter(&got[0], &failure, "bad", &actor).await.unwrap();
+    let listed = store.dead_letters.list(&Default::default()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].envelope.as_v1().body.as_text(), Some("written by the build before"));
+}
+
 #[tokio::test]
 async fn an_undecodable_head_goes_to_the_dlq_and_its_group_flows() {
     let dir = tempfile::tempdir().unwrap();
@@ -18,8 +54,13 @@ async fn an_undecodable_head_goes_to_the_dlq_and_its_group_flows() {
     raw.execute(
         "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
                                sent_at, visible_at)
-         VALUES ('main', 'future-1', 'g', 'd-future', 1, '{\"version\":\"2\",\"x\":1}', '{}', ?1, 'hook', 'hook.payload', 0, 0)",
+         VALUES ('main', 'future-1', 'g', 'd-future', 1, '', '{}', ?1, 'hook', 'hook.payload', 0, 0)",
         [EventId::new().to_string()],
+    )
+    .unwrap();
+    raw.execute(
+        "INSERT INTO message_bodies (seq, body) VALUES (last_insert_rowid(), '{\"version\":\"2\",\"x\":1}')",
+        [],
     )
     .unwrap();
     let behind = envelope(IdempotencyKey::from_raw("k:behind"), "g", "behind the bad one");
@@ -360,7 +401,7 @@ async fn a_fresh_accept_is_deduplicated_by_its_claim_and_a_short_horizon_also_by
     tokio::time::advance(Duration::from_secs(61)).await;
     let late = accept("hook:hk_a:short", 60).await;
     assert!(matches!(late, eventfleet_storage::Accepted::New { .. }), "{late:?}");
-    assert_eq!(count("SELECT COUNT(*) FROM messages WHERE body LIKE '%hook:hk_a:short%'"), 1, "queued once");
+    assert_eq!(count("SELECT COUNT(*) FROM message_bodies WHERE body LIKE '%hook:hk_a:short%'"), 1, "queued once");
     assert_eq!(count("SELECT COUNT(*) FROM messages"), 2);
 }
 

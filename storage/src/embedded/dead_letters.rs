@@ -4,13 +4,13 @@ use async_trait::async_trait;
 use eventfleet_schema::{DedupId, Envelope, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::queue::{DLQ, EncodedMessage, MAIN, insert_message};
+use super::queue::{BODY, DLQ, EncodedMessage, MAIN, WITH_BODIES, insert_message};
 use super::{EmbeddedStore, from_json};
 use crate::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 use crate::queue::{MessageId, OutgoingMessage};
 use crate::{Result, StorageError};
 
-const COLUMNS: &str = "message_id, body, dead_reason, receive_count, dead_at";
+const COLUMNS: &str = "m.message_id, COALESCE(b.body, m.body), m.dead_reason, m.receive_count, m.dead_at";
 
 /// `(message_id, body, dead_reason, receive_count, dead_at)` as stored.
 type RawDeadLetter = (String, String, Option<String>, u32, Option<i64>);
@@ -34,11 +34,11 @@ fn decode(raw: RawDeadLetter) -> Result<DeadLetter> {
 /// case-insensitive substring).
 fn select(conn: &Connection, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM messages
-         WHERE queue = 'dlq'
-           AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR kind = ?2)
-           AND (?3 IS NULL OR dead_at >= ?3) AND (?4 IS NULL OR dead_at < ?4)
-         ORDER BY seq"
+        "SELECT {COLUMNS} FROM {WITH_BODIES}
+         WHERE m.queue = 'dlq'
+           AND (?1 IS NULL OR m.source = ?1) AND (?2 IS NULL OR m.kind = ?2)
+           AND (?3 IS NULL OR m.dead_at >= ?3) AND (?4 IS NULL OR m.dead_at < ?4)
+         ORDER BY m.seq"
     ))?;
     let rows = stmt.query_map(
         params![
@@ -81,11 +81,13 @@ impl DeadLetters for EmbeddedStore {
     async fn get(&self, id: &MessageId) -> Result<Option<DeadLetter>> {
         let id = id.0.clone();
         self.read(move |conn| {
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE queue = 'dlq' AND message_id = ?1"))?
-                .query_row([id], dead_letter)
-                .optional()?
-                .map(decode)
-                .transpose()
+            conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM {WITH_BODIES} WHERE m.queue = 'dlq' AND m.message_id = ?1"
+            ))?
+            .query_row([id], dead_letter)
+            .optional()?
+            .map(decode)
+            .transpose()
         })
         .await
     }
@@ -99,9 +101,10 @@ impl DeadLetters for EmbeddedStore {
                 let mut out = Vec::with_capacity(ids.len());
                 for id in &ids {
                     let row: Option<(i64, String, String, String)> = conn
-                        .prepare_cached(
-                            "SELECT seq, body, group_id, attributes FROM messages WHERE queue = 'dlq' AND message_id = ?1",
-                        )?
+                        .prepare_cached(&format!(
+                            "SELECT m.seq, {BODY}, m.group_id, m.attributes FROM {WITH_BODIES}
+                             WHERE m.queue = 'dlq' AND m.message_id = ?1"
+                        ))?
                         .query_row([&id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                         .optional()?;
                     let Some((seq, body, group, attributes)) = row else {
@@ -117,10 +120,7 @@ impl DeadLetters for EmbeddedStore {
                     };
                     let requeued_as = insert_message(conn, MAIN, &EncodedMessage::encode(&msg)?, now, Some(window))?;
                     conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?.execute([seq])?;
-                    out.push(Ok(Redriven {
-                        dead_letter: id.clone(),
-                        requeued_as,
-                    }));
+                    out.push(Ok(Redriven { dead_letter: id.clone(), requeued_as }));
                 }
                 Ok(out)
             })

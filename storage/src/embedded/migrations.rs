@@ -170,6 +170,23 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE idempotency_v8 RENAME TO idempotency;
     CREATE INDEX idempotency_event ON idempotency (event_id);
     "#,
+    // 9: a message's envelope apart from its row (docs/benchmarks.md, "Envelopes apart from the queue's rows"). A
+    // row is rewritten by every step (received, its visibility renewed, the next head promoted) and SQLite
+    // rewrites a whole record to change one column: with the envelope (about 1 KB for a hook payload) a page held
+    // three rows, and each step dirtied a page of its own. The envelope is written once and deleted with its row
+    // (the trigger); `messages.body` stays, empty.
+    r#"
+    CREATE TABLE message_bodies (
+        seq   INTEGER PRIMARY KEY,                       -- the seq of its row in messages
+        body  TEXT    NOT NULL                           -- the envelope, JSON
+    );
+    INSERT INTO message_bodies (seq, body) SELECT seq, body FROM messages;
+    UPDATE messages SET body = '';
+    CREATE TRIGGER messages_body_gone AFTER DELETE ON messages
+    BEGIN
+        DELETE FROM message_bodies WHERE seq = old.seq;
+    END;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -338,6 +355,58 @@ mod tests {
     fn the_event_logs_range_is_a_range_of_its_index() {
         let plan = plan(super::super::event_log::RANGE, rusqlite::params![0, "", 1]);
         assert!(plan.iter().any(|p| p.contains("SEARCH events USING INDEX events_at")), "{plan:?}");
+    }
+
+    /// A receive reads its heads by the heads' partial index and each envelope by its row's seq; so does the look
+    /// behind a head, by the group index.
+    #[test]
+    fn a_receive_reads_heads_by_their_index_and_envelopes_by_seq() {
+        let heads = plan(super::super::queue::HEADS, rusqlite::params![0, 10]);
+        assert!(heads.iter().any(|p| p.contains("INDEX messages_heads")), "{heads:?}");
+        assert!(heads.iter().any(|p| p.contains("SEARCH b USING INTEGER PRIMARY KEY")), "{heads:?}");
+        let followers = plan(super::super::queue::FOLLOWERS, rusqlite::params!["g", 0, 10]);
+        assert!(followers.iter().any(|p| p.contains("INDEX messages_group")), "{followers:?}");
+        assert!(followers.iter().any(|p| p.contains("SEARCH b USING INTEGER PRIMARY KEY")), "{followers:?}");
+    }
+
+    /// A store at version 8 keeps every queued and dead-lettered message through migration 9, its envelope moved
+    /// to `message_bodies`; a row deleted since takes its envelope with it.
+    #[test]
+    fn migration_9_moves_the_envelopes_apart_and_a_deleted_row_takes_its_own() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 8").unwrap();
+        for (queue, id) in [("main", "m1"), ("main", "m2"), ("dlq", "d1")] {
+            conn.execute(
+                "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source,
+                                       kind, sent_at, visible_at)
+                 VALUES (?1, ?2, 'g', ?2, ?1 = 'main', ?3, '{}', ?2, 'hook', 'hook.payload', 0, 0)",
+                rusqlite::params![queue, id, format!("envelope of {id}")],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let rows = |conn: &Connection| -> Vec<(String, String, String)> {
+            conn.prepare(
+                "SELECT m.message_id, m.body, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq
+                 ORDER BY m.seq",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+        };
+        let expected = |ids: &[&str]| -> Vec<(String, String, String)> {
+            ids.iter().map(|id| (id.to_string(), String::new(), format!("envelope of {id}"))).collect()
+        };
+        assert_eq!(rows(&conn), expected(&["m1", "m2", "d1"]));
+        conn.execute("DELETE FROM messages WHERE message_id = 'm1'", []).unwrap();
+        assert_eq!(rows(&conn), expected(&["m2", "d1"]));
+        let bodies: i64 = conn.query_row("SELECT COUNT(*) FROM message_bodies", [], |r| r.get(0)).unwrap();
+        assert_eq!(bodies, 2, "the deleted row's envelope went with it");
     }
 
     /// The long poll's idle look probes the heads' partial index, not every queued message.

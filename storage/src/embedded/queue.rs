@@ -83,15 +83,29 @@ pub(super) fn insert_message(
         id,
         msg.group,
         msg.dedup_id,
-        msg.body,
+        "",
         msg.attributes,
         msg.event_id,
         msg.source,
         msg.kind,
         now,
     ])?;
+    insert_body(conn, conn.last_insert_rowid(), &msg.body)?;
     Ok(MessageId(id))
 }
+
+/// The envelope of the row `seq`, apart from it (migration 9); deleted with the row by a trigger.
+fn insert_body(conn: &Connection, seq: i64, body: &str) -> Result<()> {
+    conn.prepare_cached("INSERT INTO message_bodies (seq, body) VALUES (?1, ?2)")?.execute(params![seq, body])?;
+    Ok(())
+}
+
+/// The rows of `messages` with their envelopes, as `m` (columns named `m.…`) and `BODY`. A row written by a build
+/// before migration 9 that was still running when the file migrated keeps its envelope in its own `body`.
+pub(super) const WITH_BODIES: &str = "messages m LEFT JOIN message_bodies b ON b.seq = m.seq";
+
+/// A row's envelope, in [`WITH_BODIES`].
+pub(super) const BODY: &str = "COALESCE(b.body, m.body)";
 
 /// [`insert_message`] in its own savepoint: a message that fails leaves nothing behind (above all no dedup entry
 /// that would swallow the sender's retry), while the rest of the batch stands.
@@ -147,6 +161,8 @@ pub(super) fn move_row_to_dlq(
          FROM messages WHERE seq = ?1",
     )?
     .execute(params![seq, now, reason])?;
+    conn.prepare_cached("INSERT INTO message_bodies (seq, body) SELECT ?2, body FROM message_bodies WHERE seq = ?1")?
+        .execute(params![seq, conn.last_insert_rowid()])?;
     take_off_main(conn, seq, group, was_head)
 }
 
@@ -215,6 +231,21 @@ fn mark_received(
     })
 }
 
+/// A receive's heads: the oldest receivable ones, by the heads' partial index, each with its envelope.
+pub(super) const HEADS: &str =
+    "SELECT m.seq, m.group_id, m.receive_count, m.message_id, COALESCE(b.body, m.body), m.attributes, m.sent_at,
+            m.event_id
+     FROM messages m INDEXED BY messages_heads LEFT JOIN message_bodies b ON b.seq = m.seq
+     WHERE m.queue = 'main' AND m.head = 1 AND m.visible_at <= ?1
+     ORDER BY m.seq LIMIT ?2";
+
+/// The messages behind a received head of a group, each with its envelope.
+pub(super) const FOLLOWERS: &str =
+    "SELECT m.seq, m.group_id, m.receive_count, m.message_id, COALESCE(b.body, m.body), m.attributes, m.sent_at,
+            m.event_id
+     FROM messages m LEFT JOIN message_bodies b ON b.seq = m.seq
+     WHERE m.queue = 'main' AND m.group_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3";
+
 pub(super) fn try_receive(
     conn: &Connection,
     max: usize,
@@ -222,14 +253,8 @@ pub(super) fn try_receive(
     now: i64,
     limits: ReceiveLimits,
 ) -> Result<Vec<ReceivedMessage>> {
-    let heads: Vec<HeadRow> = conn
-        .prepare_cached(
-            "SELECT seq, group_id, receive_count, message_id, body, attributes, sent_at, event_id FROM messages
-             WHERE queue = 'main' AND head = 1 AND visible_at <= ?1
-             ORDER BY seq LIMIT ?2",
-        )?
-        .query_map(params![now, max as i64], head_row)?
-        .collect::<Result<_, _>>()?;
+    let heads: Vec<HeadRow> =
+        conn.prepare_cached(HEADS)?.query_map(params![now, max as i64], head_row)?.collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(heads.len());
     for head in heads {
         if head.receive_count >= limits.max_receive_count {
@@ -265,10 +290,7 @@ pub(super) fn try_receive(
             break;
         }
         let followers: Vec<HeadRow> = conn
-            .prepare_cached(
-                "SELECT seq, group_id, receive_count, message_id, body, attributes, sent_at, event_id FROM messages
-                 WHERE queue = 'main' AND group_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?
+            .prepare_cached(FOLLOWERS)?
             .query_map(params![group, head_seq, (fill_to - out.len()) as i64], head_row)?
             .collect::<Result<_, _>>()?;
         for row in followers {
