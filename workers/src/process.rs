@@ -64,6 +64,23 @@ pub struct Processor {
     pub actor: Actor,
 }
 
+/// When a delivery's visibility was last renewed (or its steps began), for the heartbeats of its steps.
+struct Renewed(std::sync::Mutex<tokio::time::Instant>);
+
+impl Renewed {
+    fn now() -> Self {
+        Self(std::sync::Mutex::new(tokio::time::Instant::now()))
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, at: tokio::time::Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+}
+
 impl Disposition {
     /// The metric label.
     pub fn label(&self) -> &'static str {
@@ -163,12 +180,15 @@ impl Processor {
         if replay {
             tracing::info!("replayed by an operator");
         }
-        let handled = self.run_handler(&msg, attempt, replay).await;
+        // One heartbeat for the handler, the wait for a recording place and the success: each renewal a third of
+        // the visibility after the one before, however the steps divide the time.
+        let renewed = Renewed::now();
+        let handled = self.run_handler(&msg, attempt, replay, &renewed).await;
         // The handler slot goes back before the outcome is recorded ([`crate::slot`]); while every place among the
         // recordings is taken (a slow store) the message keeps its visibility.
         tokio::select! {
             () = hold.handler_returned() => {}
-            never = self.heartbeat(&msg) => match never {},
+            never = self.heartbeat(&msg, &renewed) => match never {},
         }
         match handled {
             Ok(Ready::Wait(wait)) => self.wait(&msg, attempt, wait).await.map(|d| (d, None)),
@@ -179,7 +199,7 @@ impl Processor {
                 let next = next.filter(|_| !shutdown.is_cancelled());
                 let started = tokio::select! {
                     done = self.succeed(&msg, attempt, &outcome, next) => done?,
-                    never = self.heartbeat(&msg) => match never {},
+                    never = self.heartbeat(&msg, &renewed) => match never {},
                 };
                 let age = self.store.clock.now().since(msg.envelope.received_at());
                 self.metrics.observe_age(age);
@@ -220,6 +240,7 @@ impl Processor {
         msg: &ReceivedMessage,
         attempt: u32,
         replayed: bool,
+        renewed: &Renewed,
     ) -> Result<Ready<String>, HandlerError> {
         // A dead letter replayed runs as attempt 1 but may have posted before it failed: it looks first too.
         let replay =
@@ -244,7 +265,7 @@ impl Processor {
             })
         };
         let work = tokio::time::timeout(self.config.handler_timeout, tracing::Instrument::instrument(handled, span));
-        let heartbeat = self.heartbeat(msg);
+        let heartbeat = self.heartbeat(msg, renewed);
         self.metrics.in_flight.inc();
         let started = std::time::Instant::now();
         let result = tokio::select! {
@@ -258,14 +279,16 @@ impl Processor {
         result
     }
 
-    /// Extends the message's visibility every third of the timeout, for as long as it is polled.
-    async fn heartbeat(&self, msg: &ReceivedMessage) -> std::convert::Infallible {
+    /// Extends the message's visibility a third of the timeout after its last renewal (`renewed`, shared by the
+    /// heartbeats of one delivery's steps), for as long as it is polled.
+    async fn heartbeat(&self, msg: &ReceivedMessage, renewed: &Renewed) -> std::convert::Infallible {
         let every = self.config.visibility_timeout / 3;
         loop {
-            tokio::time::sleep(every).await;
+            tokio::time::sleep_until(renewed.last() + every).await;
             if let Err(e) = self.store.queue.change_visibility(&msg.receipt, self.config.visibility_timeout).await {
                 tracing::warn!(error = %e, event_id = %msg.envelope.event_id(), "heartbeat failed");
             }
+            renewed.set(tokio::time::Instant::now());
         }
     }
 

@@ -4,7 +4,7 @@
 //! embedded store a commit and its sync, on AWS a few requests), and a slot held through it sat idle for that
 //! long while other messages waited for a receive. So the slot goes back to the pool as the handler returns, and
 //! the step holds a place among at most as many recordings as there are slots: a store that slows down still
-//! holds the slots back (docs/architecture.md, "The worker pool").
+//! holds the slots back (docs/architecture.md, "Workers").
 
 use std::sync::Arc;
 

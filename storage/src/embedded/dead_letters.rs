@@ -10,7 +10,7 @@ use crate::dead_letters::{DeadLetter, DeadLetterFilter, DeadLetters, Redriven};
 use crate::queue::{MessageId, OutgoingMessage};
 use crate::{Result, StorageError};
 
-const COLUMNS: &str = "m.message_id, COALESCE(b.body, m.body), m.dead_reason, m.receive_count, m.dead_at";
+const COLUMNS: &str = "m.message_id, COALESCE(b.body, m.legacy_body), m.dead_reason, m.receive_count, m.dead_at";
 
 /// `(message_id, body, dead_reason, receive_count, dead_at)` as stored.
 type RawDeadLetter = (String, String, Option<String>, u32, Option<i64>);

@@ -170,18 +170,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE idempotency_v8 RENAME TO idempotency;
     CREATE INDEX idempotency_event ON idempotency (event_id);
     "#,
-    // 9: a message's envelope apart from its row (docs/benchmarks.md, "Envelopes apart from the queue's rows"). A
-    // row is rewritten by every step (received, its visibility renewed, the next head promoted) and SQLite
-    // rewrites a whole record to change one column: with the envelope (about 1 KB for a hook payload) a page held
-    // three rows, and each step dirtied a page of its own. The envelope is written once and deleted with its row
-    // (the trigger); `messages.body` stays, empty.
+    // 9: a message's envelope apart from its row (docs/benchmarks.md, "Handler slots held by the handler only;
+    // envelopes apart from the queue's rows"). A row is rewritten by every step (received, its visibility renewed,
+    // the next head promoted) and SQLite rewrites a whole record to change one column: with the envelope (about
+    // 1 KB for a hook payload) a page held three rows, and each step dirtied a page of its own. The envelope is
+    // written once and deleted with its row (the trigger). A row queued before keeps its envelope in its own
+    // column, renamed so that a process of an older build still running fails on the queue's statements rather
+    // than read rows written since as empty (and dead-letter them).
     r#"
+    ALTER TABLE messages RENAME COLUMN body TO legacy_body;  -- '' in rows written since migration 9
     CREATE TABLE message_bodies (
         seq   INTEGER PRIMARY KEY,                       -- the seq of its row in messages
         body  TEXT    NOT NULL                           -- the envelope, JSON
     );
-    INSERT INTO message_bodies (seq, body) SELECT seq, body FROM messages;
-    UPDATE messages SET body = '';
     CREATE TRIGGER messages_body_gone AFTER DELETE ON messages
     BEGIN
         DELETE FROM message_bodies WHERE seq = old.seq;
@@ -369,44 +370,61 @@ mod tests {
         assert!(followers.iter().any(|p| p.contains("SEARCH b USING INTEGER PRIMARY KEY")), "{followers:?}");
     }
 
-    /// A store at version 8 keeps every queued and dead-lettered message through migration 9, its envelope moved
-    /// to `message_bodies`; a row deleted since takes its envelope with it.
+    /// A store at version 8 keeps every queued and dead-lettered message through migration 9, each read from its
+    /// own row; a statement of the build before fails on it rather than read a row written since as empty; a row
+    /// deleted takes its envelope apart with it.
     #[test]
-    fn migration_9_moves_the_envelopes_apart_and_a_deleted_row_takes_its_own() {
+    fn migration_9_keeps_the_queued_envelopes_and_fails_the_older_builds_statements() {
         let mut conn = Connection::open_in_memory().unwrap();
         for sql in &MIGRATIONS[..8] {
             conn.execute_batch(sql).unwrap();
         }
         conn.execute_batch("PRAGMA user_version = 8").unwrap();
-        for (queue, id) in [("main", "m1"), ("main", "m2"), ("dlq", "d1")] {
+        let insert = |conn: &Connection, queue: &str, id: &str, column: &str| {
             conn.execute(
-                "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source,
-                                       kind, sent_at, visible_at)
-                 VALUES (?1, ?2, 'g', ?2, ?1 = 'main', ?3, '{}', ?2, 'hook', 'hook.payload', 0, 0)",
+                &format!(
+                    "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, {column}, attributes, event_id,
+                                           source, kind, sent_at, visible_at)
+                     VALUES (?1, ?2, 'g', ?2, ?1 = 'main', ?3, '{{}}', ?2, 'hook', 'hook.payload', 0, 0)"
+                ),
                 rusqlite::params![queue, id, format!("envelope of {id}")],
             )
-            .unwrap();
+        };
+        for (queue, id) in [("main", "m1"), ("dlq", "d1")] {
+            insert(&conn, queue, id, "body").unwrap();
         }
         migrate(&mut conn).unwrap();
-        let rows = |conn: &Connection| -> Vec<(String, String, String)> {
-            conn.prepare(
-                "SELECT m.message_id, m.body, b.body FROM messages m JOIN message_bodies b ON b.seq = m.seq
-                 ORDER BY m.seq",
-            )
+        let err = insert(&conn, "main", "old", "body").unwrap_err().to_string();
+        assert!(err.contains("body"), "the build before's insert fails: {err}");
+        insert(&conn, "main", "m2", "legacy_body").unwrap();
+        conn.execute(
+            "INSERT INTO message_bodies (seq, body) VALUES (last_insert_rowid(), 'envelope of m2, apart')",
+            [],
+        )
+        .unwrap();
+        let rows = |conn: &Connection| -> Vec<(String, String)> {
+            conn.prepare(&format!(
+                "SELECT m.message_id, {} FROM {} ORDER BY m.seq",
+                super::super::queue::BODY,
+                super::super::queue::WITH_BODIES
+            ))
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .map(|r| r.unwrap())
             .collect()
         };
-        let expected = |ids: &[&str]| -> Vec<(String, String, String)> {
-            ids.iter().map(|id| (id.to_string(), String::new(), format!("envelope of {id}"))).collect()
+        let pairs = |rows: &[(&str, &str)]| -> Vec<(String, String)> {
+            rows.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
         };
-        assert_eq!(rows(&conn), expected(&["m1", "m2", "d1"]));
-        conn.execute("DELETE FROM messages WHERE message_id = 'm1'", []).unwrap();
-        assert_eq!(rows(&conn), expected(&["m2", "d1"]));
+        assert_eq!(
+            rows(&conn),
+            pairs(&[("m1", "envelope of m1"), ("d1", "envelope of d1"), ("m2", "envelope of m2, apart")])
+        );
+        conn.execute("DELETE FROM messages WHERE message_id = 'm2'", []).unwrap();
         let bodies: i64 = conn.query_row("SELECT COUNT(*) FROM message_bodies", [], |r| r.get(0)).unwrap();
-        assert_eq!(bodies, 2, "the deleted row's envelope went with it");
+        assert_eq!(bodies, 0, "the deleted row's envelope went with it");
+        assert_eq!(rows(&conn), pairs(&[("m1", "envelope of m1"), ("d1", "envelope of d1")]));
     }
 
     /// The long poll's idle look probes the heads' partial index, not every queued message.

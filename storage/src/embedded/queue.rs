@@ -72,8 +72,8 @@ pub(super) fn insert_message(
         }
     }
     conn.prepare_cached(
-        "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
-                               sent_at, visible_at)
+        "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, legacy_body, attributes, event_id, source,
+                               kind, sent_at, visible_at)
          VALUES (?1, ?2, ?3, ?4,
                  NOT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND group_id = ?3),
                  ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
@@ -100,12 +100,12 @@ fn insert_body(conn: &Connection, seq: i64, body: &str) -> Result<()> {
     Ok(())
 }
 
-/// The rows of `messages` with their envelopes, as `m` (columns named `m.…`) and `BODY`. A row written by a build
-/// before migration 9 that was still running when the file migrated keeps its envelope in its own `body`.
+/// The rows of `messages` with their envelopes, as `m` (columns named `m.…`) and [`BODY`]. A row queued before
+/// migration 9 keeps its envelope in its own `legacy_body`.
 pub(super) const WITH_BODIES: &str = "messages m LEFT JOIN message_bodies b ON b.seq = m.seq";
 
 /// A row's envelope, in [`WITH_BODIES`].
-pub(super) const BODY: &str = "COALESCE(b.body, m.body)";
+pub(super) const BODY: &str = "COALESCE(b.body, m.legacy_body)";
 
 /// [`insert_message`] in its own savepoint: a message that fails leaves nothing behind (above all no dedup entry
 /// that would swallow the sender's retry), while the rest of the batch stands.
@@ -153,16 +153,21 @@ pub(super) fn move_row_to_dlq(
     reason: &str,
     now: i64,
 ) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, body, attributes, event_id, source, kind,
-                               sent_at, visible_at, receive_count, dead_reason, dead_at)
-         SELECT 'dlq', message_id || '.dlq', group_id, dedup_id, 0, body, attributes, event_id, source, kind,
+    let moved = conn.prepare_cached(
+        "INSERT INTO messages (queue, message_id, group_id, dedup_id, head, legacy_body, attributes, event_id, source,
+                               kind, sent_at, visible_at, receive_count, dead_reason, dead_at)
+         SELECT 'dlq', message_id || '.dlq', group_id, dedup_id, 0, legacy_body, attributes, event_id, source, kind,
                 sent_at, ?2, receive_count, ?3, ?2
          FROM messages WHERE seq = ?1",
     )?
     .execute(params![seq, now, reason])?;
-    conn.prepare_cached("INSERT INTO message_bodies (seq, body) SELECT ?2, body FROM message_bodies WHERE seq = ?1")?
+    // The envelope goes along (a row queued before migration 9 took its own in `legacy_body`).
+    if moved == 1 {
+        conn.prepare_cached(
+            "INSERT INTO message_bodies (seq, body) SELECT ?2, body FROM message_bodies WHERE seq = ?1",
+        )?
         .execute(params![seq, conn.last_insert_rowid()])?;
+    }
     take_off_main(conn, seq, group, was_head)
 }
 
@@ -233,7 +238,7 @@ fn mark_received(
 
 /// A receive's heads: the oldest receivable ones, by the heads' partial index, each with its envelope.
 pub(super) const HEADS: &str =
-    "SELECT m.seq, m.group_id, m.receive_count, m.message_id, COALESCE(b.body, m.body), m.attributes, m.sent_at,
+    "SELECT m.seq, m.group_id, m.receive_count, m.message_id, COALESCE(b.body, m.legacy_body), m.attributes, m.sent_at,
             m.event_id
      FROM messages m INDEXED BY messages_heads LEFT JOIN message_bodies b ON b.seq = m.seq
      WHERE m.queue = 'main' AND m.head = 1 AND m.visible_at <= ?1
@@ -241,7 +246,7 @@ pub(super) const HEADS: &str =
 
 /// The messages behind a received head of a group, each with its envelope.
 pub(super) const FOLLOWERS: &str =
-    "SELECT m.seq, m.group_id, m.receive_count, m.message_id, COALESCE(b.body, m.body), m.attributes, m.sent_at,
+    "SELECT m.seq, m.group_id, m.receive_count, m.message_id, COALESCE(b.body, m.legacy_body), m.attributes, m.sent_at,
             m.event_id
      FROM messages m LEFT JOIN message_bodies b ON b.seq = m.seq
      WHERE m.queue = 'main' AND m.group_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3";
