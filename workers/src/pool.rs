@@ -84,8 +84,9 @@ pub async fn run_with_metrics(
     tokio::spawn(refresh_gauges(store.clone(), metrics.clone(), work_came.clone(), shutdown.clone()));
     tokio::spawn(sweep_event_log(store.clone(), shutdown.clone()));
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    // Messages whose outcome is being recorded after their handler returned its slot ([`crate::slot`]).
-    let recordings = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    // Messages whose outcome is being recorded after their handler returned its slot ([`crate::slot`]); with a
+    // receive window (SQS, where each receive costs requests) a slot is held to the end instead.
+    let recordings = config.receive_window.is_zero().then(|| Arc::new(Semaphore::new(config.concurrency.max(1))));
     let tracker = TaskTracker::new();
     let drain_timeout = config.drain_timeout;
     let actor = config.protocol_actor();
@@ -255,7 +256,7 @@ async fn run_chain(
     processor: Arc<Processor>,
     chain: Vec<Delivery>,
     mut permits: Vec<tokio::sync::OwnedSemaphorePermit>,
-    recordings: Arc<Semaphore>,
+    recordings: Option<Arc<Semaphore>>,
     summary: Arc<PoolSummary>,
     shutdown: CancellationToken,
 ) {

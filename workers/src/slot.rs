@@ -4,7 +4,8 @@
 //! embedded store a commit and its sync, on AWS a few requests), and a slot held through it sat idle for that
 //! long while other messages waited for a receive. So the slot goes back to the pool as the handler returns, and
 //! the step holds a place among at most as many recordings as there are slots: a store that slows down still
-//! holds the slots back (docs/architecture.md, "Workers").
+//! holds the slots back. Only without a receive window (the embedded store's default): on SQS a slot freed early
+//! cost requests (docs/architecture.md, "Workers").
 
 use std::sync::Arc;
 
@@ -19,9 +20,10 @@ pub struct Hold {
 }
 
 impl Hold {
-    /// Holds `slot` until the handler returns, then a place of `recordings`.
-    pub fn new(slot: Option<OwnedSemaphorePermit>, recordings: Arc<Semaphore>) -> Self {
-        Self { slot, recordings: Some(recordings), recording: None }
+    /// Holds `slot` until the handler returns, then a place of `recordings`; without `recordings`, the slot to the
+    /// end.
+    pub fn new(slot: Option<OwnedSemaphorePermit>, recordings: Option<Arc<Semaphore>>) -> Self {
+        Self { slot, recordings, recording: None }
     }
 
     /// Nothing to hold (a delivery run outside a pool).
@@ -55,7 +57,7 @@ mod tests {
     #[tokio::test]
     async fn the_slot_goes_back_as_the_handler_returns_and_a_recording_place_is_held_instead() {
         let (slots, recordings) = (Arc::new(Semaphore::new(1)), Arc::new(Semaphore::new(1)));
-        let mut hold = Hold::new(Some(slots.clone().acquire_owned().await.unwrap()), recordings.clone());
+        let mut hold = Hold::new(Some(slots.clone().acquire_owned().await.unwrap()), Some(recordings.clone()));
         assert_eq!((slots.available_permits(), recordings.available_permits()), (0, 1));
         hold.handler_returned().await;
         assert!(!hold.holds_slot());
@@ -64,12 +66,23 @@ mod tests {
         assert_eq!((slots.available_permits(), recordings.available_permits()), (1, 1));
     }
 
+    #[tokio::test]
+    async fn without_recording_places_the_slot_is_held_to_the_end() {
+        let slots = Arc::new(Semaphore::new(1));
+        let mut hold = Hold::new(Some(slots.clone().acquire_owned().await.unwrap()), None);
+        hold.handler_returned().await;
+        assert!(hold.holds_slot());
+        assert_eq!(slots.available_permits(), 0);
+        drop(hold);
+        assert_eq!(slots.available_permits(), 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn with_every_recording_place_taken_the_slot_is_held_until_one_frees() {
         let (slots, recordings) = (Arc::new(Semaphore::new(2)), Arc::new(Semaphore::new(1)));
-        let mut recording = Hold::new(Some(slots.clone().acquire_owned().await.unwrap()), recordings.clone());
+        let mut recording = Hold::new(Some(slots.clone().acquire_owned().await.unwrap()), Some(recordings.clone()));
         recording.handler_returned().await;
-        let mut hold = Hold::new(Some(slots.clone().acquire_owned().await.unwrap()), recordings.clone());
+        let mut hold = Hold::new(Some(slots.clone().acquire_owned().await.unwrap()), Some(recordings.clone()));
         let waiting = tokio::spawn(async move {
             hold.handler_returned().await;
             hold
