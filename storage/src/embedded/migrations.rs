@@ -266,6 +266,16 @@ mod tests {
         assert!(matches!(migrate(&mut conn), Err(StorageError::Invalid(_))));
     }
 
+    /// An in-memory store as a build of schema `version` left it.
+    fn at_version(version: usize) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {version}")).unwrap();
+        conn
+    }
+
     /// The plan of `sql` (its `detail` lines) on a fresh store.
     fn plan(sql: &str, params: impl rusqlite::Params) -> Vec<String> {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -293,11 +303,7 @@ mod tests {
     /// the text after its key's last ':' (the whole key when it has none), as `IdempotencyKey::sender_id` says.
     #[test]
     fn migration_8_keeps_the_records_and_the_event_log() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..7] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch("PRAGMA user_version = 7").unwrap();
+        let mut conn = at_version(7);
         let keys = ["slack:T1:Ev1", "hook:hk_a:deploy:42", "plain"];
         for (i, key) in keys.iter().enumerate() {
             conn.execute(
@@ -375,11 +381,7 @@ mod tests {
     /// deleted takes its envelope apart with it.
     #[test]
     fn migration_9_keeps_the_queued_envelopes_and_fails_the_older_builds_statements() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..8] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch("PRAGMA user_version = 8").unwrap();
+        let mut conn = at_version(8);
         let insert = |conn: &Connection, queue: &str, id: &str, column: &str| {
             conn.execute(
                 &format!(
