@@ -455,7 +455,7 @@ fn aws_settings(env: &Env<'_>) -> Result<AwsSettings, ConfigError> {
         ops_topic_arn,
         cloudwatch_interval: (interval > 0).then(|| Duration::from_secs(interval)),
         send_batches_in_flight: env.parse_in("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT", 4usize, 1..=64)?,
-        send_linger: Duration::from_millis(env.parse_in("EVENTFLEET_ENQUEUE_LINGER_MS", 10u64, 0..=100)?),
+        send_linger: Duration::from_millis(env.parse_in("EVENTFLEET_ENQUEUE_LINGER_MS", 50u64, 0..=100)?),
     })
 }
 

@@ -50,6 +50,10 @@ impl Drop for Fleet {
 }
 
 /// Starts a process and returns the first `http://` URL on a stdout line containing `marker`.
+/// Settings that change how the fleet batches its AWS requests, passed through to its processes when set.
+const TUNING: [&str; 3] =
+    ["EVENTFLEET_RECEIVE_WINDOW_MS", "EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT", "EVENTFLEET_ENQUEUE_LINGER_MS"];
+
 fn spawn(env: &[(String, String)], data: &Path, args: &[&str], marker: &'static str) -> (Child, String) {
     support::spawn_marked(env, data, args, marker)
 }
@@ -117,6 +121,9 @@ impl Fleet {
             ("EVENTFLEET_SNS_ALLOWED_TOPICS".to_owned(), ops_topic.clone()),
             ("EVENTFLEET_SNS_TOPIC_CHANNELS".to_owned(), format!("{ops_topic}=#alarms")),
         ]);
+        // The batching settings a measurement may be taken with pass through from the test's environment (a child
+        // inherits no `EVENTFLEET_` setting otherwise); the requests test's report names them.
+        env.extend(TUNING.iter().filter_map(|name| std::env::var(name).ok().map(|value| ((*name).to_owned(), value))));
         let (ingress, base) = spawn(&env, data.path(), &["ingress", "--listen", "127.0.0.1:0"], "listening on");
         let (worker, worker_metrics) = spawn(&env, data.path(), &["worker"], "worker started");
         Fleet {
@@ -543,10 +550,11 @@ async fn aws_requests_per_event_on_the_happy_path() {
             "EVENTFLEET_SLACK_CHANNEL_BURST": 3,
             "EVENTFLEET_SLACK_DIGESTS": true,
             "worker settings at their defaults": defaults,
-            // The processes inherit the test's environment: a figure taken with either set says so.
+            // Passed through from the test's environment (`TUNING`): a figure taken with one set says so.
             "EVENTFLEET_RECEIVE_WINDOW_MS": std::env::var("EVENTFLEET_RECEIVE_WINDOW_MS").unwrap_or("default (100)".into()),
             "EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT":
                 std::env::var("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT").unwrap_or("default (4)".into()),
+            "EVENTFLEET_ENQUEUE_LINGER_MS": std::env::var("EVENTFLEET_ENQUEUE_LINGER_MS").unwrap_or("default (10)".into()),
             "slack_stand_in": "enforces one post a second per channel, bursts of 3, 429 with Retry-After past it",
             "events_per_round": N,
             "hooks": 10,

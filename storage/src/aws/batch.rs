@@ -1,11 +1,12 @@
 //! Group commit for AWS batch APIs: callers submit one item each; a task takes every item waiting (up to the
 //! API's batch size, waiting at most a short linger for more) and sends them in one request, answering each
 //! caller with its own result. Under load many callers share a request; an idle system sends after the linger,
-//! or at once with [`Linger::WhileBusy`].
+//! or at once with [`Linger::WhileBusy`], whose wait under load is about as long as the batcher's recent requests
+//! took (docs/architecture.md, "The AWS backend").
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -17,12 +18,37 @@ type Request<T, R> = (T, oneshot::Sender<R>);
 pub(super) enum Linger {
     /// Always up to this long (zero: never).
     Always(Duration),
-    /// Up to this long only while another batch is in flight: a lone item goes at once, and under load the
-    /// items that come while a request is on the wire share the next one instead of each taking a free slot.
+    /// Only while another batch is in flight, as long as the batcher's recent requests took and at most this
+    /// long: a lone item goes at once, and under load the items that come while a request is on the wire share
+    /// the next one instead of each taking a free slot. A request's own time is what an item would wait in line
+    /// behind it anyway, and it grows when the service slows, which is when fewer, fuller requests help most.
     WhileBusy(Duration),
     /// As `WhileBusy`, and also while items are [`Coming`]: callers busy with the step before their submit (the
-    /// ingress's claim) are waited for, up to this long, and no longer once none is.
+    /// ingress's claim) are waited for, as long (the recent requests' time, at most this), and no longer once none
+    /// is.
     WhileBusyOrComing(Duration, Arc<Coming>),
+}
+
+/// How long a batcher's requests took lately: a moving average (each request a quarter of it), in microseconds;
+/// 0 before the first one.
+#[derive(Debug, Default)]
+struct RequestTime(AtomicU64);
+
+impl RequestTime {
+    fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |mean| {
+            Some(if mean == 0 { took } else { mean - mean / 4 + took / 4 })
+        });
+    }
+
+    /// `cap`, or less when the recent requests took less.
+    fn at_most(&self, cap: Duration) -> Duration {
+        match self.0.load(Ordering::Acquire) {
+            0 => cap,
+            mean => cap.min(Duration::from_micros(mean)),
+        }
+    }
 }
 
 /// Callers on their way to submit an item: each holds a [`ComingGuard`] from before the step that precedes its
@@ -83,6 +109,7 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<Request<T, R>>();
         let run = Arc::new(run);
+        let took = Arc::new(RequestTime::default());
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(in_flight));
             loop {
@@ -94,9 +121,11 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                 // With only callers coming to wait for, the linger ends once none is.
                 let (linger, coming) = match &linger {
                     Linger::Always(linger) => (*linger, None),
-                    Linger::WhileBusy(linger) if busy => (*linger, None),
-                    Linger::WhileBusyOrComing(linger, _) if busy => (*linger, None),
-                    Linger::WhileBusyOrComing(linger, coming) if coming.any() => (*linger, Some(coming.clone())),
+                    Linger::WhileBusy(cap) if busy => (took.at_most(*cap), None),
+                    Linger::WhileBusyOrComing(cap, _) if busy => (took.at_most(*cap), None),
+                    Linger::WhileBusyOrComing(cap, coming) if coming.any() => {
+                        (took.at_most(*cap), Some(coming.clone()))
+                    }
                     Linger::WhileBusy(_) | Linger::WhileBusyOrComing(..) => (Duration::ZERO, None),
                 };
                 let deadline = tokio::time::Instant::now() + linger;
@@ -134,10 +163,13 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                         }
                     }
                 }
-                let run = run.clone();
+                let (run, took) = (run.clone(), took.clone());
                 tokio::spawn(async move {
                     let (items, answers): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
-                    for (answer, result) in answers.into_iter().zip(run(items).await) {
+                    let start = tokio::time::Instant::now();
+                    let results = run(items).await;
+                    took.record(start.elapsed());
+                    for (answer, result) in answers.into_iter().zip(results) {
                         let _ = answer.send(result);
                     }
                     drop(permit);
@@ -269,13 +301,17 @@ mod tests {
         let seen = batches.clone();
         let coming = Arc::new(Coming::default());
         let linger = Linger::WhileBusyOrComing(Duration::from_millis(20), coming.clone());
+        // Requests take 30 ms: longer than the linger, which stays the cap.
         let gc = Arc::new(GroupCommit::start(10, 4, linger, move |items: Vec<u32>| {
             seen.lock().unwrap().push(items.clone());
-            async move { items }
+            async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                items
+            }
         }));
         let start = tokio::time::Instant::now();
         assert_eq!(gc.submit_coming(0, coming.enter()).await, Some(0));
-        assert_eq!(start.elapsed(), Duration::ZERO, "alone, nobody coming: at once");
+        assert_eq!(start.elapsed(), Duration::from_millis(30), "alone, nobody coming: at once (the request's time)");
         // Three accepts claim at once; their claims end 3 ms apart; one is refused (nothing to send).
         let mut tasks = Vec::new();
         for i in 1..=3u32 {
@@ -294,13 +330,17 @@ mod tests {
             let want = (i < 2).then_some(i as u32 + 1);
             assert_eq!(t.await.unwrap(), want);
         }
-        assert_eq!(start.elapsed(), Duration::from_millis(9), "sent when the last one coming gave up, not at 20 ms");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(9 + 30),
+            "sent when the last one coming gave up, not at 20 ms"
+        );
         assert_eq!(*batches.lock().unwrap(), [vec![0], vec![1, 2]]);
         // A caller that never comes holds a batch back for the linger at most.
         let stuck = coming.enter();
         let start = tokio::time::Instant::now();
         assert_eq!(gc.submit(4).await, Some(4));
-        assert_eq!(start.elapsed(), Duration::from_millis(20));
+        assert_eq!(start.elapsed(), Duration::from_millis(20 + 30));
         drop(stuck);
         // A batch waiting for one caller coming; eleven more queue their items and that one gives up, all before
         // the batcher looks again: every item is sent (in two batches, none over 10), none dropped.
@@ -324,5 +364,52 @@ mod tests {
         let sent: Vec<usize> = batches.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sent, [10, 2], "the first batch full, the rest in the next");
         assert!(sent.iter().all(|n| *n <= 10), "{sent:?}");
+    }
+
+    /// Under load a batch waits about as long as the batcher's requests take (up to the cap): against a slow
+    /// service the same arrivals share fewer, fuller requests; against a fast one they wait less.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_batch_waits_about_a_request_s_time() {
+        async fn requests_for_a_burst(service: Duration) -> (usize, Duration) {
+            let batches = Arc::new(AtomicUsize::new(0));
+            let seen = batches.clone();
+            let cap = Duration::from_millis(50);
+            let gc = Arc::new(GroupCommit::start(10, 4, Linger::WhileBusy(cap), move |items: Vec<u32>| {
+                seen.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    tokio::time::sleep(service).await;
+                    items
+                }
+            }));
+            // Alone: at once, whatever the service's pace.
+            let start = tokio::time::Instant::now();
+            assert_eq!(gc.submit(0).await, Some(0));
+            assert_eq!(start.elapsed(), service);
+            // Twenty items 3 ms apart.
+            let mut tasks = Vec::new();
+            let start = tokio::time::Instant::now();
+            for i in 1..=20u32 {
+                let gc = gc.clone();
+                tasks.push(tokio::spawn(async move {
+                    let sent = tokio::time::Instant::now();
+                    (gc.submit(i).await, sent.elapsed())
+                }));
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            let mut longest = Duration::ZERO;
+            for (i, t) in (1..).zip(tasks) {
+                let (got, took) = t.await.unwrap();
+                assert_eq!(got, Some(i));
+                longest = longest.max(took);
+            }
+            assert!(start.elapsed() < Duration::from_millis(60 + 50 + 80), "{:?}", start.elapsed());
+            (batches.load(Ordering::Relaxed) - 1, longest)
+        }
+        let (fast, fast_wait) = requests_for_a_burst(Duration::from_millis(5)).await;
+        let (slow, slow_wait) = requests_for_a_burst(Duration::from_millis(40)).await;
+        assert!(slow < fast, "a slower service, fuller requests: {slow} against {fast}");
+        // An item waits at most its linger (the requests' time, here under the cap) and its own request.
+        assert!(fast_wait <= Duration::from_millis(5 + 5), "{fast_wait:?}");
+        assert!(slow_wait <= Duration::from_millis(40 + 40), "{slow_wait:?}");
     }
 }

@@ -57,7 +57,7 @@ pub(in crate::aws) async fn send_entries(
 
 /// How long a batch of sends waits to fill while another is on the wire, by default: about an SQS request's own
 /// time (10 to 20 ms).
-pub(in crate::aws) const SEND_LINGER: Duration = Duration::from_millis(10);
+pub(in crate::aws) const SEND_LINGER: Duration = Duration::from_millis(50);
 
 /// The group commit of the ingress's sends to the event queue.
 pub(in crate::aws) type SendBatcher = GroupCommit<OutgoingMessage, Result<MessageId>>;
