@@ -55,16 +55,16 @@ pub(in crate::aws) async fn send_entries(
     Ok(results)
 }
 
-/// How long a batch of sends waits to fill while another is on the wire, by default: about an SQS request's own
-/// time (10 to 20 ms).
+/// The most a batch of sends waits to fill while another is on the wire, by default: it waits about as long as the
+/// recent sends took (10 to 20 ms on SQS), and this long only when SQS is that slow.
 pub(in crate::aws) const SEND_LINGER: Duration = Duration::from_millis(50);
 
 /// The group commit of the ingress's sends to the event queue.
 pub(in crate::aws) type SendBatcher = GroupCommit<OutgoingMessage, Result<MessageId>>;
 
 /// Concurrent accepts' messages go out together as `SendMessageBatch`. A lone accept's message goes at once; while
-/// another batch is on the wire, or other accepts are claiming their keys (`coming`), a batch waits up to `linger`
-/// to fill (under load the messages that come during a request share the next one instead of each taking a slot
+/// another batch is on the wire, or other accepts are claiming their keys (`coming`), a batch waits about as long
+/// as the recent sends took, at most `linger`, to fill (under load the messages that come during a request share the next one instead of each taking a slot
 /// of its own: SQS bills per request). Without the claims, concurrent accepts whose claims end a few
 /// milliseconds apart each sent a request of their own whenever no batch was on the wire.
 pub(in crate::aws) fn send_batcher(
