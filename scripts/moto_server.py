@@ -12,6 +12,7 @@ taken out here (`long_poll_like_sqs`, `queue_attributes_without_counting`; docs/
 Usage: moto_server.py HOST PORT
 """
 
+import importlib.metadata
 import logging
 import sys
 import threading
@@ -44,7 +45,9 @@ def long_poll_like_sqs():
     while every visible message is in one of them it loops without waiting (the queue has visible messages, so
     its wait returns at once) until the poll's time runs out: it holds a core and never sees a group freed
     meanwhile. SQS answers a long poll as soon as a message can be received. So: receive without waiting, and
-    until the poll's time is up wait for a send (or 10 ms, for a group freed by a delete) and try again."""
+    until the poll's time is up try again after a send, or after 10 ms while visible messages wait behind groups
+    in flight (a delete frees a group without a signal), or after a second (a message becoming visible again, as
+    moto's own wait)."""
     from moto.sqs.models import SQSBackend
 
     receive = SQSBackend.receive_message
@@ -56,16 +59,18 @@ def long_poll_like_sqs():
             remaining = deadline - time.monotonic()
             if messages or remaining <= 0:
                 return messages
-            condition = self.get_queue(queue_name)._messages_lock
-            with condition:
-                condition.wait(timeout=min(0.01, remaining))
+            queue = self.get_queue(queue_name)
+            with queue._messages_lock:
+                # Looked at under the lock a send notifies under: a send in between still wakes this wait.
+                blocked = bool(queue.messages)
+                queue._messages_lock.wait(timeout=min(0.01 if blocked else 1.0, remaining))
 
     SQSBackend.receive_message = receive_message
 
 
 def queue_attributes_without_counting():
     """moto 5.2.5 builds every attribute of a queue (`Queue.attributes`) to read one, and three of them count the
-    queue's messages: each message sent reads `ContentBasedDeduplication` four times and each message received
+    queue's messages: each message sent in a `SendMessageBatch` reads `ContentBasedDeduplication` six times and each message received
     reads `MessageRetentionPeriod` three times, so every message costs the emulator a dozen passes over the queue.
     Under load that held the one core it runs on (most of its samples in a profile) and every other request waited.
     Here a caller that does not ask for a count gets the attributes without counting (the counts read as 0, and
@@ -111,6 +116,10 @@ def queue_attributes_without_counting():
 
 
 def main():
+    # The patches below replace moto's own methods: checked against this version only (scripts/requirements-moto.txt).
+    version = importlib.metadata.version("moto")
+    if version != "5.2.5":
+        sys.exit(f"moto_server.py patches moto 5.2.5; found {version}: check the patches against it and update the pin")
     long_poll_like_sqs()
     queue_attributes_without_counting()
     # A line a request on the log cost the emulator a tenth of its time under load; errors are still logged.

@@ -107,7 +107,8 @@ pub struct AwsSettings {
     pub cloudwatch_interval: Option<Duration>,
     /// `EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT`: `SendMessageBatch` requests the ingress's accepts share at once.
     pub send_batches_in_flight: usize,
-    /// `EVENTFLEET_ENQUEUE_LINGER_MS`: how long a send batch waits to fill while another is on the wire.
+    /// `EVENTFLEET_ENQUEUE_LINGER_MS`: the most a send batch waits to fill while another is on the wire (it waits
+    /// about as long as the recent sends took).
     pub send_linger: Duration,
 }
 

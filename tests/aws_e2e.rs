@@ -49,11 +49,12 @@ impl Drop for Fleet {
     }
 }
 
-/// Starts a process and returns the first `http://` URL on a stdout line containing `marker`.
-/// Settings that change how the fleet batches its AWS requests, passed through to its processes when set.
+/// Settings that change how the fleet batches its AWS requests: the requests test passes them through to its
+/// processes when set.
 const TUNING: [&str; 3] =
     ["EVENTFLEET_RECEIVE_WINDOW_MS", "EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT", "EVENTFLEET_ENQUEUE_LINGER_MS"];
 
+/// Starts a process and returns the first `http://` URL on a stdout line containing `marker`.
 fn spawn(env: &[(String, String)], data: &Path, args: &[&str], marker: &'static str) -> (Child, String) {
     support::spawn_marked(env, data, args, marker)
 }
@@ -72,15 +73,17 @@ fn run_json(env: &[(String, String)], data: &Path, args: &[&str]) -> Value {
 
 impl Fleet {
     async fn start(max_attempts: u32, cloudwatch_interval_s: u32, channel_pace_ms: u32) -> Fleet {
-        Self::start_with(max_attempts, cloudwatch_interval_s, channel_pace_ms, &[]).await
+        Self::start_with(max_attempts, cloudwatch_interval_s, channel_pace_ms, &[], false).await
     }
 
-    /// The same, leaving out the quick settings named in `defaults` (the worker then runs with the default).
+    /// The same, leaving out the quick settings named in `defaults` (the worker then runs with the default), and
+    /// with `tuning`, the [`TUNING`] settings of the test's environment.
     async fn start_with(
         max_attempts: u32,
         cloudwatch_interval_s: u32,
         channel_pace_ms: u32,
         defaults: &[&str],
+        tuning: bool,
     ) -> Fleet {
         let stub = SlackStub::start().await.unwrap();
         let data = tempfile::tempdir().unwrap();
@@ -123,7 +126,11 @@ impl Fleet {
         ]);
         // The batching settings a measurement may be taken with pass through from the test's environment (a child
         // inherits no `EVENTFLEET_` setting otherwise); the requests test's report names them.
-        env.extend(TUNING.iter().filter_map(|name| std::env::var(name).ok().map(|value| ((*name).to_owned(), value))));
+        if tuning {
+            env.extend(
+                TUNING.iter().filter_map(|name| std::env::var(name).ok().map(|value| ((*name).to_owned(), value))),
+            );
+        }
         let (ingress, base) = spawn(&env, data.path(), &["ingress", "--listen", "127.0.0.1:0"], "listening on");
         let (worker, worker_metrics) = spawn(&env, data.path(), &["worker"], "worker started");
         Fleet {
@@ -536,7 +543,7 @@ async fn aws_requests_per_event_on_the_happy_path() {
         "EVENTFLEET_RETRY_BASE_DELAY_MS",
         "EVENTFLEET_RETRY_MAX_DELAY_MS",
     ];
-    let fleet = Fleet::start_with(5, 3600, channel_interval_ms, &defaults).await;
+    let fleet = Fleet::start_with(5, 3600, channel_interval_ms, &defaults, true).await;
     fleet.stub.enforce_limit(Duration::from_secs(1), 3);
     // Ten hooks and ten Slack channels: ten message groups, so the worker runs events side by side.
     let hooks: Vec<String> = (0..10).map(|_| fleet.hook("#load")).collect();
@@ -554,7 +561,7 @@ async fn aws_requests_per_event_on_the_happy_path() {
             "EVENTFLEET_RECEIVE_WINDOW_MS": std::env::var("EVENTFLEET_RECEIVE_WINDOW_MS").unwrap_or("default (100)".into()),
             "EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT":
                 std::env::var("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT").unwrap_or("default (4)".into()),
-            "EVENTFLEET_ENQUEUE_LINGER_MS": std::env::var("EVENTFLEET_ENQUEUE_LINGER_MS").unwrap_or("default (10)".into()),
+            "EVENTFLEET_ENQUEUE_LINGER_MS": std::env::var("EVENTFLEET_ENQUEUE_LINGER_MS").unwrap_or("default (50)".into()),
             "slack_stand_in": "enforces one post a second per channel, bursts of 3, 429 with Retry-After past it",
             "events_per_round": N,
             "hooks": 10,

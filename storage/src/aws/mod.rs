@@ -139,7 +139,8 @@ pub struct AwsOptions {
     /// `SendMessageBatch` requests that concurrent accepts share at once; accepts arriving while all are in
     /// flight join the next, larger batch.
     pub send_batches_in_flight: usize,
-    /// How long a send batch waits to fill while another is on the wire (a lone accept's message never waits).
+    /// The most a send batch waits to fill while another is on the wire: it waits about as long as the recent
+    /// sends took, up to this (a lone accept's message never waits).
     pub send_linger: Duration,
     /// How long the event log keeps a done event (`None`: no event log).
     pub retention: Option<Duration>,
