@@ -70,8 +70,9 @@ def long_poll_like_sqs():
 
 def queue_attributes_without_counting():
     """moto 5.2.5 builds every attribute of a queue (`Queue.attributes`) to read one, and three of them count the
-    queue's messages: each message sent in a `SendMessageBatch` reads `ContentBasedDeduplication` six times and each message received
-    reads `MessageRetentionPeriod` three times, so every message costs the emulator a dozen passes over the queue.
+    queue's messages: each message sent in a `SendMessageBatch` reads `ContentBasedDeduplication` six times and each
+    message received reads `MessageRetentionPeriod` three times, so a message costs the emulator nine to eighteen
+    passes over the queue.
     Under load that held the one core it runs on (most of its samples in a profile) and every other request waited.
     Here a caller that does not ask for a count gets the attributes without counting (the counts read as 0, and
     only `GetQueueAttributes` asking for them, or for all, reads them)."""

@@ -561,7 +561,8 @@ async fn aws_requests_per_event_on_the_happy_path() {
             "EVENTFLEET_RECEIVE_WINDOW_MS": std::env::var("EVENTFLEET_RECEIVE_WINDOW_MS").unwrap_or("default (100)".into()),
             "EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT":
                 std::env::var("EVENTFLEET_ENQUEUE_BATCHES_IN_FLIGHT").unwrap_or("default (4)".into()),
-            "EVENTFLEET_ENQUEUE_LINGER_MS": std::env::var("EVENTFLEET_ENQUEUE_LINGER_MS").unwrap_or("default (50)".into()),
+            "EVENTFLEET_ENQUEUE_LINGER_MS":
+                std::env::var("EVENTFLEET_ENQUEUE_LINGER_MS").unwrap_or("default (50)".into()),
             "slack_stand_in": "enforces one post a second per channel, bursts of 3, 429 with Retry-After past it",
             "events_per_round": N,
             "hooks": 10,

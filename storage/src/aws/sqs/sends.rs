@@ -65,8 +65,9 @@ pub(in crate::aws) type SendBatcher = GroupCommit<OutgoingMessage, Result<Messag
 /// Concurrent accepts' messages go out together as `SendMessageBatch`. A lone accept's message goes at once; while
 /// another batch is on the wire, or other accepts are claiming their keys (`coming`), a batch waits about as long
 /// as the recent sends took, at most `linger`, to fill (under load the messages that come during a request share
-/// the next one instead of each taking a slot of its own: SQS bills per request). Without the claims, concurrent accepts whose claims end a few
-/// milliseconds apart each sent a request of their own whenever no batch was on the wire.
+/// the next one instead of each taking a slot of its own: SQS bills per request). Without the claims, concurrent
+/// accepts whose claims end a few milliseconds apart each sent a request of their own whenever no batch was on
+/// the wire.
 pub(in crate::aws) fn send_batcher(
     client: aws_sdk_sqs::Client,
     queue_url: String,
