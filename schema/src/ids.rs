@@ -94,7 +94,12 @@ impl IdempotencyKey {
     /// The sender's own id of the event: what follows the key's last `:` (Slack `event_id` or `trigger_id`,
     /// `X-GitHub-Delivery`, SNS `MessageId`, a hook's `Idempotency-Key`, a tick). Operators search by it.
     pub fn sender_id(&self) -> &str {
-        self.0.rsplit(':').next().unwrap_or(&self.0)
+        Self::sender_id_of(&self.0)
+    }
+
+    /// [`IdempotencyKey::sender_id`] of a key's text.
+    pub fn sender_id_of(key: &str) -> &str {
+        key.rsplit(':').next().unwrap_or(key)
     }
 
     /// The queue deduplication id of the first delivery of this key: sha256 of the key, hex (64 characters,

@@ -397,12 +397,48 @@ async fn a_fresh_accept_is_deduplicated_by_its_claim_and_a_short_horizon_also_by
     // A 60 s horizon against the 300 s window: the entry is written, and once the claim has expired the resend
     // is accepted as new but not queued a second time.
     accept("hook:hk_a:short", 60).await;
+    let resent = accept("hook:hk_a:short", 60).await;
+    assert!(matches!(resent, eventfleet_storage::Accepted::Duplicate { .. }), "{resent:?}");
     assert_eq!(count("SELECT COUNT(*) FROM dedup"), 1);
     tokio::time::advance(Duration::from_secs(61)).await;
     let late = accept("hook:hk_a:short", 60).await;
-    assert!(matches!(late, eventfleet_storage::Accepted::New { .. }), "{late:?}");
+    let eventfleet_storage::Accepted::New { event_id: late_id, .. } = late else { panic!("{late:?}") };
     assert_eq!(count("SELECT COUNT(*) FROM message_bodies WHERE body LIKE '%hook:hk_a:short%'"), 1, "queued once");
     assert_eq!(count("SELECT COUNT(*) FROM messages"), 2);
+    // The expired record was claimed anew, under the new event id, as a first sight.
+    let record = store.idempotency.get(&IdempotencyKey::from_raw("hook:hk_a:short")).await.unwrap().unwrap();
+    assert_eq!((record.event_id, record.status, record.duplicate_count), (late_id, Status::Enqueued, 0));
+    assert_eq!(record.first_seen, record.last_seen);
+}
+
+/// A claim left `PENDING` by a build that accepted in several steps (and died between them) is finished by the
+/// sender's retry under the claim's own event id, its message going through the dedup window.
+#[tokio::test]
+async fn a_claim_left_pending_is_finished_under_its_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open_dir(dir.path(), EmbeddedOptions::default()).unwrap();
+    let store = embedded.clone().into_store();
+    let raw = rusqlite::Connection::open(embedded.path()).unwrap();
+    let pending = EventId::new();
+    let far = i64::MAX / 2;
+    raw.execute(
+        "INSERT INTO idempotency (sender, key, status, event_id, first_seen, last_seen, duplicate_count, expires_at)
+         VALUES ('d1', 'github:hk_a:d1', 'PENDING', ?1, 0, 0, 0, ?2)",
+        rusqlite::params![pending.to_string(), far],
+    )
+    .unwrap();
+    let env = envelope(IdempotencyKey::from_raw("github:hk_a:d1"), "g", "retried");
+    let got = store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(3600), "ingress");
+    let got = got.await.unwrap();
+    let eventfleet_storage::Accepted::New { event_id, .. } = got else { panic!("{got:?}") };
+    assert_eq!(event_id, pending);
+    let record = store.idempotency.get(&IdempotencyKey::from_raw("github:hk_a:d1")).await.unwrap().unwrap();
+    assert_eq!((record.event_id, record.status), (pending, Status::Enqueued));
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM dedup"), 1, "through the window: its message may have gone already");
+    let queued = store.queue.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].envelope.event_id(), pending);
 }
 
 /// A process opening the store while another holds its write lock for longer than the busy handler's few seconds

@@ -13,28 +13,35 @@ pub(super) const COLUMNS: &str =
     "key, status, event_id, first_seen, last_seen, duplicate_count, lease_until, outcome, expires_at";
 
 /// The key's text after its last `:` ([`IdempotencyKey::sender_id`]) in SQL, of the key in `$key`: `rtrim` by
-/// every character but `:` leaves the key up to its last `:`.
+/// every character but `:` leaves the key up to its last `:`. Migration 8 wrote the `sender` column of the rows
+/// before it with this; statements bind [`sender_of`] instead (below).
+#[cfg(test)]
 macro_rules! sender_of {
     ($key:literal) => {
         concat!("substr(", $key, ", length(rtrim(", $key, ", replace(", $key, ", ':', ''))) + 1)")
     };
 }
 
-/// The sender's id of the key bound as `?1`. The table's key leads with it (migration 8), so the sender-id
-/// lookup is a range of the primary key.
-pub(super) const SENDER_OF_KEY: &str = sender_of!("?1");
-
-/// The row of the key bound as `?1`, found by the whole primary key (the sender's id, then the key).
-pub(super) const WHERE_KEY: &str = concat!("sender = ", sender_of!("?1"), " AND key = ?1");
-
 /// The sender's id of the `key` column, as migration 8 wrote it for the rows before it.
 #[cfg(test)]
 pub(super) const SENDER_OF_COLUMN: &str = sender_of!("key");
 
-/// Writes the record of the key bound as `?1` (its sender's id derived in SQL), replacing the row there: the
+/// The sender's id of a key, the first column of the table's primary key (migration 8), bound by the caller: in
+/// SQL (`rtrim` by every character of the key) it took a tenth of the writer thread under load (docs/benchmarks.md,
+/// "The sender's id bound, not computed in SQL").
+pub(super) fn sender_of(key: &str) -> &str {
+    IdempotencyKey::sender_id_of(key)
+}
+
+/// The row of the key bound as `?1`, found by the whole primary key: its [`sender_of`] is bound as `?{n}`.
+pub(super) fn where_key(n: usize) -> String {
+    format!("sender = ?{n} AND key = ?1")
+}
+
+/// Writes the record of the key bound as `?1` (its [`sender_of`] bound as `?{n}`), replacing the row there: the
 /// rest of [`COLUMNS`] are bound from `?2` in order, or given as literals.
-pub(super) fn insert_or_replace(values_after_key: &str) -> String {
-    format!("INSERT OR REPLACE INTO idempotency (sender, {COLUMNS}) VALUES ({SENDER_OF_KEY}, ?1, {values_after_key})")
+pub(super) fn insert_or_replace(values_after_key: &str, n: usize) -> String {
+    format!("INSERT OR REPLACE INTO idempotency (sender, {COLUMNS}) VALUES (?{n}, ?1, {values_after_key})")
 }
 
 pub(super) fn record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
@@ -59,8 +66,8 @@ pub(super) fn record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
 /// The live (unexpired) record of a key.
 pub(super) fn live(conn: &Connection, key: &str, now: i64) -> Result<Option<IdempotencyRecord>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM idempotency WHERE {WHERE_KEY} AND expires_at > ?2"))?
-        .query_row(params![key, now], record)
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM idempotency WHERE {} AND expires_at > ?2", where_key(3)))?
+        .query_row(params![key, now, sender_of(key)], record)
         .optional()?)
 }
 
@@ -72,9 +79,10 @@ impl Idempotency for EmbeddedStore {
             .submit(move |conn| {
                 conn.prepare_cached(&format!(
                     "UPDATE idempotency SET status = 'ENQUEUED', outcome = ?2, last_seen = ?3, lease_until = NULL
-                     WHERE {WHERE_KEY} AND expires_at > ?3 AND status IN ('DONE', 'DEAD', 'PROCESSING')"
+                     WHERE {} AND expires_at > ?3 AND status IN ('DONE', 'DEAD', 'PROCESSING')",
+                    where_key(4)
                 ))?
-                .execute(params![key, outcome, now])?;
+                .execute(params![key, outcome, now, sender_of(&key)])?;
                 live(conn, &key, now)
             })
             .await
@@ -115,5 +123,32 @@ impl Idempotency for EmbeddedStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sender's id bound by the statements is the one migration 8 wrote into the rows before it, so those rows
+    /// are still found by their keys: colons, none, several, empty parts, text beyond ASCII.
+    #[test]
+    fn the_bound_sender_id_is_the_one_the_migration_wrote() {
+        let conn = Connection::open_in_memory().unwrap();
+        let keys = [
+            "slack:T1:Ev1",
+            "sns:arn:aws:sns:eu-west-1:123456789012:alarms:5f1c-44",
+            "hook:hk_a:",
+            "no-colon-at-all",
+            ":leading",
+            "hook:hk_a:clé-é:ünïcødé✓",
+            "",
+        ];
+        for key in keys {
+            let in_sql: String = conn
+                .query_row(&format!("SELECT {}", SENDER_OF_COLUMN.replace("key", "?1")), [key], |r| r.get(0))
+                .unwrap();
+            assert_eq!(sender_of(key), in_sql, "key {key:?}");
+        }
     }
 }

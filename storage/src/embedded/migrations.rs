@@ -289,10 +289,12 @@ mod tests {
     /// not by scanning the table.
     #[test]
     fn a_key_and_a_sender_id_are_found_by_the_primary_key() {
-        use super::super::idempotency::WHERE_KEY;
         let by_key = plan(
-            &format!("SELECT status FROM idempotency WHERE {WHERE_KEY} AND expires_at > ?2"),
-            ["slack:T1:Ev1", "0"],
+            &format!(
+                "SELECT status FROM idempotency WHERE {} AND expires_at > ?2",
+                super::super::idempotency::where_key(3)
+            ),
+            ["slack:T1:Ev1", "0", "Ev1"],
         );
         assert!(by_key.iter().any(|p| p.contains("USING PRIMARY KEY (sender=? AND key=?)")), "{by_key:?}");
         let by_sender = plan("SELECT status FROM idempotency WHERE sender = ?1 AND expires_at > ?2", ["Ev1", "0"]);

@@ -74,6 +74,7 @@ fn accept_job(
     s: Settings,
 ) -> Result<Accepted> {
     let key = message.envelope.idempotency_key().as_str().to_owned();
+    let sender = idempotency::sender_of(&key);
     let existing = idempotency::live(conn, &key, now)?;
     let fresh = existing.is_none();
     // A claim finished under its earlier event id re-encodes its message.
@@ -84,10 +85,10 @@ fn accept_job(
                 .prepare_cached(&format!(
                     "UPDATE idempotency SET duplicate_count = duplicate_count + 1, last_seen = ?2
                      WHERE {} RETURNING {}",
-                    idempotency::WHERE_KEY,
+                    idempotency::where_key(3),
                     idempotency::COLUMNS
                 ))?
-                .query_row(params![key, now], idempotency::record)?;
+                .query_row(params![key, now, sender], idempotency::record)?;
             let detail = serde_json::json!({ "status": rec.status, "duplicate_count": rec.duplicate_count });
             let at = Timestamp::from_millis(now);
             line(conn, AuditEntry::new(rec.event_id, at, Step::Duplicate, actor).with_detail(detail), s)?;
@@ -115,8 +116,8 @@ fn accept_job(
     if s.retain && crate::event_log::kept(env) {
         super::event_log::insert(conn, env, encoded)?;
     }
-    conn.prepare_cached(&idempotency::insert_or_replace("'ENQUEUED', ?2, ?3, ?3, 0, NULL, NULL, ?4"))?
-        .execute(params![key, event_id.to_string(), now, now + horizon])?;
+    conn.prepare_cached(&idempotency::insert_or_replace("'ENQUEUED', ?2, ?3, ?3, 0, NULL, NULL, ?4", 5))?
+        .execute(params![key, event_id.to_string(), now, now + horizon, sender])?;
     // Received when the ingress read it, which is never later than the store's own now (a test's paused clock
     // may lag the envelope's wall clock: the trail keeps its order either way).
     let received_at = env.received_at().min(Timestamp::from_millis(now));
@@ -203,8 +204,8 @@ fn start_job(conn: &Connection, msg: &ReceivedMessage, w: &Worker, now: i64, s: 
         set_status(conn, key, Status::Processing, now, Some(lease))?;
     } else {
         // The claim expired before the event ran (a backlog older than the horizon): start a new record.
-        conn.prepare_cached(&idempotency::insert_or_replace("'PROCESSING', ?2, ?3, ?3, 0, ?4, NULL, ?5"))?
-            .execute(params![key, event_id.to_string(), now, lease, now + w.horizon])?;
+        conn.prepare_cached(&idempotency::insert_or_replace("'PROCESSING', ?2, ?3, ?3, 0, ?4, NULL, ?5", 6))?
+            .execute(params![key, event_id.to_string(), now, lease, now + w.horizon, idempotency::sender_of(key)])?;
     }
     let attempt = attempts + 1;
     let detail = serde_json::json!({ "attempt": attempt, "receive": msg.receive_count, "kind": msg.envelope.kind() });
@@ -265,18 +266,21 @@ fn finish_record(
         .prepare_cached(&format!(
             "UPDATE idempotency SET status = ?2, outcome = ?3, last_seen = ?4, lease_until = NULL
                  WHERE {} AND expires_at > ?4",
-            idempotency::WHERE_KEY
+            idempotency::where_key(5)
         ))?
-        .execute(params![key, status.as_str(), outcome, now])?;
+        .execute(params![key, status.as_str(), outcome, now, idempotency::sender_of(key)])?;
     if updated == 0 {
-        conn.prepare_cached(&idempotency::insert_or_replace("?2, ?3, ?4, ?4, 0, NULL, ?5, ?6"))?.execute(params![
-            key,
-            status.as_str(),
-            event_id.to_string(),
-            now,
-            outcome,
-            now + horizon
-        ])?;
+        conn.prepare_cached(&idempotency::insert_or_replace("?2, ?3, ?4, ?4, 0, NULL, ?5, ?6", 7))?.execute(
+            params![
+                key,
+                status.as_str(),
+                event_id.to_string(),
+                now,
+                outcome,
+                now + horizon,
+                idempotency::sender_of(key)
+            ],
+        )?;
     }
     Ok(())
 }
@@ -284,9 +288,9 @@ fn finish_record(
 fn set_status(conn: &Connection, key: &str, status: Status, now: i64, lease: Option<i64>) -> Result<()> {
     conn.prepare_cached(&format!(
         "UPDATE idempotency SET status = ?2, last_seen = ?3, lease_until = ?4 WHERE {}",
-        idempotency::WHERE_KEY
+        idempotency::where_key(5)
     ))?
-    .execute(params![key, status.as_str(), now, lease])?;
+    .execute(params![key, status.as_str(), now, lease, idempotency::sender_of(key)])?;
     Ok(())
 }
 
@@ -470,8 +474,8 @@ fn set_status_if_processing(conn: &Connection, key: &IdempotencyKey, now: i64) -
     conn.prepare_cached(&format!(
         "UPDATE idempotency SET status = 'ENQUEUED', last_seen = ?2, lease_until = NULL
          WHERE {} AND status = 'PROCESSING'",
-        idempotency::WHERE_KEY
+        idempotency::where_key(3)
     ))?
-    .execute(params![key.as_str(), now])?;
+    .execute(params![key.as_str(), now, key.sender_id()])?;
     Ok(())
 }
