@@ -74,7 +74,7 @@ impl Traffic {
     fn slack(&self, n: u64, resend: bool, ts: i64) -> Planned {
         let body = serde_json::json!({
             "type": "event_callback", "team_id": "TLOAD", "api_app_id": "ALOAD",
-            "event_id": format!("EvLT{}{n:012}", self.run_id), "event_time": 1_700_000_000 + n,
+            "event_id": slack_event_id(&self.run_id, n), "event_time": 1_700_000_000 + n,
             "event": {"type": "message", "channel": format!("C{:03}", (n / 4) % 64), "user": "U1", "text": format!("message {n}")}
         })
         .to_string();
@@ -110,7 +110,7 @@ impl Traffic {
             content_type: "application/json",
             headers: vec![
                 ("x-github-event", "push".into()),
-                ("x-github-delivery", format!("lt-{}-delivery-{n}", self.run_id)),
+                ("x-github-delivery", guid(&self.run_id, "delivery", n)),
                 (
                     "x-hub-signature-256",
                     format!("sha256={}", hmac_sha256_hex(self.github_secret.as_bytes(), &[body.as_bytes()])),
@@ -129,7 +129,7 @@ impl Traffic {
         let request = Request {
             path: format!("/hooks/{}", self.hook_id),
             content_type: "application/json",
-            headers: vec![("idempotency-key", format!("lt-{}-hook-{n}", self.run_id))],
+            headers: vec![("idempotency-key", guid(&self.run_id, "hook", n))],
             body,
         };
         Planned { source: "hook", first: request, resend: None, posts: true }
@@ -148,7 +148,7 @@ impl Traffic {
                         "Dimensions": [{"name": "InstanceId", "value": format!("i-{n:08x}")}]}
         });
         let mut message = serde_json::json!({
-            "Type": "Notification", "MessageId": format!("{}-0000-4000-8000-{n:012}", self.run_id), "TopicArn": ALARM_TOPIC,
+            "Type": "Notification", "MessageId": guid(&self.run_id, "sns", n), "TopicArn": ALARM_TOPIC,
             "Subject": format!("ALARM: lt-{n}"), "Message": alarm.to_string(),
             "Timestamp": Timestamp::from_millis(at * 1000).to_string(), "SignatureVersion": "2", "Signature": "",
             "SigningCertURL": TEST_CERT_URL,
@@ -170,7 +170,7 @@ impl Traffic {
 pub fn slack_event(secret: &str, n: u64, ts: i64) -> Request {
     let body = serde_json::json!({
         "token": "loadtest", "team_id": "TLOAD", "api_app_id": "ALOAD", "type": "event_callback",
-        "event_id": format!("Ev{n:012}"), "event_time": 1_700_000_000 + n,
+        "event_id": slack_event_id("bench", n), "event_time": 1_700_000_000 + n,
         "event": {"type": "message", "channel": format!("C{:04}", n % 50), "user": "U0LOAD",
                   "text": format!("load test message {n}"), "ts": format!("{}.000100", 1_700_000_000 + n)}
     })
@@ -184,6 +184,20 @@ pub fn slack_event(secret: &str, n: u64, ts: i64) -> Request {
         ],
         body,
     }
+}
+
+/// A sender's id of the `n`-th event as senders make them: GitHub's `X-GitHub-Delivery`, SNS's `MessageId` and most
+/// `Idempotency-Key`s are GUIDs, in no order. Ids counted up (as the generator made them before) sort next to each
+/// other, which let the store write each batch's records side by side: a flattering load (docs/benchmarks.md,
+/// "Idempotency records in claim order"). Derived from the run and `n`, so a resend carries the same id.
+fn guid(run_id: &str, what: &str, n: u64) -> String {
+    let h = hmac_sha256_hex(run_id.as_bytes(), &[what.as_bytes(), &n.to_be_bytes()]);
+    format!("{}-{}-4{}-8{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
+/// A Slack `event_id` (`Ev` and fourteen characters, in no order), derived from the run and `n`.
+fn slack_event_id(run_id: &str, n: u64) -> String {
+    format!("Ev{}", hmac_sha256_hex(run_id.as_bytes(), &[b"slack", &n.to_be_bytes()])[..14].to_uppercase())
 }
 
 /// The marker numbers in a posted Slack message (a digest or a storm's summary names several).
@@ -238,6 +252,20 @@ mod tests {
         }
         let counts: std::collections::BTreeMap<&str, usize> = seen.iter().map(|(k, v)| (*k, v.len())).collect();
         assert_eq!(counts, [("github", 16), ("hook", 16), ("slack", 64), ("sns", 32)].into(), "{seen:?}");
+    }
+
+    /// Senders' ids are distinct, in no order (as GUIDs and Slack's ids are), and the same for the same event.
+    #[test]
+    fn native_ids_are_distinct_unordered_and_stable() {
+        let ids: Vec<String> = (0..10_000).map(|n| guid("run", "delivery", n)).collect();
+        assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), ids.len());
+        let ascending = ids.windows(2).filter(|w| w[0] < w[1]).count();
+        assert!((4_000..6_000).contains(&ascending), "{ascending} of 9,999 pairs in order");
+        assert_eq!(guid("run", "delivery", 7), ids[7]);
+        assert_ne!(guid("other", "delivery", 7), ids[7], "another run's ids differ");
+        let slack = slack_event_id("run", 7);
+        assert!(slack.starts_with("Ev") && slack.len() == 16, "{slack}");
+        assert_eq!(ids[7].len(), 36);
     }
 
     #[test]
