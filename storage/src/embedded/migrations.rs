@@ -240,6 +240,19 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     if version(conn)? == CURRENT {
         return Ok(());
     }
+    // A rewrite sorts a whole table (migration 10 by claim time): on disk, as SQLite does by default, not in the
+    // memory the store's connections otherwise keep temporary data in (`connect`), which would hold the table.
+    let temp_store: i64 = conn.query_row("PRAGMA temp_store", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA temp_store = FILE")?;
+    let migrated = migrate_locked(conn, version);
+    conn.execute_batch(&format!("PRAGMA temp_store = {temp_store}"))?;
+    migrated
+}
+
+fn migrate_locked(
+    conn: &mut Connection,
+    version: impl Fn(&Connection) -> Result<i64, StorageError>,
+) -> Result<(), StorageError> {
     let deadline = Instant::now() + MIGRATION_WAIT;
     loop {
         match conn.execute_batch("BEGIN IMMEDIATE") {
@@ -471,7 +484,10 @@ mod tests {
             )
             .unwrap();
         }
+        conn.execute_batch("PRAGMA temp_store = MEMORY").unwrap();
         migrate(&mut conn).unwrap();
+        let temp_store: i64 = conn.query_row("PRAGMA temp_store", [], |r| r.get(0)).unwrap();
+        assert_eq!(temp_store, 2, "the connection's own setting again after the migration's sort on disk");
         let senders = |conn: &Connection| -> Vec<String> {
             conn.prepare("SELECT sender FROM idempotency ORDER BY rowid")
                 .unwrap()
@@ -481,12 +497,16 @@ mod tests {
                 .collect()
         };
         assert_eq!(senders(&conn), ["ffff", "8888", "0000"], "claim order, not the senders' order");
-        // The build before writes a claim as `INSERT OR REPLACE` by the whole key: one record a key still.
+        // The build before writes a claim as `INSERT OR REPLACE` by the whole key, its sender's id in SQL: one
+        // record a key still.
         conn.execute(
-            "INSERT OR REPLACE INTO idempotency (sender, key, status, event_id, first_seen, last_seen, duplicate_count,
-                                                 expires_at)
-             VALUES ('8888', 'github:hk_a:8888', 'ENQUEUED', 'e-again', 4, 4, 0, 99)",
-            [],
+            &format!(
+                "INSERT OR REPLACE INTO idempotency (sender, key, status, event_id, first_seen, last_seen,
+                                                     duplicate_count, expires_at)
+                 VALUES ({}, ?1, 'ENQUEUED', 'e-again', 4, 4, 0, 99)",
+                super::super::idempotency::SENDER_OF_COLUMN.replace("key", "?1")
+            ),
+            ["github:hk_a:8888"],
         )
         .unwrap();
         assert_eq!(senders(&conn), ["ffff", "0000", "8888"], "the new claim at the end");
