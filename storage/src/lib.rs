@@ -15,7 +15,7 @@
 //!   Slack threads) and [`channels`] (a Slack channel's state shared by the fleet: Slack's pause, the workers
 //!   posting there, the alarm storm), [`living`] (messages that follow a GitHub run, deployment or pull
 //!   request) and [`digests`] (a channel's burst digest: the posts folded while it had no slot), [`event_log`] (accepted
-//!   envelopes kept for a retention window, searched and re-driven by operators), typed views of [`documents`] (versioned documents by key).
+//!   envelopes kept for a retention window, searched and re-driven by operators), [`expiry`] (expired rows given back), typed views of [`documents`] (versioned documents by key).
 //! - [`hook_cache`]: [`hook_cache::CachedHooks`], a short-lived cache of hooks and their invocation counts in
 //!   front of a registry (the aws backend's hook deliveries would read the table twice and write it once).
 //! - [`store`]: [`Store`], the bundle of ports a service is given; a backend builds one.
@@ -38,6 +38,7 @@ pub mod documents;
 pub mod embedded;
 pub mod error;
 pub mod event_log;
+pub mod expiry;
 pub mod hook_cache;
 pub mod idempotency;
 pub mod living;
@@ -61,6 +62,7 @@ pub use documents::Documents;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StorageError;
 pub use event_log::{Cursor, EventLog, EventPage, EventQuery, EventSummary, LoggedEvent, Outcome};
+pub use expiry::Expiry;
 pub use idempotency::{Idempotency, SENDER_ID_MATCHES};
 pub use living::{LivingMessage, LivingMessages};
 pub use protocol::{Accepted, Actor, Delivery, Failure, Protocol, Start};

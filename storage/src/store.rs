@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Digests, Documents, EventLog, Idempotency, LivingMessages,
-    Protocol, Queue, RetryRecords, WebhookRegistry,
+    AlarmThreads, AuditLog, Channels, Clock, DeadLetters, Digests, Documents, EventLog, Expiry, Idempotency,
+    LivingMessages, Protocol, Queue, RetryRecords, WebhookRegistry,
 };
 
 /// Every port, as shared trait objects, plus the clock they agree on. Cheap to clone. The ingress and the workers
@@ -35,6 +35,8 @@ pub struct Store {
     pub digests: Arc<dyn Digests>,
     /// Accepted envelopes kept for a retention window.
     pub events: Arc<dyn EventLog>,
+    /// Expired rows given back.
+    pub expiry: Arc<dyn Expiry>,
     /// The time every component compares against.
     pub clock: Arc<dyn Clock>,
     /// `embedded` or `aws`, for `/version` and logs.
@@ -54,6 +56,7 @@ impl Store {
             + WebhookRegistry
             + Documents
             + EventLog
+            + Expiry
             + 'static,
     {
         Store {
@@ -68,6 +71,7 @@ impl Store {
             channels: backend.clone(),
             living: backend.clone(),
             digests: backend.clone(),
+            expiry: backend.clone(),
             events: backend,
             clock,
             backend: name,

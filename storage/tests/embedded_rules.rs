@@ -559,3 +559,46 @@ async fn with_two_processes_writing_the_wal_is_started_over_at_its_cap() {
     // for its tenth of a second waits for the next), 19,800 to 35,300 without it.
     assert!(frames < u64::from(CAP) * 10, "the WAL grew to {frames} frames (cap {CAP})");
 }
+
+/// Expired rows are deleted a bounded batch at a time, oldest first, and nothing live goes with them: reads hid
+/// them already, the sweep gives their space back.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_deletes_expired_records_and_lines_a_batch_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        clock: Arc::new(TokioClock::new()),
+        audit_ttl: Duration::from_secs(100),
+        ..EmbeddedOptions::default()
+    };
+    let embedded = EmbeddedStore::open_dir(dir.path(), options).unwrap();
+    let store = embedded.clone().into_store();
+    let raw = rusqlite::Connection::open(embedded.path()).unwrap();
+    let count =
+        |table: &str| -> i64 { raw.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap() };
+    let accept = |key: &str, horizon: u64| {
+        let env = envelope(IdempotencyKey::from_raw(key), "g", key);
+        let store = store.clone();
+        async move {
+            store.protocol.accept(OutgoingMessage::first_delivery(env), Duration::from_secs(horizon), "ingress").await
+        }
+    };
+    for key in ["s:a:1", "s:a:2", "s:a:3"] {
+        accept(key, 50).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    accept("s:a:4", 3600).await.unwrap();
+    assert_eq!((count("idempotency"), count("audit")), (4, 8));
+
+    assert_eq!(store.expiry.sweep_expired(2).await.unwrap(), 0, "nothing has expired yet");
+    tokio::time::advance(Duration::from_secs(51)).await;
+    assert_eq!(store.expiry.sweep_expired(2).await.unwrap(), 2, "the two oldest records");
+    assert_eq!(store.expiry.sweep_expired(2).await.unwrap(), 1);
+    assert_eq!(store.expiry.sweep_expired(2).await.unwrap(), 0);
+    assert_eq!((count("idempotency"), count("audit")), (1, 8), "the lines live longer");
+    assert!(store.idempotency.get(&IdempotencyKey::from_raw("s:a:4")).await.unwrap().is_some());
+
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert_eq!(store.expiry.sweep_expired(100).await.unwrap(), 8, "every line, at 111 s");
+    assert_eq!((count("idempotency"), count("audit")), (1, 0));
+    assert_eq!(count("messages"), 4, "the queue is not the sweep's");
+}

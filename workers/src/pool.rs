@@ -82,7 +82,7 @@ pub async fn run_with_metrics(
     let summary = Arc::new(PoolSummary::default());
     let work_came = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(refresh_gauges(store.clone(), metrics.clone(), work_came.clone(), shutdown.clone()));
-    tokio::spawn(sweep_event_log(store.clone(), shutdown.clone()));
+    tokio::spawn(sweep(store.clone(), shutdown.clone()));
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     // Messages whose outcome is being recorded after their handler returned its slot ([`crate::slot`]); with a
     // receive window (SQS, where each receive costs requests) a slot is held to the end instead.
@@ -328,30 +328,42 @@ async fn release_late(
     release(&processor, deliveries.into_iter(), &summary).await;
 }
 
-/// How often the event log's expired events are swept (the embedded store; DynamoDB's TTL needs nothing).
+/// How often the event log's expired events and the store's expired rows are swept (the embedded store;
+/// DynamoDB's TTL needs nothing).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// Events one sweep deletes at most: one short writer job, so it never holds up the hot path.
+/// Events (or rows of each kind) one sweep deletes at most: one short writer job, so it never holds up the hot
+/// path.
 const SWEEP_AT_MOST: usize = 500;
 
-/// Deletes the event log's expired events while the pool runs, a bounded batch a minute (more at once while a
+/// Deletes the event log's expired events and the store's expired rows (idempotency records, audit lines, retry
+/// records, dedup entries, alarm documents) while the pool runs, a bounded batch a minute (more at once while a
 /// backlog of them remains).
-async fn sweep_event_log(store: Store, shutdown: CancellationToken) {
-    if store.events.retention().is_none() {
-        return;
-    }
+async fn sweep(store: Store, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = shutdown.cancelled() => return,
         }
-        loop {
-            match store.events.sweep(SWEEP_AT_MOST).await {
-                Ok(n) if n as usize == SWEEP_AT_MOST && !shutdown.is_cancelled() => tokio::task::yield_now().await,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not sweep the event log");
-                    break;
-                }
+        if store.events.retention().is_some() {
+            sweep_batches("the event log", &shutdown, || store.events.sweep(SWEEP_AT_MOST)).await;
+        }
+        sweep_batches("expired rows", &shutdown, || store.expiry.sweep_expired(SWEEP_AT_MOST)).await;
+    }
+}
+
+/// Runs one kind of sweep until a batch finds less than a full one (or the pool stops).
+async fn sweep_batches<F, Fut>(what: &str, shutdown: &CancellationToken, batch: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = eventfleet_storage::Result<u64>>,
+{
+    loop {
+        match batch().await {
+            Ok(n) if n as usize >= SWEEP_AT_MOST && !shutdown.is_cancelled() => tokio::task::yield_now().await,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sweep {what}");
+                break;
             }
         }
     }

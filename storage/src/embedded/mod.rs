@@ -16,6 +16,7 @@ mod alarm_threads;
 mod audit;
 mod dead_letters;
 mod event_log;
+mod expiry;
 mod idempotency;
 mod migrations;
 mod protocol;
@@ -203,22 +204,6 @@ impl EmbeddedStore {
     pub fn into_store(self: Arc<Self>) -> Store {
         let clock = self.options.clock.clone();
         Store::of(self, clock, "embedded")
-    }
-
-    /// Deletes rows past their expiry (idempotency horizon, audit and retry TTL, dedup window). Reads already
-    /// treat them as absent; this only reclaims space. Returns the number of rows deleted.
-    pub async fn purge_expired(&self) -> Result<u64, StorageError> {
-        let now = self.options.clock.now().as_millis();
-        self.writer
-            .submit(move |conn| {
-                let mut n = 0u64;
-                for table in ["idempotency", "audit", "retries", "dedup", "alarm_threads"] {
-                    n += conn.prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?.execute([now])?
-                        as u64;
-                }
-                Ok(n)
-            })
-            .await
     }
 
     /// Runs a read on the read connection, off the async threads.
