@@ -525,4 +525,40 @@ mod tests {
         gather_slots(&slots, first, 10, gather, &shutdown).await;
         assert_eq!(start.elapsed(), Duration::from_millis(10));
     }
+
+    /// The pool's sweep gives back an expired record once a minute, and leaves a live one.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_deletes_expired_records_every_minute() {
+        use eventfleet_schema::IdempotencyKey;
+        use eventfleet_storage::{EmbeddedOptions, EmbeddedStore, OutgoingMessage, TokioClock};
+        let dir = tempfile::tempdir().unwrap();
+        // No event log: the sweep goes straight to the expired rows (the log's sweep reads on the blocking pool,
+        // which the paused clock does not wait for).
+        let options =
+            EmbeddedOptions { clock: Arc::new(TokioClock::new()), retention: None, ..EmbeddedOptions::default() };
+        let embedded = EmbeddedStore::open_dir(dir.path(), options).unwrap();
+        let store = embedded.clone().into_store();
+        for (key, horizon) in [("s:a:short", 30), ("s:a:long", 3600)] {
+            let env = eventfleet_storage::conformance::envelope(IdempotencyKey::from_raw(key), "g", key);
+            let message = OutgoingMessage::first_delivery(env);
+            store.protocol.accept(message, Duration::from_secs(horizon), "ingress").await.unwrap();
+        }
+        let raw = rusqlite::Connection::open(embedded.path()).unwrap();
+        let records = || -> Vec<String> {
+            let mut stmt = raw.prepare("SELECT key FROM idempotency ORDER BY key").unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(sweep(store.clone(), shutdown.clone()));
+        tokio::time::sleep(SWEEP_EVERY - Duration::from_secs(1)).await;
+        assert_eq!(records(), ["s:a:long", "s:a:short"], "not before a minute");
+        // The sweep has handed its job to the writer thread by now; that thread deletes in real time.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while records().len() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(records(), ["s:a:long"]);
+        shutdown.cancel();
+    }
 }
