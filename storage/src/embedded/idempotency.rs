@@ -26,9 +26,9 @@ macro_rules! sender_of {
 #[cfg(test)]
 pub(super) const SENDER_OF_COLUMN: &str = sender_of!("key");
 
-/// The sender's id of a key, the first column of the table's key index (migration 8), bound by the caller: in
-/// SQL (`rtrim` by every character of the key) it took a tenth of the writer thread under load (docs/benchmarks.md,
-/// "The sender's id bound, not computed in SQL").
+/// The sender's id of a key, the first column of the table's key (migration 8; an index since 10), bound by the
+/// caller: in SQL (`rtrim` by every character of the key) it took a tenth of the writer thread under load
+/// (docs/benchmarks.md, "The sender's id bound, not computed in SQL").
 pub(super) fn sender_of(key: &str) -> &str {
     IdempotencyKey::sender_id_of(key)
 }
