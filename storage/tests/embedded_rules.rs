@@ -560,8 +560,8 @@ async fn with_two_processes_writing_the_wal_is_started_over_at_its_cap() {
     assert!(frames < u64::from(CAP) * 10, "the WAL grew to {frames} frames (cap {CAP})");
 }
 
-/// Expired rows are deleted a bounded batch at a time, oldest first, and nothing live goes with them: reads hid
-/// them already, the sweep gives their space back.
+/// Expired rows are deleted a bounded batch at a time, oldest first (audit lines a day past their expiry), and
+/// nothing live goes with them: reads hid them already, the sweep gives their space back.
 #[tokio::test(start_paused = true)]
 async fn a_sweep_deletes_expired_records_and_lines_a_batch_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -598,7 +598,35 @@ async fn a_sweep_deletes_expired_records_and_lines_a_batch_at_a_time() {
     assert!(store.idempotency.get(&IdempotencyKey::from_raw("s:a:4")).await.unwrap().is_some());
 
     tokio::time::advance(Duration::from_secs(50)).await;
-    assert_eq!(store.expiry.sweep_expired(100).await.unwrap(), 8, "every line, at 111 s");
-    assert_eq!((count("idempotency"), count("audit")), (1, 0));
+    assert_eq!(store.expiry.sweep_expired(100).await.unwrap(), 0, "the lines expired at 110 s are kept a day");
+    // The short horizons' claims also wrote dedup entries (a horizon under the five-minute window).
+    assert_eq!(count("dedup"), 3);
+    tokio::time::advance(Duration::from_secs(190)).await;
+    assert_eq!(store.expiry.sweep_expired(100).await.unwrap(), 3, "the dedup entries, at 301 s");
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    assert_eq!(store.expiry.sweep_expired(100).await.unwrap(), 9, "every line, and the hour-long claim");
+    assert_eq!((count("idempotency"), count("audit"), count("dedup")), (0, 0, 0));
     assert_eq!(count("messages"), 4, "the queue is not the sweep's");
+}
+
+/// A record that outlives the ones claimed after it does not hold up the sweep of theirs.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_deletes_past_a_record_that_lives_longer() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { clock: Arc::new(TokioClock::new()), ..EmbeddedOptions::default() };
+    let store = EmbeddedStore::open_dir(dir.path(), options).unwrap().into_store();
+    for (key, horizon) in [("s:b:long", 3600), ("s:b:short-1", 10), ("s:b:short-2", 10)] {
+        let env = envelope(IdempotencyKey::from_raw(key), "g", key);
+        store
+            .protocol
+            .accept(OutgoingMessage::first_delivery(env), Duration::from_secs(horizon), "ingress")
+            .await
+            .unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(11)).await;
+    // Batches of one: the oldest record is live, the next is not.
+    assert_eq!(store.expiry.sweep_expired(1).await.unwrap(), 1);
+    assert_eq!(store.expiry.sweep_expired(1).await.unwrap(), 1);
+    assert_eq!(store.expiry.sweep_expired(1).await.unwrap(), 0);
+    assert!(store.idempotency.get(&IdempotencyKey::from_raw("s:b:long")).await.unwrap().is_some());
 }
