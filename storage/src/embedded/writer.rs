@@ -14,6 +14,9 @@
 //! then answers every batch that committed before its sync began; meanwhile the writer runs the next batch.
 //! A commit in WAL mode is durable once the WAL is synced past it (recovery replays the WAL's valid commit frames),
 //! so an answered request survives power loss as with `synchronous=FULL`, and the writer never waits for the disk.
+//! While a sync is under way the next batch commits only once it holds [`COMMIT_WHILE_SYNCING`] jobs, and otherwise
+//! when the sync is done: its answers would wait for the next sync either way, and fewer, larger commits write the
+//! pages every job touches fewer times.
 //!
 //! **Checkpoints off the writer.** Copying the WAL's pages into the database (and syncing it) took about a fifth
 //! of the writer thread's time when the writer ran it after a commit (SQLite's auto-checkpoint). A checkpointer
@@ -101,10 +104,20 @@ enum Answers {
     AfterSync(mpsc::Sender<ToSync>),
 }
 
+/// What the writer thread receives.
+enum Msg {
+    /// A write request.
+    Job(Box<dyn Job>),
+    /// The flusher synced this many batches and answered them.
+    Synced(usize),
+    /// The handle was dropped: commit what is queued and stop.
+    Stop,
+}
+
 /// Handle to the writer thread. Dropping it stops the thread once queued jobs are done (and the flusher once
 /// their answers are sent).
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::Sender<Msg>,
     /// Writes that wake long polls, submitted and not yet committed and announced.
     waking: Arc<AtomicUsize>,
 }
@@ -127,7 +140,7 @@ impl Writer {
         durability: Durability,
         hook: Option<SyncHook>,
     ) -> Result<Self, StorageError> {
-        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>();
+        let (jobs, rx) = mpsc::channel::<Msg>();
         // Held by the writer for each batch and by the flusher while the hook runs: the hook sees the files
         // between commits.
         let between_batches = Arc::new(Mutex::new(()));
@@ -135,7 +148,13 @@ impl Writer {
             Durability::Normal => Answers::Now,
             Durability::Full => {
                 let (to_flusher, batches) = mpsc::channel::<ToSync>();
-                let flusher = Flusher { wal: wal_path(db), file: None, hook, between_batches: between_batches.clone() };
+                let flusher = Flusher {
+                    wal: wal_path(db),
+                    file: None,
+                    hook,
+                    between_batches: between_batches.clone(),
+                    writer: jobs.clone(),
+                };
                 std::thread::Builder::new()
                     .name("eventfleet-sqlite-flusher".into())
                     .spawn(move || flusher.run(batches))
@@ -193,7 +212,7 @@ impl Writer {
         if wakes {
             self.waking.fetch_add(1, Ordering::AcqRel);
         }
-        if self.jobs.send(Box::new(job)).is_err() {
+        if self.jobs.send(Msg::Job(Box::new(job))).is_err() {
             if wakes {
                 self.waking.fetch_sub(1, Ordering::AcqRel);
             }
@@ -203,31 +222,52 @@ impl Writer {
     }
 }
 
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // The flusher holds a sender too, so the channel never closes by itself while the writer runs.
+        let _ = self.jobs.send(Msg::Stop);
+    }
+}
+
+/// While a batch is being synced, the next one commits only once it holds this many jobs; until then it waits for
+/// the sync. Its jobs could not be answered sooner anyway (the sync under way does not cover a commit made now, and
+/// the next one starts only after it), and one commit of many jobs writes each page they share once (the tails of
+/// the queue, the trail and the event log): under moderate load most commits held a job or two and rewrote every
+/// such page for each. Past this many the batch commits at once, so a full machine keeps commits and syncs
+/// overlapping.
+const COMMIT_WHILE_SYNCING: usize = 64;
+
 fn run(
     conn: Connection,
-    rx: mpsc::Receiver<Box<dyn Job>>,
+    rx: mpsc::Receiver<Msg>,
     max_batch: usize,
     wakes: Wakes,
     answers: Answers,
     between_batches: Arc<Mutex<()>>,
     checkpoints: mpsc::SyncSender<()>,
 ) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
+    let mut next = Next { batch: Vec::with_capacity(max_batch), syncing: 0, stopping: false };
     let mut since_checkpoint = 0usize;
     let mut checkpointer_gone = false;
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
+    while let Ok(msg) = rx.recv() {
+        next.take(msg);
+        while next.batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(msg) => next.take(msg),
                 Err(_) => break,
             }
         }
-        let waking = batch.iter().filter(|job| job.wakes_receivers()).count();
+        if !next.commits_now() {
+            if next.stopping {
+                break;
+            }
+            continue;
+        }
+        let waking = next.batch.iter().filter(|job| job.wakes_receivers()).count();
         let before = conn.total_changes();
         let done = {
             let _held = between_batches.lock().unwrap_or_else(|p| p.into_inner());
-            commit_batch(&conn, &mut batch)
+            commit_batch(&conn, &mut next.batch)
         };
         let changed = conn.total_changes() != before;
         if changed {
@@ -252,12 +292,40 @@ fn run(
         }
         match &answers {
             Answers::Now => deliver(done, None),
-            Answers::AfterSync(flusher) => {
-                if let Err(mpsc::SendError(batch)) = flusher.send(ToSync { done, changed }) {
-                    deliver(batch.done, Some(&StorageError::unavailable("the flusher thread stopped")));
+            Answers::AfterSync(flusher) => match flusher.send(ToSync { done, changed }) {
+                Ok(()) => next.syncing += 1,
+                Err(mpsc::SendError(batch)) => {
+                    deliver(batch.done, Some(&StorageError::unavailable("the flusher thread stopped")))
                 }
-            }
+            },
         }
+        if next.stopping {
+            break;
+        }
+    }
+}
+
+/// The writer's next batch, and what decides when it commits.
+struct Next {
+    batch: Vec<Box<dyn Job>>,
+    /// Batches handed to the flusher and not yet synced.
+    syncing: usize,
+    /// The handle was dropped.
+    stopping: bool,
+}
+
+impl Next {
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Job(job) => self.batch.push(job),
+            Msg::Synced(n) => self.syncing = self.syncing.saturating_sub(n),
+            Msg::Stop => self.stopping = true,
+        }
+    }
+
+    /// Whether the batch commits now rather than after the sync under way.
+    fn commits_now(&self) -> bool {
+        !self.batch.is_empty() && (self.syncing == 0 || self.batch.len() >= COMMIT_WHILE_SYNCING || self.stopping)
     }
 }
 
@@ -460,6 +528,9 @@ struct Flusher {
     file: Option<File>,
     hook: Option<SyncHook>,
     between_batches: Arc<Mutex<()>>,
+    /// Told after each sync how many batches it covered: the next batch waits for it (see
+    /// [`COMMIT_WHILE_SYNCING`]).
+    writer: mpsc::Sender<Msg>,
 }
 
 impl Flusher {
@@ -470,10 +541,12 @@ impl Flusher {
             covered.extend(batches.try_iter());
             // Batches that changed nothing are answered without a sync: every batch before them was synced and
             // answered first (this thread takes them in order), so what they read is on disk.
+            let count = covered.len();
             if !covered.iter().any(|batch| batch.changed) {
                 for batch in covered {
                     deliver(batch.done, None);
                 }
+                let _ = self.writer.send(Msg::Synced(count));
                 continue;
             }
             if let Some(hook) = &self.hook {
@@ -491,6 +564,7 @@ impl Flusher {
             for batch in covered {
                 deliver(batch.done, synced.as_ref().err());
             }
+            let _ = self.writer.send(Msg::Synced(count));
         }
     }
 
@@ -743,5 +817,83 @@ mod tests {
         assert_eq!(runs.load(Ordering::Acquire), 1, "alone, its rollback is all it needs");
         writer.submit_waking(insert(8, false, &runs)).await.unwrap();
         assert_eq!(rows(dir.path()), vec![8], "the writer goes on after it");
+    }
+
+    /// Jobs that arrive while a sync is under way wait for it and commit together, and once there are
+    /// [`COMMIT_WHILE_SYNCING`] of them they commit without waiting (one commit: the WAL grows by what one commit
+    /// of the table's page writes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_that_arrive_during_a_sync_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("fleet.db");
+        let conn = super::super::connect(&db).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)").unwrap();
+        let checkpoints = Checkpointer { conn: super::super::connect(&db).unwrap(), cap: 16_000 };
+        // The first sync is held once done, before its batch is answered, until `release` is dropped.
+        let (release, held) = mpsc::channel::<()>();
+        let held = Mutex::new(held);
+        let holding = Arc::new(AtomicBool::new(false));
+        let h = holding.clone();
+        let hook = SyncHook(Arc::new(move |point| {
+            if point == SyncPoint::Done && !h.swap(true, Ordering::AcqRel) {
+                let _ = held.lock().unwrap().recv();
+            }
+        }));
+        let writer = Arc::new(
+            Writer::spawn(conn, checkpoints, &db, 1024, Arc::new(Notify::new()), Durability::Full, Some(hook)).unwrap(),
+        );
+        let wal = wal_path(&db);
+        let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let runs = Arc::default();
+
+        let empty = wal_len();
+        let first = tokio::spawn({
+            let (writer, job) = (writer.clone(), insert(0, false, &runs));
+            async move { writer.submit(job).await }
+        });
+        wait_until(|| holding.load(Ordering::Acquire)).await;
+        let one_commit = wal_len() - empty;
+        assert!(one_commit > 0);
+
+        let answers: Vec<_> = (1..=COMMIT_WHILE_SYNCING as i64)
+            .map(|x| {
+                let (writer, job) = (writer.clone(), insert(x, false, &runs));
+                tokio::spawn(async move { writer.submit(job).await })
+            })
+            .collect();
+        wait_until(|| rows(dir.path()).len() == 1 + COMMIT_WHILE_SYNCING).await;
+        assert_eq!(wal_len() - empty, 2 * one_commit, "the jobs behind the held sync committed as one");
+        assert!(!first.is_finished(), "answered before its sync was done");
+
+        drop(release);
+        first.await.unwrap().unwrap();
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        assert_eq!(runs.load(Ordering::Acquire), 1 + COMMIT_WHILE_SYNCING);
+    }
+
+    /// The rule behind it: a batch commits at once when no sync is under way, when it is large enough, or when the
+    /// writer stops; otherwise it waits for the sync.
+    #[test]
+    fn a_batch_waits_for_the_sync_under_way_unless_it_is_large() {
+        let runs = Arc::default();
+        let next = |jobs: usize, syncing: usize, stopping: bool| Next {
+            batch: (0..jobs).map(|x| Box::new(test_job(insert(x as i64, false, &runs))) as Box<dyn Job>).collect(),
+            syncing,
+            stopping,
+        };
+        assert!(next(1, 0, false).commits_now());
+        assert!(!next(1, 1, false).commits_now());
+        assert!(!next(COMMIT_WHILE_SYNCING - 1, 2, false).commits_now());
+        assert!(next(COMMIT_WHILE_SYNCING, 1, false).commits_now());
+        assert!(next(1, 1, true).commits_now());
+        assert!(!next(0, 0, false).commits_now());
+        assert!(!next(0, 0, true).commits_now());
+    }
+
+    /// A queued job of `work`, its answer dropped.
+    fn test_job(work: TestJob) -> TypedJob<(), TestJob> {
+        TypedJob { work, wakes: false, result: None, answer: oneshot::channel().0 }
     }
 }
