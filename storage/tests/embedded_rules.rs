@@ -223,12 +223,24 @@ async fn a_large_receive_takes_more_heads_and_fills_behind_them_only_up_to_ten()
 
 /// Power loss: the machine keeps what was synced and nothing after. The store's sync hook copies the database and
 /// its WAL at the start of every sync, while no batch is being written, and keeps the copy once the sync is done:
-/// exactly what a machine that lost power from then until the next sync is done would find. Accepts and completions run from many tasks while the writer pipelines its
-/// batches; at a moment under load the power is "cut" (no copy is kept after it), and every accept and every completion
-/// answered before that moment must be in the last copy, opened as a store. Fails if a request is answered before
-/// the sync that covers its commit.
+/// exactly what a machine that lost power from then until the next sync is done would find. Accepts and completions
+/// run from 36 tasks; at a moment under load the power is "cut" (no copy is kept after it), and every accept and
+/// every completion answered before that moment must be in the last copy, opened as a store. Fails if a request is
+/// answered before the sync that covers its commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answered_accept_and_completion_survives_power_loss() {
+    survives_power_loss(EmbeddedOptions::default().max_batch).await;
+}
+
+/// The same with batches of at most 8 requests: with 36 requests in flight, batches commit while the one before is
+/// being synced (by default they gather until 64 are waiting or the sync is done), so syncs cover commits that
+/// overlapped them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answered_accept_and_completion_survives_power_loss_with_commits_during_syncs() {
+    survives_power_loss(8).await;
+}
+
+async fn survives_power_loss(max_batch: usize) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -267,7 +279,7 @@ async fn every_answered_accept_and_completion_survives_power_loss() {
             }
         }))
     };
-    let options = EmbeddedOptions { sync_hook: Some(hook), ..EmbeddedOptions::default() };
+    let options = EmbeddedOptions { sync_hook: Some(hook), max_batch, ..EmbeddedOptions::default() };
     let store = EmbeddedStore::open_dir(dir.path(), options).unwrap().into_store();
     let actor = Actor {
         name: "worker".into(),

@@ -315,9 +315,10 @@ mod tests {
         conn
     }
 
-    /// The plan of `sql` (its `detail` lines) on a fresh store.
+    /// The plan of `sql` (its `detail` lines) on a fresh store, planned as the store's connections plan.
     fn plan(sql: &str, params: impl rusqlite::Params) -> Vec<String> {
         let mut conn = Connection::open_in_memory().unwrap();
+        super::super::plan_once(&conn).unwrap();
         migrate(&mut conn).unwrap();
         let sql = format!("EXPLAIN QUERY PLAN {sql}");
         let mut stmt = conn.prepare(&sql).unwrap();
@@ -523,11 +524,7 @@ mod tests {
     /// The long poll's idle look probes the heads' partial index, not every queued message.
     #[test]
     fn the_idle_look_uses_the_heads_index() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrate(&mut conn).unwrap();
-        let sql = format!("EXPLAIN QUERY PLAN {}", super::super::queue::IDLE_LOOK);
-        let plan: Vec<String> =
-            conn.prepare(&sql).unwrap().query_map([0], |r| r.get(3)).unwrap().map(|r| r.unwrap()).collect();
+        let plan = plan(super::super::queue::IDLE_LOOK, [0]);
         assert!(plan.iter().any(|p| p.contains("INDEX messages_heads")), "{plan:?}");
     }
 }

@@ -235,14 +235,7 @@ fn connect(path: &Path) -> Result<Connection, StorageError> {
     // several workers sharing the file, a writer then idles for milliseconds behind a lock held for microseconds.
     // Retry every 100-500 µs instead, for about five seconds.
     conn.busy_handler(Some(retry_soon))?;
-    // Every statement of this module is prepared once per connection; the default cache of 16 is smaller than
-    // that set, and re-preparing (parse and plan) dominated the writer's time under load.
-    conn.set_prepared_statement_cache_capacity(128);
-    // SQLite plans a statement anew at its next step whenever a parameter that a plan may depend on is bound again
-    // (a bound `LIMIT`, since 3.47), whatever the value: the receive's `LIMIT ?` alone re-prepared its statement at
-    // every receive, a tenth of the writer's time. No plan here depends on a bound value (no `LIKE ?`, no
-    // `ANALYZE` samples), so the query planner stability guarantee, which turns that off, costs nothing.
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    plan_once(&conn)?;
     // Commits are not synced by SQLite: with `Durability::Full` the writer's flusher syncs the WAL and answers
     // only then ([`writer`]); checkpoints still sync the WAL before and the database after.
     // A write job runs in a savepoint when a batch runs again after a failure, and some jobs take one of their own
@@ -252,6 +245,22 @@ fn connect(path: &Path) -> Result<Connection, StorageError> {
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
     )?;
     Ok(conn)
+}
+
+/// Statements are planned once per connection and kept.
+fn plan_once(conn: &Connection) -> Result<(), StorageError> {
+    // Every statement of this module is prepared once per connection; the default cache of 16 is smaller than
+    // that set, and re-preparing (parse and plan) dominated the writer's time under load.
+    conn.set_prepared_statement_cache_capacity(128);
+    // SQLite plans a statement anew at its next step whenever a parameter its plan may have looked at is bound
+    // again, whatever the value: since 3.47 that includes a bound `LIMIT`, so the receive's `LIMIT ?` re-prepared
+    // its statement at every receive (a tenth of a protocol bench's writer). The query planner stability guarantee
+    // turns that off. What it gives up here: a bound `LIMIT` in cost estimates only (the plans of 3.46 and before;
+    // every `LIMIT ?` query of this module reads in an index's order but the audit query's, a read), and bound
+    // values proving a partial index usable (`messages_heads` is named with literal terms); there is no `LIKE ?`
+    // and no `ANALYZE` data.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
 }
 
 /// Tries before a busy writer gives up: about five seconds of 100-500 µs naps (a busy handler is a plain

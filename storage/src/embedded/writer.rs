@@ -14,7 +14,7 @@
 //! then answers every batch that committed before its sync began; meanwhile the writer runs the next batch.
 //! A commit in WAL mode is durable once the WAL is synced past it (recovery replays the WAL's valid commit frames),
 //! so an answered request survives power loss as with `synchronous=FULL`, and the writer never waits for the disk.
-//! While a sync is under way the next batch commits only once it holds [`COMMIT_WHILE_SYNCING`] jobs, and otherwise
+//! While a sync is under way the next batch commits once it holds [`COMMIT_WHILE_SYNCING`] jobs, and otherwise
 //! when the sync is done: its answers would wait for the next sync either way, and fewer, larger commits write the
 //! pages every job touches fewer times.
 //!
@@ -108,7 +108,8 @@ enum Answers {
 enum Msg {
     /// A write request.
     Job(Box<dyn Job>),
-    /// The flusher synced this many batches and answered them.
+    /// The flusher is done with this many batches (synced, or answered without a sync: they changed nothing);
+    /// `usize::MAX` when it stopped.
     Synced(usize),
     /// The handle was dropped: commit what is queued and stop.
     Stop,
@@ -229,13 +230,14 @@ impl Drop for Writer {
     }
 }
 
-/// While a batch is being synced, the next one commits only once it holds this many jobs; until then it waits for
-/// the sync. Its jobs could not be answered sooner anyway (the sync under way does not cover a commit made now, and
-/// the next one starts only after it), and one commit of many jobs writes each page they share once (the tails of
-/// the queue, the trail and the event log): under moderate load most commits held a job or two and rewrote every
-/// such page for each. Past this many the batch commits at once, so a full machine keeps commits and syncs
-/// overlapping.
-const COMMIT_WHILE_SYNCING: usize = 64;
+/// While a batch is being synced, the next one commits once it holds this many jobs (or the batch cap, if lower);
+/// until then it waits for the sync. Its jobs could not be answered much sooner (the sync under way does not cover
+/// a commit made now, and the next one starts only after it: waiting costs them the commit's own time, which the
+/// next sync would follow anyway), and one commit of many jobs writes each page they share once (the tails of the
+/// queue, the trail and the event log, the indexes' right edges): under moderate load most commits held a job or
+/// two and rewrote every such page for each. With this many requests waiting the batch commits at once, so a
+/// writer with more in flight keeps commits and syncs overlapping.
+pub(super) const COMMIT_WHILE_SYNCING: usize = 64;
 
 fn run(
     conn: Connection,
@@ -246,7 +248,12 @@ fn run(
     between_batches: Arc<Mutex<()>>,
     checkpoints: mpsc::SyncSender<()>,
 ) {
-    let mut next = Next { batch: Vec::with_capacity(max_batch), syncing: 0, stopping: false };
+    let mut next = Next {
+        batch: Vec::with_capacity(max_batch),
+        commit_at: COMMIT_WHILE_SYNCING.min(max_batch),
+        syncing: 0,
+        stopping: false,
+    };
     let mut since_checkpoint = 0usize;
     let mut checkpointer_gone = false;
     while let Ok(msg) = rx.recv() {
@@ -308,6 +315,8 @@ fn run(
 /// The writer's next batch, and what decides when it commits.
 struct Next {
     batch: Vec<Box<dyn Job>>,
+    /// The jobs at which it commits while a sync is under way.
+    commit_at: usize,
     /// Batches handed to the flusher and not yet synced.
     syncing: usize,
     /// The handle was dropped.
@@ -325,7 +334,7 @@ impl Next {
 
     /// Whether the batch commits now rather than after the sync under way.
     fn commits_now(&self) -> bool {
-        !self.batch.is_empty() && (self.syncing == 0 || self.batch.len() >= COMMIT_WHILE_SYNCING || self.stopping)
+        !self.batch.is_empty() && (self.syncing == 0 || self.batch.len() >= self.commit_at || self.stopping)
     }
 }
 
@@ -533,6 +542,14 @@ struct Flusher {
     writer: mpsc::Sender<Msg>,
 }
 
+impl Drop for Flusher {
+    /// Also when the thread panics: a batch waiting for a sync that will never come commits, and its handing over
+    /// fails with an error to every waiter, as every batch after it.
+    fn drop(&mut self) {
+        let _ = self.writer.send(Msg::Synced(usize::MAX));
+    }
+}
+
 impl Flusher {
     fn run(mut self, batches: mpsc::Receiver<ToSync>) {
         while let Ok(first) = batches.recv() {
@@ -541,12 +558,14 @@ impl Flusher {
             covered.extend(batches.try_iter());
             // Batches that changed nothing are answered without a sync: every batch before them was synced and
             // answered first (this thread takes them in order), so what they read is on disk.
+            // The writer hears first that these are done: a batch committed from now on is not covered by this
+            // sync whenever it is answered, and a sender answered next may be waiting to send again.
             let count = covered.len();
             if !covered.iter().any(|batch| batch.changed) {
+                let _ = self.writer.send(Msg::Synced(count));
                 for batch in covered {
                     deliver(batch.done, None);
                 }
-                let _ = self.writer.send(Msg::Synced(count));
                 continue;
             }
             if let Some(hook) = &self.hook {
@@ -561,10 +580,10 @@ impl Flusher {
                 (Ok(()), Some(hook)) => (hook.0)(SyncPoint::Done),
                 (Ok(()), None) => {}
             }
+            let _ = self.writer.send(Msg::Synced(count));
             for batch in covered {
                 deliver(batch.done, synced.as_ref().err());
             }
-            let _ = self.writer.send(Msg::Synced(count));
         }
     }
 
@@ -880,6 +899,7 @@ mod tests {
         let runs = Arc::default();
         let next = |jobs: usize, syncing: usize, stopping: bool| Next {
             batch: (0..jobs).map(|x| Box::new(test_job(insert(x as i64, false, &runs))) as Box<dyn Job>).collect(),
+            commit_at: COMMIT_WHILE_SYNCING,
             syncing,
             stopping,
         };
@@ -895,5 +915,23 @@ mod tests {
     /// A queued job of `work`, its answer dropped.
     fn test_job(work: TestJob) -> TypedJob<(), TestJob> {
         TypedJob { work, wakes: false, result: None, answer: oneshot::channel().0 }
+    }
+
+    /// A flusher that stops (here its hook panics) leaves no batch waiting for its sync: the next request is
+    /// answered with an error instead of never.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flusher_that_stops_leaves_no_batch_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("fleet.db");
+        let conn = super::super::connect(&db).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)").unwrap();
+        let checkpoints = Checkpointer { conn: super::super::connect(&db).unwrap(), cap: 16_000 };
+        let hook = SyncHook(Arc::new(|point| assert_ne!(point, SyncPoint::Done, "the flusher stops")));
+        let writer =
+            Writer::spawn(conn, checkpoints, &db, 1024, Arc::new(Notify::new()), Durability::Full, Some(hook)).unwrap();
+        let runs = Arc::default();
+        assert!(writer.submit(insert(1, false, &runs)).await.is_err(), "its sync never finished");
+        let next = tokio::time::timeout(Duration::from_secs(10), writer.submit(insert(2, false, &runs))).await;
+        assert!(matches!(next, Ok(Err(StorageError::Unavailable { .. }))), "{next:?}");
     }
 }
