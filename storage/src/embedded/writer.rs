@@ -640,11 +640,16 @@ mod tests {
 
     /// A writer on a fresh file with one table, `t (x INTEGER NOT NULL)`.
     fn writer(dir: &Path) -> Writer {
+        writer_with_hook(dir, None)
+    }
+
+    /// [`writer`], with a hook at every sync.
+    fn writer_with_hook(dir: &Path, hook: Option<SyncHook>) -> Writer {
         let db = dir.join("fleet.db");
         let conn = super::super::connect(&db).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)").unwrap();
         let checkpoints = Checkpointer { conn: super::super::connect(&db).unwrap(), cap: 16_000 };
-        Writer::spawn(conn, checkpoints, &db, 64, Arc::new(Notify::new()), Durability::Full, None).unwrap()
+        Writer::spawn(conn, checkpoints, &db, 64, Arc::new(Notify::new()), Durability::Full, hook).unwrap()
     }
 
     fn rows(dir: &Path) -> Vec<i64> {
@@ -844,10 +849,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_that_arrive_during_a_sync_commit_together() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("fleet.db");
-        let conn = super::super::connect(&db).unwrap();
-        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)").unwrap();
-        let checkpoints = Checkpointer { conn: super::super::connect(&db).unwrap(), cap: 16_000 };
         // The first sync is held once done, before its batch is answered, until `release` is dropped.
         let (release, held) = mpsc::channel::<()>();
         let held = Mutex::new(held);
@@ -858,10 +859,8 @@ mod tests {
                 let _ = held.lock().unwrap().recv();
             }
         }));
-        let writer = Arc::new(
-            Writer::spawn(conn, checkpoints, &db, 1024, Arc::new(Notify::new()), Durability::Full, Some(hook)).unwrap(),
-        );
-        let wal = wal_path(&db);
+        let writer = Arc::new(writer_with_hook(dir.path(), Some(hook)));
+        let wal = wal_path(&dir.path().join("fleet.db"));
         let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         let runs = Arc::default();
 
@@ -922,13 +921,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flusher_that_stops_leaves_no_batch_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("fleet.db");
-        let conn = super::super::connect(&db).unwrap();
-        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)").unwrap();
-        let checkpoints = Checkpointer { conn: super::super::connect(&db).unwrap(), cap: 16_000 };
         let hook = SyncHook(Arc::new(|point| assert_ne!(point, SyncPoint::Done, "the flusher stops")));
-        let writer =
-            Writer::spawn(conn, checkpoints, &db, 1024, Arc::new(Notify::new()), Durability::Full, Some(hook)).unwrap();
+        let writer = writer_with_hook(dir.path(), Some(hook));
         let runs = Arc::default();
         assert!(writer.submit(insert(1, false, &runs)).await.is_err(), "its sync never finished");
         let next = tokio::time::timeout(Duration::from_secs(10), writer.submit(insert(2, false, &runs))).await;
