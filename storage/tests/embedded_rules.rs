@@ -229,7 +229,7 @@ async fn a_large_receive_takes_more_heads_and_fills_behind_them_only_up_to_ten()
 /// answered before the sync that covers its commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answered_accept_and_completion_survives_power_loss() {
-    survives_power_loss(EmbeddedOptions::default().max_batch).await;
+    survives_power_loss(EmbeddedOptions::default().max_batch, false).await;
 }
 
 /// The same with batches of at most 8 requests: with 36 requests in flight, batches commit while the one before is
@@ -237,10 +237,11 @@ async fn every_answered_accept_and_completion_survives_power_loss() {
 /// overlapped them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answered_accept_and_completion_survives_power_loss_with_commits_during_syncs() {
-    survives_power_loss(8).await;
+    survives_power_loss(8, true).await;
 }
 
-async fn survives_power_loss(max_batch: usize) {
+/// `overlap`: at least one commit must land while a sync runs (the test's premise with small batches).
+async fn survives_power_loss(max_batch: usize, overlap: bool) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -253,12 +254,36 @@ async fn survives_power_loss(max_batch: usize) {
     let power = Arc::new(Mutex::new(false));
     let syncing = Arc::new(AtomicBool::new(false));
     let images = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Syncs during which another commit landed (`PRAGMA data_version` of a connection of the hook's own moves).
+    let overlapped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let hook = {
-        let (db, image, power, images, syncing) =
-            (dir.path().join("fleet.db"), image.path().to_owned(), power.clone(), images.clone(), syncing.clone());
+        let (db, image, power, images, syncing, overlapped) = (
+            dir.path().join("fleet.db"),
+            image.path().to_owned(),
+            power.clone(),
+            images.clone(),
+            syncing.clone(),
+            overlapped.clone(),
+        );
         let (pending, durable) = (image.join("pending"), image.join("durable"));
+        // The hook's own connection and the data version it read at the sync's start.
+        let watch: Mutex<Option<(rusqlite::Connection, i64)>> = Mutex::new(None);
+        let db_file = db.clone();
+        let data_version = move |point: SyncPoint| {
+            let mut watch = watch.lock().unwrap();
+            let (conn, at_start) = match watch.take() {
+                Some(held) => held,
+                None => (rusqlite::Connection::open(&db_file).unwrap(), 0),
+            };
+            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap();
+            if point == SyncPoint::Done && version != at_start {
+                overlapped.fetch_add(1, Ordering::SeqCst);
+            }
+            *watch = Some((conn, version));
+        };
         eventfleet_storage::embedded::SyncHook(Arc::new(move |point| match point {
             SyncPoint::Start => {
+                data_version(SyncPoint::Start);
                 syncing.store(true, Ordering::SeqCst);
                 std::fs::create_dir_all(&pending).unwrap();
                 for suffix in ["", "-wal"] {
@@ -269,6 +294,7 @@ async fn survives_power_loss(max_batch: usize) {
                 }
             }
             SyncPoint::Done => {
+                data_version(SyncPoint::Done);
                 let cut = power.lock().unwrap();
                 syncing.store(false, Ordering::SeqCst);
                 if !*cut {
@@ -348,6 +374,9 @@ async fn survives_power_loss(max_batch: usize) {
     while tasks.join_next().await.is_some() {}
     drop(store);
     assert!(images.load(Ordering::SeqCst) > 10, "the load ran through many syncs");
+    if overlap {
+        assert!(overlapped.load(Ordering::SeqCst) > 0, "no commit landed while a sync ran");
+    }
 
     // The machine comes back with the files of the last sync.
     let survived =

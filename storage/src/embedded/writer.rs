@@ -108,9 +108,10 @@ enum Answers {
 enum Msg {
     /// A write request.
     Job(Box<dyn Job>),
-    /// The flusher is done with this many batches (synced, or answered without a sync: they changed nothing);
-    /// `usize::MAX` when it stopped.
+    /// The flusher is done with this many batches (synced, or answered without a sync: they changed nothing).
     Synced(usize),
+    /// The flusher stopped (it panicked): nothing can be answered as durable any more.
+    FlusherStopped,
     /// The handle was dropped: commit what is queued and stop.
     Stop,
 }
@@ -248,12 +249,7 @@ fn run(
     between_batches: Arc<Mutex<()>>,
     checkpoints: mpsc::SyncSender<()>,
 ) {
-    let mut next = Next {
-        batch: Vec::with_capacity(max_batch),
-        commit_at: COMMIT_WHILE_SYNCING.min(max_batch),
-        syncing: 0,
-        stopping: false,
-    };
+    let mut next = Next::new(max_batch);
     let mut since_checkpoint = 0usize;
     let mut checkpointer_gone = false;
     while let Ok(msg) = rx.recv() {
@@ -265,6 +261,18 @@ fn run(
             }
         }
         if !next.commits_now() {
+            if next.stopping {
+                break;
+            }
+            continue;
+        }
+        if next.flusher_stopped {
+            // Committed, its requests could never be answered as durable: they fail without running, rather than
+            // commit what their senders are told failed (and commit it again at every retry).
+            let waking = next.batch.iter().filter(|job| job.wakes_receivers()).count();
+            let failed = fail_all(&mut next.batch, &StorageError::unavailable("the flusher thread stopped"));
+            wakes.pending.fetch_sub(waking, Ordering::AcqRel);
+            deliver(failed, None);
             if next.stopping {
                 break;
             }
@@ -321,20 +329,34 @@ struct Next {
     syncing: usize,
     /// The handle was dropped.
     stopping: bool,
+    /// The flusher stopped: batches fail without running.
+    flusher_stopped: bool,
 }
 
 impl Next {
+    fn new(max_batch: usize) -> Self {
+        Self {
+            batch: Vec::with_capacity(max_batch),
+            commit_at: COMMIT_WHILE_SYNCING.min(max_batch),
+            syncing: 0,
+            stopping: false,
+            flusher_stopped: false,
+        }
+    }
+
     fn take(&mut self, msg: Msg) {
         match msg {
             Msg::Job(job) => self.batch.push(job),
             Msg::Synced(n) => self.syncing = self.syncing.saturating_sub(n),
+            Msg::FlusherStopped => self.flusher_stopped = true,
             Msg::Stop => self.stopping = true,
         }
     }
 
     /// Whether the batch commits now rather than after the sync under way.
     fn commits_now(&self) -> bool {
-        !self.batch.is_empty() && (self.syncing == 0 || self.batch.len() >= self.commit_at || self.stopping)
+        !self.batch.is_empty()
+            && (self.syncing == 0 || self.batch.len() >= self.commit_at || self.stopping || self.flusher_stopped)
     }
 }
 
@@ -543,10 +565,10 @@ struct Flusher {
 }
 
 impl Drop for Flusher {
-    /// Also when the thread panics: a batch waiting for a sync that will never come commits, and its handing over
-    /// fails with an error to every waiter, as every batch after it.
+    /// Also when the thread panics: no batch waits for a sync that will never come, and the writer fails every
+    /// request from then on.
     fn drop(&mut self) {
-        let _ = self.writer.send(Msg::Synced(usize::MAX));
+        let _ = self.writer.send(Msg::FlusherStopped);
     }
 }
 
@@ -640,16 +662,16 @@ mod tests {
 
     /// A writer on a fresh file with one table, `t (x INTEGER NOT NULL)`.
     fn writer(dir: &Path) -> Writer {
-        writer_with_hook(dir, None)
+        writer_with_hook(dir, 64, None)
     }
 
-    /// [`writer`], with a hook at every sync.
-    fn writer_with_hook(dir: &Path, hook: Option<SyncHook>) -> Writer {
+    /// [`writer`] with batches of at most `max_batch` and a hook at every sync.
+    fn writer_with_hook(dir: &Path, max_batch: usize, hook: Option<SyncHook>) -> Writer {
         let db = dir.join("fleet.db");
         let conn = super::super::connect(&db).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)").unwrap();
         let checkpoints = Checkpointer { conn: super::super::connect(&db).unwrap(), cap: 16_000 };
-        Writer::spawn(conn, checkpoints, &db, 64, Arc::new(Notify::new()), Durability::Full, hook).unwrap()
+        Writer::spawn(conn, checkpoints, &db, max_batch, Arc::new(Notify::new()), Durability::Full, hook).unwrap()
     }
 
     fn rows(dir: &Path) -> Vec<i64> {
@@ -859,7 +881,8 @@ mod tests {
                 let _ = held.lock().unwrap().recv();
             }
         }));
-        let writer = Arc::new(writer_with_hook(dir.path(), Some(hook)));
+        // Batches far larger than the threshold: the commit below comes from the threshold, not a full batch.
+        let writer = Arc::new(writer_with_hook(dir.path(), 1024, Some(hook)));
         let wal = wal_path(&dir.path().join("fleet.db"));
         let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         let runs = Arc::default();
@@ -898,9 +921,9 @@ mod tests {
         let runs = Arc::default();
         let next = |jobs: usize, syncing: usize, stopping: bool| Next {
             batch: (0..jobs).map(|x| Box::new(test_job(insert(x as i64, false, &runs))) as Box<dyn Job>).collect(),
-            commit_at: COMMIT_WHILE_SYNCING,
             syncing,
             stopping,
+            ..Next::new(1024)
         };
         assert!(next(1, 0, false).commits_now());
         assert!(!next(1, 1, false).commits_now());
@@ -909,6 +932,9 @@ mod tests {
         assert!(next(1, 1, true).commits_now());
         assert!(!next(0, 0, false).commits_now());
         assert!(!next(0, 0, true).commits_now());
+        assert!(Next { flusher_stopped: true, ..next(1, 1, false) }.commits_now(), "it fails at once");
+        // A batch cap below the threshold is the threshold.
+        assert_eq!((Next::new(1024).commit_at, Next::new(8).commit_at), (COMMIT_WHILE_SYNCING, 8));
     }
 
     /// A queued job of `work`, its answer dropped.
@@ -921,11 +947,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flusher_that_stops_leaves_no_batch_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let hook = SyncHook(Arc::new(|point| assert_ne!(point, SyncPoint::Done, "the flusher stops")));
-        let writer = writer_with_hook(dir.path(), Some(hook));
+        let hook = SyncHook(Arc::new(|point| {
+            if point == SyncPoint::Done {
+                panic!("the flusher stops");
+            }
+        }));
+        let writer = writer_with_hook(dir.path(), 1024, Some(hook));
         let runs = Arc::default();
         assert!(writer.submit(insert(1, false, &runs)).await.is_err(), "its sync never finished");
         let next = tokio::time::timeout(Duration::from_secs(10), writer.submit(insert(2, false, &runs))).await;
         assert!(matches!(next, Ok(Err(StorageError::Unavailable { .. }))), "{next:?}");
+        // Failed without running: nothing its sender was told failed is committed.
+        assert_eq!(runs.load(Ordering::Acquire), 1);
+        assert_eq!(rows(dir.path()), vec![1]);
     }
 }
